@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Regenerate examples/nodes.json, a deterministic `kubectl get nodes -o json` dump.
+
+The five nodes cover what the exporter reports:
+  nublado-worker-1  reports exactly 50 images (the kubelet default cap): saturated,
+                    so a wanted image it does not show is "unverifiable".
+  nublado-worker-2  reports 137 images: more than the default, so its kubelet runs
+                    with a larger or no cap and it is treated as unlimited.
+  nublado-worker-3  reports 14 images and lacks a wanted image: "absent".
+  nublado-worker-4  reports 46 of 50 (92%): near the cap. One of its images lists
+                    five digests and no tag (the kubelet's 5-name cut), so it must be
+                    matched by digest.
+  control-plane-1   cordoned and without the prepull label: not eligible.
+
+Usage: python3 examples/make_nodes.py > examples/nodes.json
+"""
+import hashlib
+import json
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+LAB = "ghcr.io/lsst-sqre/sciplat-lab"
+GiB = 1024**3
+
+
+def lab(tag, size, digests=1, with_tag=True):
+    names = [f"{LAB}@{digest(tag + str(i))}" for i in range(digests)]
+    if with_tag:
+        names.append(f"{LAB}:{tag}")
+    return {"names": names[:5], "sizeBytes": size}
+
+
+def filler(n, seed):
+    """n ordinary images with real-looking names, 20 MB to ~3 GB."""
+    repos = [
+        "docker.io/library/python", "docker.io/library/postgres", "quay.io/prometheus/node-exporter",
+        "registry.k8s.io/kube-proxy", "docker.io/grafana/grafana", "ghcr.io/fluxcd/source-controller",
+        "quay.io/jetstack/cert-manager-controller", "docker.io/bitnami/redis", "docker.io/library/nginx",
+        "registry.k8s.io/pause", "ghcr.io/lsst-sqre/nublado-controller", "docker.io/library/alpine",
+    ]
+    out = []
+    for i in range(n):
+        repo = repos[(i + seed) % len(repos)]
+        tag = f"v1.{i}.{seed}"
+        h = int(hashlib.sha256(f"{seed}-{i}".encode()).hexdigest()[:8], 16)
+        size = 20_000_000 + h % 3_000_000_000
+        out.append({"names": [f"{repo}@{digest(repo + tag)}", f"{repo}:{tag}"], "sizeBytes": size})
+    return out
+
+
+BUSYBOX = {"names": [f"docker.io/library/busybox@{digest('busybox')}", "docker.io/library/busybox:1.36"],
+           "sizeBytes": 4_261_550}
+
+
+def node(name, images, capacity, allocatable, eligible=True, unschedulable=False, extra_labels=None):
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if eligible:
+        labels["nublado.lsst.io/permitted"] = "true"
+    labels.update(extra_labels or {})
+    images = sorted(images, key=lambda im: im["sizeBytes"], reverse=True)
+    n = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "resourceVersion": "1000"},
+        "spec": {"podCIDR": "10.0.0.0/24"},
+        "status": {
+            "capacity": {"cpu": "16", "memory": "65842580Ki", "ephemeral-storage": capacity, "pods": "110"},
+            "allocatable": {"cpu": "15800m", "memory": "63647636Ki", "ephemeral-storage": allocatable, "pods": "110"},
+            "images": images,
+            "nodeInfo": {"kubeletVersion": "v1.31.4", "containerRuntimeVersion": "containerd://1.7.24"},
+        },
+    }
+    if unschedulable:
+        n["spec"]["unschedulable"] = True
+    return n
+
+
+w10 = lab("w_2024_10", 9 * GiB)
+w11 = lab("w_2024_11", int(9.2 * GiB))
+r27 = lab("r27_0_0", int(8.7 * GiB))
+w11_cut = lab("w_2024_11", int(9.2 * GiB), digests=5, with_tag=False)
+
+nodes = [
+    # Saturated: 50 entries; w_2024_11 is on the node but fell off the list.
+    node("nublado-worker-1", [w10, r27, BUSYBOX] + filler(47, 1), "1073741824Ki", "989560464Ki"),
+    node("nublado-worker-2", [w10, w11, r27, BUSYBOX] + filler(133, 2), "1953125000Ki", "1800000000Ki"),
+    node("nublado-worker-3", [w11, r27, BUSYBOX] + filler(11, 3), "500Gi", "460Gi"),
+    node("nublado-worker-4", [w10, w11_cut, r27, BUSYBOX] + filler(42, 4), "200G", "184G"),
+    node("control-plane-1", filler(8, 5), "100Gi", "95551679124", eligible=False, unschedulable=True,
+         extra_labels={"node-role.kubernetes.io/control-plane": ""}),
+]
+
+# The five-digest entry shares w_2024_11's first digest with nublado-worker-2's entry,
+# as the same image pulled through one repo digest would.
+assert w11_cut["names"][0] == w11["names"][0]
+
+print(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": nodes}, indent=2))

@@ -1,0 +1,30 @@
+"""Shared pytest fixtures: real processes on loopback, stopped and cleaned up after."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from harness import BIN, Alertmanager, Exporter, Prometheus, new_workdir, start_exporter  # noqa: F401
+
+
+@pytest.fixture
+def workdir():
+    d = new_workdir("e2e")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def procs():
+    """Collects started processes and stops them all, newest first, at teardown."""
+    started = []
+    yield started
+    for p in reversed(started):
+        p.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _binary_built():
+    if not BIN.exists():
+        pytest.fail(f"{BIN} is missing: run `cargo build` first (scripts/test.sh does)")

@@ -1,0 +1,197 @@
+"""Processes the end-to-end tests run for real, all bound to 127.0.0.1.
+
+Every start_* function returns a handle whose .stop() ends the process; the pytest
+fixtures in conftest.py stop them and remove their temporary directories.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+BIN = Path(os.environ.get("IMAGECAP_BIN", ROOT / "target" / "debug" / "imagecap-exporter"))
+# Upper bound for any single wait in these tests.
+DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, fn, timeout: float = DEADLINE_S, interval: float = 0.2):
+    """Calls fn until it returns a truthy value; raises after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < end:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], workdir: Path, cwd: Path | None = None):
+        self.name = name
+        self.workdir = workdir
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(argv, cwd=cwd or workdir, stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+class Exporter(Proc):
+    """imagecap-exporter serve, listening on an ephemeral loopback port."""
+
+    def __init__(self, workdir: Path, args: list[str]):
+        argv = [str(BIN), "--log-format", "json", "serve", "--listen", "127.0.0.1:0", *args]
+        super().__init__("exporter", argv, workdir, cwd=ROOT)
+        self.addr = wait_for("the exporter to log its listen address", self._addr, timeout=30)
+        self.url = f"http://{self.addr}"
+
+    def _addr(self):
+        if not self.alive():
+            raise RuntimeError(f"exporter exited:\n{self.log()}")
+        for line in self.log().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            addr = rec.get("fields", {}).get("addr")
+            if addr and rec.get("fields", {}).get("message") == "listening":
+                return addr
+        return None
+
+    def metrics(self) -> str:
+        r = requests.get(self.url + "/metrics", timeout=10)
+        r.raise_for_status()
+        return r.text
+
+    def wait_ready(self):
+        wait_for("exporter /readyz", lambda: requests.get(self.url + "/readyz", timeout=5).ok)
+
+
+def start_exporter(workdir: Path, nodes: Path = EXAMPLES / "nodes.json",
+                   config: Path = EXAMPLES / "config.yaml", extra: list[str] | None = None) -> Exporter:
+    ex = Exporter(workdir, ["--nodes-file", str(nodes), "--config", str(config), *(extra or [])])
+    ex.wait_ready()
+    return ex
+
+
+class Prometheus(Proc):
+    def __init__(self, workdir: Path, targets: list[str], rule_files: list[Path] = (),
+                 alertmanager: str | None = None, interval: str = "1s", job: str = "imagecap-exporter"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        rules_dir = workdir / "rules"
+        rules_dir.mkdir(exist_ok=True)
+        copied = []
+        for i, rf in enumerate(rule_files):
+            dst = rules_dir / f"{i}-{Path(rf).name}"
+            shutil.copy(rf, dst)
+            copied.append(str(dst))
+        cfg = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval,
+                       "scrape_timeout": interval},
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "rule_files": copied,
+        }
+        if alertmanager:
+            cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+        cfg_path = workdir / "prometheus.yml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        argv = ["prometheus", f"--config.file={cfg_path}", f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}", "--web.enable-lifecycle",
+                "--log.level=warn"]
+        super().__init__("prometheus", argv, workdir)
+        wait_for("prometheus /-/ready", self._ready)
+
+    def _ready(self):
+        if not self.alive():
+            raise RuntimeError(f"prometheus exited:\n{self.log()}")
+        return requests.get(self.url + "/-/ready", timeout=5).ok
+
+    def query(self, expr: str, time_: float | None = None) -> dict:
+        params = {"query": expr}
+        if time_ is not None:
+            params["time"] = time_
+        r = requests.get(self.url + "/api/v1/query", params=params, timeout=10)
+        return r.json()
+
+    def query_range(self, expr: str, start: float, end: float, step: str = "1s") -> dict:
+        r = requests.get(self.url + "/api/v1/query_range",
+                         params={"query": expr, "start": start, "end": end, "step": step}, timeout=10)
+        return r.json()
+
+    def wait_scraped(self, job: str = "imagecap-exporter"):
+        def up():
+            res = self.query(f'up{{job="{job}"}} == 1')
+            return res.get("status") == "success" and res["data"]["result"]
+        wait_for(f"prometheus to scrape {job}", up)
+
+
+class Alertmanager(Proc):
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.cluster_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cfg = {
+            "route": {"receiver": "null", "group_wait": "1s", "group_interval": "1s",
+                      "repeat_interval": "1h"},
+            "receivers": [{"name": "null"}],
+        }
+        cfg_path = workdir / "alertmanager.yml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        argv = ["prometheus-alertmanager", f"--config.file={cfg_path}",
+                f"--storage.path={workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
+                "--log.level=warn"]
+        super().__init__("alertmanager", argv, workdir)
+        wait_for("alertmanager /-/ready", self._ready)
+
+    def _ready(self):
+        if not self.alive():
+            raise RuntimeError(f"alertmanager exited:\n{self.log()}")
+        return requests.get(self.url + "/-/ready", timeout=5).ok
+
+    def alerts(self) -> list[dict]:
+        r = requests.get(self.url + "/api/v2/alerts", timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+
+def new_workdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f"imagecap-{prefix}-"))
