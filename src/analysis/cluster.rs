@@ -1,0 +1,449 @@
+//! All node summaries -> the report that `/metrics` and `check` both show.
+
+use super::node::NodeSummary;
+use super::reference::ImageRef;
+use super::wanted::Wanted;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// The kubelet's default `nodeStatusMaxImages`.
+pub const KUBELET_DEFAULT_MAX_IMAGES: i64 = 50;
+
+/// Why a wanted image is missing from a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingState {
+    /// The node is under its cap, so its list is complete: the image is not there.
+    Absent,
+    /// The node is at its cap: the image may be there but cannot be seen.
+    Unverifiable,
+}
+
+impl MissingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissingState::Absent => "absent",
+            MissingState::Unverifiable => "unverifiable",
+        }
+    }
+}
+
+/// Where the cap in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapSource {
+    /// The configured default (the kubelet's own, 50, unless changed).
+    Default,
+    /// The node reports more images than the default, so its kubelet must run with
+    /// a larger cap or none: treated as unlimited.
+    Inferred,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub name: String,
+    pub images: u32,
+    /// The cap in force; -1 is unlimited.
+    pub max_images: i64,
+    pub max_images_source: CapSource,
+    /// images / cap; 0 when unlimited.
+    pub cap_ratio: f64,
+    pub at_cap: bool,
+    pub image_size_bytes: u64,
+    pub ephemeral_storage_capacity_bytes: Option<u64>,
+    pub ephemeral_storage_allocatable_bytes: Option<u64>,
+    pub recommended_max_images: Option<u64>,
+    pub eligible: bool,
+    pub missing_images: Vec<String>,
+    /// Set when `missing_images` is not empty.
+    pub missing_state: Option<MissingState>,
+    pub invalid_fields: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageReport {
+    pub image: String,
+    /// Eligible nodes that report the image.
+    pub nodes: u32,
+    pub eligible_nodes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub nodes: Vec<NodeReport>,
+    pub images: Vec<ImageReport>,
+    pub eligible_nodes: u32,
+}
+
+impl Report {
+    /// Nodes at their cap, or wanted images missing: what `check` exits 1 for.
+    pub fn has_findings(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.at_cap || !n.missing_images.is_empty())
+    }
+}
+
+/// The cap in force for a node reporting `images` entries.
+pub fn cap_in_force(images: u32, default_max_images: i64) -> (i64, CapSource) {
+    if default_max_images >= 0 && i64::from(images) > default_max_images {
+        (-1, CapSource::Inferred)
+    } else {
+        (default_max_images, CapSource::Default)
+    }
+}
+
+/// The operators' rule of thumb: a third of the ephemeral storage in GB (10^9 bytes).
+pub fn recommended_max_images(capacity_bytes: u64) -> u64 {
+    capacity_bytes.div_ceil(3_000_000_000)
+}
+
+/// A wanted image and the digests it is known by.
+struct WantedImage {
+    reference: ImageRef,
+    /// For a tag reference: digests of entries that carry the tag on some node, so
+    /// that an entry whose tag names were cut (5 names at most) still matches.
+    digests: HashSet<String>,
+}
+
+impl WantedImage {
+    fn is_in(&self, entry: &[ImageRef]) -> bool {
+        entry.iter().any(|name| {
+            self.reference.matches(name)
+                || (self.reference.digest.is_none()
+                    && name.repo == self.reference.repo
+                    && name
+                        .digest
+                        .as_ref()
+                        .is_some_and(|d| self.digests.contains(d)))
+        })
+    }
+}
+
+/// The analysis of all nodes, sorted by name; images sorted by reference.
+pub fn analyze<'a>(
+    summaries: impl IntoIterator<Item = &'a NodeSummary>,
+    wanted: &Wanted,
+    default_max_images: i64,
+) -> Report {
+    let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // The wanted set: exact references, plus every pattern-matched tag seen on an
+    // eligible node.
+    let mut references: BTreeSet<ImageRef> = wanted.exact().iter().cloned().collect();
+    if wanted.has_patterns() {
+        for node in nodes.iter().filter(|n| n.eligible()) {
+            for entry in &node.relevant_images {
+                for name in entry.iter().filter(|r| wanted.pattern_matches(r)) {
+                    references.insert(ImageRef {
+                        repo: name.repo.clone(),
+                        tag: name.tag.clone(),
+                        digest: None,
+                    });
+                }
+            }
+        }
+    }
+    let mut wanted_images: Vec<WantedImage> = references
+        .into_iter()
+        .map(|reference| WantedImage {
+            reference,
+            digests: HashSet::new(),
+        })
+        .collect();
+    for w in wanted_images
+        .iter_mut()
+        .filter(|w| w.reference.digest.is_none())
+    {
+        for entry in nodes.iter().flat_map(|n| &n.relevant_images) {
+            if entry.iter().any(|name| w.reference.matches(name)) {
+                w.digests.extend(
+                    entry
+                        .iter()
+                        .filter(|name| name.repo == w.reference.repo)
+                        .filter_map(|name| name.digest.clone()),
+                );
+            }
+        }
+    }
+
+    let eligible_nodes = nodes.iter().filter(|n| n.eligible()).count() as u32;
+    let mut present_on: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut reports = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        let (max_images, max_images_source) = cap_in_force(node.images, default_max_images);
+        let at_cap = max_images > 0 && i64::from(node.images) >= max_images;
+        // A cap of 0 hides every image: nothing can be verified either.
+        let saturated = at_cap || max_images == 0;
+        let cap_ratio = if max_images > 0 {
+            f64::from(node.images) / max_images as f64
+        } else {
+            0.0
+        };
+        let mut missing_images = Vec::new();
+        if node.eligible() {
+            for (i, w) in wanted_images.iter().enumerate() {
+                if node.relevant_images.iter().any(|e| w.is_in(e)) {
+                    *present_on.entry(i).or_default() += 1;
+                } else {
+                    missing_images.push(w.reference.to_string());
+                }
+            }
+        }
+        let missing_state = (!missing_images.is_empty()).then_some(if saturated {
+            MissingState::Unverifiable
+        } else {
+            MissingState::Absent
+        });
+        reports.push(NodeReport {
+            name: node.name.clone(),
+            images: node.images,
+            max_images,
+            max_images_source,
+            cap_ratio,
+            at_cap,
+            image_size_bytes: node.image_size_bytes,
+            ephemeral_storage_capacity_bytes: node.ephemeral_storage_capacity_bytes,
+            ephemeral_storage_allocatable_bytes: node.ephemeral_storage_allocatable_bytes,
+            recommended_max_images: node
+                .ephemeral_storage_capacity_bytes
+                .map(recommended_max_images),
+            eligible: node.eligible(),
+            missing_images,
+            missing_state,
+            invalid_fields: node.problems.len() as u32,
+        });
+    }
+    let images = wanted_images
+        .iter()
+        .enumerate()
+        .map(|(i, w)| ImageReport {
+            image: w.reference.to_string(),
+            nodes: present_on.get(&i).copied().unwrap_or(0),
+            eligible_nodes,
+        })
+        .collect();
+    Report {
+        nodes: reports,
+        images,
+        eligible_nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::node::{NodeView, summarize};
+    use crate::analysis::wanted::tests::wanted;
+    use serde_json::json;
+
+    const LAB: &str = "ghcr.io/x/lab";
+
+    fn d(seed: u8) -> String {
+        format!("sha256:{}", format!("{seed:02x}").repeat(32))
+    }
+
+    fn summary(
+        name: &str,
+        labels: serde_json::Value,
+        images: Vec<Vec<String>>,
+        w: &Wanted,
+    ) -> NodeSummary {
+        let images: Vec<_> = images
+            .into_iter()
+            .map(|names| json!({"names": names, "sizeBytes": 1000}))
+            .collect();
+        let v: NodeView = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "status": {"images": images, "capacity": {"ephemeral-storage": "1T"}}
+        }))
+        .unwrap();
+        summarize(&v, w).unwrap()
+    }
+
+    fn filler(n: usize) -> Vec<Vec<String>> {
+        (0..n)
+            .map(|i| vec![format!("docker.io/library/app{i}:1")])
+            .collect()
+    }
+
+    #[test]
+    fn cap_rules() {
+        assert_eq!(cap_in_force(50, 50), (50, CapSource::Default));
+        assert_eq!(cap_in_force(49, 50), (50, CapSource::Default));
+        assert_eq!(cap_in_force(51, 50), (-1, CapSource::Inferred));
+        assert_eq!(cap_in_force(500, -1), (-1, CapSource::Default));
+        assert_eq!(recommended_max_images(1_000_000_000_000), 334);
+        assert_eq!(recommended_max_images(3_000_000_000), 1);
+        assert_eq!(recommended_max_images(3_000_000_001), 2);
+        assert_eq!(recommended_max_images(0), 0);
+    }
+
+    #[test]
+    fn at_cap_near_and_unlimited_nodes() {
+        let w = wanted(&[], &[], &[]);
+        let s = [
+            summary("full", json!({}), filler(50), &w),
+            summary("near", json!({}), filler(49), &w),
+            summary("big", json!({}), filler(120), &w),
+        ];
+        let r = analyze(&s, &w, 50);
+        let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
+        let full = by("full");
+        assert!(full.at_cap);
+        assert_eq!((full.max_images, full.cap_ratio), (50, 1.0));
+        let near = by("near");
+        assert!(!near.at_cap);
+        assert_eq!(near.cap_ratio, 0.98);
+        let big = by("big");
+        assert!(!big.at_cap);
+        assert_eq!((big.max_images, big.cap_ratio), (-1, 0.0));
+        assert_eq!(big.max_images_source, CapSource::Inferred);
+        assert_eq!(full.recommended_max_images, Some(334));
+        assert_eq!(full.image_size_bytes, 50_000);
+        assert!(r.has_findings());
+        assert_eq!(
+            r.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["big", "full", "near"]
+        );
+    }
+
+    #[test]
+    fn missing_is_absent_under_the_cap_and_unverifiable_at_it() {
+        let w = wanted(&["busybox:1.36"], &[], &[("pool", "lab")]);
+        let lab = json!({"pool": "lab"});
+        let s = [
+            summary("under", lab.clone(), filler(10), &w),
+            summary("full", lab.clone(), filler(50), &w),
+            summary(
+                "has",
+                lab.clone(),
+                vec![vec!["docker.io/library/busybox:1.36".into()]],
+                &w,
+            ),
+            summary("other-pool", json!({"pool": "gpu"}), filler(3), &w),
+        ];
+        let r = analyze(&s, &w, 50);
+        let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(
+            by("under").missing_images,
+            ["docker.io/library/busybox:1.36"]
+        );
+        assert_eq!(by("under").missing_state, Some(MissingState::Absent));
+        assert_eq!(by("full").missing_state, Some(MissingState::Unverifiable));
+        assert!(by("has").missing_images.is_empty() && by("has").missing_state.is_none());
+        assert!(
+            by("other-pool").missing_images.is_empty(),
+            "not eligible, nothing wanted"
+        );
+        assert_eq!(r.eligible_nodes, 3);
+        assert_eq!(
+            r.images,
+            [ImageReport {
+                image: "docker.io/library/busybox:1.36".into(),
+                nodes: 1,
+                eligible_nodes: 3
+            }]
+        );
+    }
+
+    #[test]
+    fn patterns_discover_images_on_eligible_nodes_only() {
+        let w = wanted(&[], &["^ghcr\\.io/x/lab:w_"], &[("pool", "lab")]);
+        let lab = json!({"pool": "lab"});
+        let s = [
+            summary("a", lab.clone(), vec![vec![format!("{LAB}:w_1")]], &w),
+            summary(
+                "b",
+                lab.clone(),
+                vec![vec![format!("{LAB}:w_2")], vec![format!("{LAB}:r_1")]],
+                &w,
+            ),
+            summary(
+                "gpu",
+                json!({"pool": "gpu"}),
+                vec![vec![format!("{LAB}:w_3")]],
+                &w,
+            ),
+        ];
+        let r = analyze(&s, &w, 50);
+        let images: Vec<_> = r
+            .images
+            .iter()
+            .map(|i| (i.image.as_str(), i.nodes))
+            .collect();
+        assert_eq!(images, [("ghcr.io/x/lab:w_1", 1), ("ghcr.io/x/lab:w_2", 1)]);
+        assert_eq!(r.nodes[0].missing_images, ["ghcr.io/x/lab:w_2"]);
+        assert_eq!(r.nodes[1].missing_images, ["ghcr.io/x/lab:w_1"]);
+    }
+
+    #[test]
+    fn an_entry_cut_to_five_digests_matches_by_digest() {
+        let w = wanted(&[&format!("{LAB}:w_1")], &[], &[]);
+        let full_entry = vec![format!("{LAB}@{}", d(1)), format!("{LAB}:w_1")];
+        // The kubelet keeps 5 names, digests first: here the tag was cut.
+        let cut_entry: Vec<String> = (1..=5).map(|i| format!("{LAB}@{}", d(i))).collect();
+        let s = [
+            summary("tagged", json!({}), vec![full_entry], &w),
+            summary("cut", json!({}), vec![cut_entry], &w),
+            summary(
+                "other-digest",
+                json!({}),
+                vec![vec![format!("{LAB}@{}", d(9))]],
+                &w,
+            ),
+        ];
+        let r = analyze(&s, &w, 50);
+        let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
+        assert!(by("tagged").missing_images.is_empty());
+        assert!(
+            by("cut").missing_images.is_empty(),
+            "found through the shared digest"
+        );
+        assert_eq!(by("other-digest").missing_images, [format!("{LAB}:w_1")]);
+        assert_eq!(r.images[0].nodes, 2);
+    }
+
+    #[test]
+    fn digest_references_match_by_digest_only() {
+        let both = format!("{LAB}:w_1@{}", d(1));
+        let w = wanted(&[&both], &[], &[]);
+        let s = [
+            summary(
+                "digest",
+                json!({}),
+                vec![vec![format!("{LAB}@{}", d(1))]],
+                &w,
+            ),
+            summary("tag-only", json!({}), vec![vec![format!("{LAB}:w_1")]], &w),
+        ];
+        let r = analyze(&s, &w, 50);
+        assert!(r.nodes[0].missing_images.is_empty());
+        assert_eq!(r.nodes[1].missing_images, [both]);
+    }
+
+    #[test]
+    fn cordoned_nodes_are_not_counted() {
+        let w = wanted(&["busybox:1"], &[], &[]);
+        let mut s = summary("cordoned", json!({}), filler(1), &w);
+        s.unschedulable = true;
+        let r = analyze([&s], &w, 50);
+        assert_eq!(r.eligible_nodes, 0);
+        assert!(r.nodes[0].missing_images.is_empty());
+        assert!(!r.has_findings());
+    }
+
+    #[test]
+    fn a_zero_cap_makes_everything_unverifiable() {
+        let w = wanted(&["busybox:1"], &[], &[]);
+        let s = summary("zero", json!({}), vec![], &w);
+        let r = analyze([&s], &w, 0);
+        assert_eq!(r.nodes[0].max_images, 0);
+        assert!(!r.nodes[0].at_cap);
+        assert_eq!(r.nodes[0].missing_state, Some(MissingState::Unverifiable));
+    }
+}

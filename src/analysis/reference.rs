@@ -1,0 +1,428 @@
+//! Container image references: parsing, Docker Hub normalization and matching.
+//!
+//! Follows the grammar of github.com/distribution/reference:
+//! `[domain[:port]/]path[:tag][@algorithm:hex]`. A first path component is a domain
+//! when it contains `.` or `:` or is `localhost`; otherwise the image is on Docker
+//! Hub, whose one-component names live under `library/`. So `busybox`,
+//! `library/busybox`, `docker.io/busybox` and `index.docker.io/library/busybox` are
+//! all `docker.io/library/busybox`. A reference without tag or digest means `:latest`.
+
+use std::fmt;
+
+const DOCKER_HUB: &str = "docker.io";
+const MAX_NAME_LEN: usize = 255;
+const MAX_TAG_LEN: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error("empty image reference")]
+    Empty,
+    /// `<none>:<none>` and `<none>@<none>`, which runtimes list for dangling images.
+    #[error("placeholder name {0:?} of an untagged image")]
+    Placeholder(String),
+    #[error("image reference {0:?}: {1}")]
+    Invalid(String, &'static str),
+}
+
+/// A normalized image reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageRef {
+    /// `domain/path`, e.g. `docker.io/library/busybox` or `localhost:5000/team/app`.
+    pub repo: String,
+    pub tag: Option<String>,
+    /// `algorithm:hex`, hex in lower case.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    pub fn parse(input: &str) -> Result<ImageRef, RefError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(RefError::Empty);
+        }
+        if s.starts_with("<none>") {
+            return Err(RefError::Placeholder(s.to_string()));
+        }
+        let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
+
+        let (rest, digest) = match s.split_once('@') {
+            Some((name, digest)) => (name, Some(parse_digest(digest).map_err(invalid)?)),
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let tag = &rest[last_slash + i + 1..];
+                validate_tag(tag).map_err(invalid)?;
+                (&rest[..last_slash + i], Some(tag.to_string()))
+            }
+            None => (rest, None),
+        };
+        if name.is_empty() {
+            return Err(invalid("no repository name"));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(invalid("repository name longer than 255 characters"));
+        }
+
+        let (domain, path) = split_domain(name);
+        let domain = match domain {
+            Some(d) => {
+                validate_domain(d).map_err(invalid)?;
+                if d == "index.docker.io" {
+                    DOCKER_HUB
+                } else {
+                    d
+                }
+            }
+            None => DOCKER_HUB,
+        };
+        for component in path.split('/') {
+            validate_path_component(component).map_err(invalid)?;
+        }
+        let repo = if domain == DOCKER_HUB && !path.contains('/') {
+            format!("{DOCKER_HUB}/library/{path}")
+        } else {
+            format!("{domain}/{path}")
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(ImageRef { repo, tag, digest })
+    }
+
+    /// `repo:tag` when the reference has a tag: the form patterns are matched against.
+    pub fn tagged_name(&self) -> Option<String> {
+        self.tag.as_ref().map(|t| format!("{}:{t}", self.repo))
+    }
+
+    /// Whether `reported`, one name of an image on a node, is this wanted image.
+    /// A reference with a digest matches by digest (its tag, if any, is ignored);
+    /// otherwise by tag.
+    pub fn matches(&self, reported: &ImageRef) -> bool {
+        if self.repo != reported.repo {
+            return false;
+        }
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => reported.digest.as_ref() == Some(d),
+            (None, Some(t)) => reported.tag.as_ref() == Some(t),
+            (None, None) => false,
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.repo)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ImageRef {
+    type Err = RefError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ImageRef::parse(s)
+    }
+}
+
+fn split_domain(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    }
+}
+
+fn validate_domain(domain: &str) -> Result<(), &'static str> {
+    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
+        // [IPv6]:port
+        let (addr, after) = rest.split_once(']').ok_or("unterminated IPv6 address")?;
+        if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err("invalid IPv6 address");
+        }
+        match after {
+            "" => return Ok(()),
+            p => (
+                None,
+                Some(p.strip_prefix(':').ok_or("invalid registry port")?),
+            ),
+        }
+    } else {
+        match domain.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(domain), None),
+        }
+    };
+    if let Some(host) = host {
+        if host.is_empty() {
+            return Err("empty registry host");
+        }
+        for label in host.split('.') {
+            let b = label.as_bytes();
+            let ok = !b.is_empty()
+                && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-';
+            if !ok {
+                return Err("invalid registry host");
+            }
+        }
+    }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("invalid registry port");
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
+fn validate_path_component(c: &str) -> Result<(), &'static str> {
+    if c.is_empty() {
+        return Err("empty path component");
+    }
+    let b = c.as_bytes();
+    if b.iter().any(|x| x.is_ascii_uppercase()) {
+        return Err("repository name must be lowercase");
+    }
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return Err("path component must start and end with a letter or digit");
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return Err("invalid character in repository name");
+        }
+    }
+    Ok(())
+}
+
+/// `[\w][\w.-]{0,127}`
+fn validate_tag(tag: &str) -> Result<(), &'static str> {
+    let b = tag.as_bytes();
+    if b.is_empty() {
+        return Err("empty tag");
+    }
+    if b.len() > MAX_TAG_LEN {
+        return Err("tag longer than 128 characters");
+    }
+    let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
+    if !word(b[0]) || !b.iter().all(|x| word(*x) || *x == b'.' || *x == b'-') {
+        return Err("invalid tag");
+    }
+    Ok(())
+}
+
+/// `algorithm:hex`; sha256 digests must have 64 hex digits. Returns it lower-cased.
+fn parse_digest(d: &str) -> Result<String, &'static str> {
+    let (alg, hex) = d.split_once(':').ok_or("digest lacks an algorithm")?;
+    let alg_ok = !alg.is_empty()
+        && alg.as_bytes()[0].is_ascii_alphabetic()
+        && alg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-' | b'_'));
+    if !alg_ok {
+        return Err("invalid digest algorithm");
+    }
+    if hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("invalid digest hex");
+    }
+    if alg == "sha256" && hex.len() != 64 {
+        return Err("sha256 digest must have 64 hex digits");
+    }
+    Ok(format!("{alg}:{}", hex.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn r(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn docker_hub_short_forms_are_one_repo() {
+        for s in [
+            "busybox",
+            "library/busybox",
+            "docker.io/busybox",
+            "docker.io/library/busybox",
+            "index.docker.io/library/busybox",
+            "index.docker.io/busybox",
+            "busybox:latest",
+        ] {
+            assert_eq!(r(s).to_string(), "docker.io/library/busybox:latest", "{s}");
+        }
+        assert_eq!(r("grafana/grafana:10").repo, "docker.io/grafana/grafana");
+    }
+
+    #[test]
+    fn keeps_registries_and_ports() {
+        let x = r("localhost:5000/x");
+        assert_eq!(x.repo, "localhost:5000/x");
+        assert_eq!(x.tag.as_deref(), Some("latest"));
+        assert_eq!(r("localhost/x:1").repo, "localhost/x");
+        assert_eq!(
+            r("ghcr.io/lsst-sqre/sciplat-lab:w_2024_10").to_string(),
+            "ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"
+        );
+        assert_eq!(
+            r("registry.example.com:443/a/b/c:v1").repo,
+            "registry.example.com:443/a/b/c"
+        );
+        assert_eq!(r("[::1]:5000/app:1").repo, "[::1]:5000/app");
+    }
+
+    #[test]
+    fn tag_and_digest() {
+        let both = r(&format!("ghcr.io/a/b:v1@{D}"));
+        assert_eq!(both.tag.as_deref(), Some("v1"));
+        assert_eq!(both.digest.as_deref(), Some(D));
+        let digest_only = r(&format!(
+            "busybox@{}",
+            D.to_uppercase().replace("SHA256", "sha256")
+        ));
+        assert_eq!(
+            digest_only.tag, None,
+            "a digest reference gets no default tag"
+        );
+        assert_eq!(digest_only.digest.as_deref(), Some(D), "hex is lower-cased");
+        assert_eq!(digest_only.tagged_name(), None);
+    }
+
+    #[test]
+    fn matching() {
+        let tag_ref = r("busybox:1.36");
+        assert!(tag_ref.matches(&r("docker.io/library/busybox:1.36")));
+        assert!(!tag_ref.matches(&r("docker.io/library/busybox:1.35")));
+        assert!(!tag_ref.matches(&r(&format!("docker.io/library/busybox@{D}"))));
+        assert!(!tag_ref.matches(&r("quay.io/library/busybox:1.36")));
+
+        let digest_ref = r(&format!("busybox@{D}"));
+        assert!(digest_ref.matches(&r(&format!("docker.io/library/busybox@{D}"))));
+        assert!(!digest_ref.matches(&r("docker.io/library/busybox:1.36")));
+
+        // With both, the digest decides: a moved tag is not the wanted image.
+        let both = r(&format!("busybox:1.36@{D}"));
+        assert!(both.matches(&r(&format!("busybox@{D}"))));
+        assert!(!both.matches(&r("busybox:1.36")));
+        assert!(!both.matches(&r(&format!("nginx@{D}"))));
+    }
+
+    #[test]
+    fn rejects_malformed_references() {
+        for bad in [
+            "Busybox",
+            "ghcr.io/Org/x",
+            "busybox:",
+            "busybox:-x",
+            "busybox@sha256:abc",
+            "busybox@sha256:zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "busybox@:00000000000000000000000000000000",
+            "a//b",
+            "/a",
+            "a/",
+            "-a",
+            "a..b",
+            "a b",
+            "reg:port/x",
+            "[zz]/x",
+            ":tag",
+            "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(
+                matches!(ImageRef::parse(bad), Err(RefError::Invalid(..))),
+                "{bad:?} should be invalid, got {:?}",
+                ImageRef::parse(bad)
+            );
+        }
+        assert_eq!(ImageRef::parse("  "), Err(RefError::Empty));
+        assert!(matches!(
+            ImageRef::parse("<none>@<none>"),
+            Err(RefError::Placeholder(_))
+        ));
+        assert!(matches!(
+            ImageRef::parse("<none>:<none>"),
+            Err(RefError::Placeholder(_))
+        ));
+        let long_tag = format!("x:{}", "a".repeat(129));
+        assert!(ImageRef::parse(&long_tag).is_err());
+    }
+
+    #[test]
+    fn error_names_the_reference_and_reason() {
+        let e = ImageRef::parse("Not A Ref").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "image reference \"Not A Ref\": repository name must be lowercase"
+        );
+    }
+
+    fn component() -> impl Strategy<Value = String> {
+        // No dots: a dotted first component would be a registry (see the unit tests).
+        "[a-z0-9]{1,8}([_-][a-z0-9]{1,8}){0,2}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            let _ = ImageRef::parse(&s);
+        }
+
+        #[test]
+        fn never_panics_on_reference_like_strings(s in "[a-zA-Z0-9./:@_\\-\\[\\]]{0,60}") {
+            let _ = ImageRef::parse(&s);
+        }
+
+        #[test]
+        fn canonical_form_is_a_fixed_point(
+            domain in prop_oneof![Just(String::new()), Just("ghcr.io/".to_string()), Just("localhost:5000/".to_string()), Just("docker.io/".to_string())],
+            path in prop::collection::vec(component(), 1..4),
+            tag in prop::option::of("[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}"),
+            digest in prop::option::of("[0-9a-f]{64}"),
+        ) {
+            let mut s = format!("{domain}{}", path.join("/"));
+            if let Some(t) = &tag { s.push(':'); s.push_str(t); }
+            if let Some(d) = &digest { s.push_str("@sha256:"); s.push_str(d); }
+            let parsed = ImageRef::parse(&s).unwrap();
+            let again = ImageRef::parse(&parsed.to_string()).unwrap();
+            prop_assert_eq!(&parsed, &again);
+            let want_tag = match (&tag, &digest) {
+                (Some(t), _) => Some(t.clone()),
+                (None, None) => Some("latest".to_string()),
+                (None, Some(_)) => None,
+            };
+            prop_assert_eq!(parsed.tag.clone(), want_tag);
+            prop_assert!(parsed.matches(&again));
+        }
+    }
+}

@@ -1,0 +1,358 @@
+"""The Grafana dashboard: its structure, and every panel query run against real data.
+
+The structure tests read dashboards/imagecap.json only. The live test starts the exporter on
+the example data and a real Prometheus scraping it, substitutes the template variables as
+Grafana would with every variable set to "All", and evaluates every panel target through
+Prometheus' HTTP API.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+from harness import ROOT, Prometheus, start_exporter, wait_for
+
+DASHBOARD = ROOT / "dashboards" / "imagecap.json"
+DS = {"type": "prometheus", "uid": "${datasource}"}
+GRID_WIDTH = 24
+
+# What Grafana substitutes with every variable on "All" (allValue ".*") and the built-ins.
+SUBSTITUTIONS = {
+    "node": ".*",
+    "job": ".*",
+    "cluster": ".*",
+    "__rate_interval": "1m",
+    "__interval": "15s",
+    "__range": "5m",
+}
+VAR_RE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+
+# Panels that must show data for the example nodes.
+CORE_PANELS = {
+    "Nodes at cap",
+    "Nodes known",
+    "Images reported / cap per node",
+    "Nodes",
+    "Eligible nodes reporting each wanted image",
+    "Wanted images",
+}
+# Panels over counters that have series only once something has gone wrong; they must still
+# evaluate successfully.
+MAY_BE_EMPTY = {"Source errors", "Malformed node data"}
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict:
+    return json.loads(DASHBOARD.read_text())
+
+
+def all_panels(dash: dict) -> list[dict]:
+    """Every panel, including those nested in collapsed rows."""
+    out = []
+    for p in dash["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def query_panels(dash: dict) -> list[dict]:
+    return [p for p in all_panels(dash) if p.get("type") != "row"]
+
+
+def substitute(expr: str) -> str:
+    def repl(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in SUBSTITUTIONS:
+            raise AssertionError(f"unknown template variable ${name} in {expr!r}")
+        return SUBSTITUTIONS[name]
+    return VAR_RE.sub(repl, expr)
+
+
+# ---------------------------------------------------------------- structure, no server
+
+
+def test_identity(dashboard):
+    assert dashboard["uid"] == "imagecap-exporter"
+    assert dashboard["schemaVersion"] == 39
+    assert dashboard["title"] == "Image cap (nodeStatusMaxImages)"
+    assert dashboard.get("id") is None, "an importable dashboard carries no database id"
+
+
+def test_panel_ids_unique(dashboard):
+    ids = [p.get("id") for p in all_panels(dashboard)]
+    assert all(isinstance(i, int) for i in ids), ids
+    assert len(ids) == len(set(ids)), f"duplicate panel ids: {sorted(ids)}"
+
+
+def _check_layout(panels: list[dict]):
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p.get("gridPos")
+        assert g is not None, f"panel {p.get('title')!r} has no gridPos"
+        for k in ("x", "y", "w", "h"):
+            assert isinstance(g.get(k), int) and g[k] >= 0, f"{p.get('title')!r}: gridPos.{k}={g.get(k)!r}"
+        assert g["w"] >= 1 and g["h"] >= 1, p.get("title")
+        assert g["x"] + g["w"] <= GRID_WIDTH, f"{p.get('title')!r} is wider than the grid: {g}"
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                other = cells.setdefault((x, y), p.get("title"))
+                assert other == p.get("title"), f"{p.get('title')!r} overlaps {other!r} at ({x},{y})"
+
+
+def test_grid_positions(dashboard):
+    _check_layout(dashboard["panels"])
+    for row in dashboard["panels"]:
+        if row.get("type") == "row" and row.get("panels"):
+            assert row.get("collapsed"), f"row {row['title']!r} nests panels but is not collapsed"
+            _check_layout(row["panels"])
+
+
+def test_every_query_uses_the_datasource_variable(dashboard):
+    panels = query_panels(dashboard)
+    assert panels
+    for p in panels:
+        assert p.get("datasource") == DS, f"{p['title']!r}: datasource {p.get('datasource')!r}"
+        assert p.get("targets"), f"{p['title']!r} has no targets"
+        for t in p["targets"]:
+            assert t.get("datasource") == DS, f"{p['title']!r}/{t.get('refId')}: {t.get('datasource')!r}"
+
+
+def test_template_variables(dashboard):
+    vs = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "job", "cluster", "node"]
+    assert vs["datasource"]["type"] == "datasource"
+    assert vs["datasource"]["query"] == "prometheus"
+    for name in ("job", "cluster", "node"):
+        v = vs[name]
+        assert v["type"] == "query", name
+        assert v["datasource"] == DS, name
+        assert v["includeAll"] is True, name
+        assert v["allValue"] == ".*", name
+    assert vs["job"]["multi"] is True and vs["node"]["multi"] is True
+
+    def q(v):
+        return v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+
+    assert q(vs["job"]) == "label_values(imagecap_build_info, job)"
+    assert q(vs["cluster"]) == "label_values(imagecap_build_info, cluster)"
+    assert re.fullmatch(r'label_values\(imagecap_node_images\{job=~"\$job"(, cluster=~"\$cluster")?\}, node\)',
+                        q(vs["node"])), q(vs["node"])
+
+
+def test_every_query_is_filtered(dashboard):
+    for p in query_panels(dashboard):
+        for t in p["targets"]:
+            expr = t["expr"]
+            selectors = re.findall(r"(imagecap_\w+)(\{[^}]*\})?", expr)
+            assert selectors, f"{p['title']!r}/{t['refId']} queries no imagecap metric: {expr}"
+            for metric, sel in selectors:
+                assert 'job=~"$job"' in sel and 'cluster=~"$cluster"' in sel, \
+                    f"{p['title']!r}/{t['refId']}: {metric} is not filtered by job and cluster: {expr}"
+                if metric.startswith("imagecap_node_"):
+                    assert 'node=~"$node"' in sel, \
+                        f"{p['title']!r}/{t['refId']}: {metric} is not filtered by node: {expr}"
+
+
+def test_query_modes(dashboard):
+    """Time series panels query ranges; stats, bar gauges and tables take instant values."""
+    for p in query_panels(dashboard):
+        for t in p["targets"]:
+            if p["type"] == "timeseries":
+                assert t.get("range") is True and not t.get("instant"), (p["title"], t["refId"])
+            else:
+                assert t.get("instant") is True and not t.get("range"), (p["title"], t["refId"])
+            if p["type"] == "table":
+                assert t.get("format") == "table", (p["title"], t["refId"])
+
+
+def test_multi_query_tables_are_merged(dashboard):
+    for p in query_panels(dashboard):
+        if p["type"] == "table" and len(p["targets"]) > 1:
+            ids = [tr["id"] for tr in p.get("transformations", [])]
+            assert "merge" in ids or "joinByField" in ids, f"{p['title']!r} does not join its queries"
+
+
+def expected_unit(expr: str) -> str | None:
+    """The unit a target's values are in, judged from the metrics it reads."""
+    if re.search(r"\bbool\b", expr):
+        return None  # sums of 0/1 comparisons: a count of nodes
+    if "time()" in expr and "timestamp_seconds" in expr:
+        return "s"
+    if re.search(r"imagecap_\w+_bytes\b", expr):
+        return "bytes"
+    if "_cap_ratio" in expr or re.search(r"imagecap_prepull_image_nodes\{[^}]*\}\s*/", expr):
+        return "percentunit"
+    return None
+
+
+def unit_of(panel: dict, target: dict) -> str | None:
+    """The unit Grafana shows for a target: an override for its field or frame, else the default."""
+    names = {f"Value #{target['refId']}"}
+    if len(panel["targets"]) == 1:
+        names.add("Value")
+    for ov in panel.get("fieldConfig", {}).get("overrides", []):
+        m = ov["matcher"]
+        if (m["id"] == "byName" and m["options"] in names) or \
+                (m["id"] == "byFrameRefID" and m["options"] == target["refId"]):
+            for prop in ov["properties"]:
+                if prop["id"] == "unit":
+                    return prop["value"]
+    return panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+
+
+def test_units(dashboard):
+    checked = 0
+    for p in query_panels(dashboard):
+        for t in p["targets"]:
+            want = expected_unit(t["expr"])
+            if want is None:
+                continue
+            if p["type"] in ("stat", "table", "bargauge", "timeseries"):
+                assert unit_of(p, t) == want, f"{p['title']!r}/{t['refId']}: unit {unit_of(p, t)!r}, want {want!r}"
+                checked += 1
+    # Ratio, bytes and age panels exist and were all checked.
+    assert checked >= 8, checked
+
+
+def test_ratio_thresholds(dashboard):
+    bg = next(p for p in query_panels(dashboard) if p["title"] == "Images reported / cap per node")
+    assert bg["type"] == "bargauge"
+    steps = bg["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [(s["color"], s["value"]) for s in steps] == [("green", None), ("orange", 0.9), ("red", 1)]
+    assert "sort_desc(" in bg["targets"][0]["expr"]
+
+
+def test_cap_series_is_dashed(dashboard):
+    ts = next(p for p in query_panels(dashboard) if p["title"] == "Images reported and cap")
+    cap = next(t for t in ts["targets"] if "imagecap_node_max_images" in t["expr"])
+    assert re.search(r"imagecap_node_max_images\{[^}]*\}\s*>\s*0", cap["expr"]), cap["expr"]
+    dashed = [ov for ov in ts["fieldConfig"]["overrides"]
+              if ov["matcher"] == {"id": "byFrameRefID", "options": cap["refId"]}
+              and any(pr["id"] == "custom.lineStyle" and pr["value"].get("fill") == "dash"
+                      for pr in ov["properties"])]
+    assert dashed, "the cap series has no dashed-line override"
+
+
+def test_substitution_covers_every_variable(dashboard):
+    for p in query_panels(dashboard):
+        for t in p["targets"]:
+            assert "$" not in substitute(t["expr"]), t["expr"]
+
+
+# ---------------------------------------------------------------- live, real Prometheus
+
+
+def evaluate_dashboard(dash: dict, prom: Prometheus) -> dict[tuple[str, str], dict]:
+    """Evaluates every panel target; returns {(panel title, refId): Prometheus response data}."""
+    results = {}
+    now = time.time()
+    for p in query_panels(dash):
+        for t in p["targets"]:
+            expr = substitute(t["expr"])
+            if t.get("range"):
+                res = prom.query_range(expr, now - 30, now, step="1s")
+            else:
+                res = prom.query(expr, now)
+            assert res.get("status") == "success", f"{p['title']!r}/{t['refId']}: {expr}: {res}"
+            results[(p["title"], t["refId"])] = res["data"]
+    return results
+
+
+def _by_label(data: dict, label: str) -> dict[str, float]:
+    return {r["metric"].get(label, ""): float(r["value"][1]) for r in data["result"]}
+
+
+def _scalar(data: dict) -> float:
+    assert len(data["result"]) == 1, data
+    return float(data["result"][0]["value"][1])
+
+
+def test_every_panel_query_against_prometheus(dashboard, workdir, procs):
+    ex = start_exporter(workdir)
+    procs.append(ex)
+    prom = Prometheus(workdir, targets=[ex.addr], interval="1s")
+    procs.append(prom)
+    prom.wait_scraped()
+    # Both the gauge data and the range queries need a couple of samples in the TSDB.
+    wait_for("imagecap_nodes in prometheus",
+             lambda: prom.query("count_over_time(imagecap_nodes[1m]) >= 2")["data"]["result"])
+
+    check_dashboard_data(dashboard, prom)
+
+
+def check_dashboard_data(dashboard: dict, prom: Prometheus):
+    """Every panel target evaluates, shows data, and shows the example data's values."""
+    results = evaluate_dashboard(dashboard, prom)
+    empty = sorted(k for k, d in results.items() if not d["result"])
+    print(f"\nevaluated {len(results)} panel targets, {len(results) - len(empty)} non-empty; "
+          f"empty: {empty}")
+
+    titles = {p["title"] for p in query_panels(dashboard)}
+    assert CORE_PANELS <= titles, CORE_PANELS - titles
+    for (title, ref), data in results.items():
+        if title not in MAY_BE_EMPTY:
+            assert data["result"], f"{title!r}/{ref} returned no data"
+
+    # Real values from examples/nodes.json.
+    assert _scalar(results[("Nodes at cap", "A")]) == 1
+    assert _scalar(results[("Nodes known", "A")]) == 5
+    assert _scalar(results[("Nodes near cap", "A")]) == 1  # nublado-worker-4, 46/50
+    assert _scalar(results[("Eligible nodes", "A")]) == 4
+    assert _by_label(results[("Wanted images missing", "A")], "state") == {"absent": 1, "unverifiable": 1}
+    age = _scalar(results[("Exporter data age", "A")])
+    assert 0 <= age < 60, age
+
+    bars = results[("Images reported / cap per node", "A")]["result"]
+    order = [(r["metric"]["node"], float(r["value"][1])) for r in bars]
+    assert len(order) == 5, order
+    assert [v for _, v in order] == sorted((v for _, v in order), reverse=True), order
+    assert order[0] == ("nublado-worker-1", 1.0), order
+    assert dict(order)["nublado-worker-4"] == pytest.approx(0.92)
+    assert dict(order)["nublado-worker-2"] == 0  # unlimited
+
+    images = {r["metric"]["node"]: float(r["values"][-1][1])
+              for r in results[("Images reported and cap", "A")]["result"]}
+    assert images == {"nublado-worker-1": 50, "nublado-worker-2": 137, "nublado-worker-3": 14,
+                      "nublado-worker-4": 46, "control-plane-1": 8}
+    cap_nodes = {r["metric"]["node"] for r in results[("Images reported and cap", "B")]["result"]}
+    assert "nublado-worker-2" not in cap_nodes and "nublado-worker-1" in cap_nodes, cap_nodes
+
+    # Node table: each column has a row per node it applies to.
+    table = {ref: _by_label(d, "node") for (title, ref), d in results.items() if title == "Nodes"}
+    assert sorted(table) == list("ABCDEFGH")
+    for ref in "ABCDEFG":
+        assert len(table[ref]) == 5, (ref, table[ref])
+    assert table["B"]["nublado-worker-2"] == -1
+    assert table["B"]["nublado-worker-1"] == 50
+    assert table["D"]["nublado-worker-1"] > 0
+    assert table["E"]["nublado-worker-3"] == 500 * 1024**3
+    assert table["F"]["nublado-worker-4"] == 184 * 10**9
+    # Missing wanted images only for eligible nodes; control-plane-1 is cordoned.
+    assert table["H"] == {"nublado-worker-1": 1, "nublado-worker-2": 0, "nublado-worker-3": 1,
+                          "nublado-worker-4": 0}
+
+    # Wanted images: w_2024_10 is absent on nublado-worker-3, w_2024_11 hidden on worker-1.
+    lab = "ghcr.io/lsst-sqre/sciplat-lab"
+    cover = _by_label(results[("Eligible nodes reporting each wanted image", "A")], "image")
+    assert cover[f"{lab}:w_2024_10"] == pytest.approx(0.75)
+    assert cover[f"{lab}:w_2024_11"] == pytest.approx(0.75)
+    assert cover["docker.io/library/busybox:1.36"] == 1
+    first = results[("Eligible nodes reporting each wanted image", "A")]["result"][0]
+    assert float(first["value"][1]) == min(cover.values()), "not sorted lowest first"
+    wanted = {ref: _by_label(d, "image") for (title, ref), d in results.items() if title == "Wanted images"}
+    assert wanted["A"][f"{lab}:w_2024_10"] == 3
+    assert set(wanted["B"].values()) == {4}
+    assert wanted["C"] == cover
+    missing = {(r["metric"]["node"], r["metric"]["image"]): float(r["value"][1])
+               for r in results[("Wanted images missing per node", "A")]["result"]}
+    assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): 1,   # absent
+                       ("nublado-worker-1", f"{lab}:w_2024_11"): 2}   # unverifiable (at cap)
+
+    # Template variable queries resolve too.
+    job_values = prom.query("group by (job) (imagecap_build_info)")["data"]["result"]
+    assert [r["metric"]["job"] for r in job_values] == ["imagecap-exporter"]
+    nodes = prom.query('group by (node) (imagecap_node_images{job=~".*", cluster=~".*"})')["data"]["result"]
+    assert len(nodes) == 5
