@@ -2,3 +2,10 @@
 //! cap, and which wanted (prepulled) images nodes fail to report.
 
 pub mod analysis;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod report;
+pub mod source;
+pub mod status_page;

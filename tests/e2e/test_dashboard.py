@@ -261,6 +261,37 @@ def evaluate_dashboard(dash: dict, prom: Prometheus) -> dict[tuple[str, str], di
     return results
 
 
+def grafana_merge(frames: dict[str, list[dict]]) -> list[dict]:
+    """Grafana's "merge" transformation over Prometheus table-format results.
+
+    `frames` maps refId to that query's instant vector. Grafana turns each into one frame with
+    a Time field, a field per label (the metric name included, as __name__) and a
+    "Value #<refId>" field; merge joins rows on the fields every frame has and keeps rows apart
+    when any shared field differs.
+    """
+    fields = {}
+    for ref, result in frames.items():
+        labels = sorted({k for r in result for k in r["metric"]})
+        fields[ref] = ["Time", *labels, f"Value #{ref}"]
+    key_fields = [f for f in next(iter(fields.values())) if all(f in fs for fs in fields.values())]
+    by_key: dict[tuple, list[dict]] = {}
+    order: list[tuple[tuple, int]] = []
+    for ref, result in frames.items():
+        for r in result:
+            row = {"Time": r["value"][0], **{k: r["metric"].get(k, "") for k in fields[ref][1:-1]},
+                   f"Value #{ref}": float(r["value"][1])}
+            key = tuple(row[f] for f in key_fields)
+            rows = by_key.setdefault(key, [])
+            for existing in rows:
+                if all(existing.get(k) in (None, v) for k, v in row.items()):
+                    existing.update(row)
+                    break
+            else:
+                rows.append(row)
+                order.append((key, len(rows) - 1))
+    return [by_key[k][i] for k, i in order]
+
+
 def _by_label(data: dict, label: str) -> dict[str, float]:
     return {r["metric"].get(label, ""): float(r["value"][1]) for r in data["result"]}
 
@@ -295,6 +326,23 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     for (title, ref), data in results.items():
         if title not in MAY_BE_EMPTY:
             assert data["result"], f"{title!r}/{ref} returned no data"
+
+    # Tables joined with "merge" get one row per node or image, as Grafana would show them.
+    merged = {}
+    for p in query_panels(dashboard):
+        if p["type"] == "table" and any(tr["id"] == "merge" for tr in p.get("transformations", [])):
+            frames = {t["refId"]: results[(p["title"], t["refId"])]["result"] for t in p["targets"]}
+            merged[p["title"]] = rows = grafana_merge(frames)
+            widest = max(len(f) for f in frames.values())
+            assert len(rows) == widest, f"{p['title']!r}: merge gives {len(rows)} rows for {widest} series"
+    assert len(merged["Nodes"]) == 5
+    for row in merged["Nodes"]:
+        assert all(f"Value #{ref}" in row for ref in "ABCDEFG"), row
+    worker3 = next(r for r in merged["Nodes"] if r["node"] == "nublado-worker-3")
+    assert (worker3["Value #A"], worker3["Value #B"], worker3["Value #H"]) == (14, 50, 1), worker3
+    assert len(merged["Wanted images"]) == 4
+    for row in merged["Wanted images"]:
+        assert all(f"Value #{ref}" in row for ref in "ABC"), row
 
     # Real values from examples/nodes.json.
     assert _scalar(results[("Nodes at cap", "A")]) == 1

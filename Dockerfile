@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# Container image of imagecap-exporter.
+#
+#   docker build -t imagecap-exporter:0.1.0 .
+#   docker run --rm -p 9754:9754 -v "$PWD/examples:/examples:ro" imagecap-exporter:0.1.0 \
+#     serve --nodes-file /examples/nodes.json --config /examples/config.yaml
+#
+# The Helm chart (charts/imagecap-exporter) runs this image with its own arguments.
+
+# --- build -------------------------------------------------------------------------
+FROM rust:1-bookworm AS build
+WORKDIR /src
+# Only what the crate needs to build; see .dockerignore for what never enters the context.
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+ && install -D -m 0755 target/release/imagecap-exporter /out/imagecap-exporter
+
+# --- run ---------------------------------------------------------------------------
+# distroless/cc: glibc and libgcc only, no shell; the "nonroot" tag runs as 65532.
+FROM gcr.io/distroless/cc-debian12:nonroot
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="imagecap-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for the kubelet node image-list cap (nodeStatusMaxImages)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
+COPY --from=build /out/imagecap-exporter /usr/local/bin/imagecap-exporter
+USER 65532:65532
+EXPOSE 9754
+ENTRYPOINT ["/usr/local/bin/imagecap-exporter"]
+CMD ["serve"]

@@ -1,0 +1,182 @@
+//! Command-line flags.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "imagecap-exporter",
+    version,
+    about = "Exports how close each node is to the kubelet's nodeStatusMaxImages cap, \
+             and which prepull images nodes do not report."
+)]
+pub struct Cli {
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve /metrics, /healthz, /readyz and a status page at /.
+    Serve(ServeArgs),
+    /// Print the analysis once. Exit 0: no node at its cap and no wanted image
+    /// missing; 1: some are; 2: bad input.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// YAML configuration: defaultMaxImages and the prepull images, patterns and
+    /// node selector.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Cap assumed for a node until its kubelet's own value is known [default: the
+    /// config's defaultMaxImages, else 50]. -1 means unlimited.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_max_images)]
+    pub default_max_images: Option<i64>,
+
+    /// Only consider nodes matching this label selector (e.g. `pool=lab,!gpu`). It is
+    /// sent to the API server, and applied to nodes read from a file.
+    #[arg(long, value_name = "SELECTOR")]
+    pub node_selector: Option<String>,
+
+    /// Nodes per page when listing from the API server.
+    #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub page_size: u32,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9754")]
+    pub listen: SocketAddr,
+
+    /// Serve a `kubectl get nodes -o json` dump instead of a cluster's nodes; it is
+    /// reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub nodes_file: Option<PathBuf>,
+
+    /// How to follow the cluster: a watch (events as they happen) or periodic
+    /// paginated lists.
+    #[arg(long, value_enum, default_value_t = Mode::Watch)]
+    pub mode: Mode,
+
+    /// Time between lists in poll mode (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+
+    /// How often --nodes-file is checked for changes.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub file_check_interval: Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// A `kubectl get nodes -o json` dump, or `-` for standard input. Without it the
+    /// cluster's nodes are listed (kubeconfig or in-cluster config).
+    #[arg(long, value_name = "FILE|-")]
+    pub nodes_file: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Watch,
+    Poll,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_max_images(s: &str) -> Result<i64, String> {
+    let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
+    crate::config::validate_max_images(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["x", "serve"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.listen.to_string(), "0.0.0.0:9754");
+        assert_eq!(s.mode, Mode::Watch);
+        assert_eq!(s.poll_interval, Duration::from_secs(60));
+        assert_eq!(s.common.default_max_images, None);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for argv in [
+            vec!["x", "serve", "--default-max-images", "-2"],
+            vec!["x", "serve", "--poll-interval", "0s"],
+            vec!["x", "serve", "--poll-interval", "soon"],
+            vec!["x", "serve", "--mode", "push"],
+            vec!["x", "check", "--format", "xml"],
+            vec!["x", "serve", "--page-size", "0"],
+        ] {
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+        let cli = Cli::try_parse_from(["x", "serve", "--default-max-images", "-1"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.common.default_max_images, Some(-1));
+    }
+
+    #[test]
+    fn log_format_goes_before_or_after_the_command() {
+        for argv in [
+            vec!["x", "--log-format", "json", "check"],
+            vec!["x", "check", "--log-format", "json"],
+        ] {
+            assert_eq!(
+                Cli::try_parse_from(argv).unwrap().log_format,
+                LogFormat::Json
+            );
+        }
+    }
+}

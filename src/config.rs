@@ -1,0 +1,173 @@
+//! The YAML configuration file (`--config`).
+//!
+//! ```yaml
+//! defaultMaxImages: 50
+//! prepull:
+//!   images: [ghcr.io/lsst-sqre/sciplat-lab:w_2024_10]
+//!   patterns: ['^ghcr\.io/lsst-sqre/sciplat-lab:w_']
+//!   nodeSelector: {nublado.lsst.io/permitted: "true"}
+//! ```
+//!
+//! Unknown keys are errors, so a typo (`nodeselector`) is caught instead of silently
+//! selecting every node.
+
+use crate::analysis::Wanted;
+use crate::analysis::reference::ImageRef;
+use crate::analysis::selector::LabelSelector;
+use regex::RegexSet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    default_max_images: Option<i64>,
+    prepull: Option<RawPrepull>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPrepull {
+    #[serde(default)]
+    images: Vec<String>,
+    #[serde(default)]
+    patterns: Vec<String>,
+    #[serde(default)]
+    node_selector: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// `defaultMaxImages`, when the file sets it.
+    pub default_max_images: Option<i64>,
+    pub wanted: Wanted,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates a configuration; the error names the offending key.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+        };
+        if let Some(n) = raw.default_max_images {
+            validate_max_images(n).map_err(|e| format!("defaultMaxImages: {e}"))?;
+        }
+        let prepull = raw.prepull.unwrap_or_default();
+        let mut exact = Vec::with_capacity(prepull.images.len());
+        for (i, s) in prepull.images.iter().enumerate() {
+            exact.push(ImageRef::parse(s).map_err(|e| format!("prepull.images[{i}]: {e}"))?);
+        }
+        for (i, p) in prepull.patterns.iter().enumerate() {
+            regex::Regex::new(p).map_err(|e| {
+                format!("prepull.patterns[{i}]: invalid regular expression {p:?}: {e}")
+            })?;
+        }
+        let patterns =
+            RegexSet::new(&prepull.patterns).map_err(|e| format!("prepull.patterns: {e}"))?;
+        let selector = LabelSelector::from_map(&prepull.node_selector)
+            .map_err(|e| format!("prepull.nodeSelector: {e}"))?;
+        Ok(Config {
+            default_max_images: raw.default_max_images,
+            wanted: Wanted::new(exact, patterns, selector),
+        })
+    }
+}
+
+/// A cap is -1 (unlimited), 0 (report none) or positive.
+pub fn validate_max_images(n: i64) -> Result<i64, String> {
+    if n < -1 {
+        Err(format!(
+            "{n} is not a valid cap (use -1 for unlimited, or 0 or more)"
+        ))
+    } else {
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let c = Config::parse(include_str!("../examples/config.yaml")).unwrap();
+        assert_eq!(c.default_max_images, Some(50));
+        assert_eq!(c.wanted.exact().len(), 2);
+        assert_eq!(
+            c.wanted.exact()[1].to_string(),
+            "docker.io/library/busybox:1.36"
+        );
+        assert!(c.wanted.has_patterns());
+    }
+
+    #[test]
+    fn empty_means_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.default_max_images, None);
+        assert!(c.wanted.is_empty());
+        assert!(Config::parse("prepull: {}\n").unwrap().wanted.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("defaultMaxImage: 3", "defaultMaxImage"),
+            ("prepull:\n  nodeselector: {}\n", "nodeselector"),
+            ("defaultMaxImages: -2", "defaultMaxImages"),
+            ("defaultMaxImages: lots", "defaultMaxImages"),
+            (
+                "prepull:\n  images: [ok:1, 'Not A Ref']\n",
+                "prepull.images[1]",
+            ),
+            (
+                "prepull:\n  patterns: ['(unclosed']\n",
+                "prepull.patterns[0]",
+            ),
+            (
+                "prepull:\n  nodeSelector: {'bad key': x}\n",
+                "prepull.nodeSelector",
+            ),
+            ("prepull: [1, 2]", "prepull"),
+            ("- just\n- a list\n", "sequence"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn load_reports_the_path() {
+        let e = Config::load(Path::new("/nonexistent/imagecap.yaml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("config file /nonexistent/imagecap.yaml:"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! The `check` report for people: plain-text tables.
+
+use crate::analysis::Report;
+use crate::analysis::cluster::CapSource;
+use std::fmt::Write;
+
+/// Decimal gigabytes, as the rule of thumb counts them.
+fn gb(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("{:.0} GB", b as f64 / 1e9),
+        None => "-".into(),
+    }
+}
+
+fn cap(n: &crate::analysis::cluster::NodeReport) -> String {
+    match (n.max_images, n.max_images_source) {
+        (-1, CapSource::Inferred) => "unlimited*".into(),
+        (-1, _) => "unlimited".into(),
+        (c, _) => c.to_string(),
+    }
+}
+
+/// Left-aligned columns, two spaces apart.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn render_table(report: &Report) -> String {
+    let mut rows = vec![
+        [
+            "NODE",
+            "IMAGES/CAP",
+            "RATIO",
+            "STATUS",
+            "EPHEMERAL",
+            "RECOMMENDED CAP",
+            "MISSING WANTED IMAGES",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for n in &report.nodes {
+        let status = if n.at_cap {
+            "AT CAP"
+        } else if n.cap_ratio >= 0.9 {
+            "near cap"
+        } else if !n.eligible {
+            "not eligible"
+        } else {
+            "ok"
+        };
+        let missing = match n.missing_state {
+            Some(state) => format!(
+                "{} ({}): {}",
+                n.missing_images.len(),
+                state.as_str(),
+                n.missing_images.join(", ")
+            ),
+            None => "-".into(),
+        };
+        rows.push(vec![
+            n.name.clone(),
+            format!("{}/{}", n.images, cap(n)),
+            if n.max_images > 0 {
+                format!("{:.0}%", n.cap_ratio * 100.0)
+            } else {
+                "-".into()
+            },
+            status.into(),
+            gb(n.ephemeral_storage_capacity_bytes),
+            n.recommended_max_images
+                .map_or("-".into(), |r| r.to_string()),
+            missing,
+        ]);
+    }
+    let mut out = table(&rows);
+    if !report.images.is_empty() {
+        out.push('\n');
+        let mut rows = vec![vec![
+            "WANTED IMAGE".to_string(),
+            "ON ELIGIBLE NODES".to_string(),
+        ]];
+        for i in &report.images {
+            rows.push(vec![
+                i.image.clone(),
+                format!("{}/{}", i.nodes, i.eligible_nodes),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    out.push('\n');
+    let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
+    let missing = report
+        .nodes
+        .iter()
+        .filter(|n| !n.missing_images.is_empty())
+        .count();
+    let _ = writeln!(
+        out,
+        "{} nodes, {} eligible for prepulling; {} at the image cap; {} missing wanted images.",
+        report.nodes.len(),
+        report.eligible_nodes,
+        at_cap,
+        missing
+    );
+    if report
+        .nodes
+        .iter()
+        .any(|n| n.max_images_source == CapSource::Inferred)
+    {
+        out.push_str("* reports more images than the default cap, so its kubelet runs with a larger cap or none.\n");
+    }
+    if at_cap > 0 {
+        out.push_str(
+            "Nodes at the cap hide images from the API. Set nodeStatusMaxImages: -1 (or about a third \
+             of the node's ephemeral storage in GB, see RECOMMENDED CAP) in the kubelet config and \
+             restart the kubelet.\n",
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::cluster::{ImageReport, MissingState, NodeReport};
+
+    fn node(
+        name: &str,
+        images: u32,
+        max: i64,
+        src: CapSource,
+        missing: &[&str],
+        state: Option<MissingState>,
+    ) -> NodeReport {
+        NodeReport {
+            name: name.into(),
+            images,
+            max_images: max,
+            max_images_source: src,
+            cap_ratio: if max > 0 {
+                f64::from(images) / max as f64
+            } else {
+                0.0
+            },
+            at_cap: max > 0 && i64::from(images) >= max,
+            image_size_bytes: 0,
+            ephemeral_storage_capacity_bytes: Some(1_099_511_627_776),
+            ephemeral_storage_allocatable_bytes: None,
+            recommended_max_images: Some(367),
+            eligible: true,
+            missing_images: missing.iter().map(|s| s.to_string()).collect(),
+            missing_state: state,
+            invalid_fields: 0,
+        }
+    }
+
+    #[test]
+    fn table_shows_each_node_and_the_remedy() {
+        let r = Report {
+            nodes: vec![
+                node(
+                    "full",
+                    50,
+                    50,
+                    CapSource::Default,
+                    &["x:1"],
+                    Some(MissingState::Unverifiable),
+                ),
+                node("big", 137, -1, CapSource::Inferred, &[], None),
+            ],
+            images: vec![ImageReport {
+                image: "x:1".into(),
+                nodes: 1,
+                eligible_nodes: 2,
+            }],
+            eligible_nodes: 2,
+        };
+        let t = render_table(&r);
+        let full = t.lines().find(|l| l.starts_with("full")).unwrap();
+        assert!(
+            full.contains("50/50") && full.contains("100%") && full.contains("AT CAP"),
+            "{full}"
+        );
+        assert!(full.contains("1100 GB") && full.contains("367"), "{full}");
+        assert!(full.contains("1 (unverifiable): x:1"), "{full}");
+        let big = t.lines().find(|l| l.starts_with("big")).unwrap();
+        assert!(big.contains("137/unlimited*"), "{big}");
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("x:1 ") && l.ends_with(" 1/2")),
+            "{t}"
+        );
+        assert!(t.contains("nodeStatusMaxImages: -1"));
+        assert!(t.contains("1 at the image cap; 1 missing wanted images"));
+    }
+
+    #[test]
+    fn no_remedy_when_nothing_is_at_the_cap() {
+        let r = Report {
+            nodes: vec![node("ok", 3, 50, CapSource::Default, &[], None)],
+            images: vec![],
+            eligible_nodes: 1,
+        };
+        let t = render_table(&r);
+        assert!(!t.contains("nodeStatusMaxImages"));
+        assert!(!t.contains("WANTED IMAGE"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Nodes from a `kubectl get nodes -o json` dump.
+
+use super::Ingest;
+use crate::analysis::NodeView;
+use crate::analysis::lenient::{Lenient, LenientVec};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// A NodeList (`kind: List` or `NodeList`) or a single Node.
+#[derive(Deserialize)]
+struct Document {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    items: Option<LenientVec<NodeView>>,
+}
+
+/// One item of a dump: a node, or its index and why it could not be decoded.
+pub type Item = Result<NodeView, (usize, String)>;
+
+/// Decodes a dump. `Err` when the input is unusable as a whole; nodes that cannot be
+/// decoded are returned as `Err((index, reason))` beside the good ones.
+pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
+    let doc: Document =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
+    match (doc.kind.as_deref(), doc.items) {
+        (Some("Node"), _) => {
+            let node: NodeView = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            Ok(vec![Ok(node)])
+        }
+        (_, Some(items)) => {
+            if let Some(e) = items.invalid {
+                return Err(format!("items: {e}"));
+            }
+            Ok(items
+                .items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Lenient::Ok(n) => Ok(n),
+                    Lenient::Invalid(e) => Err((i, e)),
+                })
+                .collect())
+        }
+        (kind, None) => Err(format!(
+            "expected a NodeList (kubectl get nodes -o json) with items, found kind {}",
+            kind.unwrap_or("<none>")
+        )),
+    }
+}
+
+/// Reads and decodes a dump (`-` is standard input) and summarizes its nodes.
+pub fn load(path: &Path, ingest: &Ingest) -> Result<Vec<crate::analysis::NodeSummary>, String> {
+    let bytes = if path == Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| format!("standard input: {e}"))?;
+        buf
+    } else {
+        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    let nodes = decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::with_capacity(nodes.len());
+    let mut seen = std::collections::HashSet::new();
+    for node in nodes {
+        match node {
+            Ok(view) => {
+                if let Some(s) = ingest.summarize(&view) {
+                    if !seen.insert(s.name.clone()) {
+                        ingest.undecodable(&s.name, "duplicate node name; the last one is kept");
+                        out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
+                    }
+                    out.push(s);
+                }
+            }
+            Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
+        }
+    }
+    Ok(out)
+}
+
+/// What identifies a version of the file: its modification time and length.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Loads the file, then reloads it whenever it changes, until shutdown. A file that
+/// cannot be read or decoded is counted and logged, and the last good data is kept.
+pub async fn run(
+    path: PathBuf,
+    check_every: Duration,
+    ingest: Ingest,
+    shutdown: CancellationToken,
+) {
+    let mut last: Option<(SystemTime, u64)> = None;
+    let mut failed_stamp: Option<Option<(SystemTime, u64)>> = None;
+    let mut tick = tokio::time::interval(check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = stamp(&path);
+        if now.is_some() && now == last {
+            continue;
+        }
+        // Do not log the same broken version of the file every tick.
+        if failed_stamp == Some(now) {
+            continue;
+        }
+        let p = path.clone();
+        let result = {
+            let ingest = &ingest;
+            tokio::task::block_in_place(|| load(&p, ingest))
+        };
+        match result {
+            Ok(nodes) => {
+                tracing::info!(path = %path.display(), nodes = nodes.len(), "loaded nodes file");
+                ingest.store.replace_all(nodes);
+                last = now;
+                failed_stamp = None;
+            }
+            Err(e) => {
+                ingest.metrics.source_error("file");
+                tracing::error!(path = %path.display(), "cannot load nodes file, keeping the last good data: {e}");
+                failed_stamp = Some(now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_shipped_example() {
+        let nodes = decode(include_bytes!("../../examples/nodes.json")).unwrap();
+        assert_eq!(nodes.len(), 5);
+        assert!(nodes.iter().all(|n| n.is_ok()));
+    }
+
+    #[test]
+    fn a_bad_item_does_not_lose_the_others() {
+        let text = br#"{"kind":"List","items":[{"metadata":{"name":"a"}}, 42, {"metadata":"x"}, {"metadata":{"name":"b"}}]}"#;
+        let nodes = decode(text).unwrap();
+        assert_eq!(nodes.len(), 4);
+        assert!(nodes[0].is_ok() && nodes[3].is_ok());
+        assert!(matches!(nodes[1], Err((1, _))));
+        assert!(matches!(nodes[2], Err((2, _))));
+    }
+
+    #[test]
+    fn single_node_and_unusable_documents() {
+        let one = decode(br#"{"kind":"Node","metadata":{"name":"solo"}}"#).unwrap();
+        assert_eq!(
+            one[0].as_ref().unwrap().metadata.name.as_deref(),
+            Some("solo")
+        );
+        for bad in [
+            &b"not json"[..],
+            b"[]",
+            b"{\"kind\":\"Pod\"}",
+            b"{\"items\":{}}",
+            b"",
+        ] {
+            assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let e = decode(b"{\"kind\":\"PodList\"}").unwrap_err();
+        assert!(e.contains("PodList"), "{e}");
+    }
+
+    #[test]
+    fn empty_list_is_fine() {
+        assert!(decode(br#"{"kind":"List","items":[]}"#).unwrap().is_empty());
+        assert!(
+            decode(br#"{"kind":"NodeList","items":null}"#)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

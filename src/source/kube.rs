@@ -1,0 +1,224 @@
+//! Nodes from the API server, through the `kube` client: a watch, or periodic
+//! paginated lists.
+
+use super::Ingest;
+use crate::analysis::{NodeSummary, NodeView};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams};
+use kube::core::ClusterResourceScope;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Client, Resource};
+use std::borrow::Cow;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Nodes are decoded as [`NodeView`], the few fields the exporter reads, instead of
+/// the whole `v1.Node`: the rest of each object is skipped while parsing.
+impl Resource for NodeView {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        "Node".into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        "".into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        "v1".into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        "nodes".into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// How the nodes are listed: label selector and page size.
+#[derive(Clone, Debug)]
+pub struct ListOptions {
+    pub label_selector: Option<String>,
+    pub page_size: u32,
+}
+
+/// A one-line explanation for errors whose fix is known.
+pub fn hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => {
+            " (RBAC: the service account needs get, list and watch on nodes, cluster-wide)"
+        }
+        kube::Error::Api(s) if s.code == 401 => " (the credentials were rejected)",
+        _ => "",
+    }
+}
+
+/// Lists every node, one page at a time, summarizing each page before the next is
+/// fetched so that only one page of decoded nodes is held at once.
+pub async fn list_all(
+    api: &Api<NodeView>,
+    opts: &ListOptions,
+    ingest: &Ingest,
+) -> Result<Vec<NodeSummary>, kube::Error> {
+    let mut restarted = false;
+    'restart: loop {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(opts.page_size);
+            if let Some(sel) = &opts.label_selector {
+                lp = lp.labels(sel);
+            }
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let page = match api.list(&lp).await {
+                Ok(p) => p,
+                // The continue token expired (410 Gone): start over, once.
+                Err(kube::Error::Api(s)) if s.code == 410 && token.is_some() && !restarted => {
+                    tracing::info!("list continuation expired; listing again from the start");
+                    restarted = true;
+                    continue 'restart;
+                }
+                Err(e) => return Err(e),
+            };
+            out.extend(page.items.iter().filter_map(|n| ingest.summarize(n)));
+            match page.metadata.continue_ {
+                Some(t) if !t.is_empty() => token = Some(t),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Lists all nodes every `interval` until shutdown. A failed list is counted and
+/// retried with exponential backoff (capped at `interval`); the last good data is
+/// served meanwhile.
+pub async fn poll(
+    client: Client,
+    opts: ListOptions,
+    interval: Duration,
+    ingest: Ingest,
+    shutdown: CancellationToken,
+) {
+    let api: Api<NodeView> = Api::all(client);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let wait = match list_all(&api, &opts, &ingest).await {
+            Ok(nodes) => {
+                tracing::debug!(nodes = nodes.len(), "listed nodes");
+                ingest.store.replace_all(nodes);
+                backoff = Duration::from_secs(1);
+                interval
+            }
+            Err(e) => {
+                ingest.metrics.source_error("list");
+                tracing::warn!(retry_in = ?backoff.min(interval), "listing nodes failed: {e}{}", hint(&e));
+                let wait = backoff.min(interval);
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+                wait
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Follows the nodes with a watch until shutdown. The watcher lists (paginated),
+/// then watches with bookmarks; on `410 Gone` or a broken stream it relists, and
+/// the store is swapped whole when the relist is complete, so nodes deleted while
+/// disconnected disappear and none is lost or doubled meanwhile.
+pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: CancellationToken) {
+    let api: Api<NodeView> = Api::all(client);
+    let mut config = watcher::Config::default().page_size(opts.page_size);
+    if let Some(sel) = &opts.label_selector {
+        config = config.labels(sel);
+    }
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut buffer: Vec<NodeSummary> = Vec::new();
+    loop {
+        let event = tokio::select! {
+            e = stream.try_next() => e,
+            _ = shutdown.cancelled() => return,
+        };
+        match event {
+            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::InitApply(node))) => buffer.extend(ingest.summarize(&node)),
+            Ok(Some(Event::InitDone)) => {
+                let nodes = std::mem::take(&mut buffer);
+                tracing::info!(nodes = nodes.len(), "node list synced");
+                ingest.store.replace_all(nodes);
+            }
+            Ok(Some(Event::Apply(node))) => match ingest.summarize(&node) {
+                Some(s) => ingest.store.upsert(s),
+                // Relabeled out of --node-selector, or nameless.
+                None => {
+                    if let Some(name) = node.metadata.name.as_deref() {
+                        ingest.store.remove(name);
+                    }
+                }
+            },
+            Ok(Some(Event::Delete(node))) => {
+                if let Some(name) = node.metadata.name.as_deref() {
+                    ingest.store.remove(name);
+                }
+            }
+            Ok(None) => {
+                tracing::error!("node watch stream ended");
+                return;
+            }
+            Err(e) => record_watch_error(&ingest, &e),
+        }
+    }
+}
+
+fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
+    let (kind, api_error) = match e {
+        watcher::Error::InitialListFailed(e) => ("list", Some(e)),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", Some(e)),
+        watcher::Error::WatchError(s) if s.code == 410 => {
+            // Expected now and then: the resourceVersion was compacted away.
+            tracing::info!("watch expired (410 Gone); relisting nodes");
+            return;
+        }
+        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => ("watch", None),
+    };
+    ingest.metrics.source_error(kind);
+    let hint = api_error.map(hint).unwrap_or("");
+    tracing::warn!(kind, "node {kind} failed, retrying with backoff: {e}{hint}");
+}
+
+/// A client from the in-cluster config or the kubeconfig.
+pub async fn client() -> Result<Client, kube::Error> {
+    Client::try_default().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_view_is_the_nodes_resource() {
+        assert_eq!(NodeView::url_path(&(), None), "/api/v1/nodes");
+        assert_eq!(NodeView::api_version(&()), "v1");
+    }
+
+    #[test]
+    fn hints_name_the_missing_permission() {
+        let status = |code| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..Default::default()
+            }))
+        };
+        assert!(hint(&status(403)).contains("list and watch on nodes"));
+        assert_eq!(hint(&status(500)), "");
+    }
+}

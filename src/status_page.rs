@@ -1,0 +1,246 @@
+//! The HTML status page served at `/`: self-contained, no scripts, no external assets.
+
+use crate::analysis::Report;
+use crate::analysis::cluster::NodeReport;
+use std::fmt::Write;
+use std::time::{Duration, SystemTime};
+
+/// Share of the cap from which a node is drawn as near its cap.
+pub const NEAR_CAP_RATIO: f64 = 0.9;
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn bytes(b: Option<u64>) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let Some(b) = b else { return "&ndash;".into() };
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn age(last_update: Option<SystemTime>, now: SystemTime) -> String {
+    match last_update {
+        None => "no node data yet".into(),
+        Some(t) => {
+            let secs = now.duration_since(t).unwrap_or(Duration::ZERO).as_secs();
+            format!("node data refreshed {secs} s ago")
+        }
+    }
+}
+
+fn row_class(n: &NodeReport) -> &'static str {
+    if n.at_cap {
+        "node at-cap"
+    } else if n.max_images > 0 && n.cap_ratio >= NEAR_CAP_RATIO {
+        "node near-cap"
+    } else {
+        "node"
+    }
+}
+
+pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime) -> String {
+    let mut h = String::with_capacity(4096 + report.nodes.len() * 600);
+    h.push_str(concat!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        "<meta http-equiv=\"refresh\" content=\"30\">",
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
+        "<title>imagecap-exporter</title><style>",
+        "body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2125}",
+        "h1{font-size:1.3rem;margin:0 0 .2rem}h2{font-size:1.05rem;margin:1.5rem 0 .4rem}",
+        "p.meta{color:#555;margin:.2rem 0 1rem}",
+        "table{border-collapse:collapse;width:100%}",
+        "th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}",
+        "th{background:#f3f4f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}",
+        ".bar{position:relative;width:14rem;height:1.1rem;background:#e5e7eb;border-radius:3px}",
+        ".bar span{position:absolute;left:0;top:0;bottom:0;background:#22a06b;border-radius:3px}",
+        ".bar b{position:absolute;left:.4rem;top:0;font-weight:600;font-size:.8rem;line-height:1.1rem}",
+        "tr.near-cap .bar span{background:#e2b203}tr.at-cap .bar span{background:#c9372c}",
+        "tr.at-cap td.name::after{content:' AT CAP';color:#c9372c;font-weight:700;font-size:.8rem}",
+        ".tag{display:inline-block;padding:0 .35rem;border-radius:3px;font-size:.8rem;font-weight:600}",
+        ".tag.at-cap{background:#ffeceb;color:#ae2e24}.tag.near-cap{background:#fff7d6;color:#7f5f01}",
+        ".tag.ok{background:#dcfff1;color:#216e4e}.tag.off{background:#f1f2f4;color:#44546f}",
+        "ul{margin:0;padding-left:1.1rem}code{font-size:.85rem}",
+        "</style></head><body>\n<h1>Image cap (nodeStatusMaxImages)</h1>\n"
+    ));
+    let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
+    let _ = writeln!(
+        h,
+        "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>; {}.</p>",
+        report.nodes.len(),
+        report.eligible_nodes,
+        at_cap,
+        age(last_update, now)
+    );
+    h.push_str(concat!(
+        "<table id=\"nodes\"><thead><tr><th>Node</th><th>Images / cap</th><th>Status</th>",
+        "<th>Image bytes</th><th>Ephemeral capacity</th><th>Allocatable</th>",
+        "<th>Recommended cap</th><th>Missing wanted images</th></tr></thead><tbody>\n"
+    ));
+    for n in &report.nodes {
+        let (cap, width) = if n.max_images > 0 {
+            (
+                n.max_images.to_string(),
+                (n.cap_ratio * 100.0).clamp(0.0, 100.0),
+            )
+        } else if n.max_images == 0 {
+            ("0".to_string(), 100.0)
+        } else {
+            ("unlimited".to_string(), 0.0)
+        };
+        let status = if n.at_cap {
+            "<span class=\"tag at-cap\">at cap</span>"
+        } else if n.max_images > 0 && n.cap_ratio >= NEAR_CAP_RATIO {
+            "<span class=\"tag near-cap\">near cap</span>"
+        } else if !n.eligible {
+            "<span class=\"tag off\">not eligible</span>"
+        } else {
+            "<span class=\"tag ok\">ok</span>"
+        };
+        let missing = if n.missing_images.is_empty() {
+            "&ndash;".to_string()
+        } else {
+            let state = n.missing_state.map(|s| s.as_str()).unwrap_or("");
+            let items: String = n
+                .missing_images
+                .iter()
+                .map(|i| format!("<li><code>{}</code></li>", esc(i)))
+                .collect();
+            format!("{} {state}<ul>{items}</ul>", n.missing_images.len())
+        };
+        let _ = writeln!(
+            h,
+            "<tr class=\"{class}\" data-node=\"{name}\"><td class=\"name\">{name}</td>\
+             <td><div class=\"bar\" title=\"{images} of {cap}\"><span style=\"width:{width:.1}%\"></span>\
+             <b>{images} / {cap}</b></div></td><td>{status}</td><td class=\"num\">{size}</td>\
+             <td class=\"num\">{capacity}</td><td class=\"num\">{alloc}</td><td class=\"num\">{rec}</td>\
+             <td>{missing}</td></tr>",
+            class = row_class(n),
+            name = esc(&n.name),
+            images = n.images,
+            size = bytes(Some(n.image_size_bytes)),
+            capacity = bytes(n.ephemeral_storage_capacity_bytes),
+            alloc = bytes(n.ephemeral_storage_allocatable_bytes),
+            rec = n
+                .recommended_max_images
+                .map_or("&ndash;".into(), |r| r.to_string()),
+        );
+    }
+    h.push_str("</tbody></table>\n");
+    if !report.images.is_empty() {
+        h.push_str(
+            "<h2>Wanted images</h2><table id=\"images\"><thead><tr><th>Image</th>\
+             <th>Eligible nodes reporting it</th></tr></thead><tbody>\n",
+        );
+        for i in &report.images {
+            let _ = writeln!(
+                h,
+                "<tr data-image=\"{img}\"><td><code>{img}</code></td><td class=\"num\">{} / {}</td></tr>",
+                i.nodes,
+                i.eligible_nodes,
+                img = esc(&i.image)
+            );
+        }
+        h.push_str("</tbody></table>\n");
+    }
+    h.push_str(
+        "<p class=\"meta\">Nodes at the cap hide images from the API. Remedy: <code>nodeStatusMaxImages: -1</code> \
+         (or about a third of the node's ephemeral storage in GB) in the kubelet config, then restart the kubelet. \
+         Metrics: <a href=\"metrics\">/metrics</a>.</p>\n</body></html>\n",
+    );
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::cluster::{CapSource, ImageReport, MissingState};
+
+    fn node(name: &str, images: u32, max: i64) -> NodeReport {
+        NodeReport {
+            name: name.into(),
+            images,
+            max_images: max,
+            max_images_source: CapSource::Default,
+            cap_ratio: if max > 0 {
+                f64::from(images) / max as f64
+            } else {
+                0.0
+            },
+            at_cap: max > 0 && i64::from(images) >= max,
+            image_size_bytes: 3 << 30,
+            ephemeral_storage_capacity_bytes: Some(1 << 40),
+            ephemeral_storage_allocatable_bytes: None,
+            recommended_max_images: Some(367),
+            eligible: true,
+            missing_images: vec![],
+            missing_state: None,
+            invalid_fields: 0,
+        }
+    }
+
+    #[test]
+    fn marks_rows_and_escapes() {
+        let mut full = node("full<script>", 50, 50);
+        full.missing_images = vec!["x:1".into()];
+        full.missing_state = Some(MissingState::Unverifiable);
+        let r = Report {
+            nodes: vec![full, node("near", 46, 50), node("big", 137, -1)],
+            images: vec![ImageReport {
+                image: "x:1".into(),
+                nodes: 2,
+                eligible_nodes: 3,
+            }],
+            eligible_nodes: 3,
+        };
+        let now = SystemTime::now();
+        let h = render(&r, Some(now - Duration::from_secs(7)), now);
+        assert!(
+            h.contains("<tr class=\"node at-cap\" data-node=\"full&lt;script&gt;\">"),
+            "{h}"
+        );
+        assert!(!h.contains("<script"), "escaped");
+        assert!(h.contains("<tr class=\"node near-cap\" data-node=\"near\">"));
+        assert!(h.contains("<tr class=\"node\" data-node=\"big\">"));
+        assert!(h.contains("style=\"width:92.0%\""));
+        assert!(h.contains("<b>137 / unlimited</b>"));
+        assert!(h.contains("1 unverifiable<ul><li><code>x:1</code></li></ul>"));
+        assert!(h.contains("refreshed 7 s ago"));
+        assert!(h.contains("3.0 GiB") && h.contains("1.0 TiB"));
+        assert!(h.contains("<td class=\"num\">2 / 3</td>"));
+        assert!(
+            !h.contains("http://") && !h.contains("https://"),
+            "no external assets"
+        );
+    }
+
+    #[test]
+    fn before_any_data() {
+        let r = Report {
+            nodes: vec![],
+            images: vec![],
+            eligible_nodes: 0,
+        };
+        assert!(render(&r, None, SystemTime::now()).contains("no node data yet"));
+    }
+}
