@@ -211,12 +211,6 @@ fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
     );
     let nodes = Gauge::<i64>::default();
     r.register("imagecap_nodes", "Nodes known", nodes.clone());
-    let updated = FloatGauge::default();
-    r.register(
-        "imagecap_last_update_timestamp_seconds",
-        "Unix time at which node data was last refreshed successfully",
-        updated.clone(),
-    );
 
     for n in &report.nodes {
         let l = NodeLabels {
@@ -270,7 +264,14 @@ fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
     }
     eligible.set(i64::from(report.eligible_nodes));
     nodes.set(report.nodes.len() as i64);
+    // No series before the first data: 0 would read as "stale since 1970".
     if let Some(t) = last_update {
+        let updated = FloatGauge::default();
+        r.register(
+            "imagecap_last_update_timestamp_seconds",
+            "Unix time at which node data was last refreshed successfully",
+            updated.clone(),
+        );
         updated.set(
             t.duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())

@@ -2,7 +2,7 @@
 
 use super::Ingest;
 use crate::analysis::NodeView;
-use crate::analysis::lenient::{Lenient, LenientVec};
+use crate::analysis::lenient::{Lenient, LenientVec, present};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 struct Document {
     #[serde(default)]
     kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     items: Option<LenientVec<NodeView>>,
 }
 
