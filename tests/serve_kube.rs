@@ -1,0 +1,231 @@
+//! `serve` against a fake API server, through the real `kube` client: nodes added,
+//! changed and deleted show on /metrics, in watch and poll mode.
+
+mod support;
+
+use support::fake_apiserver::{FakeApiServer, filler, node};
+use support::{Exporter, kubeconfig, names, sample};
+
+const LAB: &str = "ghcr.io/x/lab";
+
+fn config(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        format!("prepull:\n  images: ['{LAB}:w_1']\n  nodeSelector:\n    pool: lab\n"),
+    )
+    .unwrap();
+    path
+}
+
+fn lab_node(name: &str, with_lab: bool, extra: usize) -> serde_json::Value {
+    let mut images = filler(extra);
+    if with_lab {
+        images.insert(0, names(&[&format!("{LAB}:w_1")]));
+    }
+    node(name, &[("pool", "lab")], &images)
+}
+
+fn images(text: &str, node: &str) -> Option<f64> {
+    sample(text, "imagecap_node_images", &[("node", node)])
+}
+
+async fn lifecycle(mode: &str) {
+    let fake = FakeApiServer::start(vec![
+        lab_node("node-a", true, 3),
+        lab_node("node-b", true, 10),
+        lab_node("node-c", false, 5),
+        node("other", &[("pool", "gpu")], &filler(2)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let cfg = config(dir.path());
+    let exporter = Exporter::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--mode",
+            mode,
+            "--poll-interval",
+            "200ms",
+            "--page-size",
+            "2",
+        ],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+
+    let m = exporter.metrics().await;
+    assert_eq!(images(&m, "node-a"), Some(4.0));
+    assert_eq!(images(&m, "node-b"), Some(11.0));
+    assert_eq!(images(&m, "other"), Some(2.0));
+    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(4.0));
+    assert_eq!(
+        sample(&m, "imagecap_prepull_eligible_nodes", &[]),
+        Some(3.0)
+    );
+    let missing = [("node", "node-c"), ("image", "ghcr.io/x/lab:w_1")];
+    assert_eq!(
+        sample(&m, "imagecap_node_prepull_image_missing", &missing),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "ghcr.io/x/lab:w_1")]
+        ),
+        Some(2.0)
+    );
+    assert!(sample(&m, "imagecap_last_update_timestamp_seconds", &[]).unwrap() > 1.7e9);
+
+    // The list was paginated: 4 nodes, 2 a page.
+    let reqs = fake.requests();
+    assert!(
+        reqs.iter()
+            .any(|q| q.contains("limit=2") && q.contains("continue=")),
+        "{reqs:?}"
+    );
+
+    // Added.
+    fake.apply(lab_node("node-d", true, 0));
+    exporter
+        .wait_metrics("node-d to appear", |m| images(m, "node-d") == Some(1.0))
+        .await;
+
+    // Changed: node-c pulls the wanted image and fills up to the default cap.
+    fake.apply(lab_node("node-c", true, 49));
+    let m = exporter
+        .wait_metrics("node-c at its cap", |m| {
+            sample(m, "imagecap_node_at_cap", &[("node", "node-c")]) == Some(1.0)
+        })
+        .await;
+    assert_eq!(images(&m, "node-c"), Some(50.0));
+    assert_eq!(
+        sample(&m, "imagecap_node_images_cap_ratio", &[("node", "node-c")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_node_prepull_image_missing", &missing),
+        None
+    );
+
+    // Past the default: the kubelet evidently has another cap.
+    fake.apply(lab_node("node-c", true, 80));
+    let m = exporter
+        .wait_metrics("node-c unlimited", |m| {
+            sample(m, "imagecap_node_max_images", &[("node", "node-c")]) == Some(-1.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_node_at_cap", &[("node", "node-c")]),
+        Some(0.0)
+    );
+
+    // Deleted: every series of the node goes.
+    fake.delete("node-b");
+    let m = exporter
+        .wait_metrics("node-b to disappear", |m| images(m, "node-b").is_none())
+        .await;
+    assert!(!m.contains("node=\"node-b\""), "{m}");
+    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(4.0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_mode_follows_nodes() {
+    lifecycle("watch").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poll_mode_follows_nodes() {
+    lifecycle("poll").await;
+}
+
+/// History compacted and connections dropped while a node was deleted: the
+/// watcher gets 410 Gone, relists, and ends with exactly the live nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_relists_after_410_without_losing_or_doubling_nodes() {
+    let fake = FakeApiServer::start(vec![
+        lab_node("keep-1", true, 1),
+        lab_node("keep-2", true, 1),
+        lab_node("doomed", true, 1),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(&["--page-size", "1"], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    assert_eq!(
+        sample(&exporter.metrics().await, "imagecap_nodes", &[]),
+        Some(3.0)
+    );
+
+    // The deletion happens, then history is compacted and the watch connection
+    // drops, so the DELETED event can never be replayed.
+    fake.delete("doomed");
+    fake.apply(lab_node("born-while-away", false, 2));
+    fake.compact();
+    fake.drop_watches();
+
+    let m = exporter
+        .wait_metrics("the relist", |m| {
+            images(m, "doomed").is_none() && images(m, "born-while-away") == Some(2.0)
+        })
+        .await;
+    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(3.0));
+    for n in ["keep-1", "keep-2", "born-while-away"] {
+        assert_eq!(
+            m.matches(&format!("imagecap_node_images{{node=\"{n}\"}}"))
+                .count(),
+            1,
+            "{n}"
+        );
+    }
+    let lists = fake
+        .requests()
+        .iter()
+        .filter(|q| !q.contains("watch="))
+        .count();
+    assert!(lists >= 2, "expected a relist, saw {:?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_selector_is_sent_to_the_api_server() {
+    let fake = FakeApiServer::start(vec![
+        lab_node("in", true, 1),
+        node("out", &[("pool", "gpu")], &filler(1)),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(
+        &["--node-selector", "pool=lab", "--mode", "poll"],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+    let m = exporter.metrics().await;
+    assert_eq!(images(&m, "in"), Some(2.0));
+    assert_eq!(images(&m, "out"), None);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|q| q.contains("labelSelector=pool%3Dlab")),
+        "{:?}",
+        fake.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_the_exporter_cleanly() {
+    let fake = FakeApiServer::start(vec![lab_node("a", true, 1)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let mut exporter = Exporter::start(&[], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let start = std::time::Instant::now();
+    let status = exporter.terminate();
+    assert!(status.success(), "{status}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert!(exporter.log_text().contains("shutting down"));
+}

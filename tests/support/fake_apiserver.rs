@@ -1,0 +1,338 @@
+//! A Kubernetes API server for nodes, faked at the HTTP level on 127.0.0.1.
+//!
+//! It speaks the wire protocol the `kube` client and watcher use: `GET
+//! /api/v1/nodes` lists with `limit`/`continue` and `labelSelector`, and with
+//! `watch=1` streams newline-delimited watch events (ADDED, MODIFIED, DELETED,
+//! BOOKMARK when `allowWatchBookmarks` is set) from a `resourceVersion`, answering
+//! with an ERROR event of status 410 when that version has been compacted away.
+//! Tests change nodes, compact history and drop connections through its methods.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use imagecap_exporter::analysis::selector::LabelSelector;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Clone, Debug)]
+struct WatchEvent {
+    rv: u64,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    rv: u64,
+    nodes: BTreeMap<String, Value>,
+    history: Vec<WatchEvent>,
+    /// Watches from a resourceVersion older than this get 410 Gone.
+    compacted_rv: u64,
+    /// Remaining items of paginated lists, by continue token.
+    pages: HashMap<String, (u64, Vec<Value>)>,
+    next_token: u64,
+    /// Every request's query string, in order, for assertions.
+    requests: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct FakeApiServer {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<WatchEvent>,
+    /// Closing this ends every open watch stream (a dropped connection).
+    drop_watches: broadcast::Sender<()>,
+    pub addr: SocketAddr,
+    bookmark_every: Duration,
+}
+
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
+struct Params {
+    watch: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_: Option<String>,
+    label_selector: Option<String>,
+    resource_version: Option<String>,
+    allow_watch_bookmarks: Option<bool>,
+    timeout_seconds: Option<u64>,
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code
+    });
+    (
+        StatusCode::from_u16(code).unwrap(),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+impl FakeApiServer {
+    pub async fn start(nodes: Vec<Value>) -> FakeApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (events, _) = broadcast::channel(4096);
+        let (drop_watches, _) = broadcast::channel(16);
+        let server = FakeApiServer {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            events,
+            drop_watches,
+            addr,
+            bookmark_every: Duration::from_millis(200),
+        };
+        for n in nodes {
+            server.apply(n);
+        }
+        let app = Router::new()
+            .route("/api/v1/nodes", get(nodes_handler))
+            .with_state(server.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn record(&self, inner: &mut Inner, kind: &'static str, mut object: Value) {
+        inner.rv += 1;
+        let rv = inner.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        if kind == "DELETED" {
+            inner.nodes.remove(&name);
+        } else {
+            inner.nodes.insert(name, object.clone());
+        }
+        let ev = WatchEvent { rv, kind, object };
+        inner.history.push(ev.clone());
+        let _ = self.events.send(ev);
+    }
+
+    /// Creates or replaces a node (ADDED or MODIFIED).
+    pub fn apply(&self, node: Value) {
+        let mut inner = self.inner.lock().unwrap();
+        let name = node["metadata"]["name"].as_str().unwrap();
+        let kind = if inner.nodes.contains_key(name) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(&mut inner, kind, node);
+    }
+
+    pub fn delete(&self, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let node = inner.nodes.get(name).cloned().expect("no such node");
+        self.record(&mut inner, "DELETED", node);
+    }
+
+    /// Forgets history: resuming a watch from any version seen so far gets 410,
+    /// and outstanding continue tokens expire.
+    pub fn compact(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.compacted_rv = inner.rv + 1;
+        inner.history.clear();
+        inner.pages.clear();
+    }
+
+    /// Ends every open watch stream, as a dropped connection would.
+    pub fn drop_watches(&self) {
+        let _ = self.drop_watches.send(());
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.inner.lock().unwrap().rv
+    }
+
+    fn list(&self, p: &Params) -> Response {
+        let mut inner = self.inner.lock().unwrap();
+        let (rv, mut items) = match &p.continue_ {
+            Some(token) if !token.is_empty() => match inner.pages.remove(token) {
+                Some(page) => page,
+                None => {
+                    return status(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result.",
+                    );
+                }
+            },
+            _ => {
+                let selector: LabelSelector =
+                    match p.label_selector.as_deref().unwrap_or("").parse() {
+                        Ok(s) => s,
+                        Err(e) => return status(400, "BadRequest", &e.to_string()),
+                    };
+                let items: Vec<Value> = inner
+                    .nodes
+                    .values()
+                    .filter(|n| {
+                        let labels: BTreeMap<String, String> =
+                            serde_json::from_value(n["metadata"]["labels"].clone())
+                                .unwrap_or_default();
+                        selector.matches(&labels)
+                    })
+                    .cloned()
+                    .collect();
+                (inner.rv, items)
+            }
+        };
+        let limit = p.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let rest = if items.len() > limit {
+            items.split_off(limit)
+        } else {
+            Vec::new()
+        };
+        let mut metadata = json!({"resourceVersion": rv.to_string()});
+        if !rest.is_empty() {
+            inner.next_token += 1;
+            let token = format!("page-{}", inner.next_token);
+            metadata["continue"] = json!(token);
+            metadata["remainingItemCount"] = json!(rest.len());
+            inner.pages.insert(token, (rv, rest));
+        }
+        let body =
+            json!({"kind": "NodeList", "apiVersion": "v1", "metadata": metadata, "items": items});
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+
+    fn watch(&self, p: &Params) -> Response {
+        let from: u64 = p
+            .resource_version
+            .as_deref()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
+        let bookmarks = p.allow_watch_bookmarks.unwrap_or(false);
+        let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(60).min(60));
+        let (tx, rx) = mpsc::channel::<String>(1024);
+        let inner = self.inner.lock().unwrap();
+        if from < inner.compacted_rv {
+            let ev = json!({"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": format!("too old resource version: {from} ({})", inner.compacted_rv),
+                "reason": "Expired", "code": 410}});
+            let _ = tx.try_send(format!("{ev}\n"));
+        } else {
+            // Subscribe while holding the lock, so no event falls between the replay
+            // and the live stream.
+            let mut live = self.events.subscribe();
+            let mut dropped = self.drop_watches.subscribe();
+            let replay: Vec<WatchEvent> = inner
+                .history
+                .iter()
+                .filter(|e| e.rv > from)
+                .cloned()
+                .collect();
+            let server = self.clone();
+            tokio::spawn(async move {
+                let line =
+                    |e: &WatchEvent| format!("{}\n", json!({"type": e.kind, "object": e.object}));
+                for e in &replay {
+                    if tx.send(line(e)).await.is_err() {
+                        return;
+                    }
+                }
+                let deadline = tokio::time::sleep(timeout);
+                tokio::pin!(deadline);
+                let mut tick = tokio::time::interval(server.bookmark_every);
+                loop {
+                    tokio::select! {
+                        ev = live.recv() => match ev {
+                            Ok(e) if e.rv > from => if tx.send(line(&e)).await.is_err() { return },
+                            Ok(_) => {}
+                            Err(_) => return,
+                        },
+                        _ = tick.tick(), if bookmarks => {
+                            let rv = server.resource_version();
+                            let b = json!({"type": "BOOKMARK", "object": {
+                                "kind": "Node", "apiVersion": "v1",
+                                "metadata": {"resourceVersion": rv.to_string()}}});
+                            if tx.send(format!("{b}\n")).await.is_err() { return }
+                        }
+                        _ = dropped.recv() => return,
+                        _ = &mut deadline => return,
+                    }
+                }
+            });
+        }
+        drop(inner);
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+        });
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            Body::from_stream(stream),
+        )
+            .into_response()
+    }
+}
+
+async fn nodes_handler(
+    State(server): State<FakeApiServer>,
+    Query(p): Query<Params>,
+    uri: axum::http::Uri,
+) -> Response {
+    server
+        .inner
+        .lock()
+        .unwrap()
+        .requests
+        .push(uri.query().unwrap_or("").to_string());
+    match p.watch.as_deref() {
+        Some("true") | Some("1") => server.watch(&p),
+        _ => server.list(&p),
+    }
+}
+
+/// A node as the API server returns it, with `images` entries of the given names.
+pub fn node(name: &str, labels: &[(&str, &str)], images: &[Vec<String>]) -> Value {
+    let labels: BTreeMap<_, _> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let images: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, names)| json!({"names": names, "sizeBytes": 1_000_000_000u64 - i as u64}))
+        .collect();
+    json!({
+        "metadata": {"name": name, "labels": labels, "uid": format!("uid-{name}")},
+        "spec": {},
+        "status": {
+            "capacity": {"ephemeral-storage": "1Ti"},
+            "allocatable": {"ephemeral-storage": "900Gi"},
+            "images": images
+        }
+    })
+}
+
+/// `n` ordinary images, for filling a node to its cap.
+pub fn filler(n: usize) -> Vec<Vec<String>> {
+    (0..n)
+        .map(|i| vec![format!("registry.example.com/app{i}:v{i}")])
+        .collect()
+}
