@@ -106,6 +106,8 @@ pub async fn run(
         }
         let now = stamp(&path);
         if now.is_some() && now == last {
+            // Unchanged and still readable: the data is current.
+            ingest.store.touch();
             continue;
         }
         // Do not log the same broken version of the file every tick.

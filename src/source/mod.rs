@@ -58,6 +58,15 @@ impl Store {
         inner.last_update = Some(SystemTime::now());
     }
 
+    /// Marks the data as current without changing it: the source confirmed that
+    /// nothing changed (an unchanged file, a healthy watch).
+    pub fn touch(&self) {
+        let mut inner = self.write();
+        if inner.ready {
+            inner.last_update = Some(SystemTime::now());
+        }
+    }
+
     /// Ready once a first complete set of nodes is in.
     pub fn ready(&self) -> bool {
         self.read().ready

@@ -55,6 +55,14 @@ class Proc:
         self.proc = subprocess.Popen(argv, cwd=cwd or workdir, stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
+    def _started(self, wait):
+        """Runs a start-up wait; a process that fails it is stopped before the error propagates."""
+        try:
+            return wait()
+        except BaseException:
+            self.stop()
+            raise
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -78,7 +86,7 @@ class Exporter(Proc):
     def __init__(self, workdir: Path, args: list[str]):
         argv = [str(BIN), "--log-format", "json", "serve", "--listen", "127.0.0.1:0", *args]
         super().__init__("exporter", argv, workdir, cwd=ROOT)
-        self.addr = wait_for("the exporter to log its listen address", self._addr, timeout=30)
+        self.addr = self._started(lambda: wait_for("the exporter to log its listen address", self._addr, timeout=30))
         self.url = f"http://{self.addr}"
 
     def _addr(self):
@@ -106,7 +114,7 @@ class Exporter(Proc):
 def start_exporter(workdir: Path, nodes: Path = EXAMPLES / "nodes.json",
                    config: Path = EXAMPLES / "config.yaml", extra: list[str] | None = None) -> Exporter:
     ex = Exporter(workdir, ["--nodes-file", str(nodes), "--config", str(config), *(extra or [])])
-    ex.wait_ready()
+    ex._started(ex.wait_ready)
     return ex
 
 
@@ -136,7 +144,7 @@ class Prometheus(Proc):
                 f"--storage.tsdb.path={workdir / 'tsdb'}", "--web.enable-lifecycle",
                 "--log.level=warn"]
         super().__init__("prometheus", argv, workdir)
-        wait_for("prometheus /-/ready", self._ready)
+        self._started(lambda: wait_for("prometheus /-/ready", self._ready))
 
     def _ready(self):
         if not self.alive():
@@ -180,7 +188,7 @@ class Alertmanager(Proc):
                 f"--cluster.listen-address=127.0.0.1:{self.cluster_port}",
                 "--log.level=warn"]
         super().__init__("alertmanager", argv, workdir)
-        wait_for("alertmanager /-/ready", self._ready)
+        self._started(lambda: wait_for("alertmanager /-/ready", self._ready))
 
     def _ready(self):
         if not self.alive():

@@ -1,0 +1,172 @@
+//! `imagecap-exporter check`: output and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+
+fn check(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagecap-exporter"))
+        .arg("check")
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(input) = stdin {
+        pipe.write_all(input).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn example_args() -> Vec<String> {
+    vec![
+        "--config".into(),
+        format!("{EXAMPLES}/config.yaml"),
+        "--nodes-file".into(),
+        format!("{EXAMPLES}/nodes.json"),
+    ]
+}
+
+#[test]
+fn table_for_the_examples_exits_1() {
+    let args = example_args();
+    let out = check(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for n in [
+        "nublado-worker-1",
+        "nublado-worker-2",
+        "nublado-worker-3",
+        "nublado-worker-4",
+        "control-plane-1",
+    ] {
+        assert!(text.contains(n), "{n} in\n{text}");
+    }
+    let w1 = text
+        .lines()
+        .find(|l| l.starts_with("nublado-worker-1"))
+        .unwrap();
+    assert!(
+        w1.contains("50/50") && w1.contains("AT CAP") && w1.contains("unverifiable"),
+        "{w1}"
+    );
+}
+
+#[test]
+fn json_from_stdin() {
+    let mut args = example_args();
+    args.truncate(2);
+    args.extend([
+        "--nodes-file".into(),
+        "-".into(),
+        "--format".into(),
+        "json".into(),
+    ]);
+    let input = std::fs::read(format!("{EXAMPLES}/nodes.json")).unwrap();
+    let out = check(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        Some(&input),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["eligibleNodes"], 4);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 5);
+    let w1 = nodes
+        .iter()
+        .find(|n| n["name"] == "nublado-worker-1")
+        .unwrap();
+    for key in [
+        "images",
+        "maxImages",
+        "capRatio",
+        "atCap",
+        "imageSizeBytes",
+        "ephemeralStorageCapacityBytes",
+        "ephemeralStorageAllocatableBytes",
+        "recommendedMaxImages",
+        "missingImages",
+        "missingState",
+    ] {
+        assert!(w1.get(key).is_some(), "{key}");
+    }
+    assert_eq!(w1["atCap"], true);
+    assert_eq!(w1["missingState"], "unverifiable");
+    let w2 = nodes
+        .iter()
+        .find(|n| n["name"] == "nublado-worker-2")
+        .unwrap();
+    assert_eq!(w2["maxImages"], -1);
+    let w3 = nodes
+        .iter()
+        .find(|n| n["name"] == "nublado-worker-3")
+        .unwrap();
+    assert_eq!(
+        w3["missingImages"],
+        serde_json::json!(["ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"])
+    );
+    assert_eq!(w3["missingState"], "absent");
+    let images = v["images"].as_array().unwrap();
+    assert!(images.iter().all(|i| i["eligibleNodes"] == 4));
+}
+
+#[test]
+fn clean_cluster_exits_0() {
+    let nodes = br#"{"kind":"List","items":[{"metadata":{"name":"a"},"status":{"images":[{"names":["x:1"],"sizeBytes":1}]}}]}"#;
+    let out = check(&["--nodes-file", "-"], Some(nodes));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_cfg = dir.path().join("bad.yaml");
+    std::fs::write(&bad_cfg, "prepull:\n  images: ['Not A Ref']\n").unwrap();
+    let cases: Vec<(Vec<&str>, Option<&[u8]>, &str)> = vec![
+        (
+            vec!["--nodes-file", "-"],
+            Some(b"not json"),
+            "not a JSON object",
+        ),
+        (
+            vec!["--nodes-file", "/nonexistent/nodes.json"],
+            None,
+            "/nonexistent/nodes.json",
+        ),
+        (
+            vec!["--config", bad_cfg.to_str().unwrap(), "--nodes-file", "-"],
+            Some(b"{}"),
+            "prepull.images[0]",
+        ),
+        (
+            vec!["--node-selector", "a in (b", "--nodes-file", "-"],
+            Some(b"{}"),
+            "--node-selector",
+        ),
+        (vec![], None, "Kubernetes client"),
+    ];
+    for (args, stdin, needle) in cases {
+        let out = check(&args, stdin);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let last = err.trim_end().lines().last().unwrap_or("");
+        assert!(last.contains(needle), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
