@@ -138,7 +138,9 @@ fn bad_input_exits_2_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad_cfg = dir.path().join("bad.yaml");
     std::fs::write(&bad_cfg, "prepull:\n  images: ['Not A Ref']\n").unwrap();
-    let cases: Vec<(Vec<&str>, Option<&[u8]>, &str)> = vec![
+    // (arguments, standard input, what the error line must name)
+    type Case<'a> = (Vec<&'a str>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--nodes-file", "-"],
             Some(b"not json"),
