@@ -76,7 +76,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         ".bar span{position:absolute;left:0;top:0;bottom:0;background:#22a06b;border-radius:3px}",
         ".bar b{position:absolute;left:.4rem;top:0;font-weight:600;font-size:.8rem;line-height:1.1rem}",
         "tr.near-cap .bar span{background:#e2b203}tr.at-cap .bar span{background:#c9372c}",
-        "tr.at-cap td.name::after{content:' AT CAP';color:#c9372c;font-weight:700;font-size:.8rem}",
+        "td.name{white-space:nowrap;font-weight:600}.tag{white-space:nowrap}",
         ".tag{display:inline-block;padding:0 .35rem;border-radius:3px;font-size:.8rem;font-weight:600}",
         ".tag.at-cap{background:#ffeceb;color:#ae2e24}.tag.near-cap{background:#fff7d6;color:#7f5f01}",
         ".tag.ok{background:#dcfff1;color:#216e4e}.tag.off{background:#f1f2f4;color:#44546f}",
