@@ -229,3 +229,35 @@ async fn sigterm_stops_the_exporter_cleanly() {
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
     assert!(exporter.log_text().contains("shutting down"));
 }
+
+/// API errors are counted, logged with a hint, retried, and the exporter recovers
+/// without a restart; /readyz waits for the first complete list.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_errors_are_retried_and_counted() {
+    for mode in ["poll", "watch"] {
+        let fake = FakeApiServer::start(vec![lab_node("a", true, 1)]).await;
+        fake.fail_next(&[403, 500, 500]);
+        let dir = tempfile::tempdir().unwrap();
+        let kc = kubeconfig(dir.path(), &fake.url());
+        let exporter = Exporter::start(
+            &["--mode", mode, "--poll-interval", "100ms"],
+            &[("KUBECONFIG", kc.as_path())],
+        );
+        let (code, _) = exporter.get("/readyz").await;
+        assert_eq!(code, 503, "{mode}: not ready before the first list");
+        let m = exporter
+            .wait_metrics("recovery", |m| images(m, "a") == Some(2.0))
+            .await;
+        assert_eq!(
+            sample(&m, "imagecap_source_errors_total", &[("kind", "list")]),
+            Some(3.0),
+            "{mode}"
+        );
+        exporter.wait_ready().await;
+        let logs = exporter.log_text();
+        assert!(
+            logs.contains("RBAC: the service account needs get, list and watch on nodes"),
+            "{mode}: {logs}"
+        );
+    }
+}

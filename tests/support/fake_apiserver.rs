@@ -41,6 +41,8 @@ struct Inner {
     next_token: u64,
     /// Every request's query string, in order, for assertions.
     requests: Vec<String>,
+    /// Status codes the next requests (lists and watches alike) fail with.
+    faults: std::collections::VecDeque<u16>,
 }
 
 #[derive(Clone)]
@@ -153,6 +155,11 @@ impl FakeApiServer {
     /// Ends every open watch stream, as a dropped connection would.
     pub fn drop_watches(&self) {
         let _ = self.drop_watches.send(());
+    }
+
+    /// Makes each of the next requests fail with the given status code, in order.
+    pub fn fail_next(&self, codes: &[u16]) {
+        self.inner.lock().unwrap().faults.extend(codes);
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -296,12 +303,19 @@ async fn nodes_handler(
     Query(p): Query<Params>,
     uri: axum::http::Uri,
 ) -> Response {
-    server
-        .inner
-        .lock()
-        .unwrap()
-        .requests
-        .push(uri.query().unwrap_or("").to_string());
+    let fault = {
+        let mut inner = server.inner.lock().unwrap();
+        inner.requests.push(uri.query().unwrap_or("").to_string());
+        inner.faults.pop_front()
+    };
+    if let Some(code) = fault {
+        let reason = match code {
+            403 => "Forbidden",
+            429 => "TooManyRequests",
+            _ => "InternalError",
+        };
+        return status(code, reason, &format!("injected fault {code}"));
+    }
     match p.watch.as_deref() {
         Some("true") | Some("1") => server.watch(&p),
         _ => server.list(&p),
