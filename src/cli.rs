@@ -47,6 +47,20 @@ pub struct CommonArgs {
     #[arg(long, value_name = "SELECTOR")]
     pub node_selector: Option<String>,
 
+    /// Read each node's cap in force (nodeStatusMaxImages) from its kubelet's
+    /// configz, through the API server proxy. Needs RBAC get on nodes/proxy, a
+    /// powerful permission, so it is off by default. Ignored with --nodes-file.
+    #[arg(long)]
+    pub kubelet_configz: bool,
+
+    /// configz requests in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub kubelet_configz_concurrency: u16,
+
+    /// Limit for one configz request.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub kubelet_configz_timeout: Duration,
+
     /// Nodes per page when listing from the API server.
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,
@@ -74,6 +88,11 @@ pub struct ServeArgs {
     /// Time between lists in poll mode (e.g. 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+
+    /// Time between reads of every node's configz with --kubelet-configz (new
+    /// nodes are read as they appear).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub kubelet_configz_interval: Duration,
 
     /// How often --nodes-file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]

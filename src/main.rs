@@ -1,5 +1,5 @@
 use clap::Parser;
-use imagecap_exporter::analysis::cluster::KUBELET_DEFAULT_MAX_IMAGES;
+use imagecap_exporter::analysis::cluster::{KUBELET_DEFAULT_MAX_IMAGES, KubeletCaps};
 use imagecap_exporter::analysis::selector::LabelSelector;
 use imagecap_exporter::analysis::{Wanted, analyze};
 use imagecap_exporter::cli::{
@@ -8,6 +8,7 @@ use imagecap_exporter::cli::{
 use imagecap_exporter::config::Config;
 use imagecap_exporter::http::{self, AppState};
 use imagecap_exporter::metrics::Metrics;
+use imagecap_exporter::source::configz::ConfigzOptions;
 use imagecap_exporter::source::{self, Ingest, Store};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -112,6 +113,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
 
+    if args.common.kubelet_configz && args.nodes_file.is_some() {
+        tracing::warn!("--kubelet-configz has no effect with --nodes-file");
+    }
     let source = match &args.nodes_file {
         Some(path) => {
             tracing::info!(path = %path.display(), "serving nodes from a file");
@@ -128,6 +132,21 @@ async fn serve(args: ServeArgs) -> ExitCode {
                 Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
             };
             let opts = list_options(&s);
+            if args.common.kubelet_configz {
+                let configz = ConfigzOptions {
+                    interval: args.kubelet_configz_interval,
+                    concurrency: args.common.kubelet_configz_concurrency.into(),
+                    timeout: args.common.kubelet_configz_timeout,
+                };
+                tracing::info!(interval = ?configz.interval, "reading kubelet caps from configz");
+                tokio::spawn(source::configz::run(
+                    client.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    configz,
+                    shutdown.clone(),
+                ));
+            }
             match args.mode {
                 Mode::Watch => {
                     tracing::info!(page_size = opts.page_size, selector = ?opts.label_selector, "watching nodes");
@@ -223,6 +242,7 @@ async fn check(args: CheckArgs) -> ExitCode {
         metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         store: Arc::new(Store::default()),
     };
+    let mut kubelet_caps = KubeletCaps::new();
     let nodes = match &args.nodes_file {
         Some(path) => match source::file::load(path, &ingest) {
             Ok(n) => n,
@@ -233,8 +253,8 @@ async fn check(args: CheckArgs) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
             };
-            let api = kube::Api::all(client);
-            match source::kube::list_all(&api, &list_options(&s), &ingest).await {
+            let api = kube::Api::all(client.clone());
+            let nodes = match source::kube::list_all(&api, &list_options(&s), &ingest).await {
                 Ok(n) => n,
                 Err(e) => {
                     return bad_input(format!(
@@ -242,10 +262,24 @@ async fn check(args: CheckArgs) -> ExitCode {
                         source::kube::hint(&e)
                     ));
                 }
+            };
+            if args.common.kubelet_configz {
+                let opts = ConfigzOptions {
+                    concurrency: args.common.kubelet_configz_concurrency.into(),
+                    timeout: args.common.kubelet_configz_timeout,
+                    ..ConfigzOptions::default()
+                };
+                let names = nodes.iter().map(|n| n.name.clone()).collect();
+                let (caps, failed) = source::configz::caps(&client, names, &opts).await;
+                for (node, e) in failed {
+                    tracing::warn!(%node, "cannot read the kubelet's nodeStatusMaxImages, assuming the default: {e}");
+                }
+                kubelet_caps = caps;
             }
+            nodes
         }
     };
-    let report = analyze(&nodes, &s.wanted, s.default_max_images);
+    let report = analyze(&nodes, &s.wanted, s.default_max_images, &kubelet_caps);
     match args.format {
         Format::Table => emit(&imagecap_exporter::report::render_table(&report)),
         Format::Json => match serde_json::to_string_pretty(&report) {

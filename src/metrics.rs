@@ -5,7 +5,7 @@
 //! is gone disappear with it and no stale series can linger.
 
 use crate::analysis::Report;
-use crate::analysis::cluster::MissingState;
+use crate::analysis::cluster::{CapSource, MissingState};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Kinds of source errors, created at zero so `rate()` works from the first scrape.
-pub const SOURCE_ERROR_KINDS: &[&str] = &["list", "watch", "file", "decode"];
+pub const SOURCE_ERROR_KINDS: &[&str] = &["list", "watch", "file", "decode", "configz"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -153,6 +153,11 @@ fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
         "imagecap_node_max_images",
         "The cap in force (nodeStatusMaxImages); -1 is unlimited",
     );
+    let known = node_gauge(
+        &mut r,
+        "imagecap_node_max_images_known",
+        "1 when the cap was read from the kubelet's configz, 0 when it is assumed",
+    );
     let ratio = Family::<NodeLabels, FloatGauge>::default();
     r.register(
         "imagecap_node_images_cap_ratio",
@@ -218,6 +223,9 @@ fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
         };
         images.get_or_create(&l).set(i64::from(n.images));
         max_images.get_or_create(&l).set(n.max_images);
+        known
+            .get_or_create(&l)
+            .set(i64::from(n.max_images_source == CapSource::Kubelet));
         ratio.get_or_create(&l).set(n.cap_ratio);
         at_cap.get_or_create(&l).set(i64::from(n.at_cap));
         size.get_or_create(&l)
@@ -318,7 +326,7 @@ fn saturating_i64(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::cluster::{CapSource, ImageReport, NodeReport};
+    use crate::analysis::cluster::{ImageReport, NodeReport};
     use std::time::Duration;
 
     fn node(name: &str, images: u32, missing: &[&str], state: Option<MissingState>) -> NodeReport {
@@ -363,6 +371,7 @@ mod tests {
         for line in [
             "imagecap_node_images{node=\"a\"} 50",
             "imagecap_node_max_images{node=\"a\"} 50",
+            "imagecap_node_max_images_known{node=\"a\"} 0",
             "imagecap_node_images_cap_ratio{node=\"a\"} 1.0",
             "imagecap_node_images_cap_ratio{node=\"b\"} 0.2",
             "imagecap_node_at_cap{node=\"a\"} 1",

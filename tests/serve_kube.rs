@@ -261,3 +261,88 @@ async fn api_errors_are_retried_and_counted() {
         );
     }
 }
+
+/// --kubelet-configz: the kubelet's own cap replaces the assumed one; failures keep
+/// the default, are counted, and do not stop the other nodes.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubelet_configz_supplies_the_real_cap() {
+    use support::fake_apiserver::Configz;
+    let fake = FakeApiServer::start(vec![
+        lab_node("raised", true, 59),
+        lab_node("lowered", true, 19),
+        lab_node("forbidden", true, 1),
+        lab_node("omits", true, 1),
+        lab_node("slow", true, 1),
+        lab_node("default", true, 1),
+    ])
+    .await;
+    fake.set_configz("raised", Configz::Cap(100));
+    fake.set_configz("lowered", Configz::Cap(20));
+    fake.set_configz("forbidden", Configz::Status(403));
+    fake.set_configz(
+        "omits",
+        Configz::Body(r#"{"kubeletconfig":{"maxPods":110}}"#.into()),
+    );
+    fake.set_configz("slow", Configz::Slow(std::time::Duration::from_secs(5), 10));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(
+        &[
+            "--kubelet-configz",
+            "--kubelet-configz-concurrency",
+            "2",
+            "--kubelet-configz-timeout",
+            "500ms",
+        ],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+    let known = |m: &str, n: &str| sample(m, "imagecap_node_max_images_known", &[("node", n)]);
+    let cap = |m: &str, n: &str| sample(m, "imagecap_node_max_images", &[("node", n)]);
+    let m = exporter
+        .wait_metrics("configz of every node", |m| {
+            known(m, "raised") == Some(1.0)
+                && known(m, "lowered") == Some(1.0)
+                && known(m, "default") == Some(1.0)
+                && sample(m, "imagecap_source_errors_total", &[("kind", "configz")]) == Some(3.0)
+        })
+        .await;
+    assert_eq!(
+        cap(&m, "raised"),
+        Some(100.0),
+        "not inferred unlimited any more"
+    );
+    assert_eq!(
+        sample(&m, "imagecap_node_images_cap_ratio", &[("node", "raised")]),
+        Some(0.6)
+    );
+    assert_eq!(cap(&m, "lowered"), Some(20.0));
+    assert_eq!(
+        sample(&m, "imagecap_node_at_cap", &[("node", "lowered")]),
+        Some(1.0)
+    );
+    for n in ["forbidden", "omits", "slow"] {
+        assert_eq!(known(&m, n), Some(0.0), "{n}");
+        assert_eq!(cap(&m, n), Some(50.0), "{n} keeps the default");
+    }
+    let logs = exporter.log_text();
+    assert!(logs.contains("get on nodes/proxy"), "{logs}");
+    assert!(logs.contains("no nodeStatusMaxImages"), "{logs}");
+    let (served, max_in_flight) = fake.configz_stats();
+    assert_eq!(served, 6);
+    assert!(max_in_flight <= 2, "at most 2 at once, saw {max_in_flight}");
+
+    // A node that appears is read at once, not at the next interval (10m).
+    fake.set_configz("late", Configz::Cap(-1));
+    fake.apply(lab_node("late", true, 3));
+    let m = exporter
+        .wait_metrics("the new node's configz", |m| known(m, "late") == Some(1.0))
+        .await;
+    assert_eq!(cap(&m, "late"), Some(-1.0));
+
+    // Its series go with the node.
+    fake.delete("raised");
+    exporter
+        .wait_metrics("raised to disappear", |m| known(m, "raised").is_none())
+        .await;
+}

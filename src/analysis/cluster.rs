@@ -32,6 +32,8 @@ impl MissingState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CapSource {
+    /// Read from the kubelet's configuration (configz).
+    Kubelet,
     /// The configured default (the kubelet's own, 50, unless changed).
     Default,
     /// The node reports more images than the default, so its kubelet must run with
@@ -87,9 +89,16 @@ impl Report {
     }
 }
 
-/// The cap in force for a node reporting `images` entries.
-pub fn cap_in_force(images: u32, default_max_images: i64) -> (i64, CapSource) {
-    if default_max_images >= 0 && i64::from(images) > default_max_images {
+/// The cap in force for a node reporting `images` entries: the kubelet's own when
+/// known, else the default, unless the node reports more than the default.
+pub fn cap_in_force(
+    images: u32,
+    kubelet: Option<i64>,
+    default_max_images: i64,
+) -> (i64, CapSource) {
+    if let Some(cap) = kubelet {
+        (cap, CapSource::Kubelet)
+    } else if default_max_images >= 0 && i64::from(images) > default_max_images {
         (-1, CapSource::Inferred)
     } else {
         (default_max_images, CapSource::Default)
@@ -123,11 +132,15 @@ impl WantedImage {
     }
 }
 
+/// The caps read from kubelets, by node name.
+pub type KubeletCaps = std::collections::HashMap<String, i64>;
+
 /// The analysis of all nodes, sorted by name; images sorted by reference.
 pub fn analyze<'a>(
     summaries: impl IntoIterator<Item = &'a NodeSummary>,
     wanted: &Wanted,
     default_max_images: i64,
+    kubelet_caps: &KubeletCaps,
 ) -> Report {
     let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -175,7 +188,11 @@ pub fn analyze<'a>(
     let mut present_on: BTreeMap<usize, u32> = BTreeMap::new();
     let mut reports = Vec::with_capacity(nodes.len());
     for node in &nodes {
-        let (max_images, max_images_source) = cap_in_force(node.images, default_max_images);
+        let (max_images, max_images_source) = cap_in_force(
+            node.images,
+            kubelet_caps.get(&node.name).copied(),
+            default_max_images,
+        );
         let at_cap = max_images > 0 && i64::from(node.images) >= max_images;
         // A cap of 0 hides every image: nothing can be verified either.
         let saturated = at_cap || max_images == 0;
@@ -273,10 +290,12 @@ mod tests {
 
     #[test]
     fn cap_rules() {
-        assert_eq!(cap_in_force(50, 50), (50, CapSource::Default));
-        assert_eq!(cap_in_force(49, 50), (50, CapSource::Default));
-        assert_eq!(cap_in_force(51, 50), (-1, CapSource::Inferred));
-        assert_eq!(cap_in_force(500, -1), (-1, CapSource::Default));
+        assert_eq!(cap_in_force(50, None, 50), (50, CapSource::Default));
+        assert_eq!(cap_in_force(49, None, 50), (50, CapSource::Default));
+        assert_eq!(cap_in_force(51, None, 50), (-1, CapSource::Inferred));
+        assert_eq!(cap_in_force(500, None, -1), (-1, CapSource::Default));
+        assert_eq!(cap_in_force(100, Some(100), 50), (100, CapSource::Kubelet));
+        assert_eq!(cap_in_force(30, Some(-1), 50), (-1, CapSource::Kubelet));
         assert_eq!(recommended_max_images(1_000_000_000_000), 334);
         assert_eq!(recommended_max_images(3_000_000_000), 1);
         assert_eq!(recommended_max_images(3_000_000_001), 2);
@@ -291,7 +310,7 @@ mod tests {
             summary("near", json!({}), filler(49), &w),
             summary("big", json!({}), filler(120), &w),
         ];
-        let r = analyze(&s, &w, 50);
+        let r = analyze(&s, &w, 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         let full = by("full");
         assert!(full.at_cap);
@@ -327,7 +346,7 @@ mod tests {
             ),
             summary("other-pool", json!({"pool": "gpu"}), filler(3), &w),
         ];
-        let r = analyze(&s, &w, 50);
+        let r = analyze(&s, &w, 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert_eq!(
             by("under").missing_images,
@@ -370,7 +389,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, 50);
+        let r = analyze(&s, &w, 50, &KubeletCaps::new());
         let images: Vec<_> = r
             .images
             .iter()
@@ -397,7 +416,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, 50);
+        let r = analyze(&s, &w, 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert!(by("tagged").missing_images.is_empty());
         assert!(
@@ -421,9 +440,34 @@ mod tests {
             ),
             summary("tag-only", json!({}), vec![vec![format!("{LAB}:w_1")]], &w),
         ];
-        let r = analyze(&s, &w, 50);
+        let r = analyze(&s, &w, 50, &KubeletCaps::new());
         assert!(r.nodes[0].missing_images.is_empty());
         assert_eq!(r.nodes[1].missing_images, [both]);
+    }
+
+    #[test]
+    fn a_known_kubelet_cap_wins_over_the_default_and_the_inference() {
+        let w = wanted(&[], &[], &[]);
+        let s = [
+            summary("raised", json!({}), filler(100), &w),
+            summary("lowered", json!({}), filler(20), &w),
+        ];
+        let caps = KubeletCaps::from([("raised".to_string(), 100), ("lowered".to_string(), 20)]);
+        let r = analyze(&s, &w, 50, &caps);
+        let lowered = &r.nodes[0];
+        assert_eq!(
+            (
+                lowered.max_images,
+                lowered.at_cap,
+                lowered.max_images_source
+            ),
+            (20, true, CapSource::Kubelet)
+        );
+        let raised = &r.nodes[1];
+        assert_eq!(
+            (raised.max_images, raised.at_cap, raised.cap_ratio),
+            (100, true, 1.0)
+        );
     }
 
     #[test]
@@ -431,7 +475,7 @@ mod tests {
         let w = wanted(&["busybox:1"], &[], &[]);
         let mut s = summary("cordoned", json!({}), filler(1), &w);
         s.unschedulable = true;
-        let r = analyze([&s], &w, 50);
+        let r = analyze([&s], &w, 50, &KubeletCaps::new());
         assert_eq!(r.eligible_nodes, 0);
         assert!(r.nodes[0].missing_images.is_empty());
         assert!(!r.has_findings());
@@ -441,7 +485,7 @@ mod tests {
     fn a_zero_cap_makes_everything_unverifiable() {
         let w = wanted(&["busybox:1"], &[], &[]);
         let s = summary("zero", json!({}), vec![], &w);
-        let r = analyze([&s], &w, 0);
+        let r = analyze([&s], &w, 0, &KubeletCaps::new());
         assert_eq!(r.nodes[0].max_images, 0);
         assert!(!r.nodes[0].at_cap);
         assert_eq!(r.nodes[0].missing_state, Some(MissingState::Unverifiable));

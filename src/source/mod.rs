@@ -3,9 +3,11 @@
 //! Sources (the API server, a file) turn each node into a compact summary as it
 //! arrives, through [`Ingest`], and keep the [`Store`] current.
 
+pub mod configz;
 pub mod file;
 pub mod kube;
 
+use crate::analysis::cluster::KubeletCaps;
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::{NodeSummary, NodeView, Report, Wanted, analyze};
 use crate::metrics::Metrics;
@@ -17,11 +19,16 @@ use std::time::SystemTime;
 #[derive(Default)]
 pub struct Store {
     inner: RwLock<Inner>,
+    /// Signalled when a node not seen before arrives.
+    added: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct Inner {
     nodes: BTreeMap<String, NodeSummary>,
+    /// Caps read from kubelets; kept apart from the summaries, which are rebuilt on
+    /// every node update.
+    kubelet_caps: KubeletCaps,
     last_update: Option<SystemTime>,
     ready: bool,
 }
@@ -39,23 +46,57 @@ impl Store {
 
     /// Replaces every node: a complete list arrived.
     pub fn replace_all(&self, nodes: Vec<NodeSummary>) {
-        let map = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        let map: BTreeMap<String, NodeSummary> =
+            nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
         let mut inner = self.write();
+        let added = map.keys().any(|n| !inner.nodes.contains_key(n));
+        inner.kubelet_caps.retain(|n, _| map.contains_key(n));
         inner.nodes = map;
         inner.last_update = Some(SystemTime::now());
         inner.ready = true;
+        drop(inner);
+        if added {
+            self.added.notify_one();
+        }
     }
 
     pub fn upsert(&self, node: NodeSummary) {
         let mut inner = self.write();
-        inner.nodes.insert(node.name.clone(), node);
+        let added = inner.nodes.insert(node.name.clone(), node).is_none();
         inner.last_update = Some(SystemTime::now());
+        drop(inner);
+        if added {
+            self.added.notify_one();
+        }
     }
 
     pub fn remove(&self, name: &str) {
         let mut inner = self.write();
         inner.nodes.remove(name);
+        inner.kubelet_caps.remove(name);
         inner.last_update = Some(SystemTime::now());
+    }
+
+    /// Records the cap a node's kubelet runs with (`None`: unknown again). Ignored
+    /// for a node that is gone.
+    pub fn set_kubelet_cap(&self, name: &str, cap: Option<i64>) {
+        let mut inner = self.write();
+        if !inner.nodes.contains_key(name) {
+            return;
+        }
+        match cap {
+            Some(c) => inner.kubelet_caps.insert(name.to_string(), c),
+            None => inner.kubelet_caps.remove(name),
+        };
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.read().nodes.keys().cloned().collect()
+    }
+
+    /// Completes when a node not seen before has arrived since the last call.
+    pub async fn node_added(&self) {
+        self.added.notified().await
     }
 
     /// Marks the data as current without changing it: the source confirmed that
@@ -93,7 +134,12 @@ impl Store {
     pub fn report(&self, wanted: &Wanted, default_max_images: i64) -> (Report, Option<SystemTime>) {
         let inner = self.read();
         (
-            analyze(inner.nodes.values(), wanted, default_max_images),
+            analyze(
+                inner.nodes.values(),
+                wanted,
+                default_max_images,
+                &inner.kubelet_caps,
+            ),
             inner.last_update,
         )
     }

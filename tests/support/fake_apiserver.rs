@@ -43,6 +43,23 @@ struct Inner {
     requests: Vec<String>,
     /// Status codes the next requests (lists and watches alike) fail with.
     faults: std::collections::VecDeque<u16>,
+    /// What each node's kubelet answers on configz; absent: the default cap, 50.
+    configz: HashMap<String, Configz>,
+    configz_in_flight: usize,
+    configz_max_in_flight: usize,
+    configz_requests: usize,
+}
+
+/// A kubelet's answer to `GET /api/v1/nodes/{name}/proxy/configz`.
+#[derive(Clone, Debug)]
+pub enum Configz {
+    Cap(i64),
+    /// An error status from the API server or the kubelet.
+    Status(u16),
+    /// A raw 200 body.
+    Body(String),
+    /// The cap, after a delay.
+    Slow(Duration, i64),
 }
 
 #[derive(Clone)]
@@ -99,6 +116,7 @@ impl FakeApiServer {
         }
         let app = Router::new()
             .route("/api/v1/nodes", get(nodes_handler))
+            .route("/api/v1/nodes/{name}/proxy/configz", get(configz_handler))
             .with_state(server.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -160,6 +178,20 @@ impl FakeApiServer {
     /// Makes each of the next requests fail with the given status code, in order.
     pub fn fail_next(&self, codes: &[u16]) {
         self.inner.lock().unwrap().faults.extend(codes);
+    }
+
+    pub fn set_configz(&self, node: &str, answer: Configz) {
+        self.inner
+            .lock()
+            .unwrap()
+            .configz
+            .insert(node.to_string(), answer);
+    }
+
+    /// (configz requests served, most in flight at once)
+    pub fn configz_stats(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap();
+        (inner.configz_requests, inner.configz_max_in_flight)
     }
 
     pub fn requests(&self) -> Vec<String> {
@@ -296,6 +328,45 @@ impl FakeApiServer {
         )
             .into_response()
     }
+}
+
+async fn configz_handler(
+    State(server): State<FakeApiServer>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let answer = {
+        let mut inner = server.inner.lock().unwrap();
+        inner.configz_requests += 1;
+        inner.configz_in_flight += 1;
+        inner.configz_max_in_flight = inner.configz_max_in_flight.max(inner.configz_in_flight);
+        if !inner.nodes.contains_key(&name) {
+            None
+        } else {
+            Some(
+                inner
+                    .configz
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or(Configz::Cap(50)),
+            )
+        }
+    };
+    let cap_body = |cap: i64| {
+        json!({"kubeletconfig": {"enableServer": true, "nodeStatusMaxImages": cap, "podsPerCore": 0}})
+            .to_string()
+    };
+    let response = match answer {
+        None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+        Some(Configz::Cap(c)) => cap_body(c).into_response(),
+        Some(Configz::Body(b)) => b.into_response(),
+        Some(Configz::Status(code)) => status(code, "Forbidden", &format!("configz: {code}")),
+        Some(Configz::Slow(d, c)) => {
+            tokio::time::sleep(d).await;
+            cap_body(c).into_response()
+        }
+    };
+    server.inner.lock().unwrap().configz_in_flight -= 1;
+    response
 }
 
 async fn nodes_handler(
