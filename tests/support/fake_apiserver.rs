@@ -48,6 +48,8 @@ struct Inner {
     configz_in_flight: usize,
     configz_max_in_flight: usize,
     configz_requests: usize,
+    /// Response body bytes sent for lists and watches.
+    bytes_served: u64,
 }
 
 /// A kubelet's answer to `GET /api/v1/nodes/{name}/proxy/configz`.
@@ -194,6 +196,11 @@ impl FakeApiServer {
         (inner.configz_requests, inner.configz_max_in_flight)
     }
 
+    /// Response body bytes sent so far for node lists and watch streams.
+    pub fn bytes_served(&self) -> u64 {
+        self.inner.lock().unwrap().bytes_served
+    }
+
     pub fn requests(&self) -> Vec<String> {
         self.inner.lock().unwrap().requests.clone()
     }
@@ -250,12 +257,10 @@ impl FakeApiServer {
             inner.pages.insert(token, (rv, rest));
         }
         let body =
-            json!({"kind": "NodeList", "apiVersion": "v1", "metadata": metadata, "items": items});
-        (
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response()
+            json!({"kind": "NodeList", "apiVersion": "v1", "metadata": metadata, "items": items})
+                .to_string();
+        inner.bytes_served += body.len() as u64;
+        ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 
     fn watch(&self, p: &Params) -> Response {
@@ -319,8 +324,14 @@ impl FakeApiServer {
             });
         }
         drop(inner);
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|line| (Ok::<_, Infallible>(line), rx))
+        let counter = self.inner.clone();
+        let stream = futures::stream::unfold(rx, move |mut rx| {
+            let counter = counter.clone();
+            async move {
+                let line = rx.recv().await?;
+                counter.lock().unwrap().bytes_served += line.len() as u64;
+                Some((Ok::<_, Infallible>(line), rx))
+            }
         });
         (
             [(header::CONTENT_TYPE, "application/json")],
