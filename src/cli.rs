@@ -61,6 +61,10 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kubelet_configz_timeout: Duration,
 
+    /// Limit for one LIST page request to the API server (poll mode and check).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
     /// Nodes per page when listing from the API server.
     #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub page_size: u32,

@@ -26,6 +26,7 @@ struct Settings {
     default_max_images: i64,
     selector: LabelSelector,
     page_size: u32,
+    request_timeout: Duration,
 }
 
 fn settings(common: &CommonArgs) -> Result<Settings, String> {
@@ -45,6 +46,7 @@ fn settings(common: &CommonArgs) -> Result<Settings, String> {
             .unwrap_or(KUBELET_DEFAULT_MAX_IMAGES),
         selector,
         page_size: common.page_size,
+        request_timeout: common.request_timeout,
     })
 }
 
@@ -52,6 +54,7 @@ fn list_options(s: &Settings) -> source::kube::ListOptions {
     source::kube::ListOptions {
         label_selector: (!s.selector.is_empty()).then(|| s.selector.to_string()),
         page_size: s.page_size,
+        request_timeout: s.request_timeout,
     }
 }
 
@@ -256,12 +259,7 @@ async fn check(args: CheckArgs) -> ExitCode {
             let api = kube::Api::all(client.clone());
             let nodes = match source::kube::list_all(&api, &list_options(&s), &ingest).await {
                 Ok(n) => n,
-                Err(e) => {
-                    return bad_input(format!(
-                        "listing nodes failed: {e}{}",
-                        source::kube::hint(&e)
-                    ));
-                }
+                Err(e) => return bad_input(format!("listing nodes failed: {e}")),
             };
             if args.common.kubelet_configz {
                 let opts = ConfigzOptions {

@@ -43,11 +43,13 @@ impl Resource for NodeView {
 /// How often a healthy but quiet watch marks the data as current.
 const WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// How the nodes are listed: label selector and page size.
+/// How the nodes are listed.
 #[derive(Clone, Debug)]
 pub struct ListOptions {
     pub label_selector: Option<String>,
     pub page_size: u32,
+    /// Limit for one page request.
+    pub request_timeout: Duration,
 }
 
 /// A one-line explanation for errors whose fix is known.
@@ -61,13 +63,36 @@ pub fn hint(e: &kube::Error) -> &'static str {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("{0}{hint}", hint = hint(.0))]
+    Api(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ListError {
+    /// How long the API server asked us to wait (429 and 503 with Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ListError::Api(kube::Error::Api(s)) => s
+                .details
+                .as_ref()
+                .map(|d| d.retry_after_seconds)
+                .filter(|s| *s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
+            _ => None,
+        }
+    }
+}
+
 /// Lists every node, one page at a time, summarizing each page before the next is
 /// fetched so that only one page of decoded nodes is held at once.
 pub async fn list_all(
     api: &Api<NodeView>,
     opts: &ListOptions,
     ingest: &Ingest,
-) -> Result<Vec<NodeSummary>, kube::Error> {
+) -> Result<Vec<NodeSummary>, ListError> {
     let mut restarted = false;
     'restart: loop {
         let mut out = Vec::new();
@@ -80,15 +105,16 @@ pub async fn list_all(
             if let Some(t) = &token {
                 lp = lp.continue_token(t);
             }
-            let page = match api.list(&lp).await {
-                Ok(p) => p,
+            let page = match tokio::time::timeout(opts.request_timeout, api.list(&lp)).await {
+                Err(_) => return Err(ListError::Timeout(opts.request_timeout)),
+                Ok(Ok(p)) => p,
                 // The continue token expired (410 Gone): start over, once.
-                Err(kube::Error::Api(s)) if s.code == 410 && token.is_some() && !restarted => {
+                Ok(Err(kube::Error::Api(s))) if s.code == 410 && token.is_some() && !restarted => {
                     tracing::info!("list continuation expired; listing again from the start");
                     restarted = true;
                     continue 'restart;
                 }
-                Err(e) => return Err(e),
+                Ok(Err(e)) => return Err(e.into()),
             };
             out.extend(page.items.iter().filter_map(|n| ingest.summarize(n)));
             match page.metadata.continue_ {
@@ -121,8 +147,12 @@ pub async fn poll(
             }
             Err(e) => {
                 ingest.metrics.source_error("list");
-                tracing::warn!(retry_in = ?backoff.min(interval), "listing nodes failed: {e}{}", hint(&e));
-                let wait = backoff.min(interval);
+                // Exponential, capped at the poll interval, and never sooner than
+                // the API server asked.
+                let wait = backoff
+                    .min(interval)
+                    .max(e.retry_after().unwrap_or_default());
+                tracing::warn!(retry_in = ?wait, "listing nodes failed: {e}");
                 backoff = (backoff * 2).min(Duration::from_secs(300));
                 wait
             }

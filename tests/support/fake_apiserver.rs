@@ -41,8 +41,10 @@ struct Inner {
     next_token: u64,
     /// Every request's query string, in order, for assertions.
     requests: Vec<String>,
-    /// Status codes the next requests (lists and watches alike) fail with.
-    faults: std::collections::VecDeque<u16>,
+    /// Faults for the next requests (lists and watches alike), in order.
+    faults: std::collections::VecDeque<Fault>,
+    /// When each request to /api/v1/nodes arrived.
+    request_times: Vec<std::time::Instant>,
     /// What each node's kubelet answers on configz; absent: the default cap, 50.
     configz: HashMap<String, Configz>,
     configz_in_flight: usize,
@@ -50,6 +52,19 @@ struct Inner {
     configz_requests: usize,
     /// Response body bytes sent for lists and watches.
     bytes_served: u64,
+}
+
+/// A way for one request to go wrong.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// An error status.
+    Status(u16),
+    /// 429 Too Many Requests with Retry-After, as API priority and fairness sends.
+    TooManyRequests { retry_after_secs: u32 },
+    /// Answer normally, after a delay.
+    Slow(Duration),
+    /// Send half of the answer, then drop the connection.
+    Truncate,
 }
 
 /// A kubelet's answer to `GET /api/v1/nodes/{name}/proxy/configz`.
@@ -102,7 +117,12 @@ fn status(code: u16, reason: &str, message: &str) -> Response {
 
 impl FakeApiServer {
     pub async fn start(nodes: Vec<Value>) -> FakeApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), nodes).await
+    }
+
+    /// Starts on a given address (to come up where a client already points).
+    pub async fn start_on(addr: SocketAddr, nodes: Vec<Value>) -> FakeApiServer {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (events, _) = broadcast::channel(4096);
         let (drop_watches, _) = broadcast::channel(16);
@@ -179,7 +199,19 @@ impl FakeApiServer {
 
     /// Makes each of the next requests fail with the given status code, in order.
     pub fn fail_next(&self, codes: &[u16]) {
-        self.inner.lock().unwrap().faults.extend(codes);
+        self.inject(codes.iter().map(|c| Fault::Status(*c)));
+    }
+
+    pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
+        self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    pub fn clear_faults(&self) {
+        self.inner.lock().unwrap().faults.clear();
+    }
+
+    pub fn request_times(&self) -> Vec<std::time::Instant> {
+        self.inner.lock().unwrap().request_times.clone()
     }
 
     pub fn set_configz(&self, node: &str, answer: Configz) {
@@ -388,19 +420,61 @@ async fn nodes_handler(
     let fault = {
         let mut inner = server.inner.lock().unwrap();
         inner.requests.push(uri.query().unwrap_or("").to_string());
+        inner.request_times.push(std::time::Instant::now());
         inner.faults.pop_front()
     };
-    if let Some(code) = fault {
-        let reason = match code {
-            403 => "Forbidden",
-            429 => "TooManyRequests",
-            _ => "InternalError",
-        };
-        return status(code, reason, &format!("injected fault {code}"));
+    let watch = matches!(p.watch.as_deref(), Some("true") | Some("1"));
+    match fault {
+        None => {}
+        Some(Fault::Status(code)) => {
+            let reason = match code {
+                403 => "Forbidden",
+                429 => "TooManyRequests",
+                _ => "InternalError",
+            };
+            return status(code, reason, &format!("injected fault {code}"));
+        }
+        Some(Fault::TooManyRequests { retry_after_secs }) => {
+            let body = json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "too many requests, please try again later", "reason": "TooManyRequests",
+                "details": {"retryAfterSeconds": retry_after_secs}, "code": 429
+            });
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::RETRY_AFTER, retry_after_secs.to_string()),
+                ],
+                body.to_string(),
+            )
+                .into_response();
+        }
+        Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Truncate) if !watch => {
+            let full = axum::body::to_bytes(server.list(&p).into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let half = full.slice(..full.len() / 2);
+            let chunks: Vec<Result<axum::body::Bytes, std::io::Error>> = vec![
+                Ok(half),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "injected",
+                )),
+            ];
+            return (
+                [(header::CONTENT_TYPE, "application/json")],
+                Body::from_stream(futures::stream::iter(chunks)),
+            )
+                .into_response();
+        }
+        Some(Fault::Truncate) => {}
     }
-    match p.watch.as_deref() {
-        Some("true") | Some("1") => server.watch(&p),
-        _ => server.list(&p),
+    if watch {
+        server.watch(&p)
+    } else {
+        server.list(&p)
     }
 }
 
