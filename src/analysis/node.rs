@@ -18,7 +18,7 @@ pub struct NodeView {
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
-    pub spec: Option<NodeSpecView>,
+    pub spec: Field<NodeSpecView>,
     #[serde(default)]
     pub status: Option<NodeStatusView>,
 }
@@ -34,9 +34,9 @@ pub struct NodeStatusView {
     #[serde(default, deserialize_with = "present")]
     pub images: Option<LenientVec<ImageView>>,
     #[serde(default)]
-    pub capacity: Option<ResourcesView>,
+    pub capacity: Field<ResourcesView>,
     #[serde(default)]
-    pub allocatable: Option<ResourcesView>,
+    pub allocatable: Field<ResourcesView>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -134,13 +134,20 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     let mut problem =
         |field: &'static str, detail: String| problems.push(Problem { field, detail });
 
-    let unschedulable = match node.spec.as_ref().and_then(|s| s.unschedulable.as_ref()) {
+    let unschedulable = match &node.spec {
         None => false,
-        Some(Lenient::Ok(b)) => *b,
         Some(Lenient::Invalid(e)) => {
-            problem("unschedulable", format!("spec.unschedulable: {e}"));
+            problem("unschedulable", format!("spec: {e}"));
             false
         }
+        Some(Lenient::Ok(spec)) => match &spec.unschedulable {
+            None => false,
+            Some(Lenient::Ok(b)) => *b,
+            Some(Lenient::Invalid(e)) => {
+                problem("unschedulable", format!("spec.unschedulable: {e}"));
+                false
+            }
+        },
     };
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let prepull_selected = wanted.selects(&labels);
@@ -216,12 +223,20 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
 }
 
 fn storage(
-    resources: Option<&ResourcesView>,
+    resources: Option<&Lenient<ResourcesView>>,
     field: &'static str,
     path: &str,
     problem: &mut impl FnMut(&'static str, String),
 ) -> Option<u64> {
-    match resources.and_then(|r| r.ephemeral_storage.as_ref()) {
+    let resources = match resources {
+        None => return None,
+        Some(Lenient::Invalid(e)) => {
+            problem(field, format!("{path}: {e}"));
+            return None;
+        }
+        Some(Lenient::Ok(r)) => r,
+    };
+    match resources.ephemeral_storage.as_ref() {
         None => None,
         Some(Lenient::Ok(q)) => match parse_bytes(&q.to_string()) {
             Ok(b) => Some(b),
@@ -323,9 +338,9 @@ mod tests {
     fn cordoned_or_unselected_nodes_are_not_eligible() {
         let w = wanted(&[], &[], &[("pool", "lab")]);
         let mut v = node(json!([]));
-        v.spec = Some(NodeSpecView {
+        v.spec = Some(Lenient::Ok(NodeSpecView {
             unschedulable: Some(Lenient::Ok(true)),
-        });
+        }));
         let s = summarize(&v, &w).unwrap();
         assert!(s.unschedulable && s.prepull_selected && !s.eligible());
         let s = summarize(&node(json!([])), &wanted(&[], &[], &[("pool", "gpu")])).unwrap();
@@ -416,6 +431,28 @@ mod tests {
         assert_eq!(s.images, 1);
         let detail = &s.problems[1].detail;
         assert!(detail.contains("12 parsecs"), "{detail}");
+    }
+
+    #[test]
+    fn resource_lists_and_spec_of_the_wrong_type() {
+        let s = summarize(
+            &view(json!({
+                "metadata": {"name": "w"},
+                "spec": [1],
+                "status": {"capacity": false, "allocatable": "x", "images": [{"names": ["a:1"], "sizeBytes": 1}]}
+            })),
+            &wanted(&[], &[], &[]),
+        )
+        .unwrap();
+        assert_eq!(
+            fields(&s),
+            vec![
+                "unschedulable",
+                "ephemeral_storage_capacity",
+                "ephemeral_storage_allocatable"
+            ]
+        );
+        assert_eq!(s.images, 1);
     }
 
     #[test]

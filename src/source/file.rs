@@ -138,6 +138,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn decodes_the_shipped_example() {
@@ -174,6 +175,64 @@ mod tests {
         }
         let e = decode(b"{\"kind\":\"PodList\"}").unwrap_err();
         assert!(e.contains("PodList"), "{e}");
+    }
+
+    /// Arbitrary JSON, nested a few levels.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+            "[0-9]{1,4}(Ki|Gi|e3|m)?".prop_map(serde_json::Value::from),
+            "[a-z./:@]{1,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-zA-Z-]{1,10}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn decode_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        /// Random values where a node's fields go: every item is decoded or
+        /// reported, and summarizing never panics.
+        #[test]
+        fn decode_and_summarize_never_panic(
+            status in json_value(),
+            images in json_value(),
+            names in json_value(),
+            size in json_value(),
+            storage in json_value(),
+            spec in json_value(),
+            extra in json_value(),
+        ) {
+            let items = serde_json::json!([
+                {"metadata": {"name": "a"}, "status": status, "spec": spec},
+                {"metadata": {"name": "b"}, "status": {"images": images, "capacity": {"ephemeral-storage": storage}}},
+                {"metadata": {"name": "c"}, "status": {"images": [{"names": names, "sizeBytes": size}],
+                    "allocatable": storage}},
+                extra,
+            ]);
+            let doc = serde_json::json!({"kind": "List", "items": items});
+            let decoded = decode(doc.to_string().as_bytes()).unwrap();
+            prop_assert_eq!(decoded.len(), 4);
+            let wanted = crate::analysis::wanted::tests::wanted(&["busybox:1"], &["^x"], &[]);
+            for n in decoded.iter().flatten() {
+                let _ = crate::analysis::summarize(n, &wanted);
+            }
+            prop_assert!(decoded[1].is_ok() && decoded[2].is_ok(), "fields are lenient");
+        }
     }
 
     #[test]

@@ -125,7 +125,8 @@ def schema_error(chart, values) -> str:
 # The fields the Prometheus Operator's CRDs (monitoring.coreos.com/v1) require or
 # constrain for what this chart writes; kubernetes-validate has no schema for CRDs.
 PROM_DURATION = {"type": "string", "minLength": 1,
-                 "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+                 "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?"
+                            r"(([0-9]+)s)?(([0-9]+)ms)?)$"}
 STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 OBJECT_META = {"type": "object", "required": ["name", "namespace"],
                "properties": {"name": {"type": "string", "minLength": 1}, "namespace": {"type": "string"},
@@ -409,7 +410,7 @@ def test_deployment_args_follow_values(chart):
     docs = render(chart, {
         "mode": "poll", "pollInterval": "5m", "defaultMaxImages": -1,
         "nodeLabelSelector": "pool=lab,!gpu", "logFormat": "text",
-        "kubeletConfigz": {"enabled": True}, "extraArgs": ["--page-size", "100"],
+        "kubeletConfigz": {"enabled": True, "interval": "30m"}, "extraArgs": ["--page-size", "100"],
     })
     assert container(docs)["args"] == [
         "--log-format", "text", "serve",
@@ -420,6 +421,7 @@ def test_deployment_args_follow_values(chart):
         "--default-max-images", "-1",
         "--node-selector", "pool=lab,!gpu",
         "--kubelet-configz",
+        "--kubelet-configz-interval", "30m",
         "--page-size", "100",
     ]
 
@@ -489,6 +491,10 @@ def test_configmap_holds_the_exporter_config(chart):
         },
     }
     assert exporter_config(render(chart, values)) == values
+    # A null (which Helm turns into "unset") still writes the keys the exporter expects.
+    nulls = {"prepull": {"images": None, "patterns": None, "nodeSelector": None}}
+    assert exporter_config(render(chart, nulls)) == {
+        "defaultMaxImages": 50, "prepull": {"images": [], "patterns": [], "nodeSelector": {}}}
 
 
 def test_configmap_matches_the_example_config(chart):
@@ -504,11 +510,14 @@ def test_configmap_matches_the_example_config(chart):
     ({"defaultMaxImages": -2}, ["'/defaultMaxImages'", "got -2, want -1"]),
     ({"defaultMaxImages": 1.5}, ["'/defaultMaxImages'", "want integer"]),
     ({"defaultMaxImages": "50"}, ["'/defaultMaxImages'", "got string, want integer"]),
+    ({"defaultMaxImages": None}, ["missing property 'defaultMaxImages'"]),
     ({"prepull": {"images": ["busybox:1.36", "Not A Ref"]}}, ["'/prepull/images/1'", "'Not A Ref' does not match"]),
     ({"mode": "push"}, ["'/mode'", "'push' does not match pattern '^(watch|poll)$'"]),
     ({"pollInterval": "5 minutes"}, ["'/pollInterval'", "'5 minutes' does not match"]),
     ({"pollInterval": "0s"}, ["'/pollInterval'", "'0s' does not match"]),
     ({"logFormat": "xml"}, ["'/logFormat'", "'xml' does not match"]),
+    ({"kubeletConfigz": {"enabled": True, "interval": "soon"}},
+     ["'/kubeletConfigz/interval'", "'soon' does not match"]),
     ({"prepull": {"nodeSelector": {"pool": 1}}}, ["'/prepull/nodeSelector/pool'", "want string"]),
     ({"prepull": {"patterns": [""]}}, ["'/prepull/patterns/0'"]),
     ({"prepull": {"image": ["busybox"]}}, ["'/prepull'", "'image' not allowed"]),
@@ -815,6 +824,17 @@ def _local_argv(args: list[str], config: Path) -> list[str]:
     assert argv[argv.index("--config") + 1] != "/etc/imagecap-exporter/config.yaml"
     argv += ["--nodes-file", str(EXAMPLES / "nodes.json")]
     return argv
+
+
+def test_every_flag_the_chart_passes_is_an_exporter_flag(chart):
+    c = container(render(chart, {**ALL_ON, "nodeLabelSelector": "pool=lab"}))
+    flags = {a for a in c["args"] if a.startswith("--")}
+    assert {"--log-format", "--listen", "--config", "--mode", "--poll-interval", "--default-max-images",
+            "--node-selector", "--kubelet-configz", "--kubelet-configz-interval"} == flags
+    res = _run([str(BIN), "serve", "--help"])
+    assert res.returncode == 0, res.stderr
+    known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", res.stdout))
+    assert flags - known == set(), res.stdout
 
 
 @pytest.mark.parametrize("values", [
