@@ -18,11 +18,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # shellcheck disable=SC2046
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     $(printf '%s\n' "${need_apt[@]}" | sort -u)
+  # Debian's packages start their own services where an init system runs; the
+  # tests start their own instances on loopback, so stop the packaged ones. Only
+  # right after installing: a later run must not kill anybody's Prometheus.
+  for svc in prometheus prometheus-alertmanager; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    fi
+  done
 fi
-# The packaged services are not wanted running; the tests start their own.
-for svc in prometheus prometheus-alertmanager; do
-  pkill -x "$svc" >/dev/null 2>&1 || true
-done
 
 for comp in rustfmt clippy; do
   if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then

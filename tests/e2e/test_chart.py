@@ -386,7 +386,7 @@ def test_deployment_defaults(chart):
     deploy = only(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1
     c = container(docs)
-    assert c["image"] == "ghcr.io/imagecap-exporter/imagecap-exporter:0.1.0"
+    assert c["image"] == "ghcr.io/lsst-sqre/imagecap-exporter:0.1.0"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9754, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}

@@ -58,7 +58,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The exporter's config file (config.yaml in the ConfigMap). */}}
 {{- define "imagecap-exporter.config" -}}
-{{- $cfg := dict "defaultMaxImages" .Values.defaultMaxImages "prepull" (dict "images" .Values.prepull.images "patterns" .Values.prepull.patterns "nodeSelector" .Values.prepull.nodeSelector) -}}
+{{- $prepull := dict "images" (.Values.prepull.images | default list) "patterns" (.Values.prepull.patterns | default list) "nodeSelector" (.Values.prepull.nodeSelector | default dict) -}}
+{{- $cfg := dict "defaultMaxImages" .Values.defaultMaxImages "prepull" $prepull -}}
 {{- toYaml $cfg -}}
 {{- end -}}
 
@@ -83,6 +84,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if .Values.kubeletConfigz.enabled }}
 - --kubelet-configz
+- --kubelet-configz-interval
+- {{ .Values.kubeletConfigz.interval | quote }}
 {{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
