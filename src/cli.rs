@@ -79,6 +79,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9754")]
     pub listen: SocketAddr,
 
+    /// Prometheus exporter-toolkit web configuration (TLS, client certificates,
+    /// basic auth), as used by node_exporter. /healthz and /readyz need no auth.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Serve a `kubectl get nodes -o json` dump instead of a cluster's nodes; it is
     /// reloaded when it changes.
     #[arg(long, value_name = "FILE")]

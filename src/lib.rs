@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod report;
 pub mod source;
 pub mod status_page;
+pub mod web_config;

@@ -10,6 +10,7 @@ use imagecap_exporter::http::{self, AppState};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::source::configz::ConfigzOptions;
 use imagecap_exporter::source::{self, Ingest, Store};
+use imagecap_exporter::web_config::WebConfig;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };
+    let web = match &args.web_config_file {
+        Some(path) => match WebConfig::load(path) {
+            Ok(w) => w,
+            Err(e) => return bad_input(e),
+        },
+        None => WebConfig::default(),
+    };
+    // Certificates and keys are read now, so a bad one stops the start.
+    if let Some(tls) = &web.tls
+        && let Err(e) = http::rustls_config(tls)
+    {
+        return bad_input(format!("web config: {e}"));
+    }
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
     let store = Arc::new(Store::default());
     let ingest = Ingest {
@@ -180,7 +194,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    tracing::info!(%addr, default_max_images = s.default_max_images, "listening");
+    tracing::info!(
+        %addr,
+        tls = web.tls.is_some(),
+        basic_auth = !web.users.is_empty(),
+        default_max_images = s.default_max_images,
+        "listening"
+    );
 
     tokio::spawn(stop_on_signal(shutdown.clone()));
     let state = AppState {
@@ -189,7 +209,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         wanted: s.wanted,
         default_max_images: s.default_max_images,
     };
-    let served = http::serve(listener, state, shutdown.clone()).await;
+    let served = http::serve(listener, state, web, shutdown.clone()).await;
     shutdown.cancel();
     if tokio::time::timeout(Duration::from_secs(3), source)
         .await

@@ -83,11 +83,15 @@ class Proc:
 class Exporter(Proc):
     """imagecap-exporter serve, listening on an ephemeral loopback port."""
 
-    def __init__(self, workdir: Path, args: list[str]):
+    def __init__(self, workdir: Path, args: list[str], scheme: str = "http", verify=True, auth=None):
+        """`verify` (a CA file) and `auth` ((user, password)) are used for this
+        harness's own requests when the exporter serves TLS or basic auth."""
         argv = [str(BIN), "--log-format", "json", "serve", "--listen", "127.0.0.1:0", *args]
         super().__init__("exporter", argv, workdir, cwd=ROOT)
         self.addr = self._started(lambda: wait_for("the exporter to log its listen address", self._addr, timeout=30))
-        self.url = f"http://{self.addr}"
+        self.url = f"{scheme}://{self.addr}"
+        self.verify = verify
+        self.auth = auth
 
     def _addr(self):
         if not self.alive():
@@ -102,25 +106,34 @@ class Exporter(Proc):
                 return addr
         return None
 
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("verify", self.verify)
+        kw.setdefault("auth", self.auth)
+        kw.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kw)
+
     def metrics(self) -> str:
-        r = requests.get(self.url + "/metrics", timeout=10)
+        r = self.get("/metrics")
         r.raise_for_status()
         return r.text
 
     def wait_ready(self):
-        wait_for("exporter /readyz", lambda: requests.get(self.url + "/readyz", timeout=5).ok)
+        wait_for("exporter /readyz", lambda: self.get("/readyz", timeout=5).ok)
 
 
 def start_exporter(workdir: Path, nodes: Path = EXAMPLES / "nodes.json",
-                   config: Path = EXAMPLES / "config.yaml", extra: list[str] | None = None) -> Exporter:
-    ex = Exporter(workdir, ["--nodes-file", str(nodes), "--config", str(config), *(extra or [])])
+                   config: Path = EXAMPLES / "config.yaml", extra: list[str] | None = None,
+                   **client) -> Exporter:
+    ex = Exporter(workdir, ["--nodes-file", str(nodes), "--config", str(config), *(extra or [])], **client)
     ex._started(ex.wait_ready)
     return ex
 
 
 class Prometheus(Proc):
     def __init__(self, workdir: Path, targets: list[str], rule_files: list[Path] = (),
-                 alertmanager: str | None = None, interval: str = "1s", job: str = "imagecap-exporter"):
+                 alertmanager: str | None = None, interval: str = "1s", job: str = "imagecap-exporter",
+                 scrape_extra: dict | None = None):
+        """`scrape_extra` is merged into the scrape config (scheme, tls_config, basic_auth...)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         rules_dir = workdir / "rules"
@@ -133,7 +146,7 @@ class Prometheus(Proc):
         cfg = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval,
                        "scrape_timeout": interval},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": targets}], **(scrape_extra or {})}],
             "rule_files": copied,
         }
         if alertmanager:

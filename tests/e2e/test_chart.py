@@ -811,6 +811,7 @@ class ChartArgsExporter(Exporter):
         if not self.alive():
             pytest.fail(f"the exporter rejected the Deployment's arguments {shlex.join(argv)}:\n{self.log()}")
         self.url = f"http://{self.addr}"
+        self.verify, self.auth = True, None
 
     def _addr_or_exit(self):
         # An exited process ends the wait at once (Exporter._addr raises, which wait_for retries).

@@ -1,0 +1,256 @@
+//! The Prometheus exporter-toolkit web configuration (`--web.config.file`), so the
+//! files operators already have for node_exporter work here too:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert   # or VerifyClientCertIfGiven, NoClientCert
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12                             # or TLS13
+//! basic_auth_users:
+//!   prometheus: $2y$10$...                         # bcrypt hash
+//! ```
+//!
+//! Relative paths are relative to the file's directory. Keys this exporter does not
+//! implement are errors rather than silently ignored security settings.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebConfig {
+    tls_server_config: Option<RawTls>,
+    basic_auth_users: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    NoClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_auth: ClientAuth,
+    pub client_ca_file: Option<PathBuf>,
+    pub min_version: TlsVersion,
+    pub max_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebConfig {
+    pub tls: Option<TlsSettings>,
+    /// User name -> bcrypt hash.
+    pub users: BTreeMap<String, String>,
+}
+
+fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
+    match v {
+        "TLS12" => Ok(TlsVersion::Tls12),
+        "TLS13" => Ok(TlsVersion::Tls13),
+        "TLS10" | "TLS11" => Err(format!(
+            "tls_server_config.{key}: {v} is not supported; use TLS12 or TLS13"
+        )),
+        other => Err(format!(
+            "tls_server_config.{key}: unknown TLS version {other:?} (TLS12, TLS13)"
+        )),
+    }
+}
+
+impl WebConfig {
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("web config file {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        WebConfig::parse(&text, base)
+            .map_err(|e| format!("web config file {}: {e}", path.display()))
+    }
+
+    /// Parses and validates; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<WebConfig, String> {
+        let raw: RawWebConfig = if text.trim().is_empty() {
+            RawWebConfig::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+        };
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        let tls = match raw.tls_server_config {
+            None => None,
+            Some(t) => {
+                let cert_file = t
+                    .cert_file
+                    .filter(|s| !s.is_empty())
+                    .ok_or("tls_server_config.cert_file is required")?;
+                let key_file = t
+                    .key_file
+                    .filter(|s| !s.is_empty())
+                    .ok_or("tls_server_config.key_file is required")?;
+                let client_ca_file = t.client_ca_file.filter(|s| !s.is_empty());
+                let client_auth = match (t.client_auth_type.as_deref(), &client_ca_file) {
+                    (None | Some(""), None) | (Some("NoClientCert"), _) => ClientAuth::NoClientCert,
+                    // As the exporter toolkit: a client CA alone means verify.
+                    (None | Some(""), Some(_)) | (Some("RequireAndVerifyClientCert"), _) => {
+                        ClientAuth::RequireAndVerifyClientCert
+                    }
+                    (Some("VerifyClientCertIfGiven"), _) => ClientAuth::VerifyClientCertIfGiven,
+                    (Some(other @ ("RequestClientCert" | "RequireAnyClientCert")), _) => {
+                        return Err(format!(
+                            "tls_server_config.client_auth_type: {other} (accepting unverified client \
+                             certificates) is not supported; use VerifyClientCertIfGiven or \
+                             RequireAndVerifyClientCert"
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(format!(
+                            "tls_server_config.client_auth_type: unknown value {other:?}"
+                        ));
+                    }
+                };
+                if client_auth != ClientAuth::NoClientCert && client_ca_file.is_none() {
+                    return Err("tls_server_config.client_ca_file is required to verify client certificates".into());
+                }
+                let min_version = match t.min_version.as_deref() {
+                    None | Some("") => TlsVersion::Tls12,
+                    Some(v) => version("min_version", v)?,
+                };
+                let max_version = match t.max_version.as_deref() {
+                    None | Some("") => TlsVersion::Tls13,
+                    Some(v) => version("max_version", v)?,
+                };
+                if min_version > max_version {
+                    return Err("tls_server_config: min_version is above max_version".into());
+                }
+                Some(TlsSettings {
+                    cert_file: resolve(&cert_file),
+                    key_file: resolve(&key_file),
+                    client_auth,
+                    client_ca_file: client_ca_file.as_deref().map(resolve),
+                    min_version,
+                    max_version,
+                })
+            }
+        };
+        let users = raw.basic_auth_users.unwrap_or_default();
+        for (user, hash) in &users {
+            if user.contains(':') {
+                return Err(format!("basic_auth_users: user name {user:?} contains ':'"));
+            }
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
+        }
+        Ok(WebConfig { tls, users })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "$2y$04$KhLtLLb4v3aMZ3d4Z7sVnOhSg9q0nDzbsyL3gHr2fJ0Eh7UsLQvLa";
+
+    fn parse(text: &str) -> Result<WebConfig, String> {
+        WebConfig::parse(text, Path::new("/etc/imagecap"))
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(&format!(
+            "tls_server_config:\n  cert_file: tls.crt\n  key_file: /abs/tls.key\n  client_ca_file: ca.crt\n  \
+             min_version: TLS13\nbasic_auth_users:\n  prometheus: '{HASH}'\n"
+        ))
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("/etc/imagecap/tls.crt"));
+        assert_eq!(tls.key_file, PathBuf::from("/abs/tls.key"));
+        assert_eq!(
+            tls.client_auth,
+            ClientAuth::RequireAndVerifyClientCert,
+            "CA alone means verify"
+        );
+        assert_eq!(tls.min_version, TlsVersion::Tls13);
+        assert_eq!(c.users.get("prometheus").map(String::as_str), Some(HASH));
+    }
+
+    #[test]
+    fn empty_means_plain_http() {
+        assert_eq!(parse("").unwrap(), WebConfig::default());
+        assert_eq!(
+            parse("basic_auth_users: {}\n").unwrap(),
+            WebConfig::default()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (text, needle) in [
+            ("tls_server_config:\n  key_file: k\n", "cert_file"),
+            ("tls_server_config:\n  cert_file: c\n", "key_file"),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  cipher_suites: [x]\n",
+                "cipher_suites",
+            ),
+            (
+                "http_server_config:\n  http2: false\n",
+                "http_server_config",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAndVerifyClientCert\n",
+                "client_ca_file",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAnyClientCert\n",
+                "client_auth_type",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: Sometimes\n",
+                "client_auth_type",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS10\n",
+                "min_version",
+            ),
+            (
+                "tls_server_config:\n  cert_file: c\n  key_file: k\n  min_version: TLS13\n  max_version: TLS12\n",
+                "min_version",
+            ),
+            (
+                "basic_auth_users:\n  alice: plaintext\n",
+                "basic_auth_users.alice",
+            ),
+            ("basic_auth_users:\n  'a:b': x\n", "':'"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+}
