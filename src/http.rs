@@ -270,6 +270,53 @@ pub fn rustls_config(t: &TlsSettings) -> Result<rustls::ServerConfig, String> {
     Ok(config)
 }
 
+/// How often the certificate, key and client CA files are checked for changes.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Modification times of the TLS files, to notice a rotation.
+fn tls_stamp(t: &TlsSettings) -> Vec<Option<std::time::SystemTime>> {
+    [
+        Some(&t.cert_file),
+        Some(&t.key_file),
+        t.client_ca_file.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .collect()
+}
+
+/// Reloads the TLS configuration when its files change (cert-manager rotates
+/// them in place); a broken new set is logged and the current one kept.
+async fn reload_certificates(
+    tls: TlsSettings,
+    rustls: axum_server::tls_rustls::RustlsConfig,
+    shutdown: CancellationToken,
+) {
+    let mut stamp = tls_stamp(&tls);
+    let mut tick = tokio::time::interval(CERT_CHECK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = tls_stamp(&tls);
+        if now == stamp {
+            continue;
+        }
+        stamp = now;
+        match rustls_config(&tls) {
+            Ok(config) => {
+                rustls.reload_from_config(Arc::new(config));
+                tracing::info!("reloaded the TLS certificate and key");
+            }
+            Err(e) => tracing::error!(
+                "TLS files changed but cannot be loaded, keeping the current ones: {e}"
+            ),
+        }
+    }
+}
+
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (5 s
 /// at most with TLS, where connections are tracked by the server handle).
 pub async fn serve(
@@ -289,17 +336,21 @@ pub async fn serve(
             let config = rustls_config(tls).map_err(std::io::Error::other)?;
             let handle = axum_server::Handle::new();
             let stopper = handle.clone();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
-                shutdown.cancelled().await;
+                stop.cancelled().await;
                 stopper.graceful_shutdown(Some(Duration::from_secs(5)));
             });
-            axum_server::from_tcp_rustls(
-                listener.into_std()?,
-                axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
-            )?
-            .handle(handle)
-            .serve(app.into_make_service())
-            .await
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            tokio::spawn(reload_certificates(
+                tls.clone(),
+                rustls.clone(),
+                shutdown.clone(),
+            ));
+            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(app.into_make_service())
+                .await
         }
     }
 }

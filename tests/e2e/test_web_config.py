@@ -2,6 +2,7 @@
 exporter-toolkit files configure them; proven with requests and a real Prometheus."""
 from __future__ import annotations
 
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,14 @@ def openssl(*args: str, cwd: Path):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
+def issue(d: Path, name: str):
+    """A key and a certificate signed by the test CA in `d`."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
 @pytest.fixture
 def pki(workdir: Path) -> Path:
     """A CA, a server certificate for 127.0.0.1 and a client certificate."""
@@ -29,11 +38,34 @@ def pki(workdir: Path) -> Path:
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
     (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
     for name in ("server", "client"):
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+        issue(d, name)
     return d
+
+
+def served_certificate(addr: str) -> bytes:
+    host, port = addr.rsplit(":", 1)
+    pem = ssl.get_server_certificate((host, int(port)), timeout=5)
+    return ssl.PEM_cert_to_DER_cert(pem)
+
+
+def test_rotated_certificates_are_picked_up(workdir, procs, pki):
+    ca = str(pki / "ca.crt")
+    ex = start_exporter(workdir, extra=["--web.config.file", str(web_config(pki))],
+                        scheme="https", verify=ca, auth=("prometheus", PASSWORD))
+    procs.append(ex)
+    first = served_certificate(ex.addr)
+    assert first == ssl.PEM_cert_to_DER_cert((pki / "server.crt").read_text())
+
+    issue(pki, "server")  # as cert-manager does: new key and certificate in place
+    rotated = ssl.PEM_cert_to_DER_cert((pki / "server.crt").read_text())
+    assert rotated != first
+    wait_for("the new certificate to be served", lambda: served_certificate(ex.addr) == rotated, timeout=40)
+    assert ex.get("/metrics").status_code == 200
+
+    # A broken rotation keeps the last good certificate.
+    (pki / "server.crt").write_text("not a certificate\n")
+    wait_for("the broken rotation to be noticed", lambda: "cannot be loaded" in ex.log(), timeout=40)
+    assert served_certificate(ex.addr) == rotated
 
 
 def web_config(pki: Path, **tls) -> Path:
