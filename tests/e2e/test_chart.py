@@ -144,6 +144,19 @@ RELABEL_CONFIG = {
                             "Lowercase", "Uppercase", "KeepEqual", "DropEqual"]},
     },
 }
+
+# Prometheus Operator's SecretKeySelector, SecretOrConfigMap and TLSConfig.
+SECRET_KEY_SELECTOR = {"type": "object", "required": ["key"], "additionalProperties": False,
+                       "properties": {"name": {"type": "string"}, "key": {"type": "string"},
+                                      "optional": {"type": "boolean"}}}
+SECRET_OR_CONFIGMAP = {"type": "object", "additionalProperties": False, "maxProperties": 1,
+                       "properties": {"secret": SECRET_KEY_SELECTOR, "configMap": SECRET_KEY_SELECTOR}}
+TLS_CONFIG = {"type": "object", "additionalProperties": False,
+              "properties": {"ca": SECRET_OR_CONFIGMAP, "cert": SECRET_OR_CONFIGMAP,
+                             "keySecret": SECRET_KEY_SELECTOR, "serverName": {"type": "string"},
+                             "insecureSkipVerify": {"type": "boolean"}, "caFile": {"type": "string"},
+                             "certFile": {"type": "string"}, "keyFile": {"type": "string"}}}
+
 SERVICEMONITOR_SCHEMA = {
     "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
     "properties": {
@@ -171,6 +184,10 @@ SERVICEMONITOR_SCHEMA = {
                             "interval": PROM_DURATION, "scrapeTimeout": PROM_DURATION,
                             "relabelings": {"type": "array", "items": RELABEL_CONFIG},
                             "metricRelabelings": {"type": "array", "items": RELABEL_CONFIG},
+                            "tlsConfig": TLS_CONFIG,
+                            "basicAuth": {"type": "object", "additionalProperties": False,
+                                          "properties": {"username": SECRET_KEY_SELECTOR,
+                                                         "password": SECRET_KEY_SELECTOR}},
                         },
                     },
                 },
@@ -388,8 +405,8 @@ def test_deployment_defaults(chart):
     c = container(docs)
     assert c["image"] == "ghcr.io/lsst-sqre/imagecap-exporter:0.1.0"
     assert c["ports"] == [{"name": "metrics", "containerPort": 9754, "protocol": "TCP"}]
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTP"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics", "scheme": "HTTP"}
     assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     assert c["args"] == [
         "--log-format", "json", "serve",
@@ -404,6 +421,37 @@ def test_deployment_defaults(chart):
     assert pod["volumes"] == [{"name": "config", "configMap": {"name": "imagecap-imagecap-exporter"}}]
     for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets"):
         assert key not in pod
+
+
+def test_web_config_secret(chart):
+    values = {
+        "webConfig": {"secretName": "imagecap-web", "tls": True},
+        "serviceMonitor": {
+            "enabled": True,
+            "tlsConfig": {"ca": {"secret": {"name": "imagecap-web", "key": "ca.crt"}}, "serverName": "imagecap"},
+            "basicAuth": {"username": {"name": "scrape", "key": "user"},
+                          "password": {"name": "scrape", "key": "password"}},
+        },
+    }
+    docs = render(chart, values)
+    c = container(docs)
+    i = c["args"].index("--web.config.file")
+    assert c["args"][i + 1] == "/etc/imagecap-exporter/web/web.yml"
+    assert {"name": "web-config", "mountPath": "/etc/imagecap-exporter/web", "readOnly": True} in c["volumeMounts"]
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "web-config", "secret": {"secretName": "imagecap-web"}} in pod["volumes"]
+    assert c["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    endpoint = only(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == values["serviceMonitor"]["tlsConfig"]
+    assert endpoint["basicAuth"] == values["serviceMonitor"]["basicAuth"]
+    for doc in docs:
+        validate_object(doc, "1.34.0")
+    # Without TLS the scrape stays plain even with basic auth.
+    plain = render(chart, {"webConfig": {"secretName": "imagecap-web"}, "serviceMonitor": {"enabled": True}})
+    assert only(plain, "ServiceMonitor")["spec"]["endpoints"][0]["scheme"] == "http"
+    assert container(plain)["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
 def test_deployment_args_follow_values(chart):

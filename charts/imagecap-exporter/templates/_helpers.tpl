@@ -87,6 +87,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - --kubelet-configz-interval
 - {{ .Values.kubeletConfigz.interval | quote }}
 {{- end }}
+{{- if .Values.webConfig.secretName }}
+- --web.config.file
+- /etc/imagecap-exporter/web/web.yml
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
