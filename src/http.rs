@@ -317,7 +317,7 @@ async fn reload_certificates(
     }
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish (5 s
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish (4 s
 /// at most with TLS, where connections are tracked by the server handle).
 pub async fn serve(
     listener: TcpListener,
@@ -339,7 +339,7 @@ pub async fn serve(
             let stop = shutdown.clone();
             tokio::spawn(async move {
                 stop.cancelled().await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+                stopper.graceful_shutdown(Some(Duration::from_secs(4)));
             });
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
             tokio::spawn(reload_certificates(

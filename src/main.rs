@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Exit status for bad input: flags, config, or node data that cannot be read.
 const EXIT_BAD_INPUT: u8 = 2;
+/// How long in-flight requests may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
 /// `check` found nodes at their cap or wanted images missing.
 const EXIT_FINDINGS: u8 = 1;
 
@@ -209,13 +212,29 @@ async fn serve(args: ServeArgs) -> ExitCode {
         wanted: s.wanted,
         default_max_images: s.default_max_images,
     };
-    let served = http::serve(listener, state, web, shutdown.clone()).await;
+    let mut server = tokio::spawn(http::serve(listener, state, web, shutdown.clone()));
+    let served = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown.cancelled() => {
+            // In-flight requests may finish, within a bound: a client that stops
+            // reading must not hold the exit beyond the pod's grace period.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            }
+        }
+    };
+    let served = served.unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(3), source)
+    if tokio::time::timeout(Duration::from_secs(1), source)
         .await
         .is_err()
     {
-        tracing::warn!("node source did not stop within 3 s");
+        tracing::warn!("node source did not stop within 1 s");
     }
     match served {
         Ok(()) => {

@@ -175,3 +175,79 @@ async fn malformed_nodes_are_counted_and_the_rest_exported() {
         "the log names the bad value:\n{logs}"
     );
 }
+
+/// A scrape in flight when SIGTERM arrives is completed; a client that stops
+/// reading does not hold the exit for more than a few seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_completes_in_flight_scrapes_within_bounds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Enough nodes for a /metrics body larger than the socket buffers.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nodes.json");
+    let items: Vec<_> = (0..10_000)
+        .map(|i| {
+            json!({"metadata": {"name": format!("node-with-a-long-name-{i:05}")},
+                   "status": {"images": [{"names": ["a:1"], "sizeBytes": 1}],
+                              "capacity": {"ephemeral-storage": "100Gi"},
+                              "allocatable": {"ephemeral-storage": "90Gi"}}})
+        })
+        .collect();
+    std::fs::write(&path, json!({"kind": "List", "items": items}).to_string()).unwrap();
+    let mut exporter = start(&path);
+    exporter.wait_ready().await;
+
+    let connect = || async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut s = socket
+            .connect(exporter.addr.parse().unwrap())
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = vec![0u8; 1024];
+        s.read_exact(&mut first).await.unwrap();
+        (s, first)
+    };
+    let (mut reader, first) = connect().await;
+    let (_stalled, _) = connect().await; // never read again
+
+    let pid = exporter.pid();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).await.unwrap();
+    let response = String::from_utf8([first, rest].concat()).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.parse().unwrap())
+        })
+        .expect("content-length");
+    assert!(
+        length > 6 << 20,
+        "the body ({length} bytes) must outgrow the socket buffers"
+    );
+    assert_eq!(body.len(), length, "the in-flight scrape was completed");
+    assert!(body.ends_with("# EOF\n"));
+
+    let start = std::time::Instant::now();
+    let status = exporter.wait_exit();
+    assert!(status.success(), "{status}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(exporter.log_text().contains("connections still open"));
+}
