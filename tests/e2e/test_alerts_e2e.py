@@ -36,6 +36,7 @@ SPEC = {
     "ImageCapPrepullImageUnverifiable": ("15m", "warning"),
     "ImageCapExporterDown": ("5m", "critical"),
     "ImageCapExporterStale": ("5m", "warning"),
+    "ImageCapExporterNoData": ("15m", "warning"),
 }
 
 # (alertname, node, image or None) -> (severity, fragments its description must contain)
