@@ -1,0 +1,88 @@
+//! Criterion micro-benchmarks of the pure analysis and of /metrics rendering, on
+//! nodes from the scale benchmark's generator (benches/support/gen.rs, 5,000 nodes x
+//! 100 images, the config with 20 wanted images).
+//!
+//!   cargo bench --bench analysis [-- FILTER]
+
+#[path = "support/gen.rs"]
+#[allow(dead_code)]
+mod nodegen;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use imagecap_exporter::analysis::cluster::KubeletCaps;
+use imagecap_exporter::analysis::{NodeSummary, NodeView, analyze, summarize};
+use imagecap_exporter::config::Config;
+use imagecap_exporter::metrics::Metrics;
+use nodegen::Cluster;
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+const NODES: usize = 5000;
+const IMAGES: usize = 100;
+
+fn benches(c: &mut Criterion) {
+    let cluster = Cluster::new(NODES, IMAGES, 42);
+    let wanted = Config::parse(&cluster.config_yaml())
+        .expect("the generated config is valid")
+        .wanted;
+    let caps = KubeletCaps::new();
+
+    // An eligible node under its cap reporting 100 images, with every
+    // pattern-matched tag: analyzed alone, it wants exactly 20 images.
+    let (index, view, summary) = (0..NODES)
+        .filter(|&i| cluster.profile(i).eligible() && cluster.image_count(i) == IMAGES)
+        .find_map(|i| {
+            let view: NodeView = serde_json::from_value(cluster.node(i, 0)).unwrap();
+            let summary = summarize(&view, &wanted).unwrap();
+            let report = analyze([&summary], &wanted, 50, &caps);
+            (report.images.len() == Cluster::WANTED).then_some((i, view, summary))
+        })
+        .expect("a node with all 20 wanted images in view");
+    let text = serde_json::to_string(&cluster.node(index, 0)).unwrap();
+
+    let mut g = c.benchmark_group("one node (100 images)");
+    g.bench_function("summarize", |b| {
+        b.iter(|| summarize(black_box(&view), &wanted).unwrap())
+    });
+    g.bench_function("decode NodeView + summarize", |b| {
+        b.iter(|| {
+            let v: NodeView = serde_json::from_str(black_box(&text)).unwrap();
+            summarize(&v, &wanted).unwrap()
+        })
+    });
+    g.bench_function("analyze (match 20 wanted images)", |b| {
+        b.iter(|| analyze([black_box(&summary)], &wanted, 50, &caps))
+    });
+    g.finish();
+
+    let summaries: Vec<NodeSummary> = (0..NODES)
+        .map(|i| {
+            let v: NodeView = serde_json::from_value(cluster.node(i, 0)).unwrap();
+            summarize(&v, &wanted).unwrap()
+        })
+        .collect();
+    let report = analyze(&summaries, &wanted, 50, &caps);
+    assert_eq!(report.nodes.len(), NODES);
+    assert_eq!(report.images.len(), Cluster::WANTED);
+    let metrics = Metrics::new("bench");
+    let now = Some(SystemTime::now());
+
+    let mut g = c.benchmark_group("5000 nodes (100 images, 20 wanted)");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    g.bench_function("analyze", |b| {
+        b.iter(|| analyze(black_box(&summaries), &wanted, 50, &caps))
+    });
+    g.bench_function("Metrics::render", |b| {
+        b.iter(|| metrics.render(black_box(&report), now))
+    });
+    g.bench_function("analyze + render (one scrape)", |b| {
+        b.iter(|| {
+            let r = analyze(black_box(&summaries), &wanted, 50, &caps);
+            metrics.render(&r, now)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(analysis, benches);
+criterion_main!(analysis);

@@ -1,0 +1,81 @@
+"""Smoke run of the scale benchmark (benches/scale.rs, docs/performance.md) at small N.
+
+It runs `cargo bench --bench scale -- --quick`: 200 nodes x 50 images served by the
+fake API server, the exporter in watch and in poll mode, and checks that the benchmark
+exits 0 and prints its results and targets tables. It does not judge the figures: a
+shared 2-core CI machine is no place for that.
+
+By default it uses the dev profile (`cargo bench --profile dev`), which reuses the debug
+build `cargo test` already made: about a minute. IMAGECAP_BENCH_PROFILE=bench runs the
+release benchmark exactly as documented, which first builds the whole dependency tree
+in release (about 4.5 minutes from scratch on 2 cores, 20 s when already built).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 600
+
+RESULT_ROWS = [
+    "time to ready (s)",
+    "decode floor (s)",
+    "ready / floor",
+    "steady RSS (MiB)",
+    "peak RSS (MiB)",
+    "/metrics p50 (ms)",
+    "/metrics p99 (ms)",
+    "/metrics body (KiB)",
+    "wanted images",
+    "update visible p50 (ms)",
+    "API MB per hour",
+]
+TARGET_ROWS = [
+    "initial sync <= 2x decode floor",
+    "steady RSS < 64 MiB",
+    "/metrics p50 < 50 ms",
+    "watch update visible < 1 s",
+]
+
+
+def row(lines: list[str], name: str) -> list[str]:
+    """The cells after `name` on the first line starting with it."""
+    for line in lines:
+        if line.startswith(name):
+            return line[len(name):].split()
+    raise AssertionError(f"no row {name!r} in:\n" + "\n".join(lines))
+
+
+def test_scale_benchmark_quick_run_prints_its_tables():
+    profile = os.environ.get("IMAGECAP_BENCH_PROFILE", "dev")
+    cmd = ["cargo", "bench", "--profile", profile, "--bench", "scale", "--", "--quick"]
+    env = dict(os.environ, CARGO_TERM_COLOR="never")
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    elapsed = time.monotonic() - start
+    out = proc.stdout
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode} after {elapsed:.0f} s\n"
+        f"stdout:\n{out}\nstderr (end):\n{proc.stderr[-5000:]}"
+    )
+    lines = out.splitlines()
+    assert "RESULTS" in lines and any(line.startswith("TARGETS") for line in lines), out
+
+    header = row(lines, "metric")
+    assert header == ["200x50", "watch", "200x50", "poll"], header
+    for name in RESULT_ROWS:
+        cells = row(lines, name)
+        assert len(cells) == 2, (name, cells)
+    # The config's 20 wanted images (14 exact, 6 found through patterns) are all seen.
+    assert row(lines, "wanted images") == ["20", "20"]
+    # Watch mode measured the update delay; poll mode has none.
+    watch_delay, poll_delay = row(lines, "update visible p50 (ms)")
+    assert watch_delay != "-" and float(watch_delay) > 0 and poll_delay == "-"
+    for name in TARGET_ROWS:
+        hits = [line for line in lines if line.startswith(name)]
+        assert hits, f"no target row {name!r}:\n{out}"
+        assert all(line.rstrip().endswith(("met", "MISSED")) for line in hits), hits
