@@ -55,20 +55,29 @@ impl Wanted {
                 .is_some_and(|name| self.patterns.is_match(&name))
     }
 
-    /// Whether an image entry (all its names) can matter for prepull matching: it has
-    /// a wanted repository, a name a pattern matches, or, when patterns are in use,
-    /// no tag at all (it may be a pattern-matched image whose tags were cut off and
-    /// that must then be matched by digest).
+    /// Whether an image entry (all its names) can matter for prepull matching, and
+    /// so is kept in the node's summary: a name is a wanted image or matches a
+    /// pattern, or the entry may have lost names to the kubelet's cut (5 names,
+    /// digests first) or has no tag at all, and could then be a wanted image known
+    /// only by digest. Other entries of a wanted repository are complete lists of
+    /// other images and are dropped, which keeps summaries small.
     pub fn is_relevant(&self, names: &[ImageRef]) -> bool {
         if self.is_empty() || names.is_empty() {
             return false;
         }
-        names
+        if names
             .iter()
-            .any(|r| self.repos.contains(&r.repo) || self.pattern_matches(r))
-            || (self.has_patterns() && names.iter().all(|r| r.tag.is_none()))
+            .any(|r| self.exact.iter().any(|w| w.matches(r)) || self.pattern_matches(r))
+        {
+            return true;
+        }
+        let maybe_cut = names.len() >= MAX_NAMES_PER_IMAGE || names.iter().all(|r| r.tag.is_none());
+        maybe_cut && (self.has_patterns() || names.iter().any(|r| self.repos.contains(&r.repo)))
     }
 }
+
+/// The kubelet's `MaxNamesPerImageInNodeStatus`.
+pub const MAX_NAMES_PER_IMAGE: usize = 5;
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -93,23 +102,39 @@ pub(crate) mod tests {
 
     #[test]
     fn relevance() {
+        let d = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
         let w = wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]);
         assert!(
-            w.is_relevant(&refs(&["docker.io/library/busybox:1.0"])),
-            "same repo"
+            w.is_relevant(&refs(&["docker.io/library/busybox:1.36"])),
+            "a wanted image"
+        );
+        assert!(
+            !w.is_relevant(&refs(&["docker.io/library/busybox:1.0"])),
+            "another tag, complete"
         );
         assert!(w.is_relevant(&refs(&["ghcr.io/x/lab:w_1"])));
         assert!(!w.is_relevant(&refs(&["ghcr.io/x/lab:r_1"])));
         assert!(!w.is_relevant(&refs(&["nginx:1"])));
-        let digest_only = format!("ghcr.io/x/other@sha256:{}", "a".repeat(64));
+        let digest_only = format!("ghcr.io/x/other@{}", d(1));
         assert!(
             w.is_relevant(&refs(&[&digest_only])),
             "may be a cut-off pattern image"
         );
+        // Five names: tags may have been cut, so the digests must be kept.
+        let cut: Vec<String> = (1..=4)
+            .map(|i| format!("docker.io/library/busybox@{}", d(i)))
+            .chain(["docker.io/library/busybox:1.0".to_string()])
+            .collect();
+        let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
         let w = wanted(&["busybox:1.36"], &[], &[]);
+        assert!(w.is_relevant(&refs(&cut)));
         assert!(
             !w.is_relevant(&refs(&[&digest_only])),
-            "no patterns, no need"
+            "no patterns, not a wanted repo"
+        );
+        assert!(
+            w.is_relevant(&refs(&[&format!("busybox@{}", d(3))])),
+            "untagged, in a wanted repo"
         );
         assert!(!wanted(&[], &[], &[]).is_relevant(&refs(&["busybox:1.36"])));
     }
