@@ -9,4 +9,5 @@ pub mod metrics;
 pub mod report;
 pub mod source;
 pub mod status_page;
+pub mod sys;
 pub mod web_config;

@@ -76,6 +76,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    imagecap_exporter::sys::limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {

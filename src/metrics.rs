@@ -13,6 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Kinds of source errors, created at zero so `rate()` works from the first scrape.
@@ -60,6 +61,8 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 /// The process-lifetime metrics.
 pub struct Metrics {
     registry: Registry,
+    /// The encoded per-node families of the last report rendered.
+    report_text: Mutex<Option<(Arc<Report>, String)>>,
     source_errors: Family<KindLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
 }
@@ -102,6 +105,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            report_text: Mutex::new(None),
             source_errors,
             invalid_node_data,
         }
@@ -124,19 +128,56 @@ impl Metrics {
     }
 
     /// The OpenMetrics text for the current report.
-    pub fn render(&self, report: &Report, last_update: Option<SystemTime>) -> String {
-        let mut out = String::with_capacity(256 + report.nodes.len() * 1024);
-        let scrape = node_registry(report, last_update);
-        // Writing to a String cannot fail.
+    ///
+    /// The per-node and per-image families depend on the report alone, so their
+    /// text is kept for as long as the report is the same (the store hands out
+    /// the same `Arc` until a node changes); only the counters and the refresh
+    /// time are encoded on every scrape.
+    pub fn render(&self, report: &Arc<Report>, last_update: Option<SystemTime>) -> String {
+        let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = match cache.as_ref() {
+            Some((cached, _)) => !Arc::ptr_eq(cached, report),
+            None => true,
+        };
+        if fresh {
+            let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
+            // Writing to a String cannot fail.
+            let _ = encode_registry(&mut text, &node_registry(report));
+            *cache = Some((report.clone(), text));
+        }
+        let report_text = cache.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default();
+        let mut out = String::with_capacity(4096 + report_text.len());
         let _ = encode_registry(&mut out, &self.registry);
-        let _ = encode_registry(&mut out, &scrape);
+        out.push_str(report_text);
+        drop(cache);
+        let _ = encode_registry(&mut out, &refresh_registry(last_update));
         let _ = encode_eof(&mut out);
         out
     }
 }
 
+/// The refresh time; no series before the first data: 0 would read as "stale
+/// since 1970".
+fn refresh_registry(last_update: Option<SystemTime>) -> Registry {
+    let mut r = Registry::default();
+    if let Some(t) = last_update {
+        let updated = FloatGauge::default();
+        r.register(
+            "imagecap_last_update_timestamp_seconds",
+            "Unix time at which node data was last refreshed successfully",
+            updated.clone(),
+        );
+        updated.set(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+    }
+    r
+}
+
 /// The per-scrape families. Each is declared here, once.
-fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
+fn node_registry(report: &Report) -> Registry {
     let mut r = Registry::default();
     let node_gauge = |r: &mut Registry, name: &str, help: &str| {
         let f = Family::<NodeLabels, Gauge>::default();
@@ -272,20 +313,6 @@ fn node_registry(report: &Report, last_update: Option<SystemTime>) -> Registry {
     }
     eligible.set(i64::from(report.eligible_nodes));
     nodes.set(report.nodes.len() as i64);
-    // No series before the first data: 0 would read as "stale since 1970".
-    if let Some(t) = last_update {
-        let updated = FloatGauge::default();
-        r.register(
-            "imagecap_last_update_timestamp_seconds",
-            "Unix time at which node data was last refreshed successfully",
-            updated.clone(),
-        );
-        updated.set(
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        );
-    }
     r
 }
 
@@ -367,7 +394,7 @@ mod tests {
             eligible_nodes: 2,
         };
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
-        let text = m.render(&report, Some(t));
+        let text = m.render(&Arc::new(report), Some(t));
         for line in [
             "imagecap_node_images{node=\"a\"} 50",
             "imagecap_node_max_images{node=\"a\"} 50",
@@ -414,13 +441,13 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
         };
-        assert!(m.render(&one, None).contains("node=\"gone\""));
+        assert!(m.render(&Arc::new(one), None).contains("node=\"gone\""));
         let none = Report {
             nodes: vec![],
             images: vec![],
             eligible_nodes: 0,
         };
-        let text = m.render(&none, None);
+        let text = m.render(&Arc::new(none), None);
         assert!(!text.contains("gone"), "{text}");
         assert!(text.lines().any(|l| l == "imagecap_nodes 0"));
         assert!(
@@ -434,11 +461,11 @@ mod tests {
         let m = Metrics::new("x");
         m.source_error("list");
         let om = m.render(
-            &Report {
+            &Arc::new(Report {
                 nodes: vec![],
                 images: vec![],
                 eligible_nodes: 0,
-            },
+            }),
             None,
         );
         assert!(om.contains("# TYPE imagecap_source_errors counter"));
@@ -466,6 +493,37 @@ mod tests {
     }
 
     #[test]
+    fn report_text_is_reused_but_counters_and_refresh_time_are_fresh() {
+        let m = Metrics::new("x");
+        let report = Arc::new(Report {
+            nodes: vec![node("a", 50, &[], None)],
+            images: vec![],
+            eligible_nodes: 1,
+        });
+        let t1 = UNIX_EPOCH + Duration::from_secs(100);
+        let first = m.render(&report, Some(t1));
+        m.source_error("watch");
+        let second = m.render(&report, Some(t1 + Duration::from_secs(5)));
+        assert!(second.contains("imagecap_node_images{node=\"a\"} 50"));
+        assert!(second.contains("imagecap_source_errors_total{kind=\"watch\"} 1"));
+        assert!(
+            second.contains("imagecap_last_update_timestamp_seconds 105.0"),
+            "{second}"
+        );
+        assert!(first.contains("imagecap_last_update_timestamp_seconds 100.0"));
+        // A new report (even with equal content) is encoded afresh.
+        let changed = Arc::new(Report {
+            nodes: vec![node("a", 10, &[], None)],
+            images: vec![],
+            eligible_nodes: 1,
+        });
+        assert!(
+            m.render(&changed, None)
+                .contains("imagecap_node_images{node=\"a\"} 10")
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new("x");
         let r = Report {
@@ -473,7 +531,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 0,
         };
-        let text = m.render(&r, None);
+        let text = m.render(&Arc::new(r), None);
         assert!(text.contains(r#"node="we\"ird\\node\n""#), "{text}");
     }
 }

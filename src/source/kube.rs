@@ -142,6 +142,7 @@ pub async fn poll(
             Ok(nodes) => {
                 tracing::debug!(nodes = nodes.len(), "listed nodes");
                 ingest.store.replace_all(nodes);
+                crate::sys::release_free_memory();
                 backoff = Duration::from_secs(1);
                 interval
             }
@@ -201,6 +202,7 @@ pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: 
                 let nodes = std::mem::take(&mut buffer);
                 tracing::info!(nodes = nodes.len(), "node list synced");
                 ingest.store.replace_all(nodes);
+                crate::sys::release_free_memory();
             }
             Ok(Some(Event::Apply(node))) => match ingest.summarize(&node) {
                 Some(s) => ingest.store.upsert(s),
