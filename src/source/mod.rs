@@ -146,14 +146,6 @@ impl Store {
         self.read().last_update
     }
 
-    pub fn len(&self) -> usize {
-        self.read().nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The previous summary's problems, to log only what changed.
     fn previous_problems(&self, name: &str) -> Option<Vec<crate::analysis::node::Problem>> {
         self.read().nodes.get(name).map(|n| n.problems.clone())
