@@ -13,6 +13,8 @@ WORKDIR /src
 # Only what the crate needs to build; see .dockerignore for what never enters the context.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benchmarks, and cargo checks that their files exist.
+COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \

@@ -974,6 +974,27 @@ def test_dockerfile():
     assert f"{values['securityContext']['runAsUser']}:{values['securityContext']['runAsGroup']}" == final_words["USER"]
 
 
+def test_the_build_stage_has_every_file_cargo_needs(tmp_path):
+    """Cargo refuses a manifest whose declared targets (benchmarks, say) are missing:
+    copy exactly what the build stage COPYs and let cargo parse it."""
+    instructions = _dockerfile_instructions((ROOT / "Dockerfile").read_text())
+    froms = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    for word, rest in instructions[froms[0]:froms[1]]:
+        if word != "COPY":
+            continue
+        parts = [p for p in rest.split() if not p.startswith("--")]
+        for src in parts[:-1]:
+            dst = tmp_path / (src if parts[-1] in ("./", ".") else parts[-1])
+            if (ROOT / src).is_dir():
+                shutil.copytree(ROOT / src, dst)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / src, dst)
+    out = subprocess.run(["cargo", "fetch", "--locked", "--offline"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+
+
 def test_dockerignore_keeps_build_output_out_of_the_context():
     entries = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.strip() and not line.startswith("#")}
