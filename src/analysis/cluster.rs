@@ -5,6 +5,7 @@ use super::reference::ImageRef;
 use super::wanted::Wanted;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// The kubelet's default `nodeStatusMaxImages`.
 pub const KUBELET_DEFAULT_MAX_IMAGES: i64 = 50;
@@ -115,7 +116,7 @@ struct WantedImage {
     reference: ImageRef,
     /// For a tag reference: digests of entries that carry the tag on some node, so
     /// that an entry whose tag names were cut (5 names at most) still matches.
-    digests: HashSet<String>,
+    digests: HashSet<Arc<str>>,
 }
 
 impl WantedImage {

@@ -1,6 +1,7 @@
 //! Pure analysis: node data in, summaries and reports out. No I/O here.
 
 pub mod cluster;
+pub mod intern;
 pub mod kubelet;
 pub mod lenient;
 pub mod node;

@@ -214,10 +214,13 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
             }
             let refs = entry_names(i, entry, &mut problem);
             if wanted.is_relevant(&refs) {
-                summary.relevant_images.push(refs);
+                summary
+                    .relevant_images
+                    .push(refs.iter().map(ImageRef::interned).collect());
             }
         }
     }
+    summary.relevant_images.shrink_to_fit();
     summary.problems = problems;
     Ok(summary)
 }

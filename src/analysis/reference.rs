@@ -7,7 +7,9 @@
 //! `library/busybox`, `docker.io/busybox` and `index.docker.io/library/busybox` are
 //! all `docker.io/library/busybox`. A reference without tag or digest means `:latest`.
 
+use super::intern::intern;
 use std::fmt;
+use std::sync::Arc;
 
 const DOCKER_HUB: &str = "docker.io";
 const MAX_NAME_LEN: usize = 255;
@@ -28,10 +30,10 @@ pub enum RefError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageRef {
     /// `domain/path`, e.g. `docker.io/library/busybox` or `localhost:5000/team/app`.
-    pub repo: String,
-    pub tag: Option<String>,
+    pub repo: Arc<str>,
+    pub tag: Option<Arc<str>>,
     /// `algorithm:hex`, hex in lower case.
-    pub digest: Option<String>,
+    pub digest: Option<Arc<str>>,
 }
 
 impl ImageRef {
@@ -89,7 +91,20 @@ impl ImageRef {
             (None, None) => Some("latest".to_string()),
             _ => tag,
         };
-        Ok(ImageRef { repo, tag, digest })
+        Ok(ImageRef {
+            repo: repo.into(),
+            tag: tag.map(Into::into),
+            digest: digest.map(Into::into),
+        })
+    }
+
+    /// The same reference built from shared copies of its strings, for keeping.
+    pub fn interned(&self) -> ImageRef {
+        ImageRef {
+            repo: intern(&self.repo),
+            tag: self.tag.as_ref().map(intern),
+            digest: self.digest.as_ref().map(intern),
+        }
     }
 
     /// `repo:tag` when the reference has a tag: the form patterns are matched against.
@@ -280,24 +295,24 @@ mod tests {
         ] {
             assert_eq!(r(s).to_string(), "docker.io/library/busybox:latest", "{s}");
         }
-        assert_eq!(r("grafana/grafana:10").repo, "docker.io/grafana/grafana");
+        assert_eq!(&*r("grafana/grafana:10").repo, "docker.io/grafana/grafana");
     }
 
     #[test]
     fn keeps_registries_and_ports() {
         let x = r("localhost:5000/x");
-        assert_eq!(x.repo, "localhost:5000/x");
+        assert_eq!(&*x.repo, "localhost:5000/x");
         assert_eq!(x.tag.as_deref(), Some("latest"));
-        assert_eq!(r("localhost/x:1").repo, "localhost/x");
+        assert_eq!(&*r("localhost/x:1").repo, "localhost/x");
         assert_eq!(
             r("ghcr.io/lsst-sqre/sciplat-lab:w_2024_10").to_string(),
             "ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"
         );
         assert_eq!(
-            r("registry.example.com:443/a/b/c:v1").repo,
+            &*r("registry.example.com:443/a/b/c:v1").repo,
             "registry.example.com:443/a/b/c"
         );
-        assert_eq!(r("[::1]:5000/app:1").repo, "[::1]:5000/app");
+        assert_eq!(&*r("[::1]:5000/app:1").repo, "[::1]:5000/app");
     }
 
     #[test]
@@ -421,7 +436,8 @@ mod tests {
                 (None, None) => Some("latest".to_string()),
                 (None, Some(_)) => None,
             };
-            prop_assert_eq!(parsed.tag.clone(), want_tag);
+            prop_assert_eq!(parsed.tag.as_deref().map(str::to_string), want_tag);
+            prop_assert_eq!(&parsed.interned(), &parsed);
             prop_assert!(parsed.matches(&again));
         }
     }

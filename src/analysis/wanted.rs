@@ -4,6 +4,7 @@ use super::reference::ImageRef;
 use super::selector::LabelSelector;
 use regex::RegexSet;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 /// The prepull part of the configuration, validated and compiled.
 #[derive(Debug, Clone)]
@@ -12,7 +13,7 @@ pub struct Wanted {
     patterns: RegexSet,
     selector: LabelSelector,
     /// Repositories of the exact references, for the cheap relevance test.
-    repos: HashSet<String>,
+    repos: HashSet<Arc<str>>,
 }
 
 impl Default for Wanted {

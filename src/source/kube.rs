@@ -190,6 +190,8 @@ pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: 
                 if healthy {
                     ingest.store.touch();
                 }
+                // Names of deleted or changed nodes' images.
+                crate::analysis::intern::collect_garbage();
                 continue;
             }
             _ = shutdown.cancelled() => return,

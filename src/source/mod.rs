@@ -75,6 +75,8 @@ impl Store {
         inner.last_update = Some(SystemTime::now());
         inner.ready = true;
         drop(inner);
+        // The replaced summaries may have held the last use of some image names.
+        crate::analysis::intern::collect_garbage();
         if added {
             self.added.notify_one();
         }

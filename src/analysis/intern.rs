@@ -1,0 +1,60 @@
+//! Shared copies of the strings image names are made of.
+//!
+//! Thousands of nodes report the same few repositories, tags and digests; a summary
+//! keeps its image names as `Arc<str>` handed out here, so each distinct string is
+//! stored once (measured in docs/performance.md).
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+
+static STRINGS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+
+fn strings() -> std::sync::MutexGuard<'static, HashSet<Arc<str>>> {
+    // The set is only ever inserted into or pruned whole; a panic elsewhere while
+    // it was locked cannot leave it inconsistent.
+    STRINGS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared copy of `s`.
+pub fn intern(s: &Arc<str>) -> Arc<str> {
+    let mut set = strings();
+    match set.get(s.as_ref()) {
+        Some(shared) => shared.clone(),
+        None => {
+            set.insert(s.clone());
+            s.clone()
+        }
+    }
+}
+
+/// Forgets strings nothing uses any more (only the set holds them).
+pub fn collect_garbage() {
+    strings().retain(|s| Arc::strong_count(s) > 1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_strings_share_one_allocation() {
+        let a: Arc<str> = Arc::from("intern-test/one");
+        let b: Arc<str> = Arc::from("intern-test/one");
+        assert!(!Arc::ptr_eq(&a, &b));
+        let (ia, ib) = (intern(&a), intern(&b));
+        assert!(Arc::ptr_eq(&ia, &ib));
+        assert_eq!(&*ia, "intern-test/one");
+    }
+
+    #[test]
+    fn unused_strings_are_collected() {
+        let kept = intern(&Arc::from("intern-test/kept"));
+        drop(intern(&Arc::from("intern-test/dropped")));
+        collect_garbage();
+        let set = strings();
+        assert!(set.contains("intern-test/kept"));
+        assert!(!set.contains("intern-test/dropped"));
+        drop(set);
+        drop(kept);
+    }
+}
