@@ -64,10 +64,6 @@ impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }
-
-    pub fn requirements(&self) -> &[Requirement] {
-        &self.requirements
-    }
 }
 
 impl std::str::FromStr for LabelSelector {

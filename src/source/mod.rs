@@ -144,10 +144,6 @@ impl Store {
         self.read().ready
     }
 
-    pub fn last_update(&self) -> Option<SystemTime> {
-        self.read().last_update
-    }
-
     /// The previous summary's problems, to log only what changed.
     fn previous_problems(&self, name: &str) -> Option<Vec<crate::analysis::node::Problem>> {
         self.read().nodes.get(name).map(|n| n.problems.clone())
@@ -294,7 +290,7 @@ mod tests {
         let w = wanted(&[], &[], &[]);
         let store = Store::default();
         store.touch();
-        assert_eq!(store.last_update(), None, "not before the first data");
+        assert_eq!(store.report(&w, 50).1, None, "not before the first data");
         store.replace_all(vec![node("a", 1)]);
         let (r1, t1) = store.report(&w, 50);
         std::thread::sleep(std::time::Duration::from_millis(5));
