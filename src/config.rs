@@ -12,12 +12,17 @@
 //! selecting every node.
 
 use crate::analysis::Wanted;
+use crate::analysis::cluster::KUBELET_DEFAULT_MAX_IMAGES;
 use crate::analysis::reference::ImageRef;
 use crate::analysis::selector::LabelSelector;
+use crate::cli::CommonArgs;
+use crate::source::apiserver::ListOptions;
 use regex::RegexSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -95,6 +100,49 @@ impl Config {
             default_max_images: raw.default_max_images,
             wanted: Wanted::new(exact, patterns, selector),
         })
+    }
+}
+
+/// What `serve` and `check` share: the configuration file and the flags, validated.
+pub struct Settings {
+    pub wanted: Arc<Wanted>,
+    pub default_max_images: i64,
+    /// `--node-selector`.
+    pub node_selector: LabelSelector,
+    pub page_size: u32,
+    pub request_timeout: Duration,
+}
+
+impl Settings {
+    pub fn new(common: &CommonArgs) -> Result<Settings, String> {
+        let config = match &common.config {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::default(),
+        };
+        let node_selector = match &common.node_selector {
+            Some(s) => s.parse().map_err(|e| format!("--node-selector: {e}"))?,
+            None => LabelSelector::default(),
+        };
+        Ok(Settings {
+            wanted: Arc::new(config.wanted),
+            default_max_images: common
+                .default_max_images
+                .or(config.default_max_images)
+                .unwrap_or(KUBELET_DEFAULT_MAX_IMAGES),
+            node_selector,
+            page_size: common.page_size,
+            request_timeout: common.request_timeout,
+        })
+    }
+
+    /// How nodes are listed from the API server.
+    pub fn list_options(&self) -> ListOptions {
+        ListOptions {
+            label_selector: (!self.node_selector.is_empty())
+                .then(|| self.node_selector.to_string()),
+            page_size: self.page_size,
+            request_timeout: self.request_timeout,
+        }
     }
 }
 

@@ -1,13 +1,20 @@
 //! imagecap-exporter: how close each node is to the kubelet's `nodeStatusMaxImages`
 //! cap, and which wanted (prepulled) images nodes fail to report.
+//!
+//! The flow, module by module:
+//! - inputs: [`source`] (the API server, a nodes file, the kubelets' configz), set
+//!   up from [`cli`] flags and the [`config`] file;
+//! - [`store`]: the current node summaries and the cached report;
+//! - [`analysis`]: pure functions, node data in, summaries and reports out;
+//! - outputs: [`metrics`] (every metric family), [`serve`] (the HTTP side) and
+//!   [`check`] (the report printed once).
 
 pub mod analysis;
+pub mod check;
 pub mod cli;
 pub mod config;
-pub mod http;
 pub mod metrics;
-pub mod report;
+pub mod serve;
 pub mod source;
-pub mod status_page;
+pub mod store;
 pub mod sys;
-pub mod web_config;

@@ -1,66 +1,19 @@
+//! Wiring: flags to settings, sources to the store, the store to the HTTP side.
+
 use clap::Parser;
-use imagecap_exporter::analysis::cluster::{KUBELET_DEFAULT_MAX_IMAGES, KubeletCaps};
-use imagecap_exporter::analysis::selector::LabelSelector;
-use imagecap_exporter::analysis::{Wanted, analyze};
-use imagecap_exporter::cli::{
-    CheckArgs, Cli, Command, CommonArgs, Format, LogFormat, Mode, ServeArgs,
-};
-use imagecap_exporter::config::Config;
-use imagecap_exporter::http::{self, AppState};
+use imagecap_exporter::check;
+use imagecap_exporter::cli::{Cli, Command, LogFormat, Mode, ServeArgs};
+use imagecap_exporter::config::Settings;
 use imagecap_exporter::metrics::Metrics;
+use imagecap_exporter::serve::web_config::WebConfig;
+use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE};
 use imagecap_exporter::source::configz::ConfigzOptions;
-use imagecap_exporter::source::{self, Ingest, Store};
-use imagecap_exporter::web_config::WebConfig;
+use imagecap_exporter::source::{self, Ingest, apiserver, configz, file};
+use imagecap_exporter::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Exit status for bad input: flags, config, or node data that cannot be read.
-const EXIT_BAD_INPUT: u8 = 2;
-/// How long in-flight requests may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-
-/// `check` found nodes at their cap or wanted images missing.
-const EXIT_FINDINGS: u8 = 1;
-
-/// The settings `serve` and `check` share, validated.
-struct Settings {
-    wanted: Arc<Wanted>,
-    default_max_images: i64,
-    selector: LabelSelector,
-    page_size: u32,
-    request_timeout: Duration,
-}
-
-fn settings(common: &CommonArgs) -> Result<Settings, String> {
-    let config = match &common.config {
-        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
-        None => Config::default(),
-    };
-    let selector = match &common.node_selector {
-        Some(s) => s.parse().map_err(|e| format!("--node-selector: {e}"))?,
-        None => LabelSelector::default(),
-    };
-    Ok(Settings {
-        wanted: Arc::new(config.wanted),
-        default_max_images: common
-            .default_max_images
-            .or(config.default_max_images)
-            .unwrap_or(KUBELET_DEFAULT_MAX_IMAGES),
-        selector,
-        page_size: common.page_size,
-        request_timeout: common.request_timeout,
-    })
-}
-
-fn list_options(s: &Settings) -> source::kube::ListOptions {
-    source::kube::ListOptions {
-        label_selector: (!s.selector.is_empty()).then(|| s.selector.to_string()),
-        page_size: s.page_size,
-        request_timeout: s.request_timeout,
-    }
-}
+use tokio_util::task::TaskTracker;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -89,103 +42,37 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Check(args) => check(args).await,
+            Command::Check(args) => check::run(args).await,
         }
     })
 }
 
-/// Writes to standard output; a closed pipe (`check | head`) is not an error.
-fn emit(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-}
-
-fn bad_input(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("imagecap-exporter: {message}");
-    ExitCode::from(EXIT_BAD_INPUT)
-}
-
 async fn serve(args: ServeArgs) -> ExitCode {
-    let s = match settings(&args.common) {
+    let s = match Settings::new(&args.common) {
         Ok(s) => s,
-        Err(e) => return bad_input(e),
+        Err(e) => return check::bad_input(e),
     };
     let web = match &args.web_config_file {
         Some(path) => match WebConfig::load(path) {
             Ok(w) => w,
-            Err(e) => return bad_input(e),
+            Err(e) => return check::bad_input(e),
         },
         None => WebConfig::default(),
     };
     // Certificates and keys are read now, so a bad one stops the start.
     if let Some(tls) = &web.tls
-        && let Err(e) = http::rustls_config(tls)
+        && let Err(e) = serve::tls::rustls_config(tls)
     {
-        return bad_input(format!("web config: {e}"));
+        return check::bad_input(format!("web config: {e}"));
     }
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
-    let store = Arc::new(Store::default());
-    let ingest = Ingest {
-        wanted: s.wanted.clone(),
-        selector: s.selector.clone(),
-        metrics: metrics.clone(),
-        store: store.clone(),
-    };
+    let store = Arc::new(Store::new(s.wanted.clone(), s.default_max_images));
     let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
 
-    if args.common.kubelet_configz && args.nodes_file.is_some() {
-        tracing::warn!("--kubelet-configz has no effect with --nodes-file");
+    if let Err(e) = spawn_sources(&args, &s, &store, &metrics, &tasks, &shutdown).await {
+        return check::bad_input(e);
     }
-    let source = match &args.nodes_file {
-        Some(path) => {
-            tracing::info!(path = %path.display(), "serving nodes from a file");
-            tokio::spawn(source::file::run(
-                path.clone(),
-                args.file_check_interval,
-                ingest,
-                shutdown.clone(),
-            ))
-        }
-        None => {
-            let client = match source::kube::client().await {
-                Ok(c) => c,
-                Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
-            };
-            let opts = list_options(&s);
-            if args.common.kubelet_configz {
-                let configz = ConfigzOptions {
-                    interval: args.kubelet_configz_interval,
-                    concurrency: args.common.kubelet_configz_concurrency.into(),
-                    timeout: args.common.kubelet_configz_timeout,
-                };
-                tracing::info!(interval = ?configz.interval, "reading kubelet caps from configz");
-                tokio::spawn(source::configz::run(
-                    client.clone(),
-                    store.clone(),
-                    metrics.clone(),
-                    configz,
-                    shutdown.clone(),
-                ));
-            }
-            match args.mode {
-                Mode::Watch => {
-                    tracing::info!(page_size = opts.page_size, selector = ?opts.label_selector, "watching nodes");
-                    tokio::spawn(source::kube::watch(client, opts, ingest, shutdown.clone()))
-                }
-                Mode::Poll => {
-                    tracing::info!(interval = ?args.poll_interval, page_size = opts.page_size, "polling nodes");
-                    tokio::spawn(source::kube::poll(
-                        client,
-                        opts,
-                        args.poll_interval,
-                        ingest,
-                        shutdown.clone(),
-                    ))
-                }
-            }
-        }
-    };
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
@@ -205,37 +92,107 @@ async fn serve(args: ServeArgs) -> ExitCode {
         default_max_images = s.default_max_images,
         "listening"
     );
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+    let state = AppState { store, metrics };
+    let server = serve::serve(listener, state, web, tasks.clone(), shutdown.clone());
+    run(server, tasks, shutdown).await
+}
 
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    let state = AppState {
-        store,
-        metrics,
-        wanted: s.wanted,
-        default_max_images: s.default_max_images,
-    };
-    let mut server = tokio::spawn(http::serve(listener, state, web, shutdown.clone()));
+/// Starts the node source (under [`source::supervise`]) and, when asked, the
+/// configz reader.
+async fn spawn_sources(
+    args: &ServeArgs,
+    s: &Settings,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let ingest = Arc::new(Ingest {
+        node_selector: s.node_selector.clone(),
+        metrics: metrics.clone(),
+        store: store.clone(),
+    });
+    let (store, metrics, stop) = (store.clone(), metrics.clone(), shutdown.clone());
+    if let Some(path) = &args.nodes_file {
+        if args.common.kubelet_configz {
+            tracing::warn!("--kubelet-configz has no effect with --nodes-file");
+        }
+        tracing::info!(path = %path.display(), "serving nodes from a file");
+        let (path, every) = (path.clone(), args.file_check_interval);
+        tasks.spawn(source::supervise(store, metrics, stop.clone(), move || {
+            file::run(path.clone(), every, ingest.clone(), stop.clone())
+        }));
+        return Ok(());
+    }
+    let client = apiserver::client()
+        .await
+        .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+    if args.common.kubelet_configz {
+        let opts = ConfigzOptions {
+            interval: args.kubelet_configz_interval,
+            concurrency: args.common.kubelet_configz_concurrency.into(),
+            timeout: args.common.kubelet_configz_timeout,
+        };
+        tracing::info!(interval = ?opts.interval, "reading kubelet caps from configz");
+        tasks.spawn(configz::run(
+            client.clone(),
+            store.clone(),
+            metrics.clone(),
+            opts,
+            shutdown.clone(),
+        ));
+    }
+    let opts = s.list_options();
+    let (mode, interval) = (args.mode, args.poll_interval);
+    match mode {
+        Mode::Watch => {
+            tracing::info!(page_size = opts.page_size, selector = ?opts.label_selector, "watching nodes")
+        }
+        Mode::Poll => {
+            tracing::info!(?interval, page_size = opts.page_size, "polling nodes")
+        }
+    }
+    tasks.spawn(source::supervise(store, metrics, stop.clone(), move || {
+        let (client, opts, ingest, stop) =
+            (client.clone(), opts.clone(), ingest.clone(), stop.clone());
+        async move {
+            match mode {
+                Mode::Watch => apiserver::watch(client, opts, ingest, stop).await,
+                Mode::Poll => apiserver::poll(client, opts, interval, ingest, stop).await,
+            }
+        }
+    }));
+    Ok(())
+}
+
+/// Runs until the server fails or `shutdown` (a signal) begins; then stops every
+/// task, letting in-flight requests finish within [`SHUTDOWN_GRACE`].
+async fn run(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) -> ExitCode {
+    tokio::pin!(server);
     let served = tokio::select! {
         r = &mut server => r,
         _ = shutdown.cancelled() => {
-            // In-flight requests may finish, within a bound: a client that stops
-            // reading must not hold the exit beyond the pod's grace period.
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
-                    server.abort();
-                    Ok(Ok(()))
+                    Ok(())
                 }
             }
         }
     };
-    let served = served.unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shutdown.cancel();
-    if tokio::time::timeout(Duration::from_secs(1), source)
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
         .await
         .is_err()
     {
-        tracing::warn!("node source did not stop within 1 s");
+        tracing::warn!("background tasks did not stop within {SHUTDOWN_GRACE:?}");
     }
     match served {
         Ok(()) => {
@@ -269,65 +226,8 @@ async fn stop_on_signal(shutdown: CancellationToken) {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+        _ = shutdown.cancelled() => return,
     }
     tracing::info!("shutting down");
     shutdown.cancel();
-}
-
-async fn check(args: CheckArgs) -> ExitCode {
-    let s = match settings(&args.common) {
-        Ok(s) => s,
-        Err(e) => return bad_input(e),
-    };
-    let ingest = Ingest {
-        wanted: s.wanted.clone(),
-        selector: s.selector.clone(),
-        metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
-        store: Arc::new(Store::default()),
-    };
-    let mut kubelet_caps = KubeletCaps::new();
-    let nodes = match &args.nodes_file {
-        Some(path) => match source::file::load(path, &ingest) {
-            Ok(n) => n,
-            Err(e) => return bad_input(e),
-        },
-        None => {
-            let client = match source::kube::client().await {
-                Ok(c) => c,
-                Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
-            };
-            let api = kube::Api::all(client.clone());
-            let nodes = match source::kube::list_all(&api, &list_options(&s), &ingest).await {
-                Ok(n) => n,
-                Err(e) => return bad_input(format!("listing nodes failed: {e}")),
-            };
-            if args.common.kubelet_configz {
-                let opts = ConfigzOptions {
-                    concurrency: args.common.kubelet_configz_concurrency.into(),
-                    timeout: args.common.kubelet_configz_timeout,
-                    ..ConfigzOptions::default()
-                };
-                let names = nodes.iter().map(|n| n.name.clone()).collect();
-                let (caps, failed) = source::configz::caps(&client, names, &opts).await;
-                for (node, e) in failed {
-                    tracing::warn!(%node, "cannot read the kubelet's nodeStatusMaxImages, assuming the default: {e}");
-                }
-                kubelet_caps = caps;
-            }
-            nodes
-        }
-    };
-    let report = analyze(&nodes, &s.wanted, s.default_max_images, &kubelet_caps);
-    match args.format {
-        Format::Table => emit(&imagecap_exporter::report::render_table(&report)),
-        Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(j) => emit(&format!("{j}\n")),
-            Err(e) => return bad_input(format!("cannot encode the report: {e}")),
-        },
-    }
-    if report.has_findings() {
-        ExitCode::from(EXIT_FINDINGS)
-    } else {
-        ExitCode::SUCCESS
-    }
 }

@@ -1,11 +1,16 @@
-//! Every metric family, declared once, and the rendering of `/metrics`.
+//! Every metric family the exporter exposes, each declared once with how its value
+//! is read.
 //!
-//! Counters live for the life of the process. Per-node and per-image gauges are
-//! built afresh from the current report on every scrape, so the series of a node that
-//! is gone disappear with it and no stale series can linger.
+//! Two kinds live here:
+//! - [`Metrics`]: counters the sources increment, for the life of the process.
+//! - The report families ([`NODE_FAMILIES`], [`IMAGE_FAMILIES`], [`CLUSTER_FAMILIES`]):
+//!   each is a name, a help text and the function that reads its samples from the
+//!   current report, in the style of kube-state-metrics' family generators. They
+//!   are encoded afresh from each new report, so the series of a node that is gone
+//!   disappear with it and no stale series can linger.
 
-use crate::analysis::Report;
-use crate::analysis::cluster::{CapSource, MissingState};
+use crate::analysis::cluster::{CapSource, ImageReport, MissingState, NodeReport, Report};
+use crate::analysis::{InvalidField, label_values};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -16,39 +21,28 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Kinds of source errors, created at zero so `rate()` works from the first scrape.
-pub const SOURCE_ERROR_KINDS: &[&str] = &["list", "watch", "file", "decode", "configz"];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeLabels {
-    node: String,
+label_values! {
+    /// What failed to read: the `kind` label of `imagecap_source_errors_total`.
+    pub enum SourceErrorKind {
+        /// A LIST of nodes (poll mode, `check`, or the watch's initial list).
+        list,
+        /// Starting or following a WATCH of nodes.
+        watch,
+        /// Reading or decoding `--nodes-file`.
+        file,
+        /// Reading a kubelet's configz (one per node and attempt).
+        configz,
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeStateLabels {
-    node: String,
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NodeImageLabels {
-    node: String,
-    image: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ImageLabels {
-    image: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
+struct SourceErrorLabels {
+    kind: SourceErrorKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldLabels {
-    field: String,
+    field: InvalidField,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,40 +52,243 @@ struct VersionLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// The process-lifetime metrics.
+/// Labels of a report sample: name and value pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// How a family reads its samples from `T`: each call of `emit` is one sample.
+pub enum Samples<T: 'static> {
+    Int(fn(&T, &mut dyn FnMut(Labels, i64))),
+    Float(fn(&T, &mut dyn FnMut(Labels, f64))),
+}
+
+/// A gauge family read from the report.
+pub struct FamilySpec<T: 'static> {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub samples: Samples<T>,
+}
+
+fn node(n: &NodeReport) -> Labels {
+    vec![("node", n.name.clone())]
+}
+
+fn node_and(n: &NodeReport, key: &'static str, value: &str) -> Labels {
+    vec![("node", n.name.clone()), (key, value.to_string())]
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One series per node (per node and label value for the prepull families).
+pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
+    FamilySpec {
+        name: "imagecap_node_images",
+        help: "Entries the node reports in status.images",
+        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.image_count))),
+    },
+    FamilySpec {
+        name: "imagecap_node_max_images",
+        help: "The cap in force (nodeStatusMaxImages); -1 is unlimited",
+        samples: Samples::Int(|n, emit| emit(node(n), n.max_images)),
+    },
+    FamilySpec {
+        name: "imagecap_node_max_images_known",
+        help: "1 when the cap was read from the kubelet's configz, 0 when it is assumed",
+        samples: Samples::Int(|n, emit| {
+            emit(
+                node(n),
+                i64::from(n.max_images_source == CapSource::Kubelet),
+            )
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_images_cap_ratio",
+        help: "Images reported divided by the cap; 0 when unlimited",
+        samples: Samples::Float(|n, emit| emit(node(n), n.cap_ratio)),
+    },
+    FamilySpec {
+        name: "imagecap_node_at_cap",
+        help: "1 when the cap is positive and the node reports that many images or more",
+        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.at_cap))),
+    },
+    FamilySpec {
+        name: "imagecap_node_image_size_bytes",
+        help: "Sum of sizeBytes of the images the node reports",
+        samples: Samples::Int(|n, emit| emit(node(n), saturating_i64(n.image_size_bytes))),
+    },
+    FamilySpec {
+        name: "imagecap_node_ephemeral_storage_capacity_bytes",
+        help: "status.capacity ephemeral-storage of the node",
+        samples: Samples::Int(|n, emit| {
+            if let Some(b) = n.ephemeral_storage_capacity_bytes {
+                emit(node(n), saturating_i64(b));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_ephemeral_storage_allocatable_bytes",
+        help: "status.allocatable ephemeral-storage of the node",
+        samples: Samples::Int(|n, emit| {
+            if let Some(b) = n.ephemeral_storage_allocatable_bytes {
+                emit(node(n), saturating_i64(b));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_recommended_max_images",
+        help: "Suggested nodeStatusMaxImages: ephemeral storage capacity in GB divided by 3, \
+               rounded up",
+        samples: Samples::Int(|n, emit| {
+            if let Some(r) = n.recommended_max_images {
+                emit(node(n), saturating_i64(r));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_prepull_missing_images",
+        help: "Wanted images an eligible node does not report; absent when the node is under \
+               its cap, unverifiable when it is at its cap",
+        samples: Samples::Int(|n, emit| {
+            if !n.eligible {
+                return;
+            }
+            for state in [MissingState::Absent, MissingState::Unverifiable] {
+                let count = if n.missing_state == Some(state) {
+                    n.missing_images.len() as i64
+                } else {
+                    0
+                };
+                emit(node_and(n, "state", state.as_str()), count);
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_prepull_image_missing",
+        help: "1 for each wanted image an eligible node does not report",
+        samples: Samples::Int(|n, emit| {
+            if n.eligible {
+                for image in &n.missing_images {
+                    emit(node_and(n, "image", image), 1);
+                }
+            }
+        }),
+    },
+];
+
+/// One series per wanted image.
+pub const IMAGE_FAMILIES: &[FamilySpec<ImageReport>] = &[FamilySpec {
+    name: "imagecap_prepull_image_nodes",
+    help: "Eligible nodes that report the wanted image",
+    samples: Samples::Int(|i, emit| emit(vec![("image", i.image.clone())], i64::from(i.nodes))),
+}];
+
+/// One series for the whole cluster.
+pub const CLUSTER_FAMILIES: &[FamilySpec<Report>] = &[
+    FamilySpec {
+        name: "imagecap_prepull_eligible_nodes",
+        help: "Nodes eligible for prepulling: matching the node selector and not cordoned",
+        samples: Samples::Int(|r, emit| emit(vec![], i64::from(r.eligible_nodes))),
+    },
+    FamilySpec {
+        name: "imagecap_nodes",
+        help: "Nodes known",
+        samples: Samples::Int(|r, emit| emit(vec![], r.nodes.len() as i64)),
+    },
+];
+
+/// Registers `specs` in `registry`, with the samples of every item of `items`.
+fn register_all<T>(registry: &mut Registry, specs: &[FamilySpec<T>], items: &[T]) {
+    for spec in specs {
+        match spec.samples {
+            Samples::Int(read) => {
+                let family = Family::<Labels, Gauge>::default();
+                for item in items {
+                    read(item, &mut |labels, v| {
+                        family.get_or_create(&labels).set(v);
+                    });
+                }
+                registry.register(spec.name, spec.help, family);
+            }
+            Samples::Float(read) => {
+                let family = Family::<Labels, FloatGauge>::default();
+                for item in items {
+                    read(item, &mut |labels, v| {
+                        family.get_or_create(&labels).set(v);
+                    });
+                }
+                registry.register(spec.name, spec.help, family);
+            }
+        }
+    }
+}
+
+/// The report families for one report.
+fn report_registry(report: &Report) -> Registry {
+    let mut r = Registry::default();
+    register_all(&mut r, NODE_FAMILIES, &report.nodes);
+    register_all(&mut r, IMAGE_FAMILIES, &report.images);
+    register_all(&mut r, CLUSTER_FAMILIES, std::slice::from_ref(report));
+    r
+}
+
+/// The refresh time; no series before the first data: 0 would read as "stale
+/// since 1970".
+fn refresh_registry(last_update: Option<SystemTime>) -> Registry {
+    let mut r = Registry::default();
+    if let Some(t) = last_update {
+        let updated = FloatGauge::default();
+        updated.set(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        );
+        r.register(
+            "imagecap_last_update_timestamp_seconds",
+            "Unix time at which node data was last refreshed successfully",
+            updated,
+        );
+    }
+    r
+}
+
+/// The process-lifetime counters, and the rendering of `/metrics`.
 pub struct Metrics {
     registry: Registry,
-    /// The encoded per-node families of the last report rendered.
+    /// The encoded report families of the last report rendered.
     report_text: Mutex<Option<(Arc<Report>, String)>>,
-    source_errors: Family<KindLabels, Counter>,
+    source_errors: Family<SourceErrorLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
+    source_restarts: Counter,
 }
 
 impl Metrics {
     pub fn new(version: &str) -> Metrics {
         let mut registry = Registry::default();
-        let source_errors = Family::<KindLabels, Counter>::default();
+        let source_errors = Family::<SourceErrorLabels, Counter>::default();
+        for &kind in SourceErrorKind::ALL {
+            source_errors.get_or_create_owned(&SourceErrorLabels { kind });
+        }
         registry.register(
             "imagecap_source_errors",
             "Failed lists, watches and reads of node data, by kind",
             source_errors.clone(),
         );
-        for kind in SOURCE_ERROR_KINDS {
-            source_errors.get_or_create_owned(&KindLabels {
-                kind: kind.to_string(),
-            });
-        }
         let invalid_node_data = Family::<FieldLabels, Counter>::default();
+        for &field in InvalidField::ALL {
+            invalid_node_data.get_or_create_owned(&FieldLabels { field });
+        }
         registry.register(
             "imagecap_invalid_node_data",
             "Malformed node fields seen (bad quantity, bad image name, ...), by field",
             invalid_node_data.clone(),
         );
-        for field in crate::analysis::node::PROBLEM_FIELDS {
-            invalid_node_data.get_or_create_owned(&FieldLabels {
-                field: field.to_string(),
-            });
-        }
+        let source_restarts = Counter::default();
+        registry.register(
+            "imagecap_source_restarts",
+            "Times the node source stopped unexpectedly and was restarted",
+            source_restarts.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels {
@@ -108,31 +305,32 @@ impl Metrics {
             report_text: Mutex::new(None),
             source_errors,
             invalid_node_data,
+            source_restarts,
         }
     }
 
-    pub fn source_error(&self, kind: &str) {
+    pub fn source_error(&self, kind: SourceErrorKind) {
         self.source_errors
-            .get_or_create(&KindLabels {
-                kind: kind.to_string(),
-            })
+            .get_or_create(&SourceErrorLabels { kind })
             .inc();
     }
 
-    pub fn invalid_field(&self, field: &str) {
+    pub fn invalid_field(&self, field: InvalidField) {
         self.invalid_node_data
-            .get_or_create(&FieldLabels {
-                field: field.to_string(),
-            })
+            .get_or_create(&FieldLabels { field })
             .inc();
+    }
+
+    pub fn source_restarted(&self) {
+        self.source_restarts.inc();
     }
 
     /// The OpenMetrics text for the current report.
     ///
-    /// The per-node and per-image families depend on the report alone, so their
-    /// text is kept for as long as the report is the same (the store hands out
-    /// the same `Arc` until a node changes); only the counters and the refresh
-    /// time are encoded on every scrape.
+    /// The report families depend on the report alone, so their text is kept for
+    /// as long as the report is the same (the store hands out the same `Arc` until
+    /// a node changes); only the counters and the refresh time are encoded on every
+    /// scrape.
     pub fn render(&self, report: &Arc<Report>, last_update: Option<SystemTime>) -> String {
         let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = match cache.as_ref() {
@@ -142,7 +340,7 @@ impl Metrics {
         if fresh {
             let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
             // Writing to a String cannot fail.
-            let _ = encode_registry(&mut text, &node_registry(report));
+            let _ = encode_registry(&mut text, &report_registry(report));
             *cache = Some((report.clone(), text));
         }
         let report_text = cache.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default();
@@ -154,166 +352,6 @@ impl Metrics {
         let _ = encode_eof(&mut out);
         out
     }
-}
-
-/// The refresh time; no series before the first data: 0 would read as "stale
-/// since 1970".
-fn refresh_registry(last_update: Option<SystemTime>) -> Registry {
-    let mut r = Registry::default();
-    if let Some(t) = last_update {
-        let updated = FloatGauge::default();
-        r.register(
-            "imagecap_last_update_timestamp_seconds",
-            "Unix time at which node data was last refreshed successfully",
-            updated.clone(),
-        );
-        updated.set(
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-        );
-    }
-    r
-}
-
-/// The per-scrape families. Each is declared here, once.
-fn node_registry(report: &Report) -> Registry {
-    let mut r = Registry::default();
-    let node_gauge = |r: &mut Registry, name: &str, help: &str| {
-        let f = Family::<NodeLabels, Gauge>::default();
-        r.register(name, help, f.clone());
-        f
-    };
-    let images = node_gauge(
-        &mut r,
-        "imagecap_node_images",
-        "Entries the node reports in status.images",
-    );
-    let max_images = node_gauge(
-        &mut r,
-        "imagecap_node_max_images",
-        "The cap in force (nodeStatusMaxImages); -1 is unlimited",
-    );
-    let known = node_gauge(
-        &mut r,
-        "imagecap_node_max_images_known",
-        "1 when the cap was read from the kubelet's configz, 0 when it is assumed",
-    );
-    let ratio = Family::<NodeLabels, FloatGauge>::default();
-    r.register(
-        "imagecap_node_images_cap_ratio",
-        "Images reported divided by the cap; 0 when unlimited",
-        ratio.clone(),
-    );
-    let at_cap = node_gauge(
-        &mut r,
-        "imagecap_node_at_cap",
-        "1 when the cap is positive and the node reports that many images or more",
-    );
-    let size = node_gauge(
-        &mut r,
-        "imagecap_node_image_size_bytes",
-        "Sum of sizeBytes of the images the node reports",
-    );
-    let capacity = node_gauge(
-        &mut r,
-        "imagecap_node_ephemeral_storage_capacity_bytes",
-        "status.capacity ephemeral-storage of the node",
-    );
-    let allocatable = node_gauge(
-        &mut r,
-        "imagecap_node_ephemeral_storage_allocatable_bytes",
-        "status.allocatable ephemeral-storage of the node",
-    );
-    let recommended = node_gauge(
-        &mut r,
-        "imagecap_node_recommended_max_images",
-        "Suggested nodeStatusMaxImages: ephemeral storage capacity in GB divided by 3, rounded up",
-    );
-    let missing = Family::<NodeStateLabels, Gauge>::default();
-    r.register(
-        "imagecap_node_prepull_missing_images",
-        "Wanted images an eligible node does not report; absent when the node is under its cap, \
-         unverifiable when it is at its cap",
-        missing.clone(),
-    );
-    let image_missing = Family::<NodeImageLabels, Gauge>::default();
-    r.register(
-        "imagecap_node_prepull_image_missing",
-        "1 for each wanted image an eligible node does not report",
-        image_missing.clone(),
-    );
-    let image_nodes = Family::<ImageLabels, Gauge>::default();
-    r.register(
-        "imagecap_prepull_image_nodes",
-        "Eligible nodes that report the wanted image",
-        image_nodes.clone(),
-    );
-    let eligible = Gauge::<i64>::default();
-    r.register(
-        "imagecap_prepull_eligible_nodes",
-        "Nodes eligible for prepulling: matching the node selector and not cordoned",
-        eligible.clone(),
-    );
-    let nodes = Gauge::<i64>::default();
-    r.register("imagecap_nodes", "Nodes known", nodes.clone());
-
-    for n in &report.nodes {
-        let l = NodeLabels {
-            node: n.name.clone(),
-        };
-        images.get_or_create(&l).set(i64::from(n.images));
-        max_images.get_or_create(&l).set(n.max_images);
-        known
-            .get_or_create(&l)
-            .set(i64::from(n.max_images_source == CapSource::Kubelet));
-        ratio.get_or_create(&l).set(n.cap_ratio);
-        at_cap.get_or_create(&l).set(i64::from(n.at_cap));
-        size.get_or_create(&l)
-            .set(saturating_i64(n.image_size_bytes));
-        if let Some(c) = n.ephemeral_storage_capacity_bytes {
-            capacity.get_or_create(&l).set(saturating_i64(c));
-        }
-        if let Some(a) = n.ephemeral_storage_allocatable_bytes {
-            allocatable.get_or_create(&l).set(saturating_i64(a));
-        }
-        if let Some(rec) = n.recommended_max_images {
-            recommended.get_or_create(&l).set(saturating_i64(rec));
-        }
-        if n.eligible {
-            for state in [MissingState::Absent, MissingState::Unverifiable] {
-                let count = if n.missing_state == Some(state) {
-                    n.missing_images.len() as i64
-                } else {
-                    0
-                };
-                missing
-                    .get_or_create(&NodeStateLabels {
-                        node: n.name.clone(),
-                        state: state.as_str().to_string(),
-                    })
-                    .set(count);
-            }
-            for image in &n.missing_images {
-                image_missing
-                    .get_or_create(&NodeImageLabels {
-                        node: n.name.clone(),
-                        image: image.clone(),
-                    })
-                    .set(1);
-            }
-        }
-    }
-    for i in &report.images {
-        image_nodes
-            .get_or_create(&ImageLabels {
-                image: i.image.clone(),
-            })
-            .set(i64::from(i.nodes));
-    }
-    eligible.set(i64::from(report.eligible_nodes));
-    nodes.set(report.nodes.len() as i64);
-    r
 }
 
 /// The same exposition in the Prometheus text format 0.0.4, for clients that do not
@@ -346,10 +384,6 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-fn saturating_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +393,7 @@ mod tests {
     fn node(name: &str, images: u32, missing: &[&str], state: Option<MissingState>) -> NodeReport {
         NodeReport {
             name: name.into(),
-            images,
+            image_count: images,
             max_images: 50,
             max_images_source: CapSource::Default,
             cap_ratio: f64::from(images) / 50.0,
@@ -375,12 +409,21 @@ mod tests {
         }
     }
 
+    fn empty() -> Arc<Report> {
+        Arc::new(Report {
+            nodes: vec![],
+            images: vec![],
+            eligible_nodes: 0,
+        })
+    }
+
     #[test]
     fn renders_every_family_with_its_labels() {
         let m = Metrics::new("1.2.3");
-        m.source_error("watch");
-        m.invalid_field("image_name");
-        m.invalid_field("image_name");
+        m.source_error(SourceErrorKind::watch);
+        m.invalid_field(InvalidField::image_name);
+        m.invalid_field(InvalidField::image_name);
+        m.source_restarted();
         let report = Report {
             nodes: vec![
                 node("a", 50, &["x:1"], Some(MissingState::Unverifiable)),
@@ -416,7 +459,10 @@ mod tests {
             "imagecap_last_update_timestamp_seconds 1700000000.5",
             "imagecap_source_errors_total{kind=\"watch\"} 1",
             "imagecap_source_errors_total{kind=\"list\"} 0",
+            "imagecap_source_errors_total{kind=\"configz\"} 0",
             "imagecap_invalid_node_data_total{field=\"image_name\"} 2",
+            "imagecap_invalid_node_data_total{field=\"ephemeral_storage_capacity\"} 0",
+            "imagecap_source_restarts_total 1",
             "imagecap_build_info{version=\"1.2.3\"} 1",
         ] {
             assert!(
@@ -434,6 +480,31 @@ mod tests {
     }
 
     #[test]
+    fn every_declared_family_is_exposed_once() {
+        let mut a = node("a", 50, &["x:1"], Some(MissingState::Unverifiable));
+        a.ephemeral_storage_allocatable_bytes = Some(1);
+        let report = Report {
+            nodes: vec![a, node("b", 1, &[], None)],
+            images: vec![ImageReport {
+                image: "x:1".into(),
+                nodes: 1,
+                eligible_nodes: 2,
+            }],
+            eligible_nodes: 2,
+        };
+        let text = Metrics::new("x").render(&Arc::new(report), None);
+        let names = NODE_FAMILIES
+            .iter()
+            .map(|f| f.name)
+            .chain(IMAGE_FAMILIES.iter().map(|f| f.name))
+            .chain(CLUSTER_FAMILIES.iter().map(|f| f.name));
+        for name in names {
+            let help = format!("# HELP {name} ");
+            assert_eq!(text.matches(&help).count(), 1, "{name}:\n{text}");
+        }
+    }
+
+    #[test]
     fn a_deleted_node_leaves_no_series() {
         let m = Metrics::new("x");
         let one = Report {
@@ -442,16 +513,11 @@ mod tests {
             eligible_nodes: 1,
         };
         assert!(m.render(&Arc::new(one), None).contains("node=\"gone\""));
-        let none = Report {
-            nodes: vec![],
-            images: vec![],
-            eligible_nodes: 0,
-        };
-        let text = m.render(&Arc::new(none), None);
+        let text = m.render(&empty(), None);
         assert!(!text.contains("gone"), "{text}");
         assert!(text.lines().any(|l| l == "imagecap_nodes 0"));
         assert!(
-            !text.contains("imagecap_last_update_timestamp_seconds 0"),
+            !text.contains("imagecap_last_update_timestamp_seconds"),
             "no data, no timestamp"
         );
     }
@@ -459,15 +525,8 @@ mod tests {
     #[test]
     fn prometheus_text_names_counters_with_total() {
         let m = Metrics::new("x");
-        m.source_error("list");
-        let om = m.render(
-            &Arc::new(Report {
-                nodes: vec![],
-                images: vec![],
-                eligible_nodes: 0,
-            }),
-            None,
-        );
+        m.source_error(SourceErrorKind::list);
+        let om = m.render(&empty(), None);
         assert!(om.contains("# TYPE imagecap_source_errors counter"));
         let text = to_prometheus_text(&om);
         assert!(
@@ -502,7 +561,7 @@ mod tests {
         });
         let t1 = UNIX_EPOCH + Duration::from_secs(100);
         let first = m.render(&report, Some(t1));
-        m.source_error("watch");
+        m.source_error(SourceErrorKind::watch);
         let second = m.render(&report, Some(t1 + Duration::from_secs(5)));
         assert!(second.contains("imagecap_node_images{node=\"a\"} 50"));
         assert!(second.contains("imagecap_source_errors_total{kind=\"watch\"} 1"));

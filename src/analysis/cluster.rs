@@ -42,11 +42,41 @@ pub enum CapSource {
     Inferred,
 }
 
+/// Share of the cap from which a node counts as near it.
+pub const NEAR_CAP_RATIO: f64 = 0.9;
+
+/// One word for a node, most urgent first: what the status page, `check`'s table
+/// and anything else that ranks nodes show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    /// Reports as many images as its cap: images may be hidden.
+    AtCap,
+    /// At [`NEAR_CAP_RATIO`] of a positive cap or more.
+    NearCap,
+    /// Not eligible for prepulling (outside the selector, or cordoned).
+    NotEligible,
+    Ok,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::AtCap => "at cap",
+            NodeStatus::NearCap => "near cap",
+            NodeStatus::NotEligible => "not eligible",
+            NodeStatus::Ok => "ok",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeReport {
     pub name: String,
-    pub images: u32,
+    /// Entries the node reports in `status.images`.
+    #[serde(rename = "images")]
+    pub image_count: u32,
     /// The cap in force; -1 is unlimited.
     pub max_images: i64,
     pub max_images_source: CapSource,
@@ -81,6 +111,20 @@ pub struct Report {
     pub eligible_nodes: u32,
 }
 
+impl NodeReport {
+    pub fn status(&self) -> NodeStatus {
+        if self.at_cap {
+            NodeStatus::AtCap
+        } else if self.max_images > 0 && self.cap_ratio >= NEAR_CAP_RATIO {
+            NodeStatus::NearCap
+        } else if !self.eligible {
+            NodeStatus::NotEligible
+        } else {
+            NodeStatus::Ok
+        }
+    }
+}
+
 impl Report {
     /// Nodes at their cap, or wanted images missing: what `check` exits 1 for.
     pub fn has_findings(&self) -> bool {
@@ -90,16 +134,16 @@ impl Report {
     }
 }
 
-/// The cap in force for a node reporting `images` entries: the kubelet's own when
-/// known, else the default, unless the node reports more than the default.
+/// The cap in force for a node reporting `image_count` entries: the kubelet's own
+/// when known, else the default, unless the node reports more than the default.
 pub fn cap_in_force(
-    images: u32,
+    image_count: u32,
     kubelet: Option<i64>,
     default_max_images: i64,
 ) -> (i64, CapSource) {
     if let Some(cap) = kubelet {
         (cap, CapSource::Kubelet)
-    } else if default_max_images >= 0 && i64::from(images) > default_max_images {
+    } else if default_max_images >= 0 && i64::from(image_count) > default_max_images {
         (-1, CapSource::Inferred)
     } else {
         (default_max_images, CapSource::Default)
@@ -190,15 +234,15 @@ pub fn analyze<'a>(
     let mut reports = Vec::with_capacity(nodes.len());
     for node in &nodes {
         let (max_images, max_images_source) = cap_in_force(
-            node.images,
+            node.image_count,
             kubelet_caps.get(&node.name).copied(),
             default_max_images,
         );
-        let at_cap = max_images > 0 && i64::from(node.images) >= max_images;
+        let at_cap = max_images > 0 && i64::from(node.image_count) >= max_images;
         // A cap of 0 hides every image: nothing can be verified either.
         let saturated = at_cap || max_images == 0;
         let cap_ratio = if max_images > 0 {
-            f64::from(node.images) / max_images as f64
+            f64::from(node.image_count) / max_images as f64
         } else {
             0.0
         };
@@ -219,7 +263,7 @@ pub fn analyze<'a>(
         });
         reports.push(NodeReport {
             name: node.name.clone(),
-            images: node.images,
+            image_count: node.image_count,
             max_images,
             max_images_source,
             cap_ratio,
@@ -315,6 +359,13 @@ mod tests {
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         let full = by("full");
         assert!(full.at_cap);
+        assert_eq!(full.status(), NodeStatus::AtCap);
+        assert_eq!(by("near").status(), NodeStatus::NearCap);
+        assert_eq!(
+            by("big").status(),
+            NodeStatus::Ok,
+            "unlimited is never near"
+        );
         assert_eq!((full.max_images, full.cap_ratio), (50, 1.0));
         let near = by("near");
         assert!(!near.at_cap);
@@ -480,6 +531,7 @@ mod tests {
         assert_eq!(r.eligible_nodes, 0);
         assert!(r.nodes[0].missing_images.is_empty());
         assert!(!r.has_findings());
+        assert_eq!(r.nodes[0].status(), NodeStatus::NotEligible);
     }
 
     #[test]

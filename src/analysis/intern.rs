@@ -32,6 +32,12 @@ pub fn collect_garbage() {
     strings().retain(|s| Arc::strong_count(s) > 1);
 }
 
+/// Whether the set holds `s` (for tests of who cleans up).
+#[cfg(test)]
+pub fn contains(s: &str) -> bool {
+    strings().contains(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

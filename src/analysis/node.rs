@@ -8,13 +8,21 @@ use super::lenient::{Field, Lenient, LenientVec, present};
 use super::quantity::parse_bytes;
 use super::reference::{ImageRef, RefError};
 use super::wanted::Wanted;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use serde::Deserialize;
 use std::fmt;
 
-/// The parts of a `v1.Node` the exporter reads.
-#[derive(Deserialize, Debug, Clone, Default)]
+/// The parts of a `v1.Node` the exporter reads; the `nodes` resource to the client.
+#[derive(Deserialize, Debug, Clone, Default, Resource)]
+#[resource(inherit = "Node")]
 pub struct NodeView {
+    /// Absent from the items of a NodeList; set in watch events and in the items of
+    /// a generic `List` (`kubectl get nodes,pods -o json`), where it tells a Node
+    /// from other objects.
+    #[serde(default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -70,35 +78,38 @@ pub struct ImageView {
     pub size_bytes: Field<i64>,
 }
 
-/// A malformed field found in a node; `field` is the `field` label of
-/// `imagecap_invalid_node_data_total`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Problem {
-    pub field: &'static str,
-    pub detail: String,
+super::label_values! {
+    /// The part of a node that was malformed: the `field` label of
+    /// `imagecap_invalid_node_data_total`.
+    pub enum InvalidField {
+        /// The whole item: undecodable, not a Node, or a duplicate name.
+        node,
+        name,
+        status,
+        images,
+        image_entry,
+        image_names,
+        image_name,
+        image_size,
+        ephemeral_storage_capacity,
+        ephemeral_storage_allocatable,
+        unschedulable,
+    }
 }
 
-/// The fields of [`Problem`], for documentation and for pre-creating counter series.
-pub const PROBLEM_FIELDS: &[&str] = &[
-    "node",
-    "name",
-    "status",
-    "images",
-    "image_entry",
-    "image_names",
-    "image_name",
-    "image_size",
-    "ephemeral_storage_capacity",
-    "ephemeral_storage_allocatable",
-    "unschedulable",
-];
+/// A malformed field found in a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub field: InvalidField,
+    pub detail: String,
+}
 
 /// What the exporter keeps of a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
     pub name: String,
     /// Entries in `status.images`, well-formed or not: the kubelet's count.
-    pub images: u32,
+    pub image_count: u32,
     /// Sum of the well-formed, non-negative `sizeBytes`.
     pub image_size_bytes: u64,
     pub ephemeral_storage_capacity_bytes: Option<u64>,
@@ -118,33 +129,46 @@ impl NodeSummary {
     }
 }
 
-/// Summarizes a node. Returns `Err` only when the node has no name; every other
-/// malformation is recorded in `problems` and the rest of the node is kept.
+/// Summarizes a node. Returns `Err` only when the item is not a Node or has no
+/// name; every other malformation is recorded in `problems` and the rest of the
+/// node is kept.
 pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Problem> {
+    if let Some(kind) = node.kind.as_deref()
+        && kind != "Node"
+    {
+        let name = node.metadata.name.as_deref().unwrap_or("<unnamed>");
+        return Err(Problem {
+            field: InvalidField::node,
+            detail: format!("{kind} {name:?} is not a Node"),
+        });
+    }
     let name = match node.metadata.name.as_deref() {
         Some(n) if !n.is_empty() => n.to_string(),
         _ => {
             return Err(Problem {
-                field: "name",
+                field: InvalidField::name,
                 detail: "node without metadata.name".into(),
             });
         }
     };
     let mut problems = Vec::new();
     let mut problem =
-        |field: &'static str, detail: String| problems.push(Problem { field, detail });
+        |field: InvalidField, detail: String| problems.push(Problem { field, detail });
 
     let unschedulable = match &node.spec {
         None => false,
         Some(Lenient::Invalid(e)) => {
-            problem("unschedulable", format!("spec: {e}"));
+            problem(InvalidField::unschedulable, format!("spec: {e}"));
             false
         }
         Some(Lenient::Ok(spec)) => match &spec.unschedulable {
             None => false,
             Some(Lenient::Ok(b)) => *b,
             Some(Lenient::Invalid(e)) => {
-                problem("unschedulable", format!("spec.unschedulable: {e}"));
+                problem(
+                    InvalidField::unschedulable,
+                    format!("spec.unschedulable: {e}"),
+                );
                 false
             }
         },
@@ -154,7 +178,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
 
     let mut summary = NodeSummary {
         name,
-        images: 0,
+        image_count: 0,
         image_size_bytes: 0,
         ephemeral_storage_capacity_bytes: None,
         ephemeral_storage_allocatable_bytes: None,
@@ -165,37 +189,40 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     };
 
     let Some(status) = &node.status else {
-        problem("status", "node has no status".into());
+        problem(InvalidField::status, "node has no status".into());
         summary.problems = problems;
         return Ok(summary);
     };
 
     summary.ephemeral_storage_capacity_bytes = storage(
         status.capacity.as_ref(),
-        "ephemeral_storage_capacity",
+        InvalidField::ephemeral_storage_capacity,
         "status.capacity",
         &mut problem,
     );
     summary.ephemeral_storage_allocatable_bytes = storage(
         status.allocatable.as_ref(),
-        "ephemeral_storage_allocatable",
+        InvalidField::ephemeral_storage_allocatable,
         "status.allocatable",
         &mut problem,
     );
 
     if let Some(images) = &status.images {
         if images.was_null {
-            problem("images", "status.images is null".into());
+            problem(InvalidField::images, "status.images is null".into());
         }
         if let Some(e) = &images.invalid {
-            problem("images", format!("status.images: {e}"));
+            problem(InvalidField::images, format!("status.images: {e}"));
         }
-        summary.images = u32::try_from(images.items.len()).unwrap_or(u32::MAX);
+        summary.image_count = u32::try_from(images.items.len()).unwrap_or(u32::MAX);
         for (i, entry) in images.items.iter().enumerate() {
             let entry = match entry {
                 Lenient::Ok(e) => e,
                 Lenient::Invalid(e) => {
-                    problem("image_entry", format!("status.images[{i}]: {e}"));
+                    problem(
+                        InvalidField::image_entry,
+                        format!("status.images[{i}]: {e}"),
+                    );
                     continue;
                 }
             };
@@ -204,13 +231,17 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
                     summary.image_size_bytes = summary.image_size_bytes.saturating_add(*n as u64)
                 }
                 Some(Lenient::Ok(n)) => problem(
-                    "image_size",
+                    InvalidField::image_size,
                     format!("status.images[{i}].sizeBytes is negative: {n}"),
                 ),
-                Some(Lenient::Invalid(e)) => {
-                    problem("image_size", format!("status.images[{i}].sizeBytes: {e}"))
-                }
-                None => problem("image_size", format!("status.images[{i}] has no sizeBytes")),
+                Some(Lenient::Invalid(e)) => problem(
+                    InvalidField::image_size,
+                    format!("status.images[{i}].sizeBytes: {e}"),
+                ),
+                None => problem(
+                    InvalidField::image_size,
+                    format!("status.images[{i}] has no sizeBytes"),
+                ),
             }
             let refs = entry_names(i, entry, &mut problem);
             if wanted.is_relevant(&refs) {
@@ -227,9 +258,9 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
 
 fn storage(
     resources: Option<&Lenient<ResourcesView>>,
-    field: &'static str,
+    field: InvalidField,
     path: &str,
-    problem: &mut impl FnMut(&'static str, String),
+    problem: &mut impl FnMut(InvalidField, String),
 ) -> Option<u64> {
     let resources = match resources {
         None => return None,
@@ -258,17 +289,26 @@ fn storage(
 fn entry_names(
     i: usize,
     entry: &ImageView,
-    problem: &mut impl FnMut(&'static str, String),
+    problem: &mut impl FnMut(InvalidField, String),
 ) -> Vec<ImageRef> {
     let Some(names) = &entry.names else {
-        problem("image_names", format!("status.images[{i}] has no names"));
+        problem(
+            InvalidField::image_names,
+            format!("status.images[{i}] has no names"),
+        );
         return Vec::new();
     };
     if let Some(e) = &names.invalid {
-        problem("image_names", format!("status.images[{i}].names: {e}"));
+        problem(
+            InvalidField::image_names,
+            format!("status.images[{i}].names: {e}"),
+        );
     }
     if names.items.is_empty() {
-        problem("image_names", format!("status.images[{i}].names is empty"));
+        problem(
+            InvalidField::image_names,
+            format!("status.images[{i}].names is empty"),
+        );
     }
     let mut refs = Vec::with_capacity(names.items.len());
     for (j, name) in names.items.iter().enumerate() {
@@ -276,11 +316,15 @@ fn entry_names(
             Lenient::Ok(s) => match ImageRef::parse(s) {
                 Ok(r) => refs.push(r),
                 Err(RefError::Placeholder(_)) => {}
-                Err(e) => problem("image_name", format!("status.images[{i}].names[{j}]: {e}")),
+                Err(e) => problem(
+                    InvalidField::image_name,
+                    format!("status.images[{i}].names[{j}]: {e}"),
+                ),
             },
-            Lenient::Invalid(e) => {
-                problem("image_name", format!("status.images[{i}].names[{j}]: {e}"))
-            }
+            Lenient::Invalid(e) => problem(
+                InvalidField::image_name,
+                format!("status.images[{i}].names[{j}]: {e}"),
+            ),
         }
     }
     refs
@@ -308,7 +352,7 @@ mod tests {
     }
 
     fn fields(s: &NodeSummary) -> Vec<&'static str> {
-        s.problems.iter().map(|p| p.field).collect()
+        s.problems.iter().map(|p| p.field.as_str()).collect()
     }
 
     #[test]
@@ -323,7 +367,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.name, "n1");
-        assert_eq!(s.images, 2);
+        assert_eq!(s.image_count, 2);
         assert_eq!(s.image_size_bytes, 5_004_000_000);
         assert_eq!(s.ephemeral_storage_capacity_bytes, Some(1 << 40));
         assert_eq!(s.ephemeral_storage_allocatable_bytes, Some(900 << 30));
@@ -365,7 +409,7 @@ mod tests {
             &w,
         )
         .unwrap();
-        assert_eq!(s.images, 6, "every entry counts toward the cap");
+        assert_eq!(s.image_count, 6, "every entry counts toward the cap");
         assert_eq!(s.image_size_bytes, 30);
         assert_eq!(
             fields(&s),
@@ -390,7 +434,7 @@ mod tests {
         let w = wanted(&[], &[], &[]);
         let s = summarize(&view(json!({"metadata": {"name": "bare"}})), &w).unwrap();
         assert_eq!(fields(&s), vec!["status"]);
-        assert_eq!(s.images, 0);
+        assert_eq!(s.image_count, 0);
 
         let s = summarize(&node(serde_json::Value::Null), &w).unwrap();
         assert_eq!(fields(&s), vec!["images"]);
@@ -431,7 +475,7 @@ mod tests {
         );
         assert_eq!(s.ephemeral_storage_capacity_bytes, None);
         assert_eq!(s.ephemeral_storage_allocatable_bytes, Some(95_551_679_124));
-        assert_eq!(s.images, 1);
+        assert_eq!(s.image_count, 1);
         let detail = &s.problems[1].detail;
         assert!(detail.contains("12 parsecs"), "{detail}");
     }
@@ -455,12 +499,30 @@ mod tests {
                 "ephemeral_storage_allocatable"
             ]
         );
-        assert_eq!(s.images, 1);
+        assert_eq!(s.image_count, 1);
     }
 
     #[test]
     fn a_node_without_a_name_is_an_error() {
         let e = summarize(&view(json!({"status": {}})), &wanted(&[], &[], &[])).unwrap_err();
-        assert_eq!(e.field, "name");
+        assert_eq!(e.field, InvalidField::name);
+    }
+
+    #[test]
+    fn items_of_another_kind_are_not_nodes() {
+        let w = wanted(&["busybox:1"], &[], &[]);
+        let pod = view(json!({"kind": "Pod", "metadata": {"name": "web-0"}, "status": {}}));
+        let e = summarize(&pod, &w).unwrap_err();
+        assert_eq!(e.field, InvalidField::node);
+        assert!(e.detail.contains("Pod \"web-0\""), "{}", e.detail);
+        let node = view(json!({"kind": "Node", "metadata": {"name": "n"}, "status": {}}));
+        assert_eq!(summarize(&node, &w).unwrap().name, "n");
+    }
+
+    #[test]
+    fn node_view_is_the_nodes_resource() {
+        assert_eq!(NodeView::url_path(&(), None), "/api/v1/nodes");
+        assert_eq!(NodeView::api_version(&()), "v1");
+        assert_eq!(NodeView::kind(&()), "Node");
     }
 }

@@ -11,7 +11,9 @@ use std::sync::Arc;
 pub struct Wanted {
     exact: Vec<ImageRef>,
     patterns: RegexSet,
-    selector: LabelSelector,
+    /// `prepull.nodeSelector`: the nodes prepulling is for (`eligible` unless
+    /// cordoned). Unlike `--node-selector`, nodes outside it are still reported.
+    eligible_selector: LabelSelector,
     /// Repositories of the exact references, for the cheap relevance test.
     repos: HashSet<Arc<str>>,
 }
@@ -23,12 +25,12 @@ impl Default for Wanted {
 }
 
 impl Wanted {
-    pub fn new(exact: Vec<ImageRef>, patterns: RegexSet, selector: LabelSelector) -> Self {
+    pub fn new(exact: Vec<ImageRef>, patterns: RegexSet, eligible_selector: LabelSelector) -> Self {
         let repos = exact.iter().map(|r| r.repo.clone()).collect();
         Wanted {
             exact,
             patterns,
-            selector,
+            eligible_selector,
             repos,
         }
     }
@@ -46,7 +48,7 @@ impl Wanted {
     }
 
     pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.selector.matches(labels)
+        self.eligible_selector.matches(labels)
     }
 
     /// Whether a tagged name (`repo:tag`) is wanted through a pattern.

@@ -5,10 +5,10 @@
 //! appear. A node whose configz fails keeps the assumed cap; the failure is
 //! counted and logged, and the other nodes go on.
 
-use super::Store;
 use crate::analysis::cluster::KubeletCaps;
 use crate::analysis::kubelet::parse_configz;
 use crate::metrics::Metrics;
+use crate::store::Store;
 use futures::StreamExt;
 use kube::Client;
 use std::collections::{HashMap, HashSet};
@@ -146,7 +146,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failed += 1;
-                    metrics.source_error("configz");
+                    metrics.source_error(crate::metrics::SourceErrorKind::configz);
                     let msg = e.to_string();
                     if last_error.get(&name) != Some(&msg) {
                         tracing::warn!(node = %name, "cannot read the kubelet's nodeStatusMaxImages, assuming the default: {msg}");

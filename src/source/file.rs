@@ -5,6 +5,7 @@ use crate::analysis::NodeView;
 use crate::analysis::lenient::{Lenient, LenientVec, present};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,13 @@ pub type Item = Result<NodeView, (usize, String)>;
 /// Decodes a dump. `Err` when the input is unusable as a whole; nodes that cannot be
 /// decoded are returned as `Err((index, reason))` beside the good ones.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        return Err(
+            "expected a NodeList or List object (kubectl get nodes -o json); got a JSON array"
+                .into(),
+        );
+    }
     let doc: Document =
         serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
     match (doc.kind.as_deref(), doc.items) {
@@ -92,7 +100,7 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 pub async fn run(
     path: PathBuf,
     check_every: Duration,
-    ingest: Ingest,
+    ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
     let mut last: Option<(SystemTime, u64)> = None;
@@ -115,10 +123,7 @@ pub async fn run(
             continue;
         }
         let p = path.clone();
-        let result = {
-            let ingest = &ingest;
-            tokio::task::block_in_place(|| load(&p, ingest))
-        };
+        let result = tokio::task::block_in_place(|| load(&p, &ingest));
         match result {
             Ok(nodes) => {
                 tracing::info!(path = %path.display(), nodes = nodes.len(), "loaded nodes file");
@@ -127,7 +132,9 @@ pub async fn run(
                 failed_stamp = None;
             }
             Err(e) => {
-                ingest.metrics.source_error("file");
+                ingest
+                    .metrics
+                    .source_error(crate::metrics::SourceErrorKind::file);
                 tracing::error!(path = %path.display(), "cannot load nodes file, keeping the last good data: {e}");
                 failed_stamp = Some(now);
             }
@@ -175,6 +182,11 @@ mod tests {
         }
         let e = decode(b"{\"kind\":\"PodList\"}").unwrap_err();
         assert!(e.contains("PodList"), "{e}");
+        let e = decode(b" [{\"metadata\":{\"name\":\"a\"}}]").unwrap_err();
+        assert_eq!(
+            e,
+            "expected a NodeList or List object (kubectl get nodes -o json); got a JSON array"
+        );
     }
 
     /// Arbitrary JSON, nested a few levels.

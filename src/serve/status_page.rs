@@ -1,12 +1,8 @@
 //! The HTML status page served at `/`: self-contained, no scripts, no external assets.
 
-use crate::analysis::Report;
-use crate::analysis::cluster::NodeReport;
+use crate::analysis::{NodeReport, NodeStatus, Report};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
-
-/// Share of the cap from which a node is drawn as near its cap.
-pub const NEAR_CAP_RATIO: f64 = 0.9;
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -50,13 +46,21 @@ fn age(last_update: Option<SystemTime>, now: SystemTime) -> String {
 }
 
 fn row_class(n: &NodeReport) -> &'static str {
-    if n.at_cap {
-        "node at-cap"
-    } else if n.max_images > 0 && n.cap_ratio >= NEAR_CAP_RATIO {
-        "node near-cap"
-    } else {
-        "node"
+    match n.status() {
+        NodeStatus::AtCap => "node at-cap",
+        NodeStatus::NearCap => "node near-cap",
+        NodeStatus::NotEligible | NodeStatus::Ok => "node",
     }
+}
+
+fn status_tag(status: NodeStatus) -> String {
+    let class = match status {
+        NodeStatus::AtCap => "at-cap",
+        NodeStatus::NearCap => "near-cap",
+        NodeStatus::NotEligible => "off",
+        NodeStatus::Ok => "ok",
+    };
+    format!("<span class=\"tag {class}\">{}</span>", status.as_str())
 }
 
 pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime) -> String {
@@ -108,15 +112,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         } else {
             ("unlimited".to_string(), 0.0)
         };
-        let status = if n.at_cap {
-            "<span class=\"tag at-cap\">at cap</span>"
-        } else if n.max_images > 0 && n.cap_ratio >= NEAR_CAP_RATIO {
-            "<span class=\"tag near-cap\">near cap</span>"
-        } else if !n.eligible {
-            "<span class=\"tag off\">not eligible</span>"
-        } else {
-            "<span class=\"tag ok\">ok</span>"
-        };
+        let status = status_tag(n.status());
         let missing = if n.missing_images.is_empty() {
             "&ndash;".to_string()
         } else {
@@ -137,7 +133,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
              <td>{missing}</td></tr>",
             class = row_class(n),
             name = esc(&n.name),
-            images = n.images,
+            images = n.image_count,
             size = bytes(Some(n.image_size_bytes)),
             capacity = bytes(n.ephemeral_storage_capacity_bytes),
             alloc = bytes(n.ephemeral_storage_allocatable_bytes),
@@ -179,7 +175,7 @@ mod tests {
     fn node(name: &str, images: u32, max: i64) -> NodeReport {
         NodeReport {
             name: name.into(),
-            images,
+            image_count: images,
             max_images: max,
             max_images_source: CapSource::Default,
             cap_ratio: if max > 0 {

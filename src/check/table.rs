@@ -1,7 +1,7 @@
-//! The `check` report for people: plain-text tables.
+//! `check`'s report for people: plain-text tables.
 
-use crate::analysis::Report;
 use crate::analysis::cluster::CapSource;
+use crate::analysis::{NodeStatus, Report};
 use std::fmt::Write;
 
 /// Decimal gigabytes, as the rule of thumb counts them.
@@ -63,14 +63,10 @@ pub fn render_table(report: &Report) -> String {
         .to_vec(),
     ];
     for n in &report.nodes {
-        let status = if n.at_cap {
-            "AT CAP"
-        } else if n.cap_ratio >= 0.9 {
-            "near cap"
-        } else if !n.eligible {
-            "not eligible"
-        } else {
-            "ok"
+        let status = match n.status() {
+            // The one status that needs action stands out in a terminal.
+            NodeStatus::AtCap => "AT CAP",
+            other => other.as_str(),
         };
         let missing = match n.missing_state {
             Some(state) => format!(
@@ -83,7 +79,7 @@ pub fn render_table(report: &Report) -> String {
         };
         rows.push(vec![
             n.name.clone(),
-            format!("{}/{}", n.images, cap(n)),
+            format!("{}/{}", n.image_count, cap(n)),
             if n.max_images > 0 {
                 format!("{:.0}%", n.cap_ratio * 100.0)
             } else {
@@ -158,7 +154,7 @@ mod tests {
     ) -> NodeReport {
         NodeReport {
             name: name.into(),
-            images,
+            image_count: images,
             max_images: max,
             max_images_source: src,
             cap_ratio: if max > 0 {

@@ -1,44 +1,21 @@
 //! Nodes from the API server, through the `kube` client: a watch, or periodic
 //! paginated lists.
 
+//!
+//! Nodes are decoded as [`NodeView`], the few fields the exporter reads, instead of
+//! the whole `v1.Node`: the rest of each object is skipped while parsing.
+
 use super::Ingest;
 use crate::analysis::{NodeSummary, NodeView};
+use crate::metrics::SourceErrorKind;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::core::ClusterResourceScope;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Client, Resource};
-use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// Nodes are decoded as [`NodeView`], the few fields the exporter reads, instead of
-/// the whole `v1.Node`: the rest of each object is skipped while parsing.
-impl Resource for NodeView {
-    type DynamicType = ();
-    type Scope = ClusterResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "Node".into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        "nodes".into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
 
 /// How often a healthy but quiet watch marks the data as current.
 const WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -132,7 +109,7 @@ pub async fn poll(
     client: Client,
     opts: ListOptions,
     interval: Duration,
-    ingest: Ingest,
+    ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
     let api: Api<NodeView> = Api::all(client);
@@ -147,7 +124,7 @@ pub async fn poll(
                 interval
             }
             Err(e) => {
-                ingest.metrics.source_error("list");
+                ingest.metrics.source_error(SourceErrorKind::list);
                 // Exponential, capped at the poll interval, and never sooner than
                 // the API server asked.
                 let wait = backoff
@@ -169,7 +146,12 @@ pub async fn poll(
 /// then watches with bookmarks; on `410 Gone` or a broken stream it relists, and
 /// the store is swapped whole when the relist is complete, so nodes deleted while
 /// disconnected disappear and none is lost or doubled meanwhile.
-pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: CancellationToken) {
+pub async fn watch(
+    client: Client,
+    opts: ListOptions,
+    ingest: Arc<Ingest>,
+    shutdown: CancellationToken,
+) {
     let api: Api<NodeView> = Api::all(client);
     let mut config = watcher::Config::default().page_size(opts.page_size);
     if let Some(sel) = &opts.label_selector {
@@ -190,8 +172,6 @@ pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: 
                 if healthy {
                     ingest.store.touch();
                 }
-                // Names of deleted or changed nodes' images.
-                crate::analysis::intern::collect_garbage();
                 continue;
             }
             _ = shutdown.cancelled() => return,
@@ -231,18 +211,22 @@ pub async fn watch(client: Client, opts: ListOptions, ingest: Ingest, shutdown: 
 
 fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
     let (kind, api_error) = match e {
-        watcher::Error::InitialListFailed(e) => ("list", Some(e)),
-        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", Some(e)),
+        watcher::Error::InitialListFailed(e) => (SourceErrorKind::list, Some(e)),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            (SourceErrorKind::watch, Some(e))
+        }
         watcher::Error::WatchError(s) if s.code == 410 => {
             // Expected now and then: the resourceVersion was compacted away.
             tracing::info!("watch expired (410 Gone); relisting nodes");
             return;
         }
-        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => ("watch", None),
+        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => {
+            (SourceErrorKind::watch, None)
+        }
     };
     ingest.metrics.source_error(kind);
     let hint = api_error.map(hint).unwrap_or("");
-    tracing::warn!(kind, "node {kind} failed, retrying with backoff: {e}{hint}");
+    tracing::warn!(%kind, "node {kind} failed, retrying with backoff: {e}{hint}");
 }
 
 /// A client from the in-cluster config or the kubeconfig.
@@ -253,12 +237,6 @@ pub async fn client() -> Result<Client, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_view_is_the_nodes_resource() {
-        assert_eq!(NodeView::url_path(&(), None), "/api/v1/nodes");
-        assert_eq!(NodeView::api_version(&()), "v1");
-    }
 
     #[test]
     fn hints_name_the_missing_permission() {

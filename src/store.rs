@@ -1,0 +1,382 @@
+//! The current node summaries, the configuration they were summarized against, and
+//! the report that `/metrics`, the status page and `check` show.
+//!
+//! Sources write node summaries in; outputs read the report out. A store is made
+//! for one configuration (wanted images, default cap), so summaries and reports are
+//! always computed against the same one.
+
+use crate::analysis::cluster::KubeletCaps;
+use crate::analysis::node::Problem;
+use crate::analysis::{NodeSummary, Report, Wanted, analyze, intern};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Least time between two clean-ups of the shared image-name strings after single
+/// node changes (a complete list always cleans up).
+const INTERN_GC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The analysis of all nodes is cached and recomputed only when a summary or a
+/// kubelet cap changed (nodes are re-sent every few minutes with nothing new), and
+/// it runs outside the lock on a snapshot of shared summaries, so a scrape never
+/// holds up the sources.
+pub struct Store {
+    wanted: Arc<Wanted>,
+    default_max_images: i64,
+    inner: RwLock<Inner>,
+    /// The last report and the generation it was computed for; held while a new
+    /// one is computed, so concurrent readers wait for it instead of repeating it.
+    cache: Mutex<Option<(u64, Arc<Report>)>>,
+    /// Signalled when a node not seen before arrives.
+    added: tokio::sync::Notify,
+}
+
+struct Inner {
+    nodes: BTreeMap<String, Arc<NodeSummary>>,
+    /// Caps read from kubelets; kept apart from the summaries, which are rebuilt on
+    /// every node update.
+    kubelet_caps: KubeletCaps,
+    /// Bumped on every change that can change the report.
+    generation: u64,
+    last_update: Option<SystemTime>,
+    /// A first complete set of nodes is in.
+    has_data: bool,
+    /// A node source is running (see `source::supervise`).
+    source_live: bool,
+    /// Node changes since the shared strings were last cleaned up, and when that was.
+    changes_since_gc: u64,
+    last_gc: Instant,
+}
+
+impl Store {
+    pub fn new(wanted: Arc<Wanted>, default_max_images: i64) -> Store {
+        Store {
+            wanted,
+            default_max_images,
+            inner: RwLock::new(Inner {
+                nodes: BTreeMap::new(),
+                kubelet_caps: KubeletCaps::new(),
+                generation: 0,
+                last_update: None,
+                has_data: false,
+                source_live: true,
+                changes_since_gc: 0,
+                last_gc: Instant::now(),
+            }),
+            cache: Mutex::new(None),
+            added: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The wanted images summaries are made against.
+    pub fn wanted(&self) -> &Arc<Wanted> {
+        &self.wanted
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the map half-written (every
+        // write is a single insert, remove or swap), so a poisoned lock is usable.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces every node: a complete list arrived.
+    pub fn replace_all(&self, nodes: Vec<NodeSummary>) {
+        let mut inner = self.write();
+        let unchanged = nodes.len() == inner.nodes.len()
+            && nodes
+                .iter()
+                .all(|n| inner.nodes.get(&n.name).is_some_and(|old| **old == *n));
+        let added = nodes.iter().any(|n| !inner.nodes.contains_key(&n.name));
+        if !unchanged {
+            let map: BTreeMap<String, Arc<NodeSummary>> = nodes
+                .into_iter()
+                .map(|n| (n.name.clone(), Arc::new(n)))
+                .collect();
+            inner.kubelet_caps.retain(|n, _| map.contains_key(n));
+            inner.nodes = map;
+            inner.generation += 1;
+        }
+        inner.last_update = Some(SystemTime::now());
+        inner.has_data = true;
+        // The replaced summaries may have held the last use of some image names.
+        inner.changes_since_gc = 0;
+        inner.last_gc = Instant::now();
+        drop(inner);
+        intern::collect_garbage();
+        if added {
+            self.added.notify_one();
+        }
+    }
+
+    pub fn upsert(&self, node: NodeSummary) {
+        let mut inner = self.write();
+        inner.last_update = Some(SystemTime::now());
+        let added = match inner.nodes.get(&node.name) {
+            Some(old) if **old == node => return,
+            Some(_) => false,
+            None => true,
+        };
+        inner.nodes.insert(node.name.clone(), Arc::new(node));
+        inner.generation += 1;
+        let collect = Self::changed(&mut inner);
+        drop(inner);
+        if collect {
+            intern::collect_garbage();
+        }
+        if added {
+            self.added.notify_one();
+        }
+    }
+
+    pub fn remove(&self, name: &str) {
+        let mut inner = self.write();
+        inner.last_update = Some(SystemTime::now());
+        inner.kubelet_caps.remove(name);
+        if inner.nodes.remove(name).is_none() {
+            return;
+        }
+        inner.generation += 1;
+        let collect = Self::changed(&mut inner);
+        drop(inner);
+        if collect {
+            intern::collect_garbage();
+        }
+    }
+
+    /// Counts a single-node change; true when the shared strings are due for a
+    /// clean-up (at most every [`INTERN_GC_INTERVAL`], so a busy watch does not scan
+    /// the set on every event).
+    fn changed(inner: &mut Inner) -> bool {
+        inner.changes_since_gc += 1;
+        if inner.last_gc.elapsed() < INTERN_GC_INTERVAL {
+            return false;
+        }
+        inner.changes_since_gc = 0;
+        inner.last_gc = Instant::now();
+        true
+    }
+
+    /// Records the cap a node's kubelet runs with (`None`: unknown again). Ignored
+    /// for a node that is gone.
+    pub fn set_kubelet_cap(&self, name: &str, cap: Option<i64>) {
+        let mut inner = self.write();
+        if !inner.nodes.contains_key(name) || inner.kubelet_caps.get(name).copied() == cap {
+            return;
+        }
+        match cap {
+            Some(c) => inner.kubelet_caps.insert(name.to_string(), c),
+            None => inner.kubelet_caps.remove(name),
+        };
+        inner.generation += 1;
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.read().nodes.keys().cloned().collect()
+    }
+
+    /// Completes when a node not seen before has arrived since the last call.
+    pub async fn node_added(&self) {
+        self.added.notified().await
+    }
+
+    /// Marks the data as current without changing it: the source confirmed that
+    /// nothing changed (an unchanged file, a healthy watch).
+    pub fn touch(&self) {
+        let mut inner = self.write();
+        if inner.has_data {
+            inner.last_update = Some(SystemTime::now());
+        }
+        let collect = inner.changes_since_gc > 0 && inner.last_gc.elapsed() >= INTERN_GC_INTERVAL;
+        if collect {
+            inner.changes_since_gc = 0;
+            inner.last_gc = Instant::now();
+        }
+        drop(inner);
+        if collect {
+            intern::collect_garbage();
+        }
+    }
+
+    /// Whether a node source is running; set by the task that supervises it.
+    pub fn set_source_live(&self, live: bool) {
+        self.write().source_live = live;
+    }
+
+    /// Ready once a first complete set of nodes is in, and while a source runs to
+    /// keep it current.
+    pub fn ready(&self) -> bool {
+        let inner = self.read();
+        inner.has_data && inner.source_live
+    }
+
+    /// Why [`Store::ready`] is false, for `/readyz`.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        let inner = self.read();
+        if !inner.source_live {
+            Some("the node source stopped and is being restarted")
+        } else if !inner.has_data {
+            Some("waiting for the first complete node list")
+        } else {
+            None
+        }
+    }
+
+    /// The previous summary's problems, to log only what changed.
+    pub fn previous_problems(&self, name: &str) -> Option<Vec<Problem>> {
+        self.read().nodes.get(name).map(|n| n.problems.clone())
+    }
+
+    /// The analysis of the current nodes (cached until they change) and the time
+    /// they were last known current. Can take a while for many nodes: call it off
+    /// the async runtime's workers.
+    pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (generation, nodes, caps, last_update) = {
+            let inner = self.read();
+            if let Some((g, report)) = cache.as_ref()
+                && *g == inner.generation
+            {
+                return (report.clone(), inner.last_update);
+            }
+            (
+                inner.generation,
+                inner.nodes.values().cloned().collect::<Vec<_>>(),
+                inner.kubelet_caps.clone(),
+                inner.last_update,
+            )
+        };
+        let report = Arc::new(analyze(
+            nodes.iter().map(|n| n.as_ref()),
+            &self.wanted,
+            self.default_max_images,
+            &caps,
+        ));
+        *cache = Some((generation, report.clone()));
+        (report, last_update)
+    }
+
+    /// [`Store::report`] on a blocking thread, for async callers.
+    pub async fn report_off_runtime(
+        self: &Arc<Self>,
+    ) -> Result<(Arc<Report>, Option<SystemTime>), tokio::task::JoinError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.report()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::wanted::tests::wanted;
+
+    fn node(name: &str, image_count: u32) -> NodeSummary {
+        NodeSummary {
+            name: name.into(),
+            image_count,
+            image_size_bytes: 0,
+            ephemeral_storage_capacity_bytes: None,
+            ephemeral_storage_allocatable_bytes: None,
+            unschedulable: false,
+            prepull_selected: true,
+            relevant_images: vec![],
+            problems: vec![],
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(Arc::new(wanted(&[], &[], &[])), 50)
+    }
+
+    #[test]
+    fn the_report_is_cached_until_something_changes() {
+        let store = store();
+        store.replace_all(vec![node("a", 50), node("b", 3)]);
+        let (first, _) = store.report();
+        assert!(first.nodes[0].at_cap);
+
+        // Re-sent unchanged, by a relist or an update event: same report.
+        store.replace_all(vec![node("b", 3), node("a", 50)]);
+        store.upsert(node("a", 50));
+        store.touch();
+        let (again, _) = store.report();
+        assert!(Arc::ptr_eq(&first, &again), "no recomputation");
+
+        store.upsert(node("a", 49));
+        let (changed, _) = store.report();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert!(!changed.nodes[0].at_cap);
+
+        store.set_kubelet_cap("a", Some(49));
+        let (capped, _) = store.report();
+        assert!(
+            capped.nodes[0].at_cap,
+            "the kubelet's cap invalidates the cache"
+        );
+        store.set_kubelet_cap("a", Some(49));
+        assert!(
+            Arc::ptr_eq(&capped, &store.report().0),
+            "same cap, same report"
+        );
+
+        store.remove("b");
+        assert_eq!(store.report().0.nodes.len(), 1);
+        store.remove("b");
+        store.set_kubelet_cap("gone", Some(1));
+        assert_eq!(store.report().0.nodes.len(), 1);
+    }
+
+    #[test]
+    fn refresh_time_moves_without_invalidating() {
+        let store = store();
+        store.touch();
+        assert_eq!(store.report().1, None, "not before the first data");
+        store.replace_all(vec![node("a", 1)]);
+        let (r1, t1) = store.report();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.touch();
+        let (r2, t2) = store.report();
+        assert!(Arc::ptr_eq(&r1, &r2));
+        assert!(t2 > t1);
+    }
+
+    #[test]
+    fn ready_needs_data_and_a_live_source() {
+        let store = store();
+        assert!(!store.ready());
+        assert_eq!(
+            store.not_ready_reason(),
+            Some("waiting for the first complete node list")
+        );
+        store.replace_all(vec![node("a", 1)]);
+        assert!(store.ready() && store.not_ready_reason().is_none());
+        store.set_source_live(false);
+        assert!(!store.ready());
+        assert!(store.not_ready_reason().unwrap().contains("restarted"));
+        assert_eq!(store.report().0.nodes.len(), 1, "the data is still served");
+        store.set_source_live(true);
+        assert!(store.ready());
+    }
+
+    #[test]
+    fn the_store_cleans_up_image_names_nothing_uses() {
+        use crate::analysis::reference::ImageRef;
+        let store = store();
+        let mut n = node("a", 1);
+        let name = ImageRef::parse("ghcr.io/store-gc-test/only-here:1")
+            .unwrap()
+            .interned();
+        n.relevant_images = vec![vec![name]];
+        store.replace_all(vec![n]);
+        let held = |s: &str| intern::contains(s);
+        assert!(held("ghcr.io/store-gc-test/only-here"));
+        store.replace_all(vec![node("a", 1)]);
+        assert!(
+            !held("ghcr.io/store-gc-test/only-here"),
+            "a complete list cleans up"
+        );
+    }
+}
