@@ -1,4 +1,5 @@
-//! Kubernetes resource quantities (`102687672Ki`, `95551679124`, `1.5Ti`, `1e12`, `500m`).
+//! Kubernetes resource quantities (`102687672Ki`, `95551679124`, `1.5Ti`, `1e12`, `500m`),
+//! parsed exactly, with no float, and rounded up to whole bytes as Kubernetes does.
 //!
 //! The grammar, from k8s.io/apimachinery/pkg/api/resource:
 //!
@@ -29,47 +30,117 @@ pub enum QuantityError {
     Negative(String),
 }
 
-/// A parsed quantity, as a float of its value in base units.
-///
-/// Binary suffixes multiply by a power of two, which is exact in `f64`; the decimal
-/// mantissa and exponent are handed to Rust's correctly rounding float parser in one
-/// piece, so `1e12`, `1T` and `1000G` give the very same value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Quantity(f64);
+/// A parsed quantity, exactly, as Kubernetes' `resource.Quantity` keeps it:
+/// `±digits × 10^-scale × 2^exp2`. `digits` are decimal digits without leading or
+/// trailing zeros (none for zero), so equal decimal quantities (`1e12`, `1T`,
+/// `1000G`) compare equal. No float is involved anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantity {
+    negative: bool,
+    digits: Vec<u8>,
+    scale: i64,
+    exp2: u32,
+}
 
 impl Quantity {
-    pub fn value(self) -> f64 {
-        self.0
+    pub fn is_zero(&self) -> bool {
+        self.digits.is_empty()
     }
 
     /// The value as whole bytes, rounded up as Kubernetes' `Value()` does.
-    pub fn to_bytes(self, original: &str) -> Result<u64, QuantityError> {
-        if self.0 < 0.0 {
+    pub fn to_bytes(&self, original: &str) -> Result<u64, QuantityError> {
+        let out_of_range = || QuantityError::OutOfRange(original.to_string());
+        if self.is_zero() {
+            return Ok(0);
+        }
+        if self.negative {
             return Err(QuantityError::Negative(original.to_string()));
         }
-        let v = self.0.ceil();
-        // 2^64 is exactly representable; anything at or above it does not fit.
-        if v >= 18_446_744_073_709_551_616.0 {
-            return Err(QuantityError::OutOfRange(original.to_string()));
+        let len = self.digits.len() as i64;
+        if self.scale <= 0 {
+            // A whole number: digits followed by -scale zeros. 10^20 > 2^64.
+            if len - self.scale > 20 {
+                return Err(out_of_range());
+            }
+            let mut v: u128 = 0;
+            for &d in &self.digits {
+                v = v * 10 + u128::from(d);
+            }
+            for _ in 0..-self.scale {
+                v *= 10;
+            }
+            // v < 10^20 < 2^67 and exp2 <= 60: the shift stays inside u128.
+            return u64::try_from(v << self.exp2).map_err(|_| out_of_range());
         }
-        Ok(v as u64)
+        // Fractional digits: multiply by 2^exp2 in decimal, then split at the point.
+        let mut digits = self.digits.clone();
+        for _ in 0..self.exp2 {
+            double(&mut digits);
+        }
+        let int_len = digits.len() as i64 - self.scale;
+        if int_len > 20 {
+            return Err(out_of_range());
+        }
+        let (int, frac) = digits.split_at(int_len.max(0) as usize);
+        let mut v: u128 = 0;
+        for &d in int {
+            v = v * 10 + u128::from(d);
+        }
+        // The digits have no trailing zeros, and doubling keeps a non-zero last
+        // digit non-zero, so any fractional digit means a fraction: round up.
+        if frac.iter().any(|&d| d != 0) {
+            v += 1;
+        }
+        u64::try_from(v).map_err(|_| out_of_range())
+    }
+}
+
+/// Multiplies a big-endian decimal digit string by two in place.
+fn double(digits: &mut Vec<u8>) {
+    let mut carry = 0;
+    for d in digits.iter_mut().rev() {
+        let x = *d * 2 + carry;
+        *d = x % 10;
+        carry = x / 10;
+    }
+    if carry > 0 {
+        digits.insert(0, carry);
     }
 }
 
 impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        if self.negative {
+            f.write_str("-")?;
+        }
+        if self.digits.is_empty() {
+            f.write_str("0")?;
+        }
+        for d in &self.digits {
+            write!(f, "{d}")?;
+        }
+        write!(f, "e{}", -self.scale)?;
+        if self.exp2 > 0 {
+            write!(f, "*2^{}", self.exp2)?;
+        }
+        Ok(())
     }
 }
 
-/// Longest exponent accepted; quantities this large are meaningless and it keeps the
-/// decimal string handed to the float parser small.
+/// Longest exponent accepted; quantities this large are meaningless.
 const MAX_EXPONENT_DIGITS: usize = 6;
+
+/// Longest quantity accepted. The grammar has no bound, but nothing a kubelet
+/// reports comes near, and it bounds the work of the exact arithmetic.
+const MAX_LEN: usize = 128;
 
 pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
     let s = input.trim();
     if s.is_empty() {
         return Err(QuantityError::Empty);
+    }
+    if s.len() > MAX_LEN {
+        return Err(QuantityError::OutOfRange(input.to_string()));
     }
     let bytes = s.as_bytes();
     let mut i = 0;
@@ -121,17 +192,31 @@ pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
         "E" => (18, 0),
         _ => (parse_exponent(input, suffix)?, 0),
     };
-    let int_digits = if int_part.is_empty() { "0" } else { int_part };
-    let frac_digits = if frac_part.is_empty() { "0" } else { frac_part };
-    let literal = format!("{int_digits}.{frac_digits}e{exp10}");
-    let mantissa: f64 = literal
-        .parse()
-        .map_err(|_| QuantityError::OutOfRange(input.to_string()))?;
-    let value = mantissa * f64::from(2u32).powi(exp2 as i32);
-    if !value.is_finite() {
-        return Err(QuantityError::OutOfRange(input.to_string()));
+    let mut digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .skip_while(|&d| d == 0)
+        .collect();
+    let mut scale = frac_part.len() as i64 - exp10;
+    while digits.last() == Some(&0) {
+        digits.pop();
+        scale -= 1;
     }
-    Ok(Quantity(if negative { -value } else { value }))
+    if digits.is_empty() {
+        return Ok(Quantity {
+            negative: false,
+            digits,
+            scale: 0,
+            exp2: 0,
+        });
+    }
+    Ok(Quantity {
+        negative,
+        digits,
+        scale,
+        exp2,
+    })
 }
 
 /// `e3`, `E-2`, `e+6`: a decimal exponent suffix.
@@ -184,35 +269,64 @@ mod tests {
 
     #[test]
     fn every_suffix() {
-        let cases: &[(&str, f64)] = &[
-            ("1Ki", 1024.0),
-            ("1Mi", 1_048_576.0),
-            ("1Gi", 1_073_741_824.0),
-            ("1Ti", 1_099_511_627_776.0),
-            ("1Pi", 1_125_899_906_842_624.0),
-            ("1Ei", 1_152_921_504_606_846_976.0),
-            ("1n", 1e-9),
-            ("1u", 1e-6),
-            ("1500m", 1.5),
-            ("1k", 1e3),
-            ("1M", 1e6),
-            ("1G", 1e9),
-            ("1T", 1e12),
-            ("1P", 1e15),
-            ("1E", 1e18),
-            ("1E3", 1e3),
-            ("1e-3", 1e-3),
-            ("1e+3", 1e3),
-            ("2.5e2", 250.0),
-            (".5", 0.5),
-            ("5.", 5.0),
-            ("+7", 7.0),
-            ("-7", -7.0),
-            ("0.000", 0.0),
+        let cases: &[(&str, u64)] = &[
+            ("1Ki", 1024),
+            ("1Mi", 1_048_576),
+            ("1Gi", 1_073_741_824),
+            ("1Ti", 1_099_511_627_776),
+            ("1Pi", 1_125_899_906_842_624),
+            ("1Ei", 1_152_921_504_606_846_976),
+            ("1n", 1),
+            ("1u", 1),
+            ("1500m", 2),
+            ("1k", 1_000),
+            ("1M", 1_000_000),
+            ("1G", 1_000_000_000),
+            ("1T", 1_000_000_000_000),
+            ("1P", 1_000_000_000_000_000),
+            ("1E", 1_000_000_000_000_000_000),
+            ("1E3", 1_000),
+            ("1e-3", 1),
+            ("1e+3", 1_000),
+            ("2.5e2", 250),
+            (".5", 1),
+            ("5.", 5),
+            ("+7", 7),
+            ("0.000", 0),
+            ("-0", 0),
+            ("000123.4500e1", 1235),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_quantity(s).map(Quantity::value), Ok(*want), "{s}");
+            assert_eq!(parse_bytes(s), Ok(*want), "{s}");
         }
+        assert_eq!(parse_quantity("1e12"), parse_quantity("1T"));
+        assert_eq!(parse_quantity("1000G"), parse_quantity("1T"));
+        assert_eq!(parse_quantity("1500m"), parse_quantity("1.5"));
+    }
+
+    /// Where a float would round, Kubernetes is exact and rounds up.
+    #[test]
+    fn exact_where_a_float_is_not() {
+        assert_eq!(parse_bytes("1.0000000000000001Ki"), Ok(1025));
+        assert_eq!(parse_bytes("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_bytes("17361141759.0000001"), Ok(17_361_141_760));
+        assert_eq!(parse_bytes("18446744073709551615"), Ok(u64::MAX));
+        assert!(matches!(
+            parse_bytes("18446744073709551616"),
+            Err(QuantityError::OutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_bytes("18446744073709551615.1"),
+            Err(QuantityError::OutOfRange(_))
+        ));
+        assert_eq!(parse_bytes("15Ei"), Ok(15 << 60));
+        assert_eq!(parse_bytes("0.5Ki"), Ok(512));
+        assert_eq!(parse_bytes("0.0001Ki"), Ok(1), "0.1024 rounds up");
+        assert_eq!(parse_bytes("1e-999999"), Ok(1));
+        assert!(matches!(
+            parse_bytes(&"9".repeat(200)),
+            Err(QuantityError::OutOfRange(_))
+        ));
     }
 
     #[test]
@@ -251,8 +365,10 @@ mod tests {
             parse_bytes("20Ei"),
             Err(QuantityError::OutOfRange(_))
         ));
+        // A valid quantity (exact, no float to overflow), but no byte count.
+        assert!(parse_quantity("1e400").is_ok());
         assert!(matches!(
-            parse_quantity("1e400"),
+            parse_bytes("1e400"),
             Err(QuantityError::OutOfRange(_))
         ));
     }
@@ -281,8 +397,24 @@ mod tests {
         }
 
         #[test]
-        fn integers_round_trip(n in 0u64..(1u64 << 53)) {
+        fn integers_round_trip(n in any::<u64>()) {
             prop_assert_eq!(parse_bytes(&n.to_string()), Ok(n));
+        }
+
+        /// `i.f`: the integer, plus one when any fractional digit is not zero.
+        #[test]
+        fn decimals_round_up(i in 0u64..u64::MAX, f in "[0-9]{1,40}") {
+            let want = if f.bytes().any(|b| b != b'0') { i + 1 } else { i };
+            prop_assert_eq!(parse_bytes(&format!("{i}.{f}")), Ok(want));
+        }
+
+        /// `i.f` with a binary suffix, against u128 arithmetic on a short fraction.
+        #[test]
+        fn binary_fractions_are_exact(i in 0u64..(1 << 20), f in 0u32..1000, k in 1u32..=4) {
+            let suffix = ["Ki", "Mi", "Gi", "Ti"][(k - 1) as usize];
+            let scaled = (u128::from(i) * 1000 + u128::from(f)) << (10 * k);
+            let want = scaled.div_ceil(1000) as u64;
+            prop_assert_eq!(parse_bytes(&format!("{i}.{f:03}{suffix}")), Ok(want));
         }
 
         #[test]
