@@ -1,4 +1,4 @@
-"""Smoke run of the scale benchmark (benches/scale.rs, docs/performance.md) at small N.
+"""Smoke run of the scale benchmark (benches/scale/, docs/performance.md) at small N.
 
 It runs `cargo bench --bench scale -- --quick`: 200 nodes x 50 images served by the
 fake API server, the exporter in watch and in poll mode, and checks that the benchmark

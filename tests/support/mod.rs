@@ -2,91 +2,40 @@
 #![allow(dead_code)]
 
 pub mod fake_apiserver;
+pub mod process;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+#[allow(unused_imports)]
+pub use process::{ExporterProcess, kubeconfig, proc_status};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Upper bound for any single wait in these tests.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A kubeconfig pointing at `server`, written into `dir`.
-pub fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             users:\n- name: tester\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\n\
-             current-context: fake\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// `imagecap-exporter serve` as a child process on an ephemeral loopback port,
-/// killed when dropped.
+/// `imagecap-exporter serve` on an ephemeral loopback port, killed when dropped.
 pub struct Exporter {
-    child: Child,
+    process: ExporterProcess,
     pub addr: String,
-    pub logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Exporter {
+    /// Starts the exporter with `args` and `env`; panics with its log if it does
+    /// not come up.
     pub fn start(args: &[&str], env: &[(&str, &Path)]) -> Exporter {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagecap-exporter"));
-        cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start the exporter");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut exporter = Exporter {
-            child,
-            addr: String::new(),
-            logs,
-        };
-        let start = Instant::now();
-        while exporter.addr.is_empty() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no listen address logged:\n{}",
-                exporter.log_text()
-            );
-            if let Some(status) = exporter.child.try_wait().unwrap() {
-                panic!("exporter exited with {status}:\n{}", exporter.log_text());
-            }
-            for line in exporter.logs.lock().unwrap().iter() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                    continue;
-                };
-                if v["fields"]["message"] == "listening" {
-                    exporter.addr = v["fields"]["addr"].as_str().unwrap().to_string();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        exporter
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let process = ExporterProcess::start(
+            env!("CARGO_BIN_EXE_imagecap-exporter"),
+            &args,
+            env.iter().copied(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let addr = process.addr.clone();
+        Exporter { process, addr }
     }
 
     pub fn log_text(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.process.log_text()
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -133,33 +82,20 @@ impl Exporter {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.process.terminate();
         self.wait_exit()
     }
 
     /// Waits for the process to exit, up to [`DEADLINE`].
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(start.elapsed() < DEADLINE, "did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process
+            .wait_exit(DEADLINE)
+            .expect("did not exit after SIGTERM")
     }
 }
 

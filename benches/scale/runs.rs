@@ -1,0 +1,656 @@
+//! The measurements: the decode floor, and one run of the exporter per scenario and
+//! mode (ready time, memory, scrapes, update latency, churn).
+
+use crate::args::{Args, Mode};
+use crate::fake_apiserver::FakeApiServer;
+use crate::nodegen::Cluster;
+use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status};
+use crate::tables::{print_tables, run_json};
+use crate::{EXPORTER, PAGE_SIZE};
+use imagecap_exporter::analysis::NodeView;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::json;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
+/// Upper bound for any single wait.
+const DEADLINE: Duration = Duration::from_secs(600);
+
+/// Downloading and decoding the node list without the exporter: the floor.
+#[derive(Clone, Debug, Default)]
+pub struct Floor {
+    /// Download (the fake serializing included) + decode into k8s_openapi Node.
+    pub total: Duration,
+    pub download: Duration,
+    pub decode_node: Duration,
+    /// Decoding the same pages into the exporter's NodeView (information only).
+    pub decode_view: Duration,
+    pub bytes: u64,
+    pub pages: usize,
+    pub nodes: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub scenario: String,
+    pub mode: &'static str,
+    pub nodes: usize,
+    pub floor_s: f64,
+    pub floor_download_s: f64,
+    pub floor_decode_s: f64,
+    pub floor_view_s: f64,
+    pub ready_s: f64,
+    pub ready_cpu_s: f64,
+    pub rss_ready_mib: f64,
+    pub rss_steady_mib: f64,
+    pub hwm_steady_mib: f64,
+    pub scrape_p50_ms: f64,
+    pub scrape_p99_ms: f64,
+    pub scrape_max_ms: f64,
+    pub scrape_cpu_ms: f64,
+    pub body_kib: f64,
+    pub series: usize,
+    pub wanted_seen: usize,
+    pub rss_after_scrapes_mib: f64,
+    pub update_p50_ms: Option<f64>,
+    pub update_max_ms: Option<f64>,
+    pub store_p50_ms: Option<f64>,
+    pub store_max_ms: Option<f64>,
+    pub list_mb: f64,
+    pub bytes_per_hour_mb: f64,
+    pub churn_updates: u64,
+    pub churn_window_s: f64,
+    pub churn_cpu_pct: Option<f64>,
+    pub rss_end_mib: f64,
+    pub hwm_end_mib: f64,
+}
+
+#[derive(serde::Deserialize)]
+struct ViewList {
+    items: Vec<NodeView>,
+}
+
+async fn measure_floor(client: &reqwest::Client, base: &str) -> Result<Floor, String> {
+    let mut f = Floor::default();
+    let start = Instant::now();
+    let mut token: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/v1/nodes?limit={PAGE_SIZE}");
+        if let Some(t) = &token {
+            url.push_str(&format!("&continue={t}"));
+        }
+        let t0 = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("floor list: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("floor list body: {e}"))?;
+        f.download += t0.elapsed();
+        let t1 = Instant::now();
+        let list: k8s_openapi::List<Node> =
+            serde_json::from_slice(&body).map_err(|e| format!("decoding a NodeList: {e}"))?;
+        f.decode_node += t1.elapsed();
+        f.bytes += body.len() as u64;
+        f.pages += 1;
+        let page_nodes = list.items.len();
+        f.nodes += page_nodes;
+        token = list.metadata.continue_.clone().filter(|t| !t.is_empty());
+        drop(list);
+        // Not part of the floor: the exporter's own projection, for comparison.
+        let paused = Instant::now();
+        let view: ViewList = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if view.items.len() != page_nodes {
+            return Err("NodeView decoded a different number of nodes".into());
+        }
+        drop(view);
+        f.decode_view += paused.elapsed();
+        if token.is_none() {
+            break;
+        }
+    }
+    f.total = start.elapsed() - f.decode_view;
+    Ok(f)
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The value of an unlabelled sample in an exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    percentile(v, 50.0)
+}
+
+// ---------------------------------------------------------------------------------
+// The exporter process
+
+/// Exporters running, for the memory guard to stop before it exits.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The shared [`ExporterProcess`], registered with the memory guard.
+struct Exporter {
+    process: ExporterProcess,
+}
+
+impl Exporter {
+    fn start(
+        kubeconfig: &Path,
+        config: &Path,
+        mode: Mode,
+        env: &[(String, String)],
+    ) -> Result<Exporter, String> {
+        let page_size = PAGE_SIZE.to_string();
+        let args: Vec<&OsStr> = [
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--mode"),
+            OsStr::new(mode.as_str()),
+            OsStr::new("--page-size"),
+            OsStr::new(&page_size),
+        ]
+        .to_vec();
+        let envs = env
+            .iter()
+            .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+            .chain([(OsStr::new("KUBECONFIG"), kubeconfig.as_os_str())]);
+        let process = ExporterProcess::start(EXPORTER, &args, envs)?;
+        CHILDREN.lock().unwrap().push(process.pid());
+        Ok(Exporter { process })
+    }
+
+    fn addr(&self) -> &str {
+        &self.process.addr
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.process.exited() {
+            Some(status) => Err(format!(
+                "exporter exited with {status}:\n{}",
+                self.process.log_text()
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let pid = self.process.pid();
+        CHILDREN.lock().unwrap().retain(|p| *p != pid);
+    }
+}
+
+async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> {
+    let r = client
+        .get(format!("http://{addr}/metrics"))
+        .header("Accept", OPENMETRICS)
+        .send()
+        .await
+        .map_err(|e| format!("/metrics: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("/metrics answered {}", r.status()));
+    }
+    r.text().await.map_err(|e| format!("/metrics body: {e}"))
+}
+
+/// Drops the fake's event history, which holds a copy of every node applied (the
+/// fake keeps whole `serde_json::Value`s: about 10 times the JSON size each), then
+/// applies one node again so that lists report a resourceVersion that watches can
+/// start from.
+pub fn forget_history(fake: &FakeApiServer, cluster: &Cluster) {
+    fake.compact();
+    fake.apply(cluster.node(0, 0));
+}
+
+/// Stops the benchmark before it makes the machine swap or the OOM killer strike:
+/// the fake API server holds the node list as `serde_json::Value`s, and 5,000 x 500
+/// takes several GiB.
+fn start_memory_guard() {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::INFINITY);
+    std::thread::spawn(move || {
+        loop {
+            let available_kib = std::fs::read_to_string("/proc/meminfo")
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find_map(|l| l.strip_prefix("MemAvailable:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
+                .unwrap_or(f64::INFINITY);
+            if available_kib < total_kib * 0.08 {
+                eprintln!(
+                    "scale: stopping: only {:.0} MiB of memory left (this process: {:.0} MiB)",
+                    available_kib / 1024.0,
+                    proc_status(std::process::id()).0
+                );
+                for pid in CHILDREN.lock().unwrap().iter() {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+                std::process::exit(3);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+}
+
+/// Node status churn: node after node gets a new heartbeat, `rate` per second, until
+/// `stop`. Returns the updates applied.
+fn start_churn(
+    fake: FakeApiServer,
+    cluster: Arc<Cluster>,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        let start = Instant::now();
+        let mut k: u64 = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let due = start + period.mul_f64(k as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(50)));
+                continue;
+            }
+            let n = cluster.nodes as u64;
+            fake.apply(cluster.node((k % n) as usize, 1 + k / n));
+            k += 1;
+        }
+        k
+    })
+}
+
+struct Scenario {
+    nodes: usize,
+    images: usize,
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        format!("{}x{}", self.nodes, self.images)
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), String> {
+    let scenarios: Vec<Scenario> = match (args.nodes, args.images) {
+        (Some(nodes), Some(images)) => vec![Scenario { nodes, images }],
+        (None, None) if args.quick => vec![Scenario {
+            nodes: 200,
+            images: 50,
+        }],
+        (None, None) => vec![
+            Scenario {
+                nodes: 5000,
+                images: 100,
+            },
+            Scenario {
+                nodes: 5000,
+                images: 500,
+            },
+        ],
+        _ => return Err("give both --nodes and --images, or neither".into()),
+    };
+    let (steady_secs, scrapes, trials, floor_runs) = if args.quick {
+        (
+            args.steady_secs.min(2),
+            args.scrapes.min(30),
+            args.trials.min(10),
+            1,
+        )
+    } else {
+        (args.steady_secs, args.scrapes, args.trials, args.floor_runs)
+    };
+    let churn_secs = args.churn_secs.unwrap_or(if args.quick { 6 } else { 60 });
+
+    println!("== imagecap-exporter scale benchmark ==");
+    println!("machine: {}", machine());
+    println!("exporter: {EXPORTER}");
+    for (k, v) in &args.exporter_env {
+        println!("exporter environment: {k}={v}");
+    }
+    println!(
+        "seed {}, page size {PAGE_SIZE}, {scrapes} scrapes, {trials} update trials, churn window {churn_secs} s{}",
+        args.seed,
+        if args.quick { " (quick)" } else { "" }
+    );
+
+    start_memory_guard();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut runs: Vec<Run> = Vec::new();
+    for sc in &scenarios {
+        let cluster = Arc::new(Cluster::new(sc.nodes, sc.images, args.seed));
+        let t = Instant::now();
+        let fake = FakeApiServer::start(Vec::new()).await;
+        for i in 0..sc.nodes {
+            fake.apply(cluster.node(i, 0));
+        }
+        forget_history(&fake, &cluster);
+        let load_s = t.elapsed().as_secs_f64();
+        let eligible = (0..sc.nodes)
+            .filter(|&i| cluster.profile(i).eligible())
+            .count();
+        let at_cap = (0..sc.nodes).filter(|&i| cluster.profile(i).at_cap).count();
+        let kubeconfig = dir.path().join(format!("kubeconfig-{}", sc.label()));
+        std::fs::write(&kubeconfig, kubeconfig_text(&fake.url())).map_err(|e| e.to_string())?;
+        let config = dir.path().join(format!("config-{}.yaml", sc.label()));
+        std::fs::write(&config, cluster.config_yaml()).map_err(|e| e.to_string())?;
+
+        let mut floors = Vec::new();
+        for _ in 0..floor_runs {
+            floors.push(measure_floor(&client, &fake.url()).await?);
+        }
+        floors.sort_by_key(|f| f.total);
+        let floor = floors[floors.len() / 2].clone();
+        println!(
+            "\nscenario {}: generated and loaded in {load_s:.1} s; NodeList {:.1} MB in {} pages \
+             ({:.1} KB/node), {eligible} eligible nodes, {at_cap} at the default cap; \
+             bench process RSS {:.0} MiB",
+            sc.label(),
+            floor.bytes as f64 / 1e6,
+            floor.pages,
+            floor.bytes as f64 / 1e3 / sc.nodes as f64,
+            proc_status(std::process::id()).0,
+        );
+        if floor.nodes != sc.nodes {
+            return Err(format!(
+                "listed {} nodes, expected {}",
+                floor.nodes, sc.nodes
+            ));
+        }
+        println!(
+            "  floor (median of {floor_runs}): {:.3} s = download {:.3} s + decode into Node {:.3} s; \
+             decoding into NodeView instead: {:.3} s",
+            floor.total.as_secs_f64(),
+            floor.download.as_secs_f64(),
+            floor.decode_node.as_secs_f64(),
+            floor.decode_view.as_secs_f64()
+        );
+        for &mode in &args.modes {
+            let opts = RunOpts {
+                exporter_env: args.exporter_env.clone(),
+                steady_secs,
+                scrapes,
+                trials,
+                churn_secs,
+                second_poll: !args.quick,
+            };
+            let r = run_mode(
+                &client,
+                &fake,
+                &cluster,
+                sc,
+                mode,
+                &kubeconfig,
+                &config,
+                &floor,
+                &opts,
+            )
+            .await?;
+            runs.push(r);
+            // The churn's events are history the next run does not need.
+            forget_history(&fake, &cluster);
+        }
+    }
+
+    print_tables(&runs, args.quick);
+    if let Some(path) = &args.json {
+        let v = json!({
+            "machine": machine(),
+            "quick": args.quick,
+            "seed": args.seed,
+            "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
+}
+
+struct RunOpts {
+    exporter_env: Vec<(String, String)>,
+    steady_secs: u64,
+    scrapes: usize,
+    trials: usize,
+    churn_secs: u64,
+    second_poll: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_mode(
+    client: &reqwest::Client,
+    fake: &FakeApiServer,
+    cluster: &Arc<Cluster>,
+    sc: &Scenario,
+    mode: Mode,
+    kubeconfig: &Path,
+    config: &Path,
+    floor: &Floor,
+    o: &RunOpts,
+) -> Result<Run, String> {
+    let label = format!("{} {}", sc.label(), mode.as_str());
+    println!("  running {label} (load average {}) ...", loadavg());
+    let mut r = Run {
+        scenario: sc.label(),
+        mode: mode.as_str(),
+        nodes: sc.nodes,
+        floor_s: floor.total.as_secs_f64(),
+        floor_download_s: floor.download.as_secs_f64(),
+        floor_decode_s: floor.decode_node.as_secs_f64(),
+        floor_view_s: floor.decode_view.as_secs_f64(),
+        ..Run::default()
+    };
+
+    // a. time to ready
+    let bytes_before = fake.bytes_served();
+    let t0 = Instant::now();
+    let mut ex = Exporter::start(kubeconfig, config, mode, &o.exporter_env)?;
+    let pid = ex.pid();
+    let readyz = format!("http://{}/readyz", ex.addr());
+    loop {
+        if let Ok(resp) = client.get(&readyz).send().await
+            && resp.status().as_u16() == 200
+        {
+            break;
+        }
+        ex.check_alive()?;
+        if t0.elapsed() > DEADLINE {
+            return Err(format!("{label}: never ready:\n{}", ex.process.log_text()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    r.ready_s = t0.elapsed().as_secs_f64();
+    r.ready_cpu_s = cpu_seconds(pid);
+    let list_bytes = fake.bytes_served() - bytes_before;
+    r.list_mb = list_bytes as f64 / 1e6;
+    r.rss_ready_mib = proc_status(pid).0;
+
+    // b. steady RSS
+    tokio::time::sleep(Duration::from_secs(o.steady_secs)).await;
+    (r.rss_steady_mib, r.hwm_steady_mib) = proc_status(pid);
+
+    // c. /metrics
+    let mut times = Vec::with_capacity(o.scrapes);
+    let mut body = String::new();
+    let cpu0 = cpu_seconds(pid);
+    for _ in 0..o.scrapes {
+        let t = Instant::now();
+        body = scrape(client, ex.addr()).await?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    r.scrape_cpu_ms = (cpu_seconds(pid) - cpu0) * 1e3 / o.scrapes as f64;
+    times.sort_by(|a, b| a.total_cmp(b));
+    r.scrape_p50_ms = percentile(&times, 50.0);
+    r.scrape_p99_ms = percentile(&times, 99.0);
+    r.scrape_max_ms = *times.last().unwrap();
+    r.body_kib = body.len() as f64 / 1024.0;
+    r.series = body.lines().filter(|l| !l.starts_with('#')).count();
+    r.wanted_seen = body
+        .lines()
+        .filter(|l| l.starts_with("imagecap_prepull_image_nodes{"))
+        .count();
+    let nodes_line = format!("imagecap_nodes {}", sc.nodes);
+    if !body.lines().any(|l| l == nodes_line) {
+        return Err(format!("{label}: /metrics lacks {nodes_line:?}"));
+    }
+    r.rss_after_scrapes_mib = proc_status(pid).0;
+
+    match mode {
+        Mode::Watch => {
+            // d. a MODIFIED node visible on /metrics
+            let eligible: Vec<usize> = (0..sc.nodes)
+                .filter(|&i| cluster.profile(i).eligible())
+                .collect();
+            let mut delays = Vec::new();
+            let mut store_delays = Vec::new();
+            for t in 0..o.trials {
+                let i = eligible[(t * 7919) % eligible.len()];
+                let name = cluster.node_name(i);
+                let count = cluster.image_count(i) - 1;
+                let want = format!("imagecap_node_images{{node=\"{name}\"}} {count}");
+                let applied_at = unix_seconds(SystemTime::now());
+                let start = Instant::now();
+                fake.apply(cluster.node_with(i, 0, 1));
+                loop {
+                    let body = scrape(client, ex.addr()).await?;
+                    if body.lines().any(|l| l == want) {
+                        // The store's refresh time is when the event was applied
+                        // (unless the watch heartbeat touched it since: rare, and the
+                        // median ignores it).
+                        if let Some(ts) = sample(&body, "imagecap_last_update_timestamp_seconds") {
+                            store_delays.push((ts - applied_at) * 1e3);
+                        }
+                        break;
+                    }
+                    if start.elapsed() > Duration::from_secs(60) {
+                        return Err(format!("{label}: {want:?} not visible after 60 s"));
+                    }
+                }
+                delays.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            if !store_delays.is_empty() {
+                r.store_max_ms = store_delays.iter().copied().reduce(f64::max);
+                r.store_p50_ms = Some(median(&mut store_delays));
+            }
+            r.update_max_ms = delays.iter().copied().reduce(f64::max);
+            r.update_p50_ms = Some(median(&mut delays));
+
+            // e. watch traffic under node status churn: every node once per 5 minutes.
+            let rate = sc.nodes as f64 / 300.0;
+            let stop = Arc::new(AtomicBool::new(false));
+            let b0 = fake.bytes_served();
+            let c0 = cpu_seconds(pid);
+            let t = Instant::now();
+            let churn = start_churn(fake.clone(), cluster.clone(), rate, stop.clone());
+            tokio::time::sleep(Duration::from_secs(o.churn_secs)).await;
+            stop.store(true, Ordering::Relaxed);
+            let updates = churn.join().map_err(|_| "churn thread panicked")?;
+            // Let the last events through before reading the counter.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let window = t.elapsed().as_secs_f64();
+            r.churn_updates = updates;
+            r.churn_window_s = window;
+            r.churn_cpu_pct = Some((cpu_seconds(pid) - c0) / window * 100.0);
+            r.bytes_per_hour_mb = (fake.bytes_served() - b0) as f64 * 3600.0 / window / 1e6;
+            ex.check_alive()?;
+        }
+        Mode::Poll => {
+            // e. one list per poll, 60 polls an hour at the default --poll-interval.
+            r.bytes_per_hour_mb = list_bytes as f64 * 60.0 / 1e6;
+            if o.second_poll {
+                // Wait for the second list (60 s after the first) to see RSS after it.
+                let b0 = fake.bytes_served();
+                let start = Instant::now();
+                while fake.bytes_served() < b0 + list_bytes {
+                    ex.check_alive()?;
+                    if start.elapsed() > Duration::from_secs(180) {
+                        return Err(format!("{label}: no second poll within 180 s"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+    (r.rss_end_mib, r.hwm_end_mib) = proc_status(pid);
+    ex.check_alive()?;
+    drop(ex);
+    println!(
+        "    ready {:.2} s, steady RSS {:.1} MiB, peak {:.1} MiB, /metrics p50 {:.1} ms (load average {})",
+        r.ready_s,
+        r.rss_steady_mib,
+        r.hwm_end_mib,
+        r.scrape_p50_ms,
+        loadavg()
+    );
+    Ok(r)
+}
+
+/// The 1-minute load average: other work on the machine skews every figure.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    format!("{cores} cores, {model}, {mem} memory")
+}

@@ -1,0 +1,236 @@
+//! The benchmark's output: the tables it prints and the JSON it writes.
+
+use crate::runs::Run;
+use serde_json::json;
+
+pub fn run_json(r: &Run) -> serde_json::Value {
+    json!({
+        "scenario": r.scenario, "mode": r.mode, "nodes": r.nodes,
+        "floor_s": r.floor_s, "floor_download_s": r.floor_download_s,
+        "floor_decode_node_s": r.floor_decode_s, "floor_decode_view_s": r.floor_view_s,
+        "ready_s": r.ready_s, "ready_cpu_s": r.ready_cpu_s,
+        "rss_ready_mib": r.rss_ready_mib, "rss_steady_mib": r.rss_steady_mib,
+        "hwm_steady_mib": r.hwm_steady_mib, "rss_after_scrapes_mib": r.rss_after_scrapes_mib,
+        "rss_end_mib": r.rss_end_mib, "hwm_end_mib": r.hwm_end_mib,
+        "scrape_p50_ms": r.scrape_p50_ms, "scrape_p99_ms": r.scrape_p99_ms,
+        "scrape_max_ms": r.scrape_max_ms, "scrape_cpu_ms": r.scrape_cpu_ms,
+        "body_kib": r.body_kib, "series": r.series, "wanted_images": r.wanted_seen,
+        "update_p50_ms": r.update_p50_ms, "update_max_ms": r.update_max_ms,
+        "event_in_store_p50_ms": r.store_p50_ms, "event_in_store_max_ms": r.store_max_ms,
+        "list_mb": r.list_mb, "bytes_per_hour_mb": r.bytes_per_hour_mb,
+        "churn_updates": r.churn_updates, "churn_window_s": r.churn_window_s,
+        "churn_cpu_pct": r.churn_cpu_pct,
+    })
+}
+
+pub fn print_tables(runs: &[Run], quick: bool) {
+    let header: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{} {}", r.scenario, r.mode))
+        .collect();
+    let width = header.iter().map(|h| h.len()).max().unwrap_or(0).max(10);
+    let opt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+    let rows: Vec<(&str, Vec<String>)> = vec![
+        (
+            "time to ready (s)",
+            runs.iter().map(|r| format!("{:.2}", r.ready_s)).collect(),
+        ),
+        (
+            "decode floor (s)",
+            runs.iter().map(|r| format!("{:.2}", r.floor_s)).collect(),
+        ),
+        (
+            "  floor: download (s)",
+            runs.iter()
+                .map(|r| format!("{:.2}", r.floor_download_s))
+                .collect(),
+        ),
+        (
+            "  floor: decode Node (s)",
+            runs.iter()
+                .map(|r| format!("{:.2}", r.floor_decode_s))
+                .collect(),
+        ),
+        (
+            "  (decode NodeView (s))",
+            runs.iter()
+                .map(|r| format!("{:.2}", r.floor_view_s))
+                .collect(),
+        ),
+        (
+            "ready / floor",
+            runs.iter()
+                .map(|r| format!("{:.2}x", r.ready_s / r.floor_s))
+                .collect(),
+        ),
+        (
+            "CPU to ready (s)",
+            runs.iter()
+                .map(|r| format!("{:.2}", r.ready_cpu_s))
+                .collect(),
+        ),
+        (
+            "RSS at ready (MiB)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.rss_ready_mib))
+                .collect(),
+        ),
+        (
+            "steady RSS (MiB)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.rss_steady_mib))
+                .collect(),
+        ),
+        (
+            "RSS after scrapes (MiB)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.rss_after_scrapes_mib))
+                .collect(),
+        ),
+        (
+            "RSS at end (MiB)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.rss_end_mib))
+                .collect(),
+        ),
+        (
+            "peak RSS (MiB)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.hwm_end_mib))
+                .collect(),
+        ),
+        (
+            "/metrics p50 (ms)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.scrape_p50_ms))
+                .collect(),
+        ),
+        (
+            "/metrics p99 (ms)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.scrape_p99_ms))
+                .collect(),
+        ),
+        (
+            "/metrics CPU (ms/scrape)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.scrape_cpu_ms))
+                .collect(),
+        ),
+        (
+            "/metrics body (KiB)",
+            runs.iter().map(|r| format!("{:.0}", r.body_kib)).collect(),
+        ),
+        (
+            "/metrics series",
+            runs.iter().map(|r| r.series.to_string()).collect(),
+        ),
+        (
+            "wanted images",
+            runs.iter().map(|r| r.wanted_seen.to_string()).collect(),
+        ),
+        (
+            "update visible p50 (ms)",
+            runs.iter().map(|r| opt(r.update_p50_ms, 0)).collect(),
+        ),
+        (
+            "update visible max (ms)",
+            runs.iter().map(|r| opt(r.update_max_ms, 0)).collect(),
+        ),
+        (
+            "  event in store p50 (ms)",
+            runs.iter().map(|r| opt(r.store_p50_ms, 1)).collect(),
+        ),
+        (
+            "  event in store max (ms)",
+            runs.iter().map(|r| opt(r.store_max_ms, 1)).collect(),
+        ),
+        (
+            "one list (MB)",
+            runs.iter().map(|r| format!("{:.1}", r.list_mb)).collect(),
+        ),
+        (
+            "API MB per hour",
+            runs.iter()
+                .map(|r| format!("{:.0}", r.bytes_per_hour_mb))
+                .collect(),
+        ),
+        (
+            "watch CPU under churn (%)",
+            runs.iter().map(|r| opt(r.churn_cpu_pct, 1)).collect(),
+        ),
+    ];
+    println!("\nRESULTS");
+    let first = 26;
+    print!("{:<first$}", "metric");
+    for h in &header {
+        print!("  {h:>width$}");
+    }
+    println!();
+    for (name, values) in &rows {
+        print!("{name:<first$}");
+        for v in values {
+            print!("  {v:>width$}");
+        }
+        println!();
+    }
+
+    println!(
+        "\nTARGETS{}",
+        if quick {
+            " (quick scale: indicative only)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<40}  {:<16}  {:>10}  {:>9}  RESULT",
+        "target", "run", "measured", "limit"
+    );
+    let line = |target: &str, run: &Run, measured: String, limit: &str, met: bool| {
+        println!(
+            "{target:<40}  {:<16}  {measured:>10}  {limit:>9}  {}",
+            format!("{} {}", run.scenario, run.mode),
+            if met { "met" } else { "MISSED" }
+        );
+    };
+    let big = |r: &Run| quick || r.nodes >= 5000;
+    for r in runs {
+        let ratio = r.ready_s / r.floor_s;
+        line(
+            "initial sync <= 2x decode floor",
+            r,
+            format!("{ratio:.2}x"),
+            "2.00x",
+            ratio <= 2.0,
+        );
+    }
+    for r in runs.iter().filter(|r| quick || r.scenario == "5000x100") {
+        line(
+            "steady RSS < 64 MiB (5,000 x 100)",
+            r,
+            format!("{:.1} MiB", r.rss_steady_mib),
+            "64 MiB",
+            r.rss_steady_mib < 64.0,
+        );
+    }
+    for r in runs.iter().filter(|r| big(r)) {
+        line(
+            "/metrics p50 < 50 ms (5,000 nodes)",
+            r,
+            format!("{:.1} ms", r.scrape_p50_ms),
+            "50 ms",
+            r.scrape_p50_ms < 50.0,
+        );
+    }
+    for r in runs.iter().filter(|r| r.update_p50_ms.is_some()) {
+        let p50 = r.update_p50_ms.unwrap_or(f64::NAN);
+        line(
+            "watch update visible < 1 s (median)",
+            r,
+            format!("{p50:.0} ms"),
+            "1000 ms",
+            p50 < 1000.0,
+        );
+    }
+}
