@@ -25,13 +25,13 @@ label_values! {
     /// What failed to read: the `kind` label of `imagecap_source_errors_total`.
     pub enum SourceErrorKind {
         /// A LIST of nodes (poll mode, `check`, or the watch's initial list).
-        list,
+        List = "list",
         /// Starting or following a WATCH of nodes.
-        watch,
+        Watch = "watch",
         /// Reading or decoding `--nodes-file`.
-        file,
+        File = "file",
         /// Reading a kubelet's configz (one per node and attempt).
-        configz,
+        Configz = "configz",
     }
 }
 
@@ -420,9 +420,9 @@ mod tests {
     #[test]
     fn renders_every_family_with_its_labels() {
         let m = Metrics::new("1.2.3");
-        m.source_error(SourceErrorKind::watch);
-        m.invalid_field(InvalidField::image_name);
-        m.invalid_field(InvalidField::image_name);
+        m.source_error(SourceErrorKind::Watch);
+        m.invalid_field(InvalidField::ImageName);
+        m.invalid_field(InvalidField::ImageName);
         m.source_restarted();
         let report = Report {
             nodes: vec![
@@ -525,7 +525,7 @@ mod tests {
     #[test]
     fn prometheus_text_names_counters_with_total() {
         let m = Metrics::new("x");
-        m.source_error(SourceErrorKind::list);
+        m.source_error(SourceErrorKind::List);
         let om = m.render(&empty(), None);
         assert!(om.contains("# TYPE imagecap_source_errors counter"));
         let text = to_prometheus_text(&om);
@@ -561,7 +561,7 @@ mod tests {
         });
         let t1 = UNIX_EPOCH + Duration::from_secs(100);
         let first = m.render(&report, Some(t1));
-        m.source_error(SourceErrorKind::watch);
+        m.source_error(SourceErrorKind::Watch);
         let second = m.render(&report, Some(t1 + Duration::from_secs(5)));
         assert!(second.contains("imagecap_node_images{node=\"a\"} 50"));
         assert!(second.contains("imagecap_source_errors_total{kind=\"watch\"} 1"));

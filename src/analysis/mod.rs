@@ -1,16 +1,15 @@
 //! Pure analysis: node data in, summaries and reports out. No I/O here.
 
-/// An enum of label values from a fixed set. Each variant is encoded as its own
-/// name, which is the label value (hence the lower-case variants), and `ALL` lists
-/// them so that every series can be created at zero.
+/// An enum of label values from a fixed set, each variant with its value: the
+/// value list, `as_str`, `Display` and prometheus-client's `EncodeLabelValue` all
+/// come from the one declaration. (The crate's derive writes the variant's name,
+/// which cannot spell values such as `kube-fledged`.)
 macro_rules! label_values {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident),+ $(,)? }) => {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $value:literal),+ $(,)?
+    }) => {
         $(#[$meta])*
-        #[allow(non_camel_case_types)]
-        #[derive(
-            Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord,
-            prometheus_client::encoding::EncodeLabelValue,
-        )]
+        #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
         $vis enum $name {
             $($(#[$vmeta])* $variant),+
         }
@@ -21,7 +20,7 @@ macro_rules! label_values {
 
             pub fn as_str(self) -> &'static str {
                 match self {
-                    $($name::$variant => stringify!($variant)),+
+                    $($name::$variant => $value),+
                 }
             }
         }
@@ -29,6 +28,15 @@ macro_rules! label_values {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl prometheus_client::encoding::EncodeLabelValue for $name {
+            fn encode(
+                &self,
+                encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+            ) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
             }
         }
     };

@@ -83,17 +83,17 @@ super::label_values! {
     /// `imagecap_invalid_node_data_total`.
     pub enum InvalidField {
         /// The whole item: undecodable, not a Node, or a duplicate name.
-        node,
-        name,
-        status,
-        images,
-        image_entry,
-        image_names,
-        image_name,
-        image_size,
-        ephemeral_storage_capacity,
-        ephemeral_storage_allocatable,
-        unschedulable,
+        Node = "node",
+        Name = "name",
+        Status = "status",
+        Images = "images",
+        ImageEntry = "image_entry",
+        ImageNames = "image_names",
+        ImageName = "image_name",
+        ImageSize = "image_size",
+        EphemeralStorageCapacity = "ephemeral_storage_capacity",
+        EphemeralStorageAllocatable = "ephemeral_storage_allocatable",
+        Unschedulable = "unschedulable",
     }
 }
 
@@ -138,7 +138,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     {
         let name = node.metadata.name.as_deref().unwrap_or("<unnamed>");
         return Err(Problem {
-            field: InvalidField::node,
+            field: InvalidField::Node,
             detail: format!("{kind} {name:?} is not a Node"),
         });
     }
@@ -146,7 +146,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
         Some(n) if !n.is_empty() => n.to_string(),
         _ => {
             return Err(Problem {
-                field: InvalidField::name,
+                field: InvalidField::Name,
                 detail: "node without metadata.name".into(),
             });
         }
@@ -158,7 +158,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     let unschedulable = match &node.spec {
         None => false,
         Some(Lenient::Invalid(e)) => {
-            problem(InvalidField::unschedulable, format!("spec: {e}"));
+            problem(InvalidField::Unschedulable, format!("spec: {e}"));
             false
         }
         Some(Lenient::Ok(spec)) => match &spec.unschedulable {
@@ -166,7 +166,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
             Some(Lenient::Ok(b)) => *b,
             Some(Lenient::Invalid(e)) => {
                 problem(
-                    InvalidField::unschedulable,
+                    InvalidField::Unschedulable,
                     format!("spec.unschedulable: {e}"),
                 );
                 false
@@ -189,40 +189,37 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     };
 
     let Some(status) = &node.status else {
-        problem(InvalidField::status, "node has no status".into());
+        problem(InvalidField::Status, "node has no status".into());
         summary.problems = problems;
         return Ok(summary);
     };
 
     summary.ephemeral_storage_capacity_bytes = storage(
         status.capacity.as_ref(),
-        InvalidField::ephemeral_storage_capacity,
+        InvalidField::EphemeralStorageCapacity,
         "status.capacity",
         &mut problem,
     );
     summary.ephemeral_storage_allocatable_bytes = storage(
         status.allocatable.as_ref(),
-        InvalidField::ephemeral_storage_allocatable,
+        InvalidField::EphemeralStorageAllocatable,
         "status.allocatable",
         &mut problem,
     );
 
     if let Some(images) = &status.images {
         if images.was_null {
-            problem(InvalidField::images, "status.images is null".into());
+            problem(InvalidField::Images, "status.images is null".into());
         }
         if let Some(e) = &images.invalid {
-            problem(InvalidField::images, format!("status.images: {e}"));
+            problem(InvalidField::Images, format!("status.images: {e}"));
         }
         summary.image_count = u32::try_from(images.items.len()).unwrap_or(u32::MAX);
         for (i, entry) in images.items.iter().enumerate() {
             let entry = match entry {
                 Lenient::Ok(e) => e,
                 Lenient::Invalid(e) => {
-                    problem(
-                        InvalidField::image_entry,
-                        format!("status.images[{i}]: {e}"),
-                    );
+                    problem(InvalidField::ImageEntry, format!("status.images[{i}]: {e}"));
                     continue;
                 }
             };
@@ -231,15 +228,15 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
                     summary.image_size_bytes = summary.image_size_bytes.saturating_add(*n as u64)
                 }
                 Some(Lenient::Ok(n)) => problem(
-                    InvalidField::image_size,
+                    InvalidField::ImageSize,
                     format!("status.images[{i}].sizeBytes is negative: {n}"),
                 ),
                 Some(Lenient::Invalid(e)) => problem(
-                    InvalidField::image_size,
+                    InvalidField::ImageSize,
                     format!("status.images[{i}].sizeBytes: {e}"),
                 ),
                 None => problem(
-                    InvalidField::image_size,
+                    InvalidField::ImageSize,
                     format!("status.images[{i}] has no sizeBytes"),
                 ),
             }
@@ -293,20 +290,20 @@ fn entry_names(
 ) -> Vec<ImageRef> {
     let Some(names) = &entry.names else {
         problem(
-            InvalidField::image_names,
+            InvalidField::ImageNames,
             format!("status.images[{i}] has no names"),
         );
         return Vec::new();
     };
     if let Some(e) = &names.invalid {
         problem(
-            InvalidField::image_names,
+            InvalidField::ImageNames,
             format!("status.images[{i}].names: {e}"),
         );
     }
     if names.items.is_empty() {
         problem(
-            InvalidField::image_names,
+            InvalidField::ImageNames,
             format!("status.images[{i}].names is empty"),
         );
     }
@@ -317,12 +314,12 @@ fn entry_names(
                 Ok(r) => refs.push(r),
                 Err(RefError::Placeholder(_)) => {}
                 Err(e) => problem(
-                    InvalidField::image_name,
+                    InvalidField::ImageName,
                     format!("status.images[{i}].names[{j}]: {e}"),
                 ),
             },
             Lenient::Invalid(e) => problem(
-                InvalidField::image_name,
+                InvalidField::ImageName,
                 format!("status.images[{i}].names[{j}]: {e}"),
             ),
         }
@@ -505,7 +502,7 @@ mod tests {
     #[test]
     fn a_node_without_a_name_is_an_error() {
         let e = summarize(&view(json!({"status": {}})), &wanted(&[], &[], &[])).unwrap_err();
-        assert_eq!(e.field, InvalidField::name);
+        assert_eq!(e.field, InvalidField::Name);
     }
 
     #[test]
@@ -513,7 +510,7 @@ mod tests {
         let w = wanted(&["busybox:1"], &[], &[]);
         let pod = view(json!({"kind": "Pod", "metadata": {"name": "web-0"}, "status": {}}));
         let e = summarize(&pod, &w).unwrap_err();
-        assert_eq!(e.field, InvalidField::node);
+        assert_eq!(e.field, InvalidField::Node);
         assert!(e.detail.contains("Pod \"web-0\""), "{}", e.detail);
         let node = view(json!({"kind": "Node", "metadata": {"name": "n"}, "status": {}}));
         assert_eq!(summarize(&node, &w).unwrap().name, "n");

@@ -124,7 +124,7 @@ pub async fn poll(
                 interval
             }
             Err(e) => {
-                ingest.metrics.source_error(SourceErrorKind::list);
+                ingest.metrics.source_error(SourceErrorKind::List);
                 // Exponential, capped at the poll interval, and never sooner than
                 // the API server asked.
                 let wait = backoff
@@ -211,9 +211,9 @@ pub async fn watch(
 
 fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
     let (kind, api_error) = match e {
-        watcher::Error::InitialListFailed(e) => (SourceErrorKind::list, Some(e)),
+        watcher::Error::InitialListFailed(e) => (SourceErrorKind::List, Some(e)),
         watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            (SourceErrorKind::watch, Some(e))
+            (SourceErrorKind::Watch, Some(e))
         }
         watcher::Error::WatchError(s) if s.code == 410 => {
             // Expected now and then: the resourceVersion was compacted away.
@@ -221,7 +221,7 @@ fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
             return;
         }
         watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => {
-            (SourceErrorKind::watch, None)
+            (SourceErrorKind::Watch, None)
         }
     };
     ingest.metrics.source_error(kind);

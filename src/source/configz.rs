@@ -146,7 +146,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failed += 1;
-                    metrics.source_error(crate::metrics::SourceErrorKind::configz);
+                    metrics.source_error(crate::metrics::SourceErrorKind::Configz);
                     let msg = e.to_string();
                     if last_error.get(&name) != Some(&msg) {
                         tracing::warn!(node = %name, "cannot read the kubelet's nodeStatusMaxImages, assuming the default: {msg}");

@@ -134,7 +134,7 @@ pub async fn run(
             Err(e) => {
                 ingest
                     .metrics
-                    .source_error(crate::metrics::SourceErrorKind::file);
+                    .source_error(crate::metrics::SourceErrorKind::File);
                 tracing::error!(path = %path.display(), "cannot load nodes file, keeping the last good data: {e}");
                 failed_stamp = Some(now);
             }

@@ -63,8 +63,8 @@ impl Ingest {
 
     /// Counts a node that could not be used at all.
     pub fn undecodable(&self, what: &str, error: &str) {
-        self.metrics.invalid_field(InvalidField::node);
-        tracing::warn!(field = %InvalidField::node, "skipping undecodable node {what}: {error}");
+        self.metrics.invalid_field(InvalidField::Node);
+        tracing::warn!(field = %InvalidField::Node, "skipping undecodable node {what}: {error}");
     }
 }
 
