@@ -10,7 +10,7 @@ mod nodegen;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use imagecap_exporter::analysis::cluster::KubeletCaps;
-use imagecap_exporter::analysis::{NodeSummary, NodeView, analyze, summarize};
+use imagecap_exporter::analysis::{NodeSummary, NodeView, Relevance, analyze, summarize};
 use imagecap_exporter::config::Config;
 use imagecap_exporter::metrics::Metrics;
 use nodegen::Cluster;
@@ -25,6 +25,8 @@ fn benches(c: &mut Criterion) {
     let wanted = Config::parse(&cluster.config_yaml())
         .expect("the generated config is valid")
         .wanted;
+    let relevance = Relevance::new(&wanted, []);
+    let sources = Default::default();
     let caps = KubeletCaps::new();
 
     // An eligible node under its cap reporting 100 images, with every
@@ -33,8 +35,8 @@ fn benches(c: &mut Criterion) {
         .filter(|&i| cluster.profile(i).eligible() && cluster.image_count(i) == IMAGES)
         .find_map(|i| {
             let view: NodeView = serde_json::from_value(cluster.node(i, 0)).unwrap();
-            let summary = summarize(&view, &wanted).unwrap();
-            let report = analyze([&summary], &wanted, 50, &caps);
+            let summary = summarize(&view, &relevance).unwrap();
+            let report = analyze([&summary], &wanted, &sources, 50, &caps);
             (report.images.len() == Cluster::WANTED).then_some((i, view, summary))
         })
         .expect("a node with all 20 wanted images in view");
@@ -42,26 +44,26 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("one node (100 images)");
     g.bench_function("summarize", |b| {
-        b.iter(|| summarize(black_box(&view), &wanted).unwrap())
+        b.iter(|| summarize(black_box(&view), &relevance).unwrap())
     });
     g.bench_function("decode NodeView + summarize", |b| {
         b.iter(|| {
             let v: NodeView = serde_json::from_str(black_box(&text)).unwrap();
-            summarize(&v, &wanted).unwrap()
+            summarize(&v, &relevance).unwrap()
         })
     });
     g.bench_function("analyze (match 20 wanted images)", |b| {
-        b.iter(|| analyze([black_box(&summary)], &wanted, 50, &caps))
+        b.iter(|| analyze([black_box(&summary)], &wanted, &sources, 50, &caps))
     });
     g.finish();
 
     let summaries: Vec<NodeSummary> = (0..NODES)
         .map(|i| {
             let v: NodeView = serde_json::from_value(cluster.node(i, 0)).unwrap();
-            summarize(&v, &wanted).unwrap()
+            summarize(&v, &relevance).unwrap()
         })
         .collect();
-    let report = std::sync::Arc::new(analyze(&summaries, &wanted, 50, &caps));
+    let report = std::sync::Arc::new(analyze(&summaries, &wanted, &sources, 50, &caps));
     assert_eq!(report.nodes.len(), NODES);
     assert_eq!(report.images.len(), Cluster::WANTED);
     let metrics = Metrics::new("bench");
@@ -70,7 +72,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("5000 nodes (100 images, 20 wanted)");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     g.bench_function("analyze", |b| {
-        b.iter(|| analyze(black_box(&summaries), &wanted, 50, &caps))
+        b.iter(|| analyze(black_box(&summaries), &wanted, &sources, 50, &caps))
     });
     // A scrape between node changes: the report's text is reused.
     g.bench_function("Metrics::render, same report", |b| {
@@ -79,7 +81,8 @@ fn benches(c: &mut Criterion) {
     // A scrape after a change: analysis and a fresh encoding.
     g.bench_function("analyze + render (changed report)", |b| {
         b.iter(|| {
-            let r = std::sync::Arc::new(analyze(black_box(&summaries), &wanted, 50, &caps));
+            let r =
+                std::sync::Arc::new(analyze(black_box(&summaries), &wanted, &sources, 50, &caps));
             metrics.render(&r, now)
         })
     });

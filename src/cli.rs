@@ -118,6 +118,12 @@ pub struct CheckArgs {
     #[arg(long, value_name = "FILE|-")]
     pub nodes_file: Option<PathBuf>,
 
+    /// A saved Nublado `PrepullerStatus` (`GET .../nublado/spawner/v1/prepulls`),
+    /// used in place of the `nublado` source's URL, or as that source when the
+    /// configuration has none.
+    #[arg(long, value_name = "FILE")]
+    pub nublado_file: Option<PathBuf>,
+
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -4,8 +4,15 @@
 //! defaultMaxImages: 50
 //! prepull:
 //!   images: [ghcr.io/lsst-sqre/sciplat-lab:w_2024_10]
-//!   patterns: ['^ghcr\.io/lsst-sqre/sciplat-lab:w_']
+//!   patterns:
+//!     - '^ghcr\.io/lsst-sqre/sciplat-lab:r'
+//!     - {match: '^ghcr\.io/lsst-sqre/sciplat-lab:w_', newest: 2}
 //!   nodeSelector: {nublado.lsst.io/permitted: "true"}
+//!   tolerations: [{key: dedicated, operator: Equal, value: lab, effect: NoSchedule}]
+//!   sources:
+//!     - nublado: {url: http://nublado-controller.nublado/nublado/spawner/v1/prepulls}
+//!     - kubeFledged: {namespace: kube-fledged}
+//!     - daemonSets: {namespace: jhub, selector: component=continuous-image-puller}
 //! ```
 //!
 //! Unknown keys are errors, so a typo (`nodeselector`) is caught instead of silently
@@ -13,14 +20,15 @@
 
 use crate::analysis::Wanted;
 use crate::analysis::cluster::KUBELET_DEFAULT_MAX_IMAGES;
+use crate::analysis::eligibility::{Eligibility, Toleration};
 use crate::analysis::reference::ImageRef;
 use crate::analysis::selector::LabelSelector;
+use crate::analysis::wanted::Pattern;
 use crate::cli::CommonArgs;
 use crate::source::apiserver::ListOptions;
-use regex::RegexSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,16 +56,109 @@ struct RawPrepull {
     #[serde(default)]
     images: Vec<String>,
     #[serde(default)]
-    patterns: Vec<String>,
+    patterns: Vec<RawPattern>,
     #[serde(default)]
     node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    tolerations: Vec<RawToleration>,
+    #[serde(default)]
+    sources: Vec<RawSource>,
 }
+
+/// A regular expression, or `{match: REGEX, newest: N}`.
+#[derive(Deserialize, Debug)]
+#[serde(
+    untagged,
+    expecting = "a regular expression, or {match: REGEX, newest: N}"
+)]
+enum RawPattern {
+    Regex(String),
+    Newest(RawNewest),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct RawNewest {
+    #[serde(rename = "match")]
+    regex: String,
+    newest: Option<usize>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawToleration {
+    key: Option<String>,
+    operator: Option<String>,
+    value: Option<String>,
+    effect: Option<String>,
+    /// Accepted for Kubernetes' shape; eligibility does not depend on it.
+    #[allow(dead_code)]
+    toleration_seconds: Option<i64>,
+}
+
+/// One `prepull.sources` entry: a map with exactly one of these keys. (An enum
+/// would read in YAML as a tag, `!nublado {...}`, not as the one-key map that
+/// Kubernetes-style configuration uses.)
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawSource {
+    nublado: Option<RawNublado>,
+    kube_fledged: Option<RawNamespaced>,
+    daemon_sets: Option<RawDaemonSets>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawNublado {
+    url: String,
+    token_file: Option<PathBuf>,
+    interval: Option<String>,
+    timeout: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNamespaced {
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemonSets {
+    namespace: Option<String>,
+    selector: Option<String>,
+}
+
+/// A source of wanted images (`prepull.sources`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// The Nublado controller's `GET .../spawner/v1/prepulls`.
+    Nublado {
+        url: String,
+        /// Sent as a bearer token; read again on every request (rotation).
+        token_file: Option<PathBuf>,
+        interval: Duration,
+        timeout: Duration,
+    },
+    /// kube-fledged `ImageCache` objects, in one namespace or all.
+    KubeFledged { namespace: Option<String> },
+    /// DaemonSets whose images are prepulled, in one namespace or all.
+    DaemonSets {
+        namespace: Option<String>,
+        selector: Option<String>,
+    },
+}
+
+/// Defaults of the `nublado` source.
+pub const NUBLADO_INTERVAL: Duration = Duration::from_secs(60);
+pub const NUBLADO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// `defaultMaxImages`, when the file sets it.
     pub default_max_images: Option<i64>,
     pub wanted: Wanted,
+    pub sources: Vec<SourceConfig>,
 }
 
 impl Config {
@@ -87,25 +188,124 @@ impl Config {
         for (i, s) in prepull.images.iter().enumerate() {
             exact.push(ImageRef::parse(s).map_err(|e| format!("prepull.images[{i}]: {e}"))?);
         }
+        let mut patterns = Vec::with_capacity(prepull.patterns.len());
         for (i, p) in prepull.patterns.iter().enumerate() {
-            regex::Regex::new(p).map_err(|e| {
-                format!("prepull.patterns[{i}]: invalid regular expression {p:?}: {e}")
+            let (text, newest) = match p {
+                RawPattern::Regex(r) => (r, None),
+                RawPattern::Newest(n) => (&n.regex, n.newest),
+            };
+            if newest == Some(0) {
+                return Err(format!("prepull.patterns[{i}].newest: must be 1 or more"));
+            }
+            let regex = regex::Regex::new(text).map_err(|e| {
+                let first_line = e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                format!("prepull.patterns[{i}]: invalid regular expression {text:?}: {first_line}")
             })?;
+            patterns.push(Pattern { regex, newest });
         }
-        let patterns =
-            RegexSet::new(&prepull.patterns).map_err(|e| format!("prepull.patterns: {e}"))?;
         let selector = LabelSelector::from_map(&prepull.node_selector)
             .map_err(|e| format!("prepull.nodeSelector: {e}"))?;
+        let mut tolerations = Vec::with_capacity(prepull.tolerations.len());
+        for (i, t) in prepull.tolerations.iter().enumerate() {
+            tolerations.push(
+                Toleration::new(
+                    t.key.as_deref(),
+                    t.operator.as_deref(),
+                    t.value.as_deref(),
+                    t.effect.as_deref(),
+                )
+                .map_err(|e| format!("prepull.tolerations[{i}]: {e}"))?,
+            );
+        }
+        let mut sources = Vec::with_capacity(prepull.sources.len());
+        for (i, raw) in prepull.sources.into_iter().enumerate() {
+            let source = source(raw).map_err(|e| format!("prepull.sources[{i}].{e}"))?;
+            if sources
+                .iter()
+                .any(|s| std::mem::discriminant(s) == std::mem::discriminant(&source))
+            {
+                return Err(format!(
+                    "prepull.sources[{i}]: each kind of source may appear once"
+                ));
+            }
+            sources.push(source);
+        }
         Ok(Config {
             default_max_images: raw.default_max_images,
-            wanted: Wanted::new(exact, patterns, selector),
+            wanted: Wanted::new(
+                exact,
+                patterns,
+                Eligibility::Config {
+                    selector,
+                    tolerations,
+                },
+            ),
+            sources,
         })
     }
+}
+
+fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{key}: must be greater than zero")),
+        Err(e) => Err(format!("{key}: {text:?} is not a duration: {e}")),
+    }
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
+}
+
+fn source(raw: RawSource) -> Result<SourceConfig, String> {
+    Ok(match (raw.nublado, raw.kube_fledged, raw.daemon_sets) {
+        (Some(n), None, None) => {
+            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
+                return Err(format!("nublado.url: {:?} is not an http(s) URL", n.url));
+            }
+            SourceConfig::Nublado {
+                url: n.url,
+                token_file: n.token_file,
+                interval: duration("nublado.interval", n.interval.as_deref(), NUBLADO_INTERVAL)?,
+                timeout: duration("nublado.timeout", n.timeout.as_deref(), NUBLADO_TIMEOUT)?,
+            }
+        }
+        (None, Some(k), None) => SourceConfig::KubeFledged {
+            namespace: nonempty(k.namespace),
+        },
+        (None, None, Some(d)) => {
+            let selector = nonempty(d.selector);
+            if let Some(s) = &selector {
+                s.parse::<LabelSelector>()
+                    .map_err(|e| format!("daemonSets.selector: {e}"))?;
+            }
+            SourceConfig::DaemonSets {
+                namespace: nonempty(d.namespace),
+                selector,
+            }
+        }
+        _ => {
+            return Err(
+                "entry: a source is a map with exactly one of nublado, kubeFledged, daemonSets"
+                    .into(),
+            );
+        }
+    })
 }
 
 /// What `serve` and `check` share: the configuration file and the flags, validated.
 pub struct Settings {
     pub wanted: Arc<Wanted>,
+    pub sources: Vec<SourceConfig>,
     pub default_max_images: i64,
     /// `--node-selector`.
     pub node_selector: LabelSelector,
@@ -125,6 +325,7 @@ impl Settings {
         };
         Ok(Settings {
             wanted: Arc::new(config.wanted),
+            sources: config.sources,
             default_max_images: common
                 .default_max_images
                 .or(config.default_max_images)
@@ -170,7 +371,7 @@ mod tests {
             c.wanted.exact()[1].to_string(),
             "docker.io/library/busybox:1.36"
         );
-        assert!(c.wanted.has_patterns());
+        assert!(!c.wanted.patterns().is_empty());
     }
 
     #[test]
@@ -202,6 +403,83 @@ mod tests {
             ),
             ("prepull: [1, 2]", "prepull"),
             ("- just\n- a list\n", "sequence"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn sources_patterns_and_tolerations() {
+        let c = Config::parse(
+            "prepull:\n  patterns:\n    - '^a'\n    - {match: '^ghcr\\.io/x/lab:w_', newest: 2}\n  \
+             tolerations:\n    - {key: dedicated, operator: Equal, value: lab, effect: NoSchedule}\n  \
+             sources:\n    - nublado: {url: 'http://n.example/prepulls', tokenFile: /t, interval: 2m}\n    \
+             - kubeFledged: {}\n    - daemonSets: {namespace: jhub, selector: 'component=continuous-image-puller'}\n",
+        )
+        .unwrap();
+        assert_eq!(c.wanted.patterns().len(), 2);
+        assert_eq!(c.wanted.patterns()[1].newest, Some(2));
+        assert_eq!(
+            c.sources,
+            vec![
+                SourceConfig::Nublado {
+                    url: "http://n.example/prepulls".into(),
+                    token_file: Some("/t".into()),
+                    interval: Duration::from_secs(120),
+                    timeout: NUBLADO_TIMEOUT,
+                },
+                SourceConfig::KubeFledged { namespace: None },
+                SourceConfig::DaemonSets {
+                    namespace: Some("jhub".into()),
+                    selector: Some("component=continuous-image-puller".into()),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn source_errors_name_the_key() {
+        let cases = [
+            (
+                "prepull:\n  sources: [{nublado: {url: 'ftp://x'}}]\n",
+                "prepull.sources[0].nublado.url",
+            ),
+            (
+                "prepull:\n  sources: [{nublado: {url: 'http://x', interval: soon}}]\n",
+                "prepull.sources[0].nublado.interval",
+            ),
+            (
+                "prepull:\n  sources: [{kubeFledged: {}, daemonSets: {}}]\n",
+                "exactly one",
+            ),
+            ("prepull:\n  sources: [{}]\n", "exactly one"),
+            ("prepull:\n  sources: [{puller: {}}]\n", "puller"),
+            (
+                "prepull:\n  sources: [{daemonSets: {selector: 'a in (b'}}]\n",
+                "prepull.sources[0].daemonSets.selector",
+            ),
+            (
+                "prepull:\n  sources: [{kubeFledged: {}}, {kubeFledged: {namespace: x}}]\n",
+                "once",
+            ),
+            (
+                "prepull:\n  patterns: [{match: '^a', newest: 0}]\n",
+                "prepull.patterns[0].newest",
+            ),
+            (
+                "prepull:\n  patterns: [{regex: '^a'}]\n",
+                "{match: REGEX, newest: N}",
+            ),
+            (
+                "prepull:\n  tolerations: [{operator: Equal, value: x}]\n",
+                "prepull.tolerations[0]",
+            ),
+            (
+                "prepull:\n  tolerations: [{key: k, effect: Sometimes}]\n",
+                "prepull.tolerations[0]",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(text).unwrap_err();

@@ -3,11 +3,12 @@
 use clap::Parser;
 use imagecap_exporter::check;
 use imagecap_exporter::cli::{Cli, Command, LogFormat, Mode, ServeArgs};
-use imagecap_exporter::config::Settings;
+use imagecap_exporter::config::{Settings, SourceConfig};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
 use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE};
 use imagecap_exporter::source::configz::ConfigzOptions;
+use imagecap_exporter::source::prepullers::{self, NubladoOptions};
 use imagecap_exporter::source::{self, Ingest, apiserver, configz, file};
 use imagecap_exporter::store::Store;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> ExitCode {
     imagecap_exporter::sys::limit_malloc_arenas();
+    // One TLS crypto provider for every client and server in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -98,8 +101,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     run(server, tasks, shutdown).await
 }
 
-/// Starts the node source (under [`source::supervise`]) and, when asked, the
-/// configz reader.
+/// Starts the node source (under [`source::supervise`]), the sources of wanted
+/// images, and, when asked, the configz reader.
 async fn spawn_sources(
     args: &ServeArgs,
     s: &Settings,
@@ -108,6 +111,31 @@ async fn spawn_sources(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
+    let in_cluster = s
+        .sources
+        .iter()
+        .any(|src| !matches!(src, SourceConfig::Nublado { .. }));
+    let client = if args.nodes_file.is_none() {
+        Some(
+            apiserver::client()
+                .await
+                .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
+        )
+    } else if in_cluster {
+        match apiserver::client().await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "no Kubernetes client ({e}): the kubeFledged and daemonSets sources are off"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    spawn_wanted_sources(&s.sources, client.as_ref(), store, metrics, tasks, shutdown);
+
     let ingest = Arc::new(Ingest {
         node_selector: s.node_selector.clone(),
         metrics: metrics.clone(),
@@ -125,9 +153,7 @@ async fn spawn_sources(
         }));
         return Ok(());
     }
-    let client = apiserver::client()
-        .await
-        .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
+    let client = client.expect("a client without --nodes-file");
     if args.common.kubelet_configz {
         let opts = ConfigzOptions {
             interval: args.kubelet_configz_interval,
@@ -164,6 +190,71 @@ async fn spawn_sources(
         }
     }));
     Ok(())
+}
+
+/// Starts a task for each `prepull.sources` entry; the in-cluster ones need
+/// `client`.
+fn spawn_wanted_sources(
+    sources: &[SourceConfig],
+    client: Option<&kube::Client>,
+    store: &Arc<Store>,
+    metrics: &Arc<Metrics>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let st = || store.clone();
+    let m = || metrics.clone();
+    let stop = || shutdown.clone();
+    for src in sources {
+        match (src, client) {
+            (
+                SourceConfig::Nublado {
+                    url,
+                    token_file,
+                    interval,
+                    timeout,
+                },
+                _,
+            ) => {
+                tracing::info!(%url, ?interval, "reading wanted images from Nublado");
+                let opts = NubladoOptions {
+                    url: url.clone(),
+                    token_file: token_file.clone(),
+                    interval: *interval,
+                    timeout: *timeout,
+                };
+                tasks.spawn(prepullers::nublado(opts, st(), m(), stop()));
+            }
+            (SourceConfig::KubeFledged { namespace }, Some(c)) => {
+                tracing::info!(?namespace, "watching kube-fledged ImageCaches");
+                tasks.spawn(prepullers::kube_fledged(
+                    c.clone(),
+                    namespace.clone(),
+                    st(),
+                    m(),
+                    stop(),
+                ));
+            }
+            (
+                SourceConfig::DaemonSets {
+                    namespace,
+                    selector,
+                },
+                Some(c),
+            ) => {
+                tracing::info!(?namespace, ?selector, "watching prepuller DaemonSets");
+                tasks.spawn(prepullers::daemonsets(
+                    c.clone(),
+                    namespace.clone(),
+                    selector.clone(),
+                    st(),
+                    m(),
+                    stop(),
+                ));
+            }
+            (_, None) => {}
+        }
+    }
 }
 
 /// Runs until the server fails or `shutdown` (a signal) begins; then stops every

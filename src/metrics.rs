@@ -9,7 +9,9 @@
 //!   are encoded afresh from each new report, so the series of a node that is gone
 //!   disappear with it and no stale series can linger.
 
-use crate::analysis::cluster::{CapSource, ImageReport, MissingState, NodeReport, Report};
+use crate::analysis::cluster::{
+    CapSource, ImageReport, MissingState, NodeReport, Report, SourceReport,
+};
 use crate::analysis::{InvalidField, label_values};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -32,6 +34,12 @@ label_values! {
         File = "file",
         /// Reading a kubelet's configz (one per node and attempt).
         Configz = "configz",
+        /// Reading the Nublado controller's prepuller status.
+        Nublado = "nublado",
+        /// Listing or watching kube-fledged ImageCaches.
+        KubeFledged = "kube-fledged",
+        /// Listing or watching prepuller DaemonSets.
+        DaemonSets = "daemonsets",
     }
 }
 
@@ -176,18 +184,70 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     },
 ];
 
-/// One series per wanted image.
-pub const IMAGE_FAMILIES: &[FamilySpec<ImageReport>] = &[FamilySpec {
-    name: "imagecap_prepull_image_nodes",
-    help: "Eligible nodes that report the wanted image",
-    samples: Samples::Int(|i, emit| emit(vec![("image", i.image.clone())], i64::from(i.nodes))),
-}];
+/// One series per wanted image (per image and source for the info family).
+pub const IMAGE_FAMILIES: &[FamilySpec<ImageReport>] = &[
+    FamilySpec {
+        name: "imagecap_prepull_image_nodes",
+        help: "Nodes eligible for the wanted image that report it",
+        samples: Samples::Int(|i, emit| emit(vec![("image", i.image.clone())], i64::from(i.nodes))),
+    },
+    FamilySpec {
+        name: "imagecap_prepull_image_eligible_nodes",
+        help: "Nodes eligible for the wanted image: where the sources that want it want it",
+        samples: Samples::Int(|i, emit| {
+            emit(
+                vec![("image", i.image.clone())],
+                i64::from(i.eligible_nodes),
+            )
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_wanted_image_info",
+        help: "1 for each wanted image and each source that wants it",
+        samples: Samples::Int(|i, emit| {
+            for source in &i.sources {
+                emit(
+                    vec![("image", i.image.clone()), ("source", source.to_string())],
+                    1,
+                );
+            }
+        }),
+    },
+];
+
+/// One series per source of wanted images.
+pub const SOURCE_FAMILIES: &[FamilySpec<SourceReport>] = &[
+    FamilySpec {
+        name: "imagecap_wanted_source_up",
+        help: "1 when the source's last read succeeded; a source that fails keeps its last list",
+        samples: Samples::Int(|s, emit| {
+            emit(vec![("source", s.source.to_string())], i64::from(s.up))
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_wanted_source_last_success_timestamp_seconds",
+        help: "Unix time of the source's last successful read",
+        samples: Samples::Float(|s, emit| {
+            if let Some(t) = s.last_success_seconds {
+                emit(vec![("source", s.source.to_string())], t);
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_wanted_source_images",
+        help: "Wanted images the source contributes",
+        samples: Samples::Int(|s, emit| {
+            emit(vec![("source", s.source.to_string())], i64::from(s.images))
+        }),
+    },
+];
 
 /// One series for the whole cluster.
 pub const CLUSTER_FAMILIES: &[FamilySpec<Report>] = &[
     FamilySpec {
         name: "imagecap_prepull_eligible_nodes",
-        help: "Nodes eligible for prepulling: matching the node selector and not cordoned",
+        help: "Nodes eligible for at least one wanted image (with none wanted: matching the \
+               node selector and tolerations, not cordoned)",
         samples: Samples::Int(|r, emit| emit(vec![], i64::from(r.eligible_nodes))),
     },
     FamilySpec {
@@ -228,6 +288,7 @@ fn report_registry(report: &Report) -> Registry {
     let mut r = Registry::default();
     register_all(&mut r, NODE_FAMILIES, &report.nodes);
     register_all(&mut r, IMAGE_FAMILIES, &report.images);
+    register_all(&mut r, SOURCE_FAMILIES, &report.sources);
     register_all(&mut r, CLUSTER_FAMILIES, std::slice::from_ref(report));
     r
 }
@@ -387,6 +448,7 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::WantSource;
     use crate::analysis::cluster::{ImageReport, NodeReport};
     use std::time::Duration;
 
@@ -403,6 +465,7 @@ mod tests {
             ephemeral_storage_allocatable_bytes: None,
             recommended_max_images: Some(334),
             eligible: true,
+            not_eligible_reason: None,
             missing_images: missing.iter().map(|s| s.to_string()).collect(),
             missing_state: state,
             invalid_fields: 0,
@@ -414,6 +477,7 @@ mod tests {
             nodes: vec![],
             images: vec![],
             eligible_nodes: 0,
+            sources: vec![],
         })
     }
 
@@ -431,10 +495,12 @@ mod tests {
             ],
             images: vec![ImageReport {
                 image: "x:1".into(),
+                sources: vec![],
                 nodes: 1,
                 eligible_nodes: 2,
             }],
             eligible_nodes: 2,
+            sources: vec![],
         };
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
         let text = m.render(&Arc::new(report), Some(t));
@@ -487,20 +553,41 @@ mod tests {
             nodes: vec![a, node("b", 1, &[], None)],
             images: vec![ImageReport {
                 image: "x:1".into(),
+                sources: vec![WantSource::Config, WantSource::Nublado],
                 nodes: 1,
                 eligible_nodes: 2,
             }],
             eligible_nodes: 2,
+            sources: vec![SourceReport {
+                source: WantSource::Nublado,
+                images: 1,
+                up: false,
+                last_success_seconds: Some(1_700_000_000.0),
+            }],
         };
         let text = Metrics::new("x").render(&Arc::new(report), None);
         let names = NODE_FAMILIES
             .iter()
             .map(|f| f.name)
             .chain(IMAGE_FAMILIES.iter().map(|f| f.name))
+            .chain(SOURCE_FAMILIES.iter().map(|f| f.name))
             .chain(CLUSTER_FAMILIES.iter().map(|f| f.name));
         for name in names {
             let help = format!("# HELP {name} ");
             assert_eq!(text.matches(&help).count(), 1, "{name}:\n{text}");
+        }
+        for line in [
+            "imagecap_wanted_image_info{image=\"x:1\",source=\"config\"} 1",
+            "imagecap_wanted_image_info{image=\"x:1\",source=\"nublado\"} 1",
+            "imagecap_prepull_image_eligible_nodes{image=\"x:1\"} 2",
+            "imagecap_wanted_source_up{source=\"nublado\"} 0",
+            "imagecap_wanted_source_images{source=\"nublado\"} 1",
+            "imagecap_wanted_source_last_success_timestamp_seconds{source=\"nublado\"} 1700000000.0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 
@@ -511,6 +598,7 @@ mod tests {
             nodes: vec![node("gone", 50, &["x:1"], Some(MissingState::Unverifiable))],
             images: vec![],
             eligible_nodes: 1,
+            sources: vec![],
         };
         assert!(m.render(&Arc::new(one), None).contains("node=\"gone\""));
         let text = m.render(&empty(), None);
@@ -558,6 +646,7 @@ mod tests {
             nodes: vec![node("a", 50, &[], None)],
             images: vec![],
             eligible_nodes: 1,
+            sources: vec![],
         });
         let t1 = UNIX_EPOCH + Duration::from_secs(100);
         let first = m.render(&report, Some(t1));
@@ -575,6 +664,7 @@ mod tests {
             nodes: vec![node("a", 10, &[], None)],
             images: vec![],
             eligible_nodes: 1,
+            sources: vec![],
         });
         assert!(
             m.render(&changed, None)
@@ -589,6 +679,7 @@ mod tests {
             nodes: vec![node("we\"ird\\node\n", 1, &[], None)],
             images: vec![],
             eligible_nodes: 0,
+            sources: vec![],
         };
         let text = m.render(&Arc::new(r), None);
         assert!(text.contains(r#"node="we\"ird\\node\n""#), "{text}");

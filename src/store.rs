@@ -5,9 +5,11 @@
 //! for one configuration (wanted images, default cap), so summaries and reports are
 //! always computed against the same one.
 
-use crate::analysis::cluster::KubeletCaps;
+use crate::analysis::cluster::{KubeletCaps, SourceState};
 use crate::analysis::node::Problem;
-use crate::analysis::{NodeSummary, Report, Wanted, analyze, intern};
+use crate::analysis::{
+    NodeSummary, Relevance, Report, WantGroup, WantSource, Wanted, analyze, intern,
+};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,9 +31,19 @@ pub struct Store {
     cache: Mutex<Option<(u64, Arc<Report>)>>,
     /// Signalled when a node not seen before arrives.
     added: tokio::sync::Notify,
+    /// Signalled when the sources' repositories changed, so that nodes must be
+    /// summarized again (see [`Relevance`]).
+    resync: tokio::sync::Notify,
 }
 
 struct Inner {
+    /// The sources of wanted images beside the configuration, by kind.
+    sources: BTreeMap<WantSource, SourceState>,
+    /// When the configuration was read: the last success of `config` and
+    /// `pattern`.
+    configured_at: f64,
+    /// Which image entries summaries keep; follows `wanted` and `sources`.
+    relevance: Arc<Relevance>,
     nodes: BTreeMap<String, Arc<NodeSummary>>,
     /// Caps read from kubelets; kept apart from the summaries, which are rebuilt on
     /// every node update.
@@ -50,10 +62,14 @@ struct Inner {
 
 impl Store {
     pub fn new(wanted: Arc<Wanted>, default_max_images: i64) -> Store {
+        let relevance = Arc::new(Relevance::new(&wanted, []));
         Store {
             wanted,
             default_max_images,
             inner: RwLock::new(Inner {
+                sources: BTreeMap::new(),
+                configured_at: unix_now(),
+                relevance,
                 nodes: BTreeMap::new(),
                 kubelet_caps: KubeletCaps::new(),
                 generation: 0,
@@ -65,12 +81,63 @@ impl Store {
             }),
             cache: Mutex::new(None),
             added: tokio::sync::Notify::new(),
+            resync: tokio::sync::Notify::new(),
         }
     }
 
-    /// The wanted images summaries are made against.
+    /// The configuration's wanted images.
     pub fn wanted(&self) -> &Arc<Wanted> {
         &self.wanted
+    }
+
+    /// Which image entries node summaries must keep now.
+    pub fn relevance(&self) -> Arc<Relevance> {
+        self.read().relevance.clone()
+    }
+
+    /// Declares a source of wanted images: it shows as down, with no images,
+    /// until its first successful read.
+    pub fn add_source(&self, source: WantSource) {
+        let mut inner = self.write();
+        inner.sources.entry(source).or_default();
+        inner.generation += 1;
+    }
+
+    /// A source read succeeded: `groups` replace what it wanted before.
+    pub fn source_succeeded(&self, source: WantSource, groups: Vec<WantGroup>) {
+        let now = Some(unix_now());
+        let mut inner = self.write();
+        let state = inner.sources.entry(source).or_default();
+        state.groups = groups;
+        state.up = true;
+        state.last_success_seconds = now;
+        inner.generation += 1;
+        let relevance = Arc::new(Relevance::new(
+            &self.wanted,
+            inner.sources.values().flat_map(|s| &s.groups),
+        ));
+        let resync = *relevance != *inner.relevance;
+        inner.relevance = relevance;
+        drop(inner);
+        if resync {
+            self.resync.notify_one();
+        }
+    }
+
+    /// A source read failed: it keeps its last good groups and shows as down.
+    pub fn source_failed(&self, source: WantSource) {
+        let mut inner = self.write();
+        let state = inner.sources.entry(source).or_default();
+        if state.up {
+            state.up = false;
+            inner.generation += 1;
+        }
+    }
+
+    /// Completes when the nodes must be summarized again: a source brought
+    /// repositories the current summaries did not keep entries of.
+    pub async fn resync_requested(&self) {
+        self.resync.notified().await
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -235,7 +302,7 @@ impl Store {
     /// the async runtime's workers.
     pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, nodes, caps, last_update) = {
+        let (generation, nodes, caps, sources, configured_at, last_update) = {
             let inner = self.read();
             if let Some((g, report)) = cache.as_ref()
                 && *g == inner.generation
@@ -246,15 +313,24 @@ impl Store {
                 inner.generation,
                 inner.nodes.values().cloned().collect::<Vec<_>>(),
                 inner.kubelet_caps.clone(),
+                inner.sources.clone(),
+                inner.configured_at,
                 inner.last_update,
             )
         };
-        let report = Arc::new(analyze(
+        let mut report = analyze(
             nodes.iter().map(|n| n.as_ref()),
             &self.wanted,
+            &sources,
             self.default_max_images,
             &caps,
-        ));
+        );
+        for s in &mut report.sources {
+            if matches!(s.source, WantSource::Config | WantSource::Pattern) {
+                s.last_success_seconds = Some(configured_at);
+            }
+        }
+        let report = Arc::new(report);
         *cache = Some((generation, report.clone()));
         (report, last_update)
     }
@@ -266,6 +342,12 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.report()).await
     }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]
@@ -281,7 +363,8 @@ mod tests {
             ephemeral_storage_capacity_bytes: None,
             ephemeral_storage_allocatable_bytes: None,
             unschedulable: false,
-            prepull_selected: true,
+            labels: Default::default(),
+            taints: vec![],
             relevant_images: vec![],
             problems: vec![],
         }

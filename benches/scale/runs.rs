@@ -351,6 +351,7 @@ pub async fn run(args: Args) -> Result<(), String> {
     );
 
     start_memory_guard();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

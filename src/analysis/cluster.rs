@@ -1,8 +1,9 @@
 //! All node summaries -> the report that `/metrics` and `check` both show.
 
+use super::eligibility::{Eligibility, NotEligible};
 use super::node::NodeSummary;
 use super::reference::ImageRef;
-use super::wanted::Wanted;
+use super::wanted::{WantGroup, WantSource, Wanted, natural_cmp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -87,7 +88,14 @@ pub struct NodeReport {
     pub ephemeral_storage_capacity_bytes: Option<u64>,
     pub ephemeral_storage_allocatable_bytes: Option<u64>,
     pub recommended_max_images: Option<u64>,
+    /// Eligible for at least one wanted image (with none wanted: under the
+    /// configuration's rule).
     pub eligible: bool,
+    /// Why not, when not eligible: `cordoned`, `selector`, `taint k=v:effect`,
+    /// or the source's own comment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_eligible_reason: Option<String>,
+    /// Wanted images the node is eligible for and does not report.
     pub missing_images: Vec<String>,
     /// Set when `missing_images` is not empty.
     pub missing_state: Option<MissingState>,
@@ -98,9 +106,26 @@ pub struct NodeReport {
 #[serde(rename_all = "camelCase")]
 pub struct ImageReport {
     pub image: String,
+    /// Who wants it.
+    pub sources: Vec<WantSource>,
     /// Eligible nodes that report the image.
     pub nodes: u32,
+    /// Nodes eligible for this image.
     pub eligible_nodes: u32,
+}
+
+/// A source of wanted images and how its last read went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReport {
+    pub source: WantSource,
+    /// Wanted images it contributes.
+    pub images: u32,
+    /// Its last read succeeded (always, for the configuration).
+    pub up: bool,
+    /// Unix time of its last successful read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -108,7 +133,9 @@ pub struct ImageReport {
 pub struct Report {
     pub nodes: Vec<NodeReport>,
     pub images: Vec<ImageReport>,
+    /// Nodes eligible for at least one wanted image.
     pub eligible_nodes: u32,
+    pub sources: Vec<SourceReport>,
 }
 
 impl NodeReport {
@@ -155,9 +182,12 @@ pub fn recommended_max_images(capacity_bytes: u64) -> u64 {
     capacity_bytes.div_ceil(3_000_000_000)
 }
 
-/// A wanted image and the digests it is known by.
+/// A wanted image, who wants it, where, and the digests it is known by.
 struct WantedImage {
     reference: ImageRef,
+    sources: BTreeSet<WantSource>,
+    /// Indexes into the distinct eligibility rules; eligible under any of them.
+    rules: Vec<usize>,
     /// For a tag reference: digests of entries that carry the tag on some node, so
     /// that an entry whose tag names were cut (5 names at most) still matches.
     digests: HashSet<Arc<str>>,
@@ -180,24 +210,69 @@ impl WantedImage {
 /// The caps read from kubelets, by node name.
 pub type KubeletCaps = std::collections::HashMap<String, i64>;
 
-/// The analysis of all nodes, sorted by name; images sorted by reference.
-pub fn analyze<'a>(
-    summaries: impl IntoIterator<Item = &'a NodeSummary>,
-    wanted: &Wanted,
-    default_max_images: i64,
-    kubelet_caps: &KubeletCaps,
-) -> Report {
-    let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+/// What the sources of wanted images provide: their groups, and how their last
+/// read went (`up`, Unix time of the last success).
+#[derive(Debug, Clone, Default)]
+pub struct SourceState {
+    pub groups: Vec<WantGroup>,
+    pub up: bool,
+    pub last_success_seconds: Option<f64>,
+}
 
-    // The wanted set: exact references, plus every pattern-matched tag seen on an
-    // eligible node.
-    let mut references: BTreeSet<ImageRef> = wanted.exact().iter().cloned().collect();
-    if wanted.has_patterns() {
-        for node in nodes.iter().filter(|n| n.eligible()) {
-            for entry in &node.relevant_images {
-                for name in entry.iter().filter(|r| wanted.pattern_matches(r)) {
-                    references.insert(ImageRef {
+/// The distinct eligibility rules, each decided once per node.
+#[derive(Default)]
+struct Rules(Vec<Arc<Eligibility>>);
+
+impl Rules {
+    fn index(&mut self, rule: &Arc<Eligibility>) -> usize {
+        match self
+            .0
+            .iter()
+            .position(|r| Arc::ptr_eq(r, rule) || **r == **rule)
+        {
+            Some(i) => i,
+            None => {
+                self.0.push(rule.clone());
+                self.0.len() - 1
+            }
+        }
+    }
+}
+
+/// Adds `reference`, wanted by `source` on the nodes of rule `rule`.
+fn want(
+    images: &mut BTreeMap<ImageRef, WantedImage>,
+    reference: &ImageRef,
+    source: WantSource,
+    rule: usize,
+) {
+    let w = images
+        .entry(reference.clone())
+        .or_insert_with(|| WantedImage {
+            reference: reference.clone(),
+            sources: BTreeSet::new(),
+            rules: Vec::new(),
+            digests: HashSet::new(),
+        });
+    w.sources.insert(source);
+    if !w.rules.contains(&rule) {
+        w.rules.push(rule);
+    }
+}
+
+/// The tags `wanted`'s patterns select on the nodes eligible under its rule: every
+/// match, or only the `newest` greatest in natural order.
+fn pattern_images(wanted: &Wanted, nodes: &[&NodeSummary], config_ok: &[bool]) -> Vec<ImageRef> {
+    let mut out = Vec::new();
+    for pattern in wanted.patterns() {
+        let mut seen: BTreeSet<ImageRef> = BTreeSet::new();
+        for (node, _) in nodes.iter().zip(config_ok).filter(|(_, ok)| **ok) {
+            for name in node.relevant_images.iter().flatten() {
+                if name
+                    .tagged_name()
+                    .is_some_and(|n| pattern.regex.is_match(&n))
+                {
+                    seen.insert(ImageRef {
                         repo: name.repo.clone(),
                         tag: name.tag.clone(),
                         digest: None,
@@ -205,14 +280,50 @@ pub fn analyze<'a>(
                 }
             }
         }
+        let mut seen: Vec<ImageRef> = seen.into_iter().collect();
+        if let Some(n) = pattern.newest {
+            seen.sort_by(|a, b| natural_cmp(&b.to_string(), &a.to_string()));
+            seen.truncate(n);
+        }
+        out.extend(seen);
     }
-    let mut wanted_images: Vec<WantedImage> = references
-        .into_iter()
-        .map(|reference| WantedImage {
-            reference,
-            digests: HashSet::new(),
-        })
+    out
+}
+
+/// The analysis of all nodes, sorted by name; images sorted by reference.
+pub fn analyze<'a>(
+    summaries: impl IntoIterator<Item = &'a NodeSummary>,
+    wanted: &Wanted,
+    sources: &BTreeMap<WantSource, SourceState>,
+    default_max_images: i64,
+    kubelet_caps: &KubeletCaps,
+) -> Report {
+    let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // Every distinct rule, decided once per node. The configuration's comes first.
+    let mut rules = Rules::default();
+    let config_rule = rules.index(wanted.eligibility());
+    let config_ok: Vec<bool> = nodes
+        .iter()
+        .map(|n| wanted.eligibility().check(&n.facts()).is_ok())
         .collect();
+
+    let mut images: BTreeMap<ImageRef, WantedImage> = BTreeMap::new();
+    for r in wanted.exact() {
+        want(&mut images, r, WantSource::Config, config_rule);
+    }
+    let from_patterns = pattern_images(wanted, &nodes, &config_ok);
+    for r in &from_patterns {
+        want(&mut images, r, WantSource::Pattern, config_rule);
+    }
+    for group in sources.values().flat_map(|s| &s.groups) {
+        let rule = rules.index(&group.eligibility);
+        for r in &group.images {
+            want(&mut images, r, group.source, rule);
+        }
+    }
+    let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
     for w in wanted_images
         .iter_mut()
         .filter(|w| w.reference.digest.is_none())
@@ -228,11 +339,20 @@ pub fn analyze<'a>(
             }
         }
     }
+    // Rules some wanted image uses, in order: the first of them explains a node
+    // that is eligible for nothing.
+    let used_rules: Vec<usize> = (0..rules.0.len())
+        .filter(|i| wanted_images.iter().any(|w| w.rules.contains(i)))
+        .collect();
 
-    let eligible_nodes = nodes.iter().filter(|n| n.eligible()).count() as u32;
-    let mut present_on: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut present_on = vec![0u32; wanted_images.len()];
+    let mut eligible_on = vec![0u32; wanted_images.len()];
+    let mut eligible_nodes = 0u32;
     let mut reports = Vec::with_capacity(nodes.len());
     for node in &nodes {
+        let facts = node.facts();
+        let decided: Vec<Result<(), NotEligible>> =
+            rules.0.iter().map(|r| r.check(&facts)).collect();
         let (max_images, max_images_source) = cap_in_force(
             node.image_count,
             kubelet_caps.get(&node.name).copied(),
@@ -247,15 +367,35 @@ pub fn analyze<'a>(
             0.0
         };
         let mut missing_images = Vec::new();
-        if node.eligible() {
-            for (i, w) in wanted_images.iter().enumerate() {
-                if node.relevant_images.iter().any(|e| w.is_in(e)) {
-                    *present_on.entry(i).or_default() += 1;
-                } else {
-                    missing_images.push(w.reference.to_string());
-                }
+        let mut eligible_for_any = false;
+        for (i, w) in wanted_images.iter().enumerate() {
+            if !w.rules.iter().any(|&r| decided[r].is_ok()) {
+                continue;
+            }
+            eligible_for_any = true;
+            eligible_on[i] += 1;
+            if node.relevant_images.iter().any(|e| w.is_in(e)) {
+                present_on[i] += 1;
+            } else {
+                missing_images.push(w.reference.to_string());
             }
         }
+        let explaining = if used_rules.is_empty() {
+            vec![config_rule]
+        } else {
+            used_rules.clone()
+        };
+        let eligible =
+            eligible_for_any || (wanted_images.is_empty() && decided[config_rule].is_ok());
+        let not_eligible_reason = (!eligible)
+            .then(|| {
+                explaining
+                    .iter()
+                    .find_map(|&r| decided[r].as_ref().err())
+                    .map(ToString::to_string)
+            })
+            .flatten();
+        eligible_nodes += u32::from(eligible);
         let missing_state = (!missing_images.is_empty()).then_some(if saturated {
             MissingState::Unverifiable
         } else {
@@ -274,7 +414,8 @@ pub fn analyze<'a>(
             recommended_max_images: node
                 .ephemeral_storage_capacity_bytes
                 .map(recommended_max_images),
-            eligible: node.eligible(),
+            eligible,
+            not_eligible_reason,
             missing_images,
             missing_state,
             invalid_fields: node.problems.len() as u32,
@@ -285,20 +426,54 @@ pub fn analyze<'a>(
         .enumerate()
         .map(|(i, w)| ImageReport {
             image: w.reference.to_string(),
-            nodes: present_on.get(&i).copied().unwrap_or(0),
-            eligible_nodes,
+            sources: w.sources.iter().copied().collect(),
+            nodes: present_on[i],
+            eligible_nodes: eligible_on[i],
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let count = |source: WantSource| {
+        wanted_images
+            .iter()
+            .filter(|w| w.sources.contains(&source))
+            .count() as u32
+    };
+    let mut source_reports = Vec::new();
+    if !wanted.exact().is_empty() {
+        source_reports.push(SourceReport {
+            source: WantSource::Config,
+            images: count(WantSource::Config),
+            up: true,
+            last_success_seconds: None,
+        });
+    }
+    if !wanted.patterns().is_empty() {
+        source_reports.push(SourceReport {
+            source: WantSource::Pattern,
+            images: count(WantSource::Pattern),
+            up: true,
+            last_success_seconds: None,
+        });
+    }
+    for (&source, state) in sources {
+        source_reports.push(SourceReport {
+            source,
+            images: count(source),
+            up: state.up,
+            last_success_seconds: state.last_success_seconds,
+        });
+    }
     Report {
         nodes: reports,
         images,
         eligible_nodes,
+        sources: source_reports,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::Relevance;
     use crate::analysis::node::{NodeView, summarize};
     use crate::analysis::wanted::tests::wanted;
     use serde_json::json;
@@ -324,7 +499,11 @@ mod tests {
             "status": {"images": images, "capacity": {"ephemeral-storage": "1T"}}
         }))
         .unwrap();
-        summarize(&v, w).unwrap()
+        summarize(&v, &Relevance::new(w, [])).unwrap()
+    }
+
+    fn none() -> BTreeMap<WantSource, SourceState> {
+        BTreeMap::new()
     }
 
     fn filler(n: usize) -> Vec<Vec<String>> {
@@ -355,7 +534,7 @@ mod tests {
             summary("near", json!({}), filler(49), &w),
             summary("big", json!({}), filler(120), &w),
         ];
-        let r = analyze(&s, &w, 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         let full = by("full");
         assert!(full.at_cap);
@@ -398,7 +577,7 @@ mod tests {
             ),
             summary("other-pool", json!({"pool": "gpu"}), filler(3), &w),
         ];
-        let r = analyze(&s, &w, 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert_eq!(
             by("under").missing_images,
@@ -416,6 +595,7 @@ mod tests {
             r.images,
             [ImageReport {
                 image: "docker.io/library/busybox:1.36".into(),
+                sources: vec![WantSource::Config],
                 nodes: 1,
                 eligible_nodes: 3
             }]
@@ -441,7 +621,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
         let images: Vec<_> = r
             .images
             .iter()
@@ -468,7 +648,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert!(by("tagged").missing_images.is_empty());
         assert!(
@@ -492,7 +672,7 @@ mod tests {
             ),
             summary("tag-only", json!({}), vec![vec![format!("{LAB}:w_1")]], &w),
         ];
-        let r = analyze(&s, &w, 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
         assert!(r.nodes[0].missing_images.is_empty());
         assert_eq!(r.nodes[1].missing_images, [both]);
     }
@@ -505,7 +685,7 @@ mod tests {
             summary("lowered", json!({}), filler(20), &w),
         ];
         let caps = KubeletCaps::from([("raised".to_string(), 100), ("lowered".to_string(), 20)]);
-        let r = analyze(&s, &w, 50, &caps);
+        let r = analyze(&s, &w, &none(), 50, &caps);
         let lowered = &r.nodes[0];
         assert_eq!(
             (
@@ -527,7 +707,7 @@ mod tests {
         let w = wanted(&["busybox:1"], &[], &[]);
         let mut s = summary("cordoned", json!({}), filler(1), &w);
         s.unschedulable = true;
-        let r = analyze([&s], &w, 50, &KubeletCaps::new());
+        let r = analyze([&s], &w, &none(), 50, &KubeletCaps::new());
         assert_eq!(r.eligible_nodes, 0);
         assert!(r.nodes[0].missing_images.is_empty());
         assert!(!r.has_findings());
@@ -538,7 +718,7 @@ mod tests {
     fn a_zero_cap_makes_everything_unverifiable() {
         let w = wanted(&["busybox:1"], &[], &[]);
         let s = summary("zero", json!({}), vec![], &w);
-        let r = analyze([&s], &w, 0, &KubeletCaps::new());
+        let r = analyze([&s], &w, &none(), 0, &KubeletCaps::new());
         assert_eq!(r.nodes[0].max_images, 0);
         assert!(!r.nodes[0].at_cap);
         assert_eq!(r.nodes[0].missing_state, Some(MissingState::Unverifiable));

@@ -44,10 +44,12 @@ macro_rules! label_values {
 pub(crate) use label_values;
 
 pub mod cluster;
+pub mod eligibility;
 pub mod intern;
 pub mod kubelet;
 pub mod lenient;
 pub mod node;
+pub mod prepullers;
 pub mod quantity;
 pub mod reference;
 pub mod selector;
@@ -55,4 +57,4 @@ pub mod wanted;
 
 pub use cluster::{NodeReport, NodeStatus, Report, analyze};
 pub use node::{InvalidField, NodeSummary, NodeView, summarize};
-pub use wanted::Wanted;
+pub use wanted::{Relevance, WantGroup, WantSource, Wanted};

@@ -4,15 +4,18 @@
 //! reads, each tolerant of malformed values. The summary keeps counts, sizes and the
 //! few image entries that matter for prepull matching, never the whole image list.
 
+use super::eligibility::{Labels, NodeFacts, Taint};
+use super::intern::intern;
 use super::lenient::{Field, Lenient, LenientVec, present};
 use super::quantity::parse_bytes;
 use super::reference::{ImageRef, RefError};
-use super::wanted::Wanted;
+use super::wanted::Relevance;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
 use std::fmt;
+use std::sync::Arc;
 
 /// The parts of a `v1.Node` the exporter reads; the `nodes` resource to the client.
 #[derive(Deserialize, Debug, Clone, Default, Resource)]
@@ -35,6 +38,16 @@ pub struct NodeView {
 pub struct NodeSpecView {
     #[serde(default)]
     pub unschedulable: Field<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub taints: Option<LenientVec<TaintView>>,
+}
+
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct TaintView {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub effect: String,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -94,6 +107,7 @@ super::label_values! {
         EphemeralStorageCapacity = "ephemeral_storage_capacity",
         EphemeralStorageAllocatable = "ephemeral_storage_allocatable",
         Unschedulable = "unschedulable",
+        Taints = "taints",
     }
 }
 
@@ -115,24 +129,30 @@ pub struct NodeSummary {
     pub ephemeral_storage_capacity_bytes: Option<u64>,
     pub ephemeral_storage_allocatable_bytes: Option<u64>,
     pub unschedulable: bool,
-    /// Matches the prepull node selector (eligible unless also cordoned).
-    pub prepull_selected: bool,
+    /// Every label: selectors and sources decide eligibility on them.
+    pub labels: Labels,
+    pub taints: Vec<Taint>,
     /// The names of the image entries that can matter for prepull matching.
     pub relevant_images: Vec<Vec<ImageRef>>,
     pub problems: Vec<Problem>,
 }
 
 impl NodeSummary {
-    /// Eligible for prepulling: selected and not cordoned.
-    pub fn eligible(&self) -> bool {
-        self.prepull_selected && !self.unschedulable
+    /// What eligibility rules read.
+    pub fn facts(&self) -> NodeFacts<'_> {
+        NodeFacts {
+            name: &self.name,
+            labels: &self.labels,
+            taints: &self.taints,
+            unschedulable: self.unschedulable,
+        }
     }
 }
 
 /// Summarizes a node. Returns `Err` only when the item is not a Node or has no
 /// name; every other malformation is recorded in `problems` and the rest of the
 /// node is kept.
-pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Problem> {
+pub fn summarize(node: &NodeView, relevance: &Relevance) -> Result<NodeSummary, Problem> {
     if let Some(kind) = node.kind.as_deref()
         && kind != "Node"
     {
@@ -155,26 +175,60 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
     let mut problem =
         |field: InvalidField, detail: String| problems.push(Problem { field, detail });
 
-    let unschedulable = match &node.spec {
-        None => false,
+    let spec = match &node.spec {
+        None => None,
         Some(Lenient::Invalid(e)) => {
             problem(InvalidField::Unschedulable, format!("spec: {e}"));
+            None
+        }
+        Some(Lenient::Ok(spec)) => Some(spec),
+    };
+    let unschedulable = match spec.and_then(|s| s.unschedulable.as_ref()) {
+        None => false,
+        Some(Lenient::Ok(b)) => *b,
+        Some(Lenient::Invalid(e)) => {
+            problem(
+                InvalidField::Unschedulable,
+                format!("spec.unschedulable: {e}"),
+            );
             false
         }
-        Some(Lenient::Ok(spec)) => match &spec.unschedulable {
-            None => false,
-            Some(Lenient::Ok(b)) => *b,
-            Some(Lenient::Invalid(e)) => {
-                problem(
-                    InvalidField::Unschedulable,
-                    format!("spec.unschedulable: {e}"),
-                );
-                false
-            }
-        },
     };
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let prepull_selected = wanted.selects(&labels);
+    let mut taints = Vec::new();
+    if let Some(list) = spec.and_then(|s| s.taints.as_ref()) {
+        if let Some(e) = &list.invalid {
+            problem(InvalidField::Taints, format!("spec.taints: {e}"));
+        }
+        for (i, t) in list.items.iter().enumerate() {
+            match t {
+                Lenient::Ok(t) => taints.push(Taint {
+                    key: intern(&Arc::from(t.key.as_str())),
+                    value: t
+                        .value
+                        .as_deref()
+                        .filter(|v| !v.is_empty())
+                        .map(|v| intern(&Arc::from(v))),
+                    effect: intern(&Arc::from(t.effect.as_str())),
+                }),
+                Lenient::Invalid(e) => {
+                    problem(InvalidField::Taints, format!("spec.taints[{i}]: {e}"))
+                }
+            }
+        }
+    }
+    let labels = Labels::new(
+        node.metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    intern(&Arc::from(k.as_str())),
+                    intern(&Arc::from(v.as_str())),
+                )
+            })
+            .collect(),
+    );
 
     let mut summary = NodeSummary {
         name,
@@ -183,7 +237,8 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
         ephemeral_storage_capacity_bytes: None,
         ephemeral_storage_allocatable_bytes: None,
         unschedulable,
-        prepull_selected,
+        labels,
+        taints,
         relevant_images: Vec::new(),
         problems: Vec::new(),
     };
@@ -241,7 +296,7 @@ pub fn summarize(node: &NodeView, wanted: &Wanted) -> Result<NodeSummary, Proble
                 ),
             }
             let refs = entry_names(i, entry, &mut problem);
-            if wanted.is_relevant(&refs) {
+            if relevance.is_relevant(&refs) {
                 summary
                     .relevant_images
                     .push(refs.iter().map(ImageRef::interned).collect());
@@ -330,8 +385,12 @@ fn entry_names(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::wanted::tests::wanted;
+    use crate::analysis::wanted::tests::wanted as config;
     use serde_json::json;
+
+    fn wanted(exact: &[&str], patterns: &[&str], selector: &[(&str, &str)]) -> Relevance {
+        Relevance::new(&config(exact, patterns, selector), [])
+    }
 
     fn view(v: serde_json::Value) -> NodeView {
         serde_json::from_value(v).expect("decodes")
@@ -369,7 +428,7 @@ mod tests {
         assert_eq!(s.ephemeral_storage_capacity_bytes, Some(1 << 40));
         assert_eq!(s.ephemeral_storage_allocatable_bytes, Some(900 << 30));
         assert!(!s.unschedulable);
-        assert!(s.prepull_selected && s.eligible());
+        assert_eq!(s.labels.get("pool"), Some("lab"));
         assert_eq!(s.relevant_images.len(), 1, "only busybox's entry is kept");
         assert_eq!(
             s.relevant_images[0][0].to_string(),
@@ -379,16 +438,35 @@ mod tests {
     }
 
     #[test]
-    fn cordoned_or_unselected_nodes_are_not_eligible() {
-        let w = wanted(&[], &[], &[("pool", "lab")]);
-        let mut v = node(json!([]));
-        v.spec = Some(Lenient::Ok(NodeSpecView {
-            unschedulable: Some(Lenient::Ok(true)),
-        }));
-        let s = summarize(&v, &w).unwrap();
-        assert!(s.unschedulable && s.prepull_selected && !s.eligible());
-        let s = summarize(&node(json!([])), &wanted(&[], &[], &[("pool", "gpu")])).unwrap();
-        assert!(!s.prepull_selected && !s.eligible());
+    fn taints_and_the_cordon_are_kept_for_eligibility() {
+        let w = wanted(&[], &[], &[]);
+        let s = summarize(
+            &view(json!({
+                "metadata": {"name": "t", "labels": {"pool": "lab"}},
+                "spec": {"unschedulable": true, "taints": [
+                    {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                    {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule", "timeAdded": "2024-01-01T00:00:00Z"},
+                    {"effect": "NoSchedule"}
+                ]},
+                "status": {}
+            })),
+            &w,
+        )
+        .unwrap();
+        assert!(s.unschedulable);
+        let taints: Vec<String> = s.taints.iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            taints,
+            [
+                "dedicated=gpu:NoSchedule",
+                "node.kubernetes.io/unschedulable=:NoSchedule"
+            ]
+        );
+        assert_eq!(
+            fields(&s),
+            vec!["taints"],
+            "the taint without a key is counted"
+        );
     }
 
     #[test]

@@ -1,37 +1,78 @@
-//! What the prepuller wants: exact references, patterns, and the eligible nodes.
+//! What should be on which nodes: the configuration's images and patterns, the
+//! groups of images the prepullers' sources want, and which image entries a node
+//! summary must keep to match them.
 
+use super::eligibility::Eligibility;
 use super::reference::ImageRef;
 use super::selector::LabelSelector;
-use regex::RegexSet;
-use std::collections::{BTreeMap, HashSet};
+use regex::{Regex, RegexSet};
+use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
+
+super::label_values! {
+    /// Who wants an image: the `source` label of the wanted-image metrics.
+    pub enum WantSource {
+        /// `prepull.images` in the configuration.
+        Config = "config",
+        /// `prepull.patterns`: matching tags seen on eligible nodes.
+        Pattern = "pattern",
+        /// The Nublado controller's prepuller status.
+        Nublado = "nublado",
+        /// kube-fledged `ImageCache` objects.
+        KubeFledged = "kube-fledged",
+        /// DaemonSets that pull images (JupyterHub's continuous image puller).
+        DaemonSet = "daemonset",
+    }
+}
+
+impl serde::Serialize for WantSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A `prepull.patterns` entry.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub regex: Regex,
+    /// Want only this many of the matching tags, the greatest in natural order.
+    pub newest: Option<usize>,
+}
 
 /// The prepull part of the configuration, validated and compiled.
 #[derive(Debug, Clone)]
 pub struct Wanted {
     exact: Vec<ImageRef>,
-    patterns: RegexSet,
-    /// `prepull.nodeSelector`: the nodes prepulling is for (`eligible` unless
-    /// cordoned). Unlike `--node-selector`, nodes outside it are still reported.
-    eligible_selector: LabelSelector,
-    /// Repositories of the exact references, for the cheap relevance test.
-    repos: HashSet<Arc<str>>,
+    patterns: Vec<Pattern>,
+    pattern_set: RegexSet,
+    /// Where the configuration's images are wanted: `prepull.nodeSelector` and
+    /// `prepull.tolerations`, Nublado's rule.
+    eligibility: Arc<Eligibility>,
 }
 
 impl Default for Wanted {
     fn default() -> Self {
-        Wanted::new(Vec::new(), RegexSet::empty(), LabelSelector::default())
+        Wanted::new(
+            Vec::new(),
+            Vec::new(),
+            Eligibility::Config {
+                selector: LabelSelector::default(),
+                tolerations: Vec::new(),
+            },
+        )
     }
 }
 
 impl Wanted {
-    pub fn new(exact: Vec<ImageRef>, patterns: RegexSet, eligible_selector: LabelSelector) -> Self {
-        let repos = exact.iter().map(|r| r.repo.clone()).collect();
+    pub fn new(exact: Vec<ImageRef>, patterns: Vec<Pattern>, eligibility: Eligibility) -> Self {
+        let pattern_set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
+            .expect("each pattern compiled on its own");
         Wanted {
             exact,
             patterns,
-            eligible_selector,
-            repos,
+            pattern_set,
+            eligibility: Arc::new(eligibility),
         }
     }
 
@@ -39,63 +80,154 @@ impl Wanted {
         &self.exact
     }
 
-    pub fn has_patterns(&self) -> bool {
-        !self.patterns.is_empty()
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    pub fn eligibility(&self) -> &Arc<Eligibility> {
+        &self.eligibility
     }
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.patterns.is_empty()
     }
+}
 
-    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.eligible_selector.matches(labels)
+/// Images one source wants, and the nodes it wants them on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WantGroup {
+    pub source: WantSource,
+    pub images: Vec<ImageRef>,
+    pub eligibility: Arc<Eligibility>,
+}
+
+/// Which image entries can matter for matching the wanted images, and so are
+/// kept in a node's summary.
+///
+/// It depends on repositories and patterns, not on tags: sources change the tags
+/// they want every week (a new weekly) while the repositories stay, and summaries
+/// made before the change must still hold the entries the new tags need. When the
+/// repositories change, the nodes are summarized again (see `Store`).
+#[derive(Debug, Clone, Default)]
+pub struct Relevance {
+    repos: HashSet<Arc<str>>,
+    patterns: Option<RegexSet>,
+}
+
+impl PartialEq for Relevance {
+    fn eq(&self, other: &Self) -> bool {
+        self.repos == other.repos
+            && self.patterns.as_ref().map(RegexSet::patterns)
+                == other.patterns.as_ref().map(RegexSet::patterns)
+    }
+}
+
+impl Relevance {
+    pub fn new<'a>(wanted: &Wanted, groups: impl IntoIterator<Item = &'a WantGroup>) -> Self {
+        let repos = wanted
+            .exact
+            .iter()
+            .chain(groups.into_iter().flat_map(|g| &g.images))
+            .map(|r| r.repo.clone())
+            .collect();
+        Relevance {
+            repos,
+            patterns: (!wanted.pattern_set.is_empty()).then(|| wanted.pattern_set.clone()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.repos.is_empty() && self.patterns.is_none()
     }
 
     /// Whether a tagged name (`repo:tag`) is wanted through a pattern.
-    pub fn pattern_matches(&self, r: &ImageRef) -> bool {
-        !self.patterns.is_empty()
-            && r.tagged_name()
-                .is_some_and(|name| self.patterns.is_match(&name))
+    fn pattern_matches(&self, r: &ImageRef) -> bool {
+        self.patterns
+            .as_ref()
+            .is_some_and(|p| r.tagged_name().is_some_and(|name| p.is_match(&name)))
     }
 
-    /// Whether an image entry (all its names) can matter for prepull matching, and
-    /// so is kept in the node's summary: a name is a wanted image or matches a
-    /// pattern, or the entry may have lost names to the kubelet's cut (5 names,
-    /// digests first) or has no tag at all, and could then be a wanted image known
-    /// only by digest. Other entries of a wanted repository are complete lists of
-    /// other images and are dropped, which keeps summaries small.
+    /// Whether an image entry (all its names) can matter: a name is in a wanted
+    /// repository or matches a pattern, or, with patterns, the entry may have lost
+    /// its tags to the kubelet's cut (5 names, digests first) or has none, and
+    /// could then be a pattern image known only by digest.
     pub fn is_relevant(&self, names: &[ImageRef]) -> bool {
-        if self.is_empty() || names.is_empty() {
+        if names.is_empty() {
             return false;
         }
         if names
             .iter()
-            .any(|r| self.exact.iter().any(|w| w.matches(r)) || self.pattern_matches(r))
+            .any(|r| self.repos.contains(&r.repo) || self.pattern_matches(r))
         {
             return true;
         }
         let maybe_cut = names.len() >= MAX_NAMES_PER_IMAGE || names.iter().all(|r| r.tag.is_none());
-        maybe_cut && (self.has_patterns() || names.iter().any(|r| self.repos.contains(&r.repo)))
+        maybe_cut && self.patterns.is_some()
     }
 }
 
 /// The kubelet's `MaxNamesPerImageInNodeStatus`.
 pub const MAX_NAMES_PER_IMAGE: usize = 5;
 
+/// Natural order: runs of digits compare as numbers, so `w_2024_9 < w_2024_10`,
+/// `r27_0_0 < r28_0_0` and `d_2024_01_02 < d_2024_01_10`.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let run = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (run(a), run(b));
+                let strip = |s: &'_ [u8]| -> usize { s.iter().take_while(|&&c| c == b'0').count() };
+                let (da, db) = (&a[strip(&a[..na])..na], &b[strip(&b[..nb])..nb]);
+                let by_value = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+                // Equal values: fewer leading zeros first, so the order is total.
+                let order = by_value.then_with(|| na.cmp(&nb));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     pub(crate) fn wanted(exact: &[&str], patterns: &[&str], selector: &[(&str, &str)]) -> Wanted {
         let exact = exact.iter().map(|s| ImageRef::parse(s).unwrap()).collect();
-        let map = selector
+        let map: BTreeMap<String, String> = selector
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let patterns = patterns
+            .iter()
+            .map(|p| Pattern {
+                regex: Regex::new(p).unwrap(),
+                newest: None,
+            })
+            .collect();
         Wanted::new(
             exact,
-            RegexSet::new(patterns).unwrap(),
-            LabelSelector::from_map(&map).unwrap(),
+            patterns,
+            Eligibility::Config {
+                selector: LabelSelector::from_map(&map).unwrap(),
+                tolerations: Vec::new(),
+            },
         )
     }
 
@@ -107,38 +239,99 @@ pub(crate) mod tests {
     fn relevance() {
         let d = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
         let w = wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]);
+        let r = Relevance::new(&w, []);
+        assert!(r.is_relevant(&refs(&["docker.io/library/busybox:1.36"])));
         assert!(
-            w.is_relevant(&refs(&["docker.io/library/busybox:1.36"])),
-            "a wanted image"
+            r.is_relevant(&refs(&["docker.io/library/busybox:1.0"])),
+            "another tag of a wanted repository: a source may want it next week"
         );
-        assert!(
-            !w.is_relevant(&refs(&["docker.io/library/busybox:1.0"])),
-            "another tag, complete"
-        );
-        assert!(w.is_relevant(&refs(&["ghcr.io/x/lab:w_1"])));
-        assert!(!w.is_relevant(&refs(&["ghcr.io/x/lab:r_1"])));
-        assert!(!w.is_relevant(&refs(&["nginx:1"])));
+        assert!(r.is_relevant(&refs(&["ghcr.io/x/lab:w_1"])));
+        assert!(!r.is_relevant(&refs(&["ghcr.io/x/lab:r_1"])));
+        assert!(!r.is_relevant(&refs(&["nginx:1"])));
         let digest_only = format!("ghcr.io/x/other@{}", d(1));
         assert!(
-            w.is_relevant(&refs(&[&digest_only])),
+            r.is_relevant(&refs(&[&digest_only])),
             "may be a cut-off pattern image"
         );
-        // Five names: tags may have been cut, so the digests must be kept.
-        let cut: Vec<String> = (1..=4)
-            .map(|i| format!("docker.io/library/busybox@{}", d(i)))
-            .chain(["docker.io/library/busybox:1.0".to_string()])
-            .collect();
-        let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
-        let w = wanted(&["busybox:1.36"], &[], &[]);
-        assert!(w.is_relevant(&refs(&cut)));
+        let r = Relevance::new(&wanted(&["busybox:1.36"], &[], &[]), []);
         assert!(
-            !w.is_relevant(&refs(&[&digest_only])),
+            !r.is_relevant(&refs(&[&digest_only])),
             "no patterns, not a wanted repo"
         );
-        assert!(
-            w.is_relevant(&refs(&[&format!("busybox@{}", d(3))])),
-            "untagged, in a wanted repo"
+        assert!(Relevance::new(&wanted(&[], &[], &[]), []).is_empty());
+    }
+
+    #[test]
+    fn sources_add_their_repositories() {
+        let w = wanted(&[], &[], &[]);
+        let group = WantGroup {
+            source: WantSource::Nublado,
+            images: refs(&["ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"]),
+            eligibility: w.eligibility().clone(),
+        };
+        let r = Relevance::new(&w, [&group]);
+        assert!(r.is_relevant(&refs(&["ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"])));
+        assert!(!r.is_relevant(&refs(&["ghcr.io/lsst-sqre/other:1"])));
+        // Another weekly of the same repository: relevance is unchanged, no resync.
+        let next_week = WantGroup {
+            images: refs(&["ghcr.io/lsst-sqre/sciplat-lab:w_2024_12"]),
+            ..group.clone()
+        };
+        assert_eq!(r, Relevance::new(&w, [&next_week]));
+        assert_ne!(r, Relevance::new(&w, []));
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut tags = vec![
+            "w_2024_10",
+            "w_2024_9",
+            "w_2023_52",
+            "r28_0_0",
+            "r27_0_0",
+            "d_2024_01_10",
+            "d_2024_01_02",
+            "w_2024_09",
+        ];
+        tags.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            tags,
+            [
+                "d_2024_01_02",
+                "d_2024_01_10",
+                "r27_0_0",
+                "r28_0_0",
+                "w_2023_52",
+                "w_2024_9",
+                "w_2024_09",
+                "w_2024_10"
+            ]
         );
-        assert!(!wanted(&[], &[], &[]).is_relevant(&refs(&["busybox:1.36"])));
+        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
+        assert_eq!(natural_cmp("a1", "a"), Ordering::Greater);
+        assert_eq!(natural_cmp("a10b", "a10c"), Ordering::Less);
+        assert_eq!(
+            natural_cmp("x99999999999999999999999", "x100000000000000000000000"),
+            Ordering::Less
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn natural_order_is_a_total_order(a in "[a-z_0-9]{0,12}", b in "[a-z_0-9]{0,12}", c in "[a-z_0-9]{0,12}") {
+            proptest::prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());
+            proptest::prop_assert_eq!(natural_cmp(&a, &b) == Ordering::Equal, a == b);
+            if natural_cmp(&a, &b) != Ordering::Greater && natural_cmp(&b, &c) != Ordering::Greater {
+                proptest::prop_assert_ne!(natural_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+
+        #[test]
+        fn natural_order_agrees_with_numbers(x in 0u64..1_000_000, y in 0u64..1_000_000) {
+            proptest::prop_assert_eq!(
+                natural_cmp(&format!("w_{x}"), &format!("w_{y}")),
+                x.cmp(&y)
+            );
+        }
     }
 }

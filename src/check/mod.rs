@@ -3,11 +3,16 @@
 
 pub mod table;
 
-use crate::analysis::Report;
+use crate::analysis::prepullers::{daemonset_groups, nublado_groups, parse_prepuller_status};
+use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
-use crate::config::Settings;
+use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
 use crate::source::configz::{self, ConfigzOptions};
+use crate::source::prepullers::{
+    NubladoOptions, daemonset_api, fetch_nublado, http_client, imagecache_api,
+    imagecache_to_groups, list_groups,
+};
 use crate::source::{Ingest, apiserver, file};
 use crate::store::Store;
 use std::process::ExitCode;
@@ -42,16 +47,24 @@ pub async fn run(args: CheckArgs) -> ExitCode {
         metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         store: store.clone(),
     };
-    match &args.nodes_file {
-        Some(path) => match file::load(path, &ingest) {
+    // The sources first: they decide which image entries node summaries keep.
+    let client = match &args.nodes_file {
+        Some(_) => None,
+        None => match apiserver::client().await {
+            Ok(c) => Some(c),
+            Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
+        },
+    };
+    if let Err(e) = read_sources(&args, &s.sources, client.as_ref(), &store).await {
+        return bad_input(e);
+    }
+    match (&args.nodes_file, client) {
+        (Some(path), _) => match file::load(path, &ingest) {
             Ok(nodes) => store.replace_all(nodes),
             Err(e) => return bad_input(e),
         },
-        None => {
-            let client = match apiserver::client().await {
-                Ok(c) => c,
-                Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
-            };
+        (None, None) => unreachable!("a client is made without --nodes-file"),
+        (None, Some(client)) => {
             let api = kube::Api::all(client.clone());
             match apiserver::list_all(&api, &s.list_options(), &ingest).await {
                 Ok(nodes) => store.replace_all(nodes),
@@ -75,6 +88,95 @@ pub async fn run(args: CheckArgs) -> ExitCode {
     }
     let (report, _) = store.report();
     print(&report, args.format)
+}
+
+/// Reads each wanted-image source once into the store. A source that cannot be
+/// read is logged and shows as down in the report; a `--nublado-file` that cannot
+/// be read is bad input.
+async fn read_sources(
+    args: &CheckArgs,
+    sources: &[SourceConfig],
+    client: Option<&kube::Client>,
+    store: &Store,
+) -> Result<(), String> {
+    let mut nublado_done = false;
+    if let Some(path) = &args.nublado_file {
+        let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let status =
+            parse_prepuller_status(&body).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (groups, problems) = nublado_groups(&status);
+        for p in problems {
+            tracing::warn!(source = "nublado", "skipping an image: {p}");
+        }
+        store.source_succeeded(WantSource::Nublado, groups);
+        nublado_done = true;
+    }
+    for src in sources {
+        let (source, result) = match src {
+            SourceConfig::Nublado { .. } if nublado_done => continue,
+            SourceConfig::Nublado {
+                url,
+                token_file,
+                interval,
+                timeout,
+            } => {
+                let opts = NubladoOptions {
+                    url: url.clone(),
+                    token_file: token_file.clone(),
+                    interval: *interval,
+                    timeout: *timeout,
+                };
+                let result = match http_client() {
+                    Ok(c) => fetch_nublado(&c, &opts).await,
+                    Err(e) => Err(e),
+                };
+                (WantSource::Nublado, result)
+            }
+            SourceConfig::KubeFledged { namespace } => {
+                let result = match client {
+                    Some(c) => list_groups(
+                        &imagecache_api(c.clone(), namespace.as_deref()),
+                        None,
+                        imagecache_to_groups,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                    None => Err("needs a cluster; not read with --nodes-file".into()),
+                };
+                (WantSource::KubeFledged, result)
+            }
+            SourceConfig::DaemonSets {
+                namespace,
+                selector,
+            } => {
+                let result = match client {
+                    Some(c) => list_groups(
+                        &daemonset_api(c.clone(), namespace.as_deref()),
+                        selector.as_deref(),
+                        daemonset_groups,
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                    None => Err("needs a cluster; not read with --nodes-file".into()),
+                };
+                (WantSource::DaemonSet, result)
+            }
+        };
+        match result {
+            Ok((groups, problems)) => {
+                for p in problems {
+                    tracing::warn!(source = %source, "{p}");
+                }
+                store.source_succeeded(source, groups);
+            }
+            Err(e) => {
+                tracing::warn!(source = %source, "cannot read this source of wanted images: {e}");
+                store.add_source(source);
+                store.source_failed(source);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print(report: &Report, format: Format) -> ExitCode {

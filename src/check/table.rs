@@ -63,10 +63,11 @@ pub fn render_table(report: &Report) -> String {
         .to_vec(),
     ];
     for n in &report.nodes {
-        let status = match n.status() {
+        let status = match (n.status(), &n.not_eligible_reason) {
             // The one status that needs action stands out in a terminal.
-            NodeStatus::AtCap => "AT CAP",
-            other => other.as_str(),
+            (NodeStatus::AtCap, _) => "AT CAP".to_string(),
+            (NodeStatus::NotEligible, Some(reason)) => format!("not eligible ({reason})"),
+            (other, _) => other.as_str().to_string(),
         };
         let missing = match n.missing_state {
             Some(state) => format!(
@@ -85,7 +86,7 @@ pub fn render_table(report: &Report) -> String {
             } else {
                 "-".into()
             },
-            status.into(),
+            status,
             gb(n.ephemeral_storage_capacity_bytes),
             n.recommended_max_images
                 .map_or("-".into(), |r| r.to_string()),
@@ -98,11 +99,31 @@ pub fn render_table(report: &Report) -> String {
         let mut rows = vec![vec![
             "WANTED IMAGE".to_string(),
             "ON ELIGIBLE NODES".to_string(),
+            "WANTED BY".to_string(),
         ]];
         for i in &report.images {
+            let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
             rows.push(vec![
                 i.image.clone(),
                 format!("{}/{}", i.nodes, i.eligible_nodes),
+                by.join(","),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    if !report.sources.is_empty() {
+        out.push('\n');
+        let mut rows = vec![["SOURCE", "IMAGES", "READ"].map(String::from).to_vec()];
+        for s in &report.sources {
+            rows.push(vec![
+                s.source.to_string(),
+                s.images.to_string(),
+                if s.up {
+                    "ok"
+                } else {
+                    "FAILED (last list kept)"
+                }
+                .to_string(),
             ]);
         }
         out.push_str(&table(&rows));
@@ -168,6 +189,7 @@ mod tests {
             ephemeral_storage_allocatable_bytes: None,
             recommended_max_images: Some(367),
             eligible: true,
+            not_eligible_reason: None,
             missing_images: missing.iter().map(|s| s.to_string()).collect(),
             missing_state: state,
             invalid_fields: 0,
@@ -190,10 +212,12 @@ mod tests {
             ],
             images: vec![ImageReport {
                 image: "x:1".into(),
+                sources: vec![],
                 nodes: 1,
                 eligible_nodes: 2,
             }],
             eligible_nodes: 2,
+            sources: vec![],
         };
         let t = render_table(&r);
         let full = t.lines().find(|l| l.starts_with("full")).unwrap();
@@ -220,6 +244,7 @@ mod tests {
             nodes: vec![node("ok", 3, 50, CapSource::Default, &[], None)],
             images: vec![],
             eligible_nodes: 1,
+            sources: vec![],
         };
         let t = render_table(&r);
         assert!(!t.contains("nodeStatusMaxImages"));

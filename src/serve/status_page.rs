@@ -189,6 +189,7 @@ mod tests {
             ephemeral_storage_allocatable_bytes: None,
             recommended_max_images: Some(367),
             eligible: true,
+            not_eligible_reason: None,
             missing_images: vec![],
             missing_state: None,
             invalid_fields: 0,
@@ -204,10 +205,12 @@ mod tests {
             nodes: vec![full, node("near", 46, 50), node("big", 137, -1)],
             images: vec![ImageReport {
                 image: "x:1".into(),
+                sources: vec![],
                 nodes: 2,
                 eligible_nodes: 3,
             }],
             eligible_nodes: 3,
+            sources: vec![],
         };
         let now = SystemTime::now();
         let h = render(&r, Some(now - Duration::from_secs(7)), now);
@@ -236,6 +239,7 @@ mod tests {
             nodes: vec![],
             images: vec![],
             eligible_nodes: 0,
+            sources: vec![],
         };
         assert!(render(&r, None, SystemTime::now()).contains("no node data yet"));
     }

@@ -137,6 +137,9 @@ pub async fn poll(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = ingest.store.resync_requested() => {
+                tracing::info!("wanted repositories changed; listing nodes again");
+            }
             _ = shutdown.cancelled() => return,
         }
     }
@@ -157,7 +160,12 @@ pub async fn watch(
     if let Some(sel) = &opts.label_selector {
         config = config.labels(sel);
     }
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let start = || {
+        watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let mut stream = start();
     let mut buffer: Vec<NodeSummary> = Vec::new();
     // The watcher does not surface bookmarks, so a quiet but healthy watch shows
     // no events: while the last thing it yielded was not an error, the data is
@@ -172,6 +180,14 @@ pub async fn watch(
                 if healthy {
                     ingest.store.touch();
                 }
+                continue;
+            }
+            _ = ingest.store.resync_requested() => {
+                // The summaries lack entries the wanted images now need: list
+                // again (the store is swapped whole when the list is complete).
+                tracing::info!("wanted repositories changed; listing nodes again");
+                stream = start();
+                buffer.clear();
                 continue;
             }
             _ = shutdown.cancelled() => return,

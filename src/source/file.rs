@@ -110,6 +110,11 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            _ = ingest.store.resync_requested() => {
+                // Summarize the nodes again for the wanted images' repositories.
+                last = None;
+                failed_stamp = None;
+            }
             _ = shutdown.cancelled() => return,
         }
         let now = stamp(&path);
@@ -239,7 +244,10 @@ mod tests {
             let doc = serde_json::json!({"kind": "List", "items": items});
             let decoded = decode(doc.to_string().as_bytes()).unwrap();
             prop_assert_eq!(decoded.len(), 4);
-            let wanted = crate::analysis::wanted::tests::wanted(&["busybox:1"], &["^x"], &[]);
+            let wanted = crate::analysis::Relevance::new(
+                &crate::analysis::wanted::tests::wanted(&["busybox:1"], &["^x"], &[]),
+                [],
+            );
             for n in decoded.iter().flatten() {
                 let _ = crate::analysis::summarize(n, &wanted);
             }

@@ -8,6 +8,7 @@
 pub mod apiserver;
 pub mod configz;
 pub mod file;
+pub mod prepullers;
 
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::{InvalidField, NodeSummary, NodeView, summarize};
@@ -39,7 +40,7 @@ impl Ingest {
         {
             return None;
         }
-        let summary = match summarize(view, self.store.wanted()) {
+        let summary = match summarize(view, &self.store.relevance()) {
             Ok(s) => s,
             Err(problem) => {
                 self.metrics.invalid_field(problem.field);

@@ -10,6 +10,15 @@ use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Installs the TLS crypto provider the exporter uses (ring), once per process:
+/// reqwest, built without one of its own, needs it before its first client.
+pub fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Upper bound for any single wait in these tests.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -39,6 +48,7 @@ impl Exporter {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
+        init_tls();
         let r = reqwest::get(format!("http://{}{path}", self.addr))
             .await
             .unwrap();
