@@ -1279,7 +1279,7 @@ def _sources_values() -> dict:
     """The example config with every source on, as chart values."""
     example = yaml.safe_load((EXAMPLES / "config.yaml").read_text())
     prepull = {**example["prepull"], **copy.deepcopy(SOURCES_ALL["prepull"])}
-    prepull["patterns"] = example["prepull"]["patterns"] + [{"match": rf"^{re.escape(LAB)}:w_", "newest": 2}]
+    prepull["patterns"] = [*example["prepull"]["patterns"], SOURCES_ALL["prepull"]["patterns"][1]]
     return {**example, "prepull": prepull}
 
 
