@@ -37,6 +37,7 @@ SPEC = {
     "ImageCapExporterDown": ("5m", "critical"),
     "ImageCapExporterStale": ("5m", "warning"),
     "ImageCapExporterNoData": ("15m", "warning"),
+    "ImageCapWantedSourceDown": ("15m", "warning"),
 }
 
 # (alertname, node, image or None) -> (severity, fragments its description must contain)

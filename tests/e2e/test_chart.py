@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import http.server
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import helm_python as helm
@@ -67,6 +70,64 @@ OPTIONAL_OBJECTS = {
 NODES_RULE = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
 PROXY_RULE = {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}
 SHA = "0123456789abcdef" * 4
+
+# Wanted image sources (prepull.sources): each toggle, the `sources` list it must write
+# to the config file, the rules it adds to the ClusterRole, and the Roles it creates
+# as (name, namespace, rule).
+NUBLADO_URL = "http://nublado-controller.nublado/nublado/spawner/v1/prepulls"
+TOKEN_FILE = "/var/run/secrets/nublado/token"
+FLEDGED_RULE = {"apiGroups": ["kubefledged.io"], "resources": ["imagecaches"], "verbs": ["get", "list", "watch"]}
+DAEMONSETS_RULE = {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "list", "watch"]}
+LAB_TOLERATION = {"key": "dedicated", "operator": "Equal", "value": "lab", "effect": "NoSchedule"}
+PULLER = "component=continuous-image-puller"
+
+
+def with_sources(**sources) -> dict:
+    return {"prepull": {"sources": sources}}
+
+
+SOURCES_ALL = {"prepull": {
+    "tolerations": [LAB_TOLERATION],
+    "patterns": [r"^ghcr\.io/lsst-sqre/sciplat-lab:r[0-9]+_[0-9]+_[0-9]+$",
+                 {"match": r"^ghcr\.io/lsst-sqre/sciplat-lab:w_", "newest": 2}],
+    "sources": {
+        "nublado": {"enabled": True, "tokenSecret": {"name": "imagecap-nublado"}},
+        "kubeFledged": {"enabled": True, "namespace": "kube-fledged"},
+        "daemonSets": {"enabled": True, "namespace": "jhub", "selector": PULLER},
+    },
+}}
+SOURCE_TOGGLES = {
+    "nublado": with_sources(nublado={"enabled": True}),
+    "nublado-token": with_sources(nublado={"enabled": True, "tokenSecret": {"name": "imagecap-nublado"}}),
+    "kube-fledged-all-namespaces": with_sources(kubeFledged={"enabled": True}),
+    "kube-fledged-namespace": with_sources(kubeFledged={"enabled": True, "namespace": "kube-fledged"}),
+    "daemonsets-all-namespaces": with_sources(daemonSets={"enabled": True}),
+    "daemonsets-namespace": with_sources(daemonSets={"enabled": True, "namespace": "jhub", "selector": PULLER}),
+    "all-sources": {**ALL_ON, **SOURCES_ALL},
+}
+SOURCE_EXPECTED = {
+    "nublado": ([{"nublado": {"url": NUBLADO_URL, "interval": "60s", "timeout": "10s"}}], [], []),
+    "nublado-token": ([{"nublado": {"url": NUBLADO_URL, "interval": "60s", "timeout": "10s",
+                                    "tokenFile": TOKEN_FILE}}], [], []),
+    "kube-fledged-all-namespaces": ([{"kubeFledged": {}}], [FLEDGED_RULE], []),
+    "kube-fledged-namespace": ([{"kubeFledged": {"namespace": "kube-fledged"}}], [],
+                               [("imagecap-imagecap-exporter-kube-fledged", "kube-fledged", FLEDGED_RULE)]),
+    "daemonsets-all-namespaces": ([{"daemonSets": {}}], [DAEMONSETS_RULE], []),
+    "daemonsets-namespace": ([{"daemonSets": {"namespace": "jhub", "selector": PULLER}}], [],
+                             [("imagecap-imagecap-exporter-daemonsets", "jhub", DAEMONSETS_RULE)]),
+    "all-sources": ([{"nublado": {"url": NUBLADO_URL, "interval": "60s", "timeout": "10s", "tokenFile": TOKEN_FILE}},
+                     {"kubeFledged": {"namespace": "kube-fledged"}},
+                     {"daemonSets": {"namespace": "jhub", "selector": PULLER}}],
+                    [PROXY_RULE],
+                    [("imagecap-imagecap-exporter-kube-fledged", "kube-fledged", FLEDGED_RULE),
+                     ("imagecap-imagecap-exporter-daemonsets", "jhub", DAEMONSETS_RULE)]),
+}
+# Every key the exporter's config file may hold (anything else is an error there).
+CONFIG_KEYS = {"defaultMaxImages", "prepull"}
+PREPULL_KEYS = {"images", "patterns", "nodeSelector", "tolerations", "sources"}
+SOURCE_KEYS = {"nublado": {"url", "tokenFile", "interval", "timeout"},
+               "kubeFledged": {"namespace"},
+               "daemonSets": {"namespace", "selector"}}
 
 
 # --- helpers ------------------------------------------------------------------------
@@ -243,9 +304,10 @@ def validate_object(doc: dict, version: str):
 # --- lint and render ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("toggle", TOGGLES)
+@pytest.mark.parametrize("toggle", {**TOGGLES, **SOURCE_TOGGLES})
 def test_lint_is_clean(toggle):
-    report = helm.lint(CHART, TOGGLES[toggle], strict=True, namespace=NAMESPACE, kube_version="v1.34.0")
+    values = {**TOGGLES, **SOURCE_TOGGLES}[toggle]
+    report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE, kube_version="v1.34.0")
     assert report["total_charts_linted"] == 1
     assert report["errors"] == []
     # Severity 1 is informational ("icon is recommended"); nothing worse is allowed.
@@ -279,9 +341,9 @@ def test_renders_the_expected_objects(chart, toggle):
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-@pytest.mark.parametrize("toggle", TOGGLES)
+@pytest.mark.parametrize("toggle", {**TOGGLES, **SOURCE_TOGGLES})
 def test_every_object_validates_against_kubernetes(chart, toggle, version):
-    docs = render(chart, TOGGLES[toggle])
+    docs = render(chart, {**TOGGLES, **SOURCE_TOGGLES}[toggle])
     assert len(docs) >= len(CORE_OBJECTS)
     for doc in docs:
         validate_object(doc, version)
@@ -378,6 +440,61 @@ def test_rbac_and_service_account_can_be_left_out(chart):
     assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "nodes-reader"
 
 
+@pytest.mark.parametrize("toggle", SOURCE_TOGGLES)
+def test_rbac_follows_the_sources(chart, toggle):
+    """A source that reads every namespace adds a ClusterRole rule; one restricted to a
+    namespace gets a Role and RoleBinding there instead. Only get, list and watch."""
+    _, cluster_rules, roles = SOURCE_EXPECTED[toggle]
+    docs = render(chart, SOURCE_TOGGLES[toggle])
+    assert only(docs, "ClusterRole")["rules"] == [NODES_RULE, *cluster_rules]
+    sa = only(docs, "ServiceAccount")["metadata"]["name"]
+    got_roles = [d for d in docs if d["kind"] == "Role"]
+    got_bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted((r["metadata"]["name"], r["metadata"]["namespace"]) for r in got_roles) == \
+        sorted((name, ns) for name, ns, _ in roles)
+    assert len(got_bindings) == len(roles)
+    for name, ns, rule in roles:
+        role = only(docs, "Role", name)
+        assert role["metadata"]["namespace"] == ns
+        assert role["rules"] == [rule]
+        binding = only(docs, "RoleBinding", name)
+        assert binding["metadata"]["namespace"] == ns
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        # The exporter's ServiceAccount lives in the release namespace, not the source's.
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    # Nothing broader than reading, whatever the toggle.
+    for d in docs:
+        for rule in d.get("rules", []):
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+            assert "*" not in rule["resources"] and "*" not in rule["apiGroups"], rule
+
+
+def test_disabled_sources_grant_nothing(chart):
+    """Namespaces and selectors of a disabled source are ignored: no rule, no Role."""
+    docs = render(chart, with_sources(kubeFledged={"enabled": False, "namespace": "kube-fledged"},
+                                      daemonSets={"enabled": False, "selector": PULLER}))
+    assert only(docs, "ClusterRole")["rules"] == [NODES_RULE]
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    assert "sources" not in exporter_config(docs)["prepull"]
+
+
+def test_source_rbac_can_be_left_out(chart):
+    docs = render(chart, {**SOURCES_ALL, "rbac": {"create": False}})
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+
+
+def test_source_roles_are_named_within_63_characters(chart):
+    """Both sources in one namespace: two Roles with distinct names of at most 63 characters."""
+    docs = render(chart, {"fullnameOverride": "x" * 60, **with_sources(
+        kubeFledged={"enabled": True, "namespace": "jhub"}, daemonSets={"enabled": True, "namespace": "jhub"})})
+    for kind in ("Role", "RoleBinding"):
+        names = [d["metadata"]["name"] for d in docs if d["kind"] == kind]
+        assert len(names) == len(set(names)) == 2, names
+        assert all(len(n) <= 63 and not n.endswith("-") for n in names), names
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert only(docs, "Role", binding["roleRef"]["name"])["metadata"]["namespace"] == "jhub"
+
+
 # --- Deployment ---------------------------------------------------------------------
 
 
@@ -454,6 +571,41 @@ def test_web_config_secret(chart):
     assert container(plain)["livenessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
+def test_nublado_token_secret_is_mounted_key_only_and_read_only(chart):
+    values = with_sources(nublado={"enabled": True, "tokenSecret": {"name": "imagecap-nublado", "key": "bearer"}})
+    docs = render(chart, values)
+    c = container(docs)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    mounts = [m for m in c["volumeMounts"] if m["name"] == "nublado-token"]
+    assert mounts == [{"name": "nublado-token", "mountPath": "/var/run/secrets/nublado", "readOnly": True}]
+    volumes = [v for v in pod["volumes"] if v["name"] == "nublado-token"]
+    # Only the one key, as the file "token", readable by owner and group (fsGroup) only.
+    assert volumes == [{"name": "nublado-token", "secret": {
+        "secretName": "imagecap-nublado", "items": [{"key": "bearer", "path": "token"}], "defaultMode": 0o440}}]
+    token_file = exporter_config(docs)["prepull"]["sources"][0]["nublado"]["tokenFile"]
+    assert token_file == f"{mounts[0]['mountPath']}/{volumes[0]['secret']['items'][0]['path']}" == TOKEN_FILE
+    assert pod["securityContext"]["fsGroup"] == 65532
+    for doc in docs:
+        validate_object(doc, "1.34.0")
+    # The token is mounted in a directory of its own, not over the config or web config.
+    assert len({m["mountPath"] for m in c["volumeMounts"]}) == len(c["volumeMounts"])
+
+
+@pytest.mark.parametrize("values", [
+    with_sources(nublado={"enabled": True}),
+    with_sources(nublado={"enabled": True, "tokenSecret": {"name": ""}}),
+    with_sources(nublado={"enabled": False, "tokenSecret": {"name": "imagecap-nublado"}}),
+], ids=["no-secret", "empty-name", "source-off"])
+def test_no_token_without_a_secret_or_without_the_source(chart, values):
+    docs = render(chart, values)
+    c = container(docs)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert c["volumeMounts"] == [{"name": "config", "mountPath": "/etc/imagecap-exporter", "readOnly": True}]
+    assert pod["volumes"] == [{"name": "config", "configMap": {"name": "imagecap-imagecap-exporter"}}]
+    for source in exporter_config(docs)["prepull"].get("sources", []):
+        assert "tokenFile" not in source["nublado"]
+
+
 def test_deployment_args_follow_values(chart):
     docs = render(chart, {
         "mode": "poll", "pollInterval": "5m", "defaultMaxImages": -1,
@@ -520,6 +672,11 @@ def test_config_checksum_rolls_the_pod_only_when_the_config_changes(chart):
     assert checksum({"podAnnotations": {"a": "b"}, "mode": "poll"})[0] == base
     assert checksum({"prepull": {"images": ["busybox:1.36"]}})[0] != base
     assert checksum({"defaultMaxImages": 110})[0] != base
+    assert checksum(with_sources(daemonSets={"enabled": True}))[0] != base
+    assert checksum({"prepull": {"tolerations": [LAB_TOLERATION]}})[0] != base
+    # Sources that are off, and the NetworkPolicy values, are not part of the config.
+    assert checksum(with_sources(nublado={"enabled": False, "url": "https://elsewhere.example/x"}))[0] == base
+    assert checksum({"networkPolicy": {"enabled": True, "egress": {"nublado": {"ports": [80]}}}})[0] == base
 
 
 # --- ConfigMap ----------------------------------------------------------------------
@@ -551,6 +708,55 @@ def test_configmap_matches_the_example_config(chart):
     assert exporter_config(render(chart, example)) == example
 
 
+def test_defaults_write_neither_tolerations_nor_sources(chart):
+    """An exporter that predates them still reads the default config, and the config
+    checksum of existing installs does not change."""
+    prepull = exporter_config(render(chart))["prepull"]
+    assert set(prepull) == {"images", "patterns", "nodeSelector"}
+    nulls = {"prepull": {"tolerations": None, "sources": None}}
+    assert exporter_config(render(chart, nulls)) == exporter_config(render(chart))
+    nulls = with_sources(nublado=None, kubeFledged=None, daemonSets=None)
+    assert exporter_config(render(chart, nulls)) == exporter_config(render(chart))
+
+
+@pytest.mark.parametrize("toggle", SOURCE_TOGGLES)
+def test_sources_render_exactly_the_config_keys(chart, toggle):
+    """The rendered config parses, holds the sources in order (Nublado, kube-fledged,
+    DaemonSets) as one-key maps, and no key the exporter does not know."""
+    sources, _, _ = SOURCE_EXPECTED[toggle]
+    cm = only(render(chart, SOURCE_TOGGLES[toggle]), "ConfigMap", "imagecap-imagecap-exporter")
+    cfg = yaml.safe_load(cm["data"]["config.yaml"])
+    assert set(cfg) <= CONFIG_KEYS
+    assert set(cfg["prepull"]) <= PREPULL_KEYS
+    assert cfg["prepull"]["sources"] == sources
+    for source in cfg["prepull"]["sources"]:
+        (kind, settings), = source.items()
+        assert set(settings) <= SOURCE_KEYS[kind], (kind, settings)
+        assert all(isinstance(v, str) and v for v in settings.values()), settings
+
+
+def test_tolerations_and_newest_patterns_are_written_as_given(chart):
+    cfg = exporter_config(render(chart, SOURCES_ALL))
+    assert cfg["prepull"]["tolerations"] == [LAB_TOLERATION]
+    assert cfg["prepull"]["patterns"] == SOURCES_ALL["prepull"]["patterns"]
+    assert cfg["prepull"]["patterns"][1] == {"match": r"^ghcr\.io/lsst-sqre/sciplat-lab:w_", "newest": 2}
+    tolerations = [LAB_TOLERATION, {"operator": "Exists"},
+                   {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+                    "tolerationSeconds": 300}]
+    assert exporter_config(render(chart, {"prepull": {"tolerations": tolerations}}))["prepull"]["tolerations"] \
+        == tolerations
+
+
+def test_nublado_optional_settings_follow_values(chart):
+    values = with_sources(nublado={"enabled": True, "url": "https://data.example.org/nublado/spawner/v1/prepulls",
+                                   "interval": "5m", "timeout": "30s"})
+    assert exporter_config(render(chart, values))["prepull"]["sources"] == [{"nublado": {
+        "url": "https://data.example.org/nublado/spawner/v1/prepulls", "interval": "5m", "timeout": "30s"}}]
+    # A null removes the default: the key is left out and the exporter's default applies.
+    values = with_sources(nublado={"enabled": True, "interval": None, "timeout": None})
+    assert exporter_config(render(chart, values))["prepull"]["sources"] == [{"nublado": {"url": NUBLADO_URL}}]
+
+
 # --- invalid values -----------------------------------------------------------------
 
 
@@ -576,6 +782,48 @@ def test_configmap_matches_the_example_config(chart):
     ({"image": {"digest": "sha256:abc"}}, ["'/image/digest'", "'sha256:abc' does not match"]),
     ({"networkPolicy": {"egress": {"apiServer": {"ports": [70000]}}}},
      ["'/networkPolicy/egress/apiServer/ports/0'", "got 70,000, want 65,535"]),
+    # Wanted image sources.
+    (with_sources(nublado={"enabled": True, "interval": 60}),
+     ["'/prepull/sources/nublado/interval'", "got number, want string"]),
+    (with_sources(nublado={"enabled": True, "timeout": "ten seconds"}),
+     ["'/prepull/sources/nublado/timeout'", "'ten seconds' does not match"]),
+    (with_sources(nublado={"enabled": True, "interval": "0s"}),
+     ["'/prepull/sources/nublado/interval'", "'0s' does not match"]),
+    (with_sources(nublado={"enabled": "yes"}), ["'/prepull/sources/nublado/enabled'", "want boolean"]),
+    (with_sources(nublado={"enabled": True, "url": "nublado-controller.nublado/prepulls"}),
+     ["'/prepull/sources/nublado/url'", "does not match"]),
+    (with_sources(nublado={"enabled": True, "url": ""}), ["'/prepull/sources/nublado/url'", "does not match"]),
+    (with_sources(nublado={"enabled": True, "tokenFile": "/token"}),
+     ["'/prepull/sources/nublado'", "'tokenFile' not allowed"]),
+    (with_sources(nublado={"tokenSecret": {"name": "Bad_Name"}}),
+     ["'/prepull/sources/nublado/tokenSecret/name'", "'Bad_Name' does not match"]),
+    (with_sources(nublado={"tokenSecret": {"key": "a/b"}}),
+     ["'/prepull/sources/nublado/tokenSecret/key'", "'a/b' does not match"]),
+    (with_sources(nublado={"tokenSecret": {"name": "s", "namespace": "other"}}),
+     ["'/prepull/sources/nublado/tokenSecret'", "'namespace' not allowed"]),
+    (with_sources(kubeFledged={"enabled": True, "namespace": "Kube_Fledged"}),
+     ["'/prepull/sources/kubeFledged/namespace'", "'Kube_Fledged' does not match"]),
+    (with_sources(kubeFledged={"enabled": True, "selector": "a=b"}),
+     ["'/prepull/sources/kubeFledged'", "'selector' not allowed"]),
+    (with_sources(daemonSets={"enabled": True, "selector": ["component=continuous-image-puller"]}),
+     ["'/prepull/sources/daemonSets/selector'", "got array, want string"]),
+    (with_sources(daemonsets={"enabled": True}), ["'/prepull/sources'", "'daemonsets' not allowed"]),
+    (with_sources(registry={"enabled": True}), ["'/prepull/sources'", "'registry' not allowed"]),
+    ({"prepull": {"sources": [{"kubeFledged": {}}]}}, ["'/prepull/sources'", "got array, want object"]),
+    ({"prepull": {"tolerations": [{"key": "dedicated", "operator": "In"}]}},
+     ["'/prepull/tolerations/0/operator'"]),
+    ({"prepull": {"tolerations": [{"key": "dedicated", "effect": "NoPull"}]}},
+     ["'/prepull/tolerations/0/effect'"]),
+    ({"prepull": {"tolerations": [{"key": "dedicated", "tolerance": 1}]}},
+     ["'/prepull/tolerations/0'", "'tolerance' not allowed"]),
+    ({"prepull": {"tolerations": {"key": "dedicated"}}}, ["'/prepull/tolerations'", "got object, want array"]),
+    ({"prepull": {"patterns": [{"match": "^x$", "newest": 0}]}}, ["'/prepull/patterns/0'"]),
+    ({"prepull": {"patterns": [{"match": "^x$"}]}}, ["'/prepull/patterns/0'"]),
+    ({"prepull": {"patterns": [{"match": "^x$", "newest": 2, "oldest": 1}]}}, ["'/prepull/patterns/0'"]),
+    ({"networkPolicy": {"egress": {"nublado": {"ports": []}}}},
+     ["'/networkPolicy/egress/nublado/ports'", "minItems"]),
+    ({"networkPolicy": {"egress": {"nublado": {"port": 8080}}}},
+     ["'/networkPolicy/egress/nublado'", "'port' not allowed"]),
 ])
 def test_invalid_values_fail_with_a_message_naming_them(chart, values, expected):
     message = schema_error(chart, values)
@@ -791,6 +1039,43 @@ def test_network_policy_follows_values(chart):
     assert np["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9754}]}]
 
 
+def test_network_policy_allows_the_nublado_controller_only_with_that_source(chart):
+    np = only(render(chart, {"networkPolicy": {"enabled": True}, **with_sources(kubeFledged={"enabled": True})}),
+              "NetworkPolicy")
+    assert len(np["spec"]["egress"]) == 2  # API server and DNS only
+    docs = render(chart, {"networkPolicy": {"enabled": True}, **with_sources(nublado={"enabled": True})})
+    np = only(docs, "NetworkPolicy")
+    validate_object(np, "1.34.0")
+    api, nublado, dns = np["spec"]["egress"]
+    assert nublado == {
+        "ports": [{"protocol": "TCP", "port": 8080}],
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nublado"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "nublado"}}}],
+    }
+    assert api["ports"][0] == {"protocol": "TCP", "port": 443} and dns["ports"][0]["port"] == 53
+    # The default URL's host is the Service in the namespace the policy allows.
+    host = exporter_config(docs)["prepull"]["sources"][0]["nublado"]["url"].split("/")[2]
+    assert host.split(".")[1] == nublado["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+
+
+def test_network_policy_nublado_egress_follows_values(chart):
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "rsp"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "nublado"}}}]
+    values = {"networkPolicy": {"enabled": True, "egress": {"nublado": {"to": peers, "ports": [8080, 8443]},
+                                                            "dns": {"enabled": False}}},
+              **with_sources(nublado={"enabled": True})}
+    np = only(render(chart, values), "NetworkPolicy")
+    validate_object(np, "1.34.0")
+    assert np["spec"]["egress"][1:] == [{"ports": [{"protocol": "TCP", "port": 8080},
+                                                   {"protocol": "TCP", "port": 8443}], "to": peers}]
+    # An empty peer list allows any destination on those ports (an external URL, say).
+    values["networkPolicy"]["egress"]["nublado"] = {"to": [], "ports": [443]}
+    np = only(render(chart, values), "NetworkPolicy")
+    assert np["spec"]["egress"][1:] == [{"ports": [{"protocol": "TCP", "port": 443}]}]
+    # Without the NetworkPolicy, the Nublado values change nothing.
+    assert not [d for d in render(chart, with_sources(nublado={"enabled": True})) if d["kind"] == "NetworkPolicy"]
+
+
 # --- documentation ------------------------------------------------------------------
 
 
@@ -823,6 +1108,26 @@ def test_notes_tell_how_to_reach_the_exporter(chart):
     assert "kubectl -n monitoring port-forward svc/imagecap-imagecap-exporter 9754:9754" in notes
     assert "nodes/proxy" in notes and "PrometheusRule imagecap-imagecap-exporter" in notes
     assert "grafana_dashboard" in notes
+    assert "Wanted images are also read from" not in notes
+
+
+def test_notes_name_the_enabled_sources(chart):
+    notes = render_files(chart, SOURCES_ALL)["imagecap-exporter/templates/NOTES.txt"]
+    assert f"Nublado ({NUBLADO_URL})" in notes
+    assert "kube-fledged ImageCaches (kube-fledged)" in notes
+    assert f"DaemonSets (jhub, {PULLER})" in notes
+    assert "ImageCapWantedSourceDown" in notes
+    notes = render_files(chart, with_sources(daemonSets={"enabled": True}))["imagecap-exporter/templates/NOTES.txt"]
+    assert "DaemonSets (all namespaces)." in notes and "Nublado" not in notes
+
+
+def test_readme_sources_example_is_what_the_chart_renders(chart):
+    """The two YAML blocks of the README's "Wanted image sources" section: the values,
+    and the config file they render to."""
+    section = (CHART / "README.md").read_text().split("### Wanted image sources", 1)[1].split("\n## ", 1)[0]
+    values_block, config_block = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
+    values = yaml.safe_load(values_block)
+    assert exporter_config(render(chart, values)) == {"defaultMaxImages": 50, **yaml.safe_load(config_block)}
 
 
 # --- the real exporter with what the chart renders ----------------------------------
@@ -906,6 +1211,160 @@ def test_exporter_runs_with_the_deployment_args(chart, workdir, procs, values):
     metrics = ex.metrics()
     assert re.search(r"^imagecap_node_images\{[^}]*node=\"nublado-worker-1\"[^}]*\} 50(\.0)?$", metrics, re.M), metrics
     assert ex.alive()
+
+
+# The same, with the wanted image sources on. An exporter built before they existed
+# rejects the config (exit 2, "unknown field `sources`"): these tests then skip and say
+# so, and run for real against an exporter that reads them.
+
+LAB = "ghcr.io/lsst-sqre/sciplat-lab"
+# What Nublado's controller answers on GET /nublado/spawner/v1/prepulls
+# (PrepullerStatus, snake_case), for the example nodes: r27_0_0 is on every eligible
+# node, w_2024_11 is pending (nublado-worker-1 is at its cap and does not show it).
+NUBLADO_STATUS = {
+    "config": {"source": {"type": "docker", "registry": "ghcr.io", "repository": "lsst-sqre/sciplat-lab"},
+               "recommended_tag": "recommended", "num_releases": 1, "num_weeklies": 1, "num_dailies": 0,
+               "cycle": None, "pin": [], "alias_tags": []},
+    "images": {
+        "prepulled": [{"reference": f"{LAB}:r27_0_0", "tag": "r27_0_0", "name": "Release r27.0.0",
+                       "digest": None, "size": None,
+                       "nodes": ["nublado-worker-1", "nublado-worker-2", "nublado-worker-3", "nublado-worker-4"],
+                       "missing": []}],
+        "pending": [{"reference": f"{LAB}:w_2024_11", "tag": "w_2024_11", "name": "Weekly 2024_11",
+                     "digest": None, "size": None,
+                     "nodes": ["nublado-worker-2", "nublado-worker-3", "nublado-worker-4"],
+                     "missing": ["nublado-worker-1"]}],
+    },
+    "nodes": [
+        *({"name": f"nublado-worker-{i}", "eligible": True, "comment": None, "cached": []} for i in range(1, 5)),
+        {"name": "control-plane-1", "eligible": False, "comment": "Cordoned", "cached": []},
+    ],
+}
+
+
+class FakeNublado:
+    """Serves NUBLADO_STATUS on 127.0.0.1 and records the Authorization headers it gets."""
+
+    def __init__(self):
+        self.authorizations: list[str | None] = []
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                fake.authorizations.append(self.headers.get("Authorization"))
+                if self.path.split("?")[0] != "/nublado/spawner/v1/prepulls":
+                    self.send_error(404)
+                    return
+                body = json.dumps(NUBLADO_STATUS).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/nublado/spawner/v1/prepulls"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _sources_values() -> dict:
+    """The example config with every source on, as chart values."""
+    example = yaml.safe_load((EXAMPLES / "config.yaml").read_text())
+    prepull = {**example["prepull"], **copy.deepcopy(SOURCES_ALL["prepull"])}
+    prepull["patterns"] = [*example["prepull"]["patterns"], SOURCES_ALL["prepull"]["patterns"][1]]
+    return {**example, "prepull": prepull}
+
+
+def _local_sources_config(docs: list[dict], path: Path, url: str, token: Path | None):
+    """Writes the rendered config with the Nublado URL and token file made local."""
+    cfg = exporter_config(docs)
+    for source in cfg["prepull"]["sources"]:
+        if "nublado" in source:
+            source["nublado"]["url"] = url
+            if token is not None:
+                assert source["nublado"]["tokenFile"] == TOKEN_FILE
+                source["nublado"]["tokenFile"] = str(token)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+# How an exporter that predates issue #10 rejects its config keys: an unknown
+# prepull.sources or prepull.tolerations, or a {match, newest} pattern.
+PRE_SOURCES_ERRORS = (r"unknown field `(sources|tolerations)`",
+                      r"prepull\.patterns\[\d+\]: invalid type: map, expected a string")
+
+
+def _skip_unless_the_exporter_reads_sources(config: Path):
+    """Skips when the exporter at BIN predates the wanted image sources (issue #10)."""
+    res = _run([str(BIN), "check", "--config", str(config), "--nodes-file", str(EXAMPLES / "nodes.json")],
+               timeout=120)
+    if res.returncode == 2 and any(re.search(e, res.stderr) for e in PRE_SOURCES_ERRORS):
+        pytest.skip(f"{BIN} predates prepull.sources, prepull.tolerations and {{match, newest}} patterns "
+                    f"(issue #10): `check` exits 2 with {res.stderr.strip()!r}")
+    return res
+
+
+def test_exporter_accepts_the_rendered_sources_config(chart, workdir):
+    """Every key the chart writes for the sources is one the exporter knows: `check`
+    reports no error in the config file (the sources themselves may fail here, with
+    no cluster and no Nublado to read)."""
+    docs = render(chart, _sources_values())
+    config = workdir / "config.yaml"
+    token = workdir / "token"
+    token.write_text("s3cret\n")
+    _local_sources_config(docs, config, "http://127.0.0.1:9/nublado/spawner/v1/prepulls", token)
+    res = _skip_unless_the_exporter_reads_sources(config)
+    assert f"config file {config}" not in res.stderr, res.stderr
+    assert "unknown field" not in res.stderr and "unknown variant" not in res.stderr, res.stderr
+
+
+def test_exporter_reads_nublado_with_the_deployment_args_and_token(chart, workdir, procs):
+    """The Deployment's arguments, the rendered config with the Nublado source (pointed
+    at a fake controller here) and the token file: the exporter sends the token, reads
+    the status and exports the source's images next to the config's and patterns'."""
+    values = _sources_values()
+    values["prepull"]["sources"] = {"nublado": {"enabled": True, "interval": "1s", "timeout": "5s",
+                                                "tokenSecret": {"name": "imagecap-nublado"}}}
+    docs = render(chart, values)
+    nublado = FakeNublado()
+    try:
+        config = workdir / "config.yaml"
+        token = workdir / "token"
+        token.write_text("s3cret\n")
+        _local_sources_config(docs, config, nublado.url, token)
+        _skip_unless_the_exporter_reads_sources(config)
+        ex = ChartArgsExporter(workdir, _local_argv(container(docs)["args"], config))
+        procs.append(ex)
+        ex.wait_ready()
+        wait_for("the exporter to read the fake Nublado", lambda: nublado.authorizations)
+        assert set(nublado.authorizations) == {"Bearer s3cret"}, nublado.authorizations
+
+        def sample(name, **labels):
+            sel = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+            for line in ex.metrics().splitlines():
+                m = re.fullmatch(rf"{name}\{{([^}}]*)\}} (\S+)", line)
+                if m and all(f'{k}="{v}"' in m.group(1).split(",") for k, v in labels.items()):
+                    return float(m.group(2))
+            raise AssertionError(f"no {name}{{{sel}}}")
+
+        wait_for("the Nublado source to be up", lambda: sample("imagecap_wanted_source_up", source="nublado") == 1)
+        assert sample("imagecap_wanted_source_images", source="nublado") == 2
+        assert sample("imagecap_wanted_source_last_success_timestamp_seconds", source="nublado") > 0
+        for image in (f"{LAB}:r27_0_0", f"{LAB}:w_2024_11"):
+            assert sample("imagecap_wanted_image_info", image=image, source="nublado") == 1
+        for source in ("config", "pattern"):
+            assert sample("imagecap_wanted_source_up", source=source) == 1
+        assert sample("imagecap_source_errors_total", kind="nublado") == 0
+        assert ex.alive()
+    finally:
+        nublado.stop()
 
 
 # --- container image ----------------------------------------------------------------

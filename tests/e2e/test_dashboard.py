@@ -38,10 +38,14 @@ CORE_PANELS = {
     "Nodes",
     "Eligible nodes reporting each wanted image",
     "Wanted images",
+    "Wanted image sources up",
+    "Images per source",
+    "Time since last successful source read",
+    "Wanted images by source",
 }
-# Panels over counters that have series only once something has gone wrong; they must still
-# evaluate successfully.
-MAY_BE_EMPTY = {"Source errors", "Malformed node data"}
+# Panels over counters that have series only once something has gone wrong (or, for the
+# source errors, once such a source is configured); they must still evaluate successfully.
+MAY_BE_EMPTY = {"Source errors", "Malformed node data", "Wanted image source errors"}
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +240,20 @@ def test_cap_series_is_dashed(dashboard):
     assert dashed, "the cap series has no dashed-line override"
 
 
+def test_per_image_queries_use_per_image_eligibility(dashboard):
+    """Each source decides where its images are wanted, so an image's coverage is out of
+    the nodes eligible for that image, never out of all eligible nodes."""
+    checked = 0
+    for p in query_panels(dashboard):
+        for t in p["targets"]:
+            if "imagecap_prepull_image_nodes" in t["expr"]:
+                assert "imagecap_prepull_eligible_nodes" not in t["expr"], (p["title"], t["refId"], t["expr"])
+                checked += 1
+    assert checked >= 5, checked
+    images_row = next(p for p in dashboard["panels"] if p.get("type") == "row" and p["title"] == "Wanted image sources")
+    assert not images_row["collapsed"]
+
+
 def test_substitution_covers_every_variable(dashboard):
     for p in query_panels(dashboard):
         for t in p["targets"]:
@@ -398,6 +416,31 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
                for r in results[("Wanted images missing per node", "A")]["result"]}
     assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): 1,   # absent
                        ("nublado-worker-1", f"{lab}:w_2024_11"): 2}   # unverifiable (at cap)
+
+    # Wanted image sources: the example config has images (source "config") and a
+    # pattern (source "pattern"), both always up; no other source is configured.
+    assert _by_label(results[("Wanted image sources up", "A")], "source") == {"config": 1, "pattern": 1}
+    per_source = _by_label(results[("Images per source", "A")], "source")
+    assert per_source["config"] == 2  # w_2024_10 and busybox:1.36
+    assert set(per_source) == {"config", "pattern"}
+    ages = {r["metric"]["source"]: float(r["values"][-1][1])
+            for r in results[("Time since last successful source read", "A")]["result"]}
+    assert set(ages) == {"config", "pattern"}, ages
+    assert all(0 <= a < 600 for a in ages.values()), ages
+    by_source = merged["Wanted images by source"]
+    pairs = {(r["image"], r["source"]) for r in by_source}
+    assert {("docker.io/library/busybox:1.36", "config"), (f"{lab}:w_2024_10", "config"),
+            (f"{lab}:r27_0_0", "pattern"), (f"{lab}:w_2024_11", "pattern")} <= pairs, pairs
+    # One row per (image, source); each image's numbers are the per-image ones.
+    assert len(pairs) == len(by_source)
+    assert {image for image, _ in pairs} == set(wanted["A"])
+    for source, n in per_source.items():
+        assert n == sum(1 for _, s in pairs if s == source), (source, n, pairs)
+    for row in by_source:
+        assert (row["Value #A"], row["Value #B"], row["Value #C"]) == (
+            wanted["A"][row["image"]], wanted["B"][row["image"]], wanted["C"][row["image"]]), row
+    assert {r["metric"]["kind"] for r in results[("Wanted image source errors", "A")]["result"]} <= \
+        {"nublado", "kube-fledged", "daemonsets"}
 
     # Template variable queries resolve too.
     job_values = prom.query("group by (job) (imagecap_build_info)")["data"]["result"]

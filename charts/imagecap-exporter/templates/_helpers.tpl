@@ -56,11 +56,83 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The exporter's config file (config.yaml in the ConfigMap). */}}
+{{/*
+The exporter's config file (config.yaml in the ConfigMap). prepull.tolerations and
+prepull.sources are written only when they have something in them, so that the
+defaults give the same file (and config checksum) as before they existed. A source is
+one map with one key; its optional keys are written only when set.
+*/}}
 {{- define "imagecap-exporter.config" -}}
-{{- $prepull := dict "images" (.Values.prepull.images | default list) "patterns" (.Values.prepull.patterns | default list) "nodeSelector" (.Values.prepull.nodeSelector | default dict) -}}
+{{- $p := .Values.prepull -}}
+{{- $prepull := dict "images" ($p.images | default list) "patterns" ($p.patterns | default list) "nodeSelector" ($p.nodeSelector | default dict) -}}
+{{- with $p.tolerations }}
+{{- $_ := set $prepull "tolerations" . }}
+{{- end }}
+{{- $sources := list -}}
+{{- $s := $p.sources | default dict -}}
+{{- $nublado := $s.nublado | default dict -}}
+{{- if $nublado.enabled }}
+{{- $n := dict "url" $nublado.url }}
+{{- if (include "imagecap-exporter.nubladoTokenSecret" .) }}
+{{- $_ := set $n "tokenFile" (include "imagecap-exporter.nubladoTokenFile" .) }}
+{{- end }}
+{{- with $nublado.interval }}{{ $_ := set $n "interval" . }}{{ end }}
+{{- with $nublado.timeout }}{{ $_ := set $n "timeout" . }}{{ end }}
+{{- $sources = append $sources (dict "nublado" $n) }}
+{{- end }}
+{{- $fledged := $s.kubeFledged | default dict -}}
+{{- if $fledged.enabled }}
+{{- $k := dict }}
+{{- with $fledged.namespace }}{{ $_ := set $k "namespace" . }}{{ end }}
+{{- $sources = append $sources (dict "kubeFledged" $k) }}
+{{- end }}
+{{- $ds := $s.daemonSets | default dict -}}
+{{- if $ds.enabled }}
+{{- $d := dict }}
+{{- with $ds.namespace }}{{ $_ := set $d "namespace" . }}{{ end }}
+{{- with $ds.selector }}{{ $_ := set $d "selector" . }}{{ end }}
+{{- $sources = append $sources (dict "daemonSets" $d) }}
+{{- end }}
+{{- with $sources }}
+{{- $_ := set $prepull "sources" . }}
+{{- end }}
 {{- $cfg := dict "defaultMaxImages" .Values.defaultMaxImages "prepull" $prepull -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Where the Nublado bearer token is mounted, and the directory holding it. */}}
+{{- define "imagecap-exporter.nubladoTokenDir" -}}
+/var/run/secrets/nublado
+{{- end -}}
+{{- define "imagecap-exporter.nubladoTokenFile" -}}
+{{ include "imagecap-exporter.nubladoTokenDir" . }}/token
+{{- end -}}
+
+{{/* The name of the Nublado token Secret when the Nublado source uses one, else empty. */}}
+{{- define "imagecap-exporter.nubladoTokenSecret" -}}
+{{- $n := (.Values.prepull.sources | default dict).nublado | default dict -}}
+{{- if $n.enabled -}}
+{{- ($n.tokenSecret | default dict).name | default "" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Namespaced sources that need RBAC: a list of {name, namespace, apiGroup, resource}
+as JSON, one per enabled kube-fledged or DaemonSet source. An empty namespace means
+every namespace (a ClusterRole rule), otherwise a Role in that namespace.
+*/}}
+{{- define "imagecap-exporter.sourceGrants" -}}
+{{- $s := .Values.prepull.sources | default dict -}}
+{{- $grants := list -}}
+{{- $fledged := $s.kubeFledged | default dict -}}
+{{- if $fledged.enabled -}}
+{{- $grants = append $grants (dict "name" "kube-fledged" "namespace" ($fledged.namespace | default "") "apiGroup" "kubefledged.io" "resource" "imagecaches" "comment" "kube-fledged ImageCaches: the images each cache wants, and on which nodes.") -}}
+{{- end -}}
+{{- $ds := $s.daemonSets | default dict -}}
+{{- if $ds.enabled -}}
+{{- $grants = append $grants (dict "name" "daemonsets" "namespace" ($ds.namespace | default "") "apiGroup" "apps" "resource" "daemonsets" "comment" "Prepuller DaemonSets: their pods' images, and the nodes they run on.") -}}
+{{- end -}}
+{{- toJson $grants -}}
 {{- end -}}
 
 {{/* Container arguments. */}}
