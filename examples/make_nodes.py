@@ -1,21 +1,34 @@
 #!/usr/bin/env python3
 """Regenerate examples/nodes.json, a deterministic `kubectl get nodes -o json` dump.
 
-The five nodes cover what the exporter reports:
+The six nodes cover what the exporter reports:
   nublado-worker-1  reports exactly 50 images (the kubelet default cap): saturated,
                     so a wanted image it does not show is "unverifiable".
   nublado-worker-2  reports 137 images: more than the default, so its kubelet runs
-                    with a larger or no cap and it is treated as unlimited.
+                    with a larger or no cap and it is treated as unlimited. An old
+                    weekly, w_2024_08, lingers on it: with `newest: 2` in the config
+                    it is not wanted, so no other node is told it misses it.
   nublado-worker-3  reports 14 images and lacks a wanted image: "absent".
   nublado-worker-4  reports 46 of 50 (92%): near the cap. One of its images lists
                     five digests and no tag (the kubelet's 5-name cut), so it must be
-                    matched by digest.
+                    matched by digest. Tainted dedicated=lab:NoSchedule, which the
+                    config's tolerations tolerate: still eligible.
   control-plane-1   cordoned and without the prepull label: not eligible.
+  nublado-gpu-1     has the prepull label but is tainted dedicated=gpu:NoSchedule,
+                    which the lab does not tolerate: not eligible, nothing missing.
+
+With --nublado it prints instead what Nublado's controller would answer on
+GET /nublado/spawner/v1/prepulls for these nodes (examples/nublado-prepulls.json,
+for `check --nublado-file`): w_2024_11 known by digest and pending (Nublado, reading
+the same capped lists, misses it on nublado-worker-1 and on nublado-worker-4, whose
+entry lost its tag), and the GPU node ineligible with Nublado's comment.
 
 Usage: python3 examples/make_nodes.py > examples/nodes.json
+       python3 examples/make_nodes.py --nublado > examples/nublado-prepulls.json
 """
 import hashlib
 import json
+import sys
 
 
 def digest(seed: str) -> str:
@@ -55,7 +68,8 @@ BUSYBOX = {"names": [f"docker.io/library/busybox@{digest('busybox')}", "docker.i
            "sizeBytes": 4_261_550}
 
 
-def node(name, images, capacity, allocatable, eligible=True, unschedulable=False, extra_labels=None):
+def node(name, images, capacity, allocatable, eligible=True, unschedulable=False, extra_labels=None,
+         taints=None):
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
     if eligible:
         labels["nublado.lsst.io/permitted"] = "true"
@@ -75,9 +89,14 @@ def node(name, images, capacity, allocatable, eligible=True, unschedulable=False
     }
     if unschedulable:
         n["spec"]["unschedulable"] = True
+        n["spec"]["taints"] = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule",
+                                "timeAdded": "2024-03-01T12:00:00Z"}]
+    if taints:
+        n["spec"]["taints"] = taints
     return n
 
 
+w08 = lab("w_2024_08", int(8.9 * GiB))
 w10 = lab("w_2024_10", 9 * GiB)
 w11 = lab("w_2024_11", int(9.2 * GiB))
 r27 = lab("r27_0_0", int(8.7 * GiB))
@@ -86,15 +105,51 @@ w11_cut = lab("w_2024_11", int(9.2 * GiB), digests=5, with_tag=False)
 nodes = [
     # Saturated: 50 entries; w_2024_11 is on the node but fell off the list.
     node("nublado-worker-1", [w10, r27, BUSYBOX] + filler(47, 1), "1073741824Ki", "989560464Ki"),
-    node("nublado-worker-2", [w10, w11, r27, BUSYBOX] + filler(133, 2), "1953125000Ki", "1800000000Ki"),
+    node("nublado-worker-2", [w08, w10, w11, r27, BUSYBOX] + filler(132, 2), "1953125000Ki", "1800000000Ki"),
     node("nublado-worker-3", [w11, r27, BUSYBOX] + filler(11, 3), "500Gi", "460Gi"),
-    node("nublado-worker-4", [w10, w11_cut, r27, BUSYBOX] + filler(42, 4), "200G", "184G"),
+    node("nublado-worker-4", [w10, w11_cut, r27, BUSYBOX] + filler(42, 4), "200G", "184G",
+         taints=[{"key": "dedicated", "value": "lab", "effect": "NoSchedule"}]),
     node("control-plane-1", filler(8, 5), "100Gi", "95551679124", eligible=False, unschedulable=True,
          extra_labels={"node-role.kubernetes.io/control-plane": ""}),
+    node("nublado-gpu-1", [BUSYBOX] + filler(20, 6), "2Ti", "1900Gi",
+         extra_labels={"nvidia.com/gpu.present": "true"},
+         taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
 ]
 
 # The five-digest entry shares w_2024_11's first digest with nublado-worker-2's entry,
 # as the same image pulled through one repo digest would.
 assert w11_cut["names"][0] == w11["names"][0]
 
-print(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": nodes}, indent=2))
+
+
+def nublado_image(tag, digest_, nodes_with, missing):
+    return {"reference": f"{LAB}:{tag}", "tag": tag, "name": f"Weekly {tag[2:]}" if tag.startswith("w_")
+            else f"Release {tag[1:]}", "digest": digest_, "size": None,
+            "nodes": nodes_with, "missing": missing}
+
+
+LAB_NODES = ["nublado-worker-1", "nublado-worker-2", "nublado-worker-3", "nublado-worker-4"]
+prepulls = {
+    "config": {"source": {"type": "docker", "registry": "ghcr.io", "repository": "lsst-sqre/sciplat-lab"},
+               "recommended_tag": "recommended", "num_releases": 1, "num_weeklies": 2, "num_dailies": 0,
+               "cycle": None, "pin": [], "alias_tags": []},
+    "images": {
+        "prepulled": [nublado_image("r27_0_0", None, LAB_NODES, [])],
+        "pending": [
+            nublado_image("w_2024_10", None, ["nublado-worker-1", "nublado-worker-2", "nublado-worker-4"],
+                          ["nublado-worker-3"]),
+            nublado_image("w_2024_11", w11["names"][0].split("@")[1], ["nublado-worker-2", "nublado-worker-3"],
+                          ["nublado-worker-1", "nublado-worker-4"]),
+        ],
+    },
+    "nodes": [{"name": n, "eligible": True, "comment": None, "cached": []} for n in LAB_NODES] + [
+        {"name": "nublado-gpu-1", "eligible": False, "comment": "Node is tainted (dedicated=gpu:NoSchedule)",
+         "cached": []},
+    ],
+}
+
+if sys.argv[1:] == ["--nublado"]:
+    print(json.dumps(prepulls, indent=2))
+else:
+    print(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": nodes},
+                     indent=2))

@@ -50,9 +50,22 @@ fn table_for_the_examples_exits_1() {
         "nublado-worker-3",
         "nublado-worker-4",
         "control-plane-1",
+        "nublado-gpu-1",
     ] {
         assert!(text.contains(n), "{n} in\n{text}");
     }
+    let gpu = text
+        .lines()
+        .find(|l| l.starts_with("nublado-gpu-1"))
+        .unwrap();
+    assert!(
+        gpu.contains("not eligible (taint dedicated=gpu:NoSchedule)"),
+        "{gpu}"
+    );
+    assert!(
+        !text.contains("w_2024_08"),
+        "the lingering old weekly is not wanted (newest: 2):\n{text}"
+    );
     let w1 = text
         .lines()
         .find(|l| l.starts_with("nublado-worker-1"))
@@ -82,7 +95,31 @@ fn json_from_stdin() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["eligibleNodes"], 4);
     let nodes = v["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes.len(), 6);
+    let gpu = nodes.iter().find(|n| n["name"] == "nublado-gpu-1").unwrap();
+    assert_eq!(gpu["eligible"], false);
+    assert_eq!(gpu["notEligibleReason"], "taint dedicated=gpu:NoSchedule");
+    assert_eq!(gpu["missingImages"], serde_json::json!([]));
+    let w4 = nodes
+        .iter()
+        .find(|n| n["name"] == "nublado-worker-4")
+        .unwrap();
+    assert_eq!(w4["eligible"], true, "its dedicated=lab taint is tolerated");
+    assert!(w4.get("notEligibleReason").is_none());
+    let sources: Vec<(&str, u64, bool)> = v["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(s["lastSuccessSeconds"].as_f64().unwrap() > 1.7e9);
+            (
+                s["source"].as_str().unwrap(),
+                s["images"].as_u64().unwrap(),
+                s["up"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sources, [("config", 2, true), ("pattern", 3, true)]);
     let w1 = nodes
         .iter()
         .find(|n| n["name"] == "nublado-worker-1")
@@ -119,6 +156,101 @@ fn json_from_stdin() {
     assert_eq!(w3["missingState"], "absent");
     let images = v["images"].as_array().unwrap();
     assert!(images.iter().all(|i| i["eligibleNodes"] == 4));
+    let wanted: Vec<&str> = images
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        wanted,
+        [
+            "docker.io/library/busybox:1.36",
+            "ghcr.io/lsst-sqre/sciplat-lab:r27_0_0",
+            "ghcr.io/lsst-sqre/sciplat-lab:w_2024_10",
+            "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"
+        ]
+    );
+}
+
+/// `check --nublado-file` with the saved PrepullerStatus of the example nodes:
+/// Nublado alone decides what is wanted and where.
+#[test]
+fn nublado_file_offline() {
+    let out = check(
+        &[
+            "--nodes-file",
+            &format!("{EXAMPLES}/nodes.json"),
+            "--nublado-file",
+            &format!("{EXAMPLES}/nublado-prepulls.json"),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources = v["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(
+        (
+            &sources[0]["source"],
+            &sources[0]["images"],
+            &sources[0]["up"]
+        ),
+        (
+            &serde_json::json!("nublado"),
+            &serde_json::json!(3),
+            &serde_json::json!(true)
+        )
+    );
+    let by = |name: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let w11 = "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11@sha256:";
+    let w1 = by("nublado-worker-1");
+    assert_eq!(
+        w1["missingState"], "unverifiable",
+        "pending on the at-cap node"
+    );
+    assert!(w1["missingImages"][0].as_str().unwrap().starts_with(w11));
+    assert_eq!(by("nublado-worker-3")["missingState"], "absent");
+    assert_eq!(
+        by("nublado-worker-4")["missingImages"],
+        serde_json::json!([]),
+        "its entry lost the tag but matches by digest"
+    );
+    let gpu = by("nublado-gpu-1");
+    assert_eq!(
+        gpu["notEligibleReason"],
+        "Node is tainted (dedicated=gpu:NoSchedule)"
+    );
+    assert_eq!(
+        by("control-plane-1")["notEligibleReason"],
+        "not listed by the source"
+    );
+
+    // A file that is not a PrepullerStatus is bad input.
+    let out = check(
+        &[
+            "--nodes-file",
+            &format!("{EXAMPLES}/nodes.json"),
+            "--nublado-file",
+            &format!("{EXAMPLES}/nodes.json"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Nublado PrepullerStatus"));
 }
 
 #[test]

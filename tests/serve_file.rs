@@ -30,7 +30,7 @@ async fn serves_reloads_and_survives_a_broken_file() {
     exporter.wait_ready().await;
 
     let m = exporter.metrics().await;
-    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(5.0));
+    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(6.0));
     assert_eq!(
         sample(&m, "imagecap_node_at_cap", &[("node", "nublado-worker-1")]),
         Some(1.0)
@@ -67,7 +67,7 @@ async fn serves_reloads_and_survives_a_broken_file() {
             sample(m, "imagecap_source_errors_total", &[("kind", "file")]) == Some(1.0)
         })
         .await;
-    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(5.0));
+    assert_eq!(sample(&m, "imagecap_nodes", &[]), Some(6.0));
     let stale = sample(&m, "imagecap_last_update_timestamp_seconds", &[]).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     let m = exporter.metrics().await;
@@ -85,11 +85,11 @@ async fn serves_reloads_and_survives_a_broken_file() {
     // A good version with one node left replaces everything.
     let mut list: serde_json::Value =
         serde_json::from_slice(&std::fs::read(format!("{EXAMPLES}/nodes.json")).unwrap()).unwrap();
-    list["items"].as_array_mut().unwrap().drain(..4); // keeps control-plane-1
+    list["items"].as_array_mut().unwrap().drain(..4); // keeps control-plane-1, nublado-gpu-1
     std::fs::write(&path, list.to_string()).unwrap();
     let m = exporter
         .wait_metrics("the reload", |m| {
-            sample(m, "imagecap_nodes", &[]) == Some(1.0)
+            sample(m, "imagecap_nodes", &[]) == Some(2.0)
         })
         .await;
     assert!(

@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn decodes_the_shipped_example() {
         let nodes = decode(include_bytes!("../../examples/nodes.json")).unwrap();
-        assert_eq!(nodes.len(), 5);
+        assert_eq!(nodes.len(), 6);
         assert!(nodes.iter().all(|n| n.is_ok()));
     }
 

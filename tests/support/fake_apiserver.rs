@@ -6,6 +6,10 @@
 //! BOOKMARK when `allowWatchBookmarks` is set) from a `resourceVersion`, answering
 //! with an ERROR event of status 410 when that version has been compacted away.
 //! Tests change nodes, compact history and drop connections through its methods.
+//!
+//! DaemonSets (`/apis/apps/v1/...daemonsets`) and kube-fledged ImageCaches
+//! (`/apis/kubefledged.io/v1alpha2/...imagecaches`) are served the same way,
+//! cluster-wide or in one namespace, through [`FakeApiServer::apply_object`].
 
 use axum::Router;
 use axum::body::Body;
@@ -26,13 +30,27 @@ use tokio::sync::{broadcast, mpsc};
 struct WatchEvent {
     rv: u64,
     kind: &'static str,
+    /// The resource's plural name: nodes, daemonsets, imagecaches.
+    resource: &'static str,
     object: Value,
 }
+
+/// The resources served besides nodes: plural, API path prefix, list kind.
+const OTHER_RESOURCES: &[(&str, &str, &str)] = &[
+    ("daemonsets", "/apis/apps/v1", "DaemonSetList"),
+    (
+        "imagecaches",
+        "/apis/kubefledged.io/v1alpha2",
+        "ImageCacheList",
+    ),
+];
 
 #[derive(Default)]
 struct Inner {
     rv: u64,
     nodes: BTreeMap<String, Value>,
+    /// DaemonSets and ImageCaches, by resource and `namespace/name`.
+    others: BTreeMap<&'static str, BTreeMap<String, Value>>,
     history: Vec<WatchEvent>,
     /// Watches from a resourceVersion older than this get 410 Gone.
     compacted_rv: u64,
@@ -139,6 +157,19 @@ impl FakeApiServer {
         let app = Router::new()
             .route("/api/v1/nodes", get(nodes_handler))
             .route("/api/v1/nodes/{name}/proxy/configz", get(configz_handler))
+            .route("/apis/apps/v1/daemonsets", get(daemonsets_handler))
+            .route(
+                "/apis/apps/v1/namespaces/{ns}/daemonsets",
+                get(daemonsets_handler),
+            )
+            .route(
+                "/apis/kubefledged.io/v1alpha2/imagecaches",
+                get(imagecaches_handler),
+            )
+            .route(
+                "/apis/kubefledged.io/v1alpha2/namespaces/{ns}/imagecaches",
+                get(imagecaches_handler),
+            )
             .with_state(server.clone());
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -150,17 +181,49 @@ impl FakeApiServer {
         format!("http://{}", self.addr)
     }
 
-    fn record(&self, inner: &mut Inner, kind: &'static str, mut object: Value) {
+    fn record(
+        &self,
+        inner: &mut Inner,
+        kind: &'static str,
+        resource: &'static str,
+        mut object: Value,
+    ) {
         inner.rv += 1;
         let rv = inner.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        if kind == "DELETED" {
-            inner.nodes.remove(&name);
+        let map = if resource == "nodes" {
+            &mut inner.nodes
         } else {
-            inner.nodes.insert(name, object.clone());
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
+            let key = format!("{ns}/{name}");
+            let map = inner.others.entry(resource).or_default();
+            if kind == "DELETED" {
+                map.remove(&key);
+            } else {
+                map.insert(key, object.clone());
+            }
+            let ev = WatchEvent {
+                rv,
+                kind,
+                resource,
+                object,
+            };
+            inner.history.push(ev.clone());
+            let _ = self.events.send(ev);
+            return;
+        };
+        if kind == "DELETED" {
+            map.remove(&name);
+        } else {
+            map.insert(name, object.clone());
         }
-        let ev = WatchEvent { rv, kind, object };
+        let ev = WatchEvent {
+            rv,
+            kind,
+            resource,
+            object,
+        };
         inner.history.push(ev.clone());
         let _ = self.events.send(ev);
     }
@@ -174,13 +237,46 @@ impl FakeApiServer {
         } else {
             "ADDED"
         };
-        self.record(&mut inner, kind, node);
+        self.record(&mut inner, kind, "nodes", node);
     }
 
     pub fn delete(&self, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         let node = inner.nodes.get(name).cloned().expect("no such node");
-        self.record(&mut inner, "DELETED", node);
+        self.record(&mut inner, "DELETED", "nodes", node);
+    }
+
+    /// Creates or replaces a DaemonSet or ImageCache (`resource` is its plural).
+    pub fn apply_object(&self, resource: &str, object: Value) {
+        let resource = OTHER_RESOURCES
+            .iter()
+            .find(|r| r.0 == resource)
+            .expect("a served resource")
+            .0;
+        let mut inner = self.inner.lock().unwrap();
+        let key = format!(
+            "{}/{}",
+            object["metadata"]["namespace"].as_str().unwrap_or(""),
+            object["metadata"]["name"].as_str().unwrap()
+        );
+        let exists = inner
+            .others
+            .get(resource)
+            .is_some_and(|m| m.contains_key(&key));
+        let kind = if exists { "MODIFIED" } else { "ADDED" };
+        self.record(&mut inner, kind, resource, object);
+    }
+
+    /// Deletes a DaemonSet or ImageCache.
+    pub fn delete_object(&self, resource: &'static str, namespace: &str, name: &str) {
+        let mut inner = self.inner.lock().unwrap();
+        let object = inner
+            .others
+            .get(resource)
+            .and_then(|m| m.get(&format!("{namespace}/{name}")))
+            .cloned()
+            .expect("no such object");
+        self.record(&mut inner, "DELETED", resource, object);
     }
 
     /// Forgets history: resuming a watch from any version seen so far gets 410,
@@ -241,7 +337,7 @@ impl FakeApiServer {
         self.inner.lock().unwrap().rv
     }
 
-    fn list(&self, p: &Params) -> Response {
+    fn list(&self, p: &Params, scope: &Scope) -> Response {
         let mut inner = self.inner.lock().unwrap();
         let (rv, mut items) = match &p.continue_ {
             Some(token) if !token.is_empty() => match inner.pages.remove(token) {
@@ -260,9 +356,18 @@ impl FakeApiServer {
                         Ok(s) => s,
                         Err(e) => return status(400, "BadRequest", &e.to_string()),
                     };
-                let items: Vec<Value> = inner
-                    .nodes
-                    .values()
+                let all: Vec<&Value> = match scope.resource {
+                    "nodes" => inner.nodes.values().collect(),
+                    r => inner
+                        .others
+                        .get(r)
+                        .into_iter()
+                        .flat_map(|m| m.values())
+                        .filter(|o| scope.contains(o))
+                        .collect(),
+                };
+                let items: Vec<Value> = all
+                    .into_iter()
                     .filter(|n| {
                         let labels: BTreeMap<String, String> =
                             serde_json::from_value(n["metadata"]["labels"].clone())
@@ -288,14 +393,14 @@ impl FakeApiServer {
             metadata["remainingItemCount"] = json!(rest.len());
             inner.pages.insert(token, (rv, rest));
         }
-        let body =
-            json!({"kind": "NodeList", "apiVersion": "v1", "metadata": metadata, "items": items})
-                .to_string();
+        let body = json!({"kind": scope.list_kind, "apiVersion": scope.api_version,
+                          "metadata": metadata, "items": items})
+        .to_string();
         inner.bytes_served += body.len() as u64;
         ([(header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 
-    fn watch(&self, p: &Params) -> Response {
+    fn watch(&self, p: &Params, scope: &Scope) -> Response {
         let from: u64 = p
             .resource_version
             .as_deref()
@@ -317,10 +422,11 @@ impl FakeApiServer {
             // and the live stream.
             let mut live = self.events.subscribe();
             let mut dropped = self.drop_watches.subscribe();
+            let wanted = scope.clone();
             let replay: Vec<WatchEvent> = inner
                 .history
                 .iter()
-                .filter(|e| e.rv > from)
+                .filter(|e| e.rv > from && wanted.watches(e))
                 .cloned()
                 .collect();
             let server = self.clone();
@@ -338,14 +444,14 @@ impl FakeApiServer {
                 loop {
                     tokio::select! {
                         ev = live.recv() => match ev {
-                            Ok(e) if e.rv > from => if tx.send(line(&e)).await.is_err() { return },
+                            Ok(e) if e.rv > from && wanted.watches(&e) => if tx.send(line(&e)).await.is_err() { return },
                             Ok(_) => {}
                             Err(_) => return,
                         },
                         _ = tick.tick(), if bookmarks => {
                             let rv = server.resource_version();
                             let b = json!({"type": "BOOKMARK", "object": {
-                                "kind": "Node", "apiVersion": "v1",
+                                "kind": wanted.kind, "apiVersion": wanted.api_version,
                                 "metadata": {"resourceVersion": rv.to_string()}}});
                             if tx.send(format!("{b}\n")).await.is_err() { return }
                         }
@@ -412,10 +518,86 @@ async fn configz_handler(
     response
 }
 
+/// Which objects a request is about.
+#[derive(Clone, Debug)]
+struct Scope {
+    resource: &'static str,
+    namespace: Option<String>,
+    kind: &'static str,
+    list_kind: &'static str,
+    api_version: &'static str,
+}
+
+impl Scope {
+    fn nodes() -> Scope {
+        Scope {
+            resource: "nodes",
+            namespace: None,
+            kind: "Node",
+            list_kind: "NodeList",
+            api_version: "v1",
+        }
+    }
+
+    fn other(resource: &'static str, namespace: Option<String>) -> Scope {
+        let (kind, list_kind, api_version) = match resource {
+            "daemonsets" => ("DaemonSet", "DaemonSetList", "apps/v1"),
+            _ => ("ImageCache", "ImageCacheList", "kubefledged.io/v1alpha2"),
+        };
+        Scope {
+            resource,
+            namespace,
+            kind,
+            list_kind,
+            api_version,
+        }
+    }
+
+    fn contains(&self, o: &Value) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| o["metadata"]["namespace"].as_str() == Some(ns))
+    }
+
+    fn watches(&self, e: &WatchEvent) -> bool {
+        e.resource == self.resource && self.contains(&e.object)
+    }
+}
+
+async fn daemonsets_handler(
+    State(server): State<FakeApiServer>,
+    ns: Option<axum::extract::Path<String>>,
+    Query(p): Query<Params>,
+    uri: axum::http::Uri,
+) -> Response {
+    let scope = Scope::other("daemonsets", ns.map(|n| n.0));
+    serve_scope(server, p, uri, scope).await
+}
+
+async fn imagecaches_handler(
+    State(server): State<FakeApiServer>,
+    ns: Option<axum::extract::Path<String>>,
+    Query(p): Query<Params>,
+    uri: axum::http::Uri,
+) -> Response {
+    let scope = Scope::other("imagecaches", ns.map(|n| n.0));
+    serve_scope(server, p, uri, scope).await
+}
+
 async fn nodes_handler(
     State(server): State<FakeApiServer>,
     Query(p): Query<Params>,
     uri: axum::http::Uri,
+) -> Response {
+    serve_scope(server, p, uri, Scope::nodes()).await
+}
+
+/// Lists or watches `scope`, after the next injected fault if any.
+async fn serve_scope(
+    server: FakeApiServer,
+    p: Params,
+    uri: axum::http::Uri,
+    scope: Scope,
 ) -> Response {
     let fault = {
         let mut inner = server.inner.lock().unwrap();
@@ -452,7 +634,7 @@ async fn nodes_handler(
         }
         Some(Fault::Slow(d)) => tokio::time::sleep(d).await,
         Some(Fault::Truncate) if !watch => {
-            let full = axum::body::to_bytes(server.list(&p).into_body(), usize::MAX)
+            let full = axum::body::to_bytes(server.list(&p, &scope).into_body(), usize::MAX)
                 .await
                 .unwrap();
             let half = full.slice(..full.len() / 2);
@@ -472,9 +654,9 @@ async fn nodes_handler(
         Some(Fault::Truncate) => {}
     }
     if watch {
-        server.watch(&p)
+        server.watch(&p, &scope)
     } else {
-        server.list(&p)
+        server.list(&p, &scope)
     }
 }
 

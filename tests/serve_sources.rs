@@ -1,0 +1,448 @@
+//! Wanted images from the prepullers, through the real binary: DaemonSets and
+//! kube-fledged ImageCaches from the fake API server (list and watch), Nublado
+//! from a fake controller endpoint on loopback that serves its `PrepullerStatus`.
+
+mod support;
+
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use support::fake_apiserver::{FakeApiServer, filler, node};
+use support::{Exporter, kubeconfig, names, sample};
+
+const LAB: &str = "ghcr.io/lsst-sqre/sciplat-lab";
+const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+fn tainted(mut n: Value, key: &str, value: &str) -> Value {
+    n["spec"]["taints"] = json!([{"key": key, "value": value, "effect": "NoSchedule"}]);
+    n
+}
+
+fn daemonset(image: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "continuous-image-puller", "namespace": "jhub",
+                     "labels": {"component": "continuous-image-puller"}},
+        "spec": {"selector": {"matchLabels": {"component": "continuous-image-puller"}},
+                 "template": {"metadata": {"labels": {"component": "continuous-image-puller"}},
+                   "spec": {
+                     "nodeSelector": {"hub.jupyter.org/node-purpose": "user"},
+                     "initContainers": [{"name": "image-pull-singleuser", "image": image}],
+                     "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]}}}
+    })
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn daemonset_images_follow_the_daemonset_without_a_restart() {
+    let user = [("hub.jupyter.org/node-purpose", "user")];
+    let singleuser = |tag: &str| vec![format!("docker.io/jupyterhub/k8s-singleuser-sample:{tag}")];
+    let fake = FakeApiServer::start(vec![
+        node("user-a", &user, &[singleuser("4.0.0"), singleuser("4.1.0")]),
+        node("user-b", &user, &[singleuser("4.0.0")]),
+        tainted(node("user-gpu", &user, &[]), "nvidia.com/gpu", "present"),
+        node("infra", &[], &[]),
+    ])
+    .await;
+    fake.apply_object(
+        "daemonsets",
+        daemonset("jupyterhub/k8s-singleuser-sample:4.0.0"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(
+        dir.path(),
+        "prepull:\n  sources:\n    - daemonSets: {namespace: jhub, selector: component=continuous-image-puller}\n",
+    );
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let v400 = "docker.io/jupyterhub/k8s-singleuser-sample:4.0.0";
+    let pause = "registry.k8s.io/pause:3.10";
+    let m = exporter
+        .wait_metrics("the DaemonSet's images", |m| {
+            sample(m, "imagecap_prepull_image_nodes", &[("image", v400)]) == Some(2.0)
+        })
+        .await;
+    assert_eq!(
+        sample(
+            m.as_str(),
+            "imagecap_wanted_image_info",
+            &[("image", v400), ("source", "daemonset")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_eligible_nodes",
+            &[("image", v400)]
+        ),
+        Some(2.0),
+        "not the tainted node, not the node outside the nodeSelector"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "user-a"), ("image", pause)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "user-gpu"), ("image", pause)]
+        ),
+        None
+    );
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "daemonset")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "daemonset")]
+        ),
+        Some(2.0)
+    );
+
+    // The chart upgrade changes the image: wanted at once, the old one no more.
+    fake.apply_object(
+        "daemonsets",
+        daemonset("jupyterhub/k8s-singleuser-sample:4.1.0"),
+    );
+    let v410 = "docker.io/jupyterhub/k8s-singleuser-sample:4.1.0";
+    let m = exporter
+        .wait_metrics("the changed image", |m| {
+            sample(m, "imagecap_prepull_image_nodes", &[("image", v410)]).is_some()
+                && sample(m, "imagecap_prepull_image_nodes", &[("image", v400)]).is_none()
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_prepull_image_nodes", &[("image", v410)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "user-b"), ("image", v410)]
+        ),
+        Some(1.0)
+    );
+
+    fake.delete_object("daemonsets", "jhub", "continuous-image-puller");
+    exporter
+        .wait_metrics("no DaemonSet, nothing wanted", |m| {
+            sample(
+                m,
+                "imagecap_wanted_source_images",
+                &[("source", "daemonset")],
+            ) == Some(0.0)
+                && !m.contains("imagecap_wanted_image_info{")
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn an_imagecache_added_is_wanted_on_the_nodes_its_selector_matches() {
+    let lab = [("pool", "lab")];
+    let fake = FakeApiServer::start(vec![
+        node("lab-1", &lab, &[names(&["docker.io/library/busybox:1.36"])]),
+        node("lab-2", &lab, &[]),
+        node("other", &[], &[]),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(dir.path(), "prepull:\n  sources:\n    - kubeFledged: {}\n");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    exporter
+        .wait_metrics("kube-fledged synced with no caches", |m| {
+            sample(
+                m,
+                "imagecap_wanted_source_up",
+                &[("source", "kube-fledged")],
+            ) == Some(1.0)
+        })
+        .await;
+
+    fake.apply_object(
+        "imagecaches",
+        json!({"apiVersion": "kubefledged.io/v1alpha2", "kind": "ImageCache",
+               "metadata": {"name": "lab-images", "namespace": "kube-fledged"},
+               "spec": {"cacheSpec": [
+                   {"images": ["busybox:1.36"], "nodeSelector": {"pool": "lab"}},
+                   {"images": ["nginx:1.25"]}]}}),
+    );
+    let busybox = "docker.io/library/busybox:1.36";
+    let nginx = "docker.io/library/nginx:1.25";
+    let m = exporter
+        .wait_metrics("the new ImageCache", |m| {
+            sample(m, "imagecap_prepull_image_nodes", &[("image", busybox)]) == Some(1.0)
+        })
+        .await;
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_image_info",
+            &[("image", busybox), ("source", "kube-fledged")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_eligible_nodes",
+            &[("image", busybox)]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_eligible_nodes",
+            &[("image", nginx)]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "lab-2"), ("image", busybox)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "other"), ("image", busybox)]
+        ),
+        None,
+        "outside the group's selector"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "other"), ("image", nginx)]
+        ),
+        Some(1.0)
+    );
+}
+
+/// A fake Nublado controller: serves `body` with status `code`, records the
+/// Authorization headers it got.
+#[derive(Clone, Default)]
+struct Nublado {
+    answer: Arc<Mutex<(u16, String)>>,
+    auth: Arc<Mutex<Vec<String>>>,
+}
+
+impl Nublado {
+    async fn start(body: Value) -> (Nublado, String) {
+        let n = Nublado {
+            answer: Arc::new(Mutex::new((200, body.to_string()))),
+            auth: Arc::default(),
+        };
+        let state = n.clone();
+        let app = Router::new().route(
+            "/nublado/spawner/v1/prepulls",
+            get(move |headers: HeaderMap| {
+                let state = state.clone();
+                async move {
+                    if let Some(a) = headers.get("authorization") {
+                        state
+                            .auth
+                            .lock()
+                            .unwrap()
+                            .push(a.to_str().unwrap().to_string());
+                    }
+                    let (code, body) = state.answer.lock().unwrap().clone();
+                    (StatusCode::from_u16(code).unwrap(), body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/nublado/spawner/v1/prepulls",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (n, url)
+    }
+
+    fn answer(&self, code: u16, body: &str) {
+        *self.answer.lock().unwrap() = (code, body.to_string());
+    }
+}
+
+/// `PrepullerStatus` as Nublado's model (controller/models/v1/prepuller.py) has it:
+/// w_2024_11 known by digest only on the nodes, pending on the at-cap node; one
+/// node ineligible with Nublado's comment.
+fn prepuller_status() -> Value {
+    let image = |tag: &str, digest: Option<&str>, nodes: &[&str], missing: &[&str]| {
+        json!({"reference": format!("{LAB}:{tag}"), "tag": tag, "name": format!("Weekly {tag}"),
+               "digest": digest, "size": null, "nodes": nodes, "missing": missing})
+    };
+    json!({
+        "config": {"source": {"type": "docker", "registry": "ghcr.io",
+                              "repository": "lsst-sqre/sciplat-lab"},
+                   "recommended_tag": "recommended", "num_releases": 1, "num_weeklies": 2,
+                   "num_dailies": 3, "cycle": null, "pin": [], "alias_tags": []},
+        "images": {
+            "prepulled": [image("w_2024_10", None, &["full", "under", "has-both"], &[])],
+            "pending": [image("w_2024_11", Some(DIGEST), &["has-both"], &["full", "under"])]
+        },
+        "nodes": [
+            {"name": "full", "eligible": true, "comment": null, "cached": []},
+            {"name": "under", "eligible": true, "comment": null, "cached": []},
+            {"name": "has-both", "eligible": true, "comment": null, "cached": []},
+            {"name": "gpu", "eligible": false, "comment": "Node is tainted (dedicated=gpu:NoSchedule)",
+             "cached": []}
+        ]
+    })
+}
+
+#[tokio::test]
+async fn nublado_decides_what_is_wanted_and_where_and_a_failure_keeps_the_list() {
+    let w10 = vec![format!("{LAB}:w_2024_10")];
+    // Known by digest only: the kubelet cut its tag (5 names, digests first).
+    let w11_digest_only = vec![format!("{LAB}@{DIGEST}")];
+    let mut full_images = vec![w10.clone()];
+    full_images.extend(filler(49));
+    let fake = FakeApiServer::start(vec![
+        node("full", &[], &full_images),
+        node("under", &[], std::slice::from_ref(&w10)),
+        node("has-both", &[], &[w10, w11_digest_only]),
+        node("gpu", &[], &[]),
+    ])
+    .await;
+    let (nublado, url) = Nublado::start(prepuller_status()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "prepull:\n  sources:\n    - nublado: {{url: '{url}', tokenFile: '{}', interval: 1s, timeout: 2s}}\n",
+            token.display()
+        ),
+    );
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let w11 = format!("{LAB}:w_2024_11@{DIGEST}");
+    let m = exporter
+        .wait_metrics("Nublado's images", |m| {
+            sample(m, "imagecap_prepull_image_nodes", &[("image", &w11)]) == Some(1.0)
+        })
+        .await;
+    let missing = |m: &str, node: &str, state: &str| {
+        sample(
+            m,
+            "imagecap_node_prepull_missing_images",
+            &[("node", node), ("state", state)],
+        )
+    };
+    assert_eq!(
+        missing(&m, "full", "unverifiable"),
+        Some(1.0),
+        "pending on the at-cap node"
+    );
+    assert_eq!(missing(&m, "under", "absent"), Some(1.0));
+    assert_eq!(
+        missing(&m, "has-both", "absent"),
+        Some(0.0),
+        "matched by digest"
+    );
+    assert_eq!(
+        missing(&m, "gpu", "absent"),
+        None,
+        "Nublado says not eligible"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "under"), ("image", &w11)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_eligible_nodes",
+            &[("image", &w11)]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "nublado")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "nublado")]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        nublado
+            .auth
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a == "Bearer s3cret"),
+        "the token, trimmed"
+    );
+
+    // Nublado goes down: counted, shown as down, and the last list is kept.
+    nublado.answer(503, "unavailable");
+    let m = exporter
+        .wait_metrics("Nublado down", |m| {
+            sample(m, "imagecap_wanted_source_up", &[("source", "nublado")]) == Some(0.0)
+        })
+        .await;
+    assert!(sample(&m, "imagecap_source_errors_total", &[("kind", "nublado")]).unwrap() >= 1.0);
+    assert_eq!(
+        missing(&m, "under", "absent"),
+        Some(1.0),
+        "the last list is kept"
+    );
+    assert_eq!(
+        exporter.get("/readyz").await.0,
+        200,
+        "ready on node data alone"
+    );
+
+    // Garbage is an error too; then it comes back.
+    nublado.answer(200, "{\"not\": \"a status\"}");
+    let before = sample(&m, "imagecap_source_errors_total", &[("kind", "nublado")]).unwrap();
+    exporter
+        .wait_metrics("a bad body counted", |m| {
+            sample(m, "imagecap_source_errors_total", &[("kind", "nublado")]).unwrap() > before
+        })
+        .await;
+    nublado.answer(200, &prepuller_status().to_string());
+    exporter
+        .wait_metrics("Nublado back", |m| {
+            sample(m, "imagecap_wanted_source_up", &[("source", "nublado")]) == Some(1.0)
+        })
+        .await;
+}
