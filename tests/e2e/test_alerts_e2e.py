@@ -10,11 +10,18 @@ unchanged), and sends alerts to a real Alertmanager. The example data has:
   nublado-worker-3  14 images, lacks w_2024_10                 -> Missing
   nublado-worker-4  46/50 images                               -> NearCap
   control-plane-1   cordoned, not eligible, 8 images           -> nothing
+  nublado-gpu-1     tainted dedicated=gpu, not eligible        -> nothing
+
+A second test reads wanted images from a fake Nublado controller on loopback and
+takes it down: ImageCapWantedSourceDown fires, and the last list stays in use.
 """
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -179,6 +186,82 @@ def test_alerts_reach_alertmanager(workdir, procs):
     res = prometheus.query_range('ALERTS{node="nublado-worker-1"}', start=started,
                                  end=time.time(), step="1s")
     assert res["data"]["result"], res
+
+
+class FakeNublado:
+    """Answers GET /nublado/spawner/v1/prepulls with a PrepullerStatus, or `code`."""
+
+    def __init__(self, body: bytes):
+        self.body = body
+        self.code = 200
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path != "/nublado/spawner/v1/prepulls" or fake.code != 200:
+                    self.send_response(404 if fake.code == 200 else fake.code)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(fake.body)))
+                self.end_headers()
+                self.wfile.write(fake.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/nublado/spawner/v1/prepulls"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_wanted_source_down_fires_and_the_last_list_is_kept(workdir, procs):
+    nublado = FakeNublado((EXAMPLES / "nublado-prepulls.json").read_bytes())
+    try:
+        config = workdir / "nublado.yaml"
+        config.write_text(
+            f"prepull:\n  sources:\n    - nublado: {{url: '{nublado.url}', interval: 1s, timeout: 1s}}\n")
+        exporter = Exporter(workdir, ["--nodes-file", str(EXAMPLES / "nodes.json"), "--config", str(config)])
+        procs.append(exporter)
+        exporter.wait_ready()
+        alertmanager = Alertmanager(workdir)
+        procs.append(alertmanager)
+        prometheus = Prometheus(workdir, targets=[exporter.addr], rule_files=[shortened_rules(workdir)],
+                                alertmanager=f"127.0.0.1:{alertmanager.port}", interval="1s")
+        procs.append(prometheus)
+        prometheus.wait_scraped()
+        wait_for("nublado up in Prometheus",
+                 lambda: prometheus.query('imagecap_wanted_source_up{source="nublado"} == 1')["data"]["result"])
+        w11 = next(i for i in json.loads(nublado.body)["images"]["pending"] if i["tag"] == "w_2024_11")
+        unverifiable = ("ImageCapPrepullImageUnverifiable", "nublado-worker-1",
+                        f"{LAB}:w_2024_11@{w11['digest']}")
+
+        def active():
+            return {key(a): a for a in alertmanager.alerts() if a["status"]["state"] == "active"}
+
+        wait_for("Nublado's at-cap finding in Alertmanager", lambda: unverifiable in active())
+        assert not [k for k in active() if k[0] == "ImageCapWantedSourceDown"]
+
+        nublado.code = 503
+        down = wait_for("ImageCapWantedSourceDown in Alertmanager",
+                        lambda: [a for a in active().values()
+                                 if a["labels"]["alertname"] == "ImageCapWantedSourceDown"])
+        assert down[0]["labels"]["source"] == "nublado"
+        assert down[0]["labels"]["severity"] == "warning"
+        assert down[0]["annotations"]["runbook_url"] == RUNBOOK_URL + "imagecapwantedsourcedown"
+        # The last good list is still what the exporter judges nodes by.
+        metrics = exporter.metrics()
+        assert 'imagecap_wanted_source_images{source="nublado"} 3' in metrics, metrics
+        assert unverifiable in active()
+        errors = prometheus.query('imagecap_source_errors_total{kind="nublado"} > 0')["data"]["result"]
+        assert errors, "failed reads are counted"
+    finally:
+        nublado.stop()
 
 
 def _rfc3339(ts: str) -> float:

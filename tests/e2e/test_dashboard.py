@@ -353,7 +353,7 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
             merged[p["title"]] = rows = grafana_merge(frames)
             widest = max(len(f) for f in frames.values())
             assert len(rows) == widest, f"{p['title']!r}: merge gives {len(rows)} rows for {widest} series"
-    assert len(merged["Nodes"]) == 5
+    assert len(merged["Nodes"]) == 6
     for row in merged["Nodes"]:
         assert all(f"Value #{ref}" in row for ref in "ABCDEFG"), row
     worker3 = next(r for r in merged["Nodes"] if r["node"] == "nublado-worker-3")
@@ -364,7 +364,7 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
 
     # Real values from examples/nodes.json.
     assert _scalar(results[("Nodes at cap", "A")]) == 1
-    assert _scalar(results[("Nodes known", "A")]) == 5
+    assert _scalar(results[("Nodes known", "A")]) == 6
     assert _scalar(results[("Nodes near cap", "A")]) == 1  # nublado-worker-4, 46/50
     assert _scalar(results[("Eligible nodes", "A")]) == 4
     assert _by_label(results[("Wanted images missing", "A")], "state") == {"absent": 1, "unverifiable": 1}
@@ -373,7 +373,7 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
 
     bars = results[("Images reported / cap per node", "A")]["result"]
     order = [(r["metric"]["node"], float(r["value"][1])) for r in bars]
-    assert len(order) == 5, order
+    assert len(order) == 6, order
     assert [v for _, v in order] == sorted((v for _, v in order), reverse=True), order
     assert order[0] == ("nublado-worker-1", 1.0), order
     assert dict(order)["nublado-worker-4"] == pytest.approx(0.92)
@@ -382,7 +382,7 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     images = {r["metric"]["node"]: float(r["values"][-1][1])
               for r in results[("Images reported and cap", "A")]["result"]}
     assert images == {"nublado-worker-1": 50, "nublado-worker-2": 137, "nublado-worker-3": 14,
-                      "nublado-worker-4": 46, "control-plane-1": 8}
+                      "nublado-worker-4": 46, "control-plane-1": 8, "nublado-gpu-1": 21}
     cap_nodes = {r["metric"]["node"] for r in results[("Images reported and cap", "B")]["result"]}
     assert "nublado-worker-2" not in cap_nodes and "nublado-worker-1" in cap_nodes, cap_nodes
 
@@ -390,13 +390,14 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     table = {ref: _by_label(d, "node") for (title, ref), d in results.items() if title == "Nodes"}
     assert sorted(table) == list("ABCDEFGH")
     for ref in "ABCDEFG":
-        assert len(table[ref]) == 5, (ref, table[ref])
+        assert len(table[ref]) == 6, (ref, table[ref])
     assert table["B"]["nublado-worker-2"] == -1
     assert table["B"]["nublado-worker-1"] == 50
     assert table["D"]["nublado-worker-1"] > 0
     assert table["E"]["nublado-worker-3"] == 500 * 1024**3
     assert table["F"]["nublado-worker-4"] == 184 * 10**9
-    # Missing wanted images only for eligible nodes; control-plane-1 is cordoned.
+    # Missing wanted images only for eligible nodes; control-plane-1 is cordoned and
+    # nublado-gpu-1 tainted.
     assert table["H"] == {"nublado-worker-1": 1, "nublado-worker-2": 0, "nublado-worker-3": 1,
                           "nublado-worker-4": 0}
 
@@ -446,4 +447,4 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     job_values = prom.query("group by (job) (imagecap_build_info)")["data"]["result"]
     assert [r["metric"]["job"] for r in job_values] == ["imagecap-exporter"]
     nodes = prom.query('group by (node) (imagecap_node_images{job=~".*", cluster=~".*"})')["data"]["result"]
-    assert len(nodes) == 5
+    assert len(nodes) == 6

@@ -133,7 +133,7 @@ def check_rows(page: PageParser, nodes: list[str], where: str):
     assert "at-cap" in rows["nublado-worker-1"], f"{where}: nublado-worker-1 (50/50) classes {rows}"
     assert "near-cap" in rows["nublado-worker-4"], f"{where}: nublado-worker-4 (46/50) classes {rows}"
     assert "at-cap" not in rows["nublado-worker-4"], f"{where}: {rows}"
-    for node in ("nublado-worker-2", "nublado-worker-3", "control-plane-1"):
+    for node in ("nublado-worker-2", "nublado-worker-3", "control-plane-1", "nublado-gpu-1"):
         assert not rows[node] & {"at-cap", "near-cap"}, f"{where}: {node} classes {rows[node]}"
 
 
@@ -285,7 +285,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 def check_status_page(url: str, tmp: Path) -> Path:
     """Checks the status page at `url`; returns the screenshot's path."""
     nodes = example_nodes()
-    assert len(nodes) == 5
+    assert len(nodes) == 6
 
     r = requests.get(url, timeout=10)
     assert r.status_code == 200, r.status_code

@@ -102,7 +102,7 @@ def test_tls_and_basic_auth(workdir, procs, pki):
     assert ex.get("/metrics", auth=("someone", PASSWORD)).status_code == 401
     assert ex.get("/", auth=None).status_code == 401, "the status page is protected too"
     ok = ex.get("/metrics")
-    assert ok.status_code == 200 and "imagecap_nodes 5" in ok.text
+    assert ok.status_code == 200 and "imagecap_nodes 6" in ok.text
     # Probes need no credentials: the kubelet has none.
     assert ex.get("/healthz", auth=None).status_code == 200
     assert ex.get("/readyz", auth=None).status_code == 200
