@@ -611,3 +611,81 @@ async fn http<I>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(120),
+        max_connections: 4,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn each_phase_has_its_deadline() {
+        let t0 = Instant::now();
+        let c = ConnState::new(t0);
+        assert_eq!(
+            c.deadline(&LIMITS),
+            Some(t0 + LIMITS.header_read_timeout),
+            "new: headers (and the TLS handshake) within the header timeout"
+        );
+        c.on_read();
+        assert_eq!(
+            c.deadline(&LIMITS),
+            Some(t0 + LIMITS.header_read_timeout),
+            "bytes trickling in do not extend it"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.request_started();
+        assert_eq!(c.deadline(&LIMITS), None, "a handler is running");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.handler_done();
+        let t2 = Instant::now();
+        assert_eq!(
+            c.deadline(&LIMITS),
+            Some(t2 + LIMITS.idle_timeout),
+            "a response being sent must make progress"
+        );
+        c.response_done();
+        assert_eq!(c.deadline(&LIMITS), Some(t2 + LIMITS.idle_timeout), "idle");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        c.on_read();
+        assert_eq!(
+            c.deadline(&LIMITS),
+            Some(Instant::now() + LIMITS.header_read_timeout),
+            "the next request has begun: its headers within the header timeout"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_longest_waiting_connection_goes_never_one_in_flight() {
+        let registry = Registry::default();
+        let busy = Arc::new(ConnState::new(Instant::now()));
+        busy.request_started();
+        registry.insert(busy.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let older = Arc::new(ConnState::new(Instant::now()));
+        registry.insert(older.clone());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let newer = Arc::new(ConnState::new(Instant::now()));
+        registry.insert(newer.clone());
+
+        assert!(registry.evict_one());
+        assert!(older.evict.load(Ordering::Relaxed));
+        assert!(registry.evict_one());
+        assert!(newer.evict.load(Ordering::Relaxed));
+        assert!(!registry.evict_one(), "only a connection in flight is left");
+        assert!(!busy.evict.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn rate_limited_logs_once_per_period() {
+        let r = RateLimited::new();
+        assert_eq!(r.check(Duration::from_secs(60)), Some(0));
+        assert_eq!(r.check(Duration::from_secs(60)), None);
+        assert_eq!(r.check(Duration::from_secs(60)), None);
+        assert_eq!(r.check(Duration::ZERO), Some(2), "counts what it skipped");
+    }
+}

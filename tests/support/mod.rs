@@ -37,7 +37,17 @@ pub struct Exporter {
 
 impl Exporter {
     pub fn start(args: &[&str], env: &[(&str, &Path)]) -> Exporter {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imagecap-exporter"));
+        Exporter::start_with(
+            Path::new(env!("CARGO_BIN_EXE_imagecap-exporter")),
+            args,
+            env,
+        )
+    }
+
+    /// [`Exporter::start`] through `program`, a wrapper that execs the exporter
+    /// with the arguments it is given (to set limits first).
+    pub fn start_with(program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Exporter {
+        let mut cmd = Command::new(program);
         cmd.args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("KUBERNETES_SERVICE_HOST")
