@@ -2,6 +2,7 @@
 
 use imagecap_exporter::serve::conn::RateLimited;
 use std::time::Duration;
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata};
 use tracing_subscriber::layer::{Context, Filter};
 
@@ -22,9 +23,30 @@ impl<S> Filter<S> for ClientNoise {
 
     fn event_enabled(&self, event: &Event<'_>, _cx: &Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if *meta.level() == Level::WARN && meta.target().starts_with("rustls::msgs::handshake") {
+        if *meta.level() != Level::WARN {
+            return true;
+        }
+        // rustls logs through the `log` crate: such events carry their real target
+        // in the `log.target` field.
+        let mut target = LogTarget(None);
+        event.record(&mut target);
+        let target = target.0.as_deref().unwrap_or(meta.target());
+        if target.starts_with("rustls::msgs::handshake") {
             return self.sni.check(EVERY).is_some();
         }
         true
     }
+}
+
+/// The `log.target` field of an event bridged from the `log` crate.
+struct LogTarget(Option<String>);
+
+impl Visit for LogTarget {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "log.target" {
+            self.0 = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
