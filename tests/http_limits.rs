@@ -13,6 +13,10 @@ use support::{Exporter, sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// These tests measure latency and memory: they run one at a time, so that one's
+/// flood is not another's noise.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/nodes.json");
 
 /// Resident memory of a process, in MiB.
@@ -109,6 +113,7 @@ async fn within(limit: Duration, what: &str, mut pred: impl FnMut() -> bool) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_are_closed_scrapes_go_on_and_memory_returns() {
+    let _serial = SERIAL.lock().await;
     raise_fd_limit();
     let header_timeout = Duration::from_secs(2);
     let ex = Exporter::start(
@@ -185,6 +190,7 @@ async fn stalled_connections_are_closed_scrapes_go_on_and_memory_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_a_new_scrape_is_still_answered() {
+    let _serial = SERIAL.lock().await;
     raise_fd_limit();
     // Long timeouts: what frees a slot here is the cap's policy, not a timeout.
     let ex = Exporter::start(
@@ -238,6 +244,7 @@ async fn at_the_connection_cap_a_new_scrape_is_still_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_fits_the_open_file_limit() {
+    let _serial = SERIAL.lock().await;
     // An open-file limit of 128 (soft and hard): the cap is lowered to fit and
     // accepting does not fail with "Too many open files".
     let dir = tempfile::tempdir().unwrap();
@@ -272,6 +279,7 @@ async fn the_connection_cap_fits_the_open_file_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_flood_does_not_starve_probes_or_scrapes() {
+    let _serial = SERIAL.lock().await;
     raise_fd_limit();
     let dir = tempfile::tempdir().unwrap();
     // Cost 10, the usual one: about 50 ms a verification in a release build.
@@ -374,6 +382,7 @@ fn replace_file(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_returns_after_a_huge_nodes_file() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let huge = dir.path().join("huge.json");
     huge_nodes_file(&huge, 1_000_000);
@@ -420,6 +429,7 @@ async fn memory_returns_after_a_huge_nodes_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_file_above_the_size_limit_is_an_error_and_the_last_data_is_kept() {
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let nodes = dir.path().join("nodes.json");
     replace_file(Path::new(EXAMPLE), &nodes);
@@ -455,6 +465,7 @@ async fn a_nodes_file_above_the_size_limit_is_an_error_and_the_last_data_is_kept
 
 #[tokio::test]
 async fn metrics_are_gzipped_when_the_client_accepts_it() {
+    let _serial = SERIAL.lock().await;
     let ex = Exporter::start(&["--nodes-file", EXAMPLE], &[]);
     ex.wait_ready().await;
     let mut s = TcpStream::connect(&ex.addr).await.unwrap();
