@@ -1,8 +1,6 @@
 //! Wiring: flags to settings, sources to the store, the store to the HTTP side.
 
 use clap::Parser;
-
-mod logging;
 use imagecap_exporter::check;
 use imagecap_exporter::cli::{Cli, Command, LogFormat, Mode, ServeArgs};
 use imagecap_exporter::config::Settings;
@@ -16,6 +14,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod logging;
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt;
