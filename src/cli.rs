@@ -84,6 +84,22 @@ pub struct ServeArgs {
     #[arg(long = "web.config.file", value_name = "FILE")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Time a new connection (TLS handshake included), or a request begun on a
+    /// kept-alive one, has to send complete request headers before it is closed.
+    #[arg(long = "web.header-read-timeout", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub web_header_read_timeout: Duration,
+
+    /// Time a kept-alive connection may wait for its next request, and a response
+    /// may go without the client reading any of it, before the connection is closed.
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub web_idle_timeout: Duration,
+
+    /// Most connections open at once. At the cap a new connection replaces the one
+    /// that has waited longest without a request in flight; if every connection
+    /// has one, it waits. Lowered to fit the open-file limit.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub web_max_connections: u32,
+
     /// Serve a `kubectl get nodes -o json` dump instead of a cluster's nodes; it is
     /// reloaded when it changes.
     #[arg(long, value_name = "FILE")]
@@ -106,6 +122,11 @@ pub struct ServeArgs {
     /// How often --nodes-file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub file_check_interval: Duration,
+
+    /// Largest --nodes-file accepted (e.g. 256MiB, 64Mi, 1000000); a larger file is
+    /// an error, counted and logged, and the last good data is kept.
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub max_nodes_file_bytes: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +176,38 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A byte count: digits with an optional binary (KiB, Ki, MiB, Mi, GiB, Gi) or
+/// decimal (kB, K, MB, M, GB, G) suffix.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (e.g. 256MiB)"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "Ki" => 1 << 10,
+        "MiB" | "Mi" => 1 << 20,
+        "GiB" | "Gi" => 1 << 30,
+        "kB" | "K" | "k" => 1_000,
+        "MB" | "M" => 1_000_000,
+        "GB" | "G" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (B, KiB, MiB, GiB, kB, MB, GB)"
+            ));
+        }
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(bytes)
+}
+
 fn parse_max_images(s: &str) -> Result<i64, String> {
     let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
     crate::config::validate_max_images(n)
@@ -180,6 +233,29 @@ mod tests {
         assert_eq!(s.mode, Mode::Watch);
         assert_eq!(s.poll_interval, Duration::from_secs(60));
         assert_eq!(s.common.default_max_images, None);
+        assert_eq!(s.web_header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.web_idle_timeout, Duration::from_secs(120));
+        assert_eq!(s.web_max_connections, 512);
+        assert_eq!(s.max_nodes_file_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("5MB"), Ok(5_000_000));
+        for bad in [
+            "",
+            "MiB",
+            "0",
+            "-1",
+            "1.5MiB",
+            "3 parsecs",
+            "99999999999999GiB",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -191,6 +267,9 @@ mod tests {
             vec!["x", "serve", "--mode", "push"],
             vec!["x", "check", "--format", "xml"],
             vec!["x", "serve", "--page-size", "0"],
+            vec!["x", "serve", "--web.max-connections", "0"],
+            vec!["x", "serve", "--web.header-read-timeout", "0s"],
+            vec!["x", "serve", "--max-nodes-file-bytes", "lots"],
         ] {
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }

@@ -178,6 +178,7 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
+            check_yaml_nesting(text)?;
             serde_yaml::from_str(text).map_err(|e| e.to_string())?
         };
         if let Some(n) = raw.default_max_images {
@@ -198,14 +199,10 @@ impl Config {
                 return Err(format!("prepull.patterns[{i}].newest: must be 1 or more"));
             }
             let regex = regex::Regex::new(text).map_err(|e| {
-                let first_line = e
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
-                format!("prepull.patterns[{i}]: invalid regular expression {text:?}: {first_line}")
+                format!(
+                    "prepull.patterns[{i}]: invalid regular expression {text:?}: {}",
+                    one_line_regex_error(&e)
+                )
             })?;
             patterns.push(Pattern { regex, newest });
         }
@@ -300,6 +297,93 @@ fn source(raw: RawSource) -> Result<SourceConfig, String> {
             );
         }
     })
+}
+
+/// A regex error on one line: the parser's message and where, without the
+/// multi-line drawing of the pattern with a caret under the error.
+fn one_line_regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(message) = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+    else {
+        return lines.iter().map(|l| l.trim()).collect::<Vec<_>>().join(" ");
+    };
+    // The pattern is drawn on the line after "regex parse error:" and the caret
+    // (or caret span) under it, both indented alike.
+    let column = match (lines.get(1), lines.get(2)) {
+        (Some(pattern), Some(carets)) if carets.trim_start().starts_with('^') => {
+            let indent = pattern.len() - pattern.trim_start().len();
+            let at = carets.len() - carets.trim_start().len();
+            at.checked_sub(indent).map(|c| c + 1)
+        }
+        _ => None,
+    };
+    match column {
+        Some(c) => format!("{message} (at character {c})"),
+        None => message.to_string(),
+    }
+}
+
+/// Deepest nesting of YAML flow collections (`[`, `{`) accepted. The YAML parser
+/// takes time quadratic in the depth; real configurations nest a few levels.
+const MAX_YAML_NESTING: usize = 64;
+
+/// Rejects YAML whose flow collections nest deeper than [`MAX_YAML_NESTING`]
+/// before it reaches the parser. Brackets in quoted strings and comments do not
+/// count.
+pub fn check_yaml_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' if previous.is_whitespace() => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        line += 1;
+                        break;
+                    }
+                }
+            }
+            '\'' | '"' => {
+                // Skip the quoted scalar: '' escapes a single quote, \ escapes in
+                // double quotes.
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\n' => line += 1,
+                        '\\' if c == '"' => {
+                            chars.next();
+                        }
+                        q if q == c => {
+                            if c == '\'' && chars.peek() == Some(&'\'') {
+                                chars.next();
+                            } else {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                if depth > MAX_YAML_NESTING {
+                    return Err(format!(
+                        "line {line}: collections nested deeper than {MAX_YAML_NESTING} levels"
+                    ));
+                }
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    Ok(())
 }
 
 /// What `serve` and `check` share: the configuration file and the flags, validated.
@@ -440,6 +524,16 @@ mod tests {
     }
 
     #[test]
+    fn a_regex_error_is_one_line() {
+        let e = Config::parse("prepull:\n  patterns: ['^ok', 'a(b']\n").unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        assert_eq!(
+            e,
+            "prepull.patterns[1]: invalid regular expression \"a(b\": unclosed group (at character 2)"
+        );
+    }
+
+    #[test]
     fn source_errors_name_the_key() {
         let cases = [
             (
@@ -485,6 +579,30 @@ mod tests {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_fails_fast() {
+        let text = format!("prepull:\n  images: {}", "[".repeat(100_000));
+        let start = std::time::Instant::now();
+        let e = Config::parse(&text).unwrap_err();
+        assert!(e.contains("nested deeper than 64"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // Brackets in quotes and comments are not nesting.
+        let fine = format!(
+            "prepull:  # {}\n  patterns: ['{}', \"{}\"]\n",
+            "[".repeat(100),
+            "\\[".repeat(100),
+            "\\\\{".repeat(100)
+        );
+        Config::parse(&fine).unwrap();
+        let e = Config::parse(&format!(
+            "prepull: {{images: {}{}}}\n",
+            "[".repeat(10),
+            "]".repeat(10)
+        ))
+        .unwrap_err();
+        assert!(!e.contains("nested"), "ten levels are parsed: {e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use imagecap_exporter::cli::{Cli, Command, LogFormat, Mode, ServeArgs};
 use imagecap_exporter::config::{Settings, SourceConfig};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
-use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE};
+use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE, conn};
 use imagecap_exporter::source::configz::ConfigzOptions;
 use imagecap_exporter::source::prepullers::{self, NubladoOptions};
 use imagecap_exporter::source::{self, Ingest, apiserver, configz, file};
@@ -16,17 +16,24 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod logging;
+
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt.with_filter(logging::ClientNoise::default()))
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -97,8 +104,43 @@ async fn serve(args: ServeArgs) -> ExitCode {
     );
     tasks.spawn(stop_on_signal(shutdown.clone()));
     let state = AppState { store, metrics };
-    let server = serve::serve(listener, state, web, tasks.clone(), shutdown.clone());
+    let limits = connection_limits(&args);
+    let server = serve::serve(
+        listener,
+        state,
+        web,
+        args.web_config_file.clone(),
+        limits,
+        tasks.clone(),
+        shutdown.clone(),
+    );
     run(server, tasks, shutdown).await
+}
+
+/// Open files kept for other uses than connections: the listener, the runtime,
+/// logs, the nodes or configuration files, the API server client.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection limits from the flags, the cap lowered to fit the open-file limit
+/// (raised to its hard limit first) so that accepting never fails for lack of
+/// descriptors.
+fn connection_limits(args: &ServeArgs) -> conn::Limits {
+    let mut max_connections = u64::from(args.web_max_connections);
+    if let Some(files) = imagecap_exporter::sys::raise_open_file_limit() {
+        let fit = files.saturating_sub(RESERVED_FILES).max(1);
+        if fit < max_connections {
+            tracing::warn!(
+                open_file_limit = files,
+                "--web.max-connections {max_connections} lowered to {fit} to fit the open-file limit"
+            );
+            max_connections = fit;
+        }
+    }
+    conn::Limits {
+        header_read_timeout: args.web_header_read_timeout,
+        idle_timeout: args.web_idle_timeout,
+        max_connections: max_connections as usize,
+    }
 }
 
 /// Starts the node source (under [`source::supervise`]), the sources of wanted
@@ -147,9 +189,13 @@ async fn spawn_sources(
             tracing::warn!("--kubelet-configz has no effect with --nodes-file");
         }
         tracing::info!(path = %path.display(), "serving nodes from a file");
-        let (path, every) = (path.clone(), args.file_check_interval);
+        let (path, every, max) = (
+            path.clone(),
+            args.file_check_interval,
+            args.max_nodes_file_bytes,
+        );
         tasks.spawn(source::supervise(store, metrics, stop.clone(), move || {
-            file::run(path.clone(), every, ingest.clone(), stop.clone())
+            file::run(path.clone(), every, max, ingest.clone(), stop.clone())
         }));
         return Ok(());
     }

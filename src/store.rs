@@ -173,6 +173,16 @@ impl Store {
         inner.changes_since_gc = 0;
         inner.last_gc = Instant::now();
         drop(inner);
+        if !unchanged {
+            // The cached report is outdated: let it go now, so that the memory it
+            // holds is freed with the replaced summaries. (Not while a report is
+            // being computed: that one replaces it.)
+            match self.cache.try_lock() {
+                Ok(mut cache) => *cache = None,
+                Err(std::sync::TryLockError::Poisoned(p)) => *p.into_inner() = None,
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
         intern::collect_garbage();
         if added {
             self.added.notify_one();

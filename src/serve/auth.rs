@@ -1,4 +1,10 @@
 //! HTTP basic auth against the web config's bcrypt hashes.
+//!
+//! bcrypt is slow by design, so that a flood of wrong passwords cannot starve the
+//! process: one verification runs at a time (at most one core), and outcomes are
+//! cached, failures as well as successes, keyed by a SHA-256 of the presented
+//! header. Successes have their own cache, so a flood of new wrong passwords cannot
+//! push out the scraper's entry and make it wait behind the flood.
 
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -6,66 +12,157 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Checks HTTP basic auth against bcrypt hashes. Verified credentials are cached
-/// (bcrypt is slow by design and Prometheus sends the same ones every scrape); an
-/// unknown user costs a bcrypt run too, so timing does not tell users apart.
-pub struct BasicAuth {
-    users: BTreeMap<String, String>,
-    verified: Mutex<HashSet<String>>,
+/// Verified credentials kept; only valid ones get here, so this is plenty.
+const SUCCESS_CACHE_SIZE: usize = 64;
+/// Rejected credentials kept; the cache is cleared when full.
+const FAILURE_CACHE_SIZE: usize = 4096;
+
+type Key = [u8; 32];
+
+/// The configured users, replaced when the web config file changes.
+struct Users {
+    hashes: BTreeMap<String, String>,
+    /// A valid hash of the configured cost, verified for unknown users so timing
+    /// does not tell users apart.
     dummy_hash: String,
 }
 
-const AUTH_CACHE_SIZE: usize = 256;
+#[derive(Default)]
+struct Cache {
+    verified: HashSet<Key>,
+    rejected: HashSet<Key>,
+}
+
+pub struct BasicAuth {
+    users: RwLock<Arc<Users>>,
+    cache: Mutex<Cache>,
+    /// One bcrypt verification at a time.
+    bcrypt: tokio::sync::Semaphore,
+}
+
+fn key(header_value: &str) -> Key {
+    let digest = ring::digest::digest(&ring::digest::SHA256, header_value.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// The user and password of a `Basic` authorization header (the scheme name is
+/// case-insensitive, RFC 7617).
+fn credentials(header_value: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = header_value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> BasicAuth {
-        // Any valid hash of the configured cost serves for unknown users.
-        let dummy_hash = users.values().next().cloned().unwrap_or_default();
         BasicAuth {
-            users,
-            verified: Mutex::new(HashSet::new()),
-            dummy_hash,
+            users: RwLock::new(Arc::new(Users::new(users))),
+            cache: Mutex::new(Cache::default()),
+            bcrypt: tokio::sync::Semaphore::new(1),
         }
     }
 
-    fn check(&self, header_value: &str) -> bool {
-        if self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(header_value)
-        {
-            return true;
+    /// No user configured: every request is let through.
+    pub fn is_open(&self) -> bool {
+        self.current().hashes.is_empty()
+    }
+
+    fn current(&self) -> Arc<Users> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the users (web config reload); cached outcomes are forgotten.
+    pub fn set_users(&self, users: BTreeMap<String, String>) {
+        let new = Arc::new(Users::new(users));
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = new;
+        *self.cache() = Cache::default();
+    }
+
+    /// The cached outcome for this header, if any.
+    fn cached(&self, key: &Key) -> Option<bool> {
+        let cache = self.cache();
+        if cache.verified.contains(key) {
+            Some(true)
+        } else if cache.rejected.contains(key) {
+            Some(false)
+        } else {
+            None
         }
-        let Some(encoded) = header_value.strip_prefix("Basic ") else {
+    }
+
+    fn remember(&self, key: Key, ok: bool) {
+        let mut cache = self.cache();
+        let (set, cap) = if ok {
+            (&mut cache.verified, SUCCESS_CACHE_SIZE)
+        } else {
+            (&mut cache.rejected, FAILURE_CACHE_SIZE)
+        };
+        if set.len() >= cap {
+            set.clear();
+        }
+        set.insert(key);
+    }
+
+    /// Checks an `Authorization` header: from the cache, else with bcrypt on a
+    /// blocking thread, one at a time.
+    pub async fn check(self: &Arc<Self>, header_value: &str) -> bool {
+        let key = key(header_value);
+        if let Some(ok) = self.cached(&key) {
+            return ok;
+        }
+        let Some((user, password)) = credentials(header_value) else {
+            self.remember(key, false);
             return false;
         };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        let Ok(_permit) = self.bcrypt.acquire().await else {
             return false;
         };
-        let Ok(decoded) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = decoded.split_once(':') else {
-            return false;
-        };
-        let ok = match self.users.get(user) {
+        // Another request may have verified the same header while this one waited.
+        if let Some(ok) = self.cached(&key) {
+            return ok;
+        }
+        let users = self.current();
+        let checked = users.clone();
+        let ok = tokio::task::spawn_blocking(move || checked.verify(&user, &password))
+            .await
+            .unwrap_or(false);
+        // Users replaced meanwhile: the outcome is not cached for the new ones.
+        if Arc::ptr_eq(&users, &self.current()) {
+            self.remember(key, ok);
+        }
+        ok
+    }
+}
+
+impl Users {
+    fn new(hashes: BTreeMap<String, String>) -> Users {
+        let dummy_hash = hashes.values().next().cloned().unwrap_or_default();
+        Users { hashes, dummy_hash }
+    }
+
+    fn verify(&self, user: &str, password: &str) -> bool {
+        match self.hashes.get(user) {
             Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             None => {
                 let _ = bcrypt::verify(password, &self.dummy_hash);
                 false
             }
-        };
-        if ok {
-            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= AUTH_CACHE_SIZE {
-                cache.clear();
-            }
-            cache.insert(header_value.to_string());
         }
-        ok
     }
 }
 
@@ -74,15 +171,15 @@ pub async fn basic_auth(
     request: Request,
     next: Next,
 ) -> Response {
-    let header = request
+    if auth.is_open() {
+        return next.run(request).await;
+    }
+    let ok = match request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let ok = match header {
-        Some(h) => tokio::task::spawn_blocking(move || auth.check(&h))
-            .await
-            .unwrap_or(false),
+    {
+        Some(h) => auth.check(h).await,
         None => false,
     };
     if ok {
@@ -112,33 +209,86 @@ mod tests {
         )
     }
 
-    #[test]
-    fn basic_auth_checks_bcrypt_and_caches_successes() {
+    fn auth() -> Arc<BasicAuth> {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let auth = BasicAuth::new(BTreeMap::from([("prometheus".to_string(), hash)]));
-        assert!(auth.check(&header("prometheus", "s3cret")));
-        assert!(
-            auth.verified
-                .lock()
-                .unwrap()
-                .contains(&header("prometheus", "s3cret"))
+        Arc::new(BasicAuth::new(BTreeMap::from([(
+            "prometheus".to_string(),
+            hash,
+        )])))
+    }
+
+    #[tokio::test]
+    async fn basic_auth_checks_bcrypt_and_caches_both_outcomes() {
+        let auth = auth();
+        assert!(!auth.is_open());
+        assert!(auth.check(&header("prometheus", "s3cret")).await);
+        assert_eq!(
+            auth.cached(&key(&header("prometheus", "s3cret"))),
+            Some(true)
         );
         assert!(
-            auth.check(&header("prometheus", "s3cret")),
+            auth.check(&header("prometheus", "s3cret")).await,
             "from the cache"
         );
-        assert!(!auth.check(&header("prometheus", "wrong")));
-        assert!(!auth.check(&header("nobody", "s3cret")));
-        assert!(!auth.check("Bearer abc"));
-        assert!(!auth.check("Basic !!!not-base64"));
-        assert!(!auth.check(&format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("no-colon")
-        )));
+        assert!(!auth.check(&header("prometheus", "wrong")).await);
         assert_eq!(
-            auth.verified.lock().unwrap().len(),
-            1,
-            "failures are not cached"
+            auth.cached(&key(&header("prometheus", "wrong"))),
+            Some(false),
+            "failures are cached too"
         );
+        assert!(!auth.check(&header("nobody", "s3cret")).await);
+        assert!(!auth.check("Bearer abc").await);
+        assert!(!auth.check("Basic !!!not-base64").await);
+        assert!(
+            !auth
+                .check(&format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("no-colon")
+                ))
+                .await
+        );
+        let cache = auth.cache();
+        assert_eq!(cache.verified.len(), 1);
+        assert_eq!(cache.rejected.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_scheme_name_is_case_insensitive() {
+        let auth = auth();
+        let good = header("prometheus", "s3cret");
+        let encoded = good.strip_prefix("Basic ").unwrap();
+        for scheme in ["basic", "BASIC", "bAsIc"] {
+            assert!(auth.check(&format!("{scheme} {encoded}")).await, "{scheme}");
+        }
+        assert!(!auth.check(&format!("Basicx {encoded}")).await);
+    }
+
+    #[tokio::test]
+    async fn the_caches_are_bounded_and_failures_do_not_evict_successes() {
+        let auth = auth();
+        let good = header("prometheus", "s3cret");
+        assert!(auth.check(&good).await);
+        for i in 0..FAILURE_CACHE_SIZE + 10 {
+            // Malformed headers are rejected without bcrypt, and cached all the same.
+            assert!(!auth.check(&format!("Basic x{i}")).await);
+        }
+        let cache = auth.cache();
+        assert!(cache.rejected.len() <= FAILURE_CACHE_SIZE);
+        assert!(cache.verified.contains(&key(&good)));
+    }
+
+    #[tokio::test]
+    async fn new_users_replace_the_old_ones_and_the_cache() {
+        let auth = auth();
+        let good = header("prometheus", "s3cret");
+        assert!(auth.check(&good).await);
+        auth.set_users(BTreeMap::from([(
+            "prometheus".to_string(),
+            bcrypt::hash("other", 4).unwrap(),
+        )]));
+        assert!(!auth.check(&good).await, "the old password no longer works");
+        assert!(auth.check(&header("prometheus", "other")).await);
+        auth.set_users(BTreeMap::new());
+        assert!(auth.is_open());
     }
 }

@@ -2,6 +2,7 @@
 //! with the exporter-toolkit web configuration (TLS, basic auth).
 
 pub mod auth;
+pub mod conn;
 pub mod metrics;
 pub mod status_page;
 pub mod tls;
@@ -15,12 +16,14 @@ use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use web_config::WebConfig;
@@ -38,19 +41,13 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-pub fn router(state: AppState, users: BTreeMap<String, String>) -> Router {
+/// The routes; `/` and `/metrics` behind `auth` (open while it has no user).
+pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     // Probes stay open: they reveal nothing, and the kubelet cannot authenticate.
     let protected = Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics::handler));
-    let protected = if users.is_empty() {
-        protected
-    } else {
-        protected.layer(middleware::from_fn_with_state(
-            Arc::new(auth::BasicAuth::new(users)),
-            auth::basic_auth,
-        ))
-    };
+        .route("/metrics", get(metrics::handler))
+        .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
     Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
@@ -59,6 +56,10 @@ pub fn router(state: AppState, users: BTreeMap<String, String>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+        // gzip when the client accepts it, as client_golang does: Prometheus always
+        // asks, and the exposition shrinks about tenfold. The fastest level keeps
+        // the CPU cost per scrape small.
+        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -88,43 +89,40 @@ async fn status_page(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Serves until `shutdown` is cancelled, then lets in-flight requests finish
-/// (within [`SHUTDOWN_GRACE`] with TLS, where the server handle tracks
-/// connections; the caller bounds the plain-HTTP case). Helper tasks go into
-/// `tasks`.
+/// Serves until `shutdown` is cancelled, then lets in-flight requests finish (the
+/// caller bounds that wait by [`SHUTDOWN_GRACE`]). Every connection, plain or TLS,
+/// goes through [`conn::serve`] and its `limits`. Helper tasks (certificate and
+/// user reloads) go into `tasks`.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     web: WebConfig,
+    web_config_file: Option<PathBuf>,
+    limits: conn::Limits,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = router(state, web.users.clone());
-    match &web.tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await
-        }
+    let auth = Arc::new(auth::BasicAuth::new(web.users.clone()));
+    let tls = match &web.tls {
+        None => None,
         Some(settings) => {
             let config = tls::rustls_config(settings).map_err(std::io::Error::other)?;
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                stop.cancelled().await;
-                stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
-            });
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config));
+            let shared: conn::TlsConfig = Arc::new(RwLock::new(Arc::new(config)));
             tasks.spawn(tls::reload_certificates(
                 settings.clone(),
-                rustls.clone(),
+                shared.clone(),
                 shutdown.clone(),
             ));
-            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
-                .handle(handle)
-                .serve(app.into_make_service())
-                .await
+            Some(shared)
         }
+    };
+    if let Some(path) = web_config_file {
+        tasks.spawn(web_config::reload_users(
+            path,
+            web,
+            auth.clone(),
+            shutdown.clone(),
+        ));
     }
+    conn::serve(listener, router(state, auth), tls, limits, shutdown).await
 }

@@ -92,7 +92,7 @@ fn tls_stamp(t: &TlsSettings) -> Vec<Option<std::time::SystemTime>> {
 /// them in place); a broken new set is logged and the current one kept.
 pub async fn reload_certificates(
     tls: TlsSettings,
-    rustls: axum_server::tls_rustls::RustlsConfig,
+    rustls: super::conn::TlsConfig,
     shutdown: CancellationToken,
 ) {
     let mut stamp = tls_stamp(&tls);
@@ -109,7 +109,7 @@ pub async fn reload_certificates(
         stamp = now;
         match rustls_config(&tls) {
             Ok(config) => {
-                rustls.reload_from_config(Arc::new(config));
+                *rustls.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
                 tracing::info!("reloaded the TLS certificate and key");
             }
             Err(e) => tracing::error!(

@@ -15,9 +15,13 @@
 //! Relative paths are relative to the file's directory. Keys this exporter does not
 //! implement are errors rather than silently ignored security settings.
 
+use super::auth::BasicAuth;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +98,7 @@ impl WebConfig {
         let raw: RawWebConfig = if text.trim().is_empty() {
             RawWebConfig::default()
         } else {
+            crate::config::check_yaml_nesting(text)?;
             serde_yaml::from_str(text).map_err(|e| e.to_string())?
         };
         let resolve = |p: &str| {
@@ -165,10 +170,70 @@ impl WebConfig {
             if user.contains(':') {
                 return Err(format!("basic_auth_users: user name {user:?} contains ':'"));
             }
-            hash.parse::<bcrypt::HashParts>()
+            let parts = hash
+                .parse::<bcrypt::HashParts>()
                 .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
+            if !(4..=31).contains(&parts.get_cost()) {
+                return Err(format!(
+                    "basic_auth_users.{user}: bcrypt cost {} is outside 4-31",
+                    parts.get_cost()
+                ));
+            }
         }
         Ok(WebConfig { tls, users })
+    }
+}
+
+/// How often the web config file is checked for changes.
+const CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Rereads `basic_auth_users` when the web config file changes (as the TLS files
+/// are); a file that no longer loads is logged and the current users kept. The
+/// TLS section is read at start only (the files it names are reloaded).
+pub async fn reload_users(
+    path: PathBuf,
+    loaded: WebConfig,
+    auth: Arc<BasicAuth>,
+    shutdown: CancellationToken,
+) {
+    let mut stamp = modified(&path);
+    let mut current = loaded;
+    let mut tick = tokio::time::interval(CHECK_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now = modified(&path);
+        if now == stamp {
+            continue;
+        }
+        stamp = now;
+        match WebConfig::load(&path) {
+            Ok(new) => {
+                if new.tls != current.tls {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "tls_server_config changed; it takes effect at restart"
+                    );
+                }
+                if new.users != current.users {
+                    auth.set_users(new.users.clone());
+                    tracing::info!(users = new.users.len(), "reloaded basic_auth_users");
+                }
+                current = new;
+            }
+            Err(e) => {
+                tracing::error!(
+                    "web config changed but cannot be loaded, keeping the current users: {e}"
+                )
+            }
+        }
     }
 }
 
@@ -248,6 +313,14 @@ mod tests {
                 "basic_auth_users.alice",
             ),
             ("basic_auth_users:\n  'a:b': x\n", "':'"),
+            (
+                "basic_auth_users:\n  bob: '$2y$03$KhLtLLb4v3aMZ3d4Z7sVnOhSg9q0nDzbsyL3gHr2fJ0Eh7UsLQvLa'\n",
+                "basic_auth_users.bob: bcrypt cost 3 is outside 4-31",
+            ),
+            (
+                "basic_auth_users:\n  bob: '$2y$32$KhLtLLb4v3aMZ3d4Z7sVnOhSg9q0nDzbsyL3gHr2fJ0Eh7UsLQvLa'\n",
+                "basic_auth_users.bob",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -59,15 +59,44 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
     }
 }
 
+/// Largest dump read unless told otherwise (`serve --max-nodes-file-bytes`).
+pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
+
+/// Reads at most `max` bytes from `reader`; more is an error, not a truncation.
+fn read_bounded(reader: impl std::io::Read, max: u64, size_hint: u64) -> Result<Vec<u8>, String> {
+    if size_hint > max {
+        return Err(format!(
+            "{size_hint} bytes, above the limit of {max} (--max-nodes-file-bytes)"
+        ));
+    }
+    let mut buf = Vec::with_capacity(size_hint.min(max) as usize);
+    std::io::Read::read_to_end(&mut reader.take(max.saturating_add(1)), &mut buf)
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > max {
+        return Err(format!(
+            "more than {max} bytes, the limit (--max-nodes-file-bytes)"
+        ));
+    }
+    Ok(buf)
+}
+
 /// Reads and decodes a dump (`-` is standard input) and summarizes its nodes.
 pub fn load(path: &Path, ingest: &Ingest) -> Result<Vec<crate::analysis::NodeSummary>, String> {
+    load_bounded(path, ingest, DEFAULT_MAX_BYTES)
+}
+
+/// [`load`], refusing a dump larger than `max_bytes`.
+pub fn load_bounded(
+    path: &Path,
+    ingest: &Ingest,
+    max_bytes: u64,
+) -> Result<Vec<crate::analysis::NodeSummary>, String> {
     let bytes = if path == Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-            .map_err(|e| format!("standard input: {e}"))?;
-        buf
+        read_bounded(std::io::stdin(), max_bytes, 0).map_err(|e| format!("standard input: {e}"))?
     } else {
-        std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        read_bounded(file, max_bytes, size).map_err(|e| format!("{}: {e}", path.display()))?
     };
     let nodes = decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::with_capacity(nodes.len());
@@ -96,10 +125,14 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Loads the file, then reloads it whenever it changes, until shutdown. A file that
-/// cannot be read or decoded is counted and logged, and the last good data is kept.
+/// cannot be read or decoded (or is larger than `max_bytes`) is counted and logged,
+/// and the last good data is kept. After every load, good or bad, freed heap
+/// memory is returned to the system: a huge file must not leave the process at
+/// its peak size.
 pub async fn run(
     path: PathBuf,
     check_every: Duration,
+    max_bytes: u64,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
@@ -128,11 +161,14 @@ pub async fn run(
             continue;
         }
         let p = path.clone();
-        let result = tokio::task::block_in_place(|| load(&p, &ingest));
+        let result = tokio::task::block_in_place(|| load_bounded(&p, &ingest, max_bytes));
         match result {
             Ok(nodes) => {
                 tracing::info!(path = %path.display(), nodes = nodes.len(), "loaded nodes file");
-                ingest.store.replace_all(nodes);
+                tokio::task::block_in_place(|| {
+                    ingest.store.replace_all(nodes);
+                    crate::sys::release_free_memory();
+                });
                 last = now;
                 failed_stamp = None;
             }
@@ -142,6 +178,7 @@ pub async fn run(
                     .source_error(crate::metrics::SourceErrorKind::File);
                 tracing::error!(path = %path.display(), "cannot load nodes file, keeping the last good data: {e}");
                 failed_stamp = Some(now);
+                tokio::task::block_in_place(crate::sys::release_free_memory);
             }
         }
     }
@@ -253,6 +290,16 @@ mod tests {
             }
             prop_assert!(decoded[1].is_ok() && decoded[2].is_ok(), "fields are lenient");
         }
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        assert_eq!(read_bounded(&b"abcd"[..], 4, 4).unwrap(), b"abcd");
+        assert_eq!(read_bounded(&b"abcd"[..], 4, 0).unwrap(), b"abcd");
+        let e = read_bounded(&b"abcde"[..], 4, 0).unwrap_err();
+        assert!(e.contains("more than 4 bytes"), "{e}");
+        let e = read_bounded(&b""[..], 4, 5).unwrap_err();
+        assert!(e.contains("5 bytes, above the limit of 4"), "{e}");
     }
 
     #[test]

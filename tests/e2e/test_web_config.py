@@ -2,8 +2,11 @@
 exporter-toolkit files configure them; proven with requests and a real Prometheus."""
 from __future__ import annotations
 
+import base64
+import socket
 import ssl
 import subprocess
+import time
 from pathlib import Path
 
 import bcrypt
@@ -163,6 +166,9 @@ def test_bad_web_config_exits_2(workdir, pki):
         ("tls_server_config:\n  cert_file: server.crt\n", "key_file"),
         ("tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n", "missing.crt"),
         ("basic_auth_users:\n  prometheus: plaintext\n", "basic_auth_users.prometheus"),
+        ("basic_auth_users:\n  prometheus: '$2y$03$KhLtLLb4v3aMZ3d4Z7sVnOhSg9q0nDzbsyL3gHr2fJ0Eh7UsLQvLa'\n",
+         "basic_auth_users.prometheus: bcrypt cost 3 is outside 4-31"),
+        ("basic_auth_users:\n  prometheus: [" + "[" * 100000 + "\n", "nested deeper than 64"),
         ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cipher_suites: [x]\n",
          "cipher_suites"),
     ]:
@@ -172,3 +178,117 @@ def test_bad_web_config_exits_2(workdir, pki):
                              capture_output=True, text=True, timeout=30, cwd=ROOT)
         assert out.returncode == 2, out.stderr
         assert needle in out.stderr, out.stderr
+
+
+def closed_within(sock, limit: float) -> float:
+    """Seconds until the server closes `sock` (EOF or reset); fails past `limit`."""
+    start = time.monotonic()
+    sock.settimeout(0.2)
+    while time.monotonic() - start < limit:
+        try:
+            if sock.recv(4096) == b"":
+                return time.monotonic() - start
+        except socket.timeout:
+            continue
+        except (ConnectionError, ssl.SSLError, OSError):
+            return time.monotonic() - start
+    raise AssertionError(f"still open after {limit} s")
+
+
+def test_stalled_tls_connections_are_closed(workdir, procs, pki):
+    """A client that stalls the TLS handshake, or completes it and then sends a byte
+    now and then, is closed at the header timeout; an idle kept-alive connection at
+    the idle timeout."""
+    ex = start_exporter(workdir, extra=["--web.config.file", str(web_config(pki)),
+                                        "--web.header-read-timeout", "2s", "--web.idle-timeout", "3s"],
+                        scheme="https", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD))
+    procs.append(ex)
+    host, port = ex.addr.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+
+    # Connected, no handshake.
+    raw = socket.create_connection((host, int(port)), timeout=5)
+    took = closed_within(raw, 2 + 2)
+    raw.close()
+
+    # Handshake done, then one byte every half second.
+    tls = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=host)
+    start = time.monotonic()
+    tls.sendall(b"GET /metrics HTTP/1.1\r\n")
+    closed = None
+    for i in range(20):
+        try:
+            tls.sendall(b"X")
+        except OSError:
+            closed = time.monotonic() - start
+            break
+        tls.settimeout(0.5)
+        try:
+            if tls.recv(4096) == b"":
+                closed = time.monotonic() - start
+                break
+        except (socket.timeout, TimeoutError):
+            pass
+        except (ConnectionError, ssl.SSLError, OSError):
+            closed = time.monotonic() - start
+            break
+    tls.close()
+    assert closed is not None and closed <= 2 + 2, f"trickling TLS client open for {closed}"
+
+    # A complete request, then nothing: kept alive, then closed at the idle timeout.
+    tls = ctx.wrap_socket(socket.create_connection((host, int(port)), timeout=5), server_hostname=host)
+    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    tls.settimeout(5)
+    assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+    idle = closed_within(tls, 3 + 2)
+    tls.close()
+    assert idle >= 2.5, f"closed after {idle} s, before the idle timeout"
+    print(f"closed after: silent {took:.2f} s, trickling TLS {closed:.2f} s, idle {idle:.2f} s")
+
+
+def test_basic_auth_details_and_gzip(workdir, procs, pki):
+    ex = start_exporter(workdir, extra=["--web.config.file", str(web_config(pki))],
+                        scheme="https", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD))
+    procs.append(ex)
+    token = base64.b64encode(f"prometheus:{PASSWORD}".encode()).decode()
+    for scheme in ("Basic", "basic", "BASIC"):
+        r = ex.get("/metrics", auth=None, headers={"Authorization": f"{scheme} {token}"})
+        assert r.status_code == 200, scheme
+    # gzip when asked, as Prometheus always does (the real Prometheus scrapes in
+    # test_tls_and_basic_auth go through it).
+    r = ex.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert r.headers.get("Content-Encoding") == "gzip" and "imagecap_nodes 5" in r.text
+    r = ex.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in r.headers
+    # OpenMetrics refused with q=0: the Prometheus text format.
+    r = ex.get("/metrics", headers={"Accept": "application/openmetrics-text;q=0, text/plain"})
+    assert r.headers["Content-Type"].startswith("text/plain")
+
+    # An IP address sent as SNI: rustls's warning once a minute, not per connection.
+    host, port = ex.addr.rsplit(":", 1)
+    for _ in range(3):
+        subprocess.run(["openssl", "s_client", "-connect", ex.addr, "-servername", host],
+                       input=b"", capture_output=True, timeout=10)
+    wait_for("the SNI warning", lambda: "Illegal SNI" in ex.log())
+    time.sleep(0.5)
+    assert ex.log().count("Illegal SNI") == 1, ex.log()
+
+
+def test_users_are_reread_when_the_web_config_changes(workdir, procs, pki):
+    cfg = web_config(pki)
+    ex = start_exporter(workdir, extra=["--web.config.file", str(cfg)],
+                        scheme="https", verify=str(pki / "ca.crt"), auth=("prometheus", PASSWORD))
+    procs.append(ex)
+    assert ex.get("/metrics").status_code == 200
+
+    data = yaml.safe_load(cfg.read_text())
+    data["basic_auth_users"] = {"prometheus": bcrypt.hashpw(b"rotated", bcrypt.gensalt(rounds=4)).decode()}
+    cfg.write_text(yaml.safe_dump(data))
+    wait_for("the new password to work",
+             lambda: ex.get("/metrics", auth=("prometheus", "rotated")).status_code == 200, timeout=30)
+    assert ex.get("/metrics").status_code == 401, "the old password no longer works"
+
+    # A broken file is logged and the current users kept.
+    cfg.write_text("basic_auth_users:\n  prometheus: plaintext\n")
+    wait_for("the broken file to be noticed", lambda: "keeping the current users" in ex.log(), timeout=30)
+    assert ex.get("/metrics", auth=("prometheus", "rotated")).status_code == 200

@@ -32,13 +32,20 @@ impl Exporter {
     /// Starts the exporter with `args` and `env`; panics with its log if it does
     /// not come up.
     pub fn start(args: &[&str], env: &[(&str, &Path)]) -> Exporter {
-        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-        let process = ExporterProcess::start(
-            env!("CARGO_BIN_EXE_imagecap-exporter"),
-            &args,
-            env.iter().copied(),
+        Exporter::start_with(
+            Path::new(env!("CARGO_BIN_EXE_imagecap-exporter")),
+            args,
+            env,
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// [`Exporter::start`] through `program`, a wrapper that execs the exporter
+    /// with the arguments it is given (to set limits first).
+    pub fn start_with(program: &Path, args: &[&str], env: &[(&str, &Path)]) -> Exporter {
+        let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let program = program.to_str().expect("a UTF-8 path");
+        let process = ExporterProcess::start(program, &args, env.iter().copied())
+            .unwrap_or_else(|e| panic!("{e}"));
         let addr = process.addr.clone();
         Exporter { process, addr }
     }
