@@ -125,7 +125,7 @@ def test_tls_and_basic_auth(workdir, procs, pki):
     bad = prometheus("bad", "nope")
     good.wait_scraped()
     res = good.query("imagecap_nodes")
-    assert res["data"]["result"][0]["value"][1] == "5"
+    assert res["data"]["result"][0]["value"][1] == "6"
 
     def bad_scrape_failed():
         targets = requests.get(bad.url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
@@ -257,7 +257,7 @@ def test_basic_auth_details_and_gzip(workdir, procs, pki):
     # gzip when asked, as Prometheus always does (the real Prometheus scrapes in
     # test_tls_and_basic_auth go through it).
     r = ex.get("/metrics", headers={"Accept-Encoding": "gzip"})
-    assert r.headers.get("Content-Encoding") == "gzip" and "imagecap_nodes 5" in r.text
+    assert r.headers.get("Content-Encoding") == "gzip" and "imagecap_nodes 6" in r.text
     r = ex.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in r.headers
     # OpenMetrics refused with q=0: the Prometheus text format.
