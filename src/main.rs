@@ -199,7 +199,9 @@ async fn spawn_sources(
         }));
         return Ok(());
     }
-    let client = client.expect("a client without --nodes-file");
+    let Some(client) = client else {
+        return Err("no Kubernetes client to read nodes with".into());
+    };
     if args.common.kubelet_configz {
         let opts = ConfigzOptions {
             interval: args.kubelet_configz_interval,

@@ -225,11 +225,17 @@ impl Store {
     }
 
     /// Counts a single-node change; true when the shared strings are due for a
-    /// clean-up (at most every [`INTERN_GC_INTERVAL`], so a busy watch does not scan
-    /// the set on every event).
+    /// clean-up.
     fn changed(inner: &mut Inner) -> bool {
         inner.changes_since_gc += 1;
-        if inner.last_gc.elapsed() < INTERN_GC_INTERVAL {
+        Self::gc_due(inner)
+    }
+
+    /// True, and the clock restarted, when nodes changed since the last clean-up
+    /// of the shared strings and it was [`INTERN_GC_INTERVAL`] ago or more (so a
+    /// busy watch does not scan the set on every event).
+    fn gc_due(inner: &mut Inner) -> bool {
+        if inner.changes_since_gc == 0 || inner.last_gc.elapsed() < INTERN_GC_INTERVAL {
             return false;
         }
         inner.changes_since_gc = 0;
@@ -267,11 +273,7 @@ impl Store {
         if inner.has_data {
             inner.last_update = Some(SystemTime::now());
         }
-        let collect = inner.changes_since_gc > 0 && inner.last_gc.elapsed() >= INTERN_GC_INTERVAL;
-        if collect {
-            inner.changes_since_gc = 0;
-            inner.last_gc = Instant::now();
-        }
+        let collect = Self::gc_due(&mut inner);
         drop(inner);
         if collect {
             intern::collect_garbage();

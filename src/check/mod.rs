@@ -63,7 +63,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
             Ok(nodes) => store.replace_all(nodes),
             Err(e) => return bad_input(e),
         },
-        (None, None) => unreachable!("a client is made without --nodes-file"),
+        (None, None) => return bad_input("no Kubernetes client to list nodes with"),
         (None, Some(client)) => {
             let api = kube::Api::all(client.clone());
             match apiserver::list_all(&api, &s.list_options(), &ingest).await {

@@ -192,31 +192,17 @@ impl FakeApiServer {
         let rv = inner.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
-        let map = if resource == "nodes" {
-            &mut inner.nodes
+        let (map, key) = if resource == "nodes" {
+            (&mut inner.nodes, name)
         } else {
             let ns = object["metadata"]["namespace"].as_str().unwrap_or("");
             let key = format!("{ns}/{name}");
-            let map = inner.others.entry(resource).or_default();
-            if kind == "DELETED" {
-                map.remove(&key);
-            } else {
-                map.insert(key, object.clone());
-            }
-            let ev = WatchEvent {
-                rv,
-                kind,
-                resource,
-                object,
-            };
-            inner.history.push(ev.clone());
-            let _ = self.events.send(ev);
-            return;
+            (inner.others.entry(resource).or_default(), key)
         };
         if kind == "DELETED" {
-            map.remove(&name);
+            map.remove(&key);
         } else {
-            map.insert(name, object.clone());
+            map.insert(key, object.clone());
         }
         let ev = WatchEvent {
             rv,
