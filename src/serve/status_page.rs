@@ -53,14 +53,21 @@ fn row_class(n: &NodeReport) -> &'static str {
     }
 }
 
-fn status_tag(status: NodeStatus) -> String {
+fn status_tag(n: &NodeReport) -> String {
+    let status = n.status();
     let class = match status {
         NodeStatus::AtCap => "at-cap",
         NodeStatus::NearCap => "near-cap",
         NodeStatus::NotEligible => "off",
         NodeStatus::Ok => "ok",
     };
-    format!("<span class=\"tag {class}\">{}</span>", status.as_str())
+    let tag = format!("<span class=\"tag {class}\">{}</span>", status.as_str());
+    match (status, &n.not_eligible_reason) {
+        (NodeStatus::NotEligible, Some(reason)) => {
+            format!("{tag} <span class=\"why\">{}</span>", esc(reason))
+        }
+        _ => tag,
+    }
 }
 
 pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime) -> String {
@@ -84,7 +91,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         ".tag{display:inline-block;padding:0 .35rem;border-radius:3px;font-size:.8rem;font-weight:600}",
         ".tag.at-cap{background:#ffeceb;color:#ae2e24}.tag.near-cap{background:#fff7d6;color:#7f5f01}",
         ".tag.ok{background:#dcfff1;color:#216e4e}.tag.off{background:#f1f2f4;color:#44546f}",
-        "ul{margin:0;padding-left:1.1rem}code{font-size:.85rem}",
+        "ul{margin:0;padding-left:1.1rem}code{font-size:.85rem}.why{color:#555;font-size:.8rem}",
         "</style></head><body>\n<h1>Image cap (nodeStatusMaxImages)</h1>\n"
     ));
     let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
@@ -112,7 +119,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         } else {
             ("unlimited".to_string(), 0.0)
         };
-        let status = status_tag(n.status());
+        let status = status_tag(n);
         let missing = if n.missing_images.is_empty() {
             "&ndash;".to_string()
         } else {
@@ -146,15 +153,18 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
     if !report.images.is_empty() {
         h.push_str(
             "<h2>Wanted images</h2><table id=\"images\"><thead><tr><th>Image</th>\
-             <th>Eligible nodes reporting it</th></tr></thead><tbody>\n",
+             <th>Wanted by</th><th>Eligible nodes reporting it</th></tr></thead><tbody>\n",
         );
         for i in &report.images {
+            let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
             let _ = writeln!(
                 h,
-                "<tr data-image=\"{img}\"><td><code>{img}</code></td><td class=\"num\">{} / {}</td></tr>",
+                "<tr data-image=\"{img}\"><td><code>{img}</code></td><td>{by}</td>\
+                 <td class=\"num\">{} / {}</td></tr>",
                 i.nodes,
                 i.eligible_nodes,
-                img = esc(&i.image)
+                img = esc(&i.image),
+                by = by.join(", ")
             );
         }
         h.push_str("</tbody></table>\n");
@@ -170,6 +180,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::WantSource;
     use crate::analysis::cluster::{CapSource, ImageReport, MissingState};
 
     fn node(name: &str, images: u32, max: i64) -> NodeReport {
@@ -201,11 +212,14 @@ mod tests {
         let mut full = node("full<script>", 50, 50);
         full.missing_images = vec!["x:1".into()];
         full.missing_state = Some(MissingState::Unverifiable);
+        let mut tainted = node("tainted", 3, 50);
+        tainted.eligible = false;
+        tainted.not_eligible_reason = Some("taint a=<b>:NoSchedule".into());
         let r = Report {
-            nodes: vec![full, node("near", 46, 50), node("big", 137, -1)],
+            nodes: vec![full, node("near", 46, 50), node("big", 137, -1), tainted],
             images: vec![ImageReport {
                 image: "x:1".into(),
-                sources: vec![],
+                sources: vec![WantSource::Nublado, WantSource::DaemonSet],
                 nodes: 2,
                 eligible_nodes: 3,
             }],
@@ -221,12 +235,18 @@ mod tests {
         assert!(!h.contains("<script"), "escaped");
         assert!(h.contains("<tr class=\"node near-cap\" data-node=\"near\">"));
         assert!(h.contains("<tr class=\"node\" data-node=\"big\">"));
+        assert!(
+            h.contains(
+                "not eligible</span> <span class=\"why\">taint a=&lt;b&gt;:NoSchedule</span>"
+            ),
+            "the reason, escaped: {h}"
+        );
         assert!(h.contains("style=\"width:92.0%\""));
         assert!(h.contains("<b>137 / unlimited</b>"));
         assert!(h.contains("1 unverifiable<ul><li><code>x:1</code></li></ul>"));
         assert!(h.contains("refreshed 7 s ago"));
         assert!(h.contains("3.0 GiB") && h.contains("1.0 TiB"));
-        assert!(h.contains("<td class=\"num\">2 / 3</td>"));
+        assert!(h.contains("<td>nublado, daemonset</td><td class=\"num\">2 / 3</td>"));
         assert!(
             !h.contains("http://") && !h.contains("https://"),
             "no external assets"
