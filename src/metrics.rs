@@ -13,6 +13,7 @@ use crate::analysis::cluster::{
     CapSource, ImageReport, MissingState, NodeReport, Report, SourceReport,
 };
 use crate::analysis::{InvalidField, label_values};
+use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -313,11 +314,35 @@ fn refresh_registry(last_update: Option<SystemTime>) -> Registry {
     r
 }
 
+/// The exposition formats of `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4 ([`to_prometheus_text`]).
+    PrometheusText,
+}
+
+/// The encoded report families of one report, shared by every scrape of it: a
+/// client that reads slowly holds a reference to this text, not a copy.
+struct ReportText {
+    report: Arc<Report>,
+    openmetrics: Bytes,
+    /// Converted from `openmetrics` at the first scrape that asks for it.
+    prometheus: Option<Bytes>,
+}
+
+/// A `String` as `Bytes`, without the spare capacity it was grown with (the text
+/// is kept as long as its report).
+fn shared(mut text: String) -> Bytes {
+    text.shrink_to_fit();
+    Bytes::from(text)
+}
+
 /// The process-lifetime counters, and the rendering of `/metrics`.
 pub struct Metrics {
     registry: Registry,
     /// The encoded report families of the last report rendered.
-    report_text: Mutex<Option<(Arc<Report>, String)>>,
+    report_text: Mutex<Option<ReportText>>,
     source_errors: Family<SourceErrorLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
     source_restarts: Counter,
@@ -386,32 +411,82 @@ impl Metrics {
         self.source_restarts.inc();
     }
 
-    /// The OpenMetrics text for the current report.
-    ///
-    /// The report families depend on the report alone, so their text is kept for
-    /// as long as the report is the same (the store hands out the same `Arc` until
-    /// a node changes); only the counters and the refresh time are encoded on every
-    /// scrape.
+    /// The OpenMetrics text for the current report, in one piece.
     pub fn render(&self, report: &Arc<Report>, last_update: Option<SystemTime>) -> String {
-        let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = match cache.as_ref() {
-            Some((cached, _)) => !Arc::ptr_eq(cached, report),
-            None => true,
-        };
-        if fresh {
-            let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
-            // Writing to a String cannot fail.
-            let _ = encode_registry(&mut text, &report_registry(report));
-            *cache = Some((report.clone(), text));
+        let parts = self.render_parts(report, last_update, Format::OpenMetrics);
+        let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+        for part in &parts {
+            out.extend_from_slice(part);
         }
-        let report_text = cache.as_ref().map(|(_, t)| t.as_str()).unwrap_or_default();
-        let mut out = String::with_capacity(4096 + report_text.len());
-        let _ = encode_registry(&mut out, &self.registry);
-        out.push_str(report_text);
-        drop(cache);
-        let _ = encode_registry(&mut out, &refresh_registry(last_update));
-        let _ = encode_eof(&mut out);
-        out
+        // Every part was encoded from a String.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The exposition for the current report in `format`, in three parts, to be
+    /// sent one after the other: the counters and build information, the report
+    /// families, the refresh time (and `# EOF` in OpenMetrics).
+    ///
+    /// The report families depend on the report alone, so their text is kept, in
+    /// each format, for as long as the report is the same (the store hands out the
+    /// same `Arc` until a node changes), and every scrape of it shares that one
+    /// copy; only the counters and the refresh time are encoded on every scrape.
+    pub fn render_parts(
+        &self,
+        report: &Arc<Report>,
+        last_update: Option<SystemTime>,
+        format: Format,
+    ) -> [Bytes; 3] {
+        let families = self.report_text(report, format);
+        // Writing to a String cannot fail.
+        let mut head = String::with_capacity(4096);
+        let _ = encode_registry(&mut head, &self.registry);
+        let mut tail = String::new();
+        let _ = encode_registry(&mut tail, &refresh_registry(last_update));
+        let _ = encode_eof(&mut tail);
+        match format {
+            Format::OpenMetrics => [head.into(), families, tail.into()],
+            // Each part converts on its own: a family's HELP and TYPE lines are
+            // in the same part as its samples.
+            Format::PrometheusText => [
+                to_prometheus_text(&head).into(),
+                families,
+                to_prometheus_text(&tail).into(),
+            ],
+        }
+    }
+
+    /// The encoded report families of `report` in `format`, each format encoded
+    /// at most once per report.
+    fn report_text(&self, report: &Arc<Report>, format: Format) -> Bytes {
+        let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
+        if cache
+            .as_ref()
+            .is_none_or(|c| !Arc::ptr_eq(&c.report, report))
+        {
+            // The old text goes now (scrapes still sending it keep it until they
+            // are done), before the new one is built.
+            *cache = None;
+            let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
+            let _ = encode_registry(&mut text, &report_registry(report));
+            *cache = Some(ReportText {
+                report: report.clone(),
+                openmetrics: shared(text),
+                prometheus: None,
+            });
+        }
+        let Some(c) = cache.as_mut() else {
+            return Bytes::new();
+        };
+        match format {
+            Format::OpenMetrics => c.openmetrics.clone(),
+            Format::PrometheusText => c
+                .prometheus
+                .get_or_insert_with(|| {
+                    let openmetrics = std::str::from_utf8(&c.openmetrics).unwrap_or_default();
+                    shared(to_prometheus_text(openmetrics))
+                })
+                .clone(),
+        }
     }
 }
 
@@ -670,6 +745,38 @@ mod tests {
             m.render(&changed, None)
                 .contains("imagecap_node_images{node=\"a\"} 10")
         );
+    }
+
+    #[test]
+    fn scrapes_of_one_report_share_its_text_in_each_format() {
+        let m = Metrics::new("x");
+        m.source_error(SourceErrorKind::List);
+        let report = Arc::new(Report {
+            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
+            images: vec![],
+            eligible_nodes: 1,
+            sources: vec![],
+        });
+        let t = Some(UNIX_EPOCH + Duration::from_secs(100));
+        let concat = |parts: [Bytes; 3]| parts.concat();
+        let om = m.render(&report, t);
+        let text = to_prometheus_text(&om);
+        for _ in 0..2 {
+            assert_eq!(
+                concat(m.render_parts(&report, t, Format::OpenMetrics)),
+                om.as_bytes()
+            );
+            assert_eq!(
+                concat(m.render_parts(&report, t, Format::PrometheusText)),
+                text.as_bytes()
+            );
+        }
+        for format in [Format::OpenMetrics, Format::PrometheusText] {
+            let [_, a, _] = m.render_parts(&report, t, format);
+            let [_, b, _] = m.render_parts(&report, t, format);
+            assert!(!a.is_empty());
+            assert_eq!(a.as_ptr(), b.as_ptr(), "{format:?}: one copy");
+        }
     }
 
     #[test]

@@ -1,9 +1,16 @@
 //! The `/metrics` handler: the exposition format the client asks for.
 
 use super::AppState;
+use crate::metrics::Format;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,33 +42,77 @@ fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
     }
 }
 
+/// Largest piece of the body handed to the connection at once: a piece is a view of
+/// the shared text, so whatever the connection buffers or copies (TLS, gzip) stays
+/// this small.
+const PIECE: usize = 64 * 1024;
+
+/// The parts of an exposition ([`crate::metrics::Metrics::render_parts`]) as a
+/// body, sent in pieces of at most [`PIECE`] bytes, each a view of its part: a
+/// client that reads slowly holds the shared text of the report, not a copy.
+struct Parts {
+    parts: [Bytes; 3],
+    next: usize,
+}
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        while let Some(part) = this.parts.get_mut(this.next) {
+            if part.is_empty() {
+                this.next += 1;
+                continue;
+            }
+            let piece = part.split_to(part.len().min(PIECE));
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.parts.iter().map(|p| p.len() as u64).sum())
+    }
+}
+
 /// OpenMetrics when the client asks for it (Prometheus does), else the Prometheus
 /// text format, as client_golang negotiates. The report and its text are built on
 /// a blocking thread: with thousands of nodes that takes a while.
 pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let openmetrics = wants_openmetrics(
+    let format = if wants_openmetrics(
         headers
             .get_all(header::ACCEPT)
             .iter()
             .filter_map(|v| v.to_str().ok()),
-    );
-    let body = tokio::task::spawn_blocking(move || {
+    ) {
+        Format::OpenMetrics
+    } else {
+        Format::PrometheusText
+    };
+    let parts = tokio::task::spawn_blocking(move || {
         let (report, last_update) = s.store.report();
-        let text = s.metrics.render(&report, last_update);
-        if openmetrics {
-            text
-        } else {
-            crate::metrics::to_prometheus_text(&text)
-        }
+        s.metrics.render_parts(&report, last_update, format)
     })
     .await;
-    let content_type = if openmetrics {
-        OPENMETRICS
-    } else {
-        PROMETHEUS_TEXT
+    let content_type = match format {
+        Format::OpenMetrics => OPENMETRICS,
+        Format::PrometheusText => PROMETHEUS_TEXT,
     };
-    match body {
-        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+    match parts {
+        Ok(parts) => (
+            [(header::CONTENT_TYPE, content_type)],
+            Body::new(Parts { parts, next: 0 }),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!("rendering metrics failed: {e}");
             (
@@ -75,7 +126,10 @@ pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response 
 
 #[cfg(test)]
 mod tests {
-    use super::wants_openmetrics;
+    use super::{PIECE, Parts, wants_openmetrics};
+    use bytes::Bytes;
+    use http_body::Body;
+    use std::pin::Pin;
 
     fn om(accept: &[&str]) -> bool {
         wants_openmetrics(accept.iter().copied())
@@ -104,5 +158,23 @@ mod tests {
             "application/openmetrics-text;Q=0.9"
         ]));
         assert!(!om(&["application/openmetrics-text;q=zero"]));
+    }
+
+    #[tokio::test]
+    async fn the_body_is_the_parts_in_pieces_that_share_them() {
+        let big = Bytes::from(vec![b'x'; 3 * PIECE + 1]);
+        let parts = [Bytes::from_static(b"head\n"), big.clone(), Bytes::new()];
+        let mut body = Parts { parts, next: 0 };
+        assert_eq!(body.size_hint().exact(), Some(5 + 3 * PIECE as u64 + 1));
+        let mut pieces = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            pieces.push(frame.unwrap().into_data().unwrap());
+        }
+        assert!(body.is_end_stream());
+        let sizes: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [5, PIECE, PIECE, PIECE, 1]);
+        assert_eq!(pieces[1].as_ptr(), big.as_ptr(), "a view, not a copy");
+        assert_eq!(pieces[1..].concat(), big);
     }
 }
