@@ -322,6 +322,15 @@ pub enum Format {
     PrometheusText,
 }
 
+/// How `/metrics` is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    /// Each part is a gzip member of its own; together a multi-member gzip stream
+    /// (RFC 1952), which gzip readers (Go's included) read as one.
+    Gzip,
+}
+
 /// The encoded report families of one report, shared by every scrape of it: a
 /// client that reads slowly holds a reference to this text, not a copy.
 struct ReportText {
@@ -329,6 +338,24 @@ struct ReportText {
     openmetrics: Bytes,
     /// Converted from `openmetrics` at the first scrape that asks for it.
     prometheus: Option<Bytes>,
+    /// The same texts gzipped, once per report, at the first scrape that asks.
+    openmetrics_gzip: Option<Bytes>,
+    prometheus_gzip: Option<Bytes>,
+}
+
+/// `data` as one gzip member, at the fastest level (as the compression of the
+/// rest of the HTTP side).
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 8 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    let mut out = encoder.finish().unwrap_or_default();
+    out.shrink_to_fit();
+    Bytes::from(out)
 }
 
 /// A `String` as `Bytes`, without the spare capacity it was grown with (the text
@@ -413,7 +440,7 @@ impl Metrics {
 
     /// The OpenMetrics text for the current report, in one piece.
     pub fn render(&self, report: &Arc<Report>, last_update: Option<SystemTime>) -> String {
-        let parts = self.render_parts(report, last_update, Format::OpenMetrics);
+        let parts = self.render_parts(report, last_update, Format::OpenMetrics, Encoding::Identity);
         let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
         for part in &parts {
             out.extend_from_slice(part);
@@ -430,34 +457,40 @@ impl Metrics {
     /// each format, for as long as the report is the same (the store hands out the
     /// same `Arc` until a node changes), and every scrape of it shares that one
     /// copy; only the counters and the refresh time are encoded on every scrape.
+    ///
+    /// With [`Encoding::Gzip`] each part is a gzip member, the report families
+    /// compressed once per report: scrapes, which Prometheus always sends with
+    /// gzip, then compress a few kilobytes each instead of the whole text, and a
+    /// client that stops reading holds no compressor.
     pub fn render_parts(
         &self,
         report: &Arc<Report>,
         last_update: Option<SystemTime>,
         format: Format,
+        encoding: Encoding,
     ) -> [Bytes; 3] {
-        let families = self.report_text(report, format);
+        let families = self.report_text(report, format, encoding);
         // Writing to a String cannot fail.
         let mut head = String::with_capacity(4096);
         let _ = encode_registry(&mut head, &self.registry);
         let mut tail = String::new();
         let _ = encode_registry(&mut tail, &refresh_registry(last_update));
         let _ = encode_eof(&mut tail);
-        match format {
-            Format::OpenMetrics => [head.into(), families, tail.into()],
+        let (head, tail) = match format {
+            Format::OpenMetrics => (head, tail),
             // Each part converts on its own: a family's HELP and TYPE lines are
             // in the same part as its samples.
-            Format::PrometheusText => [
-                to_prometheus_text(&head).into(),
-                families,
-                to_prometheus_text(&tail).into(),
-            ],
+            Format::PrometheusText => (to_prometheus_text(&head), to_prometheus_text(&tail)),
+        };
+        match encoding {
+            Encoding::Identity => [head.into(), families, tail.into()],
+            Encoding::Gzip => [gzip(head.as_bytes()), families, gzip(tail.as_bytes())],
         }
     }
 
-    /// The encoded report families of `report` in `format`, each format encoded
-    /// at most once per report.
-    fn report_text(&self, report: &Arc<Report>, format: Format) -> Bytes {
+    /// The encoded report families of `report` in `format` and `encoding`, each
+    /// encoded at most once per report.
+    fn report_text(&self, report: &Arc<Report>, format: Format, encoding: Encoding) -> Bytes {
         let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
         if cache
             .as_ref()
@@ -472,12 +505,14 @@ impl Metrics {
                 report: report.clone(),
                 openmetrics: shared(text),
                 prometheus: None,
+                openmetrics_gzip: None,
+                prometheus_gzip: None,
             });
         }
         let Some(c) = cache.as_mut() else {
             return Bytes::new();
         };
-        match format {
+        let text = match format {
             Format::OpenMetrics => c.openmetrics.clone(),
             Format::PrometheusText => c
                 .prometheus
@@ -486,6 +521,14 @@ impl Metrics {
                     shared(to_prometheus_text(openmetrics))
                 })
                 .clone(),
+        };
+        let compressed = match format {
+            Format::OpenMetrics => &mut c.openmetrics_gzip,
+            Format::PrometheusText => &mut c.prometheus_gzip,
+        };
+        match encoding {
+            Encoding::Identity => text,
+            Encoding::Gzip => compressed.get_or_insert_with(|| gzip(&text)).clone(),
         }
     }
 }
@@ -763,19 +806,49 @@ mod tests {
         let text = to_prometheus_text(&om);
         for _ in 0..2 {
             assert_eq!(
-                concat(m.render_parts(&report, t, Format::OpenMetrics)),
+                concat(m.render_parts(&report, t, Format::OpenMetrics, Encoding::Identity)),
                 om.as_bytes()
             );
             assert_eq!(
-                concat(m.render_parts(&report, t, Format::PrometheusText)),
+                concat(m.render_parts(&report, t, Format::PrometheusText, Encoding::Identity)),
                 text.as_bytes()
             );
         }
         for format in [Format::OpenMetrics, Format::PrometheusText] {
-            let [_, a, _] = m.render_parts(&report, t, format);
-            let [_, b, _] = m.render_parts(&report, t, format);
-            assert!(!a.is_empty());
-            assert_eq!(a.as_ptr(), b.as_ptr(), "{format:?}: one copy");
+            for encoding in [Encoding::Identity, Encoding::Gzip] {
+                let [_, a, _] = m.render_parts(&report, t, format, encoding);
+                let [_, b, _] = m.render_parts(&report, t, format, encoding);
+                assert!(!a.is_empty());
+                assert_eq!(a.as_ptr(), b.as_ptr(), "{format:?} {encoding:?}: one copy");
+            }
+        }
+    }
+
+    #[test]
+    fn gzip_parts_are_members_of_one_gzip_stream_of_the_same_text() {
+        use std::io::Read;
+        let m = Metrics::new("x");
+        let report = Arc::new(Report {
+            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
+            images: vec![],
+            eligible_nodes: 1,
+            sources: vec![],
+        });
+        let t = Some(UNIX_EPOCH + Duration::from_secs(100));
+        for format in [Format::OpenMetrics, Format::PrometheusText] {
+            let plain = m
+                .render_parts(&report, t, format, Encoding::Identity)
+                .concat();
+            let parts = m.render_parts(&report, t, format, Encoding::Gzip);
+            for part in &parts {
+                assert_eq!(&part[..2], &[0x1f, 0x8b], "each part is a gzip member");
+            }
+            let stream = parts.concat();
+            let mut decoded = Vec::new();
+            flate2::read::MultiGzDecoder::new(stream.as_slice())
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert_eq!(decoded, plain, "{format:?}");
         }
     }
 

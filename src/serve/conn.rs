@@ -33,6 +33,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+
+/// Kernel send buffer of an accepted connection (Linux doubles it for its own
+/// bookkeeping). Enough for a scrape at in-cluster round-trip times; a stalled
+/// reader holds no more than this in the kernel.
+const SEND_BUFFER_BYTES: usize = 64 * 1024;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -474,6 +479,12 @@ pub async fn serve(
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY: {e}");
+        }
+        // A client that stops reading leaves what was written in the kernel's send
+        // buffer, which autotuning grows to megabytes and cgroup v2 charges to the
+        // pod: bound it, so the memory limit holds whatever the connections do.
+        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES) {
+            tracing::debug!("SO_SNDBUF: {e}");
         }
         let state = Arc::new(ConnState::new(Instant::now()));
         let id = registry.insert(state.clone());

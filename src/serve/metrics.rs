@@ -1,7 +1,7 @@
 //! The `/metrics` handler: the exposition format the client asks for.
 
 use super::AppState;
-use crate::metrics::Format;
+use crate::metrics::{Encoding, Format};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -84,6 +84,27 @@ impl http_body::Body for Parts {
     }
 }
 
+/// Whether the `Accept-Encoding` header values accept gzip: `gzip` (or `*` when
+/// gzip is not named) with a quality above zero.
+fn accepts_gzip<'a>(accept_encoding: impl Iterator<Item = &'a str>) -> bool {
+    let mut gzip: Option<f32> = None;
+    let mut any: Option<f32> = None;
+    for coding in accept_encoding.flat_map(|v| v.split(',')) {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        match name.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |old: f32| old.max(q))),
+            "*" => any = Some(any.map_or(q, |old: f32| old.max(q))),
+            _ => {}
+        }
+    }
+    gzip.or(any).is_some_and(|q| q > 0.0)
+}
+
 /// OpenMetrics when the client asks for it (Prometheus does), else the Prometheus
 /// text format, as client_golang negotiates. The report and its text are built on
 /// a blocking thread: with thousands of nodes that takes a while.
@@ -98,9 +119,20 @@ pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response 
     } else {
         Format::PrometheusText
     };
+    let encoding = if accepts_gzip(
+        headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    ) {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    };
     let parts = tokio::task::spawn_blocking(move || {
         let (report, last_update) = s.store.report();
-        s.metrics.render_parts(&report, last_update, format)
+        s.metrics
+            .render_parts(&report, last_update, format, encoding)
     })
     .await;
     let content_type = match format {
@@ -108,11 +140,25 @@ pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response 
         Format::PrometheusText => PROMETHEUS_TEXT,
     };
     match parts {
-        Ok(parts) => (
-            [(header::CONTENT_TYPE, content_type)],
-            Body::new(Parts { parts, next: 0 }),
-        )
-            .into_response(),
+        Ok(parts) => {
+            let body = Body::new(Parts { parts, next: 0 });
+            match encoding {
+                Encoding::Identity => {
+                    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                }
+                // Compressed here, once per report for the big part; the
+                // compression layer leaves a response with a Content-Encoding be.
+                Encoding::Gzip => (
+                    [
+                        (header::CONTENT_TYPE, content_type),
+                        (header::CONTENT_ENCODING, "gzip"),
+                        (header::VARY, "accept-encoding"),
+                    ],
+                    body,
+                )
+                    .into_response(),
+            }
+        }
         Err(e) => {
             tracing::error!("rendering metrics failed: {e}");
             (
@@ -126,13 +172,27 @@ pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response 
 
 #[cfg(test)]
 mod tests {
-    use super::{PIECE, Parts, wants_openmetrics};
+    use super::{PIECE, Parts, accepts_gzip, wants_openmetrics};
     use bytes::Bytes;
     use http_body::Body;
     use std::pin::Pin;
 
     fn om(accept: &[&str]) -> bool {
         wants_openmetrics(accept.iter().copied())
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let gz = |v: &[&str]| accepts_gzip(v.iter().copied());
+        assert!(gz(&["gzip"]), "what Prometheus sends");
+        assert!(gz(&["deflate, gzip;q=1.0, *;q=0.5"]));
+        assert!(gz(&["*"]));
+        assert!(gz(&["GZIP"]));
+        assert!(!gz(&[]));
+        assert!(!gz(&["identity"]));
+        assert!(!gz(&["gzip;q=0"]));
+        assert!(!gz(&["gzip;q=0, *"]), "gzip named and refused");
+        assert!(!gz(&["br, deflate"]));
     }
 
     #[test]
