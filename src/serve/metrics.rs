@@ -15,19 +15,27 @@ use std::task::{Context, Poll};
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The entries of `Accept`-style header values (`name;param=..;q=0.5, ...`), each
+/// lower-cased with its quality (1 when not given, 0 when unreadable).
+fn qualities<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (String, f32)> {
+    values.flat_map(|v| v.split(',')).map(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        (name, q)
+    })
+}
+
 /// Whether the `Accept` header values prefer OpenMetrics to the Prometheus text
 /// format: OpenMetrics with a quality above zero and not below that of any range
 /// matching `text/plain` (`text/plain`, `text/*`, `*/*`). `q=0` means "not this".
 fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
     let mut openmetrics: Option<f32> = None;
     let mut text: Option<f32> = None;
-    for range in accept.flat_map(|v| v.split(',')) {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+    for (media, q) in qualities(accept) {
         let slot = match media.as_str() {
             "application/openmetrics-text" => &mut openmetrics,
             "text/plain" | "text/*" | "*/*" => &mut text,
@@ -89,13 +97,7 @@ impl http_body::Body for Parts {
 fn accepts_gzip<'a>(accept_encoding: impl Iterator<Item = &'a str>) -> bool {
     let mut gzip: Option<f32> = None;
     let mut any: Option<f32> = None;
-    for coding in accept_encoding.flat_map(|v| v.split(',')) {
-        let mut parts = coding.split(';').map(str::trim);
-        let name = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+    for (name, q) in qualities(accept_encoding) {
         match name.as_str() {
             "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |old: f32| old.max(q))),
             "*" => any = Some(any.map_or(q, |old: f32| old.max(q))),
