@@ -280,12 +280,15 @@ fn pattern_images(wanted: &Wanted, nodes: &[&NodeSummary], config_ok: &[bool]) -
                 }
             }
         }
-        let mut seen: Vec<ImageRef> = seen.into_iter().collect();
-        if let Some(n) = pattern.newest {
-            seen.sort_by(|a, b| natural_cmp(&b.to_string(), &a.to_string()));
-            seen.truncate(n);
+        match pattern.newest {
+            None => out.extend(seen),
+            Some(n) => {
+                let mut named: Vec<(String, ImageRef)> =
+                    seen.into_iter().map(|r| (r.to_string(), r)).collect();
+                named.sort_by(|a, b| natural_cmp(&b.0, &a.0));
+                out.extend(named.into_iter().take(n).map(|(_, r)| r));
+            }
         }
-        out.extend(seen);
     }
     out
 }
@@ -339,11 +342,14 @@ pub fn analyze<'a>(
             }
         }
     }
-    // Rules some wanted image uses, in order: the first of them explains a node
-    // that is eligible for nothing.
-    let used_rules: Vec<usize> = (0..rules.0.len())
+    // Rules some wanted image uses, in order (the configuration's when none is):
+    // the first that rejects a node eligible for nothing says why.
+    let mut explaining: Vec<usize> = (0..rules.0.len())
         .filter(|i| wanted_images.iter().any(|w| w.rules.contains(i)))
         .collect();
+    if explaining.is_empty() {
+        explaining.push(config_rule);
+    }
 
     let mut present_on = vec![0u32; wanted_images.len()];
     let mut eligible_on = vec![0u32; wanted_images.len()];
@@ -380,11 +386,6 @@ pub fn analyze<'a>(
                 missing_images.push(w.reference.to_string());
             }
         }
-        let explaining = if used_rules.is_empty() {
-            vec![config_rule]
-        } else {
-            used_rules.clone()
-        };
         let eligible =
             eligible_for_any || (wanted_images.is_empty() && decided[config_rule].is_ok());
         let not_eligible_reason = (!eligible)
