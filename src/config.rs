@@ -26,6 +26,7 @@ use crate::analysis::selector::LabelSelector;
 use crate::analysis::wanted::Pattern;
 use crate::cli::CommonArgs;
 use crate::source::apiserver::ListOptions;
+use crate::source::prepullers::NubladoOptions;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -133,13 +134,7 @@ struct RawDaemonSets {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
     /// The Nublado controller's `GET .../spawner/v1/prepulls`.
-    Nublado {
-        url: String,
-        /// Sent as a bearer token; read again on every request (rotation).
-        token_file: Option<PathBuf>,
-        interval: Duration,
-        timeout: Duration,
-    },
+    Nublado(NubladoOptions),
     /// kube-fledged `ImageCache` objects, in one namespace or all.
     KubeFledged { namespace: Option<String> },
     /// DaemonSets whose images are prepulled, in one namespace or all.
@@ -269,12 +264,12 @@ fn source(raw: RawSource) -> Result<SourceConfig, String> {
             if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
                 return Err(format!("nublado.url: {:?} is not an http(s) URL", n.url));
             }
-            SourceConfig::Nublado {
+            SourceConfig::Nublado(NubladoOptions {
                 url: n.url,
                 token_file: n.token_file,
                 interval: duration("nublado.interval", n.interval.as_deref(), NUBLADO_INTERVAL)?,
                 timeout: duration("nublado.timeout", n.timeout.as_deref(), NUBLADO_TIMEOUT)?,
-            }
+            })
         }
         (None, Some(k), None) => SourceConfig::KubeFledged {
             namespace: nonempty(k.namespace),
@@ -508,12 +503,12 @@ mod tests {
         assert_eq!(
             c.sources,
             vec![
-                SourceConfig::Nublado {
+                SourceConfig::Nublado(NubladoOptions {
                     url: "http://n.example/prepulls".into(),
                     token_file: Some("/t".into()),
                     interval: Duration::from_secs(120),
                     timeout: NUBLADO_TIMEOUT,
-                },
+                }),
                 SourceConfig::KubeFledged { namespace: None },
                 SourceConfig::DaemonSets {
                     namespace: Some("jhub".into()),

@@ -8,7 +8,7 @@ use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
 use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE, conn};
 use imagecap_exporter::source::configz::ConfigzOptions;
-use imagecap_exporter::source::prepullers::{self, NubladoOptions};
+use imagecap_exporter::source::prepullers;
 use imagecap_exporter::source::{self, Ingest, apiserver, configz, file};
 use imagecap_exporter::store::Store;
 use std::process::ExitCode;
@@ -156,7 +156,7 @@ async fn spawn_sources(
     let in_cluster = s
         .sources
         .iter()
-        .any(|src| !matches!(src, SourceConfig::Nublado { .. }));
+        .any(|src| !matches!(src, SourceConfig::Nublado(_)));
     let client = if args.nodes_file.is_none() {
         Some(
             apiserver::client()
@@ -255,23 +255,9 @@ fn spawn_wanted_sources(
     let stop = || shutdown.clone();
     for src in sources {
         match (src, client) {
-            (
-                SourceConfig::Nublado {
-                    url,
-                    token_file,
-                    interval,
-                    timeout,
-                },
-                _,
-            ) => {
-                tracing::info!(%url, ?interval, "reading wanted images from Nublado");
-                let opts = NubladoOptions {
-                    url: url.clone(),
-                    token_file: token_file.clone(),
-                    interval: *interval,
-                    timeout: *timeout,
-                };
-                tasks.spawn(prepullers::nublado(opts, st(), m(), stop()));
+            (SourceConfig::Nublado(opts), _) => {
+                tracing::info!(url = %opts.url, interval = ?opts.interval, "reading wanted images from Nublado");
+                tasks.spawn(prepullers::nublado(opts.clone(), st(), m(), stop()));
             }
             (SourceConfig::KubeFledged { namespace }, Some(c)) => {
                 tracing::info!(?namespace, "watching kube-fledged ImageCaches");

@@ -10,8 +10,7 @@ use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
 use crate::source::configz::{self, ConfigzOptions};
 use crate::source::prepullers::{
-    NubladoOptions, daemonset_api, fetch_nublado, http_client, imagecache_api,
-    imagecache_to_groups, list_groups,
+    daemonset_api, fetch_nublado, http_client, imagecache_api, imagecache_to_groups, list_groups,
 };
 use crate::source::{Ingest, apiserver, file};
 use crate::store::Store;
@@ -113,21 +112,10 @@ async fn read_sources(
     }
     for src in sources {
         let (source, result) = match src {
-            SourceConfig::Nublado { .. } if nublado_done => continue,
-            SourceConfig::Nublado {
-                url,
-                token_file,
-                interval,
-                timeout,
-            } => {
-                let opts = NubladoOptions {
-                    url: url.clone(),
-                    token_file: token_file.clone(),
-                    interval: *interval,
-                    timeout: *timeout,
-                };
+            SourceConfig::Nublado(_) if nublado_done => continue,
+            SourceConfig::Nublado(opts) => {
                 let result = match http_client() {
-                    Ok(c) => fetch_nublado(&c, &opts).await,
+                    Ok(c) => fetch_nublado(&c, opts).await,
                     Err(e) => Err(e),
                 };
                 (WantSource::Nublado, result)

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 /// Largest Nublado status body read; a bigger one is an error.
 const MAX_NUBLADO_BODY: usize = 32 << 20;
 
-/// Where and how to read Nublado.
-#[derive(Debug, Clone)]
+/// Where and how to read Nublado (`prepull.sources[].nublado`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NubladoOptions {
     pub url: String,
+    /// Sent as a bearer token; read again on every request (rotation).
     pub token_file: Option<PathBuf>,
     pub interval: Duration,
     pub timeout: Duration,
