@@ -52,6 +52,7 @@ pub mod node;
 pub mod prepullers;
 pub mod quantity;
 pub mod reference;
+pub mod runtime;
 pub mod selector;
 pub mod wanted;
 
