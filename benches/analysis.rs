@@ -9,7 +9,7 @@
 mod nodegen;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use imagecap_exporter::analysis::cluster::KubeletCaps;
+use imagecap_exporter::analysis::cluster::{Assumptions, NodeExtras};
 use imagecap_exporter::analysis::{NodeSummary, NodeView, Relevance, analyze, summarize};
 use imagecap_exporter::config::Config;
 use imagecap_exporter::metrics::Metrics;
@@ -27,7 +27,11 @@ fn benches(c: &mut Criterion) {
         .wanted;
     let relevance = Relevance::new(&wanted, []);
     let sources = Default::default();
-    let caps = KubeletCaps::new();
+    let caps = NodeExtras::new();
+    let assume = Assumptions {
+        default_max_images: 50,
+        agents: false,
+    };
 
     // An eligible node under its cap reporting 100 images, with every
     // pattern-matched tag: analyzed alone, it wants exactly 20 images.
@@ -36,7 +40,7 @@ fn benches(c: &mut Criterion) {
         .find_map(|i| {
             let view: NodeView = serde_json::from_value(cluster.node(i, 0)).unwrap();
             let summary = summarize(&view, &relevance).unwrap();
-            let report = analyze([&summary], &wanted, &sources, 50, &caps);
+            let report = analyze([&summary], &wanted, &sources, assume, &caps);
             (report.images.len() == Cluster::WANTED).then_some((i, view, summary))
         })
         .expect("a node with all 20 wanted images in view");
@@ -53,7 +57,7 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.bench_function("analyze (match 20 wanted images)", |b| {
-        b.iter(|| analyze([black_box(&summary)], &wanted, &sources, 50, &caps))
+        b.iter(|| analyze([black_box(&summary)], &wanted, &sources, assume, &caps))
     });
     g.finish();
 
@@ -63,7 +67,7 @@ fn benches(c: &mut Criterion) {
             summarize(&v, &relevance).unwrap()
         })
         .collect();
-    let report = std::sync::Arc::new(analyze(&summaries, &wanted, &sources, 50, &caps));
+    let report = std::sync::Arc::new(analyze(&summaries, &wanted, &sources, assume, &caps));
     assert_eq!(report.nodes.len(), NODES);
     assert_eq!(report.images.len(), Cluster::WANTED);
     let metrics = Metrics::new("bench");
@@ -72,7 +76,7 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("5000 nodes (100 images, 20 wanted)");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     g.bench_function("analyze", |b| {
-        b.iter(|| analyze(black_box(&summaries), &wanted, &sources, 50, &caps))
+        b.iter(|| analyze(black_box(&summaries), &wanted, &sources, assume, &caps))
     });
     // A scrape between node changes: the report's text is reused.
     g.bench_function("Metrics::render, same report", |b| {
@@ -82,7 +86,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("analyze + render (changed report)", |b| {
         b.iter(|| {
             let r =
-                std::sync::Arc::new(analyze(black_box(&summaries), &wanted, &sources, 50, &caps));
+                std::sync::Arc::new(analyze(black_box(&summaries), &wanted, &sources, assume, &caps));
             metrics.render(&r, now)
         })
     });

@@ -61,6 +61,13 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub kubelet_configz_timeout: Duration,
 
+    /// Read each node's image filesystem use (`node.runtime.imageFs`) from its
+    /// kubelet's Summary API (stats/summary), through the API server proxy. Needs
+    /// the same RBAC get on nodes/proxy as --kubelet-configz. Ignored with
+    /// --nodes-file.
+    #[arg(long)]
+    pub kubelet_stats: bool,
+
     /// Limit for one LIST page request to the API server (poll mode and check).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -119,6 +126,60 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub kubelet_configz_interval: Duration,
 
+    /// Time between reads of every node's stats/summary with --kubelet-stats.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub kubelet_stats_interval: Duration,
+
+    /// Read the node agents (`imagecap-exporter agent`) behind this Service, found
+    /// through its EndpointSlices: the runtime's complete image list per node, so
+    /// that images hidden by the cap are told from absent ones. Needs RBAC list and
+    /// watch on endpointslices in that namespace.
+    #[arg(long, value_name = "NAMESPACE/SERVICE", value_parser = parse_agents)]
+    pub agents: Option<(String, String)>,
+
+    /// The agents' EndpointSlice port, by name (the only port when there is one).
+    #[arg(long, value_name = "NAME", default_value = "http-metrics")]
+    pub agents_port_name: String,
+
+    /// Time between reads of every agent.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub agents_interval: Duration,
+
+    /// Limit for one agent read, body included.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub agents_timeout: Duration,
+
+    /// Agent reads in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub agents_concurrency: u16,
+
+    /// Largest agent answer accepted (after decompression); a larger one is an
+    /// error for that node.
+    #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    pub agents_max_bytes: u64,
+
+    /// Oldest runtime answer trusted: an agent whose runtime has not answered for
+    /// longer (it serves its last list) counts as no report.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub agents_max_age: Duration,
+
+    /// Read the agents over HTTPS (their --web.config.file sets TLS).
+    #[arg(long)]
+    pub agents_https: bool,
+
+    /// CA bundle (PEM) to verify the agents' certificates with, added to the
+    /// system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub agents_ca_file: Option<PathBuf>,
+
+    /// Basic-auth user for the agents (with --agents-password-file).
+    #[arg(long, value_name = "USER", requires = "agents_password_file")]
+    pub agents_username: Option<String>,
+
+    /// File holding the agents' basic-auth password; read again on every round.
+    #[arg(long, value_name = "FILE", requires = "agents_username")]
+    pub agents_password_file: Option<PathBuf>,
+
     /// How often --nodes-file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub file_check_interval: Duration,
@@ -144,6 +205,12 @@ pub struct CheckArgs {
     /// configuration has none.
     #[arg(long, value_name = "FILE")]
     pub nublado_file: Option<PathBuf>,
+
+    /// Saved node-agent answers (`/v1/images` bodies, as one JSON array): the
+    /// runtimes' complete image lists, to tell images hidden by the cap from
+    /// absent ones offline.
+    #[arg(long, value_name = "FILE")]
+    pub agents_file: Option<PathBuf>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -206,6 +273,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         return Err("must be greater than zero".into());
     }
     Ok(bytes)
+}
+
+fn parse_agents(s: &str) -> Result<(String, String), String> {
+    crate::source::agents::parse_service_ref(s)
 }
 
 fn parse_max_images(s: &str) -> Result<i64, String> {

@@ -2,7 +2,7 @@
 //! cap, and which wanted (prepulled) images nodes fail to report.
 //!
 //! The flow, module by module:
-//! - inputs: [`source`] (the API server, a nodes file, the kubelets' configz), set
+//! - inputs: [`source`] (the API server, a nodes file, the kubelets, the node agents), set
 //!   up from [`cli`] flags and the [`config`] file;
 //! - [`store`]: the current node summaries and the cached report;
 //! - [`analysis`]: pure functions, node data in, summaries and reports out;

@@ -7,9 +7,9 @@ use imagecap_exporter::config::{Settings, SourceConfig};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
 use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE, conn};
-use imagecap_exporter::source::configz::ConfigzOptions;
+use imagecap_exporter::source::kubelet::{Endpoint, KubeletOptions};
 use imagecap_exporter::source::prepullers;
-use imagecap_exporter::source::{self, Ingest, apiserver, configz, file};
+use imagecap_exporter::source::{self, Ingest, agents, apiserver, file, kubelet};
 use imagecap_exporter::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -185,8 +185,14 @@ async fn spawn_sources(
     });
     let (store, metrics, stop) = (store.clone(), metrics.clone(), shutdown.clone());
     if let Some(path) = &args.nodes_file {
-        if args.common.kubelet_configz {
-            tracing::warn!("--kubelet-configz has no effect with --nodes-file");
+        for (set, flag) in [
+            (args.common.kubelet_configz, "--kubelet-configz"),
+            (args.common.kubelet_stats, "--kubelet-stats"),
+            (args.agents.is_some(), "--agents"),
+        ] {
+            if set {
+                tracing::warn!("{flag} has no effect with --nodes-file");
+            }
         }
         tracing::info!(path = %path.display(), "serving nodes from a file");
         let (path, every, max) = (
@@ -202,18 +208,59 @@ async fn spawn_sources(
     let Some(client) = client else {
         return Err("no Kubernetes client to read nodes with".into());
     };
-    if args.common.kubelet_configz {
-        let opts = ConfigzOptions {
-            interval: args.kubelet_configz_interval,
+    for (enabled, endpoint, interval) in [
+        (
+            args.common.kubelet_configz,
+            Endpoint::Configz,
+            args.kubelet_configz_interval,
+        ),
+        (
+            args.common.kubelet_stats,
+            Endpoint::StatsSummary,
+            args.kubelet_stats_interval,
+        ),
+    ] {
+        if !enabled {
+            continue;
+        }
+        let opts = KubeletOptions {
+            interval,
             concurrency: args.common.kubelet_configz_concurrency.into(),
             timeout: args.common.kubelet_configz_timeout,
         };
-        tracing::info!(interval = ?opts.interval, "reading kubelet caps from configz");
-        tasks.spawn(configz::run(
+        tracing::info!(?endpoint, interval = ?opts.interval, "reading kubelets");
+        tasks.spawn(kubelet::run(
             client.clone(),
+            endpoint,
             store.clone(),
             metrics.clone(),
             opts,
+            shutdown.clone(),
+        ));
+    }
+    if let Some((namespace, service)) = &args.agents {
+        let opts = agents::AgentOptions {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            port_name: args.agents_port_name.clone(),
+            interval: args.agents_interval,
+            timeout: args.agents_timeout,
+            concurrency: args.agents_concurrency.into(),
+            max_body_bytes: args.agents_max_bytes,
+            max_age: args.agents_max_age,
+            https: args.agents_https,
+            ca_file: args.agents_ca_file.clone(),
+            basic_auth: args
+                .agents_username
+                .clone()
+                .zip(args.agents_password_file.clone()),
+        };
+        tracing::info!(%namespace, %service, interval = ?opts.interval, "reading node agents");
+        tasks.spawn(agents::run(
+            client.clone(),
+            opts,
+            store.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }

@@ -41,6 +41,12 @@ label_values! {
         KubeFledged = "kube-fledged",
         /// Listing or watching prepuller DaemonSets.
         DaemonSets = "daemonsets",
+        /// Reading a kubelet's stats/summary (one per node and attempt).
+        KubeletStats = "kubelet-stats",
+        /// Watching the agents' EndpointSlices.
+        AgentDiscovery = "agent-discovery",
+        /// Reading a node agent's /v1/images (one per agent and attempt).
+        Agent = "agent",
     }
 }
 
@@ -156,30 +162,102 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     },
     FamilySpec {
         name: "imagecap_node_prepull_missing_images",
-        help: "Wanted images an eligible node does not report; absent when the node is under \
-               its cap, unverifiable when it is at its cap",
+        help: "Wanted images an eligible node does not report, by state: absent (under its \
+               cap, or at it and not in its runtime), unverifiable (at its cap, no node-agent \
+               report), hidden (at its cap and in its runtime)",
         samples: Samples::Int(|n, emit| {
             if !n.eligible {
                 return;
             }
-            for state in [MissingState::Absent, MissingState::Unverifiable] {
-                let count = if n.missing_state == Some(state) {
-                    n.missing_images.len() as i64
-                } else {
-                    0
-                };
-                emit(node_and(n, "state", state.as_str()), count);
+            for state in MissingState::ALL {
+                let count = n.missing.iter().filter(|m| m.state == state).count();
+                emit(node_and(n, "state", state.as_str()), count as i64);
             }
         }),
     },
     FamilySpec {
         name: "imagecap_node_prepull_image_missing",
-        help: "1 for each wanted image an eligible node does not report",
+        help: "1 for each wanted image an eligible node does not report, with its state",
         samples: Samples::Int(|n, emit| {
             if n.eligible {
-                for image in &n.missing_images {
-                    emit(node_and(n, "image", image), 1);
+                for m in &n.missing {
+                    emit(
+                        vec![
+                            ("node", n.name.clone()),
+                            ("image", m.image.clone()),
+                            ("state", m.state.as_str().to_string()),
+                        ],
+                        1,
+                    );
                 }
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_agent_up",
+        help: "1 when the node has a fresh report from its node agent, 0 when not (only with \
+               --agents)",
+        samples: Samples::Int(|n, emit| {
+            if let Some(up) = n.agent_up {
+                emit(node(n), i64::from(up));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_runtime_images",
+        help: "Images the container runtime holds on the node, from its node agent",
+        samples: Samples::Int(|n, emit| {
+            if let Some(c) = n.runtime_images {
+                emit(node(n), i64::from(c));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_hidden_images",
+        help: "Runtime images the API does not report because of the cap (0 under the cap), \
+               from the node agent",
+        samples: Samples::Int(|n, emit| {
+            if let Some(c) = n.hidden_images {
+                emit(node(n), i64::from(c));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_image_fs_used_bytes",
+        help: "Bytes used on the node's image filesystem (kubelet stats/summary \
+               node.runtime.imageFs)",
+        samples: Samples::Int(|n, emit| {
+            if let Some(b) = n.image_fs_used_bytes {
+                emit(node(n), saturating_i64(b));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_image_fs_capacity_bytes",
+        help: "Size of the node's image filesystem (kubelet stats/summary node.runtime.imageFs)",
+        samples: Samples::Int(|n, emit| {
+            if let Some(b) = n.image_fs_capacity_bytes {
+                emit(node(n), saturating_i64(b));
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_image_gc_high_threshold_ratio",
+        help: "Image filesystem use at which the kubelet starts image garbage collection \
+               (configz imageGCHighThresholdPercent / 100)",
+        samples: Samples::Float(|n, emit| {
+            if let Some(r) = n.image_gc_high_threshold_ratio {
+                emit(node(n), r);
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_node_image_gc_low_threshold_ratio",
+        help: "Image filesystem use the kubelet's image garbage collection frees down to \
+               (configz imageGCLowThresholdPercent / 100)",
+        samples: Samples::Float(|n, emit| {
+            if let Some(r) = n.image_gc_low_threshold_ratio {
+                emit(node(n), r);
             }
         }),
     },
@@ -567,11 +645,11 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
 mod tests {
     use super::*;
     use crate::analysis::WantSource;
-    use crate::analysis::cluster::{ImageReport, NodeReport};
+    use crate::analysis::cluster::{ImageReport, MissingImage, NodeReport};
     use std::time::Duration;
 
     fn node(name: &str, images: u32, missing: &[&str], state: Option<MissingState>) -> NodeReport {
-        NodeReport {
+        let mut n = NodeReport {
             name: name.into(),
             image_count: images,
             max_images: 50,
@@ -584,10 +662,18 @@ mod tests {
             recommended_max_images: Some(334),
             eligible: true,
             not_eligible_reason: None,
-            missing_images: missing.iter().map(|s| s.to_string()).collect(),
-            missing_state: state,
-            invalid_fields: 0,
-        }
+            ..NodeReport::default()
+        };
+        n.set_missing(
+            missing
+                .iter()
+                .map(|s| MissingImage {
+                    image: s.to_string(),
+                    state: state.expect("a state for missing images"),
+                })
+                .collect(),
+        );
+        n
     }
 
     fn empty() -> Arc<Report> {
@@ -636,7 +722,8 @@ mod tests {
             "imagecap_node_prepull_missing_images{node=\"a\",state=\"unverifiable\"} 1",
             "imagecap_node_prepull_missing_images{node=\"a\",state=\"absent\"} 0",
             "imagecap_node_prepull_missing_images{node=\"b\",state=\"absent\"} 0",
-            "imagecap_node_prepull_image_missing{node=\"a\",image=\"x:1\"} 1",
+            "imagecap_node_prepull_missing_images{node=\"a\",state=\"hidden\"} 0",
+            "imagecap_node_prepull_image_missing{node=\"a\",image=\"x:1\",state=\"unverifiable\"} 1",
             "imagecap_prepull_image_nodes{image=\"x:1\"} 1",
             "imagecap_prepull_eligible_nodes 2",
             "imagecap_nodes 2",
@@ -665,8 +752,15 @@ mod tests {
 
     #[test]
     fn every_declared_family_is_exposed_once() {
-        let mut a = node("a", 50, &["x:1"], Some(MissingState::Unverifiable));
+        let mut a = node("a", 50, &["x:1"], Some(MissingState::Hidden));
         a.ephemeral_storage_allocatable_bytes = Some(1);
+        a.runtime_images = Some(60);
+        a.hidden_images = Some(10);
+        a.agent_up = Some(true);
+        a.image_fs_used_bytes = Some(40);
+        a.image_fs_capacity_bytes = Some(100);
+        a.image_gc_high_threshold_ratio = Some(0.85);
+        a.image_gc_low_threshold_ratio = Some(0.8);
         let report = Report {
             nodes: vec![a, node("b", 1, &[], None)],
             images: vec![ImageReport {
@@ -695,6 +789,15 @@ mod tests {
             assert_eq!(text.matches(&help).count(), 1, "{name}:\n{text}");
         }
         for line in [
+            "imagecap_node_prepull_missing_images{node=\"a\",state=\"hidden\"} 1",
+            "imagecap_node_prepull_image_missing{node=\"a\",image=\"x:1\",state=\"hidden\"} 1",
+            "imagecap_node_runtime_images{node=\"a\"} 60",
+            "imagecap_node_hidden_images{node=\"a\"} 10",
+            "imagecap_node_agent_up{node=\"a\"} 1",
+            "imagecap_node_image_fs_used_bytes{node=\"a\"} 40",
+            "imagecap_node_image_fs_capacity_bytes{node=\"a\"} 100",
+            "imagecap_node_image_gc_high_threshold_ratio{node=\"a\"} 0.85",
+            "imagecap_node_image_gc_low_threshold_ratio{node=\"a\"} 0.8",
             "imagecap_wanted_image_info{image=\"x:1\",source=\"config\"} 1",
             "imagecap_wanted_image_info{image=\"x:1\",source=\"nublado\"} 1",
             "imagecap_prepull_image_eligible_nodes{image=\"x:1\"} 2",

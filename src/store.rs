@@ -5,8 +5,10 @@
 //! for one configuration (wanted images, default cap), so summaries and reports are
 //! always computed against the same one.
 
-use crate::analysis::cluster::{KubeletCaps, SourceState};
+use crate::analysis::cluster::{Assumptions, NodeExtra, NodeExtras, SourceState};
+use crate::analysis::kubelet::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
+use crate::analysis::runtime::RuntimeSummary;
 use crate::analysis::{
     NodeSummary, Relevance, Report, WantGroup, WantSource, Wanted, analyze, intern,
 };
@@ -25,6 +27,8 @@ const INTERN_GC_INTERVAL: Duration = Duration::from_secs(30);
 pub struct Store {
     wanted: Arc<Wanted>,
     default_max_images: i64,
+    /// Node agents are expected: nodes without a fresh report say so.
+    agents: std::sync::atomic::AtomicBool,
     inner: RwLock<Inner>,
     /// The last report and the generation it was computed for; held while a new
     /// one is computed, so concurrent readers wait for it instead of repeating it.
@@ -45,9 +49,9 @@ struct Inner {
     /// Which image entries summaries keep; follows `wanted` and `sources`.
     relevance: Arc<Relevance>,
     nodes: BTreeMap<String, Arc<NodeSummary>>,
-    /// Caps read from kubelets; kept apart from the summaries, which are rebuilt on
-    /// every node update.
-    kubelet_caps: KubeletCaps,
+    /// What kubelets and node agents say of the nodes; kept apart from the
+    /// summaries, which are rebuilt on every node update.
+    extras: NodeExtras,
     /// Bumped on every change that can change the report.
     generation: u64,
     last_update: Option<SystemTime>,
@@ -66,12 +70,13 @@ impl Store {
         Store {
             wanted,
             default_max_images,
+            agents: std::sync::atomic::AtomicBool::new(false),
             inner: RwLock::new(Inner {
                 sources: BTreeMap::new(),
                 configured_at: unix_now(),
                 relevance,
                 nodes: BTreeMap::new(),
-                kubelet_caps: KubeletCaps::new(),
+                extras: NodeExtras::new(),
                 generation: 0,
                 last_update: None,
                 has_data: false,
@@ -163,7 +168,7 @@ impl Store {
                 .into_iter()
                 .map(|n| (n.name.clone(), Arc::new(n)))
                 .collect();
-            inner.kubelet_caps.retain(|n, _| map.contains_key(n));
+            inner.extras.retain(|n, _| map.contains_key(n));
             inner.nodes = map;
             inner.generation += 1;
         }
@@ -212,7 +217,7 @@ impl Store {
     pub fn remove(&self, name: &str) {
         let mut inner = self.write();
         inner.last_update = Some(SystemTime::now());
-        inner.kubelet_caps.remove(name);
+        inner.extras.remove(name);
         if inner.nodes.remove(name).is_none() {
             return;
         }
@@ -243,17 +248,48 @@ impl Store {
         true
     }
 
-    /// Records the cap a node's kubelet runs with (`None`: unknown again). Ignored
-    /// for a node that is gone.
-    pub fn set_kubelet_cap(&self, name: &str, cap: Option<i64>) {
+    /// Node agents are expected from now on (`serve --agents`, `check
+    /// --agents-file`): a node without a fresh report shows that it has none.
+    pub fn expect_agents(&self) {
+        self.agents.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.write().generation += 1;
+    }
+
+    /// Records the settings a node's kubelet runs with (`None`: unknown again).
+    pub fn set_kubelet_settings(&self, name: &str, settings: Option<KubeletSettings>) {
+        self.update_extra(name, |e| e.kubelet = settings);
+    }
+
+    /// Records a node's image filesystem use from its kubelet (`None`: unknown).
+    pub fn set_image_fs(&self, name: &str, fs: Option<ImageFs>) {
+        self.update_extra(name, |e| e.image_fs = fs);
+    }
+
+    /// Records what a node's runtime holds, from a fresh agent report (`None`: no
+    /// fresh report).
+    pub fn set_runtime(&self, name: &str, runtime: Option<Arc<RuntimeSummary>>) {
+        self.update_extra(name, |e| e.runtime = runtime);
+    }
+
+    /// Changes a node's extra facts; ignored for a node that is gone, and a change
+    /// to the same value leaves the cached report alone.
+    fn update_extra(&self, name: &str, change: impl FnOnce(&mut NodeExtra)) {
         let mut inner = self.write();
-        if !inner.nodes.contains_key(name) || inner.kubelet_caps.get(name).copied() == cap {
+        if !inner.nodes.contains_key(name) {
             return;
         }
-        match cap {
-            Some(c) => inner.kubelet_caps.insert(name.to_string(), c),
-            None => inner.kubelet_caps.remove(name),
-        };
+        let mut extra = inner.extras.get(name).cloned().unwrap_or_default();
+        change(&mut extra);
+        if inner.extras.get(name).is_some_and(|old| *old == extra)
+            || (extra.is_empty() && !inner.extras.contains_key(name))
+        {
+            return;
+        }
+        if extra.is_empty() {
+            inner.extras.remove(name);
+        } else {
+            inner.extras.insert(name.to_string(), extra);
+        }
         inner.generation += 1;
     }
 
@@ -314,7 +350,7 @@ impl Store {
     /// the async runtime's workers.
     pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, nodes, caps, sources, configured_at, last_update) = {
+        let (generation, nodes, extras, sources, configured_at, last_update) = {
             let inner = self.read();
             if let Some((g, report)) = cache.as_ref()
                 && *g == inner.generation
@@ -324,7 +360,7 @@ impl Store {
             (
                 inner.generation,
                 inner.nodes.values().cloned().collect::<Vec<_>>(),
-                inner.kubelet_caps.clone(),
+                inner.extras.clone(),
                 inner.sources.clone(),
                 inner.configured_at,
                 inner.last_update,
@@ -334,8 +370,11 @@ impl Store {
             nodes.iter().map(|n| n.as_ref()),
             &self.wanted,
             &sources,
-            self.default_max_images,
-            &caps,
+            Assumptions {
+                default_max_images: self.default_max_images,
+                agents: self.agents.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            &extras,
         );
         for s in &mut report.sources {
             if matches!(s.source, WantSource::Config | WantSource::Pattern) {
@@ -405,13 +444,20 @@ mod tests {
         assert!(!Arc::ptr_eq(&first, &changed));
         assert!(!changed.nodes[0].at_cap);
 
-        store.set_kubelet_cap("a", Some(49));
+        let cap = |c| {
+            Some(KubeletSettings {
+                max_images: c,
+                image_gc_high_ratio: None,
+                image_gc_low_ratio: None,
+            })
+        };
+        store.set_kubelet_settings("a", cap(49));
         let (capped, _) = store.report();
         assert!(
             capped.nodes[0].at_cap,
             "the kubelet's cap invalidates the cache"
         );
-        store.set_kubelet_cap("a", Some(49));
+        store.set_kubelet_settings("a", cap(49));
         assert!(
             Arc::ptr_eq(&capped, &store.report().0),
             "same cap, same report"
@@ -420,8 +466,24 @@ mod tests {
         store.remove("b");
         assert_eq!(store.report().0.nodes.len(), 1);
         store.remove("b");
-        store.set_kubelet_cap("gone", Some(1));
+        store.set_kubelet_settings("gone", cap(1));
         assert_eq!(store.report().0.nodes.len(), 1);
+
+        // A runtime report invalidates; the same one again does not.
+        let rt = Arc::new(RuntimeSummary {
+            image_count: 70,
+            ..RuntimeSummary::default()
+        });
+        store.set_runtime("a", Some(rt.clone()));
+        let (with_rt, _) = store.report();
+        assert_eq!(with_rt.nodes[0].runtime_images, Some(70));
+        store.set_runtime("a", Some(rt));
+        assert!(Arc::ptr_eq(&with_rt, &store.report().0));
+        store.set_runtime("a", None);
+        assert_eq!(store.report().0.nodes[0].runtime_images, None);
+        assert_eq!(store.report().0.nodes[0].max_images, 49, "the cap stays");
+        store.expect_agents();
+        assert_eq!(store.report().0.nodes[0].agent_up, Some(false));
     }
 
     #[test]

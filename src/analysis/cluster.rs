@@ -1,8 +1,10 @@
 //! All node summaries -> the report that `/metrics` and `check` both show.
 
 use super::eligibility::{Eligibility, NotEligible};
+use super::kubelet::{ImageFs, KubeletSettings};
 use super::node::NodeSummary;
 use super::reference::ImageRef;
+use super::runtime::RuntimeSummary;
 use super::wanted::{WantGroup, WantSource, Wanted, natural_cmp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -19,24 +21,42 @@ pub enum MissingState {
     Absent,
     /// The node is at its cap: the image may be there but cannot be seen.
     Unverifiable,
+    /// The node is at its cap, and its runtime (through the node agent) holds the
+    /// image: it is there, hidden from the API by the cap.
+    Hidden,
 }
 
 impl MissingState {
+    pub const ALL: [MissingState; 3] = [
+        MissingState::Absent,
+        MissingState::Unverifiable,
+        MissingState::Hidden,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             MissingState::Absent => "absent",
             MissingState::Unverifiable => "unverifiable",
+            MissingState::Hidden => "hidden",
         }
     }
 }
 
+/// A wanted image a node does not report, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingImage {
+    pub image: String,
+    pub state: MissingState,
+}
+
 /// Where the cap in force comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CapSource {
     /// Read from the kubelet's configuration (configz).
     Kubelet,
     /// The configured default (the kubelet's own, 50, unless changed).
+    #[default]
     Default,
     /// The node reports more images than the default, so its kubelet must run with
     /// a larger cap or none: treated as unlimited.
@@ -71,7 +91,7 @@ impl NodeStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeReport {
     pub name: String,
@@ -97,9 +117,35 @@ pub struct NodeReport {
     pub not_eligible_reason: Option<String>,
     /// Wanted images the node is eligible for and does not report.
     pub missing_images: Vec<String>,
-    /// Set when `missing_images` is not empty.
+    /// Set when `missing_images` is not empty: the most actionable of the images'
+    /// states (`absent` before `hidden` before `unverifiable`).
     pub missing_state: Option<MissingState>,
+    /// `missing_images`, each with its own state.
+    pub missing: Vec<MissingImage>,
     pub invalid_fields: u32,
+    /// Images the runtime holds, from a fresh node-agent report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_images: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_image_bytes: Option<u64>,
+    /// Runtime images the API does not report (0 under the cap); with a fresh
+    /// agent report only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_images: Option<u32>,
+    /// Whether the node has a fresh agent report; `None` when no agents are
+    /// configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_up: Option<bool>,
+    /// The image filesystem, from the kubelet's Summary API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_fs_used_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_fs_capacity_bytes: Option<u64>,
+    /// The kubelet's image GC thresholds (configz), as ratios.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_gc_high_threshold_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_gc_low_threshold_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,6 +185,20 @@ pub struct Report {
 }
 
 impl NodeReport {
+    /// Sets the missing images: `missing`, and from it `missing_images` and the
+    /// node's `missing_state`, the most actionable of the images' states.
+    pub fn set_missing(&mut self, missing: Vec<MissingImage>) {
+        self.missing_images = missing.iter().map(|m| m.image.clone()).collect();
+        self.missing_state = [
+            MissingState::Absent,
+            MissingState::Hidden,
+            MissingState::Unverifiable,
+        ]
+        .into_iter()
+        .find(|s| missing.iter().any(|m| m.state == *s));
+        self.missing = missing;
+    }
+
     pub fn status(&self) -> NodeStatus {
         if self.at_cap {
             NodeStatus::AtCap
@@ -207,8 +267,32 @@ impl WantedImage {
     }
 }
 
-/// The caps read from kubelets, by node name.
-pub type KubeletCaps = std::collections::HashMap<String, i64>;
+/// What is known of a node besides its Node object, each part from its own
+/// source: its kubelet's settings (configz), its image filesystem (the Summary
+/// API) and what its runtime holds (a fresh node-agent report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeExtra {
+    pub kubelet: Option<KubeletSettings>,
+    pub image_fs: Option<ImageFs>,
+    pub runtime: Option<Arc<RuntimeSummary>>,
+}
+
+impl NodeExtra {
+    pub fn is_empty(&self) -> bool {
+        *self == NodeExtra::default()
+    }
+}
+
+/// [`NodeExtra`] by node name.
+pub type NodeExtras = std::collections::HashMap<String, NodeExtra>;
+
+/// How to read the inputs: the cap assumed when a kubelet's is unknown, and
+/// whether node agents are expected (then a node without a fresh report says so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assumptions {
+    pub default_max_images: i64,
+    pub agents: bool,
+}
 
 /// What the sources of wanted images provide: their groups, and how their last
 /// read went (`up`, Unix time of the last success).
@@ -298,9 +382,10 @@ pub fn analyze<'a>(
     summaries: impl IntoIterator<Item = &'a NodeSummary>,
     wanted: &Wanted,
     sources: &BTreeMap<WantSource, SourceState>,
-    default_max_images: i64,
-    kubelet_caps: &KubeletCaps,
+    assume: Assumptions,
+    extras: &NodeExtras,
 ) -> Report {
+    let no_extra = NodeExtra::default();
     let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
 
@@ -359,10 +444,12 @@ pub fn analyze<'a>(
         let facts = node.facts();
         let decided: Vec<Result<(), NotEligible>> =
             rules.0.iter().map(|r| r.check(&facts)).collect();
+        let extra = extras.get(&node.name).unwrap_or(&no_extra);
+        let runtime = extra.runtime.as_deref();
         let (max_images, max_images_source) = cap_in_force(
             node.image_count,
-            kubelet_caps.get(&node.name).copied(),
-            default_max_images,
+            extra.kubelet.map(|k| k.max_images),
+            assume.default_max_images,
         );
         let at_cap = max_images > 0 && i64::from(node.image_count) >= max_images;
         // A cap of 0 hides every image: nothing can be verified either.
@@ -372,7 +459,7 @@ pub fn analyze<'a>(
         } else {
             0.0
         };
-        let mut missing_images = Vec::new();
+        let mut missing = Vec::new();
         let mut eligible_for_any = false;
         for (i, w) in wanted_images.iter().enumerate() {
             if !w.rules.iter().any(|&r| decided[r].is_ok()) {
@@ -382,9 +469,22 @@ pub fn analyze<'a>(
             eligible_on[i] += 1;
             if node.relevant_images.iter().any(|e| w.is_in(e)) {
                 present_on[i] += 1;
-            } else {
-                missing_images.push(w.reference.to_string());
+                continue;
             }
+            // Under the cap the list is complete. At it, the runtime's own list
+            // (complete, nothing cut) decides when there is one.
+            let state = match runtime {
+                _ if !saturated => MissingState::Absent,
+                None => MissingState::Unverifiable,
+                Some(rt) if rt.relevant_images.iter().any(|e| w.is_in(e)) => {
+                    MissingState::Hidden
+                }
+                Some(_) => MissingState::Absent,
+            };
+            missing.push(MissingImage {
+                image: w.reference.to_string(),
+                state,
+            });
         }
         let eligible =
             eligible_for_any || (wanted_images.is_empty() && decided[config_rule].is_ok());
@@ -397,12 +497,14 @@ pub fn analyze<'a>(
             })
             .flatten();
         eligible_nodes += u32::from(eligible);
-        let missing_state = (!missing_images.is_empty()).then_some(if saturated {
-            MissingState::Unverifiable
-        } else {
-            MissingState::Absent
+        let hidden_images = runtime.map(|rt| {
+            if saturated {
+                rt.image_count.saturating_sub(node.image_count)
+            } else {
+                0
+            }
         });
-        reports.push(NodeReport {
+        let mut report = NodeReport {
             name: node.name.clone(),
             image_count: node.image_count,
             max_images,
@@ -417,10 +519,21 @@ pub fn analyze<'a>(
                 .map(recommended_max_images),
             eligible,
             not_eligible_reason,
-            missing_images,
-            missing_state,
+            missing_images: Vec::new(),
+            missing_state: None,
+            missing: Vec::new(),
             invalid_fields: node.problems.len() as u32,
-        });
+            runtime_images: runtime.map(|rt| rt.image_count),
+            runtime_image_bytes: runtime.map(|rt| rt.image_bytes),
+            hidden_images,
+            agent_up: assume.agents.then_some(runtime.is_some()),
+            image_fs_used_bytes: extra.image_fs.and_then(|f| f.used_bytes),
+            image_fs_capacity_bytes: extra.image_fs.and_then(|f| f.capacity_bytes),
+            image_gc_high_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_high_ratio),
+            image_gc_low_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_low_ratio),
+        };
+        report.set_missing(missing);
+        reports.push(report);
     }
     let images = wanted_images
         .iter()
@@ -507,6 +620,13 @@ mod tests {
         BTreeMap::new()
     }
 
+    fn assume(default_max_images: i64) -> Assumptions {
+        Assumptions {
+            default_max_images,
+            agents: false,
+        }
+    }
+
     fn filler(n: usize) -> Vec<Vec<String>> {
         (0..n)
             .map(|i| vec![format!("docker.io/library/app{i}:1")])
@@ -535,7 +655,7 @@ mod tests {
             summary("near", json!({}), filler(49), &w),
             summary("big", json!({}), filler(120), &w),
         ];
-        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         let full = by("full");
         assert!(full.at_cap);
@@ -578,7 +698,7 @@ mod tests {
             ),
             summary("other-pool", json!({"pool": "gpu"}), filler(3), &w),
         ];
-        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert_eq!(
             by("under").missing_images,
@@ -622,7 +742,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
         let images: Vec<_> = r
             .images
             .iter()
@@ -649,7 +769,7 @@ mod tests {
                 &w,
             ),
         ];
-        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         assert!(by("tagged").missing_images.is_empty());
         assert!(
@@ -673,7 +793,7 @@ mod tests {
             ),
             summary("tag-only", json!({}), vec![vec![format!("{LAB}:w_1")]], &w),
         ];
-        let r = analyze(&s, &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
         assert!(r.nodes[0].missing_images.is_empty());
         assert_eq!(r.nodes[1].missing_images, [both]);
     }
@@ -685,8 +805,21 @@ mod tests {
             summary("raised", json!({}), filler(100), &w),
             summary("lowered", json!({}), filler(20), &w),
         ];
-        let caps = KubeletCaps::from([("raised".to_string(), 100), ("lowered".to_string(), 20)]);
-        let r = analyze(&s, &w, &none(), 50, &caps);
+        let settings = |cap| NodeExtra {
+            kubelet: Some(KubeletSettings {
+                max_images: cap,
+                image_gc_high_ratio: Some(0.85),
+                image_gc_low_ratio: Some(0.8),
+            }),
+            ..NodeExtra::default()
+        };
+        let extras = NodeExtras::from([
+            ("raised".to_string(), settings(100)),
+            ("lowered".to_string(), settings(20)),
+        ]);
+        let r = analyze(&s, &w, &none(), assume(50), &extras);
+        assert_eq!(r.nodes[0].image_gc_high_threshold_ratio, Some(0.85));
+        assert_eq!(r.nodes[0].image_gc_low_threshold_ratio, Some(0.8));
         let lowered = &r.nodes[0];
         assert_eq!(
             (
@@ -708,7 +841,7 @@ mod tests {
         let w = wanted(&["busybox:1"], &[], &[]);
         let mut s = summary("cordoned", json!({}), filler(1), &w);
         s.unschedulable = true;
-        let r = analyze([&s], &w, &none(), 50, &KubeletCaps::new());
+        let r = analyze([&s], &w, &none(), assume(50), &NodeExtras::new());
         assert_eq!(r.eligible_nodes, 0);
         assert!(r.nodes[0].missing_images.is_empty());
         assert!(!r.has_findings());
@@ -719,9 +852,144 @@ mod tests {
     fn a_zero_cap_makes_everything_unverifiable() {
         let w = wanted(&["busybox:1"], &[], &[]);
         let s = summary("zero", json!({}), vec![], &w);
-        let r = analyze([&s], &w, &none(), 0, &KubeletCaps::new());
+        let r = analyze([&s], &w, &none(), assume(0), &NodeExtras::new());
         assert_eq!(r.nodes[0].max_images, 0);
         assert!(!r.nodes[0].at_cap);
         assert_eq!(r.nodes[0].missing_state, Some(MissingState::Unverifiable));
+    }
+
+    fn runtime(w: &Wanted, count: u32, tagged: &[&str]) -> Arc<RuntimeSummary> {
+        use crate::analysis::runtime::{AgentReport, RuntimeImage, summarize};
+        let mut images: Vec<RuntimeImage> = tagged
+            .iter()
+            .map(|t| RuntimeImage {
+                id: format!("sha256:{t}"),
+                repo_tags: vec![t.to_string()],
+                repo_digests: vec![],
+                size: 1,
+            })
+            .collect();
+        images.resize_with(count as usize, || RuntimeImage {
+            id: "sha256:other".into(),
+            repo_tags: vec!["docker.io/library/other:1".into()],
+            repo_digests: vec![],
+            size: 1,
+        });
+        let report = AgentReport {
+            node: "n".into(),
+            collected_at: "t".into(),
+            images,
+            image_fs_used_bytes: Some(99),
+        };
+        Arc::new(summarize(&report, &Relevance::new(w, [])).0)
+    }
+
+    #[test]
+    fn an_agent_report_tells_hidden_from_absent_at_the_cap() {
+        let hidden = format!("{LAB}:w_1");
+        let absent = format!("{LAB}:w_2");
+        let w = wanted(&[&hidden, &absent], &[], &[]);
+        let s = [
+            summary("full-agent", json!({}), filler(50), &w),
+            summary("full-blind", json!({}), filler(50), &w),
+            summary("roomy-agent", json!({}), filler(10), &w),
+        ];
+        let extras = NodeExtras::from([
+            (
+                "full-agent".to_string(),
+                NodeExtra {
+                    runtime: Some(runtime(&w, 60, &[&hidden])),
+                    image_fs: Some(ImageFs {
+                        used_bytes: Some(5),
+                        capacity_bytes: Some(10),
+                        available_bytes: None,
+                    }),
+                    ..NodeExtra::default()
+                },
+            ),
+            (
+                "roomy-agent".to_string(),
+                NodeExtra {
+                    runtime: Some(runtime(&w, 10, &[])),
+                    ..NodeExtra::default()
+                },
+            ),
+        ]);
+        let assume = Assumptions {
+            default_max_images: 50,
+            agents: true,
+        };
+        let r = analyze(&s, &w, &none(), assume, &extras);
+        let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
+        let states = |n: &NodeReport| -> Vec<(String, MissingState)> {
+            n.missing.iter().map(|m| (m.image.clone(), m.state)).collect()
+        };
+
+        let full = by("full-agent");
+        assert_eq!(
+            states(&full),
+            [
+                (hidden.clone(), MissingState::Hidden),
+                (absent.clone(), MissingState::Absent)
+            ]
+        );
+        assert_eq!(full.missing_state, Some(MissingState::Absent), "absent first");
+        assert_eq!(full.missing_images, [hidden.clone(), absent.clone()]);
+        assert_eq!(
+            (full.runtime_images, full.hidden_images, full.agent_up),
+            (Some(60), Some(10), Some(true))
+        );
+        assert_eq!(full.runtime_image_bytes, Some(60));
+        assert_eq!(
+            (full.image_fs_used_bytes, full.image_fs_capacity_bytes),
+            (Some(5), Some(10))
+        );
+
+        let blind = by("full-blind");
+        assert!(states(&blind).iter().all(|(_, s)| *s == MissingState::Unverifiable));
+        assert_eq!((blind.hidden_images, blind.agent_up), (None, Some(false)));
+
+        let roomy = by("roomy-agent");
+        assert_eq!(roomy.hidden_images, Some(0), "nothing is hidden under the cap");
+        assert!(states(&roomy).iter().all(|(_, s)| *s == MissingState::Absent));
+
+        // Only hidden images missing: the node's state is hidden.
+        let w1 = wanted(&[&hidden], &[], &[]);
+        let r = analyze(&s[..1], &w1, &none(), assume, &extras);
+        assert_eq!(r.nodes[0].missing_state, Some(MissingState::Hidden));
+        // Without agents configured, nothing says so.
+        let r = analyze(&s[1..2], &w1, &none(), self::assume(50), &NodeExtras::new());
+        assert_eq!(r.nodes[0].agent_up, None);
+    }
+
+    #[test]
+    fn the_runtime_matches_by_digest_as_well_as_by_tag() {
+        use crate::analysis::runtime::{AgentReport, RuntimeImage, summarize};
+        let pinned = format!("{LAB}@{}", d(7));
+        let w = wanted(&[&pinned], &[], &[]);
+        let s = [summary("full", json!({}), filler(50), &w)];
+        let report = AgentReport {
+            node: "full".into(),
+            collected_at: "t".into(),
+            images: vec![RuntimeImage {
+                id: "sha256:x".into(),
+                repo_tags: vec![],
+                repo_digests: vec![pinned.clone()],
+                size: 1,
+            }],
+            image_fs_used_bytes: None,
+        };
+        let rt = Arc::new(summarize(&report, &Relevance::new(&w, [])).0);
+        let extras = NodeExtras::from([(
+            "full".to_string(),
+            NodeExtra {
+                runtime: Some(rt),
+                ..NodeExtra::default()
+            },
+        )]);
+        let r = analyze(&s, &w, &none(), assume(50), &extras);
+        assert_eq!(r.nodes[0].missing[0].state, MissingState::Hidden);
+        // 1 runtime image against 50 reported: the lists disagree, nothing negative.
+        assert_eq!(r.nodes[0].hidden_images, Some(0));
     }
 }

@@ -1,4 +1,6 @@
-//! The kubelet's own configuration, as `/api/v1/nodes/{name}/proxy/configz` returns it.
+//! What kubelets say of themselves through the API server proxy: their
+//! configuration (`/api/v1/nodes/{name}/proxy/configz`) and the image
+//! filesystem's use from the Summary API (`/api/v1/nodes/{name}/proxy/stats/summary`).
 
 use serde::Deserialize;
 
@@ -11,16 +13,57 @@ struct Configz {
 #[serde(rename_all = "camelCase")]
 struct KubeletConfig {
     node_status_max_images: Option<serde_json::Value>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<serde_json::Value>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<serde_json::Value>,
 }
 
-/// `nodeStatusMaxImages` from a configz answer: -1 (no cap), 0 or a positive cap.
-pub fn parse_configz(body: &[u8]) -> Result<i64, String> {
+/// What the analysis uses of a kubelet's configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KubeletSettings {
+    /// `nodeStatusMaxImages`: -1 (no cap), 0 or a positive cap.
+    pub max_images: i64,
+    /// `imageGCHighThresholdPercent` / 100: disk use at which image garbage
+    /// collection starts.
+    pub image_gc_high_ratio: Option<f64>,
+    /// `imageGCLowThresholdPercent` / 100: disk use it collects down to.
+    pub image_gc_low_ratio: Option<f64>,
+}
+
+/// The settings from a configz answer. A missing or invalid cap is an error; a
+/// missing GC threshold is `None`, an invalid one an error.
+pub fn parse_configz(body: &[u8]) -> Result<KubeletSettings, String> {
     let c: Configz = serde_json::from_slice(body)
         .map_err(|e| format!("configz is not the expected JSON: {e}"))?;
     let kc = c
         .kubeletconfig
         .ok_or("configz has no kubeletconfig object")?;
-    match kc.node_status_max_images {
+    Ok(KubeletSettings {
+        max_images: max_images(kc.node_status_max_images)?,
+        image_gc_high_ratio: percent(
+            "imageGCHighThresholdPercent",
+            kc.image_gc_high_threshold_percent,
+        )?,
+        image_gc_low_ratio: percent(
+            "imageGCLowThresholdPercent",
+            kc.image_gc_low_threshold_percent,
+        )?,
+    })
+}
+
+fn percent(key: &str, v: Option<serde_json::Value>) -> Result<Option<f64>, String> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_i64() {
+            Some(n @ 0..=100) => Ok(Some(n as f64 / 100.0)),
+            _ => Err(format!("{key} {v} is not an integer from 0 to 100")),
+        },
+    }
+}
+
+fn max_images(v: Option<serde_json::Value>) -> Result<i64, String> {
+    match v {
         None | Some(serde_json::Value::Null) => {
             Err("kubeletconfig has no nodeStatusMaxImages".into())
         }
@@ -32,6 +75,50 @@ pub fn parse_configz(body: &[u8]) -> Result<i64, String> {
     }
 }
 
+/// The image filesystem as the kubelet's Summary API reports it
+/// (`node.runtime.imageFs`, `k8s.io/kubelet/pkg/apis/stats/v1alpha1.FsStats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageFs {
+    pub used_bytes: Option<u64>,
+    pub capacity_bytes: Option<u64>,
+    pub available_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Summary {
+    node: Option<SummaryNode>,
+}
+
+#[derive(Deserialize)]
+struct SummaryNode {
+    runtime: Option<RuntimeStats>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeStats {
+    image_fs: Option<ImageFs>,
+}
+
+/// `node.runtime.imageFs` from a Summary API answer. Pods' statistics, which
+/// make up most of the body, are skipped without being kept.
+pub fn parse_stats_summary(body: &[u8]) -> Result<ImageFs, String> {
+    let s: Summary = serde_json::from_slice(body)
+        .map_err(|e| format!("stats/summary is not the expected JSON: {e}"))?;
+    let fs = s
+        .node
+        .ok_or("stats/summary has no node object")?
+        .runtime
+        .ok_or("stats/summary has no node.runtime (the runtime reports no filesystems)")?
+        .image_fs
+        .ok_or("stats/summary has no node.runtime.imageFs")?;
+    if fs.used_bytes.is_none() && fs.capacity_bytes.is_none() {
+        return Err("node.runtime.imageFs has neither usedBytes nor capacityBytes".into());
+    }
+    Ok(fs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,15 +128,64 @@ mod tests {
     fn reads_the_cap() {
         let body =
             br#"{"kubeletconfig":{"enableServer":true,"nodeStatusMaxImages":50,"podsPerCore":0}}"#;
-        assert_eq!(parse_configz(body), Ok(50));
-        assert_eq!(
-            parse_configz(br#"{"kubeletconfig":{"nodeStatusMaxImages":-1}}"#),
-            Ok(-1)
-        );
-        assert_eq!(
-            parse_configz(br#"{"kubeletconfig":{"nodeStatusMaxImages":0}}"#),
-            Ok(0)
-        );
+        let cap = |b: &[u8]| parse_configz(b).map(|s| s.max_images);
+        assert_eq!(cap(body), Ok(50));
+        assert_eq!(cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":-1}}"#), Ok(-1));
+        assert_eq!(cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":0}}"#), Ok(0));
+        assert_eq!(parse_configz(body).unwrap().image_gc_high_ratio, None);
+    }
+
+    #[test]
+    fn reads_the_gc_thresholds() {
+        let s = parse_configz(
+            br#"{"kubeletconfig":{"nodeStatusMaxImages":50,"imageGCHighThresholdPercent":85,"imageGCLowThresholdPercent":80}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.image_gc_high_ratio, Some(0.85));
+        assert_eq!(s.image_gc_low_ratio, Some(0.8));
+        for bad in ["101", "-1", "\"85\"", "85.5"] {
+            let body = format!(
+                r#"{{"kubeletconfig":{{"nodeStatusMaxImages":50,"imageGCHighThresholdPercent":{bad}}}}}"#
+            );
+            let e = parse_configz(body.as_bytes()).unwrap_err();
+            assert!(e.contains("imageGCHighThresholdPercent"), "{e}");
+        }
+    }
+
+    #[test]
+    fn reads_the_image_filesystem_from_a_summary() {
+        // The shape of k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary, trimmed.
+        let body = br#"{
+          "node": {
+            "nodeName": "worker-1",
+            "startTime": "2026-11-20T08:00:00Z",
+            "cpu": {"time": "2026-11-25T10:00:00Z", "usageNanoCores": 1},
+            "fs": {"availableBytes": 1, "capacityBytes": 2, "usedBytes": 1},
+            "runtime": {
+              "imageFs": {"time": "2026-11-25T10:00:00Z", "availableBytes": 60000000000,
+                          "capacityBytes": 100000000000, "usedBytes": 40000000000,
+                          "inodesFree": 100, "inodes": 200, "inodesUsed": 100},
+              "containerFs": {"availableBytes": 1, "capacityBytes": 2, "usedBytes": 1}
+            },
+            "rlimit": {"time": "2026-11-25T10:00:00Z", "maxpid": 4194304, "curproc": 600}
+          },
+          "pods": [{"podRef": {"name": "p", "namespace": "n", "uid": "u"}, "containers": []}]
+        }"#;
+        let fs = parse_stats_summary(body).unwrap();
+        assert_eq!(fs.used_bytes, Some(40_000_000_000));
+        assert_eq!(fs.capacity_bytes, Some(100_000_000_000));
+        assert_eq!(fs.available_bytes, Some(60_000_000_000));
+        for (body, needle) in [
+            (&br#"{"pods":[]}"#[..], "no node object"),
+            (br#"{"node":{"nodeName":"n"}}"#, "no node.runtime"),
+            (br#"{"node":{"runtime":{}}}"#, "no node.runtime.imageFs"),
+            (br#"{"node":{"runtime":{"imageFs":{}}}}"#, "neither"),
+            (br#"{"node":{"runtime":{"imageFs":{"usedBytes":-1}}}}"#, "not the expected JSON"),
+            (b"Forbidden", "not the expected JSON"),
+        ] {
+            let e = parse_stats_summary(body).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]
@@ -84,6 +220,7 @@ mod tests {
         #[test]
         fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse_configz(&body);
+            let _ = parse_stats_summary(&body);
         }
     }
 }

@@ -5,6 +5,8 @@
 //! `/v1/images` in this shape; the central exporter reads it back with the same
 //! types, and `check --agents-file` reads a saved JSON array of them.
 
+use super::reference::{ImageRef, RefError};
+use super::wanted::Relevance;
 use serde::{Deserialize, Serialize};
 
 /// The body of an agent's `/v1/images`.
@@ -46,9 +48,83 @@ impl AgentReport {
     }
 }
 
+/// What the analysis keeps of an agent's report: counts, and the names of the
+/// images that can match a wanted image (as node summaries keep them).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeSummary {
+    /// Images the runtime holds.
+    pub image_count: u32,
+    /// Their sizes summed.
+    pub image_bytes: u64,
+    pub image_fs_used_bytes: Option<u64>,
+    /// Per image, its digests and tags, for the images that can matter.
+    pub relevant_images: Vec<Vec<ImageRef>>,
+}
+
+/// Summarizes an agent's report. Names that do not parse are skipped and
+/// returned as messages (an image is still counted without them).
+pub fn summarize(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut relevant_images = Vec::new();
+    for (i, image) in report.images.iter().enumerate() {
+        let mut names = Vec::with_capacity(image.repo_digests.len() + image.repo_tags.len());
+        for (field, list) in [("repoDigests", &image.repo_digests), ("repoTags", &image.repo_tags)] {
+            for name in list {
+                match ImageRef::parse(name) {
+                    Ok(r) => names.push(r),
+                    Err(RefError::Placeholder(_)) => {}
+                    Err(e) => problems.push(format!("images[{i}].{field}: {e}")),
+                }
+            }
+        }
+        if relevance.is_relevant(&names) {
+            relevant_images.push(names.iter().map(ImageRef::interned).collect());
+        }
+    }
+    relevant_images.shrink_to_fit();
+    let summary = RuntimeSummary {
+        image_count: u32::try_from(report.images.len()).unwrap_or(u32::MAX),
+        image_bytes: report.image_bytes(),
+        image_fs_used_bytes: report.image_fs_used_bytes,
+        relevant_images,
+    };
+    (summary, problems)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::wanted::tests::wanted;
+
+    #[test]
+    fn keeps_counts_and_only_the_names_that_can_matter() {
+        let w = wanted(&["ghcr.io/x/lab:w_1"], &[], &[]);
+        let relevance = Relevance::new(&w, []);
+        let image = |id: &str, tags: &[&str], digests: &[&str], size| RuntimeImage {
+            id: id.into(),
+            repo_tags: tags.iter().map(|s| s.to_string()).collect(),
+            repo_digests: digests.iter().map(|s| s.to_string()).collect(),
+            size,
+        };
+        let digest = format!("ghcr.io/x/lab@sha256:{}", "ab".repeat(32));
+        let report = AgentReport {
+            node: "n".into(),
+            collected_at: "t".into(),
+            images: vec![
+                image("a", &["ghcr.io/x/lab:w_2"], &[&digest], 10),
+                image("b", &["nginx:1.25"], &[], 20),
+                image("c", &[], &[], 30),
+                image("d", &["Not A Name!"], &[], 40),
+            ],
+            image_fs_used_bytes: Some(7),
+        };
+        let (s, problems) = summarize(&report, &relevance);
+        assert_eq!((s.image_count, s.image_bytes, s.image_fs_used_bytes), (4, 100, Some(7)));
+        assert_eq!(s.relevant_images.len(), 1, "{:?}", s.relevant_images);
+        assert_eq!(s.relevant_images[0].len(), 2, "digest and tag");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("images[3].repoTags"), "{problems:?}");
+    }
 
     #[test]
     fn wire_shape_is_camel_case_and_round_trips() {

@@ -4,11 +4,12 @@
 pub mod table;
 
 use crate::analysis::prepullers::{daemonset_groups, nublado_groups, parse_prepuller_status};
+use crate::analysis::runtime::{self, AgentReport};
 use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
 use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
-use crate::source::configz::{self, ConfigzOptions};
+use crate::source::kubelet::{self, Endpoint, KubeletOptions};
 use crate::source::prepullers::{
     daemonset_api, fetch_nublado, http_client, imagecache_api, imagecache_to_groups, list_groups,
 };
@@ -69,21 +70,32 @@ pub async fn run(args: CheckArgs) -> ExitCode {
                 Ok(nodes) => store.replace_all(nodes),
                 Err(e) => return bad_input(format!("listing nodes failed: {e}")),
             }
-            if args.common.kubelet_configz {
-                let opts = ConfigzOptions {
-                    concurrency: args.common.kubelet_configz_concurrency.into(),
-                    timeout: args.common.kubelet_configz_timeout,
-                    ..ConfigzOptions::default()
-                };
-                let (caps, failed) = configz::caps(&client, store.node_names(), &opts).await;
-                for (node, e) in failed {
-                    tracing::warn!(%node, "cannot read the kubelet's nodeStatusMaxImages, assuming the default: {e}");
+            let opts = KubeletOptions {
+                concurrency: args.common.kubelet_configz_concurrency.into(),
+                timeout: args.common.kubelet_configz_timeout,
+                ..KubeletOptions::default()
+            };
+            for (enabled, endpoint) in [
+                (args.common.kubelet_configz, Endpoint::Configz),
+                (args.common.kubelet_stats, Endpoint::StatsSummary),
+            ] {
+                if !enabled {
+                    continue;
                 }
-                for (node, cap) in caps {
-                    store.set_kubelet_cap(&node, Some(cap));
+                let results =
+                    kubelet::read_all(&client, &store, endpoint, store.node_names(), &opts).await;
+                for (node, result) in results {
+                    if let Err(e) = result {
+                        tracing::warn!(%node, "{}: {e}", endpoint.what());
+                    }
                 }
             }
         }
+    }
+    if let Some(path) = &args.agents_file
+        && let Err(e) = read_agents_file(path, &store)
+    {
+        return bad_input(e);
     }
     let (report, _) = store.report();
     print(&report, args.format)
@@ -163,6 +175,34 @@ async fn read_sources(
                 store.source_failed(source);
             }
         }
+    }
+    Ok(())
+}
+
+/// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the
+/// store. A file that is not such an array is bad input; an answer for a node
+/// that is not in the node list is logged and skipped.
+fn read_agents_file(path: &std::path::Path, store: &Store) -> Result<(), String> {
+    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reports: Vec<AgentReport> = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{}: expected a JSON array of node-agent answers (/v1/images bodies): {e}",
+            path.display()
+        )
+    })?;
+    store.expect_agents();
+    let known: std::collections::HashSet<String> = store.node_names().into_iter().collect();
+    let relevance = store.relevance();
+    for report in &reports {
+        if !known.contains(&report.node) {
+            tracing::warn!(node = %report.node, "an agent answer for a node not in the node list; skipped");
+            continue;
+        }
+        let (summary, problems) = runtime::summarize(report, &relevance);
+        for p in problems {
+            tracing::warn!(node = %report.node, "agent answer: skipping a name: {p}");
+        }
+        store.set_runtime(&report.node, Some(Arc::new(summary)));
     }
     Ok(())
 }

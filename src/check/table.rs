@@ -1,6 +1,6 @@
 //! `check`'s report for people: plain-text tables.
 
-use crate::analysis::cluster::CapSource;
+use crate::analysis::cluster::{CapSource, MissingState};
 use crate::analysis::{NodeStatus, Report};
 use std::fmt::Write;
 
@@ -53,6 +53,7 @@ pub fn render_table(report: &Report) -> String {
         [
             "NODE",
             "IMAGES/CAP",
+            "HIDDEN",
             "RATIO",
             "STATUS",
             "EPHEMERAL",
@@ -69,18 +70,28 @@ pub fn render_table(report: &Report) -> String {
             (NodeStatus::NotEligible, Some(reason)) => format!("not eligible ({reason})"),
             (other, _) => other.as_str().to_string(),
         };
-        let missing = match n.missing_state {
-            Some(state) => format!(
+        let missing = match n.missing.first() {
+            None => "-".into(),
+            Some(first) if n.missing.iter().all(|m| m.state == first.state) => format!(
                 "{} ({}): {}",
-                n.missing_images.len(),
-                state.as_str(),
+                n.missing.len(),
+                first.state.as_str(),
                 n.missing_images.join(", ")
             ),
-            None => "-".into(),
+            Some(_) => {
+                let each: Vec<String> = n
+                    .missing
+                    .iter()
+                    .map(|m| format!("{} ({})", m.image, m.state.as_str()))
+                    .collect();
+                format!("{}: {}", n.missing.len(), each.join(", "))
+            }
         };
         rows.push(vec![
             n.name.clone(),
             format!("{}/{}", n.image_count, cap(n)),
+            // Runtime images the API does not show; "-" without an agent report.
+            n.hidden_images.map_or("-".into(), |h| h.to_string()),
             if n.max_images > 0 {
                 format!("{:.0}%", n.cap_ratio * 100.0)
             } else {
@@ -150,6 +161,27 @@ pub fn render_table(report: &Report) -> String {
     {
         out.push_str("* reports more images than the default cap, so its kubelet runs with a larger cap or none.\n");
     }
+    let hidden: Vec<&str> = report
+        .nodes
+        .iter()
+        .filter(|n| n.missing.iter().any(|m| m.state == MissingState::Hidden))
+        .map(|n| n.name.as_str())
+        .collect();
+    if !hidden.is_empty() {
+        let _ = writeln!(
+            out,
+            "Wanted images are on {} node(s) but hidden from the API by the cap ({}): prepullers \
+             pull them again and spawner menus leave them out.",
+            hidden.len(),
+            hidden.join(", ")
+        );
+    }
+    if report.nodes.iter().any(|n| n.agent_up == Some(false)) {
+        out.push_str(
+            "HIDDEN is \"-\" where no fresh node-agent report came in; missing images there stay \
+             unverifiable at the cap.\n",
+        );
+    }
     if at_cap > 0 {
         out.push_str(
             "Nodes at the cap hide images from the API. Set nodeStatusMaxImages: -1 (or about a third \
@@ -163,7 +195,7 @@ pub fn render_table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::cluster::{ImageReport, MissingState, NodeReport};
+    use crate::analysis::cluster::{ImageReport, MissingImage, MissingState, NodeReport};
 
     fn node(
         name: &str,
@@ -173,7 +205,7 @@ mod tests {
         missing: &[&str],
         state: Option<MissingState>,
     ) -> NodeReport {
-        NodeReport {
+        let mut n = NodeReport {
             name: name.into(),
             image_count: images,
             max_images: max,
@@ -190,10 +222,18 @@ mod tests {
             recommended_max_images: Some(367),
             eligible: true,
             not_eligible_reason: None,
-            missing_images: missing.iter().map(|s| s.to_string()).collect(),
-            missing_state: state,
-            invalid_fields: 0,
-        }
+            ..NodeReport::default()
+        };
+        n.set_missing(
+            missing
+                .iter()
+                .map(|s| MissingImage {
+                    image: s.to_string(),
+                    state: state.expect("a state for missing images"),
+                })
+                .collect(),
+        );
+        n
     }
 
     #[test]
@@ -249,5 +289,43 @@ mod tests {
         let t = render_table(&r);
         assert!(!t.contains("nodeStatusMaxImages"));
         assert!(!t.lines().any(|l| l.starts_with("WANTED IMAGE")));
+    }
+
+    #[test]
+    fn hidden_images_have_a_column_and_a_line() {
+        let mut full = node("full", 50, 50, CapSource::Default, &[], None);
+        full.hidden_images = Some(10);
+        full.agent_up = Some(true);
+        full.set_missing(vec![
+            MissingImage {
+                image: "lab:w_1".into(),
+                state: MissingState::Hidden,
+            },
+            MissingImage {
+                image: "lab:w_2".into(),
+                state: MissingState::Absent,
+            },
+        ]);
+        let mut blind = node("blind", 50, 50, CapSource::Default, &[], None);
+        blind.agent_up = Some(false);
+        let r = Report {
+            nodes: vec![full, blind],
+            images: vec![],
+            eligible_nodes: 2,
+            sources: vec![],
+        };
+        let t = render_table(&r);
+        let header = t.lines().next().unwrap();
+        assert!(header.contains("IMAGES/CAP  HIDDEN  RATIO"), "{header}");
+        let full = t.lines().find(|l| l.starts_with("full")).unwrap();
+        assert!(full.contains("50/50       10"), "{full}");
+        assert!(
+            full.ends_with("2: lab:w_1 (hidden), lab:w_2 (absent)"),
+            "{full}"
+        );
+        let blind = t.lines().find(|l| l.starts_with("blind")).unwrap();
+        assert!(blind.contains("50/50       -"), "{blind}");
+        assert!(t.contains("hidden from the API by the cap (full)"), "{t}");
+        assert!(t.contains("no fresh node-agent report"), "{t}");
     }
 }

@@ -87,6 +87,8 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         ".bar span{position:absolute;left:0;top:0;bottom:0;background:#22a06b;border-radius:3px}",
         ".bar b{position:absolute;left:.4rem;top:0;font-weight:600;font-size:.8rem;line-height:1.1rem}",
         "tr.near-cap .bar span{background:#e2b203}tr.at-cap .bar span{background:#c9372c}",
+        ".bar span.hidden,tr.at-cap .bar span.hidden{background:#c9372c;opacity:.35;border-radius:0 3px 3px 0}",
+        ".state{font-size:.75rem;color:#555}.state.hidden{color:#ae2e24;font-weight:600}",
         "td.name{white-space:nowrap;font-weight:600}.tag{white-space:nowrap}",
         ".tag{display:inline-block;padding:0 .35rem;border-radius:3px;font-size:.8rem;font-weight:600}",
         ".tag.at-cap{background:#ffeceb;color:#ae2e24}.tag.near-cap{background:#fff7d6;color:#7f5f01}",
@@ -109,33 +111,60 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
         "<th>Recommended cap</th><th>Missing wanted images</th></tr></thead><tbody>\n"
     ));
     for n in &report.nodes {
-        let (cap, width) = if n.max_images > 0 {
+        let hidden = n.hidden_images.unwrap_or(0);
+        let (cap, width, hidden_width) = if n.max_images > 0 {
+            // With images hidden, the bar spans everything the runtime holds:
+            // reported, then the hidden rest in a fainter segment.
+            let scale = (n.max_images as f64).max(f64::from(n.image_count) + f64::from(hidden));
             (
                 n.max_images.to_string(),
-                (n.cap_ratio * 100.0).clamp(0.0, 100.0),
+                (f64::from(n.image_count) / scale * 100.0).clamp(0.0, 100.0),
+                (f64::from(hidden) / scale * 100.0).clamp(0.0, 100.0),
             )
         } else if n.max_images == 0 {
-            ("0".to_string(), 100.0)
+            ("0".to_string(), 100.0, 0.0)
         } else {
-            ("unlimited".to_string(), 0.0)
+            ("unlimited".to_string(), 0.0, 0.0)
+        };
+        let hidden_bar = if hidden > 0 {
+            format!(
+                "<span class=\"hidden\" style=\"left:{width:.1}%;width:{hidden_width:.1}%\"></span>"
+            )
+        } else {
+            String::new()
+        };
+        let runtime_note = match (n.runtime_images, n.hidden_images) {
+            (Some(_), Some(h)) if h > 0 => format!(" &middot; {h} hidden"),
+            (Some(rt), _) => format!(" &middot; runtime {rt}"),
+            _ => String::new(),
+        };
+        let title = match n.runtime_images {
+            Some(rt) => format!("{} reported of cap {cap}; the runtime holds {rt}", n.image_count),
+            None => format!("{} of {cap}", n.image_count),
         };
         let status = status_tag(n);
-        let missing = if n.missing_images.is_empty() {
+        let missing = if n.missing.is_empty() {
             "&ndash;".to_string()
         } else {
             let state = n.missing_state.map(|s| s.as_str()).unwrap_or("");
             let items: String = n
-                .missing_images
+                .missing
                 .iter()
-                .map(|i| format!("<li><code>{}</code></li>", esc(i)))
+                .map(|m| {
+                    format!(
+                        "<li><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
+                        esc(&m.image),
+                        s = m.state.as_str()
+                    )
+                })
                 .collect();
-            format!("{} {state}<ul>{items}</ul>", n.missing_images.len())
+            format!("{} {state}<ul>{items}</ul>", n.missing.len())
         };
         let _ = writeln!(
             h,
             "<tr class=\"{class}\" data-node=\"{name}\"><td class=\"name\">{name}</td>\
-             <td><div class=\"bar\" title=\"{images} of {cap}\"><span style=\"width:{width:.1}%\"></span>\
-             <b>{images} / {cap}</b></div></td><td>{status}</td><td class=\"num\">{size}</td>\
+             <td><div class=\"bar\" title=\"{title}\"><span style=\"width:{width:.1}%\"></span>{hidden_bar}\
+             <b>{images} / {cap}{runtime_note}</b></div></td><td>{status}</td><td class=\"num\">{size}</td>\
              <td class=\"num\">{capacity}</td><td class=\"num\">{alloc}</td><td class=\"num\">{rec}</td>\
              <td>{missing}</td></tr>",
             class = row_class(n),
@@ -181,7 +210,7 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
 mod tests {
     use super::*;
     use crate::analysis::WantSource;
-    use crate::analysis::cluster::{CapSource, ImageReport, MissingState};
+    use crate::analysis::cluster::{CapSource, ImageReport, MissingImage, MissingState};
 
     fn node(name: &str, images: u32, max: i64) -> NodeReport {
         NodeReport {
@@ -201,17 +230,17 @@ mod tests {
             recommended_max_images: Some(367),
             eligible: true,
             not_eligible_reason: None,
-            missing_images: vec![],
-            missing_state: None,
-            invalid_fields: 0,
+            ..NodeReport::default()
         }
     }
 
     #[test]
     fn marks_rows_and_escapes() {
         let mut full = node("full<script>", 50, 50);
-        full.missing_images = vec!["x:1".into()];
-        full.missing_state = Some(MissingState::Unverifiable);
+        full.set_missing(vec![MissingImage {
+            image: "x:1".into(),
+            state: MissingState::Unverifiable,
+        }]);
         let mut tainted = node("tainted", 3, 50);
         tainted.eligible = false;
         tainted.not_eligible_reason = Some("taint a=<b>:NoSchedule".into());
@@ -243,7 +272,9 @@ mod tests {
         );
         assert!(h.contains("style=\"width:92.0%\""));
         assert!(h.contains("<b>137 / unlimited</b>"));
-        assert!(h.contains("1 unverifiable<ul><li><code>x:1</code></li></ul>"));
+        assert!(h.contains(
+            "1 unverifiable<ul><li><code>x:1</code> <span class=\"state unverifiable\">unverifiable</span></li></ul>"
+        ));
         assert!(h.contains("refreshed 7 s ago"));
         assert!(h.contains("3.0 GiB") && h.contains("1.0 TiB"));
         assert!(h.contains("<td>nublado, daemonset</td><td class=\"num\">2 / 3</td>"));
@@ -251,6 +282,40 @@ mod tests {
             !h.contains("http://") && !h.contains("https://"),
             "no external assets"
         );
+    }
+
+    #[test]
+    fn hidden_images_are_a_fainter_segment_past_the_reported_ones() {
+        let mut full = node("full", 50, 50);
+        full.runtime_images = Some(60);
+        full.hidden_images = Some(10);
+        full.set_missing(vec![MissingImage {
+            image: "lab:w_1".into(),
+            state: MissingState::Hidden,
+        }]);
+        let mut roomy = node("roomy", 10, 50);
+        roomy.runtime_images = Some(10);
+        roomy.hidden_images = Some(0);
+        let r = Report {
+            nodes: vec![full, roomy],
+            images: vec![],
+            eligible_nodes: 2,
+            sources: vec![],
+        };
+        let now = SystemTime::now();
+        let h = render(&r, Some(now), now);
+        // 50 of 60 reported (83.3%), 10 hidden after them (16.7%).
+        assert!(
+            h.contains(
+                "<span style=\"width:83.3%\"></span><span class=\"hidden\" style=\"left:83.3%;width:16.7%\"></span>"
+            ),
+            "{h}"
+        );
+        assert!(h.contains("<b>50 / 50 &middot; 10 hidden</b>"));
+        assert!(h.contains("title=\"50 reported of cap 50; the runtime holds 60\""));
+        assert!(h.contains("<span class=\"state hidden\">hidden</span>"));
+        assert!(h.contains("<b>10 / 50 &middot; runtime 10</b>"));
+        assert_eq!(h.matches("class=\"hidden\"").count(), 1, "none under the cap");
     }
 
     #[test]

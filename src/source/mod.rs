@@ -1,12 +1,14 @@
 //! Where node data comes from: the API server (a watch or periodic lists), or a
-//! `kubectl get nodes -o json` file, and the kubelets' own caps (configz).
+//! `kubectl get nodes -o json` file, the kubelets (configz, stats/summary), the node
+//! agents, and the prepullers that decide the wanted images.
 //!
 //! Every source turns each node into a compact summary as it arrives, through
 //! [`Ingest`], and keeps the [`Store`] current. [`supervise`] runs the node source
 //! and restarts it if it ever stops.
 
+pub mod agents;
 pub mod apiserver;
-pub mod configz;
+pub mod kubelet;
 pub mod file;
 pub mod prepullers;
 

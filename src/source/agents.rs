@@ -1,0 +1,495 @@
+//! The node agents' view of each runtime: agents are found through their
+//! Service's EndpointSlices (watched; RBAC `list`/`watch` on `endpointslices` in
+//! the agents' namespace only), and each agent's `/v1/images` is read every
+//! interval, a few at a time, with a timeout and a bound on the body.
+//!
+//! A node gets the runtime's image list only from a fresh, well-formed report by
+//! the agent on that node. Anything else (no agent endpoint, an agent that is
+//! unreachable, slow, answers garbage or too much, or reports a runtime answer
+//! older than the allowed age) is counted and logged, and the node falls back to
+//! what the API alone shows (`unverifiable` at the cap).
+
+use crate::analysis::runtime::{AgentReport, summarize};
+use crate::analysis::{Relevance, intern};
+use crate::metrics::{Metrics, SourceErrorKind};
+use crate::store::Store;
+use futures::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store as Reflected};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// The label EndpointSlices carry with their Service's name.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Where the agents are and how to read them.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub namespace: String,
+    pub service: String,
+    /// The EndpointSlice port to use, by name; the only port when there is one.
+    pub port_name: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub max_body_bytes: u64,
+    /// Oldest runtime answer (`collectedAt`) still trusted.
+    pub max_age: Duration,
+    pub https: bool,
+    pub ca_file: Option<PathBuf>,
+    pub basic_auth: Option<(String, PathBuf)>,
+}
+
+/// `NAMESPACE/SERVICE`, as `--agents` takes it.
+pub fn parse_service_ref(s: &str) -> Result<(String, String), String> {
+    let (ns, svc) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not NAMESPACE/SERVICE"))?;
+    let dns_label = |x: &str| {
+        !x.is_empty()
+            && x.len() <= 63
+            && x.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !x.starts_with('-')
+            && !x.ends_with('-')
+    };
+    if !dns_label(ns) || !dns_label(svc) {
+        return Err(format!(
+            "{s:?}: namespace and service must be DNS labels (lower-case letters, digits, '-')"
+        ));
+    }
+    Ok((ns.to_string(), svc.to_string()))
+}
+
+/// One agent to read: the node it serves and its address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub node: String,
+    /// `host:port`, IPv6 hosts in brackets.
+    pub authority: String,
+}
+
+/// The agents the EndpointSlices point at, one per node: ready endpoints with a
+/// node name and an address, on the named port. Endpoints that cannot be used
+/// are returned as messages.
+pub fn targets(slices: &[Arc<EndpointSlice>], port_name: &str) -> (Vec<Target>, Vec<String>) {
+    let mut by_node: BTreeMap<String, Target> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for slice in slices {
+        let slice_name = slice.metadata.name.as_deref().unwrap_or("<unnamed>");
+        let ports = slice.ports.as_deref().unwrap_or_default();
+        let port = match ports {
+            [only] => only.port,
+            many => many
+                .iter()
+                .find(|p| p.name.as_deref() == Some(port_name))
+                .and_then(|p| p.port),
+        };
+        let Some(port) = port.filter(|p| (1..=65535).contains(p)) else {
+            if !slice.endpoints.is_empty() {
+                problems.push(format!(
+                    "EndpointSlice {slice_name}: no port named {port_name:?}"
+                ));
+            }
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            // Not ready (starting, terminating): read it when it is.
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            let Some(node) = endpoint.node_name.as_deref().filter(|n| !n.is_empty()) else {
+                problems.push(format!(
+                    "EndpointSlice {slice_name}: an endpoint without nodeName ({:?})",
+                    endpoint.addresses
+                ));
+                continue;
+            };
+            let Some(address) = endpoint.addresses.first() else {
+                continue;
+            };
+            let host = if slice.address_type == "IPv6" || address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.clone()
+            };
+            by_node.entry(node.to_string()).or_insert(Target {
+                node: node.to_string(),
+                authority: format!("{host}:{port}"),
+            });
+        }
+    }
+    (by_node.into_values().collect(), problems)
+}
+
+/// Parses an agent's answer and checks it: it must be about `node` and its
+/// runtime answer no older than `max_age` at `now`.
+pub fn check_report(
+    body: &[u8],
+    node: &str,
+    now: SystemTime,
+    max_age: Duration,
+) -> Result<AgentReport, String> {
+    let report: AgentReport = serde_json::from_slice(body)
+        .map_err(|e| format!("the answer is not an agent report: {e}"))?;
+    if report.node != node {
+        return Err(format!(
+            "the agent reports node {:?}, but its endpoint is on {node:?}",
+            report.node
+        ));
+    }
+    let collected = humantime::parse_rfc3339_weak(&report.collected_at)
+        .map_err(|e| format!("collectedAt {:?}: {e}", report.collected_at))?;
+    let age = now.duration_since(collected).unwrap_or_default();
+    if age > max_age {
+        return Err(format!(
+            "the runtime's list is {}s old (collected at {}), more than {}s: is the runtime down?",
+            age.as_secs(),
+            report.collected_at,
+            max_age.as_secs()
+        ));
+    }
+    Ok(report)
+}
+
+/// Reads all of a body, failing past `max` bytes (after decompression).
+async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > max) {
+        return Err(format!("the answer is larger than {max} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The client for the agents: rustls with the process's crypto provider, gzip,
+/// and the CA when one is given.
+pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(opts.timeout)
+        .connect_timeout(opts.timeout)
+        .pool_max_idle_per_host(1);
+    if let Some(path) = &opts.ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", path.display()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// One read of one agent.
+pub async fn fetch(
+    client: &reqwest::Client,
+    opts: &AgentOptions,
+    target: &Target,
+    password: Option<&str>,
+) -> Result<AgentReport, String> {
+    let scheme = if opts.https { "https" } else { "http" };
+    let url = format!("{scheme}://{}/v1/images", target.authority);
+    let mut request = client.get(&url);
+    if let (Some((user, _)), Some(password)) = (&opts.basic_auth, password) {
+        request = request.basic_auth(user, Some(password));
+    }
+    let work = async {
+        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        read_bounded(response, opts.max_body_bytes)
+            .await
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    // The client's timeout covers the whole exchange; this one bounds a body
+    // trickled in slowly, too.
+    let body = tokio::time::timeout(opts.timeout, work)
+        .await
+        .map_err(|_| format!("{url}: no complete answer within {:?}", opts.timeout))??;
+    check_report(&body, &target.node, SystemTime::now(), opts.max_age)
+        .map_err(|e| format!("{url}: {e}"))
+}
+
+/// Reads every agent once and records what they hold; nodes without a usable
+/// report lose their runtime view. Returns the number of agents read.
+async fn read_all(
+    client: &reqwest::Client,
+    opts: &AgentOptions,
+    targets: &[Target],
+    store: &Store,
+    metrics: &Metrics,
+    relevance: &Relevance,
+    last_error: &mut HashMap<String, String>,
+) -> usize {
+    let password = match &opts.basic_auth {
+        Some((_, path)) => match std::fs::read_to_string(path) {
+            Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot read the agents' password file: {e}");
+                None
+            }
+        },
+        None => None,
+    };
+    // Owned futures: borrowed ones make the task's future not `Send` for every
+    // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
+    let opts = Arc::new(opts.clone());
+    let results: Vec<(String, Result<AgentReport, String>)> = futures::stream::iter(targets.to_vec())
+        .map(|t| {
+            let (client, opts, password) = (client.clone(), opts.clone(), password.clone());
+            async move {
+                let r = fetch(&client, &opts, &t, password.as_deref()).await;
+                (t.node, r)
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    let mut ok = 0;
+    for (node, result) in results {
+        match result {
+            Ok(report) => {
+                ok += 1;
+                let (summary, problems) = summarize(&report, relevance);
+                for p in problems.iter().take(3) {
+                    tracing::debug!(%node, "agent report: skipping a name: {p}");
+                }
+                store.set_runtime(&node, Some(Arc::new(summary)));
+                if last_error.remove(&node).is_some() {
+                    tracing::info!(%node, "the node's agent answers again");
+                }
+            }
+            Err(e) => {
+                metrics.source_error(SourceErrorKind::Agent);
+                store.set_runtime(&node, None);
+                if last_error.get(&node) != Some(&e) {
+                    tracing::warn!(%node, "cannot use the node agent's image list: {e}");
+                    last_error.insert(node, e);
+                }
+            }
+        }
+    }
+    ok
+}
+
+/// Follows the agents' EndpointSlices and reads every agent each interval (and
+/// soon after the wanted repositories change) until shutdown.
+pub async fn run(
+    client: Client,
+    opts: AgentOptions,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    store.expect_agents();
+    let http = match http_client(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("node agents: {e}");
+            metrics.source_error(SourceErrorKind::Agent);
+            return;
+        }
+    };
+    let api: Api<EndpointSlice> = Api::namespaced(client, &opts.namespace);
+    let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", opts.service));
+    let (reader, writer) = reflector::store();
+    let discovery = {
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let (ns, svc) = (opts.namespace.clone(), opts.service.clone());
+        async move {
+            let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+            futures::pin_mut!(stream);
+            let mut failing = false;
+            loop {
+                let next = tokio::select! {
+                    n = stream.next() => n,
+                    _ = shutdown.cancelled() => return,
+                };
+                match next {
+                    Some(Ok(_)) => failing = false,
+                    Some(Err(e)) => {
+                        metrics.source_error(SourceErrorKind::AgentDiscovery);
+                        if !failing {
+                            tracing::warn!(namespace = %ns, service = %svc,
+                                "cannot watch the agents' EndpointSlices (RBAC: list and watch \
+                                 endpointslices in that namespace), retrying: {e}");
+                        }
+                        failing = true;
+                    }
+                    None => return,
+                }
+            }
+        }
+    };
+    let polling = poll(http, opts, reader, store, metrics, shutdown.clone());
+    tokio::join!(discovery, polling);
+}
+
+async fn poll(
+    http: reqwest::Client,
+    opts: AgentOptions,
+    reader: Reflected<EndpointSlice>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    // The first read waits for the first list of EndpointSlices.
+    tokio::select! {
+        r = reader.wait_until_ready() => if r.is_err() { return },
+        _ = shutdown.cancelled() => return,
+    }
+    let mut last_error: HashMap<String, String> = HashMap::new();
+    let mut logged_problems: Vec<String> = Vec::new();
+    let mut relevance = store.relevance();
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.cancelled() => return,
+            // The wanted repositories changed: the kept names may miss some.
+            _ = relevance_changed(&store, &relevance) => {}
+        }
+        relevance = store.relevance();
+        let (targets, problems) = targets(&reader.state(), &opts.port_name);
+        if problems != logged_problems {
+            for p in &problems {
+                tracing::warn!("node agents: {p}");
+            }
+            logged_problems = problems;
+        }
+        let reading: HashSet<&str> = targets.iter().map(|t| t.node.as_str()).collect();
+        for node in store.node_names() {
+            if !reading.contains(node.as_str()) {
+                store.set_runtime(&node, None);
+            }
+        }
+        last_error.retain(|n, _| reading.contains(n.as_str()));
+        let read = tokio::select! {
+            n = read_all(&http, &opts, &targets, &store, &metrics, &relevance, &mut last_error) => n,
+            _ = shutdown.cancelled() => return,
+        };
+        tracing::debug!(agents = targets.len(), read, "read the node agents");
+        intern::collect_garbage();
+        next = tokio::time::Instant::now() + opts.interval;
+    }
+}
+
+/// Completes when the store's relevance differs from `seen` (checked every few
+/// seconds: it changes when a prepuller's list does).
+async fn relevance_changed(store: &Store, seen: &Relevance) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        if *store.relevance() != *seen {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(v: serde_json::Value) -> Arc<EndpointSlice> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn service_refs() {
+        assert_eq!(
+            parse_service_ref("imagecap/imagecap-agent"),
+            Ok(("imagecap".into(), "imagecap-agent".into()))
+        );
+        for bad in ["imagecap", "/x", "x/", "a/b/c", "A/b", "a/-b", "a b/c"] {
+            assert!(parse_service_ref(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_ready_agent_per_node_on_the_named_port() {
+        let s = slice(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "agent-abc", "namespace": "imagecap",
+                         "labels": {"kubernetes.io/service-name": "agent"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "other", "port": 1}, {"name": "http-metrics", "port": 9755}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "nodeName": "a", "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.9"], "nodeName": "a"},
+                {"addresses": ["10.0.0.2"], "nodeName": "b", "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.3"]},
+                {"addresses": [], "nodeName": "d"}
+            ]
+        }));
+        let v6 = slice(json!({
+            "metadata": {"name": "agent-v6"}, "addressType": "IPv6",
+            "ports": [{"port": 9755}],
+            "endpoints": [{"addresses": ["fd00::1"], "nodeName": "c"}]
+        }));
+        let (t, problems) = targets(&[s, v6], "http-metrics");
+        assert_eq!(
+            t,
+            [
+                Target {
+                    node: "a".into(),
+                    authority: "10.0.0.1:9755".into()
+                },
+                Target {
+                    node: "c".into(),
+                    authority: "[fd00::1]:9755".into()
+                },
+            ]
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("without nodeName"));
+
+        let unnamed = slice(json!({
+            "metadata": {"name": "x"}, "addressType": "IPv4",
+            "ports": [{"name": "a", "port": 1}, {"name": "b", "port": 2}],
+            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "a"}]
+        }));
+        let (t, problems) = targets(&[unnamed], "http-metrics");
+        assert!(t.is_empty());
+        assert!(problems[0].contains("no port named"), "{problems:?}");
+    }
+
+    #[test]
+    fn reports_must_be_about_the_node_and_fresh() {
+        let now = humantime::parse_rfc3339("2026-11-25T10:05:00Z").unwrap();
+        let body = |node: &str, at: &str| {
+            json!({"node": node, "collectedAt": at, "images": []}).to_string()
+        };
+        let max = Duration::from_secs(180);
+        assert!(check_report(body("a", "2026-11-25T10:04:00Z").as_bytes(), "a", now, max).is_ok());
+        // A clock slightly ahead is no age.
+        assert!(check_report(body("a", "2026-11-25T10:05:30Z").as_bytes(), "a", now, max).is_ok());
+        let stale = check_report(body("a", "2026-11-25T09:00:00Z").as_bytes(), "a", now, max);
+        assert!(stale.unwrap_err().contains("runtime down"));
+        let other = check_report(body("b", "2026-11-25T10:04:00Z").as_bytes(), "a", now, max);
+        assert!(other.unwrap_err().contains("reports node \"b\""));
+        let bad_time = check_report(body("a", "yesterday").as_bytes(), "a", now, max);
+        assert!(bad_time.unwrap_err().contains("collectedAt"));
+        for garbage in [&b"<html>"[..], b"[]", b"{\"node\":1}", b""] {
+            let e = check_report(garbage, "a", now, max).unwrap_err();
+            assert!(e.contains("not an agent report"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! What each kubelet says of itself, through the API server proxy (RBAC `get` on
+//! `nodes/proxy`): the settings it runs with (`/api/v1/nodes/{name}/proxy/configz`:
+//! the cap in force and the image GC thresholds) and its image filesystem's use
+//! (`/api/v1/nodes/{name}/proxy/stats/summary`, the Summary API).
+//!
+//! A few requests at a time, every node on an interval and new nodes as they
+//! appear. A node whose read fails keeps what was known (configz) or loses it
+//! (stats, which go stale); the failure is counted and logged, and the other
+//! nodes go on.
+
+use crate::analysis::kubelet::{parse_configz, parse_stats_summary};
+use crate::metrics::{Metrics, SourceErrorKind};
+use crate::store::Store;
+use futures::StreamExt;
+use kube::Client;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Which kubelet endpoint to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `configz`: `nodeStatusMaxImages`, `imageGC{High,Low}ThresholdPercent`.
+    Configz,
+    /// `stats/summary`: `node.runtime.imageFs`.
+    StatsSummary,
+}
+
+impl Endpoint {
+    fn path(self, node: &str) -> String {
+        match self {
+            Endpoint::Configz => format!("/api/v1/nodes/{node}/proxy/configz"),
+            Endpoint::StatsSummary => format!("/api/v1/nodes/{node}/proxy/stats/summary"),
+        }
+    }
+
+    fn error_kind(self) -> SourceErrorKind {
+        match self {
+            Endpoint::Configz => SourceErrorKind::Configz,
+            Endpoint::StatsSummary => SourceErrorKind::KubeletStats,
+        }
+    }
+
+    /// What a failure means, for log lines.
+    pub fn what(self) -> &'static str {
+        match self {
+            Endpoint::Configz => "cannot read the kubelet's configz, assuming the default cap",
+            Endpoint::StatsSummary => "cannot read the kubelet's stats/summary",
+        }
+    }
+
+    /// Parses an answer and records it for the node.
+    fn apply(self, store: &Store, node: &str, body: &[u8]) -> Result<(), String> {
+        match self {
+            Endpoint::Configz => {
+                store.set_kubelet_settings(node, Some(parse_configz(body)?));
+            }
+            Endpoint::StatsSummary => store.set_image_fs(node, Some(parse_stats_summary(body)?)),
+        }
+        Ok(())
+    }
+
+    /// What is forgotten when a read fails: a kubelet's settings rarely change and
+    /// stay; disk use is only worth showing while it is current.
+    fn forget(self, store: &Store, node: &str) {
+        if self == Endpoint::StatsSummary {
+            store.set_image_fs(node, None);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KubeletOptions {
+    /// Time between reads of every node.
+    pub interval: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Limit for one request.
+    pub timeout: Duration,
+}
+
+impl Default for KubeletOptions {
+    fn default() -> Self {
+        KubeletOptions {
+            interval: Duration::from_secs(600),
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error("{0}{hint}", hint = hint(.0))]
+    Api(kube::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => {
+            " (RBAC: reading kubelets through the API server needs get on nodes/proxy; \
+             with the Helm chart, set kubeletConfigz.enabled or kubeletStats.enabled)"
+        }
+        _ => "",
+    }
+}
+
+/// Reads one node's endpoint and records the answer in the store.
+pub async fn read(
+    client: &Client,
+    store: &Store,
+    endpoint: Endpoint,
+    node: &str,
+    timeout: Duration,
+) -> Result<(), KubeletError> {
+    let request = http::Request::get(endpoint.path(node))
+        .body(Vec::new())
+        .map_err(|e| KubeletError::Invalid(e.to_string()))?;
+    let body = tokio::time::timeout(timeout, client.request_text(request))
+        .await
+        .map_err(|_| KubeletError::Timeout(timeout))?
+        .map_err(KubeletError::Api)?;
+    endpoint
+        .apply(store, node, body.as_bytes())
+        .map_err(KubeletError::Invalid)
+}
+
+/// Reads the given nodes, `concurrency` at a time, recording each answer.
+pub async fn read_all(
+    client: &Client,
+    store: &Store,
+    endpoint: Endpoint,
+    nodes: Vec<String>,
+    opts: &KubeletOptions,
+) -> Vec<(String, Result<(), KubeletError>)> {
+    futures::stream::iter(nodes)
+        .map(|name| async move {
+            let r = read(client, store, endpoint, &name, opts.timeout).await;
+            (name, r)
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// Keeps the store's view of one kubelet endpoint current until shutdown.
+pub async fn run(
+    client: Client,
+    endpoint: Endpoint,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    opts: KubeletOptions,
+    shutdown: CancellationToken,
+) {
+    let mut attempted: HashSet<String> = HashSet::new();
+    // The last error logged per node, so a node failing the same way every
+    // interval is logged once at warn level.
+    let mut last_error: HashMap<String, String> = HashMap::new();
+    let mut tick = tokio::time::interval(opts.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let everyone = tokio::select! {
+            _ = tick.tick() => true,
+            _ = store.node_added() => false,
+            _ = shutdown.cancelled() => return,
+        };
+        let names: Vec<String> = store
+            .node_names()
+            .into_iter()
+            .filter(|n| everyone || !attempted.contains(n))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let results = tokio::select! {
+            r = read_all(&client, &store, endpoint, names, &opts) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (mut ok, mut failed) = (0, 0);
+        for (name, result) in results {
+            attempted.insert(name.clone());
+            match result {
+                Ok(()) => {
+                    ok += 1;
+                    last_error.remove(&name);
+                }
+                Err(e) => {
+                    failed += 1;
+                    endpoint.forget(&store, &name);
+                    metrics.source_error(endpoint.error_kind());
+                    let msg = e.to_string();
+                    if last_error.get(&name) != Some(&msg) {
+                        tracing::warn!(node = %name, "{}: {msg}", endpoint.what());
+                        last_error.insert(name, msg);
+                    } else {
+                        tracing::debug!(node = %name, "still failing: {msg}");
+                    }
+                }
+            }
+        }
+        tracing::debug!(?endpoint, ok, failed, "read kubelets");
+        let live: HashSet<String> = store.node_names().into_iter().collect();
+        attempted.retain(|n| live.contains(n));
+        last_error.retain(|n, _| live.contains(n));
+    }
+}
