@@ -19,6 +19,12 @@
     // "<release>-imagecap-exporter", a static job "imagecap-exporter", ...
     imagecapSelector: 'job=~".*imagecap-exporter.*"',
 
+    // Selects the node agents' own series (imagecap_runtime_*), which the agents
+    // export when Prometheus scrapes them directly (their own job). Empty: any job;
+    // the metric names are the agent's alone. ImageCapAgentDown reads
+    // imagecap_runtime_up with it.
+    imagecapAgentSelector: '',
+
     // The label that tells clusters apart when one Prometheus (or Thanos, Mimir...)
     // holds several; the dashboard has a variable for it.
     clusterLabel: 'cluster',
@@ -32,6 +38,11 @@
     // failed scrape neither resets a `for:` timer nor resolves a firing alert.
     steadyWindow: '5m',
 
+    // ImageCapImageFsNearGC: how close (as a ratio of the image filesystem's
+    // capacity) use may come to the kubelet's image GC high threshold before the alert
+    // fires. 0.05: within 5 points, e.g. at 80% used for the default threshold of 85%.
+    imageFsGCMargin: 0.05,
+
     // ImageCapExporterStale: node data older than this is stale.
     staleAfterSeconds: 600,
 
@@ -42,6 +53,9 @@
       ImageCapPrepullImageMissing: '30m',
       ImageCapPrepullImageUnverifiable: '15m',
       ImageCapWantedSourceDown: '15m',
+      ImageCapWantedImageHidden: '15m',
+      ImageCapAgentDown: '15m',
+      ImageCapImageFsNearGC: '30m',
       ImageCapExporterDown: '5m',
       ImageCapExporterNoData: '15m',
       ImageCapExporterStale: '5m',

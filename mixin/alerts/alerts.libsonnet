@@ -122,14 +122,19 @@ local oneLine = text.oneLine;
       // ---------------------------------------------------------------------------
       // Wanted (prepulled) images that nodes do not report, and the sources that say
       // which images are wanted where.
-      // imagecap_node_prepull_image_missing{node,image} is 1 for every (node, wanted
-      // image) pair where the node is eligible for that image (each source decides
-      // where its images are wanted) and does not report it, and has no series
-      // otherwise, so these alerts resolve as soon as the node reports the image. The
-      // two alerts split the pairs by whether the node is steadily at its cap (see the
-      // header) and its cap is not unlimited; every pair is in exactly one of them. The
-      // exporter's own imagecap_node_prepull_missing_images{state} splits by the
-      // instant value instead.
+      // imagecap_node_prepull_image_missing{node,image,state} is 1 for every (node,
+      // wanted image) pair where the node is eligible for that image (each source
+      // decides where its images are wanted) and does not report it, and has no series
+      // otherwise, so these alerts resolve as soon as the node reports the image.
+      // state="hidden" pairs are known to be on the node (its node agent saw the image
+      // in the container runtime): they are ImageCapWantedImageHidden's. The other two
+      // alerts split the remaining pairs by whether the node is steadily at its cap
+      // (see the header) and its cap is not unlimited; every pair is in exactly one of
+      // the three. The exporter's own imagecap_node_prepull_missing_images{state}
+      // splits absent/unverifiable by the instant value instead.
+      // The joins with node series ignore `image` and `state`, which node series do
+      // not have (`state` is absent on exporters without node agents; state!="hidden"
+      // matches those series too).
       // ---------------------------------------------------------------------------
       {
         name: 'imagecap-prepull',
@@ -141,8 +146,8 @@ local oneLine = text.oneLine;
             'ImageCapPrepullImageMissing',
             'warning',
             |||
-              (imagecap_node_prepull_image_missing == 1)
-                unless ignoring(image) (
+              (imagecap_node_prepull_image_missing{state!="hidden"} == 1)
+                unless ignoring(image, state) (
                       %(steadilyAtCap)s
                         unless imagecap_node_max_images < 0
                     )
@@ -169,8 +174,8 @@ local oneLine = text.oneLine;
             'ImageCapPrepullImageUnverifiable',
             'warning',
             |||
-              (imagecap_node_prepull_image_missing == 1)
-                and ignoring(image) (
+              (imagecap_node_prepull_image_missing{state!="hidden"} == 1)
+                and ignoring(image, state) (
                       %(steadilyAtCap)s
                         unless imagecap_node_max_images < 0
                     )
@@ -181,6 +186,27 @@ local oneLine = text.oneLine;
               {{ $labels.image }} is not among them. It may be on the node but cannot be
               verified: prepullers will pull it again and spawner menus will not offer
               it. Raise the cap (nodeStatusMaxImages: -1) and restart the kubelet.
+            |||,
+          ),
+
+          // The node's agent saw the wanted image in the container runtime, but the
+          // node does not report it: the cap hides it. Prepullers that read
+          // node.status.images pull it again and spawner menus leave it out, although
+          // the image is there. Only with node agents (imagecap_node_agent_up).
+          // Value: 1.
+          alert(
+            'ImageCapWantedImageHidden',
+            'warning',
+            |||
+              imagecap_node_prepull_image_missing{state="hidden"} == 1
+            |||,
+            'Wanted image {{ $labels.image }} is on node {{ $labels.node }} but hidden from the API by the image-list cap.',
+            'Node {{ $labels.node }} holds the wanted image {{ $labels.image }} (its node agent sees it in the\n'
+            + 'container runtime, which holds ' + nodeLookup('imagecap_node_runtime_images', count)
+            + ' images), but reports only ' + reported + '/' + cap + '\n' + |||
+              images, its nodeStatusMaxImages cap, and the image is not among them.
+              Prepullers will pull it again and spawner menus will not offer it. Raise
+              the cap (nodeStatusMaxImages: -1) and restart the kubelet.
             |||,
           ),
 
@@ -214,6 +240,86 @@ local oneLine = text.oneLine;
             + |||
               Check the exporter's log, its access to the source (RBAC, network policy,
               URL and token) and the source itself.
+            |||,
+          ),
+        ],
+      },
+
+      // ---------------------------------------------------------------------------
+      // What is on the node beyond the API: the node agents (a DaemonSet that reads
+      // the container runtime's image list and reports it to the exporter) and the
+      // kubelet's image filesystem stats.
+      // ---------------------------------------------------------------------------
+      {
+        name: 'imagecap-node-runtime',
+        rules: [
+          // A node's image list from its container runtime is missing, so images the
+          // cap hides on it cannot be found (ImageCapWantedImageHidden stays silent for
+          // it, and its wanted images count as unverifiable at the cap). Two forms,
+          // told apart by the `reason` label:
+          //  * reason="no-report": the exporter has no fresh report from the node's
+          //    agent (imagecap_node_agent_up == 0; exported for every node only when
+          //    agents are configured): the agent is not running there, cannot reach
+          //    the exporter, or is rejected by it.
+          //  * reason="runtime": the agent runs but cannot list the runtime's images
+          //    (its own imagecap_runtime_up == 0, scraped from the agent).
+          // A node whose agent is down and was also failing to read the runtime has
+          // both, as two alerts. last_over_time: one failed scrape neither resets the
+          // `for:` timer nor resolves the alert; one good report (1) does both.
+          // Value: 0.
+          alert(
+            'ImageCapAgentDown',
+            'warning',
+            |||
+              label_replace(last_over_time(imagecap_node_agent_up[%(w)s]) == 0, "reason", "no-report", "", "")
+                or
+              label_replace(last_over_time(%(runtimeUp)s[%(w)s]) == 0, "reason", "runtime", "", "")
+            ||| % {
+              w: w,
+              runtimeUp: 'imagecap_runtime_up'
+                         + (if c.imagecapAgentSelector == '' then '' else '{' + c.imagecapAgentSelector + '}'),
+            },
+            '{{ if eq $labels.reason "runtime" }}The node agent on {{ $labels.node }} cannot read the container runtime{{ else }}imagecap-exporter has no fresh node agent report for node {{ $labels.node }}{{ end }}.',
+            |||
+              {{ if eq $labels.reason "runtime" }}The node agent {{ $labels.instance }} on node
+              {{ $labels.node }} has failed to list the container runtime's images for
+              %(for)s (its imagecap_runtime_up is 0): check its log, the CRI socket it
+              is given and its access to it.{{ else }}imagecap-exporter
+              {{ $labels.instance }} has had no fresh report from the node agent of node
+              {{ $labels.node }} for %(for)s: check that the agent pod runs on the
+              node, its log, and that it can reach the exporter.{{ end }} Until it
+              reports, images hidden by the node's image-list cap cannot be found
+              there.
+            ||| % { 'for': text.duration(c.alertFor.ImageCapAgentDown) },
+          ),
+
+          // The node's image filesystem is within imageFsGCMargin of the kubelet's
+          // image garbage collection high threshold (imageGCHighThresholdPercent).
+          // Above it the kubelet deletes unused images, least recently used first,
+          // until use is down to the low threshold: prepulled images nobody runs right
+          // now go first, and prepullers pull them again. Needs the kubelet stats
+          // (imagecap_node_image_fs_*, from the Summary API) and configz (the
+          // thresholds); a node without either has no series and never fires.
+          // Value: the image filesystem's used share.
+          alert(
+            'ImageCapImageFsNearGC',
+            'info',
+            |||
+              (
+                  last_over_time(imagecap_node_image_fs_used_bytes[%(w)s])
+                / (last_over_time(imagecap_node_image_fs_capacity_bytes[%(w)s]) > 0)
+              )
+                >= (last_over_time(imagecap_node_image_gc_high_threshold_ratio[%(w)s]) - %(margin)s)
+            ||| % { w: w, margin: text.number(c.imageFsGCMargin) },
+            "Node {{ $labels.node }}'s image filesystem is {{ $value | humanizePercentage }} full, close to the kubelet's image GC threshold.",
+            "Node {{ $labels.node }}'s image filesystem is {{ $value | humanizePercentage }} full; the\n"
+            + "kubelet starts deleting unused images at "
+            + nodeLookup('imagecap_node_image_gc_high_threshold_ratio', percent)
+            + ' (imageGCHighThresholdPercent)'
+            + nodeLookup('imagecap_node_image_gc_low_threshold_ratio', ' and goes on down to ' + percent) + '.\n' + |||
+              Prepulled images that no pod runs right now are deleted first, and
+              prepullers pull them again. Free space (fewer wanted images, pruning) or
+              give the node a larger image filesystem.
             |||,
           ),
         ],
