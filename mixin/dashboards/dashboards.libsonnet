@@ -377,6 +377,80 @@ local p = import 'panels.libsonnet';
           [t('time() - imagecap_last_update_timestamp_seconds%s' % fc, legend='{{instance}}', range=true)],
           's',
         ),
+
+        // ------------------------------------------------------ Runtime vs reported
+        // Needs node agents: the runtime's own image list per node, against what the
+        // node reports to the API.
+        p.row(27, 'Runtime vs reported', 61),
+        p.timeseries(
+          28,
+          'Images in the runtime, reported and cap',
+          "Per node: images the container runtime holds (from the node agent), entries in status.images, and the cap in force (dashed). Where the runtime holds more than the node reports, the cap hides the rest. Nodes without a fresh agent report have no runtime line.",
+          pos(0, 62, 12, 9),
+          [
+            t('imagecap_node_runtime_images%s' % fn, 'A', '{{node}} runtime', range=true),
+            t('imagecap_node_images%s' % fn, 'B', '{{node}} reported', range=true),
+            t('imagecap_node_max_images%s > 0' % fn, 'C', '{{node}} cap', range=true),
+          ],
+          'short',
+          overrides=[p.dashedLine('C')],
+        ),
+        p.bargauge(
+          29,
+          'Images hidden by the cap per node',
+          'Images the container runtime holds that the node does not report (0 under the cap), highest first. See the alert ImageCapWantedImageHidden for wanted images among them.',
+          pos(12, 62, 6, 9),
+          [t('sort_desc(imagecap_node_hidden_images%s)' % fn, legend='{{node}}')],
+          'none',
+          [['green', null], ['orange', 1]],
+        ),
+        p.stat(
+          30,
+          'Nodes with an agent report',
+          'Nodes whose node agent has sent a fresh report of the runtime\'s images.',
+          pos(18, 62, 6, 4),
+          [t('sum(imagecap_node_agent_up%s)' % fn, legend='reporting')],
+          steps=[['blue', null]],
+        ),
+        p.stat(
+          31,
+          'Nodes without an agent report',
+          'Nodes with no fresh node agent report: their hidden images cannot be found. See the alert ImageCapAgentDown.',
+          pos(18, 66, 6, 5),
+          [t('sum(imagecap_node_agent_up%s == bool 0)' % fn, legend='not reporting')],
+          steps=[['green', null], ['red', 1]],
+        ),
+
+        // ----------------------------------------------- Image disk vs GC threshold
+        // Needs the kubelet stats: the image filesystem (Summary API) and the image
+        // garbage collection thresholds (configz).
+        p.row(32, 'Image disk vs GC threshold', 71),
+        p.timeseries(
+          33,
+          'Image filesystem use and GC thresholds',
+          "Per node: the share of the image filesystem in use, and the kubelet's image garbage collection thresholds (dashed): above the high one it deletes unused images, prepulled ones included, down to the low one.",
+          pos(0, 72, 14, 9),
+          [
+            t('imagecap_node_image_fs_used_bytes%s / (imagecap_node_image_fs_capacity_bytes%s > 0)' % [fn, fn], 'A', '{{node}} used', range=true),
+            t('imagecap_node_image_gc_high_threshold_ratio%s' % fn, 'B', '{{node}} GC high', range=true),
+            t('imagecap_node_image_gc_low_threshold_ratio%s' % fn, 'C', '{{node}} GC low', range=true),
+          ],
+          'percentunit',
+          overrides=[p.dashedLine('B'), p.dashedLine('C')],
+        ),
+        p.bargauge(
+          34,
+          'Headroom to the image GC threshold',
+          'Per node, the image GC high threshold minus the share of the image filesystem in use, lowest first. Below %s the alert ImageCapImageFsNearGC fires; below 0 the kubelet is deleting unused images.'
+          % text.percent(c.imageFsGCMargin),
+          pos(14, 72, 10, 9),
+          [t('sort(imagecap_node_image_gc_high_threshold_ratio%s - imagecap_node_image_fs_used_bytes%s / (imagecap_node_image_fs_capacity_bytes%s > 0))'
+             % [fn, fn, fn], legend='{{node}}')],
+          'percentunit',
+          [['red', null], ['orange', 0], ['green', c.imageFsGCMargin]],
+          max=1,
+          min=-0.2,
+        ),
       ],
     },
   },

@@ -86,12 +86,12 @@ local plumbingLabels = ['Time', '__name__', 'job', 'instance', 'container', 'end
       },
     },
 
-  bargauge(id, title, description, pos, targets, unit, steps, max=null, displayMode='basic', namePlacement='left')::
+  bargauge(id, title, description, pos, targets, unit, steps, max=null, displayMode='basic', namePlacement='left', min=0)::
     panel('bargauge', id, title, description, pos, targets) + {
       fieldConfig: {
         defaults: {
           unit: unit,
-          min: 0,
+          min: min,
           decimals: 0,
           color: { mode: 'thresholds' },
           mappings: [],

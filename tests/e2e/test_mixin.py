@@ -28,6 +28,8 @@ CUSTOM = """
 (import 'mixin.libsonnet') + {
   _config+:: {
     imagecapSelector: 'job="monitoring/imagecap"',
+    imagecapAgentSelector: 'job="monitoring/imagecap-agent"',
+    imageFsGCMargin: 0.1,
     clusterLabel: 'k8s_cluster',
     nearCapRatio: 0.8,
     steadyWindow: '10m',
@@ -129,6 +131,10 @@ def test_custom_config_takes_effect(custom):
     down = rules["ImageCapExporterDown"]["expr"]
     assert down.split() == ['up{job="monitoring/imagecap"}', "==", "0", "or", 'absent(up{job="monitoring/imagecap"})']
     assert re.search(r"> 1200\s*$", rules["ImageCapExporterStale"]["expr"])
+    agent_down = rules["ImageCapAgentDown"]["expr"]
+    assert 'last_over_time(imagecap_runtime_up{job="monitoring/imagecap-agent"}[10m]) == 0' in agent_down
+    assert "last_over_time(imagecap_node_agent_up[10m]) == 0" in agent_down
+    assert re.search(r"imagecap_node_image_gc_high_threshold_ratio\[10m\]\) - 0\.1\)", rules["ImageCapImageFsNearGC"]["expr"])
     assert "(more than 20 minutes)" in rules["ImageCapExporterStale"]["annotations"]["description"]
 
     assert (dash["uid"], dash["title"], dash["tags"], dash["refresh"], dash["timezone"]) == \
@@ -138,6 +144,10 @@ def test_custom_config_takes_effect(custom):
     for expr in exprs(dash):
         assert 'k8s_cluster=~"$cluster"' in expr and 'cluster=~"$cluster"' not in expr.replace("k8s_cluster", ""), expr
     assert any("bool 0.8)" in e for e in exprs(dash))
+    headroom = next(q for p in dash["panels"] for q in [p, *p.get("panels", [])]
+                    if q["title"] == "Headroom to the image GC threshold")
+    assert "Below 10% the alert ImageCapImageFsNearGC fires" in headroom["description"]
+    assert headroom["fieldConfig"]["defaults"]["thresholds"]["steps"][-1] == {"color": "green", "value": 0.1}
 
 
 def test_custom_config_changes_only_what_it_sets(default, custom):
