@@ -313,7 +313,7 @@ local oneLine = text.oneLine;
             ||| % { w: w, margin: text.number(c.imageFsGCMargin) },
             "Node {{ $labels.node }}'s image filesystem is {{ $value | humanizePercentage }} full, close to the kubelet's image GC threshold.",
             "Node {{ $labels.node }}'s image filesystem is {{ $value | humanizePercentage }} full; the\n"
-            + "kubelet starts deleting unused images at "
+            + 'kubelet starts deleting unused images at '
             + nodeLookup('imagecap_node_image_gc_high_threshold_ratio', percent)
             + ' (imageGCHighThresholdPercent)'
             + nodeLookup('imagecap_node_image_gc_low_threshold_ratio', ' and goes on down to ' + percent) + '.\n' + |||

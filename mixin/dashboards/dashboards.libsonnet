@@ -165,7 +165,7 @@ local p = import 'panels.libsonnet';
         p.bargauge(
           9,
           'Images reported / cap per node',
-          'Entries in status.images divided by the node\'s cap, highest first. 100% means the node is at its cap and hides images. Nodes without a cap show 0%.',
+          "Entries in status.images divided by the node's cap, highest first. 100% means the node is at its cap and hides images. Nodes without a cap show 0%.",
           pos(0, 6, 10, 10),
           [t('sort_desc(imagecap_node_images_cap_ratio%s)' % fn, legend='{{node}}')],
           'percentunit',
@@ -385,7 +385,7 @@ local p = import 'panels.libsonnet';
         p.timeseries(
           28,
           'Images in the runtime, reported and cap',
-          "Per node: images the container runtime holds (from the node agent), entries in status.images, and the cap in force (dashed). Where the runtime holds more than the node reports, the cap hides the rest. Nodes without a fresh agent report have no runtime line.",
+          'Per node: images the container runtime holds (from the node agent), entries in status.images, and the cap in force (dashed). Where the runtime holds more than the node reports, the cap hides the rest. Nodes without a fresh agent report have no runtime line.',
           pos(0, 62, 12, 9),
           [
             t('imagecap_node_runtime_images%s' % fn, 'A', '{{node}} runtime', range=true),
@@ -407,7 +407,7 @@ local p = import 'panels.libsonnet';
         p.stat(
           30,
           'Nodes with an agent report',
-          'Nodes whose node agent has sent a fresh report of the runtime\'s images.',
+          "Nodes whose node agent has sent a fresh report of the runtime's images.",
           pos(18, 62, 6, 4),
           [t('sum(imagecap_node_agent_up%s)' % fn, legend='reporting')],
           steps=[['blue', null]],

@@ -161,6 +161,14 @@ def test_custom_config_changes_only_what_it_sets(default, custom):
         [(p["id"], p["title"], p["gridPos"]) for p in base_dash["panels"]]
 
 
+def test_mixin_sources_are_formatted():
+    """jsonnetfmt (Debian's jsonnet package) leaves every mixin source as it is."""
+    sources = sorted((ROOT / "mixin").rglob("*.libsonnet"))
+    assert len(sources) >= 5, sources
+    res = subprocess.run(["jsonnetfmt", "--test", *map(str, sources)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"run jsonnetfmt -i on: {res.stdout}{res.stderr}"
+
+
 def test_generator_rejects_a_broken_mixin(tmp_path):
     bad = tmp_path / "bad.jsonnet"
     bad.write_text("(import 'mixin.libsonnet') + { _config+:: { alertFor: {} } }")
