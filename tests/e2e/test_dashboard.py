@@ -4,12 +4,22 @@ The structure tests read dashboards/imagecap.json only. The live test starts the
 the example data and a real Prometheus scraping it, substitutes the template variables as
 Grafana would with every variable set to "All", and evaluates every panel target through
 Prometheus' HTTP API.
+
+The exporter serves the node agent and kubelet stats families (runtime images, hidden
+images, agent up, image filesystem, GC thresholds) only when it runs with node agents and
+kubelet stats, which the example data has no way to feed. Until it does, the same
+Prometheus job also scrapes AGENT_SERIES, a static OpenMetrics text with those families for
+the example nodes, from a loopback HTTP server, so the queries of the "Runtime vs reported"
+and "Image disk vs GC threshold" rows over those families are proven on it. No other panel
+reads those families, and the static text has no other family.
 """
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -42,10 +52,77 @@ CORE_PANELS = {
     "Images per source",
     "Time since last successful source read",
     "Wanted images by source",
+    "Images in the runtime, reported and cap",
+    "Images hidden by the cap per node",
+    "Nodes with an agent report",
+    "Nodes without an agent report",
+    "Image filesystem use and GC thresholds",
+    "Headroom to the image GC threshold",
 }
 # Panels over counters that have series only once something has gone wrong (or, for the
 # source errors, once such a source is configured); they must still evaluate successfully.
 MAY_BE_EMPTY = {"Source errors", "Malformed node data", "Wanted image source errors"}
+
+
+# The node agent and kubelet stats families for the example nodes (see the module docstring).
+# nublado-worker-1 is at its cap (50/50) and holds 13 more images; nublado-gpu-1 has no fresh
+# agent report (so no runtime or hidden images) and its image filesystem is above the GC
+# threshold. Image filesystems are 500 GiB.
+GIB = 1024**3
+RUNTIME_IMAGES = {"nublado-worker-1": 63, "nublado-worker-2": 137, "nublado-worker-3": 14,
+                  "nublado-worker-4": 46, "control-plane-1": 8}
+IMAGE_FS_USED = {"nublado-worker-1": 0.82, "nublado-worker-2": 0.5, "nublado-worker-3": 0.2,
+                 "nublado-worker-4": 0.6, "control-plane-1": 0.3, "nublado-gpu-1": 0.9}
+REPORTED = {"nublado-worker-1": 50, "nublado-worker-2": 137, "nublado-worker-3": 14,
+            "nublado-worker-4": 46, "control-plane-1": 8, "nublado-gpu-1": 21}
+
+
+def agent_series() -> str:
+    lines = ["# TYPE imagecap_node_runtime_images gauge",
+             "# HELP imagecap_node_runtime_images Images the container runtime holds on the node."]
+    lines += [f'imagecap_node_runtime_images{{node="{n}"}} {v}' for n, v in RUNTIME_IMAGES.items()]
+    lines += ["# TYPE imagecap_node_hidden_images gauge",
+              "# HELP imagecap_node_hidden_images Runtime images the node does not report."]
+    lines += [f'imagecap_node_hidden_images{{node="{n}"}} {v - REPORTED[n] if v > REPORTED[n] else 0}'
+              for n, v in RUNTIME_IMAGES.items()]
+    lines += ["# TYPE imagecap_node_agent_up gauge",
+              "# HELP imagecap_node_agent_up 1 when the node has a fresh node agent report."]
+    lines += [f'imagecap_node_agent_up{{node="{n}"}} {int(n in RUNTIME_IMAGES)}' for n in REPORTED]
+    for name, value in (("image_fs_used_bytes", lambda n: int(IMAGE_FS_USED[n] * 500 * GIB)),
+                        ("image_fs_capacity_bytes", lambda n: 500 * GIB),
+                        ("image_gc_high_threshold_ratio", lambda n: 0.85),
+                        ("image_gc_low_threshold_ratio", lambda n: 0.8)):
+        lines += [f"# TYPE imagecap_node_{name} gauge", f"# HELP imagecap_node_{name} {name}."]
+        lines += [f'imagecap_node_{name}{{node="{n}"}} {value(n)}' for n in REPORTED]
+    return "\n".join(lines) + "\n# EOF\n"
+
+
+class AgentSeriesServer:
+    """Serves agent_series() as OpenMetrics on an ephemeral loopback port."""
+
+    def __init__(self):
+        body = agent_series().encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +262,8 @@ def expected_unit(expr: str) -> str | None:
         return None  # sums of 0/1 comparisons: a count of nodes
     if "time()" in expr and "timestamp_seconds" in expr:
         return "s"
+    if re.search(r"imagecap_\w+_bytes\{[^}]*\}\s*/\s*\(?imagecap_\w+_bytes\b", expr) or "_threshold_ratio" in expr:
+        return "percentunit"  # a share of a size, or a share the kubelet is configured with
     if re.search(r"imagecap_\w+_bytes\b", expr):
         return "bytes"
     if "_cap_ratio" in expr or re.search(r"imagecap_prepull_image_nodes\{[^}]*\}\s*/", expr):
@@ -322,12 +401,16 @@ def _scalar(data: dict) -> float:
 def test_every_panel_query_against_prometheus(dashboard, workdir, procs):
     ex = start_exporter(workdir)
     procs.append(ex)
-    prom = Prometheus(workdir, targets=[ex.addr], interval="1s")
+    agent = AgentSeriesServer()
+    procs.append(agent)
+    prom = Prometheus(workdir, targets=[ex.addr, agent.addr], interval="1s")
     procs.append(prom)
     prom.wait_scraped()
     # Both the gauge data and the range queries need a couple of samples in the TSDB.
     wait_for("imagecap_nodes in prometheus",
              lambda: prom.query("count_over_time(imagecap_nodes[1m]) >= 2")["data"]["result"])
+    wait_for("the agent series in prometheus",
+             lambda: prom.query("count_over_time(imagecap_node_agent_up[1m]) >= 2")["data"]["result"])
 
     check_dashboard_data(dashboard, prom)
 
@@ -442,6 +525,33 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
             wanted["A"][row["image"]], wanted["B"][row["image"]], wanted["C"][row["image"]]), row
     assert {r["metric"]["kind"] for r in results[("Wanted image source errors", "A")]["result"]} <= \
         {"nublado", "kube-fledged", "daemonsets"}
+
+    # Runtime vs reported, and image disk vs GC threshold (on AGENT_SERIES).
+    runtime = {r["metric"]["node"]: float(r["values"][-1][1])
+               for r in results[("Images in the runtime, reported and cap", "A")]["result"]}
+    assert runtime == RUNTIME_IMAGES
+    reported = {r["metric"]["node"]: float(r["values"][-1][1])
+                for r in results[("Images in the runtime, reported and cap", "B")]["result"]}
+    assert reported == REPORTED
+    cap_nodes = {r["metric"]["node"] for r in results[("Images in the runtime, reported and cap", "C")]["result"]}
+    assert "nublado-worker-2" not in cap_nodes and "nublado-worker-1" in cap_nodes, cap_nodes
+    hidden = [(r["metric"]["node"], float(r["value"][1]))
+              for r in results[("Images hidden by the cap per node", "A")]["result"]]
+    assert hidden[0] == ("nublado-worker-1", 13), hidden
+    assert dict(hidden) == {n: (13 if n == "nublado-worker-1" else 0) for n in RUNTIME_IMAGES}
+    assert _scalar(results[("Nodes with an agent report", "A")]) == 5
+    assert _scalar(results[("Nodes without an agent report", "A")]) == 1
+    used = {r["metric"]["node"]: float(r["values"][-1][1])
+            for r in results[("Image filesystem use and GC thresholds", "A")]["result"]}
+    assert used == pytest.approx(IMAGE_FS_USED)
+    for ref, want in (("B", 0.85), ("C", 0.8)):
+        series = results[("Image filesystem use and GC thresholds", ref)]["result"]
+        assert {r["metric"]["node"]: float(r["values"][-1][1]) for r in series} == {n: want for n in REPORTED}
+    headroom = [(r["metric"]["node"], float(r["value"][1]))
+                for r in results[("Headroom to the image GC threshold", "A")]["result"]]
+    assert [v for _, v in headroom] == sorted(v for _, v in headroom), "not sorted lowest first"
+    assert headroom[0][0] == "nublado-gpu-1" and headroom[0][1] == pytest.approx(-0.05), headroom
+    assert dict(headroom)["nublado-worker-1"] == pytest.approx(0.03)
 
     # Template variable queries resolve too.
     job_values = prom.query("group by (job) (imagecap_build_info)")["data"]["result"]
