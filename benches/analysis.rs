@@ -85,8 +85,13 @@ fn benches(c: &mut Criterion) {
     // A scrape after a change: analysis and a fresh encoding.
     g.bench_function("analyze + render (changed report)", |b| {
         b.iter(|| {
-            let r =
-                std::sync::Arc::new(analyze(black_box(&summaries), &wanted, &sources, assume, &caps));
+            let r = std::sync::Arc::new(analyze(
+                black_box(&summaries),
+                &wanted,
+                &sources,
+                assume,
+                &caps,
+            ));
             metrics.render(&r, now)
         })
     });

@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve /metrics, /healthz, /readyz and a status page at /.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the analysis once. Exit 0: no node at its cap and no wanted image
     /// missing; 1: some are; 2: bad input.
     Check(CheckArgs),

@@ -33,8 +33,9 @@ pub struct Store {
     /// The last report and the generation it was computed for; held while a new
     /// one is computed, so concurrent readers wait for it instead of repeating it.
     cache: Mutex<Option<(u64, Arc<Report>)>>,
-    /// Signalled when a node not seen before arrives.
-    added: tokio::sync::Notify,
+    /// Counts arrivals of nodes not seen before; each reader of kubelets follows
+    /// it with a receiver of its own.
+    added: tokio::sync::watch::Sender<u64>,
     /// Signalled when the sources' repositories changed, so that nodes must be
     /// summarized again (see [`Relevance`]).
     resync: tokio::sync::Notify,
@@ -85,7 +86,7 @@ impl Store {
                 last_gc: Instant::now(),
             }),
             cache: Mutex::new(None),
-            added: tokio::sync::Notify::new(),
+            added: tokio::sync::watch::Sender::new(0),
             resync: tokio::sync::Notify::new(),
         }
     }
@@ -190,7 +191,7 @@ impl Store {
         }
         intern::collect_garbage();
         if added {
-            self.added.notify_one();
+            self.added.send_modify(|n| *n += 1);
         }
     }
 
@@ -210,7 +211,7 @@ impl Store {
             intern::collect_garbage();
         }
         if added {
-            self.added.notify_one();
+            self.added.send_modify(|n| *n += 1);
         }
     }
 
@@ -251,7 +252,8 @@ impl Store {
     /// Node agents are expected from now on (`serve --agents`, `check
     /// --agents-file`): a node without a fresh report shows that it has none.
     pub fn expect_agents(&self) {
-        self.agents.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.agents
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.write().generation += 1;
     }
 
@@ -297,9 +299,10 @@ impl Store {
         self.read().nodes.keys().cloned().collect()
     }
 
-    /// Completes when a node not seen before has arrived since the last call.
-    pub async fn node_added(&self) {
-        self.added.notified().await
+    /// Follows arrivals of nodes not seen before: `changed()` completes when one
+    /// has arrived since the receiver last looked.
+    pub fn nodes_added(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.added.subscribe()
     }
 
     /// Marks the data as current without changing it: the source confirmed that

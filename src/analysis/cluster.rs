@@ -476,9 +476,7 @@ pub fn analyze<'a>(
             let state = match runtime {
                 _ if !saturated => MissingState::Absent,
                 None => MissingState::Unverifiable,
-                Some(rt) if rt.relevant_images.iter().any(|e| w.is_in(e)) => {
-                    MissingState::Hidden
-                }
+                Some(rt) if rt.relevant_images.iter().any(|e| w.is_in(e)) => MissingState::Hidden,
                 Some(_) => MissingState::Absent,
             };
             missing.push(MissingImage {
@@ -922,7 +920,10 @@ mod tests {
         let r = analyze(&s, &w, &none(), assume, &extras);
         let by = |n: &str| r.nodes.iter().find(|x| x.name == n).unwrap().clone();
         let states = |n: &NodeReport| -> Vec<(String, MissingState)> {
-            n.missing.iter().map(|m| (m.image.clone(), m.state)).collect()
+            n.missing
+                .iter()
+                .map(|m| (m.image.clone(), m.state))
+                .collect()
         };
 
         let full = by("full-agent");
@@ -933,7 +934,11 @@ mod tests {
                 (absent.clone(), MissingState::Absent)
             ]
         );
-        assert_eq!(full.missing_state, Some(MissingState::Absent), "absent first");
+        assert_eq!(
+            full.missing_state,
+            Some(MissingState::Absent),
+            "absent first"
+        );
         assert_eq!(full.missing_images, [hidden.clone(), absent.clone()]);
         assert_eq!(
             (full.runtime_images, full.hidden_images, full.agent_up),
@@ -946,12 +951,24 @@ mod tests {
         );
 
         let blind = by("full-blind");
-        assert!(states(&blind).iter().all(|(_, s)| *s == MissingState::Unverifiable));
+        assert!(
+            states(&blind)
+                .iter()
+                .all(|(_, s)| *s == MissingState::Unverifiable)
+        );
         assert_eq!((blind.hidden_images, blind.agent_up), (None, Some(false)));
 
         let roomy = by("roomy-agent");
-        assert_eq!(roomy.hidden_images, Some(0), "nothing is hidden under the cap");
-        assert!(states(&roomy).iter().all(|(_, s)| *s == MissingState::Absent));
+        assert_eq!(
+            roomy.hidden_images,
+            Some(0),
+            "nothing is hidden under the cap"
+        );
+        assert!(
+            states(&roomy)
+                .iter()
+                .all(|(_, s)| *s == MissingState::Absent)
+        );
 
         // Only hidden images missing: the node's state is hidden.
         let w1 = wanted(&[&hidden], &[], &[]);

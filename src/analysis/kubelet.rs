@@ -130,8 +130,14 @@ mod tests {
             br#"{"kubeletconfig":{"enableServer":true,"nodeStatusMaxImages":50,"podsPerCore":0}}"#;
         let cap = |b: &[u8]| parse_configz(b).map(|s| s.max_images);
         assert_eq!(cap(body), Ok(50));
-        assert_eq!(cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":-1}}"#), Ok(-1));
-        assert_eq!(cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":0}}"#), Ok(0));
+        assert_eq!(
+            cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":-1}}"#),
+            Ok(-1)
+        );
+        assert_eq!(
+            cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":0}}"#),
+            Ok(0)
+        );
         assert_eq!(parse_configz(body).unwrap().image_gc_high_ratio, None);
     }
 
@@ -180,7 +186,10 @@ mod tests {
             (br#"{"node":{"nodeName":"n"}}"#, "no node.runtime"),
             (br#"{"node":{"runtime":{}}}"#, "no node.runtime.imageFs"),
             (br#"{"node":{"runtime":{"imageFs":{}}}}"#, "neither"),
-            (br#"{"node":{"runtime":{"imageFs":{"usedBytes":-1}}}}"#, "not the expected JSON"),
+            (
+                br#"{"node":{"runtime":{"imageFs":{"usedBytes":-1}}}}"#,
+                "not the expected JSON",
+            ),
             (b"Forbidden", "not the expected JSON"),
         ] {
             let e = parse_stats_summary(body).unwrap_err();

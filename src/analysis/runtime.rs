@@ -68,7 +68,10 @@ pub fn summarize(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary
     let mut relevant_images = Vec::new();
     for (i, image) in report.images.iter().enumerate() {
         let mut names = Vec::with_capacity(image.repo_digests.len() + image.repo_tags.len());
-        for (field, list) in [("repoDigests", &image.repo_digests), ("repoTags", &image.repo_tags)] {
+        for (field, list) in [
+            ("repoDigests", &image.repo_digests),
+            ("repoTags", &image.repo_tags),
+        ] {
             for name in list {
                 match ImageRef::parse(name) {
                     Ok(r) => names.push(r),
@@ -119,11 +122,17 @@ mod tests {
             image_fs_used_bytes: Some(7),
         };
         let (s, problems) = summarize(&report, &relevance);
-        assert_eq!((s.image_count, s.image_bytes, s.image_fs_used_bytes), (4, 100, Some(7)));
+        assert_eq!(
+            (s.image_count, s.image_bytes, s.image_fs_used_bytes),
+            (4, 100, Some(7))
+        );
         assert_eq!(s.relevant_images.len(), 1, "{:?}", s.relevant_images);
         assert_eq!(s.relevant_images[0].len(), 2, "digest and tag");
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].starts_with("images[3].repoTags"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("images[3].repoTags"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
             _ => String::new(),
         };
         let title = match n.runtime_images {
-            Some(rt) => format!("{} reported of cap {cap}; the runtime holds {rt}", n.image_count),
+            Some(rt) => format!(
+                "{} reported of cap {cap}; the runtime holds {rt}",
+                n.image_count
+            ),
             None => format!("{} of {cap}", n.image_count),
         };
         let status = status_tag(n);
@@ -315,7 +318,11 @@ mod tests {
         assert!(h.contains("title=\"50 reported of cap 50; the runtime holds 60\""));
         assert!(h.contains("<span class=\"state hidden\">hidden</span>"));
         assert!(h.contains("<b>10 / 50 &middot; runtime 10</b>"));
-        assert_eq!(h.matches("class=\"hidden\"").count(), 1, "none under the cap");
+        assert_eq!(
+            h.matches("class=\"hidden\"").count(),
+            1,
+            "none under the cap"
+        );
     }
 
     #[test]

@@ -147,36 +147,83 @@ pub fn check_report(
         .map_err(|e| format!("collectedAt {:?}: {e}", report.collected_at))?;
     let age = now.duration_since(collected).unwrap_or_default();
     if age > max_age {
+        // No exact age here: the message is logged again only when it changes.
         return Err(format!(
-            "the runtime's list is {}s old (collected at {}), more than {}s: is the runtime down?",
-            age.as_secs(),
+            "the runtime's list was collected at {}, more than {} ago: is the runtime down?",
             report.collected_at,
-            max_age.as_secs()
+            humantime::format_duration(max_age)
         ));
     }
     Ok(report)
 }
 
-/// Reads all of a body, failing past `max` bytes (after decompression).
+/// A buffer that refuses to grow past `max` bytes.
+struct Bounded {
+    buf: Vec<u8>,
+    max: u64,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if (self.buf.len() + data.len()) as u64 > self.max {
+            return Err(std::io::Error::other(format!(
+                "the answer is larger than {} bytes",
+                self.max
+            )));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads all of a body, gzip-compressed or not, failing past `max` bytes after
+/// decompression. (Decompressed here rather than by the HTTP client, so that
+/// the bound applies to what is decoded as it is decoded.)
 async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > max) {
+    use std::io::Write;
+    let gzip = response
+        .headers()
+        .get(reqwest::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzip && response.content_length().is_some_and(|n| n > max) {
         return Err(format!("the answer is larger than {max} bytes"));
     }
-    let mut body = Vec::new();
+    let sink = Bounded {
+        buf: Vec::new(),
+        max,
+    };
+    let mut decoder = gzip.then(|| {
+        flate2::write::MultiGzDecoder::new(Bounded {
+            buf: Vec::new(),
+            max,
+        })
+    });
+    let mut plain = sink;
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(format!("the answer is larger than {max} bytes"));
+        match decoder.as_mut() {
+            Some(d) => d.write_all(&chunk),
+            None => plain.write_all(&chunk),
         }
-        body.extend_from_slice(&chunk);
+        .map_err(|e| e.to_string())?;
     }
-    Ok(body)
+    match decoder {
+        Some(d) => d
+            .finish()
+            .map(|b| b.buf)
+            .map_err(|e| format!("the gzip body is not valid: {e}")),
+        None => Ok(plain.buf),
+    }
 }
 
 /// The client for the agents: rustls with the process's crypto provider, gzip,
 /// and the CA when one is given.
 pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
+    // The whole exchange is bounded by `fetch`; connecting alone by this.
     let mut builder = reqwest::Client::builder()
-        .timeout(opts.timeout)
         .connect_timeout(opts.timeout)
         .pool_max_idle_per_host(1);
     if let Some(path) = &opts.ca_file {
@@ -204,7 +251,9 @@ pub async fn fetch(
 ) -> Result<AgentReport, String> {
     let scheme = if opts.https { "https" } else { "http" };
     let url = format!("{scheme}://{}/v1/images", target.authority);
-    let mut request = client.get(&url);
+    let mut request = client
+        .get(&url)
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip");
     if let (Some((user, _)), Some(password)) = (&opts.basic_auth, password) {
         request = request.basic_auth(user, Some(password));
     }
@@ -218,8 +267,7 @@ pub async fn fetch(
             .await
             .map_err(|e| format!("{url}: {e}"))
     };
-    // The client's timeout covers the whole exchange; this one bounds a body
-    // trickled in slowly, too.
+    // One limit for the whole exchange, a body trickled in slowly included.
     let body = tokio::time::timeout(opts.timeout, work)
         .await
         .map_err(|_| format!("{url}: no complete answer within {:?}", opts.timeout))??;
@@ -251,17 +299,18 @@ async fn read_all(
     // Owned futures: borrowed ones make the task's future not `Send` for every
     // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
     let opts = Arc::new(opts.clone());
-    let results: Vec<(String, Result<AgentReport, String>)> = futures::stream::iter(targets.to_vec())
-        .map(|t| {
-            let (client, opts, password) = (client.clone(), opts.clone(), password.clone());
-            async move {
-                let r = fetch(&client, &opts, &t, password.as_deref()).await;
-                (t.node, r)
-            }
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
+    let results: Vec<(String, Result<AgentReport, String>)> =
+        futures::stream::iter(targets.to_vec())
+            .map(|t| {
+                let (client, opts, password) = (client.clone(), opts.clone(), password.clone());
+                async move {
+                    let r = fetch(&client, &opts, &t, password.as_deref()).await;
+                    (t.node, r)
+                }
+            })
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect()
+            .await;
     let mut ok = 0;
     for (node, result) in results {
         match result {
@@ -308,7 +357,8 @@ pub async fn run(
         }
     };
     let api: Api<EndpointSlice> = Api::namespaced(client, &opts.namespace);
-    let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", opts.service));
+    let config =
+        watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", opts.service));
     let (reader, writer) = reflector::store();
     let discovery = {
         let metrics = metrics.clone();

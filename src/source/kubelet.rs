@@ -161,12 +161,18 @@ pub async fn run(
     // The last error logged per node, so a node failing the same way every
     // interval is logged once at warn level.
     let mut last_error: HashMap<String, String> = HashMap::new();
+    let mut added = store.nodes_added();
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let everyone = tokio::select! {
             _ = tick.tick() => true,
-            _ = store.node_added() => false,
+            r = added.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                false
+            }
             _ = shutdown.cancelled() => return,
         };
         let names: Vec<String> = store

@@ -8,8 +8,8 @@
 
 pub mod agents;
 pub mod apiserver;
-pub mod kubelet;
 pub mod file;
+pub mod kubelet;
 pub mod prepullers;
 
 use crate::analysis::selector::LabelSelector;

@@ -7,9 +7,11 @@
 //! with an ERROR event of status 410 when that version has been compacted away.
 //! Tests change nodes, compact history and drop connections through its methods.
 //!
-//! DaemonSets (`/apis/apps/v1/...daemonsets`) and kube-fledged ImageCaches
-//! (`/apis/kubefledged.io/v1alpha2/...imagecaches`) are served the same way,
-//! cluster-wide or in one namespace, through [`FakeApiServer::apply_object`].
+//! DaemonSets (`/apis/apps/v1/...daemonsets`), kube-fledged ImageCaches
+//! (`/apis/kubefledged.io/v1alpha2/...imagecaches`) and EndpointSlices
+//! (`/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices`) are served the
+//! same way, through [`FakeApiServer::apply_object`]. Each node's kubelet answers
+//! `proxy/configz` and `proxy/stats/summary` (the Summary API's shape).
 
 use axum::Router;
 use axum::body::Body;
@@ -43,6 +45,11 @@ const OTHER_RESOURCES: &[(&str, &str, &str)] = &[
         "/apis/kubefledged.io/v1alpha2",
         "ImageCacheList",
     ),
+    (
+        "endpointslices",
+        "/apis/discovery.k8s.io/v1",
+        "EndpointSliceList",
+    ),
 ];
 
 #[derive(Default)]
@@ -68,6 +75,9 @@ struct Inner {
     configz_in_flight: usize,
     configz_max_in_flight: usize,
     configz_requests: usize,
+    /// What each node's kubelet answers on stats/summary: (used, capacity) bytes
+    /// of its image filesystem, or a raw body; absent: 40 GB of 100 GB.
+    stats: HashMap<String, Stats>,
     /// Response body bytes sent for lists and watches.
     bytes_served: u64,
 }
@@ -95,6 +105,50 @@ pub enum Configz {
     Body(String),
     /// The cap, after a delay.
     Slow(Duration, i64),
+}
+
+/// A kubelet's answer to `GET /api/v1/nodes/{name}/proxy/stats/summary`.
+#[derive(Clone, Debug)]
+pub enum Stats {
+    /// `node.runtime.imageFs` used and capacity bytes.
+    ImageFs { used: u64, capacity: u64 },
+    /// An error status.
+    Status(u16),
+    /// A raw 200 body.
+    Body(String),
+}
+
+/// A Summary API answer (`k8s.io/kubelet/pkg/apis/stats/v1alpha1.Summary`) with
+/// the fields a kubelet fills in, pods included.
+pub fn stats_summary(node: &str, used: u64, capacity: u64) -> Value {
+    let now = "2026-11-25T10:00:00Z";
+    let fs = |used: u64, capacity: u64| {
+        json!({"time": now, "availableBytes": capacity - used, "capacityBytes": capacity,
+               "usedBytes": used, "inodesFree": 6_000_000, "inodes": 6_553_600, "inodesUsed": 553_600})
+    };
+    json!({
+        "node": {
+            "nodeName": node,
+            "systemContainers": [{"name": "kubelet", "startTime": now,
+                                  "cpu": {"time": now, "usageNanoCores": 21_000_000, "usageCoreNanoSeconds": 9_000_000_000u64},
+                                  "memory": {"time": now, "workingSetBytes": 90_000_000, "rssBytes": 60_000_000}}],
+            "startTime": now,
+            "cpu": {"time": now, "usageNanoCores": 300_000_000, "usageCoreNanoSeconds": 90_000_000_000u64},
+            "memory": {"time": now, "availableBytes": 8_000_000_000u64, "usageBytes": 4_000_000_000u64,
+                       "workingSetBytes": 3_000_000_000u64, "rssBytes": 2_000_000_000u64},
+            "network": {"time": now, "name": "eth0", "rxBytes": 1, "txBytes": 1, "interfaces": []},
+            "fs": fs(used / 2, capacity),
+            "runtime": {"imageFs": fs(used, capacity), "containerFs": fs(used, capacity)},
+            "rlimit": {"time": now, "maxpid": 4_194_304, "curproc": 612}
+        },
+        "pods": [{
+            "podRef": {"name": "jupyter-someone", "namespace": "nublado-someone", "uid": "5b0c1e8e"},
+            "startTime": now,
+            "containers": [{"name": "notebook", "startTime": now,
+                            "rootfs": fs(1_000_000, capacity), "logs": fs(10_000, capacity)}],
+            "volume": [], "ephemeral-storage": fs(1_010_000, capacity)
+        }]
+    })
 }
 
 #[derive(Clone)]
@@ -157,6 +211,14 @@ impl FakeApiServer {
         let app = Router::new()
             .route("/api/v1/nodes", get(nodes_handler))
             .route("/api/v1/nodes/{name}/proxy/configz", get(configz_handler))
+            .route(
+                "/api/v1/nodes/{name}/proxy/stats/summary",
+                get(stats_handler),
+            )
+            .route(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                get(endpointslices_handler),
+            )
             .route("/apis/apps/v1/daemonsets", get(daemonsets_handler))
             .route(
                 "/apis/apps/v1/namespaces/{ns}/daemonsets",
@@ -232,7 +294,8 @@ impl FakeApiServer {
         self.record(&mut inner, "DELETED", "nodes", node);
     }
 
-    /// Creates or replaces a DaemonSet or ImageCache (`resource` is its plural).
+    /// Creates or replaces a DaemonSet, ImageCache or EndpointSlice (`resource` is
+    /// its plural).
     pub fn apply_object(&self, resource: &str, object: Value) {
         let resource = OTHER_RESOURCES
             .iter()
@@ -253,7 +316,7 @@ impl FakeApiServer {
         self.record(&mut inner, kind, resource, object);
     }
 
-    /// Deletes a DaemonSet or ImageCache.
+    /// Deletes a DaemonSet, ImageCache or EndpointSlice.
     pub fn delete_object(&self, resource: &'static str, namespace: &str, name: &str) {
         let mut inner = self.inner.lock().unwrap();
         let object = inner
@@ -301,6 +364,14 @@ impl FakeApiServer {
             .lock()
             .unwrap()
             .configz
+            .insert(node.to_string(), answer);
+    }
+
+    pub fn set_stats(&self, node: &str, answer: Stats) {
+        self.inner
+            .lock()
+            .unwrap()
+            .stats
             .insert(node.to_string(), answer);
     }
 
@@ -528,6 +599,7 @@ impl Scope {
     fn other(resource: &'static str, namespace: Option<String>) -> Scope {
         let (kind, list_kind, api_version) = match resource {
             "daemonsets" => ("DaemonSet", "DaemonSetList", "apps/v1"),
+            "endpointslices" => ("EndpointSlice", "EndpointSliceList", "discovery.k8s.io/v1"),
             _ => ("ImageCache", "ImageCacheList", "kubefledged.io/v1alpha2"),
         };
         Scope {
@@ -568,6 +640,41 @@ async fn imagecaches_handler(
 ) -> Response {
     let scope = Scope::other("imagecaches", ns.map(|n| n.0));
     serve_scope(server, p, uri, scope).await
+}
+
+async fn endpointslices_handler(
+    State(server): State<FakeApiServer>,
+    axum::extract::Path(ns): axum::extract::Path<String>,
+    Query(p): Query<Params>,
+    uri: axum::http::Uri,
+) -> Response {
+    let scope = Scope::other("endpointslices", Some(ns));
+    serve_scope(server, p, uri, scope).await
+}
+
+async fn stats_handler(
+    State(server): State<FakeApiServer>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let answer = {
+        let inner = server.inner.lock().unwrap();
+        inner.nodes.contains_key(&name).then(|| {
+            inner.stats.get(&name).cloned().unwrap_or(Stats::ImageFs {
+                used: 40_000_000_000,
+                capacity: 100_000_000_000,
+            })
+        })
+    };
+    match answer {
+        None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+        Some(Stats::ImageFs { used, capacity }) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            stats_summary(&name, used, capacity).to_string(),
+        )
+            .into_response(),
+        Some(Stats::Body(b)) => b.into_response(),
+        Some(Stats::Status(code)) => status(code, "Forbidden", &format!("stats: {code}")),
+    }
 }
 
 async fn nodes_handler(

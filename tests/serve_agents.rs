@@ -1,0 +1,399 @@
+//! The central exporter reading node agents and kubelet stats, through the real
+//! binary: agents are found through an EndpointSlice the fake API server serves
+//! (`discovery.k8s.io/v1`, label `kubernetes.io/service-name`), and answer on
+//! loopback. The agents here stand for well-behaved and misbehaving peers on the
+//! network: one answers as an agent does, the others are slow, send garbage, send
+//! 100 MB, report a stale runtime list, or are not there at all. (The agent
+//! itself, against a real containerd, is tested in tests/e2e/test_agent.py.)
+
+mod support;
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use support::fake_apiserver::{Configz, FakeApiServer, Stats, filler, node};
+use support::{Exporter, kubeconfig, sample};
+
+const LAB: &str = "ghcr.io/lsst-sqre/sciplat-lab";
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// What an agent on node `node` answers: 50 filler images (those the API shows),
+/// 9 more, and the hidden wanted image.
+fn agent_answer(node: &str, collected_at: &str) -> Value {
+    let mut images: Vec<Value> = (0..59)
+        .map(|i| {
+            json!({"id": format!("sha256:{i:064x}"), "repoTags": [format!("docker.io/library/app{i}:1")],
+                   "repoDigests": [], "size": 1_000_000 - i})
+        })
+        .collect();
+    images.push(json!({
+        "id": "sha256:aa", "repoTags": [format!("{LAB}:w_2026_47")],
+        "repoDigests": [format!("{LAB}@sha256:{}", "a".repeat(64))], "size": 10
+    }));
+    json!({"node": node, "collectedAt": collected_at, "images": images,
+           "imageFsUsedBytes": 123456})
+}
+
+/// Serves `router` on an ephemeral loopback port.
+async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.unwrap();
+    });
+    addr
+}
+
+fn endpoint_slice(name: &str, node: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "imagecap",
+                     "labels": {"kubernetes.io/service-name": "imagecap-agent"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http-metrics", "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "nodeName": node,
+                       "conditions": {"ready": true, "serving": true, "terminating": false}}]
+    })
+}
+
+#[tokio::test]
+async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable() {
+    let nodes = [
+        "full", "slow", "garbage", "huge", "stale", "gone", "no-agent",
+    ];
+    let fake =
+        FakeApiServer::start(nodes.iter().map(|n| node(n, &[], &filler(50))).collect()).await;
+    fake.set_configz(
+        "full",
+        Configz::Body(
+            json!({"kubeletconfig": {"nodeStatusMaxImages": 50,
+                   "imageGCHighThresholdPercent": 85, "imageGCLowThresholdPercent": 80}})
+            .to_string(),
+        ),
+    );
+    fake.set_stats(
+        "full",
+        Stats::ImageFs {
+            used: 82_000_000_000,
+            capacity: 100_000_000_000,
+        },
+    );
+    fake.set_stats("slow", Stats::Status(403));
+
+    let good = serve(Router::new().route(
+        "/v1/images",
+        get(|| async { axum::Json(agent_answer("full", &now_rfc3339())) }),
+    ))
+    .await;
+    let slow = serve(Router::new().route(
+        "/v1/images",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            axum::Json(agent_answer("slow", &now_rfc3339()))
+        }),
+    ))
+    .await;
+    let garbage = serve(Router::new().route(
+        "/v1/images",
+        get(|| async { "<html><body>502 Bad Gateway</body></html>" }),
+    ))
+    .await;
+    // 100 MB, produced as it is sent: a well-formed start that never ends early.
+    let huge = serve(Router::new().route(
+        "/v1/images",
+        get(|| async {
+            let head = futures::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from(
+                    r#"{"node":"huge","collectedAt":"2026-11-25T10:00:00Z","images":["#,
+                ))
+            });
+            let entry = axum::body::Bytes::from(
+                r#"{"id":"sha256:0","repoTags":["docker.io/library/x:1"],"size":1},"#.repeat(1000),
+            );
+            let n = 100_000_000 / entry.len();
+            let body = futures::stream::StreamExt::chain(
+                head,
+                futures::stream::iter((0..n).map(move |_| Ok(entry.clone()))),
+            );
+            Body::from_stream(body)
+        }),
+    ))
+    .await;
+    let stale = serve(Router::new().route(
+        "/v1/images",
+        get(|| async { axum::Json(agent_answer("stale", "2026-01-01T00:00:00Z")) }),
+    ))
+    .await;
+    // A port nothing listens on any more.
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for (name, addr) in [
+        ("full", good),
+        ("slow", slow),
+        ("garbage", garbage),
+        ("huge", huge),
+        ("stale", stale),
+        ("gone", gone),
+    ] {
+        fake.apply_object(
+            "endpointslices",
+            endpoint_slice(&format!("imagecap-agent-{name}"), name, addr.port()),
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("prepull:\n  images:\n    - {LAB}:w_2026_47\n    - {LAB}:w_2026_46\n"),
+    )
+    .unwrap();
+    let exporter = Exporter::start(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--agents",
+            "imagecap/imagecap-agent",
+            "--agents-interval",
+            "1s",
+            "--agents-timeout",
+            "1s",
+            "--agents-max-bytes",
+            "1MiB",
+            "--kubelet-configz",
+            "--kubelet-stats",
+            "--kubelet-stats-interval",
+            "1s",
+        ],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+    let w47 = format!("{LAB}:w_2026_47");
+    let w46 = format!("{LAB}:w_2026_46");
+    let m = exporter
+        .wait_metrics("every agent tried twice", |m| {
+            sample(m, "imagecap_node_hidden_images", &[("node", "full")]) == Some(10.0)
+                && sample(m, "imagecap_source_errors_total", &[("kind", "agent")])
+                    .is_some_and(|n| n >= 10.0)
+        })
+        .await;
+    let m = m.as_str();
+    assert_eq!(
+        sample(m, "imagecap_node_runtime_images", &[("node", "full")]),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample(m, "imagecap_node_agent_up", &[("node", "full")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "full"), ("image", &w47), ("state", "hidden")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_prepull_image_missing",
+            &[("node", "full"), ("image", &w46), ("state", "absent")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_prepull_missing_images",
+            &[("node", "full"), ("state", "hidden")]
+        ),
+        Some(1.0)
+    );
+    for bad in ["slow", "garbage", "huge", "stale", "gone", "no-agent"] {
+        assert_eq!(
+            sample(m, "imagecap_node_agent_up", &[("node", bad)]),
+            Some(0.0),
+            "{bad}"
+        );
+        assert_eq!(
+            sample(
+                m,
+                "imagecap_node_prepull_missing_images",
+                &[("node", bad), ("state", "unverifiable")]
+            ),
+            Some(2.0),
+            "{bad} falls back to unverifiable"
+        );
+        assert_eq!(
+            sample(m, "imagecap_node_hidden_images", &[("node", bad)]),
+            None
+        );
+    }
+    // Kubelet stats and GC thresholds.
+    assert_eq!(
+        sample(m, "imagecap_node_image_fs_used_bytes", &[("node", "full")]),
+        Some(82e9)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_image_fs_capacity_bytes",
+            &[("node", "full")]
+        ),
+        Some(1e11)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_image_gc_high_threshold_ratio",
+            &[("node", "full")]
+        ),
+        Some(0.85)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_image_gc_low_threshold_ratio",
+            &[("node", "full")]
+        ),
+        Some(0.8)
+    );
+    assert_eq!(
+        sample(
+            m,
+            "imagecap_node_image_fs_used_bytes",
+            &[("node", "garbage")]
+        ),
+        Some(40e9),
+        "the default answer"
+    );
+    assert_eq!(
+        sample(m, "imagecap_node_image_fs_used_bytes", &[("node", "slow")]),
+        None,
+        "a 403 leaves no figure"
+    );
+    assert!(
+        sample(
+            m,
+            "imagecap_source_errors_total",
+            &[("kind", "kubelet-stats")]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
+    let log = exporter.log_text();
+    for needle in [
+        "larger than 1048576 bytes",
+        "not an agent report",
+        "runtime down",
+        "no complete answer within",
+        "RBAC",
+    ] {
+        assert!(log.contains(needle), "{needle:?} in\n{log}");
+    }
+
+    // The status page shows the hidden segment.
+    let (code, page) = exporter.get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("50 / 50 &middot; 10 hidden"), "{page}");
+    assert!(page.contains("<span class=\"state hidden\">hidden</span>"));
+
+    // The agent's EndpointSlice goes away: its node falls back, through the watch.
+    fake.delete_object("endpointslices", "imagecap", "imagecap-agent-full");
+    exporter
+        .wait_metrics("the node without its agent", |m| {
+            sample(m, "imagecap_node_agent_up", &[("node", "full")]) == Some(0.0)
+                && sample(
+                    m,
+                    "imagecap_node_prepull_missing_images",
+                    &[("node", "full"), ("state", "unverifiable")],
+                ) == Some(2.0)
+        })
+        .await;
+}
+
+#[test]
+fn check_reads_saved_agent_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = json!({"apiVersion": "v1", "kind": "List",
+                       "items": [node("full", &[], &filler(50)), node("blind", &[], &filler(50))]});
+    let nodes_file = dir.path().join("nodes.json");
+    std::fs::write(&nodes_file, nodes.to_string()).unwrap();
+    let agents_file = dir.path().join("agents.json");
+    let answers = json!([
+        agent_answer("full", "2026-01-01T00:00:00Z"),
+        agent_answer("not-a-node", "2026-01-01T00:00:00Z")
+    ]);
+    std::fs::write(&agents_file, answers.to_string()).unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("prepull:\n  images:\n    - {LAB}:w_2026_47\n    - {LAB}:w_2026_46\n"),
+    )
+    .unwrap();
+    let run = |format: &str, agents: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imagecap-exporter"))
+            .args(["check", "--format", format, "--config"])
+            .arg(&config)
+            .arg("--nodes-file")
+            .arg(&nodes_file)
+            .arg("--agents-file")
+            .arg(agents)
+            .output()
+            .unwrap()
+    };
+    let out = run("json", &agents_file);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let full = &report["nodes"][1];
+    assert_eq!(full["name"], "full");
+    assert_eq!(full["hiddenImages"], 10);
+    assert_eq!(full["runtimeImages"], 60);
+    assert_eq!(full["agentUp"], true);
+    assert_eq!(
+        full["missing"],
+        json!([{"image": format!("{LAB}:w_2026_46"), "state": "absent"},
+               {"image": format!("{LAB}:w_2026_47"), "state": "hidden"}])
+    );
+    assert_eq!(full["missingState"], "absent");
+    assert_eq!(full["missingImages"].as_array().unwrap().len(), 2);
+    let blind = &report["nodes"][0];
+    assert_eq!(blind["agentUp"], false);
+    assert!(blind.get("hiddenImages").is_none());
+    assert_eq!(blind["missingState"], "unverifiable");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not-a-node"),
+        "an answer for an unknown node is reported"
+    );
+
+    let out = run("table", &agents_file);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().next().unwrap().contains("HIDDEN"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("full")).unwrap();
+    assert!(line.contains("50/50       10"), "{line}");
+    assert!(
+        line.contains("(hidden)") && line.contains("(absent)"),
+        "{line}"
+    );
+
+    std::fs::write(&agents_file, "{\"node\": \"full\"}").unwrap();
+    let out = run("json", &agents_file);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("expected a JSON array of node-agent answers")
+    );
+}
