@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from containerd import ImportedImage, make_images, remove_images
-from harness import BIN, start_agent, wait_for
+from harness import BIN, ROOT, start_agent, wait_for
 
 NODE = "worker-7"
 # Distinct sizes: a layer file of 1000 * (i + 1) bytes for image i.
@@ -150,3 +150,37 @@ def test_bad_flags_exit_2(args, message):
                          env={"PATH": "/usr/bin:/bin"})
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
+
+
+def readme_agent_table() -> dict[str, tuple[str, set[str]]]:
+    """name -> (type, label keys), from the README's agent metric table."""
+    section = (ROOT / "README.md").read_text().split("\n## Node agent\n")[1].split("\n## ")[0]
+    table = section.split("| metric | type | labels | meaning |")[1].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.split("|")]
+            labels = {label.strip().strip("`") for label in cells[3].split(",") if label.strip()}
+            rows[cells[1].strip("`")] = (cells[2], labels)
+    return rows
+
+
+def exposed(text: str) -> dict[str, tuple[str, set[str]]]:
+    """name -> (type, label keys), from a Prometheus text exposition."""
+    families: dict[str, tuple[str, set[str]]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line[len("# TYPE "):].split(" ")
+            families[name] = (kind, set())
+        elif line and not line.startswith("#"):
+            m = re.match(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ", line)
+            families[m.group(1)][1].update(re.findall(r'(\w+)="', m.group(2) or ""))
+    return families
+
+
+def test_the_readme_agent_metric_table_matches_what_is_served(agent):
+    text = wait_for("every agent family with samples", lambda: (t := agent.metrics()) and
+                    "imagecap_runtime_image_fs_used_bytes{" in t and t)
+    documented = readme_agent_table()
+    assert len(documented) >= 7
+    assert exposed(text) == documented
