@@ -141,6 +141,30 @@ def test_before_any_answer_nothing_is_made_up(workdir, procs):
     assert a.alive()
 
 
+def test_web_config_protects_the_data_not_the_probes(workdir, procs):
+    """The agent's HTTP side is serve's: basic auth from --web.config.file on
+    /metrics and /v1/images, the probes open; a bad web config exits 2."""
+    import bcrypt
+    cfg = workdir / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    cfg.write_text(f"basic_auth_users:\n  exporter: '{hashed}'\n")
+    a = start_agent(workdir, "guarded", f"unix://{workdir}/none.sock", extra=["--web.config.file", str(cfg)])
+    procs.append(a)
+    assert a.get("/metrics").status_code == 401
+    assert a.get("/v1/images").status_code == 401
+    assert a.get("/v1/images", auth=("exporter", "wrong")).status_code == 401
+    assert a.get("/metrics", auth=("exporter", "s3cret")).status_code == 200
+    assert a.get("/v1/images", auth=("exporter", "s3cret")).status_code == 503, "authorized, nothing read yet"
+    assert a.get("/healthz").status_code == 200
+    assert a.get("/readyz").status_code == 503
+
+    cfg.write_text("basic_auth_users:\n  exporter: plaintext\n")
+    res = subprocess.run([str(BIN), "agent", "--node-name", "n", "--listen", "127.0.0.1:0",
+                          "--web.config.file", str(cfg)], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert "basic_auth_users.exporter" in res.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--node-name", "n", "--cri-endpoint", "tcp://127.0.0.1:1"], "unix socket"),
     (["--node-name", ""], "must not be empty"),
