@@ -13,6 +13,9 @@ WORKDIR /src
 # Only what the crate needs to build; see .dockerignore for what never enters the context.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# build.rs generates the CRI client from proto/ (protox: no protoc needed).
+COPY build.rs ./
+COPY proto ./proto
 # Cargo.toml declares the benchmarks, and cargo checks that their files exist.
 COPY benches ./benches
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -28,6 +28,9 @@ pub enum Command {
     /// Print the analysis once. Exit 0: no node at its cap and no wanted image
     /// missing; 1: some are; 2: bad input.
     Check(CheckArgs),
+    /// The node agent: ask the container runtime over CRI for every image it holds
+    /// and serve the answer at /v1/images and /metrics.
+    Agent(AgentArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -217,6 +220,58 @@ pub struct CheckArgs {
     pub format: Format,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The node this agent runs on, the `node` label of every series (the chart
+    /// sets it from the downward API, spec.nodeName).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME", value_parser = parse_node_name)]
+    pub node_name: String,
+
+    /// The container runtime's CRI socket: `unix:///PATH` or a bare path
+    /// (CRI-O: unix:///var/run/crio/crio.sock).
+    #[arg(long, value_name = "ENDPOINT", default_value = "unix:///run/containerd/containerd.sock", value_parser = crate::agent::cri::parse_endpoint)]
+    pub cri_endpoint: std::path::PathBuf,
+
+    /// Time between two readings of the runtime's images.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Limit for one CRI call (connecting included).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub cri_timeout: Duration,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9755")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// The HTTP server's flags, as `serve` has them.
+#[derive(Args, Debug, Clone)]
+pub struct WebArgs {
+    /// Prometheus exporter-toolkit web configuration (TLS, client certificates,
+    /// basic auth), as used by node_exporter. /healthz and /readyz need no auth.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// Time a new connection (TLS handshake included), or a request begun on a
+    /// kept-alive one, has to send complete request headers before it is closed.
+    #[arg(long = "web.header-read-timeout", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time a kept-alive connection may wait for its next request, and a response
+    /// may go without the client reading any of it, before the connection is closed.
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most connections open at once (see `serve --help`). Lowered to fit the
+    /// open-file limit.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -279,6 +334,14 @@ fn parse_agents(s: &str) -> Result<(String, String), String> {
     crate::source::agents::parse_service_ref(s)
 }
 
+fn parse_node_name(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(s.to_string())
+}
+
 fn parse_max_images(s: &str) -> Result<i64, String> {
     let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
     crate::config::validate_max_images(n)
@@ -308,6 +371,38 @@ mod tests {
         assert_eq!(s.web_idle_timeout, Duration::from_secs(120));
         assert_eq!(s.web_max_connections, 512);
         assert_eq!(s.max_nodes_file_bytes, 256 << 20);
+    }
+
+    #[test]
+    fn agent_defaults_and_node_name() {
+        let cli = Cli::try_parse_from(["x", "agent", "--node-name", "worker-1"]).unwrap();
+        let Command::Agent(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.node_name, "worker-1");
+        assert_eq!(
+            a.cri_endpoint,
+            std::path::Path::new("/run/containerd/containerd.sock")
+        );
+        assert_eq!(a.listen.to_string(), "0.0.0.0:9755");
+        assert_eq!(a.interval, Duration::from_secs(60));
+        assert_eq!(a.cri_timeout, Duration::from_secs(10));
+        assert_eq!(a.web.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(a.web.config_file, None);
+        for argv in [
+            vec!["x", "agent", "--node-name", " "],
+            vec![
+                "x",
+                "agent",
+                "--node-name",
+                "n",
+                "--cri-endpoint",
+                "tcp://1.2.3.4:1",
+            ],
+            vec!["x", "agent", "--node-name", "n", "--interval", "0s"],
+        ] {
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

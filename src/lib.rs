@@ -7,8 +7,10 @@
 //! - [`store`]: the current node summaries and the cached report;
 //! - [`analysis`]: pure functions, node data in, summaries and reports out;
 //! - outputs: [`metrics`] (every metric family), [`serve`] (the HTTP side) and
-//!   [`check`] (the report printed once).
+//!   [`check`] (the report printed once);
+//! - [`agent`]: the per-node process that asks the container runtime over CRI.
 
+pub mod agent;
 pub mod analysis;
 pub mod check;
 pub mod cli;

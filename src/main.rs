@@ -1,8 +1,9 @@
 //! Wiring: flags to settings, sources to the store, the store to the HTTP side.
 
 use clap::Parser;
+use imagecap_exporter::agent;
 use imagecap_exporter::check;
-use imagecap_exporter::cli::{Cli, Command, LogFormat, Mode, ServeArgs};
+use imagecap_exporter::cli::{AgentArgs, Cli, Command, LogFormat, Mode, ServeArgs};
 use imagecap_exporter::config::{Settings, SourceConfig};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check::run(args).await,
+            Command::Agent(args) => run_agent(args).await,
         }
     })
 }
@@ -125,7 +127,19 @@ const RESERVED_FILES: u64 = 64;
 /// (raised to its hard limit first) so that accepting never fails for lack of
 /// descriptors.
 fn connection_limits(args: &ServeArgs) -> conn::Limits {
-    let mut max_connections = u64::from(args.web_max_connections);
+    fit_connection_limits(
+        args.web_max_connections,
+        args.web_header_read_timeout,
+        args.web_idle_timeout,
+    )
+}
+
+fn fit_connection_limits(
+    max_connections: u32,
+    header_read_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+) -> conn::Limits {
+    let mut max_connections = u64::from(max_connections);
     if let Some(files) = imagecap_exporter::sys::raise_open_file_limit() {
         let fit = files.saturating_sub(RESERVED_FILES).max(1);
         if fit < max_connections {
@@ -137,10 +151,27 @@ fn connection_limits(args: &ServeArgs) -> conn::Limits {
         }
     }
     conn::Limits {
-        header_read_timeout: args.web_header_read_timeout,
-        idle_timeout: args.web_idle_timeout,
+        header_read_timeout,
+        idle_timeout,
         max_connections: max_connections as usize,
     }
+}
+
+/// The node agent, stopped like `serve`.
+async fn run_agent(args: AgentArgs) -> ExitCode {
+    let w = &args.web;
+    let limits = fit_connection_limits(w.max_connections, w.header_read_timeout, w.idle_timeout);
+    let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+    let server = match agent::start(args, limits, &tasks, &shutdown).await {
+        Ok(server) => server,
+        Err(e @ agent::StartError::BadInput(_)) => return check::bad_input(e),
+        Err(e) => {
+            eprintln!("imagecap-exporter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+    run(server, tasks, shutdown).await
 }
 
 /// Starts the node source (under [`source::supervise`]), the sources of wanted

@@ -32,7 +32,7 @@ fn qualities<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = 
 /// Whether the `Accept` header values prefer OpenMetrics to the Prometheus text
 /// format: OpenMetrics with a quality above zero and not below that of any range
 /// matching `text/plain` (`text/plain`, `text/*`, `*/*`). `q=0` means "not this".
-fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
+pub(crate) fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
     let mut openmetrics: Option<f32> = None;
     let mut text: Option<f32> = None;
     for (media, q) in qualities(accept) {

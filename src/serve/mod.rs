@@ -48,10 +48,17 @@ pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
         .route("/", get(status_page))
         .route("/metrics", get(metrics::handler))
         .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
-    Router::new()
+    let routes = Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz));
+    with_common_layers(routes).with_state(state)
+}
+
+/// The layers every route of `serve` and `agent` goes through: the request
+/// timeout, gzip and request tracing.
+pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
@@ -61,7 +68,6 @@ pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
         // the CPU cost per scrape small.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
@@ -102,6 +108,20 @@ pub async fn serve(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let app = |auth| router(state, auth);
+    serve_app(listener, app, web, web_config_file, limits, tasks, shutdown).await
+}
+
+/// [`serve`] for any router: `app` builds it around the basic auth of `web`.
+pub async fn serve_app(
+    listener: TcpListener,
+    app: impl FnOnce(Arc<auth::BasicAuth>) -> Router,
+    web: WebConfig,
+    web_config_file: Option<PathBuf>,
+    limits: conn::Limits,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let auth = Arc::new(auth::BasicAuth::new(web.users.clone()));
     let tls = match &web.tls {
         None => None,
@@ -124,5 +144,5 @@ pub async fn serve(
             shutdown.clone(),
         ));
     }
-    conn::serve(listener, router(state, auth), tls, limits, shutdown).await
+    conn::serve(listener, app(auth), tls, limits, shutdown).await
 }

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+import containerd as containerd_harness
 from harness import BIN, Alertmanager, Exporter, Prometheus, new_workdir, start_exporter  # noqa: F401
 
 
@@ -28,3 +29,18 @@ def procs():
 def _binary_built():
     if not BIN.exists():
         pytest.fail(f"{BIN} is missing: run `cargo build` first (scripts/test.sh does)")
+
+
+@pytest.fixture(scope="session")
+def containerd():
+    """A real containerd (tests/e2e/containerd.py) for the whole session, with its own
+    root, state and socket under a temporary directory; skipped, saying why, where
+    it cannot run. Tests that stop it must start it again before they end."""
+    reason = containerd_harness.unavailable_reason()
+    if reason:
+        pytest.skip(f"no containerd: {reason}")
+    d = new_workdir("containerd")
+    ctd = containerd_harness.start_containerd(d)
+    yield ctd
+    ctd.stop()
+    shutil.rmtree(d, ignore_errors=True)

@@ -216,3 +216,43 @@ class Alertmanager(Proc):
 
 def new_workdir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"imagecap-{prefix}-"))
+
+
+class Agent(Proc):
+    """imagecap-exporter agent (the node agent), listening on an ephemeral loopback port."""
+
+    def __init__(self, workdir: Path, node: str, cri_endpoint: str, args: list[str] | None = None):
+        argv = [str(BIN), "--log-format", "json", "agent", "--node-name", node,
+                "--cri-endpoint", cri_endpoint, "--listen", "127.0.0.1:0", *(args or [])]
+        super().__init__(f"agent-{node}", argv, workdir, cwd=ROOT)
+        self.node = node
+        self.addr = self._started(lambda: wait_for("the agent to log its listen address", self._addr, timeout=30))
+        self.url = f"http://{self.addr}"
+
+    def _addr(self):
+        if not self.alive():
+            raise RuntimeError(f"agent exited:\n{self.log()}")
+        for line in self.log().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            fields = rec.get("fields", {})
+            if fields.get("addr") and fields.get("message") == "node agent listening":
+                return fields["addr"]
+        return None
+
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kw)
+
+    def metrics(self) -> str:
+        r = self.get("/metrics")
+        r.raise_for_status()
+        return r.text
+
+
+def start_agent(workdir: Path, node: str, cri_endpoint: str, interval: str = "1s",
+                extra: list[str] | None = None) -> Agent:
+    """Starts the agent reading `cri_endpoint` every `interval` (not waiting for readiness)."""
+    return Agent(workdir, node, cri_endpoint, ["--interval", interval, *(extra or [])])

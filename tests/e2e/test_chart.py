@@ -46,6 +46,7 @@ ALL_ON = {
     "grafanaDashboard": {"enabled": True},
     "networkPolicy": {"enabled": True},
     "kubeletConfigz": {"enabled": True},
+    "agent": {"enabled": True},
 }
 TOGGLES = {
     "default": {},
@@ -66,6 +67,7 @@ OPTIONAL_OBJECTS = {
     "grafanaDashboard": {("ConfigMap", "imagecap-imagecap-exporter-dashboard")},
     "networkPolicy": {("NetworkPolicy", "imagecap-imagecap-exporter")},
     "kubeletConfigz": set(),
+    "agent": {("DaemonSet", "imagecap-imagecap-exporter-agent"), ("Service", "imagecap-imagecap-exporter-agent")},
 }
 NODES_RULE = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
 PROXY_RULE = {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}
@@ -328,10 +330,13 @@ def test_renders_the_expected_objects(chart, toggle):
         expected |= OPTIONAL_OBJECTS[name]
     docs = render(chart, values)
     got = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    if "agent" in values and "networkPolicy" in values:
+        expected.add(("NetworkPolicy", "imagecap-imagecap-exporter-agent"))
     assert sorted(got) == sorted(expected)
     for d in docs:
         labels = d["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == "imagecap-exporter"
+        agent = d["metadata"]["name"].endswith("-agent")
+        assert labels["app.kubernetes.io/name"] == ("imagecap-exporter-agent" if agent else "imagecap-exporter")
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/version"] == "0.1.0"
         assert labels["app.kubernetes.io/managed-by"] == "Helm"

@@ -172,3 +172,28 @@ every namespace (a ClusterRole rule), otherwise a Role in that namespace.
 {{- define "imagecap-exporter.namespace" -}}
 {{- default .root.Release.Namespace .ns -}}
 {{- end -}}
+
+{{/* Name of the node agent's objects: "<fullname>-agent", at most 63 characters. */}}
+{{- define "imagecap-exporter.agentName" -}}
+{{- printf "%s-agent" (include "imagecap-exporter.fullname" . | trunc 57 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
+Labels that select the node agent's pods. Their app.kubernetes.io/name differs from
+the exporter's, so the exporter's Service, ServiceMonitor and NetworkPolicy never
+pick agent pods.
+*/}}
+{{- define "imagecap-exporter.agentSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-agent" (include "imagecap-exporter.name" . | trunc 57 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Standard labels on the node agent's objects. */}}
+{{- define "imagecap-exporter.agentLabels" -}}
+helm.sh/chart: {{ include "imagecap-exporter.chart" . }}
+{{ include "imagecap-exporter.agentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: agent
+app.kubernetes.io/part-of: imagecap-exporter
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}

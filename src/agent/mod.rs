@@ -1,0 +1,305 @@
+//! The node agent (`imagecap-exporter agent`): asks the container runtime over
+//! CRI for every image it holds, since the kubelet reports at most
+//! `nodeStatusMaxImages` of them, and serves the answer.
+//!
+//! Every `--interval` it makes the two read-only CRI calls `ListImages` and
+//! `ImageFsInfo` ([`cri`]), turns the answer into an [`AgentReport`]
+//! ([`report`]), serialized once, and serves:
+//!
+//! - `/v1/images`: the last successful report as JSON (gzip when accepted); 503
+//!   with a JSON error before the first success;
+//! - `/metrics`: [`metrics`];
+//! - `/healthz`: the process serves;
+//! - `/readyz`: 200 once a `ListImages` has succeeded, and from then on: while the
+//!   runtime restarts the agent keeps serving its last answer with
+//!   `imagecap_runtime_up 0`, and leaving the Service would hide exactly that.
+//!
+//! It uses no Kubernetes API. The HTTP side is that of `serve`: the same
+//! connection limits, web configuration (TLS, basic auth) and layers; the probes
+//! need no auth.
+
+pub mod cri;
+pub mod metrics;
+pub mod report;
+
+use crate::analysis::runtime::AgentReport;
+use crate::cli::AgentArgs;
+use crate::metrics::Format;
+use crate::serve::conn::{self, RateLimited};
+use crate::serve::web_config::WebConfig;
+use crate::serve::{self, auth};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics::{AgentMetrics, Call};
+use report::Snapshot;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Least time between two logged failures of the runtime.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// What the agent knows of the runtime.
+#[derive(Debug, Default)]
+pub struct Status {
+    /// The last successful reading.
+    pub last: Option<Arc<Snapshot>>,
+    /// The last `ListImages` succeeded.
+    pub up: bool,
+    /// Why the last `ListImages` failed, while it does.
+    pub last_error: Option<String>,
+}
+
+/// The state the routes share.
+#[derive(Clone)]
+pub struct Agent {
+    status: Arc<RwLock<Status>>,
+    metrics: Arc<AgentMetrics>,
+}
+
+impl Agent {
+    pub fn new(node: &str) -> Agent {
+        Agent {
+            status: Arc::default(),
+            metrics: Arc::new(AgentMetrics::new(node, env!("CARGO_PKG_VERSION"))),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Status> {
+        self.status.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Status> {
+        self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a reading: the report on success, the reason otherwise.
+    fn record(&self, reading: Result<Snapshot, String>) {
+        let mut status = self.write();
+        match reading {
+            Ok(snapshot) => {
+                status.last = Some(Arc::new(snapshot));
+                status.up = true;
+                status.last_error = None;
+            }
+            Err(reason) => {
+                status.up = false;
+                status.last_error = Some(reason);
+            }
+        }
+    }
+}
+
+/// Reads the runtime once: both calls at once; the report needs `ListImages`,
+/// `ImageFsInfo` only adds to it. Failures are counted and logged (rate-limited).
+async fn read_runtime(
+    client: &cri::Client,
+    node: &str,
+    agent: &Agent,
+    warn: &RateLimited,
+) -> Result<Snapshot, String> {
+    let (images, fs) = tokio::join!(client.list_images(), client.image_fs_info());
+    let fs = match fs {
+        Ok(fs) => Some(fs),
+        Err(e) => {
+            agent.metrics.error(Call::ImageFsInfo);
+            if images.is_ok()
+                && let Some(skipped) = warn.check(WARN_EVERY)
+            {
+                tracing::warn!(
+                    similar_since_last = skipped,
+                    "CRI ImageFsInfo on {} failed: {e}",
+                    client.socket().display()
+                );
+            }
+            None
+        }
+    };
+    let images = images.map_err(|e| {
+        agent.metrics.error(Call::ListImages);
+        format!(
+            "CRI ListImages on {} failed: {e}",
+            client.socket().display()
+        )
+    })?;
+    let now = SystemTime::now();
+    let report: AgentReport = report::agent_report(node, now, images, fs.as_ref());
+    Snapshot::new(&report, now)
+}
+
+/// Reads the runtime every `interval` until `shutdown`.
+async fn run(
+    client: cri::Client,
+    node: String,
+    agent: Agent,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (list_warning, fs_warning) = (RateLimited::new(), RateLimited::new());
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let reading = tokio::select! {
+            r = read_runtime(&client, &node, &agent, &fs_warning) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let was_up = agent.read().up;
+        match &reading {
+            Ok(s) if !was_up => {
+                tracing::info!(images = s.images, "the container runtime answers")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if let Some(skipped) = list_warning.check(WARN_EVERY) {
+                    tracing::warn!(similar_since_last = skipped, "{e}");
+                }
+            }
+        }
+        agent.record(reading);
+    }
+}
+
+/// The routes; `/metrics` and `/v1/images` behind `auth`.
+pub fn router(agent: Agent, auth: Arc<auth::BasicAuth>) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/v1/images", get(images_handler))
+        .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
+    let routes = Router::new()
+        .merge(protected)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
+    serve::with_common_layers(routes).with_state(agent)
+}
+
+async fn metrics_handler(State(agent): State<Agent>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let (format, content_type) = if serve::metrics::wants_openmetrics(accept) {
+        (
+            Format::OpenMetrics,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            Format::PrometheusText,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let text = agent.metrics.render(&agent.read(), format);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+}
+
+/// The last report, its JSON shared with every other request.
+async fn images_handler(State(agent): State<Agent>) -> Response {
+    let (last, error) = {
+        let status = agent.read();
+        (status.last.clone(), status.last_error.clone())
+    };
+    match last {
+        Some(snapshot) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            snapshot.json.clone(),
+        )
+            .into_response(),
+        None => {
+            let reason = error.unwrap_or_else(|| "the runtime was not read yet".into());
+            let body = serde_json::json!({ "error": format!("no image list yet: {reason}") });
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+    }
+}
+
+async fn readyz(State(agent): State<Agent>) -> Response {
+    let status = agent.read();
+    if status.last.is_some() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let reason = status
+        .last_error
+        .as_deref()
+        .unwrap_or("the runtime was not read yet");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+    )
+        .into_response()
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A flag or file is wrong (exit 2).
+    #[error("{0}")]
+    BadInput(String),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {0}")]
+    Listen(String),
+}
+
+/// Loads the web configuration, binds the listener, starts reading the runtime
+/// into `tasks`, and returns the HTTP server, which runs until `shutdown` (the
+/// caller bounds the wait for in-flight requests).
+pub async fn start(
+    args: AgentArgs,
+    limits: conn::Limits,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<impl Future<Output = std::io::Result<()>> + use<>, StartError> {
+    let web = match &args.web.config_file {
+        Some(path) => WebConfig::load(path).map_err(StartError::BadInput)?,
+        None => WebConfig::default(),
+    };
+    // Certificates and keys are read now, so a bad one stops the start.
+    if let Some(tls) = &web.tls {
+        serve::tls::rustls_config(tls)
+            .map_err(|e| StartError::BadInput(format!("web config: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| StartError::Listen(format!("{}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(
+        %addr,
+        node = %args.node_name,
+        cri_endpoint = %args.cri_endpoint.display(),
+        interval = ?args.interval,
+        tls = web.tls.is_some(),
+        basic_auth = !web.users.is_empty(),
+        "node agent listening"
+    );
+    let agent = Agent::new(&args.node_name);
+    let client = cri::Client::new(&args.cri_endpoint, args.cri_timeout);
+    tasks.spawn(run(
+        client,
+        args.node_name.clone(),
+        agent.clone(),
+        args.interval,
+        shutdown.clone(),
+    ));
+    let app = move |auth| router(agent, auth);
+    Ok(serve::serve_app(
+        listener,
+        app,
+        web,
+        args.web.config_file.clone(),
+        limits,
+        tasks.clone(),
+        shutdown.clone(),
+    ))
+}
