@@ -34,6 +34,9 @@ pub struct Args {
     pub floor_runs: usize,
     pub exporter_env: Vec<(String, String)>,
     pub hold_fake: Option<PathBuf>,
+    /// With --hold-fake: serve these objects (a JSON list of Nodes and
+    /// EndpointSlices, DaemonSets, ImageCaches) instead of a generated cluster.
+    pub hold_objects: Option<PathBuf>,
     pub hold_secs: u64,
 }
 
@@ -41,7 +44,7 @@ pub const USAGE: &str = "usage: cargo bench --bench scale -- [--quick] [--nodes 
 [--modes watch,poll] [--seed S] [--scrapes N] [--trials N] [--steady-secs S] [--churn-secs S] \
 [--floor-runs N] [--exporter-env K=V]... [--json FILE] \
 | --write-nodelist FILE [--write-config FILE] --nodes N --images M \
-| --hold-fake DIR --nodes N --images M [--hold-secs S]";
+| --hold-fake DIR (--nodes N --images M | --objects FILE) [--hold-secs S]";
 
 pub fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -60,6 +63,7 @@ pub fn parse_args() -> Result<Args, String> {
         floor_runs: 3,
         exporter_env: Vec::new(),
         hold_fake: None,
+        hold_objects: None,
         hold_secs: 900,
     };
     let mut it = std::env::args().skip(1);
@@ -89,6 +93,7 @@ pub fn parse_args() -> Result<Args, String> {
             "--json" => a.json = Some(value()?.into()),
             "--hold-fake" => a.hold_fake = Some(value()?.into()),
             "--hold-secs" => a.hold_secs = num(value()?)?,
+            "--objects" => a.hold_objects = Some(value()?.into()),
             "--exporter-env" => {
                 let v = value()?;
                 let (k, val) = v

@@ -103,10 +103,51 @@ fn write_files(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Serves the objects of a JSON list (`{"items": [...]}` or a bare array) from the
+/// fake API server for `--hold-secs` seconds, and writes a kubeconfig for it in
+/// `dir`: for end-to-end tests that need a cluster of their own making.
+async fn hold_objects(args: &Args, dir: &Path, objects: &Path) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(objects).map_err(|e| format!("{}: {e}", objects.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", objects.display()))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        mut list => match list["items"].take() {
+            serde_json::Value::Array(items) => items,
+            _ => return Err(format!("{}: expected a list of objects", objects.display())),
+        },
+    };
+    let fake = FakeApiServer::start(Vec::new()).await;
+    for item in items {
+        match item["kind"].as_str() {
+            Some("Node") => fake.apply(item),
+            Some("EndpointSlice") => fake.apply_object("endpointslices", item),
+            Some("DaemonSet") => fake.apply_object("daemonsets", item),
+            Some("ImageCache") => fake.apply_object("imagecaches", item),
+            other => return Err(format!("cannot serve an object of kind {other:?}")),
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_text(&fake.url())).map_err(|e| e.to_string())?;
+    println!(
+        "serving {} at {} for {} s",
+        objects.display(),
+        fake.url(),
+        args.hold_secs
+    );
+    tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+    Ok(())
+}
+
 /// Serves a generated cluster from the fake API server for `--hold-secs` seconds,
 /// with a kubeconfig and a config written into `dir`: for profiling the exporter by
 /// hand (heaptrack, perf, gdb) against the same data.
 async fn hold_fake(args: &Args, dir: &Path) -> Result<(), String> {
+    if let Some(objects) = &args.hold_objects {
+        return hold_objects(args, dir, objects).await;
+    }
     let cluster = Cluster::new(
         args.nodes.unwrap_or(5000),
         args.images.unwrap_or(100),
