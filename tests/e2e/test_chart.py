@@ -46,6 +46,7 @@ ALL_ON = {
     "grafanaDashboard": {"enabled": True},
     "networkPolicy": {"enabled": True},
     "kubeletConfigz": {"enabled": True},
+    "kubeletStats": {"enabled": True},
     "agent": {"enabled": True},
 }
 TOGGLES = {
@@ -67,7 +68,9 @@ OPTIONAL_OBJECTS = {
     "grafanaDashboard": {("ConfigMap", "imagecap-imagecap-exporter-dashboard")},
     "networkPolicy": {("NetworkPolicy", "imagecap-imagecap-exporter")},
     "kubeletConfigz": set(),
-    "agent": {("DaemonSet", "imagecap-imagecap-exporter-agent"), ("Service", "imagecap-imagecap-exporter-agent")},
+    "kubeletStats": set(),
+    "agent": {("DaemonSet", "imagecap-imagecap-exporter-agent"), ("Service", "imagecap-imagecap-exporter-agent"),
+              ("Role", "imagecap-imagecap-exporter-agents"), ("RoleBinding", "imagecap-imagecap-exporter-agents")},
 }
 NODES_RULE = {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}
 PROXY_RULE = {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}
@@ -122,7 +125,10 @@ SOURCE_EXPECTED = {
                      {"daemonSets": {"namespace": "jhub", "selector": PULLER}}],
                     [PROXY_RULE],
                     [("imagecap-imagecap-exporter-kube-fledged", "kube-fledged", FLEDGED_RULE),
-                     ("imagecap-imagecap-exporter-daemonsets", "jhub", DAEMONSETS_RULE)]),
+                     ("imagecap-imagecap-exporter-daemonsets", "jhub", DAEMONSETS_RULE),
+                     ("imagecap-imagecap-exporter-agents", NAMESPACE,
+                      {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                       "verbs": ["list", "watch"]})]),
 }
 # Every key the exporter's config file may hold (anything else is an error there).
 CONFIG_KEYS = {"defaultMaxImages", "prepull"}
@@ -403,10 +409,18 @@ def test_rbac_grants_only_what_the_toggles_need(chart, toggle):
     docs = render(chart, values)
     role = only(docs, "ClusterRole")
     expected = [NODES_RULE]
-    if values.get("kubeletConfigz", {}).get("enabled"):
+    if values.get("kubeletConfigz", {}).get("enabled") or values.get("kubeletStats", {}).get("enabled"):
         expected.append(PROXY_RULE)
     assert role["rules"] == expected
-    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+    roles = [d for d in docs if d["kind"] == "Role"]
+    if values.get("agent", {}).get("enabled"):
+        # The agents' EndpointSlices, read in the release namespace only.
+        [r] = roles
+        assert r["metadata"]["namespace"] == NAMESPACE
+        assert r["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                               "verbs": ["list", "watch"]}]
+    else:
+        assert not roles and not [d for d in docs if d["kind"] == "RoleBinding"]
     binding = only(docs, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
@@ -417,7 +431,8 @@ def test_rbac_grants_only_what_the_toggles_need(chart, toggle):
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     assert pod["automountServiceAccountToken"] is True
-    assert ("--kubelet-configz" in container(docs)["args"]) == (PROXY_RULE in expected)
+    args = container(docs)["args"]
+    assert ("--kubelet-configz" in args or "--kubelet-stats" in args) == (PROXY_RULE in expected)
 
 
 @pytest.mark.parametrize("release, values, name", [
@@ -1194,7 +1209,8 @@ def test_every_flag_the_chart_passes_is_an_exporter_flag(chart):
     c = container(render(chart, {**ALL_ON, "nodeLabelSelector": "pool=lab"}))
     flags = {a for a in c["args"] if a.startswith("--")}
     assert {"--log-format", "--listen", "--config", "--mode", "--poll-interval", "--default-max-images",
-            "--node-selector", "--kubelet-configz", "--kubelet-configz-interval"} == flags
+            "--node-selector", "--kubelet-configz", "--kubelet-configz-interval", "--kubelet-stats",
+            "--kubelet-stats-interval", "--agents", "--agents-interval"} == flags
     res = _run([str(BIN), "serve", "--help"])
     assert res.returncode == 0, res.stderr
     known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", res.stdout))

@@ -203,6 +203,20 @@ def test_agent_runs_with_the_daemonset_args(chart, containerd, workdir, procs):
     assert 'imagecap_runtime_up{node="chart-node"} 1' in a.metrics()
 
 
+def test_the_exporter_reads_the_agents_behind_their_service(chart):
+    docs = render(chart, {**ON, "networkPolicy": {"enabled": True}})
+    [exporter] = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = exporter["args"]
+    service = only(docs, "Service", AGENT)
+    assert args[args.index("--agents") + 1] == f"{NAMESPACE}/{service['metadata']['name']}"
+    assert args[args.index("--agents-interval") + 1] == "60s"
+    # The exporter's own NetworkPolicy lets it reach the agents' port, and only theirs.
+    policy = only(docs, "NetworkPolicy", "imagecap-imagecap-exporter")
+    [to_agents] = [e for e in policy["spec"]["egress"] if e.get("ports") == [{"protocol": "TCP", "port": 9755}]]
+    assert to_agents["to"] == [{"podSelector": {"matchLabels": service["spec"]["selector"]}}]
+    assert "--agents" not in only(render(chart, {}), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
 def test_notes_name_the_agents(chart):
     from test_chart import render_files
     notes = render_files(chart, ON)["imagecap-exporter/templates/NOTES.txt"]

@@ -132,6 +132,9 @@ every namespace (a ClusterRole rule), otherwise a Role in that namespace.
 {{- if $ds.enabled -}}
 {{- $grants = append $grants (dict "name" "daemonsets" "namespace" ($ds.namespace | default "") "apiGroup" "apps" "resource" "daemonsets" "comment" "Prepuller DaemonSets: their pods' images, and the nodes they run on.") -}}
 {{- end -}}
+{{- if .Values.agent.enabled -}}
+{{- $grants = append $grants (dict "name" "agents" "namespace" .Release.Namespace "apiGroup" "discovery.k8s.io" "resource" "endpointslices" "verbs" (list "list" "watch") "comment" "The node agents' EndpointSlices: where each node's agent answers.") -}}
+{{- end -}}
 {{- toJson $grants -}}
 {{- end -}}
 
@@ -158,6 +161,17 @@ every namespace (a ClusterRole rule), otherwise a Role in that namespace.
 - --kubelet-configz
 - --kubelet-configz-interval
 - {{ .Values.kubeletConfigz.interval | quote }}
+{{- end }}
+{{- if .Values.kubeletStats.enabled }}
+- --kubelet-stats
+- --kubelet-stats-interval
+- {{ .Values.kubeletStats.interval | quote }}
+{{- end }}
+{{- if .Values.agent.enabled }}
+- --agents
+- {{ printf "%s/%s" .Release.Namespace (include "imagecap-exporter.agentName" .) | quote }}
+- --agents-interval
+- {{ .Values.agent.interval | quote }}
 {{- end }}
 {{- if .Values.webConfig.secretName }}
 - --web.config.file
