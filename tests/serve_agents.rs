@@ -300,6 +300,12 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
         assert!(log.contains(needle), "{needle:?} in\n{log}");
     }
 
+    // Every family of the README's table is served here, as documented.
+    let served = support::readme::exposed(m);
+    for (name, shape) in support::readme::readme_table() {
+        assert_eq!(served.get(&name), Some(&shape), "{name}: served vs README");
+    }
+
     // The status page shows the hidden segment.
     let (code, page) = exporter.get("/").await;
     assert_eq!(code, 200);

@@ -3,6 +3,7 @@
 
 pub mod fake_apiserver;
 pub mod process;
+pub mod readme;
 
 #[allow(unused_imports)]
 pub use process::{ExporterProcess, kubeconfig, proc_status};

@@ -1,0 +1,67 @@
+//! The README's "Metrics" table, and families as a Prometheus text exposition
+//! shows them, to compare the two.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Families served only with `--agents`, `--kubelet-stats` or `--kubelet-configz`
+/// (not on the example data).
+pub const WITH_AGENTS_AND_KUBELETS: &[&str] = &[
+    "imagecap_node_agent_up",
+    "imagecap_node_runtime_images",
+    "imagecap_node_hidden_images",
+    "imagecap_node_image_fs_used_bytes",
+    "imagecap_node_image_fs_capacity_bytes",
+    "imagecap_node_image_gc_high_threshold_ratio",
+    "imagecap_node_image_gc_low_threshold_ratio",
+];
+
+/// A family's type and label keys.
+pub type Shape = (String, BTreeSet<String>);
+
+/// name -> (type, label keys), from the README's "Metrics" table.
+pub fn readme_table() -> BTreeMap<String, Shape> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Metrics\n")
+        .nth(1)
+        .expect("a Metrics section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut rows = BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let name = cells[1].trim_matches('`').to_string();
+        let labels = cells[3]
+            .split(',')
+            .map(|l| l.trim().trim_matches('`').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        rows.insert(name, (cells[2].to_string(), labels));
+    }
+    rows
+}
+
+/// name -> (type, label keys), from a Prometheus text exposition.
+pub fn exposed(text: &str) -> BTreeMap<String, Shape> {
+    let mut families: BTreeMap<String, Shape> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            families.insert(name.to_string(), (kind.to_string(), BTreeSet::new()));
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name_end = line.find(['{', ' ']).unwrap();
+            let family = families
+                .get_mut(&line[..name_end])
+                .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+            if let Some(labels) = line[name_end..].strip_prefix('{') {
+                let labels = &labels[..labels.rfind('}').unwrap()];
+                for pair in labels.split("\",") {
+                    family.1.insert(pair.split('=').next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    families
+}
