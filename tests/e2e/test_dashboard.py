@@ -11,7 +11,9 @@ kubelet stats, which the example data has no way to feed. Until it does, the sam
 Prometheus job also scrapes AGENT_SERIES, a static OpenMetrics text with those families for
 the example nodes, from a loopback HTTP server, so the queries of the "Runtime vs reported"
 and "Image disk vs GC threshold" rows over those families are proven on it. No other panel
-reads those families, and the static text has no other family.
+reads those families, and the static text has no other family. The same two rows are
+also evaluated against the exporter's own series, from a real node agent on a real
+containerd and the fake API server's kubelets, by tests/e2e/test_hidden_images.py.
 """
 from __future__ import annotations
 

@@ -21,8 +21,9 @@ import pytest
 import requests
 
 import containerd as containerd_harness
-from harness import BIN, ROOT, Exporter, Proc, wait_for
+from harness import BIN, ROOT, Exporter, Prometheus, Proc, wait_for
 from harness import start_agent
+from test_dashboard import DASHBOARD, evaluate_dashboard
 from test_status_page import DevTools
 
 NODE = "lab-1"
@@ -153,7 +154,7 @@ def test_hidden_and_absent_wanted_images(runtime, workdir, procs, monkeypatch):
     config.write_text("prepull:\n  images:\n" + "".join(f"    - {w}\n" for w in WANTED))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     ex = Exporter(workdir, ["--config", str(config), "--agents", "imagecap/imagecap-agent",
-                            "--agents-interval", "1s"])
+                            "--agents-interval", "1s", "--kubelet-configz", "--kubelet-stats"])
     procs.append(ex)
     ex._started(ex.wait_ready)
 
@@ -171,6 +172,31 @@ def test_hidden_and_absent_wanted_images(runtime, workdir, procs, monkeypatch):
         assert f'image="{image}"' not in "\n".join(
             l for l in m.splitlines() if l.startswith("imagecap_node_prepull_image_missing"))
         assert sample(m, "imagecap_prepull_image_nodes", image=image) == 1
+
+    # The dashboard's rows over these families, on real Prometheus scraping them.
+    prom = Prometheus(workdir, targets=[ex.addr], interval="1s")
+    procs.append(prom)
+    prom.wait_scraped()
+    wait_for("two scrapes", lambda: prom.query("count_over_time(imagecap_node_hidden_images[1m]) >= 2")["data"]["result"])
+    dash = json.loads(DASHBOARD.read_text())
+    rows = {"Runtime vs reported", "Image disk vs GC threshold"}
+    row_of, current = {}, None
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            current = p["title"]
+        else:
+            row_of[p["title"]] = current
+    results = evaluate_dashboard({**dash, "panels": [p for p in dash["panels"] if row_of.get(p["title"]) in rows]}, prom)
+    assert {title for title, _ in results} == {t for t, r in row_of.items() if r in rows}
+    values = {}
+    for (title, ref), data in results.items():
+        assert data["result"], f"{title!r}/{ref} shows nothing for real agent and kubelet data"
+        values[(title, ref)] = data["result"]
+    hidden = values[("Images hidden by the cap per node", "A")]
+    assert [(r["metric"]["node"], float(r["value"][1])) for r in hidden] == [(NODE, 10.0)]
+    headroom = values[("Headroom to the image GC threshold", "A")]
+    # The fake kubelet: 40 of 100 GB used, GC at 85%.
+    assert float(headroom[0]["value"][1]) == pytest.approx(0.45)
 
     # check, offline: the node list and the agent's saved answer.
     (workdir / "nodes.json").write_text(json.dumps({"apiVersion": "v1", "kind": "List",

@@ -558,7 +558,8 @@ async fn configz_handler(
         }
     };
     let cap_body = |cap: i64| {
-        json!({"kubeletconfig": {"enableServer": true, "nodeStatusMaxImages": cap, "podsPerCore": 0}})
+        json!({"kubeletconfig": {"enableServer": true, "nodeStatusMaxImages": cap, "podsPerCore": 0,
+                                 "imageGCHighThresholdPercent": 85, "imageGCLowThresholdPercent": 80}})
             .to_string()
     };
     let response = match answer {
