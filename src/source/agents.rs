@@ -192,17 +192,12 @@ async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u
     if !gzip && response.content_length().is_some_and(|n| n > max) {
         return Err(format!("the answer is larger than {max} bytes"));
     }
-    let sink = Bounded {
+    let sink = || Bounded {
         buf: Vec::new(),
         max,
     };
-    let mut decoder = gzip.then(|| {
-        flate2::write::MultiGzDecoder::new(Bounded {
-            buf: Vec::new(),
-            max,
-        })
-    });
-    let mut plain = sink;
+    let mut decoder = gzip.then(|| flate2::write::MultiGzDecoder::new(sink()));
+    let mut plain = sink();
     while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
         match decoder.as_mut() {
             Some(d) => d.write_all(&chunk),
@@ -519,6 +514,56 @@ mod tests {
         let (t, problems) = targets(&[unnamed], "http-metrics");
         assert!(t.is_empty());
         assert!(problems[0].contains("no port named"), "{problems:?}");
+    }
+
+    fn response(body: Vec<u8>, gzip: bool) -> reqwest::Response {
+        let mut r = http::Response::builder();
+        if gzip {
+            r = r.header("content-encoding", "gzip");
+        }
+        reqwest::Response::from(r.body(body).unwrap())
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn bodies_are_bounded_after_decompression() {
+        let json = br#"{"node":"a"}"#.to_vec();
+        assert_eq!(
+            read_bounded(response(json.clone(), false), 100)
+                .await
+                .unwrap(),
+            json
+        );
+        assert_eq!(
+            read_bounded(response(gzip(&json), true), 100)
+                .await
+                .unwrap(),
+            json
+        );
+        // Two gzip members, as a server compressing parts on its own would send.
+        let two = [gzip(b"{\"node\":"), gzip(b"\"a\"}")].concat();
+        assert_eq!(read_bounded(response(two, true), 100).await.unwrap(), json);
+        // 10 MB of zeros in about 10 kB: refused at the bound, not after inflating.
+        let bomb = gzip(&vec![0u8; 10 << 20]);
+        assert!(bomb.len() < 64 << 10);
+        let e = read_bounded(response(bomb, true), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        let e = read_bounded(response(vec![0u8; 101], false), 100)
+            .await
+            .unwrap_err();
+        assert!(e.contains("larger than 100 bytes"), "{e}");
+        let e = read_bounded(response(b"not gzip".to_vec(), true), 100)
+            .await
+            .unwrap_err();
+        assert!(!e.is_empty());
     }
 
     #[test]

@@ -117,17 +117,35 @@ impl Exporter {
     }
 }
 
-/// The value of the sample `name{labels}` in an exposition, if present.
+/// The value of the first sample of family `name` in an exposition that carries
+/// all of `labels` (and maybe more), if any.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let key = if labels.is_empty() {
-        name.to_string()
-    } else {
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        format!("{name}{{{}}}", l.join(","))
-    };
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     text.lines().find_map(|line| {
-        let rest = line.strip_prefix(&key)?.strip_prefix(' ')?;
-        rest.split(' ').next()?.parse().ok()
+        let rest = line.strip_prefix(name)?;
+        let (series_labels, value) = match rest.strip_prefix('{') {
+            Some(r) => {
+                let (l, v) = r.rsplit_once("} ")?;
+                (l, v)
+            }
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        // Label values here hold no `",` sequence, so splitting there is exact.
+        let have: Vec<String> = series_labels
+            .split("\",")
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                if p.ends_with('"') {
+                    p.to_string()
+                } else {
+                    format!("{p}\"")
+                }
+            })
+            .collect();
+        if !wanted.iter().all(|w| have.contains(w)) {
+            return None;
+        }
+        value.split(' ').next()?.parse().ok()
     })
 }
 
