@@ -23,8 +23,15 @@ for `check --nublado-file`): w_2024_11 known by digest and pending (Nublado, rea
 the same capped lists, misses it on nublado-worker-1 and on nublado-worker-4, whose
 entry lost its tag), and the GPU node ineligible with Nublado's comment.
 
+With --agents it prints what the node agents on nublado-worker-1 and
+nublado-worker-3 would answer on /v1/images (examples/agents.json, for `check
+--agents-file`): worker-1's runtime holds its 50 reported images and 13 more,
+w_2024_11 among them, so that image is "hidden", not just unverifiable; worker-3's
+holds exactly what it reports. The other nodes have no agent answer.
+
 Usage: python3 examples/make_nodes.py > examples/nodes.json
        python3 examples/make_nodes.py --nublado > examples/nublado-prepulls.json
+       python3 examples/make_nodes.py --agents > examples/agents.json
 """
 import hashlib
 import json
@@ -148,7 +155,30 @@ prepulls = {
     ],
 }
 
-if sys.argv[1:] == ["--nublado"]:
+def runtime_image(entry):
+    """An image as CRI ListImages lists it, from a status.images entry."""
+    return {"id": digest("id" + entry["names"][0]),
+            "repoTags": [n for n in entry["names"] if "@" not in n],
+            "repoDigests": [n for n in entry["names"] if "@" in n],
+            "size": entry["sizeBytes"]}
+
+
+def agent_answer(node_name, extra):
+    n = next(n for n in nodes if n["metadata"]["name"] == node_name)
+    images = n["status"]["images"] + extra
+    return {"node": node_name, "collectedAt": "2024-03-18T09:00:00Z",
+            "images": [runtime_image(e) for e in images],
+            "imageFsUsedBytes": sum(e["sizeBytes"] for e in images)}
+
+
+agents = [
+    agent_answer("nublado-worker-1", [w11] + filler(12, 7)),
+    agent_answer("nublado-worker-3", []),
+]
+
+if sys.argv[1:] == ["--agents"]:
+    print(json.dumps(agents, indent=2))
+elif sys.argv[1:] == ["--nublado"]:
     print(json.dumps(prepulls, indent=2))
 else:
     print(json.dumps({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": nodes},

@@ -304,3 +304,25 @@ fn bad_input_exits_2_with_one_line() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn the_example_agent_answers_tell_hidden_from_absent() {
+    let mut args = example_args();
+    args.extend(["--agents-file".into(), format!("{EXAMPLES}/agents.json")]);
+    let out = check(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = |n: &str| text.lines().find(|l| l.starts_with(n)).unwrap().to_string();
+    let w1 = row("nublado-worker-1");
+    assert!(
+        w1.contains(" 13 ") && w1.ends_with("1 (hidden): ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"),
+        "{w1}"
+    );
+    let w3 = row("nublado-worker-3");
+    assert!(w3.contains("14/50           0 "), "{w3}");
+    assert!(
+        w3.ends_with("1 (absent): ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"),
+        "{w3}"
+    );
+    assert!(row("nublado-worker-4").contains("46/50           - "));
+}
