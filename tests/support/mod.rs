@@ -72,6 +72,18 @@ impl Exporter {
     /// Waits until `/metrics` satisfies `pred`; panics with the last body after
     /// [`DEADLINE`].
     pub async fn wait_metrics(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.wait_metrics_for(what, DEADLINE, pred).await
+    }
+
+    /// [`Exporter::wait_metrics`] with a deadline of its own, for a step whose
+    /// duration is not what the test is about (reading a huge file in a debug
+    /// build on a loaded machine).
+    pub async fn wait_metrics_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let start = Instant::now();
         loop {
             let body = self.metrics().await;
@@ -79,7 +91,7 @@ impl Exporter {
                 return body;
             }
             assert!(
-                start.elapsed() < DEADLINE,
+                start.elapsed() < deadline,
                 "timed out waiting for {what}; last /metrics:\n{body}\nlogs:\n{}",
                 self.log_text()
             );
