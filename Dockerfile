@@ -11,10 +11,13 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Only what the crate needs to build; see .dockerignore for what never enters the context.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 # Cargo.toml declares the benchmarks, and cargo checks that their files exist.
 COPY benches ./benches
+# .git is not in the context: the revision for --version and imagecap_build_info
+# comes from `--build-arg IMAGECAP_REVISION=$(git rev-parse --short=12 HEAD)`.
+ARG IMAGECAP_REVISION=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked \

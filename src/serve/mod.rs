@@ -39,14 +39,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 pub struct AppState {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// Where the metrics are served (`--web.telemetry-path`, `/metrics` by default).
+    pub telemetry_path: Arc<str>,
 }
 
-/// The routes; `/` and `/metrics` behind `auth` (open while it has no user).
+/// The routes; `/` and the metrics behind `auth` (open while it has no user).
 pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     // Probes stay open: they reveal nothing, and the kubelet cannot authenticate.
     let protected = Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics::handler))
+        .route(&state.telemetry_path, get(metrics::handler))
         .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
     Router::new()
         .merge(protected)

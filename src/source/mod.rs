@@ -6,6 +6,7 @@
 //! and restarts it if it ever stops.
 
 pub mod apiserver;
+pub mod client;
 pub mod configz;
 pub mod file;
 pub mod prepullers;
