@@ -7,8 +7,17 @@
 #
 # The Helm chart (charts/imagecap-exporter) runs this image with its own arguments.
 
+# The base images, replaceable with --build-arg: BINARY_STAGE names an image that
+# already holds the binary at /out/imagecap-exporter (the build stage is then
+# skipped), RUNTIME_IMAGE one with what the binary needs to run (glibc, libgcc, CA
+# certificates). tests/e2e/test_container.py builds and runs the image that way,
+# with bases made locally.
+ARG BUILD_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG BINARY_STAGE=build
+
 # --- build -------------------------------------------------------------------------
-FROM rust:1-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 # Only what the crate needs to build; see .dockerignore for what never enters the context.
 COPY Cargo.toml Cargo.lock build.rs ./
@@ -23,16 +32,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
  && install -D -m 0755 target/release/imagecap-exporter /out/imagecap-exporter
 
+FROM ${BINARY_STAGE} AS binary
+
 # --- run ---------------------------------------------------------------------------
 # distroless/cc: glibc and libgcc only, no shell; the "nonroot" tag runs as 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="imagecap-exporter" \
       org.opencontainers.image.description="Prometheus exporter for the kubelet node image-list cap (nodeStatusMaxImages)" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
-COPY --from=build /out/imagecap-exporter /usr/local/bin/imagecap-exporter
+COPY --from=binary /out/imagecap-exporter /usr/local/bin/imagecap-exporter
 USER 65532:65532
 EXPOSE 9754
 ENTRYPOINT ["/usr/local/bin/imagecap-exporter"]
