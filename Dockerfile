@@ -7,14 +7,13 @@
 #
 # The Helm chart (charts/imagecap-exporter) runs this image with its own arguments.
 
-# The base images, replaceable with --build-arg: BINARY_STAGE names an image that
-# already holds the binary at /out/imagecap-exporter (the build stage is then
-# skipped), RUNTIME_IMAGE one with what the binary needs to run (glibc, libgcc, CA
+# The base images, replaceable with --build-arg. A BUILD_IMAGE that already holds
+# the binary at /out/imagecap-exporter (built elsewhere) is used as it is, without
+# cargo; RUNTIME_IMAGE needs what the binary needs to run (glibc, libgcc, CA
 # certificates). tests/e2e/test_container.py builds and runs the image that way,
 # with bases made locally.
 ARG BUILD_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-ARG BINARY_STAGE=build
 
 # --- build -------------------------------------------------------------------------
 FROM ${BUILD_IMAGE} AS build
@@ -29,10 +28,12 @@ COPY benches ./benches
 ARG IMAGECAP_REVISION=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
- && install -D -m 0755 target/release/imagecap-exporter /out/imagecap-exporter
-
-FROM ${BINARY_STAGE} AS binary
+    if [ -x /out/imagecap-exporter ]; then \
+      echo "using the prebuilt /out/imagecap-exporter of the build image"; \
+    else \
+      cargo build --release --locked \
+      && install -D -m 0755 target/release/imagecap-exporter /out/imagecap-exporter; \
+    fi
 
 # --- run ---------------------------------------------------------------------------
 # distroless/cc: glibc and libgcc only, no shell; the "nonroot" tag runs as 65532.
@@ -43,7 +44,7 @@ LABEL org.opencontainers.image.title="imagecap-exporter" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
-COPY --from=binary /out/imagecap-exporter /usr/local/bin/imagecap-exporter
+COPY --from=build /out/imagecap-exporter /usr/local/bin/imagecap-exporter
 USER 65532:65532
 EXPOSE 9754
 ENTRYPOINT ["/usr/local/bin/imagecap-exporter"]
