@@ -196,6 +196,11 @@ async fn exporter_toolkit_flag_names() {
     assert_eq!(code, 200);
     assert!(body.contains("imagecap_nodes 6"), "{body}");
     assert_eq!(exporter.get("/metrics").await.0, 404);
+    let (_, page) = exporter.get("/").await;
+    assert!(
+        page.contains("<a href=\"prom/metrics\">/prom/metrics</a>"),
+        "{page}"
+    );
 
     let out = Command::new(BIN)
         .args(["serve", "--web.listen-address", "127.0.0.1:0"])

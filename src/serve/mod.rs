@@ -81,9 +81,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// async workers.
 async fn status_page(State(s): State<AppState>) -> Response {
     match s.store.report_off_runtime().await {
-        Ok((report, last_update)) => {
-            Html(status_page::render(&report, last_update, SystemTime::now())).into_response()
-        }
+        Ok((report, last_update)) => Html(status_page::render_with_metrics_at(
+            &report,
+            last_update,
+            SystemTime::now(),
+            &s.telemetry_path,
+        ))
+        .into_response(),
         Err(e) => {
             tracing::error!("rendering the status page failed: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
