@@ -1,4 +1,7 @@
-.PHONY: run test check build clean mixin
+.PHONY: run test check build install clean mixin
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
 
 # Runs the exporter: against the cluster in KUBECONFIG / ~/.kube/config / in-cluster
 # when there is one, else on the shipped example data (examples/).
@@ -15,6 +18,11 @@ mixin:
 
 build:
 	cargo build --release
+
+# Installs the exporter, and the same binary as the kubectl plugin `kubectl imagecap`.
+install: build
+	install -D -m 0755 target/release/imagecap-exporter $(DESTDIR)$(BINDIR)/imagecap-exporter
+	ln -sf imagecap-exporter $(DESTDIR)$(BINDIR)/kubectl-imagecap
 
 clean:
 	cargo clean

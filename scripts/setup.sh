@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Debian packages (Prometheus,
-# promtool, Alertmanager, Chromium, jsonnet, containerd) through apt-get, and Python
-# tools into ./.venv.
+# promtool, Alertmanager, Chromium, jsonnet, containerd, podman) through apt-get, and
+# Python tools into ./.venv.
 # Safe to run again: it only installs what is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,10 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v jsonnet >/dev/null 2>&1 || need_apt+=(jsonnet)
 # The node agent's tests run a real containerd (and its ctr client).
 { command -v containerd && command -v ctr; } >/dev/null 2>&1 || need_apt+=(containerd)
+# The container image test: podman builds and runs it; runc, because crun refuses
+# hybrid cgroup hierarchies.
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -8,7 +8,8 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     name = "imagecap-exporter",
-    version,
+    version = crate::version::VERSION,
+    long_version = crate::version::LONG_VERSION,
     about = "Exports how close each node is to the kubelet's nodeStatusMaxImages cap, \
              and which prepull images nodes do not report."
 )]
@@ -85,9 +86,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9754")]
+    /// Address to listen on (`--listen` is the same flag).
+    #[arg(
+        long = "web.listen-address",
+        visible_alias = "listen",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:9754"
+    )]
     pub listen: SocketAddr,
+
+    /// Path under which to expose the metrics.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub web_telemetry_path: String,
 
     /// Prometheus exporter-toolkit web configuration (TLS, client certificates,
     /// basic auth), as used by node_exporter. /healthz and /readyz need no auth.
@@ -272,6 +282,91 @@ pub struct WebArgs {
     pub max_connections: u32,
 }
 
+/// The name under which the binary is a kubectl plugin: `kubectl imagecap` runs
+/// it, with [`KubectlArgs`].
+pub const KUBECTL_PLUGIN: &str = "kubectl-imagecap";
+
+/// Whether the program was started as [`KUBECTL_PLUGIN`] (its argv\[0\] file name).
+pub fn is_kubectl_plugin(argv0: Option<&std::ffi::OsStr>) -> bool {
+    argv0
+        .and_then(|a| std::path::Path::new(a).file_stem())
+        .is_some_and(|name| name == KUBECTL_PLUGIN)
+}
+
+/// `kubectl imagecap`: `check` against a kubeconfig context, with kubectl's flag
+/// names.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl imagecap",
+    bin_name = "kubectl imagecap",
+    version = crate::version::VERSION,
+    long_version = crate::version::LONG_VERSION,
+    about = "Prints, for the cluster of a kubeconfig context, how close each node is to the \
+             kubelet's nodeStatusMaxImages cap and which prepull images nodes do not report. \
+             Exit 0: none at the cap, none missing; 1: some are; 2: bad input."
+)]
+pub struct KubectlArgs {
+    /// The kubeconfig context to use [default: the current context].
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// The kubeconfig file [default: KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Only consider nodes matching this label selector (same as --node-selector).
+    #[arg(
+        short = 'l',
+        long = "selector",
+        value_name = "SELECTOR",
+        conflicts_with = "node_selector"
+    )]
+    pub selector: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+
+    /// A saved Nublado `PrepullerStatus`, as for `check`.
+    #[arg(long, value_name = "FILE")]
+    pub nublado_file: Option<PathBuf>,
+
+    /// Saved node-agent answers (one JSON array of `/v1/images` bodies), as for
+    /// `check`.
+    #[arg(long, value_name = "FILE")]
+    pub agents_file: Option<PathBuf>,
+
+    /// Log format; the level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl KubectlArgs {
+    /// The `check` it runs, and the client it runs it with.
+    pub fn into_check(self) -> (CheckArgs, crate::source::client::ClientOptions) {
+        let mut common = self.common;
+        if self.selector.is_some() {
+            common.node_selector = self.selector;
+        }
+        (
+            CheckArgs {
+                common,
+                nodes_file: None,
+                nublado_file: self.nublado_file,
+                agents_file: self.agents_file,
+                format: self.output,
+            },
+            crate::source::client::ClientOptions {
+                kubeconfig: self.kubeconfig,
+                context: self.context,
+            },
+        )
+    }
+}
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -342,6 +437,36 @@ fn parse_node_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Paths the exporter serves itself, which the metrics cannot take.
+const RESERVED_PATHS: [&str; 3] = ["/", "/healthz", "/readyz"];
+
+/// A path for the metrics: absolute, one that a router can match exactly (no
+/// query, fragment, wildcard or empty segment), and none of [`RESERVED_PATHS`].
+pub fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?} must start with /"));
+    }
+    let path = match s.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "{s:?} is taken ({} are served already)",
+            RESERVED_PATHS.join(", ")
+        ));
+    }
+    if let Some(c) = path.chars().find(|c| {
+        c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '{' | '}' | '*' | ':')
+    }) {
+        return Err(format!("{s:?} contains {c:?}"));
+    }
+    if path.contains("//") {
+        return Err(format!("{s:?} has an empty segment"));
+    }
+    Ok(path.to_string())
+}
+
 fn parse_max_images(s: &str) -> Result<i64, String> {
     let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
     crate::config::validate_max_images(n)
@@ -355,6 +480,64 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+        KubectlArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn the_plugin_is_known_by_its_name() {
+        use std::ffi::OsStr;
+        for yes in [
+            "kubectl-imagecap",
+            "/usr/local/bin/kubectl-imagecap",
+            "./kubectl-imagecap",
+        ] {
+            assert!(is_kubectl_plugin(Some(OsStr::new(yes))), "{yes}");
+        }
+        for no in ["imagecap-exporter", "/bin/kubectl", "kubectl-imagecapx", ""] {
+            assert!(!is_kubectl_plugin(Some(OsStr::new(no))), "{no}");
+        }
+        assert!(!is_kubectl_plugin(None));
+    }
+
+    #[test]
+    fn kubectl_flags() {
+        let args = KubectlArgs::try_parse_from([
+            "kubectl-imagecap",
+            "--context",
+            "prod",
+            "--kubeconfig",
+            "/k",
+            "-l",
+            "pool=lab",
+            "-o",
+            "json",
+            "--default-max-images",
+            "-1",
+        ])
+        .unwrap();
+        let (check, client) = args.into_check();
+        assert_eq!(client.context.as_deref(), Some("prod"));
+        assert_eq!(
+            client.kubeconfig.as_deref(),
+            Some(std::path::Path::new("/k"))
+        );
+        assert_eq!(check.common.node_selector.as_deref(), Some("pool=lab"));
+        assert_eq!(check.common.default_max_images, Some(-1));
+        assert_eq!(check.format, Format::Json);
+        assert!(check.nodes_file.is_none());
+        let (check, client) = KubectlArgs::try_parse_from(["k", "--selector=a", "--output=table"])
+            .unwrap()
+            .into_check();
+        assert_eq!(check.common.node_selector.as_deref(), Some("a"));
+        assert_eq!(check.format, Format::Table);
+        assert!(client.context.is_none() && client.kubeconfig.is_none());
+        for bad in [
+            vec!["k", "-l", "a", "--node-selector", "b"],
+            vec!["k", "-o", "yaml"],
+            vec!["k", "serve"],
+        ] {
+            assert!(KubectlArgs::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -364,6 +547,7 @@ mod tests {
             panic!()
         };
         assert_eq!(s.listen.to_string(), "0.0.0.0:9754");
+        assert_eq!(s.web_telemetry_path, "/metrics");
         assert_eq!(s.mode, Mode::Watch);
         assert_eq!(s.poll_interval, Duration::from_secs(60));
         assert_eq!(s.common.default_max_images, None);
@@ -403,6 +587,50 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn exporter_toolkit_flag_names() {
+        for flag in ["--web.listen-address", "--listen"] {
+            let cli = Cli::try_parse_from(["x", "serve", flag, "127.0.0.1:9999"]).unwrap();
+            let Command::Serve(s) = cli.command else {
+                panic!()
+            };
+            assert_eq!(s.listen.to_string(), "127.0.0.1:9999", "{flag}");
+        }
+        let cli =
+            Cli::try_parse_from(["x", "serve", "--web.telemetry-path", "/prom/metrics/"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.web_telemetry_path, "/prom/metrics");
+    }
+
+    #[test]
+    fn telemetry_paths() {
+        for good in ["/metrics", "/x", "/a/b-c_d.e"] {
+            assert_eq!(parse_telemetry_path(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "", "metrics", "/", "//", "/healthz", "/readyz/", "/a?b", "/a b", "/{x}", "/*x",
+            "/a//b", "/:id",
+        ] {
+            assert!(parse_telemetry_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_names_revision_and_compiler() {
+        let e = Cli::try_parse_from(["x", "--version"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayVersion);
+        let text = e.to_string();
+        assert!(text.starts_with("imagecap-exporter "), "{text}");
+        assert!(text.contains(crate::version::VERSION), "{text}");
+        assert!(
+            text.contains(&format!("revision: {}", crate::version::REVISION)),
+            "{text}"
+        );
+        assert!(text.contains(crate::version::RUSTC_VERSION), "{text}");
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Config {
             RawConfig::default()
         } else {
             check_yaml_nesting(text)?;
-            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+            from_yaml(text)?
         };
         if let Some(n) = raw.default_max_images {
             validate_max_images(n).map_err(|e| format!("defaultMaxImages: {e}"))?;
@@ -320,6 +320,67 @@ fn one_line_regex_error(e: &regex::Error) -> String {
         Some(c) => format!("{message} (at character {c})"),
         None => message.to_string(),
     }
+}
+
+/// Decodes a YAML document into `T`. The error is one line: the parser's
+/// message with the line and column, without a drawing of the input. The parser
+/// also refuses collections nested deeper than [`MAX_YAML_NESTING`], block ones
+/// included.
+///
+/// The message starts with the path of the offending key (`prepull.images[1]: `),
+/// as serde_path_to_error tracks it, and says what kind of node stood where a
+/// mapping or sequence was expected.
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_YAML_NESTING,
+            flow_nesting_limit: MAX_YAML_NESTING,
+        },
+    };
+    let mut path = String::new();
+    let decoded = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    decoded.map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(loc) = e.location()
+            && let Some(found) = node_kind_at(text, loc.line(), loc.column())
+            && (message.starts_with("expected mapping start")
+                || message.starts_with("expected sequence start"))
+        {
+            message = format!("{message}: found {found}");
+        }
+        match path.as_str() {
+            "" | "." => message,
+            path => format!("{path}: {message}"),
+        }
+    })
+}
+
+/// What kind of YAML node begins at a 1-based line and column: `a sequence`, `a
+/// mapping` or `a scalar`; None past the end of the text.
+fn node_kind_at(text: &str, line: u64, column: u64) -> Option<&'static str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(line).ok()?.checked_sub(1)?)?;
+    let rest: String = line
+        .chars()
+        .skip(usize::try_from(column).ok()?.checked_sub(1)?)
+        .collect();
+    let rest = rest.trim_start();
+    Some(
+        if rest.starts_with('[') || rest == "-" || rest.starts_with("- ") {
+            "a sequence"
+        } else if rest.starts_with('{') || rest.contains(": ") || rest.ends_with(':') {
+            "a mapping"
+        } else {
+            "a scalar"
+        },
+    )
 }
 
 /// Deepest nesting of YAML flow collections (`[`, `{`) accepted. The YAML parser
@@ -573,6 +634,49 @@ mod tests {
         for (text, key) in cases {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn yaml_errors_name_the_key_path_and_line() {
+        for (text, want) in [
+            (
+                "prepull:\n  images: [1, {a: b}]\n",
+                "prepull.images[1]: expected string scalar at line 2, column 15",
+            ),
+            (
+                "prepull:\n  tolerations:\n    - {key: a, bogus: 1}\n",
+                "prepull.tolerations[0].bogus: unknown field `bogus`",
+            ),
+            (
+                "prepull: [1, 2]",
+                "prepull: expected mapping start at line 1, column 10: found a sequence",
+            ),
+            ("- just\n- a list\n", "found a sequence"),
+            ("prepull: 3\n", "found a scalar"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e:?} should contain {want:?}");
+            assert!(!e.contains('\n'), "one line: {e:?}");
+        }
+    }
+
+    #[test]
+    fn block_nesting_is_limited_too() {
+        let nested = |levels: usize| {
+            (0..levels)
+                .map(|d| format!("{}k{d}:\n", "  ".repeat(d)))
+                .collect::<String>()
+        };
+        from_yaml::<serde::de::IgnoredAny>(&nested(MAX_YAML_NESTING - 1)).unwrap();
+        let e = from_yaml::<serde::de::IgnoredAny>(&nested(200)).unwrap_err();
+        assert!(e.contains("depth"), "{e}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn node_kind_at_never_panics(text in "\\PC{0,80}", line in 0u64..6, column in 0u64..90) {
+            let _ = node_kind_at(&text, line, column);
         }
     }
 

@@ -3,11 +3,12 @@
 use clap::Parser;
 use imagecap_exporter::agent;
 use imagecap_exporter::check;
-use imagecap_exporter::cli::{AgentArgs, Cli, Command, LogFormat, Mode, ServeArgs};
+use imagecap_exporter::cli::{AgentArgs, Cli, Command, KubectlArgs, LogFormat, Mode, ServeArgs};
 use imagecap_exporter::config::{Settings, SourceConfig};
 use imagecap_exporter::metrics::Metrics;
 use imagecap_exporter::serve::web_config::WebConfig;
 use imagecap_exporter::serve::{self, AppState, SHUTDOWN_GRACE, conn};
+use imagecap_exporter::source::client::{self, ClientOptions};
 use imagecap_exporter::source::kubelet::{Endpoint, KubeletOptions};
 use imagecap_exporter::source::prepullers;
 use imagecap_exporter::source::{self, Ingest, agents, apiserver, file, kubelet};
@@ -41,6 +42,9 @@ fn main() -> ExitCode {
     imagecap_exporter::sys::limit_malloc_arenas();
     // One TLS crypto provider for every client and server in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    if imagecap_exporter::cli::is_kubectl_plugin(std::env::args_os().next().as_deref()) {
+        return kubectl_plugin();
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -57,6 +61,21 @@ fn main() -> ExitCode {
             Command::Agent(args) => run_agent(args).await,
         }
     })
+}
+
+/// `kubectl imagecap` (the binary under the name `kubectl-imagecap`): `check`
+/// against a kubeconfig context.
+fn kubectl_plugin() -> ExitCode {
+    let args = KubectlArgs::parse();
+    init_logging(args.log_format);
+    let (check_args, client) = args.into_check();
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(check::run_with(check_args, &client)),
+        Err(e) => {
+            eprintln!("kubectl-imagecap: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
@@ -105,7 +124,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
         "listening"
     );
     tasks.spawn(stop_on_signal(shutdown.clone()));
-    let state = AppState { store, metrics };
+    let state = AppState {
+        store,
+        metrics,
+        telemetry_path: args.web_telemetry_path.as_str().into(),
+    };
     let limits = connection_limits(&args);
     let server = serve::serve(
         listener,
@@ -188,14 +211,16 @@ async fn spawn_sources(
         .sources
         .iter()
         .any(|src| !matches!(src, SourceConfig::Nublado(_)));
+    let requests = Some(&metrics.kube_requests);
+    let options = ClientOptions::default();
     let client = if args.nodes_file.is_none() {
         Some(
-            apiserver::client()
+            client::build(&options, requests)
                 .await
                 .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
         )
     } else if in_cluster {
-        match apiserver::client().await {
+        match client::build(&options, requests).await {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(

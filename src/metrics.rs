@@ -63,6 +63,8 @@ struct FieldLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabels {
     version: String,
+    revision: &'static str,
+    rustversion: &'static str,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -451,6 +453,11 @@ pub struct Metrics {
     source_errors: Family<SourceErrorLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
     source_restarts: Counter,
+    /// Requests to the Kubernetes API server; the layer of every client
+    /// ([`crate::source::client::build`]).
+    pub kube_requests: crate::source::client::KubeRequests,
+    /// Reads the `process_*` families at each scrape.
+    process: Option<fn() -> Result<crate::process::Sample, String>>,
 }
 
 impl Metrics {
@@ -484,6 +491,8 @@ impl Metrics {
         build_info
             .get_or_create(&VersionLabels {
                 version: version.to_string(),
+                revision: crate::version::REVISION,
+                rustversion: crate::version::rust_version(crate::version::RUSTC_VERSION),
             })
             .set(1);
         registry.register(
@@ -491,12 +500,15 @@ impl Metrics {
             "Build information; the value is always 1",
             build_info,
         );
+        let kube_requests = crate::source::client::KubeRequests::register(&mut registry);
         Metrics {
             registry,
             report_text: Mutex::new(None),
             source_errors,
             invalid_node_data,
             source_restarts,
+            kube_requests,
+            process: Some(crate::process::read),
         }
     }
 
@@ -528,7 +540,8 @@ impl Metrics {
     }
 
     /// The exposition for the current report in `format`, in three parts, to be
-    /// sent one after the other: the counters and build information, the report
+    /// sent one after the other: the counters, build information and process
+    /// figures (read afresh from `/proc`), the report
     /// families, the refresh time (and `# EOF` in OpenMetrics).
     ///
     /// The report families depend on the report alone, so their text is kept, in
@@ -551,6 +564,13 @@ impl Metrics {
         // Writing to a String cannot fail.
         let mut head = String::with_capacity(4096);
         let _ = encode_registry(&mut head, &self.registry);
+        match self.process.map(|read| read()) {
+            Some(Ok(process)) => {
+                let _ = encode_registry(&mut head, &process.registry());
+            }
+            Some(Err(e)) => tracing::debug!("no process metrics: {e}"),
+            None => {}
+        }
         let mut tail = String::new();
         let _ = encode_registry(&mut tail, &refresh_registry(last_update));
         let _ = encode_eof(&mut tail);
@@ -708,6 +728,18 @@ mod tests {
         };
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
         let text = m.render(&Arc::new(report), Some(t));
+        let build_info = format!(
+            "imagecap_build_info{{version=\"1.2.3\",revision=\"{}\",rustversion=\"{}\"}} 1",
+            crate::version::REVISION,
+            crate::version::rust_version(crate::version::RUSTC_VERSION)
+        );
+        #[cfg(target_os = "linux")]
+        for family in [
+            "process_resident_memory_bytes ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(&format!("\n{family}")), "{family} in\n{text}");
+        }
         for line in [
             "imagecap_node_images{node=\"a\"} 50",
             "imagecap_node_max_images{node=\"a\"} 50",
@@ -734,7 +766,7 @@ mod tests {
             "imagecap_invalid_node_data_total{field=\"image_name\"} 2",
             "imagecap_invalid_node_data_total{field=\"ephemeral_storage_capacity\"} 0",
             "imagecap_source_restarts_total 1",
-            "imagecap_build_info{version=\"1.2.3\"} 1",
+            build_info.as_str(),
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -895,7 +927,9 @@ mod tests {
 
     #[test]
     fn scrapes_of_one_report_share_its_text_in_each_format() {
-        let m = Metrics::new("x");
+        let mut m = Metrics::new("x");
+        // The process figures change from one scrape to the next.
+        m.process = None;
         m.source_error(SourceErrorKind::List);
         let report = Arc::new(Report {
             nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
@@ -930,7 +964,8 @@ mod tests {
     #[test]
     fn gzip_parts_are_members_of_one_gzip_stream_of_the_same_text() {
         use std::io::Read;
-        let m = Metrics::new("x");
+        let mut m = Metrics::new("x");
+        m.process = None;
         let report = Arc::new(Report {
             nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
             images: vec![],

@@ -9,11 +9,12 @@ use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
 use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
+use crate::source::client::ClientOptions;
 use crate::source::kubelet::{self, Endpoint, KubeletOptions};
 use crate::source::prepullers::{
     daemonset_api, fetch_nublado, http_client, imagecache_api, imagecache_to_groups, list_groups,
 };
-use crate::source::{Ingest, apiserver, file};
+use crate::source::{self, Ingest, apiserver, file};
 use crate::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +38,11 @@ fn emit(text: &str) {
 }
 
 pub async fn run(args: CheckArgs) -> ExitCode {
+    run_with(args, &ClientOptions::default()).await
+}
+
+/// [`run`], with the cluster's client configured by `client`.
+pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
     let s = match Settings::new(&args.common) {
         Ok(s) => s,
         Err(e) => return bad_input(e),
@@ -50,7 +56,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
     // The sources first: they decide which image entries node summaries keep.
     let client = match &args.nodes_file {
         Some(_) => None,
-        None => match apiserver::client().await {
+        None => match source::client::build(client, None).await {
             Ok(c) => Some(c),
             Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
         },

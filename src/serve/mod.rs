@@ -39,14 +39,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 pub struct AppState {
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// Where the metrics are served (`--web.telemetry-path`, `/metrics` by default).
+    pub telemetry_path: Arc<str>,
 }
 
-/// The routes; `/` and `/metrics` behind `auth` (open while it has no user).
+/// The routes; `/` and the metrics behind `auth` (open while it has no user).
 pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     // Probes stay open: they reveal nothing, and the kubelet cannot authenticate.
     let protected = Router::new()
         .route("/", get(status_page))
-        .route("/metrics", get(metrics::handler))
+        .route(&state.telemetry_path, get(metrics::handler))
         .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
     let routes = Router::new()
         .merge(protected)
@@ -85,9 +87,13 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// async workers.
 async fn status_page(State(s): State<AppState>) -> Response {
     match s.store.report_off_runtime().await {
-        Ok((report, last_update)) => {
-            Html(status_page::render(&report, last_update, SystemTime::now())).into_response()
-        }
+        Ok((report, last_update)) => Html(status_page::render_with_metrics_at(
+            &report,
+            last_update,
+            SystemTime::now(),
+            &s.telemetry_path,
+        ))
+        .into_response(),
         Err(e) => {
             tracing::error!("rendering the status page failed: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()

@@ -71,6 +71,16 @@ fn status_tag(n: &NodeReport) -> String {
 }
 
 pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime) -> String {
+    render_with_metrics_at(report, last_update, now, "/metrics")
+}
+
+/// [`render`], linking to the metrics at `metrics_path` (`--web.telemetry-path`).
+pub fn render_with_metrics_at(
+    report: &Report,
+    last_update: Option<SystemTime>,
+    now: SystemTime,
+    metrics_path: &str,
+) -> String {
     let mut h = String::with_capacity(4096 + report.nodes.len() * 600);
     h.push_str(concat!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
@@ -204,7 +214,15 @@ pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime)
     h.push_str(
         "<p class=\"meta\">Nodes at the cap hide images from the API. Remedy: <code>nodeStatusMaxImages: -1</code> \
          (or about a third of the node's ephemeral storage in GB) in the kubelet config, then restart the kubelet. \
-         Metrics: <a href=\"metrics\">/metrics</a>.</p>\n</body></html>\n",
+         Metrics: ",
+    );
+    // Relative to the page (served at /), so that it also works behind a proxy
+    // that serves the exporter under a prefix.
+    let _ = write!(
+        h,
+        "<a href=\"{}\">{}</a>.</p>\n</body></html>\n",
+        esc(metrics_path.trim_start_matches('/')),
+        esc(metrics_path)
     );
     h
 }
@@ -334,5 +352,12 @@ mod tests {
             sources: vec![],
         };
         assert!(render(&r, None, SystemTime::now()).contains("no node data yet"));
+        assert!(render(&r, None, SystemTime::now()).contains("<a href=\"metrics\">/metrics</a>"));
+        let h = render_with_metrics_at(&r, None, SystemTime::now(), "/prom/metrics");
+        assert!(
+            h.contains("<a href=\"prom/metrics\">/prom/metrics</a>."),
+            "{h}"
+        );
+        assert!(h.ends_with("</body></html>\n"));
     }
 }

@@ -99,7 +99,7 @@ impl WebConfig {
             RawWebConfig::default()
         } else {
             crate::config::check_yaml_nesting(text)?;
-            serde_yaml::from_str(text).map_err(|e| e.to_string())?
+            crate::config::from_yaml(text)?
         };
         let resolve = |p: &str| {
             let p = Path::new(p);

@@ -245,11 +245,6 @@ fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
     tracing::warn!(%kind, "node {kind} failed, retrying with backoff: {e}{hint}");
 }
 
-/// A client from the in-cluster config or the kubeconfig.
-pub async fn client() -> Result<Client, kube::Error> {
-    Client::try_default().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod apiserver;
+pub mod client;
 pub mod file;
 pub mod kubelet;
 pub mod prepullers;

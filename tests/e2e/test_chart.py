@@ -1417,7 +1417,12 @@ def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
 def test_dockerfile():
     instructions = _dockerfile_instructions((ROOT / "Dockerfile").read_text())
     froms = [(i, rest) for i, (word, rest) in enumerate(instructions) if word == "FROM"]
-    assert [rest for _, rest in froms] == ["rust:1-bookworm AS build", "gcr.io/distroless/cc-debian12:nonroot"]
+    assert [rest for _, rest in froms] == ["${BUILD_IMAGE} AS build", "${RUNTIME_IMAGE}"]
+    # The bases are build arguments declared before the first stage, defaulting to
+    # the upstream images (test_container.py replaces them with local ones).
+    global_args = dict(rest.split("=", 1) for word, rest in instructions[:froms[0][0]] if word == "ARG")
+    assert global_args == {"BUILD_IMAGE": "rust:1-bookworm",
+                           "RUNTIME_IMAGE": "gcr.io/distroless/cc-debian12:nonroot"}
     build = instructions[froms[0][0]:froms[1][0]]
     final = instructions[froms[1][0]:]
     assert any(word == "RUN" and "cargo build --release --locked" in rest for word, rest in build)

@@ -43,22 +43,34 @@ pub fn readme_table() -> BTreeMap<String, Shape> {
     rows
 }
 
-/// name -> (type, label keys), from a Prometheus text exposition.
-pub fn exposed(text: &str) -> BTreeMap<String, Shape> {
-    let mut families: BTreeMap<String, Shape> = BTreeMap::new();
+/// name -> (type, label keys, whether it has samples), from a Prometheus text
+/// exposition. A histogram's `_bucket`, `_sum` and `_count` samples belong to it,
+/// and its `le` label is not one of its labels.
+pub fn exposed(text: &str) -> BTreeMap<String, (String, BTreeSet<String>, bool)> {
+    let mut families: BTreeMap<String, (String, BTreeSet<String>, bool)> = BTreeMap::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            families.insert(name.to_string(), (kind.to_string(), BTreeSet::new()));
+            families.insert(name.to_string(), (kind.to_string(), BTreeSet::new(), false));
         } else if !line.starts_with('#') && !line.is_empty() {
             let name_end = line.find(['{', ' ']).unwrap();
+            let sample = &line[..name_end];
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| sample.strip_suffix(suffix))
+                .find(|base| families.get(*base).is_some_and(|f| f.0 == "histogram"))
+                .unwrap_or(sample);
             let family = families
-                .get_mut(&line[..name_end])
+                .get_mut(name)
                 .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+            family.2 = true;
             if let Some(labels) = line[name_end..].strip_prefix('{') {
                 let labels = &labels[..labels.rfind('}').unwrap()];
                 for pair in labels.split("\",") {
-                    family.1.insert(pair.split('=').next().unwrap().to_string());
+                    let key = pair.split('=').next().unwrap();
+                    if !(family.0 == "histogram" && key == "le") {
+                        family.1.insert(key.to_string());
+                    }
                 }
             }
         }

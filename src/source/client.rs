@@ -1,0 +1,370 @@
+//! The Kubernetes API client every source uses, built in one place, with a tower
+//! layer that counts each request by verb and status code and times it, in the
+//! style of client-go's `rest_client_*` and kube-state-metrics'
+//! `kube_state_metrics_list_total`.
+
+use http::{Method, Request, Response};
+use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tower::{Layer, Service};
+
+/// Where the client's configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// A kubeconfig file read instead of `KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current context.
+    pub context: Option<String>,
+}
+
+/// A client for the cluster: with neither option, as `kubectl` does it (in-cluster
+/// configuration, else `KUBECONFIG` or `~/.kube/config`); otherwise that kubeconfig
+/// file and context. Every request goes through `requests` when given.
+pub async fn build(
+    options: &ClientOptions,
+    requests: Option<&KubeRequests>,
+) -> Result<Client, String> {
+    let kube_options = KubeConfigOptions {
+        context: options.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (&options.kubeconfig, &options.context) {
+        (None, None) => Config::infer().await.map_err(|e| e.to_string())?,
+        (Some(path), _) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &kube_options)
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&kube_options)
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let builder = ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
+    Ok(match requests {
+        Some(r) => builder.with_layer(r).build(),
+        None => builder.build(),
+    })
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+/// Buckets of the request duration histogram, in seconds: client-go's
+/// `rest_client_request_duration_seconds` buckets.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The request counter and duration histogram; a [`Layer`] for
+/// [`ClientBuilder::with_layer`]. Clones share the same series.
+#[derive(Clone, Debug)]
+pub struct KubeRequests {
+    total: Family<RequestLabels, Counter>,
+    duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
+}
+
+impl KubeRequests {
+    /// Registers both families in `registry`.
+    pub fn register(registry: &mut Registry) -> KubeRequests {
+        let requests = KubeRequests {
+            total: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+        };
+        registry.register(
+            "imagecap_kube_requests",
+            "Requests to the Kubernetes API server, by verb (list, watch, get, ...) and HTTP \
+             status code (error: no response)",
+            requests.total.clone(),
+        );
+        registry.register(
+            "imagecap_kube_request_duration_seconds",
+            "Time from sending a request to the Kubernetes API server to its response \
+             headers, by verb; for a watch, the time until the stream starts",
+            requests.duration.clone(),
+        );
+        requests
+    }
+
+    fn observe(&self, verb: &'static str, code: String, seconds: f64) {
+        self.total
+            .get_or_create(&RequestLabels { verb, code })
+            .inc();
+        self.duration
+            .get_or_create(&VerbLabels { verb })
+            .observe(seconds);
+    }
+}
+
+/// The Kubernetes API verb of a request, as the API server names it in its audit
+/// log and metrics: `list`, `watch`, `get`, `create`, `update`, `patch`,
+/// `delete`, `deletecollection`; for other methods and paths, the lowercase method.
+pub fn verb(method: &Method, path: &str, query: Option<&str>) -> &'static str {
+    let watch = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| matches!(pair, "watch=true" | "watch=1" | "watch"))
+    });
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // /api/{version}/... or /apis/{group}/{version}/...
+    let rest = match parts.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => return lower(method),
+    };
+    // A namespaced resource drops the namespaces/{ns} prefix, except for the
+    // namespace object itself and its own subresources.
+    let rest = match rest {
+        ["namespaces", _, resource, tail @ ..] if !matches!(*resource, "status" | "finalize") => {
+            let mut v = vec![*resource];
+            v.extend_from_slice(tail);
+            v
+        }
+        other => other.to_vec(),
+    };
+    if rest.is_empty() {
+        return lower(method);
+    }
+    let named = rest.len() >= 2;
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => lower(method),
+    }
+}
+
+fn lower(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "get",
+        Method::HEAD => "head",
+        Method::POST => "post",
+        Method::PUT => "put",
+        Method::PATCH => "patch",
+        Method::DELETE => "delete",
+        Method::OPTIONS => "options",
+        _ => "other",
+    }
+}
+
+impl<S> Layer<S> for KubeRequests {
+    type Service = Counted<S>;
+
+    fn layer(&self, inner: S) -> Counted<S> {
+        Counted {
+            inner,
+            requests: self.clone(),
+        }
+    }
+}
+
+/// A service that records each request in [`KubeRequests`].
+#[derive(Clone)]
+pub struct Counted<S> {
+    inner: S,
+    requests: KubeRequests,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Counted<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let verb = verb(
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+        );
+        let requests = self.requests.clone();
+        let start = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = match &result {
+                Ok(r) => r.status().as_u16().to_string(),
+                Err(_) => "error".to_string(),
+            };
+            requests.observe(verb, code, start.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn verbs_as_the_api_server_names_them() {
+        let get = Method::GET;
+        for (method, path, query, want) in [
+            (&get, "/api/v1/nodes", None, "list"),
+            (
+                &get,
+                "/api/v1/nodes",
+                Some("limit=500&labelSelector=a%3Db"),
+                "list",
+            ),
+            (
+                &get,
+                "/api/v1/nodes",
+                Some("watch=true&resourceVersion=5"),
+                "watch",
+            ),
+            (
+                &get,
+                "/api/v1/nodes",
+                Some("allowWatchBookmarks=true&watch=1"),
+                "watch",
+            ),
+            (&get, "/api/v1/nodes/n1", None, "get"),
+            (&get, "/api/v1/nodes/n1/proxy/configz", None, "get"),
+            (
+                &get,
+                "/apis/apps/v1/namespaces/jhub/daemonsets",
+                None,
+                "list",
+            ),
+            (
+                &get,
+                "/apis/apps/v1/namespaces/jhub/daemonsets",
+                Some("watch=true"),
+                "watch",
+            ),
+            (&get, "/apis/apps/v1/daemonsets", None, "list"),
+            (
+                &get,
+                "/apis/kubefledged.io/v1alpha2/namespaces/kf/imagecaches/c",
+                None,
+                "get",
+            ),
+            (&get, "/api/v1/namespaces", None, "list"),
+            (&get, "/api/v1/namespaces/kf", None, "get"),
+            (&get, "/api/v1/namespaces/kf/status", None, "get"),
+            (&Method::POST, "/api/v1/namespaces/kf/pods", None, "create"),
+            (&Method::PUT, "/api/v1/nodes/n1", None, "update"),
+            (&Method::PATCH, "/api/v1/nodes/n1", None, "patch"),
+            (&Method::DELETE, "/api/v1/nodes/n1", None, "delete"),
+            (&Method::DELETE, "/api/v1/nodes", None, "deletecollection"),
+            (&get, "/version", None, "get"),
+            (&get, "/api", None, "get"),
+            (&get, "/apis/apps/v1", None, "get"),
+            (&Method::OPTIONS, "/api/v1/nodes", None, "options"),
+        ] {
+            assert_eq!(verb(method, path, query), want, "{method} {path} {query:?}");
+        }
+    }
+
+    #[test]
+    fn families_are_encoded() {
+        let mut registry = Registry::default();
+        let r = KubeRequests::register(&mut registry);
+        r.observe("list", "200".into(), 0.01);
+        r.observe("list", "200".into(), 0.2);
+        r.observe("watch", "error".into(), 3.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut text, &registry).unwrap();
+        for line in [
+            "# TYPE imagecap_kube_requests counter",
+            "imagecap_kube_requests_total{verb=\"list\",code=\"200\"} 2",
+            "imagecap_kube_requests_total{verb=\"watch\",code=\"error\"} 1",
+            "# TYPE imagecap_kube_request_duration_seconds histogram",
+            "imagecap_kube_request_duration_seconds_bucket{le=\"0.025\",verb=\"list\"} 1",
+            "imagecap_kube_request_duration_seconds_bucket{le=\"+Inf\",verb=\"list\"} 2",
+            "imagecap_kube_request_duration_seconds_count{verb=\"watch\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_layer_counts_responses_and_failures() {
+        use tower::ServiceExt;
+        let mut registry = Registry::default();
+        let r = KubeRequests::register(&mut registry);
+        let answer = tower::service_fn(|req: Request<()>| async move {
+            if req.uri().path().ends_with("/broken") {
+                Err("connection refused")
+            } else {
+                Ok::<_, &str>(
+                    Response::builder()
+                        .status(if req.uri().query().is_some() {
+                            200
+                        } else {
+                            404
+                        })
+                        .body(())
+                        .unwrap(),
+                )
+            }
+        });
+        let svc = r.layer(answer);
+        let send = |uri: &str| {
+            let svc = svc.clone();
+            let req = Request::get(uri).body(()).unwrap();
+            async move { svc.oneshot(req).await }
+        };
+        send("/api/v1/nodes?limit=5").await.unwrap();
+        send("/api/v1/nodes?watch=true").await.unwrap();
+        send("/api/v1/nodes/gone").await.unwrap();
+        assert!(send("/api/v1/nodes/broken").await.is_err());
+        let count = |verb, code: &str| {
+            r.total
+                .get_or_create(&RequestLabels {
+                    verb,
+                    code: code.into(),
+                })
+                .get()
+        };
+        assert_eq!(count("list", "200"), 1);
+        assert_eq!(count("watch", "200"), 1);
+        assert_eq!(count("get", "404"), 1);
+        assert_eq!(count("get", "error"), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn any_path_has_a_verb(path in "(/[a-z0-9.]{0,6}){0,8}", query in proptest::option::of("[a-z=&]{0,20}")) {
+            let v = verb(&Method::GET, &path, query.as_deref());
+            prop_assert!(["list", "watch", "get"].contains(&v), "{}", v);
+        }
+    }
+}
