@@ -269,15 +269,14 @@ local p = import 'panels.libsonnet';
         p.table(
           16,
           'Wanted images missing per node',
-          'Each (eligible node, wanted image) pair the node does not report. absent: the node is under its cap, so the image is not there. unverifiable: the node is at its cap, so the image may be present but hidden.',
+          'Each (eligible node, wanted image) pair the node does not report, and why. absent: the image is not on the node (the node is under its cap, or its node agent says the runtime lacks it). hidden: the node is at its cap and its runtime holds the image: the API hides it, so the prepuller pulls it again and the spawner menu leaves it out. unverifiable: the node is at its cap and no node agent report says which.',
           pos(17, 27, 7, 9),
-          // 1 + 0 = absent, 1 + 1 = unverifiable (the node is at its cap).
-          [tt('imagecap_node_prepull_image_missing%s + ignoring (image) group_left imagecap_node_at_cap%s' % [fn, fn], 'A')],
-          [cl, 'node', 'image', 'Value'],
-          { node: 'Node', image: 'Image', [cl]: 'Cluster' },
+          [tt('imagecap_node_prepull_image_missing%s' % [fn], 'A')],
+          [cl, 'node', 'image', 'state'],
+          { node: 'Node', image: 'Image', state: 'State', [cl]: 'Cluster' },
           [
-            p.column('Value', 'State', [
-              ['mappings', [p.valueMap({ '1': ['absent', 'red'], '2': ['unverifiable (at cap)', 'orange'] })]],
+            p.column('state', 'State', [
+              ['mappings', [p.valueMap({ absent: ['absent', 'red'], hidden: ['hidden by the cap', 'red'], unverifiable: ['unverifiable (at cap)', 'orange'] })]],
               ['custom.cellOptions', { type: 'color-text' }],
             ]),
           ],

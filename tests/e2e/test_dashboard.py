@@ -452,7 +452,7 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert _scalar(results[("Nodes known", "A")]) == 6
     assert _scalar(results[("Nodes near cap", "A")]) == 1  # nublado-worker-4, 46/50
     assert _scalar(results[("Eligible nodes", "A")]) == 4
-    assert _by_label(results[("Wanted images missing", "A")], "state") == {"absent": 1, "unverifiable": 1}
+    assert _by_label(results[("Wanted images missing", "A")], "state") == {"absent": 1, "unverifiable": 1, "hidden": 0}
     age = _scalar(results[("Exporter data age", "A")])
     assert 0 <= age < 60, age
 
@@ -498,10 +498,10 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert wanted["A"][f"{lab}:w_2024_10"] == 3
     assert set(wanted["B"].values()) == {4}
     assert wanted["C"] == cover
-    missing = {(r["metric"]["node"], r["metric"]["image"]): float(r["value"][1])
+    missing = {(r["metric"]["node"], r["metric"]["image"]): r["metric"]["state"]
                for r in results[("Wanted images missing per node", "A")]["result"]}
-    assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): 1,   # absent
-                       ("nublado-worker-1", f"{lab}:w_2024_11"): 2}   # unverifiable (at cap)
+    assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): "absent",
+                       ("nublado-worker-1", f"{lab}:w_2024_11"): "unverifiable"}  # at cap, no agent
 
     # Wanted image sources: the example config has images (source "config") and a
     # pattern (source "pattern"), both always up; no other source is configured.
