@@ -27,6 +27,24 @@ pub fn intern(s: &Arc<str>) -> Arc<str> {
     }
 }
 
+/// The shared copy of the string `s`, allocated only the first time it is seen.
+pub fn intern_str(s: &str) -> Arc<str> {
+    let mut set = strings();
+    match set.get(s) {
+        Some(shared) => shared.clone(),
+        None => {
+            let shared: Arc<str> = Arc::from(s);
+            set.insert(shared.clone());
+            shared
+        }
+    }
+}
+
+/// How many distinct strings are held.
+pub fn len() -> usize {
+    strings().len()
+}
+
 /// Forgets strings nothing uses any more (only the set holds them).
 pub fn collect_garbage() {
     strings().retain(|s| Arc::strong_count(s) > 1);
@@ -50,6 +68,14 @@ mod tests {
         let (ia, ib) = (intern(&a), intern(&b));
         assert!(Arc::ptr_eq(&ia, &ib));
         assert_eq!(&*ia, "intern-test/one");
+    }
+
+    #[test]
+    fn strings_are_shared_by_content() {
+        let a = intern_str("intern-test/by-content");
+        let b = intern(&Arc::from("intern-test/by-content"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &intern_str("intern-test/by-content")));
     }
 
     #[test]
