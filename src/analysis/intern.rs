@@ -4,10 +4,25 @@
 //! keeps its image names as `Arc<str>` handed out here, so each distinct string is
 //! stored once (measured in docs/performance.md).
 
+use super::reference::ImageRef;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
 static STRINGS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+/// Whole image entries (the names of one image), which also repeat from node to
+/// node: a summary keeps a pointer to the shared copy.
+static ENTRIES: LazyLock<Mutex<HashSet<Arc<[ImageRef]>>>> = LazyLock::new(Default::default);
+
+/// The shared copy of an image entry's names (already interned strings).
+pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
+    let mut set = ENTRIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = set.get(names.as_slice()) {
+        return shared.clone();
+    }
+    let shared: Arc<[ImageRef]> = names.into();
+    set.insert(shared.clone());
+    shared
+}
 
 fn strings() -> std::sync::MutexGuard<'static, HashSet<Arc<str>>> {
     // The set is only ever inserted into or pruned whole; a panic elsewhere while
@@ -40,13 +55,19 @@ pub fn intern_str(s: &str) -> Arc<str> {
     }
 }
 
-/// How many distinct strings are held.
-pub fn len() -> usize {
-    strings().len()
+/// How many distinct strings and entries are held.
+pub fn len() -> (usize, usize) {
+    let entries = ENTRIES.lock().unwrap_or_else(|e| e.into_inner()).len();
+    (strings().len(), entries)
 }
 
 /// Forgets strings nothing uses any more (only the set holds them).
 pub fn collect_garbage() {
+    // Entries first: a dropped entry releases its strings.
+    ENTRIES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|e| Arc::strong_count(e) > 1);
     strings().retain(|s| Arc::strong_count(s) > 1);
 }
 

@@ -5,7 +5,7 @@
 //! few image entries that matter for prepull matching, never the whole image list.
 
 use super::eligibility::{Labels, NodeFacts, Taint};
-use super::intern::{intern, intern_str};
+use super::intern::{intern, intern_entry, intern_str};
 use super::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present};
 use super::quantity::parse_bytes;
 use super::reference::{ImageRef, RefError};
@@ -234,6 +234,38 @@ pub struct Problem {
     pub detail: String,
 }
 
+/// The names of one image entry, shared by every node that reports the same
+/// entry (interned: thousands of nodes hold a pointer each, not a copy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry(pub Arc<[ImageRef]>);
+
+impl Entry {
+    pub fn new(names: Vec<ImageRef>) -> Entry {
+        Entry(intern_entry(names))
+    }
+}
+
+impl From<Vec<ImageRef>> for Entry {
+    fn from(names: Vec<ImageRef>) -> Entry {
+        Entry::new(names)
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = [ImageRef];
+    fn deref(&self) -> &[ImageRef] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Entry {
+    type Item = &'a ImageRef;
+    type IntoIter = std::slice::Iter<'a, ImageRef>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// What the exporter keeps of a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
@@ -249,7 +281,7 @@ pub struct NodeSummary {
     pub labels: Labels,
     pub taints: Vec<Taint>,
     /// The names of the image entries that can matter for prepull matching.
-    pub relevant_images: Vec<Vec<ImageRef>>,
+    pub relevant_images: Vec<Entry>,
     pub problems: Vec<Problem>,
 }
 
@@ -478,7 +510,7 @@ pub fn summarize_with(
                 ),
             }
             if let Some(refs) = entry_names(i, entry, relevance, cache, &mut problem) {
-                summary.relevant_images.push(refs);
+                summary.relevant_images.push(Entry::new(refs));
             }
         }
     }
@@ -576,22 +608,22 @@ fn entry_names(
     if !relevance.entry_is_relevant(count, all_untagged, matches) {
         return None;
     }
-    // ...then, for the few entries kept, the names themselves.
-    let refs = names
-        .items
-        .iter()
-        .filter_map(|n| match n {
-            Lenient::Ok(s) => cache.names.get(&**s)?.parsed.as_ref().ok(),
-            Lenient::Invalid(_) => None,
-        })
-        // Copies owned by the interner alone, never the cache's own strings: the
-        // interner then holds only what summaries use.
-        .map(|r| ImageRef {
-            repo: intern_str(&r.repo),
-            tag: r.tag.as_deref().map(intern_str),
-            digest: r.digest.as_deref().map(intern_str),
-        })
-        .collect();
+    // ...then, for the few entries kept, the names themselves (exactly `count`:
+    // thousands of nodes keep dozens of entries each, so no spare capacity).
+    let mut refs = Vec::with_capacity(count);
+    for name in &names.items {
+        if let Lenient::Ok(s) = name
+            && let Some(CachedName { parsed: Ok(r), .. }) = cache.names.get(&**s)
+        {
+            // Copies owned by the interner alone, never the cache's own strings:
+            // the interner then holds only what summaries use.
+            refs.push(ImageRef {
+                repo: intern_str(&r.repo),
+                tag: r.tag.as_deref().map(intern_str),
+                digest: r.digest.as_deref().map(intern_str),
+            });
+        }
+    }
     Some(refs)
 }
 

@@ -83,6 +83,8 @@ pub struct PageSizer {
     budget: usize,
     /// The mean size of a node in the last page that had any.
     bytes_per_node: Option<usize>,
+    /// The limit of the last request.
+    last: Option<u32>,
 }
 
 impl PageSizer {
@@ -91,17 +93,21 @@ impl PageSizer {
             max: max.max(1),
             budget,
             bytes_per_node: None,
+            last: None,
         }
     }
 
-    /// The `limit` for the next request.
+    /// The `limit` for the next request: what fits the budget at the last page's
+    /// bytes per node, but at most twice the last limit, so that a page of small
+    /// nodes (a pool of small infrastructure nodes) does not make the next page,
+    /// of ordinary nodes, many times the budget.
     pub fn limit(&self) -> u32 {
-        match self.bytes_per_node {
-            None => self.max.min(FIRST_PAGE),
-            Some(b) => u32::try_from(self.budget / b.max(1))
-                .unwrap_or(u32::MAX)
-                .clamp(1, self.max),
-        }
+        let fits = match self.bytes_per_node {
+            None => FIRST_PAGE,
+            Some(b) => u32::try_from(self.budget / b.max(1)).unwrap_or(u32::MAX),
+        };
+        let grown = self.last.map_or(u32::MAX, |l| l.saturating_mul(2));
+        fits.min(grown).clamp(1, self.max)
     }
 
     /// The bytes to reserve for the next page's body.
@@ -110,8 +116,10 @@ impl PageSizer {
         (per_node.saturating_mul(self.limit() as usize) + (64 << 10)).min(self.budget * 2)
     }
 
-    /// Learns from a page of `items` nodes in `bytes` bytes.
+    /// Learns from a page of `items` nodes in `bytes` bytes, asked for with
+    /// the limit [`PageSizer::limit`] gave.
     pub fn observe(&mut self, bytes: usize, items: usize) {
+        self.last = Some(self.limit());
         if items > 0 {
             self.bytes_per_node = Some(bytes.div_ceil(items));
         }
@@ -185,6 +193,12 @@ pub async fn list_nodes(
             })
             .map_err(ListError::Decode)?;
             sizer.observe(body.len(), page.items);
+            tracing::debug!(
+                bytes = body.len(),
+                nodes = page.items,
+                next_limit = sizer.limit(),
+                "read a list page"
+            );
             drop(body);
             if resource_version.is_none() {
                 resource_version = page.resource_version;
@@ -459,6 +473,36 @@ pub async fn client() -> Result<Client, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_follow_the_bytes_per_node() {
+        let mut s = PageSizer::new(500, 8 << 20);
+        assert_eq!(s.limit(), 100, "first page, sizes unknown");
+        // 112 KB nodes (500 images each): 74 a page.
+        s.observe(100 * 112_000, 100);
+        assert_eq!(s.limit(), 74);
+        // A page of small nodes lets the next grow, but only to twice the last.
+        s.observe(70 * 10_000, 70);
+        assert_eq!(s.limit(), 148);
+        s.observe(148 * 10_000, 148);
+        assert_eq!(s.limit(), 296);
+        // Back to large nodes: shrinks at once.
+        s.observe(296 * 112_000, 296);
+        assert_eq!(s.limit(), 74);
+        // Small nodes everywhere: --page-size caps it.
+        for _ in 0..5 {
+            let l = s.limit() as usize;
+            s.observe(l * 3_000, l);
+        }
+        assert_eq!(s.limit(), 500);
+        // An empty page teaches nothing; a huge node still gets a page of one.
+        s.observe(0, 0);
+        assert_eq!(s.limit(), 500);
+        s.observe(50 << 20, 1);
+        assert_eq!(s.limit(), 1);
+        assert_eq!(PageSizer::new(0, 8 << 20).limit(), 1, "--page-size 0 is 1");
+        assert_eq!(PageSizer::new(20, 8 << 20).limit(), 20);
+    }
 
     #[test]
     fn hints_name_the_missing_permission() {
