@@ -11,7 +11,7 @@ use imagecap_exporter::analysis::NodeView;
 use serde_json::json;
 use std::borrow::Cow;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -808,38 +808,45 @@ async fn run_mode(
     Ok(r)
 }
 
-/// Wall time and peak RSS (the largest process's `ru_maxrss`, MiB) of a command
-/// run to completion, with its output in `out`.
-fn run_measured(cmd: &mut Command, out: &Path) -> Result<(f64, f64), String> {
+/// Wall time and peak RSS (GNU time's `%M`: the largest process's, MiB) of a
+/// command run to completion, with its output in `out`. Through /usr/bin/time, so
+/// that the peak is not the benchmark's own, which a forked child inherits.
+fn run_measured(
+    program: &Path,
+    args: &[&OsStr],
+    kubeconfig: &Path,
+    out: &Path,
+    ok_codes: &[i32],
+) -> Result<(f64, f64), String> {
     let file = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    let stats = out.with_extension("time");
     let start = Instant::now();
-    let child = cmd
+    let result = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&stats)
+        .arg(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
         .stdout(file)
-        .stderr(std::process::Stdio::piped())
         .stdin(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value, and wait4 only writes to it and
-    // to `status` for the child just spawned.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
-        return Err(format!("{cmd:?}: wait4 failed"));
-    }
+        .output()
+        .map_err(|e| format!("/usr/bin/time {program:?}: {e}"))?;
     let wall = start.elapsed().as_secs_f64();
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) > 1 {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr {
-            use std::io::Read;
-            let _ = e.read_to_string(&mut err);
-        }
+    let code = result.status.code().unwrap_or(-1);
+    if !ok_codes.contains(&code) {
+        let err = String::from_utf8_lossy(&result.stderr);
         return Err(format!(
-            "{cmd:?} failed ({status}): {}",
-            &err[err.len().saturating_sub(2000)..]
+            "{program:?} exited {code}: {}",
+            &err[err.len().saturating_sub(1500)..]
         ));
     }
-    Ok((wall, usage.ru_maxrss as f64 / 1024.0))
+    let kib: f64 = std::fs::read_to_string(&stats)
+        .ok()
+        .and_then(|t| t.lines().last()?.trim().parse().ok())
+        .ok_or("no %M from /usr/bin/time")?;
+    Ok((wall, kib / 1024.0))
 }
 
 /// `check` side by side with what Nublado's prepuller does (kubernetes_asyncio,
@@ -849,35 +856,47 @@ fn measure_peers(kubeconfig: &Path, config: &Path, dir: &Path) -> Result<(), Str
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     let out = dir.join("peer-output");
-    let mut check = Command::new(EXPORTER);
-    check
-        .args(["check", "--format", "json", "--config"])
-        .arg(config)
-        .env("KUBECONFIG", kubeconfig);
-    let (check_s, check_mib) = run_measured(&mut check, &out)?;
+    let config_arg = config.as_os_str();
+    let (check_s, check_mib) = run_measured(
+        Path::new(EXPORTER),
+        &[
+            OsStr::new("check"),
+            OsStr::new("--format"),
+            OsStr::new("json"),
+            OsStr::new("--config"),
+            config_arg,
+        ],
+        kubeconfig,
+        &out,
+        &[0, 1],
+    )?;
     println!(
         "  peers: imagecap-exporter check: {check_s:.2} s, peak RSS {check_mib:.1} MiB (load average {})",
         loadavg()
     );
-    let mut peers: Vec<(&str, Command)> = Vec::new();
+    let prepuller = root.join("benches/peers/prepuller.py");
+    let kubectl = root.join("benches/peers/kubectl-jq.sh");
+    let mut peers: Vec<(&str, PathBuf, Vec<&OsStr>)> = Vec::new();
     if python.exists() {
-        let mut c = Command::new(&python);
-        c.arg(root.join("benches/peers/prepuller.py"))
-            .env("KUBECONFIG", kubeconfig);
-        peers.push(("Nublado prepuller (kubernetes_asyncio list_node)", c));
+        peers.push((
+            "Nublado prepuller (kubernetes_asyncio list_node)",
+            python.clone(),
+            vec![prepuller.as_os_str()],
+        ));
     } else {
         println!("  peers: no .venv (make test sets it up): prepuller skipped");
     }
-    let mut c = Command::new("sh");
-    c.arg(root.join("benches/peers/kubectl-jq.sh"))
-        .env("KUBECONFIG", kubeconfig);
-    peers.push(("kubectl get nodes -o json | jq", c));
-    for (name, mut cmd) in peers {
-        match run_measured(&mut cmd, &out) {
+    peers.push((
+        "kubectl get nodes -o json | jq",
+        PathBuf::from("/bin/sh"),
+        vec![kubectl.as_os_str()],
+    ));
+    for (name, program, args) in peers {
+        match run_measured(&program, &args, kubeconfig, &out, &[0]) {
             Ok((s, mib)) => {
                 let seen = std::fs::read_to_string(&out).unwrap_or_default();
                 println!(
-                    "  peers: {name}: {s:.2} s ({:.1}x check), peak RSS {mib:.1} MiB ({:.1}x check); printed {:?}",
+                    "  peers: {name}: {s:.2} s ({:.1}x check), peak RSS {mib:.1} MiB ({:.1}x check); printed {:?} (nodes, image names)",
                     s / check_s,
                     mib / check_mib,
                     seen.trim()

@@ -120,7 +120,7 @@ impl ImageName {
                 return ImageName(shared.clone());
             }
             if seen.len() >= NAME_CACHE_MAX {
-                seen.clear();
+                *seen = HashSet::default();
             }
             let shared: Arc<str> = Arc::from(name);
             seen.insert(shared.clone());
@@ -309,6 +309,17 @@ pub struct NameCache {
     names: HashMap<Arc<str>, CachedName, FastHash>,
     /// What the matches were decided against.
     relevance: Option<Arc<Relevance>>,
+    /// The answer for a name the full cache did not keep.
+    uncached: CachedName,
+}
+
+impl Default for CachedName {
+    fn default() -> Self {
+        CachedName {
+            parsed: Err(RefError::Empty),
+            matches: false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -318,8 +329,10 @@ struct CachedName {
     matches: bool,
 }
 
-/// Distinct names a [`NameCache`] holds before it starts over (about 10 MB).
-const NAME_CACHE_MAX: usize = 50_000;
+/// Distinct names a name table holds at most (a few MB); past that, names are
+/// handled without being remembered, so that one node with a million distinct
+/// images neither grows the table nor leaves it large.
+const NAME_CACHE_MAX: usize = 20_000;
 
 impl NameCache {
     /// Makes the cache answer for `relevance`, forgetting what it knew for another.
@@ -328,8 +341,8 @@ impl NameCache {
             .relevance
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, relevance));
-        if !same || self.names.len() > NAME_CACHE_MAX {
-            self.names.clear();
+        if !same || self.names.len() >= NAME_CACHE_MAX {
+            self.names = HashMap::default();
             self.relevance = Some(relevance.clone());
         }
     }
@@ -346,10 +359,22 @@ impl NameCache {
         if !self.names.contains_key(name) {
             let parsed = ImageRef::parse(name);
             let matches = parsed.as_ref().is_ok_and(|r| relevance.name_matches(r));
-            self.names
-                .insert(Arc::from(name), CachedName { parsed, matches });
+            let cached = CachedName { parsed, matches };
+            if self.names.len() >= NAME_CACHE_MAX {
+                self.uncached = cached;
+                return &self.uncached;
+            }
+            self.names.insert(Arc::from(name), cached);
         }
         &self.names[name]
+    }
+
+    /// The parsed name, from the cache or parsed again if it was not kept.
+    fn parsed(&self, name: &str) -> Option<ImageRef> {
+        match self.names.get(name) {
+            Some(c) => c.parsed.as_ref().ok().cloned(),
+            None => ImageRef::parse(name).ok(),
+        }
     }
 }
 
@@ -613,7 +638,7 @@ fn entry_names(
     let mut refs = Vec::with_capacity(count);
     for name in &names.items {
         if let Lenient::Ok(s) = name
-            && let Some(CachedName { parsed: Ok(r), .. }) = cache.names.get(&**s)
+            && let Some(r) = cache.parsed(s)
         {
             // Copies owned by the interner alone, never the cache's own strings:
             // the interner then holds only what summaries use.

@@ -182,6 +182,15 @@ impl FakeApiServer {
             server.apply(n);
         }
         let app = Router::new()
+            // API discovery, as kubectl asks before anything else.
+            .route("/api", get(|| async { axum::Json(json!({"kind": "APIVersions", "versions": ["v1"]})) }))
+            .route("/apis", get(|| async { axum::Json(json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})) }))
+            .route("/api/v1", get(|| async {
+                axum::Json(json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                    {"name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
+                     "verbs": ["get", "list", "watch"], "shortNames": ["no"]}
+                ]}))
+            }))
             .route("/api/v1/nodes", get(nodes_handler))
             .route("/api/v1/nodes/{name}/proxy/configz", get(configz_handler))
             .route("/apis/apps/v1/daemonsets", get(daemonsets_handler))
