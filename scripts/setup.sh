@@ -19,6 +19,9 @@ command -v jsonnet >/dev/null 2>&1 || need_apt+=(jsonnet)
 # hybrid cgroup hierarchies.
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+# The peers the scale benchmark compares `check` with (benches/peers/).
+command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -529,7 +529,7 @@ mod tests {
         let name = ImageRef::parse("ghcr.io/store-gc-test/only-here:1")
             .unwrap()
             .interned();
-        n.relevant_images = vec![vec![name]];
+        n.relevant_images = vec![vec![name].into()];
         store.replace_all(vec![n]);
         let held = |s: &str| intern::contains(s);
         assert!(held("ghcr.io/store-gc-test/only-here"));

@@ -415,9 +415,14 @@ async fn memory_returns_after_a_huge_nodes_file() {
     })
     .await;
     let pid = ex.pid();
-    let settled = within(Duration::from_secs(10), "RSS under 40 MiB", || {
-        rss_mib(pid) < 40.0
-    })
+    // Back near where it started: the ~1 GiB the huge file took is returned. (The
+    // margin is for the per-thread name caches, which hold up to 20,000 names each,
+    // and the allocator's own slack.)
+    let settled = within(
+        Duration::from_secs(10),
+        "RSS within 16 MiB of its start",
+        || rss_mib(pid) < rss_start + 16.0,
+    )
     .await;
     eprintln!(
         "1,000,000-image file: RSS {rss_start:.1} MiB at start, {rss_huge:.1} MiB at its peak while reading it, \

@@ -38,11 +38,15 @@ pub struct Args {
     /// EndpointSlices, DaemonSets, ImageCaches) instead of a generated cluster.
     pub hold_objects: Option<PathBuf>,
     pub hold_secs: u64,
+    /// Node updates per second during the churn (default: every node once per 5 minutes).
+    pub churn_rate: Option<f64>,
+    /// Also time `check` against Nublado's prepuller and kubectl | jq on the same nodes.
+    pub peers: bool,
 }
 
 pub const USAGE: &str = "usage: cargo bench --bench scale -- [--quick] [--nodes N --images M] \
 [--modes watch,poll] [--seed S] [--scrapes N] [--trials N] [--steady-secs S] [--churn-secs S] \
-[--floor-runs N] [--exporter-env K=V]... [--json FILE] \
+[--churn-rate R] [--floor-runs N] [--peers] [--exporter-env K=V]... [--json FILE] \
 | --write-nodelist FILE [--write-config FILE] --nodes N --images M \
 | --hold-fake DIR (--nodes N --images M | --objects FILE) [--hold-secs S]";
 
@@ -65,6 +69,8 @@ pub fn parse_args() -> Result<Args, String> {
         hold_fake: None,
         hold_objects: None,
         hold_secs: 900,
+        churn_rate: None,
+        peers: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -87,6 +93,16 @@ pub fn parse_args() -> Result<Args, String> {
             "--trials" => a.trials = num(value()?)?.max(1) as usize,
             "--steady-secs" => a.steady_secs = num(value()?)?,
             "--churn-secs" => a.churn_secs = Some(num(value()?)?.max(1)),
+            "--churn-rate" => {
+                let v = value()?;
+                a.churn_rate = Some(
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|r| *r > 0.0)
+                        .ok_or_else(|| format!("bad --churn-rate {v:?}"))?,
+                )
+            }
+            "--peers" => a.peers = true,
             "--floor-runs" => a.floor_runs = num(value()?)?.max(1) as usize,
             "--write-nodelist" => a.write_nodelist = Some(value()?.into()),
             "--write-config" => a.write_config = Some(value()?.into()),

@@ -8,10 +8,10 @@ use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status}
 use crate::tables::{print_tables, run_json};
 use crate::{EXPORTER, PAGE_SIZE};
 use imagecap_exporter::analysis::NodeView;
-use k8s_openapi::api::core::v1::Node;
 use serde_json::json;
+use std::borrow::Cow;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,10 +24,10 @@ const DEADLINE: Duration = Duration::from_secs(600);
 /// Downloading and decoding the node list without the exporter: the floor.
 #[derive(Clone, Debug, Default)]
 pub struct Floor {
-    /// Download (the fake serializing included) + decode into k8s_openapi Node.
+    /// Download + decode into [`FloorList`], the least a summary needs.
     pub total: Duration,
     pub download: Duration,
-    pub decode_node: Duration,
+    pub decode_min: Duration,
     /// Decoding the same pages into the exporter's NodeView (information only).
     pub decode_view: Duration,
     pub bytes: u64,
@@ -66,6 +66,13 @@ pub struct Run {
     pub churn_updates: u64,
     pub churn_window_s: f64,
     pub churn_cpu_pct: Option<f64>,
+    /// Changes made during the churn and how long each took to show on /metrics.
+    pub churn_visible_p50_ms: Option<f64>,
+    pub churn_visible_p99_ms: Option<f64>,
+    pub churn_probes: usize,
+    /// RSS after 20% of the churn window (2 min of 10) and at its end.
+    pub churn_rss_early_mib: Option<f64>,
+    pub churn_rss_late_mib: Option<f64>,
     pub rss_end_mib: f64,
     pub hwm_end_mib: f64,
 }
@@ -73,6 +80,116 @@ pub struct Run {
 #[derive(serde::Deserialize)]
 struct ViewList {
     items: Vec<NodeView>,
+}
+
+/// The floor's decoding target: what a node summary is made of, borrowed from the
+/// page (name, labels, cordon, taints, ephemeral-storage, image names and sizes).
+#[derive(serde::Deserialize)]
+struct FloorList<'a> {
+    #[serde(borrow)]
+    metadata: FloorListMeta<'a>,
+    #[serde(borrow)]
+    items: Vec<FloorNode<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct FloorListMeta<'a> {
+    #[serde(borrow, default, rename = "continue")]
+    continue_: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // decoded, never read: the floor measures the decoding
+struct FloorNode<'a> {
+    #[serde(borrow)]
+    metadata: FloorMeta<'a>,
+    #[serde(borrow, default)]
+    spec: Option<FloorSpec<'a>>,
+    #[serde(borrow, default)]
+    status: Option<FloorStatus<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorMeta<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default, deserialize_with = "label_pairs")]
+    labels: Labels<'a>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorSpec<'a> {
+    #[serde(default)]
+    unschedulable: bool,
+    #[serde(borrow, default)]
+    taints: Vec<FloorTaint<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorTaint<'a> {
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow, default)]
+    value: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    effect: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorStatus<'a> {
+    #[serde(borrow, default)]
+    capacity: Option<FloorResources<'a>>,
+    #[serde(borrow, default)]
+    allocatable: Option<FloorResources<'a>>,
+    #[serde(borrow, default)]
+    images: Vec<FloorImage<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorResources<'a> {
+    #[serde(borrow, default, rename = "ephemeral-storage")]
+    ephemeral_storage: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct FloorImage<'a> {
+    #[serde(borrow, default)]
+    names: Vec<&'a str>,
+    #[serde(default, rename = "sizeBytes")]
+    size_bytes: i64,
+}
+
+type Labels<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+#[derive(serde::Deserialize)]
+struct BorrowedCow<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// Labels as a list of pairs, in the order they come.
+fn label_pairs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Labels<'de>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Labels<'de>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of labels")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut m: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = m.next_entry::<BorrowedCow, BorrowedCow>()? {
+                out.push((k.0, v.0));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(V)
 }
 
 async fn measure_floor(client: &reqwest::Client, base: &str) -> Result<Floor, String> {
@@ -96,14 +213,19 @@ async fn measure_floor(client: &reqwest::Client, base: &str) -> Result<Floor, St
             .map_err(|e| format!("floor list body: {e}"))?;
         f.download += t0.elapsed();
         let t1 = Instant::now();
-        let list: k8s_openapi::List<Node> =
+        let list: FloorList =
             serde_json::from_slice(&body).map_err(|e| format!("decoding a NodeList: {e}"))?;
-        f.decode_node += t1.elapsed();
+        f.decode_min += t1.elapsed();
         f.bytes += body.len() as u64;
         f.pages += 1;
         let page_nodes = list.items.len();
         f.nodes += page_nodes;
-        token = list.metadata.continue_.clone().filter(|t| !t.is_empty());
+        token = list
+            .metadata
+            .continue_
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(String::from);
         drop(list);
         // Not part of the floor: the exporter's own projection, for comparison.
         let paused = Instant::now();
@@ -221,18 +343,16 @@ async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> 
     r.text().await.map_err(|e| format!("/metrics body: {e}"))
 }
 
-/// Drops the fake's event history, which holds a copy of every node applied (the
-/// fake keeps whole `serde_json::Value`s: about 10 times the JSON size each), then
-/// applies one node again so that lists report a resourceVersion that watches can
+/// Drops the fake's event history, which holds every node applied (sharing the
+/// stored JSON, but a long list of events), then applies one node again so that lists report a resourceVersion that watches can
 /// start from.
 pub fn forget_history(fake: &FakeApiServer, cluster: &Cluster) {
     fake.compact();
     fake.apply(cluster.node(0, 0));
 }
 
-/// Stops the benchmark before it makes the machine swap or the OOM killer strike:
-/// the fake API server holds the node list as `serde_json::Value`s, and 5,000 x 500
-/// takes several GiB.
+/// Stops the benchmark before it makes the machine swap or the OOM killer strike
+/// (the fake API server holds each node list as its JSON: 0.5 GB at 5,000 x 500).
 fn start_memory_guard() {
     let total_kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -277,6 +397,7 @@ fn start_churn(
     cluster: Arc<Cluster>,
     rate: f64,
     stop: Arc<AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicU64>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let period = Duration::from_secs_f64(1.0 / rate);
@@ -291,6 +412,7 @@ fn start_churn(
             let n = cluster.nodes as u64;
             fake.apply(cluster.node((k % n) as usize, 1 + k / n));
             k += 1;
+            done.store(k, Ordering::Relaxed);
         }
         k
     })
@@ -399,13 +521,16 @@ pub async fn run(args: Args) -> Result<(), String> {
             ));
         }
         println!(
-            "  floor (median of {floor_runs}): {:.3} s = download {:.3} s + decode into Node {:.3} s; \
+            "  floor (median of {floor_runs}): {:.3} s = download {:.3} s + decode into a borrowed minimal struct {:.3} s; \
              decoding into NodeView instead: {:.3} s",
             floor.total.as_secs_f64(),
             floor.download.as_secs_f64(),
-            floor.decode_node.as_secs_f64(),
+            floor.decode_min.as_secs_f64(),
             floor.decode_view.as_secs_f64()
         );
+        if args.peers {
+            measure_peers(&kubeconfig, &config, dir.path())?;
+        }
         for &mode in &args.modes {
             let opts = RunOpts {
                 exporter_env: args.exporter_env.clone(),
@@ -413,6 +538,7 @@ pub async fn run(args: Args) -> Result<(), String> {
                 scrapes,
                 trials,
                 churn_secs,
+                churn_rate: args.churn_rate,
                 second_poll: !args.quick,
             };
             let r = run_mode(
@@ -454,6 +580,7 @@ struct RunOpts {
     scrapes: usize,
     trials: usize,
     churn_secs: u64,
+    churn_rate: Option<f64>,
     second_poll: bool,
 }
 
@@ -477,7 +604,7 @@ async fn run_mode(
         nodes: sc.nodes,
         floor_s: floor.total.as_secs_f64(),
         floor_download_s: floor.download.as_secs_f64(),
-        floor_decode_s: floor.decode_node.as_secs_f64(),
+        floor_decode_s: floor.decode_min.as_secs_f64(),
         floor_view_s: floor.decode_view.as_secs_f64(),
         ..Run::default()
     };
@@ -576,14 +703,68 @@ async fn run_mode(
             r.update_max_ms = delays.iter().copied().reduce(f64::max);
             r.update_p50_ms = Some(median(&mut delays));
 
-            // e. watch traffic under node status churn: every node once per 5 minutes.
-            let rate = sc.nodes as f64 / 300.0;
+            // e. watch traffic under node status churn: every node once per 5 minutes
+            // unless --churn-rate says otherwise. Meanwhile, one node at a time (away
+            // from the nodes the churn is about to touch) reports one image fewer,
+            // and the time until /metrics shows it is recorded.
+            let rate = o.churn_rate.unwrap_or(sc.nodes as f64 / 300.0);
             let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let b0 = fake.bytes_served();
             let c0 = cpu_seconds(pid);
             let t = Instant::now();
-            let churn = start_churn(fake.clone(), cluster.clone(), rate, stop.clone());
-            tokio::time::sleep(Duration::from_secs(o.churn_secs)).await;
+            let churn = start_churn(
+                fake.clone(),
+                cluster.clone(),
+                rate,
+                stop.clone(),
+                done.clone(),
+            );
+            let window = Duration::from_secs(o.churn_secs);
+            let mut probes = Vec::new();
+            let mut probe = 0usize;
+            let n = sc.nodes;
+            while t.elapsed() < window {
+                if r.churn_rss_early_mib.is_none() && t.elapsed() >= window.mul_f64(0.2) {
+                    r.churn_rss_early_mib = Some(proc_status(pid).0);
+                }
+                let ahead = done.load(Ordering::Relaxed) as usize + n / 2;
+                let Some(i) = (0..n)
+                    .map(|d| (ahead + probe * 7919 + d) % n)
+                    .find(|&i| cluster.profile(i).eligible())
+                else {
+                    break;
+                };
+                probe += 1;
+                let name = cluster.node_name(i);
+                let generation = 1 + (done.load(Ordering::Relaxed) / n as u64);
+                let want = format!(
+                    "imagecap_node_images{{node=\"{name}\"}} {}",
+                    cluster.image_count(i) - 1
+                );
+                let start = Instant::now();
+                fake.apply(cluster.node_with(i, generation, 1));
+                loop {
+                    let body = scrape(client, ex.addr()).await?;
+                    if body.lines().any(|l| l == want) {
+                        break;
+                    }
+                    if start.elapsed() > Duration::from_secs(60) {
+                        return Err(format!(
+                            "{label}: {want:?} not visible under churn after 60 s"
+                        ));
+                    }
+                }
+                probes.push(start.elapsed().as_secs_f64() * 1e3);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            r.churn_rss_late_mib = Some(proc_status(pid).0);
+            r.churn_probes = probes.len();
+            if !probes.is_empty() {
+                probes.sort_by(|a, b| a.total_cmp(b));
+                r.churn_visible_p50_ms = Some(percentile(&probes, 50.0));
+                r.churn_visible_p99_ms = Some(percentile(&probes, 99.0));
+            }
             stop.store(true, Ordering::Relaxed);
             let updates = churn.join().map_err(|_| "churn thread panicked")?;
             // Let the last events through before reading the counter.
@@ -625,6 +806,106 @@ async fn run_mode(
         loadavg()
     );
     Ok(r)
+}
+
+/// Wall time and peak RSS (GNU time's `%M`: the largest process's, MiB) of a
+/// command run to completion, with its output in `out`. Through /usr/bin/time, so
+/// that the peak is not the benchmark's own, which a forked child inherits.
+fn run_measured(
+    program: &Path,
+    args: &[&OsStr],
+    kubeconfig: &Path,
+    out: &Path,
+    ok_codes: &[i32],
+) -> Result<(f64, f64), String> {
+    let file = std::fs::File::create(out).map_err(|e| e.to_string())?;
+    let stats = out.with_extension("time");
+    let start = Instant::now();
+    let result = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&stats)
+        .arg(program)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdout(file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("/usr/bin/time {program:?}: {e}"))?;
+    let wall = start.elapsed().as_secs_f64();
+    let code = result.status.code().unwrap_or(-1);
+    if !ok_codes.contains(&code) {
+        let err = String::from_utf8_lossy(&result.stderr);
+        return Err(format!(
+            "{program:?} exited {code}: {}",
+            &err[err.len().saturating_sub(1500)..]
+        ));
+    }
+    let kib: f64 = std::fs::read_to_string(&stats)
+        .ok()
+        .and_then(|t| t.lines().last()?.trim().parse().ok())
+        .ok_or("no %M from /usr/bin/time")?;
+    Ok((wall, kib / 1024.0))
+}
+
+/// `check` side by side with what Nublado's prepuller does (kubernetes_asyncio,
+/// one list_node) and `kubectl get nodes -o json | jq`, on the same nodes from the
+/// same fake API server, one after the other (benches/peers/).
+fn measure_peers(kubeconfig: &Path, config: &Path, dir: &Path) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let out = dir.join("peer-output");
+    let config_arg = config.as_os_str();
+    let (check_s, check_mib) = run_measured(
+        Path::new(EXPORTER),
+        &[
+            OsStr::new("check"),
+            OsStr::new("--format"),
+            OsStr::new("json"),
+            OsStr::new("--config"),
+            config_arg,
+        ],
+        kubeconfig,
+        &out,
+        &[0, 1],
+    )?;
+    println!(
+        "  peers: imagecap-exporter check: {check_s:.2} s, peak RSS {check_mib:.1} MiB (load average {})",
+        loadavg()
+    );
+    let prepuller = root.join("benches/peers/prepuller.py");
+    let kubectl = root.join("benches/peers/kubectl-jq.sh");
+    let mut peers: Vec<(&str, PathBuf, Vec<&OsStr>)> = Vec::new();
+    if python.exists() {
+        peers.push((
+            "Nublado prepuller (kubernetes_asyncio list_node)",
+            python.clone(),
+            vec![prepuller.as_os_str()],
+        ));
+    } else {
+        println!("  peers: no .venv (make test sets it up): prepuller skipped");
+    }
+    peers.push((
+        "kubectl get nodes -o json | jq",
+        PathBuf::from("/bin/sh"),
+        vec![kubectl.as_os_str()],
+    ));
+    for (name, program, args) in peers {
+        match run_measured(&program, &args, kubeconfig, &out, &[0]) {
+            Ok((s, mib)) => {
+                let seen = std::fs::read_to_string(&out).unwrap_or_default();
+                println!(
+                    "  peers: {name}: {s:.2} s ({:.1}x check), peak RSS {mib:.1} MiB ({:.1}x check); printed {:?} (nodes, image names)",
+                    s / check_s,
+                    mib / check_mib,
+                    seen.trim()
+                );
+            }
+            Err(e) => println!("  peers: {name}: failed: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// The 1-minute load average: other work on the machine skews every figure.

@@ -7,7 +7,7 @@ pub fn run_json(r: &Run) -> serde_json::Value {
     json!({
         "scenario": r.scenario, "mode": r.mode, "nodes": r.nodes,
         "floor_s": r.floor_s, "floor_download_s": r.floor_download_s,
-        "floor_decode_node_s": r.floor_decode_s, "floor_decode_view_s": r.floor_view_s,
+        "floor_decode_min_s": r.floor_decode_s, "floor_decode_view_s": r.floor_view_s,
         "ready_s": r.ready_s, "ready_cpu_s": r.ready_cpu_s,
         "rss_ready_mib": r.rss_ready_mib, "rss_steady_mib": r.rss_steady_mib,
         "hwm_steady_mib": r.hwm_steady_mib, "rss_after_scrapes_mib": r.rss_after_scrapes_mib,
@@ -20,6 +20,9 @@ pub fn run_json(r: &Run) -> serde_json::Value {
         "list_mb": r.list_mb, "bytes_per_hour_mb": r.bytes_per_hour_mb,
         "churn_updates": r.churn_updates, "churn_window_s": r.churn_window_s,
         "churn_cpu_pct": r.churn_cpu_pct,
+        "churn_visible_p50_ms": r.churn_visible_p50_ms, "churn_visible_p99_ms": r.churn_visible_p99_ms,
+        "churn_probes": r.churn_probes,
+        "churn_rss_early_mib": r.churn_rss_early_mib, "churn_rss_late_mib": r.churn_rss_late_mib,
     })
 }
 
@@ -46,7 +49,7 @@ pub fn print_tables(runs: &[Run], quick: bool) {
                 .collect(),
         ),
         (
-            "  floor: decode Node (s)",
+            "  floor: decode (s)",
             runs.iter()
                 .map(|r| format!("{:.2}", r.floor_decode_s))
                 .collect(),
@@ -159,6 +162,26 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             "watch CPU under churn (%)",
             runs.iter().map(|r| opt(r.churn_cpu_pct, 1)).collect(),
         ),
+        (
+            "  churn: visible p50 (ms)",
+            runs.iter()
+                .map(|r| opt(r.churn_visible_p50_ms, 0))
+                .collect(),
+        ),
+        (
+            "  churn: visible p99 (ms)",
+            runs.iter()
+                .map(|r| opt(r.churn_visible_p99_ms, 0))
+                .collect(),
+        ),
+        (
+            "  churn: RSS early (MiB)",
+            runs.iter().map(|r| opt(r.churn_rss_early_mib, 1)).collect(),
+        ),
+        (
+            "  churn: RSS late (MiB)",
+            runs.iter().map(|r| opt(r.churn_rss_late_mib, 1)).collect(),
+        ),
     ];
     println!("\nRESULTS");
     let first = 26;
@@ -205,23 +228,52 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             ratio <= 2.0,
         );
     }
+    for r in runs.iter().filter(|r| big(r)) {
+        line(
+            "peak RSS <= 64 MiB",
+            r,
+            format!("{:.1} MiB", r.hwm_end_mib),
+            "64 MiB",
+            r.hwm_end_mib <= 64.0,
+        );
+    }
     for r in runs.iter().filter(|r| quick || r.scenario == "5000x100") {
         line(
-            "steady RSS < 64 MiB (5,000 x 100)",
+            "steady RSS <= 32 MiB (5,000 x 100)",
             r,
             format!("{:.1} MiB", r.rss_steady_mib),
-            "64 MiB",
-            r.rss_steady_mib < 64.0,
+            "32 MiB",
+            r.rss_steady_mib <= 32.0,
         );
     }
     for r in runs.iter().filter(|r| big(r)) {
         line(
-            "/metrics p50 < 50 ms (5,000 nodes)",
+            "/metrics p50 <= 10 ms (5,000 nodes)",
             r,
             format!("{:.1} ms", r.scrape_p50_ms),
-            "50 ms",
-            r.scrape_p50_ms < 50.0,
+            "10 ms",
+            r.scrape_p50_ms <= 10.0,
         );
+    }
+    for r in runs.iter().filter(|r| r.churn_visible_p99_ms.is_some()) {
+        let p99 = r.churn_visible_p99_ms.unwrap_or(f64::NAN);
+        line(
+            "churn: update visible p99 < 1 s",
+            r,
+            format!("{p99:.0} ms"),
+            "1000 ms",
+            p99 < 1000.0,
+        );
+        if let (Some(early), Some(late)) = (r.churn_rss_early_mib, r.churn_rss_late_mib) {
+            let drift = (late - early) / early * 100.0;
+            line(
+                "churn: RSS drift < 5%",
+                r,
+                format!("{drift:+.1}%"),
+                "5%",
+                drift.abs() < 5.0,
+            );
+        }
     }
     for r in runs.iter().filter(|r| r.update_p50_ms.is_some()) {
         let p50 = r.update_p50_ms.unwrap_or(f64::NAN);

@@ -4,10 +4,25 @@
 //! keeps its image names as `Arc<str>` handed out here, so each distinct string is
 //! stored once (measured in docs/performance.md).
 
+use super::reference::ImageRef;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
 static STRINGS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+/// Whole image entries (the names of one image), which also repeat from node to
+/// node: a summary keeps a pointer to the shared copy.
+static ENTRIES: LazyLock<Mutex<HashSet<Arc<[ImageRef]>>>> = LazyLock::new(Default::default);
+
+/// The shared copy of an image entry's names (already interned strings).
+pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
+    let mut set = ENTRIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = set.get(names.as_slice()) {
+        return shared.clone();
+    }
+    let shared: Arc<[ImageRef]> = names.into();
+    set.insert(shared.clone());
+    shared
+}
 
 fn strings() -> std::sync::MutexGuard<'static, HashSet<Arc<str>>> {
     // The set is only ever inserted into or pruned whole; a panic elsewhere while
@@ -27,9 +42,43 @@ pub fn intern(s: &Arc<str>) -> Arc<str> {
     }
 }
 
+/// The shared copy of the string `s`, allocated only the first time it is seen.
+pub fn intern_str(s: &str) -> Arc<str> {
+    let mut set = strings();
+    match set.get(s) {
+        Some(shared) => shared.clone(),
+        None => {
+            let shared: Arc<str> = Arc::from(s);
+            set.insert(shared.clone());
+            shared
+        }
+    }
+}
+
+/// How many distinct strings and entries are held.
+pub fn len() -> (usize, usize) {
+    let entries = ENTRIES.lock().unwrap_or_else(|e| e.into_inner()).len();
+    (strings().len(), entries)
+}
+
 /// Forgets strings nothing uses any more (only the set holds them).
 pub fn collect_garbage() {
-    strings().retain(|s| Arc::strong_count(s) > 1);
+    // Entries first: a dropped entry releases its strings.
+    let mut entries = ENTRIES.lock().unwrap_or_else(|e| e.into_inner());
+    entries.retain(|e| Arc::strong_count(e) > 1);
+    shrink_if_sparse(&mut entries);
+    drop(entries);
+    let mut strings = strings();
+    strings.retain(|s| Arc::strong_count(s) > 1);
+    shrink_if_sparse(&mut strings);
+}
+
+/// A set keeps the table it grew to: after a huge node list is gone, that is
+/// megabytes of empty buckets. Give them back once the set is mostly empty.
+fn shrink_if_sparse<T: std::hash::Hash + Eq>(set: &mut HashSet<T>) {
+    if set.capacity() > 4 * set.len() + 1024 {
+        set.shrink_to_fit();
+    }
 }
 
 /// Whether the set holds `s` (for tests of who cleans up).
@@ -50,6 +99,14 @@ mod tests {
         let (ia, ib) = (intern(&a), intern(&b));
         assert!(Arc::ptr_eq(&ia, &ib));
         assert_eq!(&*ia, "intern-test/one");
+    }
+
+    #[test]
+    fn strings_are_shared_by_content() {
+        let a = intern_str("intern-test/by-content");
+        let b = intern(&Arc::from("intern-test/by-content"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(&a, &intern_str("intern-test/by-content")));
     }
 
     #[test]

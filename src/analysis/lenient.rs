@@ -5,7 +5,8 @@
 //! fields the exporter reads are wrapped in these types and checked by the analysis.
 
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -16,18 +17,126 @@ pub enum Lenient<T> {
     Invalid(String),
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Buffer only this (small) field, then interpret it.
+/// A type that can be read leniently. The default buffers the value (small
+/// fields only) into a `serde_json::Value` and then interprets it; the types read
+/// once per image name or entry read the expected shape directly and buffer only
+/// a malformed value, with the same outcome.
+pub trait Tolerant: DeserializeOwned {
+    fn tolerant<'de, D: Deserializer<'de>>(d: D) -> Result<Lenient<Self>, D::Error> {
         let v = serde_json::Value::deserialize(d)?;
-        Ok(match T::deserialize(&v) {
-            Ok(t) => Lenient::Ok(t),
-            Err(e) => Lenient::Invalid(format!(
-                "{}: {}",
-                truncate(&e.to_string(), 100),
-                truncate(&v.to_string(), 60)
-            )),
-        })
+        Ok(interpret(v))
+    }
+}
+
+impl<'de, T: Tolerant> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::tolerant(d)
+    }
+}
+
+/// Reads `v` as a `T`, or says why not.
+pub(crate) fn interpret<T: DeserializeOwned>(v: serde_json::Value) -> Lenient<T> {
+    match T::deserialize(&v) {
+        Ok(t) => Lenient::Ok(t),
+        Err(e) => Lenient::Invalid(format!(
+            "{}: {}",
+            truncate(&e.to_string(), 100),
+            truncate(&v.to_string(), 60)
+        )),
+    }
+}
+
+impl Tolerant for bool {}
+impl Tolerant for u8 {}
+
+/// The expected shapes of a type read through [`Fast`]; a value of any other shape
+/// is buffered and interpreted as [`Tolerant`]'s default does.
+pub trait Shape: DeserializeOwned {
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_map<'de, A: MapAccess<'de>>(map: A) -> Result<Lenient<Self>, A::Error> {
+        let v = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
+        Ok(interpret(v))
+    }
+}
+
+/// Reads a [`Shape`] without buffering it when it has an expected shape.
+pub fn fast<'de, T: Shape, D: Deserializer<'de>>(d: D) -> Result<Lenient<T>, D::Error> {
+    d.deserialize_any(Fast(PhantomData))
+}
+
+struct Fast<T>(PhantomData<T>);
+
+impl<'de, T: Shape> Visitor<'de> for Fast<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(interpret(v.into()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(T::from_i64(v).map_or_else(|| interpret(v.into()), Lenient::Ok))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(T::from_u64(v).map_or_else(|| interpret(v.into()), Lenient::Ok))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(interpret(v.into()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(T::from_str(v).map_or_else(|| interpret(v.into()), Lenient::Ok))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(interpret(serde_json::Value::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let v = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
+        Ok(interpret(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::from_map(map)
+    }
+}
+
+impl Shape for String {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+}
+
+impl Tolerant for String {
+    fn tolerant<'de, D: Deserializer<'de>>(d: D) -> Result<Lenient<Self>, D::Error> {
+        fast(d)
+    }
+}
+
+impl Shape for i64 {
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+    fn from_u64(v: u64) -> Option<Self> {
+        i64::try_from(v).ok()
+    }
+}
+
+impl Tolerant for i64 {
+    fn tolerant<'de, D: Deserializer<'de>>(d: D) -> Result<Lenient<Self>, D::Error> {
+        fast(d)
     }
 }
 
@@ -63,7 +172,7 @@ impl<T> Default for LenientVec<T> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Deserialize<'de> for LenientVec<T> {
+impl<'de, T: Tolerant> Deserialize<'de> for LenientVec<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(LenientVecVisitor(PhantomData))
     }
@@ -81,7 +190,7 @@ impl<T> LenientVecVisitor<T> {
     }
 }
 
-impl<'de, T: DeserializeOwned> Visitor<'de> for LenientVecVisitor<T> {
+impl<'de, T: Tolerant> Visitor<'de> for LenientVecVisitor<T> {
     type Value = LenientVec<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -145,14 +254,56 @@ pub type Field<T> = Option<Lenient<T>>;
 pub fn present<'de, D, T>(d: D) -> Result<Option<LenientVec<T>>, D::Error>
 where
     D: Deserializer<'de>,
-    T: DeserializeOwned,
+    T: Tolerant,
 {
     LenientVec::deserialize(d).map(Some)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Any JSON value, small.
+    pub(crate) fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{0,9}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The unbuffered paths give what buffering and interpreting gives.
+        #[test]
+        fn fast_paths_match_buffering(v in json_value()) {
+            let text = v.to_string();
+            // What the buffering path sees (floats as parsed back from the text).
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let s: Lenient<String> = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(s, interpret::<String>(v.clone()));
+            let n: Lenient<i64> = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(n, interpret::<i64>(v.clone()));
+            // And inside a list, as image names are read.
+            let list: LenientVec<String> =
+                serde_json::from_str(&format!("[{text}, \"x\"]")).unwrap();
+            prop_assert_eq!(&list.items[0], &interpret::<String>(v));
+            prop_assert_eq!(&list.items[1], &Lenient::Ok("x".to_string()));
+        }
+    }
 
     #[derive(Deserialize, Debug)]
     struct Probe {

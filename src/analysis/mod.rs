@@ -54,6 +54,7 @@ pub mod quantity;
 pub mod reference;
 pub mod runtime;
 pub mod selector;
+pub mod stream;
 pub mod wanted;
 
 pub use cluster::{NodeReport, NodeStatus, Report, analyze};

@@ -152,16 +152,28 @@ impl Relevance {
     /// its tags to the kubelet's cut (5 names, digests first) or has none, and
     /// could then be a pattern image known only by digest.
     pub fn is_relevant(&self, names: &[ImageRef]) -> bool {
-        if names.is_empty() {
+        self.entry_is_relevant(
+            names.len(),
+            names.iter().all(|r| r.tag.is_none()),
+            names.iter().any(|r| self.name_matches(r)),
+        )
+    }
+
+    /// Whether one name is in a wanted repository or matches a pattern.
+    pub fn name_matches(&self, r: &ImageRef) -> bool {
+        self.repos.contains(&r.repo) || self.pattern_matches(r)
+    }
+
+    /// [`Relevance::is_relevant`] from what it looks at: how many names the entry
+    /// has, whether none has a tag, and whether any [matches](Relevance::name_matches).
+    pub fn entry_is_relevant(&self, names: usize, all_untagged: bool, any_matches: bool) -> bool {
+        if names == 0 {
             return false;
         }
-        if names
-            .iter()
-            .any(|r| self.repos.contains(&r.repo) || self.pattern_matches(r))
-        {
+        if any_matches {
             return true;
         }
-        let maybe_cut = names.len() >= MAX_NAMES_PER_IMAGE || names.iter().all(|r| r.tag.is_none());
+        let maybe_cut = names >= MAX_NAMES_PER_IMAGE || all_untagged;
         maybe_cut && self.patterns.is_some()
     }
 }

@@ -6,13 +6,14 @@
 //! the whole `v1.Node`: the rest of each object is skipped while parsing.
 
 use super::Ingest;
+use crate::analysis::stream;
 use crate::analysis::{NodeSummary, NodeView};
 use crate::metrics::SourceErrorKind;
-use futures::{StreamExt, TryStreamExt};
+use futures::{AsyncReadExt, StreamExt};
 use kube::Client;
-use kube::api::{Api, ListParams};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event, watcher};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::DefaultBackoff;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,10 @@ pub enum ListError {
     Api(#[from] kube::Error),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("reading the list failed: {0}")]
+    Read(std::io::Error),
+    #[error("the list page is not a readable NodeList: {0}")]
+    Decode(serde_json::Error),
 }
 
 impl ListError {
@@ -63,43 +68,169 @@ impl ListError {
     }
 }
 
-/// Lists every node, one page at a time, summarizing each page before the next is
-/// fetched so that only one page of decoded nodes is held at once.
+/// The most bytes of JSON one list page should carry. `--page-size` bounds a page
+/// by nodes; a node with 500 images is about 90 KB, so 500 of them would make a
+/// 45 MB page, which is held in memory while it is decoded.
+pub const PAGE_BYTES: usize = 8 << 20;
+/// How many nodes the first page of a list asks for, before any node's size is known.
+const FIRST_PAGE: u32 = 100;
+
+/// Picks each page's `limit`: `--page-size` at most, fewer when the nodes are large,
+/// so that a page stays near [`PAGE_BYTES`].
+#[derive(Clone, Debug)]
+pub struct PageSizer {
+    max: u32,
+    budget: usize,
+    /// The mean size of a node in the last page that had any.
+    bytes_per_node: Option<usize>,
+    /// The limit of the last request.
+    last: Option<u32>,
+}
+
+impl PageSizer {
+    pub fn new(max: u32, budget: usize) -> PageSizer {
+        PageSizer {
+            max: max.max(1),
+            budget,
+            bytes_per_node: None,
+            last: None,
+        }
+    }
+
+    /// The `limit` for the next request: what fits the budget at the last page's
+    /// bytes per node, but at most twice the last limit, so that a page of small
+    /// nodes (a pool of small infrastructure nodes) does not make the next page,
+    /// of ordinary nodes, many times the budget.
+    pub fn limit(&self) -> u32 {
+        let fits = match self.bytes_per_node {
+            None => FIRST_PAGE,
+            Some(b) => u32::try_from(self.budget / b.max(1)).unwrap_or(u32::MAX),
+        };
+        let grown = self.last.map_or(u32::MAX, |l| l.saturating_mul(2));
+        fits.min(grown).clamp(1, self.max)
+    }
+
+    /// The bytes to reserve for the next page's body.
+    fn expected_bytes(&self) -> usize {
+        let per_node = self.bytes_per_node.unwrap_or(32 << 10);
+        (per_node.saturating_mul(self.limit() as usize) + (64 << 10)).min(self.budget * 2)
+    }
+
+    /// Learns from a page of `items` nodes in `bytes` bytes, asked for with
+    /// the limit [`PageSizer::limit`] gave.
+    pub fn observe(&mut self, bytes: usize, items: usize) {
+        self.last = Some(self.limit());
+        if items > 0 {
+            self.bytes_per_node = Some(bytes.div_ceil(items));
+        }
+    }
+}
+
+/// A complete list: every node's summary, and the version to watch from.
+#[derive(Debug)]
+pub struct Listed {
+    pub nodes: Vec<NodeSummary>,
+    pub resource_version: Option<String>,
+}
+
+/// Lists every node, one page at a time (see [`list_nodes`]).
 pub async fn list_all(
     api: &Api<NodeView>,
     opts: &ListOptions,
     ingest: &Ingest,
 ) -> Result<Vec<NodeSummary>, ListError> {
+    let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
+    Ok(list_nodes(api, opts, ingest, &mut sizer).await?.nodes)
+}
+
+/// Lists every node, one page at a time. Each page is read into one buffer and
+/// decoded node by node straight into summaries (`analysis::stream`), and the
+/// buffer is dropped before the next page is asked for: the memory held is one
+/// page's JSON plus the summaries. A node that cannot be decoded is counted and
+/// skipped; a page that cannot be read fails the whole list.
+pub async fn list_nodes(
+    api: &Api<NodeView>,
+    opts: &ListOptions,
+    ingest: &Ingest,
+    sizer: &mut PageSizer,
+) -> Result<Listed, ListError> {
+    let client = api.clone().into_client();
+    let request = kube::core::Request::new(api.resource_url());
     let mut restarted = false;
     'restart: loop {
         let mut out = Vec::new();
+        let mut resource_version = None;
         let mut token: Option<String> = None;
         loop {
-            let mut lp = ListParams::default().limit(opts.page_size);
+            let mut lp = ListParams::default().limit(sizer.limit());
             if let Some(sel) = &opts.label_selector {
                 lp = lp.labels(sel);
             }
             if let Some(t) = &token {
                 lp = lp.continue_token(t);
             }
-            let page = match tokio::time::timeout(opts.request_timeout, api.list(&lp)).await {
+            let fetched = tokio::time::timeout(
+                opts.request_timeout,
+                fetch_page(&client, &request, &lp, sizer.expected_bytes()),
+            )
+            .await;
+            let body = match fetched {
                 Err(_) => return Err(ListError::Timeout(opts.request_timeout)),
-                Ok(Ok(p)) => p,
+                Ok(Ok(b)) => b,
                 // The continue token expired (410 Gone): start over, once.
-                Ok(Err(kube::Error::Api(s))) if s.code == 410 && token.is_some() && !restarted => {
+                Ok(Err(ListError::Api(kube::Error::Api(s))))
+                    if s.code == 410 && token.is_some() && !restarted =>
+                {
                     tracing::info!("list continuation expired; listing again from the start");
                     restarted = true;
                     continue 'restart;
                 }
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => return Err(e),
             };
-            out.extend(page.items.iter().filter_map(|n| ingest.summarize(n)));
-            match page.metadata.continue_ {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+            let page = stream::decode_list(&body, |item| match item {
+                Ok(node) => out.extend(ingest.summarize(&node)),
+                Err(e) => ingest.undecodable("in a list page", &e.to_string()),
+            })
+            .map_err(ListError::Decode)?;
+            sizer.observe(body.len(), page.items);
+            tracing::debug!(
+                bytes = body.len(),
+                nodes = page.items,
+                next_limit = sizer.limit(),
+                "read a list page"
+            );
+            drop(body);
+            if resource_version.is_none() {
+                resource_version = page.resource_version;
+            }
+            match page.continue_token {
+                Some(t) => token = Some(t),
+                None => {
+                    return Ok(Listed {
+                        nodes: out,
+                        resource_version,
+                    });
+                }
             }
         }
     }
+}
+
+/// One list page's body, through the client's middleware (authentication,
+/// retries, request metrics).
+async fn fetch_page(
+    client: &Client,
+    request: &kube::core::Request,
+    lp: &ListParams,
+    capacity: usize,
+) -> Result<Vec<u8>, ListError> {
+    let mut req = request.list(lp).map_err(kube::Error::BuildRequest)?;
+    req.extensions_mut().insert("list");
+    let body = client.request_stream(req).await?;
+    futures::pin_mut!(body);
+    let mut buf = Vec::with_capacity(capacity);
+    body.read_to_end(&mut buf).await.map_err(ListError::Read)?;
+    Ok(buf)
 }
 
 /// Lists all nodes every `interval` until shutdown. A failed list is counted and
@@ -145,10 +276,12 @@ pub async fn poll(
     }
 }
 
-/// Follows the nodes with a watch until shutdown. The watcher lists (paginated),
-/// then watches with bookmarks; on `410 Gone` or a broken stream it relists, and
-/// the store is swapped whole when the relist is complete, so nodes deleted while
-/// disconnected disappear and none is lost or doubled meanwhile.
+/// Follows the nodes with a watch until shutdown: a paginated list (as
+/// [`list_nodes`]), then a watch with bookmarks from the list's resourceVersion.
+/// A watch the server ends is resumed from the last version seen; on `410 Gone`
+/// the nodes are listed again, and the store is swapped whole when that list is
+/// complete, so nodes deleted while disconnected disappear and none is lost or
+/// doubled meanwhile. Failures are counted and retried with backoff.
 pub async fn watch(
     client: Client,
     opts: ListOptions,
@@ -156,98 +289,215 @@ pub async fn watch(
     shutdown: CancellationToken,
 ) {
     let api: Api<NodeView> = Api::all(client);
-    let mut config = watcher::Config::default().page_size(opts.page_size);
-    if let Some(sel) = &opts.label_selector {
-        config = config.labels(sel);
-    }
-    let start = || {
-        watcher(api.clone(), config.clone())
-            .default_backoff()
-            .boxed()
-    };
-    let mut stream = start();
-    let mut buffer: Vec<NodeSummary> = Vec::new();
-    // The watcher does not surface bookmarks, so a quiet but healthy watch shows
-    // no events: while the last thing it yielded was not an error, the data is
-    // current, and the refresh time says so.
+    let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
+    let mut backoff = DefaultBackoff::default();
+    // Where the watch continues from; `None`: list first.
+    let mut version: Option<String> = None;
+    // While the watch is healthy (the last thing it delivered was not an error),
+    // the data is current even when no node changes, and the refresh time says so.
     let mut healthy = false;
     let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let event = tokio::select! {
-            e = stream.try_next() => e,
-            _ = heartbeat.tick() => {
-                if healthy {
-                    ingest.store.touch();
+        let Some(from) = version.clone() else {
+            let listed = tokio::select! {
+                r = list_nodes(&api, &opts, &ingest, &mut sizer) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match listed {
+                Ok(listed) => {
+                    tracing::info!(nodes = listed.nodes.len(), "node list synced");
+                    ingest.store.replace_all(listed.nodes);
+                    crate::sys::release_free_memory();
+                    // A list without a version (not from a real API server) can
+                    // only be watched from "now".
+                    version = Some(listed.resource_version.unwrap_or_else(|| "0".into()));
+                    healthy = true;
+                    backoff.reset();
+                }
+                Err(e) => {
+                    healthy = false;
+                    ingest.metrics.source_error(SourceErrorKind::List);
+                    let wait = backoff
+                        .next()
+                        .unwrap_or(Duration::from_secs(30))
+                        .max(e.retry_after().unwrap_or_default());
+                    tracing::warn!(kind = %SourceErrorKind::List, retry_in = ?wait, "node list failed, retrying with backoff: {e}");
+                    if !pause(wait, &shutdown).await {
+                        return;
+                    }
+                }
+            }
+            continue;
+        };
+
+        let mut wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+        if let Some(sel) = &opts.label_selector {
+            wp = wp.labels(sel);
+        }
+        let opened = tokio::select! {
+            r = api.watch(&wp, &from) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let mut events = match opened {
+            Ok(events) => events.boxed(),
+            Err(kube::Error::Api(s)) if s.code == 410 => {
+                tracing::info!("watch expired (410 Gone); relisting nodes");
+                version = None;
+                continue;
+            }
+            Err(e) => {
+                healthy = false;
+                if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown).await {
+                    return;
                 }
                 continue;
             }
-            _ = ingest.store.resync_requested() => {
-                // The summaries lack entries the wanted images now need: list
-                // again (the store is swapped whole when the list is complete).
-                tracing::info!("wanted repositories changed; listing nodes again");
-                stream = start();
-                buffer.clear();
-                continue;
-            }
-            _ = shutdown.cancelled() => return,
         };
-        healthy = event.is_ok();
-        match event {
-            Ok(Some(Event::Init)) => buffer.clear(),
-            Ok(Some(Event::InitApply(node))) => buffer.extend(ingest.summarize(&node)),
-            Ok(Some(Event::InitDone)) => {
-                let nodes = std::mem::take(&mut buffer);
-                tracing::info!(nodes = nodes.len(), "node list synced");
-                ingest.store.replace_all(nodes);
-                crate::sys::release_free_memory();
-            }
-            Ok(Some(Event::Apply(node))) => match ingest.summarize(&node) {
-                Some(s) => ingest.store.upsert(s),
-                // Relabeled out of --node-selector, or nameless.
-                None => {
+        loop {
+            let event = tokio::select! {
+                e = events.next() => e,
+                _ = heartbeat.tick() => {
+                    if healthy {
+                        ingest.store.touch();
+                    }
+                    continue;
+                }
+                _ = ingest.store.resync_requested() => {
+                    // The summaries lack entries the wanted images now need: list
+                    // again (the store is swapped whole when the list is complete).
+                    tracing::info!("wanted repositories changed; listing nodes again");
+                    version = None;
+                    break;
+                }
+                _ = shutdown.cancelled() => return,
+            };
+            match event {
+                // The server ended the watch (its timeout, a dropped connection):
+                // continue from the last version seen.
+                None => break,
+                Some(Ok(WatchEvent::Added(node) | WatchEvent::Modified(node))) => {
+                    healthy = true;
+                    if let Some(rv) = &node.metadata.resource_version {
+                        version = Some(rv.clone());
+                    }
+                    match ingest.summarize(&node) {
+                        Some(s) => ingest.store.upsert(s),
+                        // Relabeled out of --node-selector, or nameless.
+                        None => {
+                            if let Some(name) = node.metadata.name.as_deref() {
+                                ingest.store.remove(name);
+                            }
+                        }
+                    }
+                }
+                Some(Ok(WatchEvent::Deleted(node))) => {
+                    healthy = true;
+                    if let Some(rv) = &node.metadata.resource_version {
+                        version = Some(rv.clone());
+                    }
                     if let Some(name) = node.metadata.name.as_deref() {
                         ingest.store.remove(name);
                     }
                 }
-            },
-            Ok(Some(Event::Delete(node))) => {
-                if let Some(name) = node.metadata.name.as_deref() {
-                    ingest.store.remove(name);
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    healthy = true;
+                    version = Some(b.metadata.resource_version);
+                }
+                Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
+                    // Expected now and then: the resourceVersion was compacted away.
+                    tracing::info!("watch expired (410 Gone); relisting nodes");
+                    version = None;
+                    break;
+                }
+                Some(Ok(WatchEvent::Error(s))) => {
+                    healthy = false;
+                    let e = kube::Error::Api(s);
+                    if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                    break;
+                }
+                // One event the projection cannot read: that node's update is
+                // lost, the watch goes on.
+                Some(Err(kube::Error::SerdeError(e))) => {
+                    ingest.undecodable("in a watch event", &e.to_string());
+                }
+                Some(Err(e)) => {
+                    healthy = false;
+                    if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                    break;
                 }
             }
-            Ok(None) => {
-                tracing::error!("node watch stream ended");
-                return;
-            }
-            Err(e) => record_watch_error(&ingest, &e),
         }
     }
 }
 
-fn record_watch_error(ingest: &Ingest, e: &watcher::Error) {
-    let (kind, api_error) = match e {
-        watcher::Error::InitialListFailed(e) => (SourceErrorKind::List, Some(e)),
-        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
-            (SourceErrorKind::Watch, Some(e))
-        }
-        watcher::Error::WatchError(s) if s.code == 410 => {
-            // Expected now and then: the resourceVersion was compacted away.
-            tracing::info!("watch expired (410 Gone); relisting nodes");
-            return;
-        }
-        watcher::Error::WatchError(_) | watcher::Error::NoResourceVersion => {
-            (SourceErrorKind::Watch, None)
-        }
-    };
+/// The server-side timeout asked for each watch request, as kube's watcher does.
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// Counts and logs a failed watch, then waits out the backoff. `false` on shutdown.
+async fn watch_failed(
+    ingest: &Ingest,
+    error: &str,
+    hint: &str,
+    backoff: &mut DefaultBackoff,
+    shutdown: &CancellationToken,
+) -> bool {
+    let kind = SourceErrorKind::Watch;
     ingest.metrics.source_error(kind);
-    let hint = api_error.map(hint).unwrap_or("");
-    tracing::warn!(%kind, "node {kind} failed, retrying with backoff: {e}{hint}");
+    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
+    tracing::warn!(%kind, retry_in = ?wait, "node {kind} failed, retrying with backoff: {error}{hint}");
+    pause(wait, shutdown).await
+}
+
+/// Sleeps for `d`; `false` if shutdown came first.
+async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = shutdown.cancelled() => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_follow_the_bytes_per_node() {
+        let mut s = PageSizer::new(500, 8 << 20);
+        assert_eq!(s.limit(), 100, "first page, sizes unknown");
+        // 112 KB nodes (500 images each): 74 a page.
+        s.observe(100 * 112_000, 100);
+        assert_eq!(s.limit(), 74);
+        // A page of small nodes lets the next grow, but only to twice the last.
+        s.observe(70 * 10_000, 70);
+        assert_eq!(s.limit(), 148);
+        s.observe(148 * 10_000, 148);
+        assert_eq!(s.limit(), 296);
+        // Back to large nodes: shrinks at once.
+        s.observe(296 * 112_000, 296);
+        assert_eq!(s.limit(), 74);
+        // Small nodes everywhere: --page-size caps it.
+        for _ in 0..5 {
+            let l = s.limit() as usize;
+            s.observe(l * 3_000, l);
+        }
+        assert_eq!(s.limit(), 500);
+        // An empty page teaches nothing; a huge node still gets a page of one.
+        s.observe(0, 0);
+        assert_eq!(s.limit(), 500);
+        s.observe(50 << 20, 1);
+        assert_eq!(s.limit(), 1);
+        assert_eq!(PageSizer::new(0, 8 << 20).limit(), 1, "--page-size 0 is 1");
+        assert_eq!(PageSizer::new(20, 8 << 20).limit(), 20);
+    }
 
     #[test]
     fn hints_name_the_missing_permission() {

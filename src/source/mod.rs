@@ -13,8 +13,9 @@ pub mod file;
 pub mod kubelet;
 pub mod prepullers;
 
+use crate::analysis::node::{NameCache, summarize_with};
 use crate::analysis::selector::LabelSelector;
-use crate::analysis::{InvalidField, NodeSummary, NodeView, summarize};
+use crate::analysis::{InvalidField, NodeSummary, NodeView};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::collections::BTreeMap;
@@ -22,6 +23,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    /// Image names already parsed and matched, per thread that summarizes.
+    static NAMES: std::cell::RefCell<NameCache> = std::cell::RefCell::default();
+}
 
 /// Turns decoded nodes into summaries, counting and logging malformed data.
 pub struct Ingest {
@@ -43,7 +49,12 @@ impl Ingest {
         {
             return None;
         }
-        let summary = match summarize(view, &self.store.relevance()) {
+        let relevance = self.store.relevance();
+        let summary = NAMES.with_borrow_mut(|names| {
+            names.prepare(&relevance);
+            summarize_with(view, &relevance, names)
+        });
+        let summary = match summary {
             Ok(s) => s,
             Err(problem) => {
                 self.metrics.invalid_field(problem.field);

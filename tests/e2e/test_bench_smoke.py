@@ -35,9 +35,11 @@ RESULT_ROWS = [
 ]
 TARGET_ROWS = [
     "initial sync <= 2x decode floor",
-    "steady RSS < 64 MiB",
-    "/metrics p50 < 50 ms",
+    "peak RSS <= 64 MiB",
+    "steady RSS <= 32 MiB",
+    "/metrics p50 <= 10 ms",
     "watch update visible < 1 s",
+    "churn: update visible p99 < 1 s",
 ]
 
 

@@ -1,0 +1,399 @@
+//! Decoding a NodeList page one node at a time.
+//!
+//! A page of 500 nodes with 500 images each is about 45 MB of JSON and several
+//! times that once decoded. [`decode_list`] walks the page's `items` and hands each
+//! node to the caller as soon as it is decoded, so the page never exists as a `Vec`
+//! of decoded nodes: the caller summarizes the node and drops it before the next
+//! one is read. An item that cannot be decoded costs only itself; a page that is
+//! not a well-formed list (truncated, garbage) is an error as a whole.
+
+use super::node::NodeView;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// What a list page says besides its items.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PageMeta {
+    /// `metadata.resourceVersion`: where a watch continues from.
+    pub resource_version: Option<String>,
+    /// `metadata.continue`: the token for the next page; `None` on the last page.
+    pub continue_token: Option<String>,
+    /// Items in the page, decodable or not.
+    pub items: usize,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(default, rename = "continue")]
+    continue_token: Option<String>,
+}
+
+/// One item of a page: a node, or why it could not be decoded.
+pub type Item = Result<NodeView, serde_json::Error>;
+
+/// Decodes a list page (`{"metadata": {...}, "items": [...]}`), calling `on_item`
+/// for each item in order. Each item is decoded on its own, so a malformed one is
+/// reported to `on_item` as an `Err` and the next one is still read. `Err` means
+/// the page as a whole is unusable; items already passed to `on_item` must then be
+/// discarded by the caller.
+pub fn decode_list(body: &[u8], on_item: impl FnMut(Item)) -> Result<PageMeta, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let meta = de.deserialize_map(ListVisitor { on_item })?;
+    de.end()?;
+    Ok(meta)
+}
+
+struct ListVisitor<F> {
+    on_item: F,
+}
+
+impl<'de, F: FnMut(Item)> Visitor<'de> for ListVisitor<F> {
+    type Value = PageMeta;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a NodeList object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<PageMeta, A::Error> {
+        let mut meta = PageMeta::default();
+        let mut seen_items = false;
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Metadata => {
+                    let m: Option<ListMeta> = map.next_value()?;
+                    let m = m.unwrap_or_default();
+                    meta.resource_version = m.resource_version;
+                    meta.continue_token = m.continue_token.filter(|t| !t.is_empty());
+                }
+                Key::Items => {
+                    seen_items = true;
+                    meta.items += map.next_value_seed(ItemsSeed {
+                        on_item: &mut self.on_item,
+                    })?;
+                }
+                Key::Kind => {
+                    let kind: Option<String> = map.next_value()?;
+                    // A Status in a 200 answer, or any other object: not a list.
+                    if let Some(k) = kind.filter(|k| !k.ends_with("List")) {
+                        return Err(de::Error::custom(format!("expected a NodeList, got {k}")));
+                    }
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !seen_items {
+            return Err(de::Error::missing_field("items"));
+        }
+        Ok(meta)
+    }
+}
+
+enum Key {
+    Metadata,
+    Items,
+    Kind,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "metadata" => Key::Metadata,
+                    "items" => Key::Items,
+                    "kind" => Key::Kind,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct ItemsSeed<'f, F> {
+    on_item: &'f mut F,
+}
+
+impl<'de, F: FnMut(Item)> DeserializeSeed<'de> for ItemsSeed<'_, F> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Item)> Visitor<'de> for ItemsSeed<'_, F> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of nodes")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        // Each item is first delimited (a borrowed slice of the page, no copy), then
+        // decoded: a node the projection cannot read fails alone.
+        while let Some(raw) = seq.next_element::<&RawValue>()? {
+            n += 1;
+            (self.on_item)(serde_json::from_str::<NodeView>(raw.get()));
+        }
+        Ok(n)
+    }
+
+    /// `"items": null` is an empty page.
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::node::{NodeSummary, summarize};
+    use crate::analysis::wanted::Relevance;
+    use crate::analysis::wanted::tests::wanted;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn names(body: &str) -> Result<(PageMeta, Vec<Result<String, String>>), String> {
+        let mut out = Vec::new();
+        let meta = decode_list(body.as_bytes(), |item| {
+            out.push(
+                item.map(|n| n.metadata.name.unwrap_or_default())
+                    .map_err(|e| e.to_string()),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+        Ok((meta, out))
+    }
+
+    #[test]
+    fn reads_items_and_list_metadata_in_any_order() {
+        let body = r#"{"items":[{"metadata":{"name":"a"}},{"metadata":{"name":"b"}}],
+            "kind":"NodeList","apiVersion":"v1",
+            "metadata":{"resourceVersion":"42","continue":"tok","remainingItemCount":3}}"#;
+        let (meta, items) = names(body).unwrap();
+        assert_eq!(meta.resource_version.as_deref(), Some("42"));
+        assert_eq!(meta.continue_token.as_deref(), Some("tok"));
+        assert_eq!(meta.items, 2);
+        assert_eq!(items, [Ok("a".to_string()), Ok("b".to_string())]);
+    }
+
+    #[test]
+    fn an_empty_continue_token_is_the_last_page() {
+        let (meta, items) = names(r#"{"metadata":{"continue":""},"items":null}"#).unwrap();
+        assert_eq!(meta.continue_token, None);
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_item_fails_alone() {
+        let body = r#"{"metadata":{},"items":[
+            {"metadata":{"name":"a"}},
+            {"metadata":"not an object"},
+            7,
+            {"metadata":{"name":"c"},"status":{"images":[{"names":["x:1"],"sizeBytes":"big"}]}}
+        ]}"#;
+        let (meta, items) = names(body).unwrap();
+        assert_eq!(meta.items, 4);
+        assert_eq!(items[0], Ok("a".into()));
+        assert!(items[1].is_err(), "{:?}", items[1]);
+        assert!(items[2].is_err(), "{:?}", items[2]);
+        assert_eq!(items[3], Ok("c".into()), "a bad field costs only the field");
+    }
+
+    #[test]
+    fn truncated_or_foreign_pages_are_errors() {
+        let whole =
+            r#"{"metadata":{},"items":[{"metadata":{"name":"a"}},{"metadata":{"name":"b"}}]}"#;
+        for cut in 1..whole.len() {
+            assert!(names(&whole[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(names(whole).is_ok());
+        for bad in [
+            "",
+            "[]",
+            "null",
+            r#"{"metadata":{}}"#,
+            r#"{"kind":"Status","status":"Failure","code":500,"items":[]}"#,
+            r#"{"items":{"a":1}}"#,
+            r#"{"items":[]} trailing"#,
+            "<html>502 Bad Gateway</html>",
+        ] {
+            assert!(names(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The non-streaming path: every item decoded into a `Vec` first, as `kube`'s
+    /// `Api::list` does, then summarized.
+    fn summaries_whole(body: &str, relevance: &Relevance) -> Option<Vec<Result<NodeSummary, ()>>> {
+        #[derive(Deserialize)]
+        struct Page {
+            items: Vec<Value>,
+        }
+        let page: Page = serde_json::from_str(body).ok()?;
+        Some(
+            page.items
+                .into_iter()
+                .map(|v| {
+                    let view: NodeView = serde_json::from_value(v).map_err(|_| ())?;
+                    summarize(&view, relevance).map_err(|_| ())
+                })
+                .collect(),
+        )
+    }
+
+    fn summaries_streamed(
+        body: &str,
+        relevance: &Relevance,
+    ) -> Option<Vec<Result<NodeSummary, ()>>> {
+        let mut out = Vec::new();
+        decode_list(body.as_bytes(), |item| {
+            out.push(
+                item.map_err(|_| ())
+                    .and_then(|v| summarize(&v, relevance).map_err(|_| ())),
+            )
+        })
+        .ok()?;
+        Some(out)
+    }
+
+    /// Values that are sometimes right and sometimes of the wrong type.
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z0-9./:@-]{0,12}".prop_map(Value::from),
+            Just(json!({"x": [1, {"y": null}]})),
+        ]
+    }
+
+    fn image_name() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => prop_oneof![
+                Just("docker.io/library/busybox:1.36"),
+                Just("ghcr.io/lsst-sqre/sciplat-lab:w_2024_01"),
+                Just("ghcr.io/lsst-sqre/sciplat-lab@sha256:1111111111111111111111111111111111111111111111111111111111111111"),
+                Just("registry.k8s.io/pause:3.9"),
+                Just("<none>@<none>"),
+                Just("Bad Name"),
+            ].prop_map(Value::from),
+            1 => scalar(),
+        ]
+    }
+
+    fn image() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            6 => (prop::collection::vec(image_name(), 0..4), prop_oneof![
+                3 => (0i64..1 << 40).prop_map(Value::from),
+                1 => scalar(),
+            ])
+                .prop_map(|(names, size)| json!({"names": names, "sizeBytes": size})),
+            1 => scalar(),
+        ]
+    }
+
+    fn node() -> impl Strategy<Value = Value> {
+        let name = prop_oneof![
+            5 => "[a-z][a-z0-9-]{0,8}".prop_map(Value::from),
+            1 => scalar(),
+        ];
+        let labels = prop_oneof![
+            3 => prop::collection::btree_map("[a-z/.]{1,8}", "[a-z0-9]{0,6}", 0..4)
+                .prop_map(|m| json!(m)),
+            1 => scalar(),
+        ];
+        let images = prop_oneof![
+            4 => prop::collection::vec(image(), 0..6).prop_map(Value::from),
+            1 => scalar(),
+        ];
+        let storage = prop_oneof![
+            Just(json!("100Gi")),
+            Just(json!("12 parsecs")),
+            Just(json!(95551679124u64)),
+            scalar(),
+        ];
+        (
+            name,
+            labels,
+            images,
+            storage,
+            scalar(),
+            any::<bool>(),
+            scalar(),
+        )
+            .prop_map(
+                |(name, labels, images, storage, unschedulable, with_status, junk)| {
+                    let mut n = json!({
+                        "metadata": {"name": name, "labels": labels, "annotations": {"a": "b"}},
+                        "spec": {"unschedulable": unschedulable,
+                                 "taints": [{"key": "k", "effect": "NoSchedule"}]},
+                        "extra": junk,
+                    });
+                    if with_status {
+                        n["status"] = json!({
+                            "capacity": {"ephemeral-storage": storage},
+                            "allocatable": {"ephemeral-storage": "90Gi"},
+                            "images": images,
+                        });
+                    }
+                    n
+                },
+            )
+    }
+
+    fn item() -> impl Strategy<Value = Value> {
+        prop_oneof![8 => node(), 1 => scalar()]
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_matches_decoding_the_whole_page(
+            items in prop::collection::vec(item(), 0..8),
+            token in prop::option::of("[a-z0-9]{0,5}"),
+        ) {
+            let relevance = Relevance::new(
+                &wanted(&["busybox:1.36"], &[r"sciplat-lab:w_"], &[]),
+                [],
+            );
+            let body = json!({
+                "kind": "NodeList", "apiVersion": "v1",
+                "metadata": {"resourceVersion": "9", "continue": token},
+                "items": items,
+            })
+            .to_string();
+            let whole = summaries_whole(&body, &relevance).expect("a well-formed page");
+            let streamed = summaries_streamed(&body, &relevance).expect("a well-formed page");
+            prop_assert_eq!(streamed, whole);
+        }
+
+        #[test]
+        fn never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_list(&bytes, |_| {});
+        }
+
+        #[test]
+        fn never_panics_on_cut_pages(items in prop::collection::vec(item(), 0..4), cut in any::<prop::sample::Index>()) {
+            let body = json!({"metadata": {}, "items": items}).to_string();
+            let cut = cut.index(body.len());
+            let mut n = 0;
+            let r = decode_list(&body.as_bytes()[..cut], |_| n += 1);
+            // A cut page never decodes (only the whole of it is an object).
+            prop_assert!(r.is_err() || cut == body.len());
+            prop_assert!(n <= items.len());
+        }
+    }
+}
