@@ -1321,19 +1321,19 @@ def _local_sources_config(docs: list[dict], path: Path, url: str, token: Path | 
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-# How an exporter that predates issue #10 rejects its config keys: an unknown
+# How an exporter that predates the wanted-image sources rejects its config keys: an unknown
 # prepull.sources or prepull.tolerations, or a {match, newest} pattern.
 PRE_SOURCES_ERRORS = (r"unknown field `(sources|tolerations)`",
                       r"prepull\.patterns\[\d+\]: invalid type: map, expected a string")
 
 
 def _skip_unless_the_exporter_reads_sources(config: Path):
-    """Skips when the exporter at BIN predates the wanted image sources (issue #10)."""
+    """Skips when the exporter at BIN predates the wanted image sources."""
     res = _run([str(BIN), "check", "--config", str(config), "--nodes-file", str(EXAMPLES / "nodes.json")],
                timeout=120)
     if res.returncode == 2 and any(re.search(e, res.stderr) for e in PRE_SOURCES_ERRORS):
         pytest.skip(f"{BIN} predates prepull.sources, prepull.tolerations and {{match, newest}} patterns "
-                    f"(issue #10): `check` exits 2 with {res.stderr.strip()!r}")
+                    f": `check` exits 2 with {res.stderr.strip()!r}")
     return res
 
 
