@@ -60,11 +60,23 @@ struct FieldLabels {
     field: InvalidField,
 }
 
+/// `imagecap_build_info`'s labels, as every `*_build_info` has them.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
+pub(crate) struct VersionLabels {
     version: String,
     revision: &'static str,
     rustversion: &'static str,
+}
+
+impl VersionLabels {
+    /// This build's labels, for `version`.
+    pub(crate) fn new(version: &str) -> VersionLabels {
+        VersionLabels {
+            version: version.to_string(),
+            revision: crate::version::REVISION,
+            rustversion: crate::version::rust_version(crate::version::RUSTC_VERSION),
+        }
+    }
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -489,11 +501,7 @@ impl Metrics {
         );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
-            .get_or_create(&VersionLabels {
-                version: version.to_string(),
-                revision: crate::version::REVISION,
-                rustversion: crate::version::rust_version(crate::version::RUSTC_VERSION),
-            })
+            .get_or_create(&VersionLabels::new(version))
             .set(1);
         registry.register(
             "imagecap_build_info",

@@ -38,11 +38,6 @@ struct NodeLabels {
     node: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    version: String,
-}
-
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The counters, for the life of the process, and the build information.
@@ -68,11 +63,9 @@ impl AgentMetrics {
             "CRI calls to the container runtime that failed, by call",
             errors.clone(),
         );
-        let build_info = Family::<VersionLabels, Gauge>::default();
+        let build_info = Family::<crate::metrics::VersionLabels, Gauge>::default();
         build_info
-            .get_or_create(&VersionLabels {
-                version: version.to_string(),
-            })
+            .get_or_create(&crate::metrics::VersionLabels::new(version))
             .set(1);
         registry.register(
             "imagecap_build_info",
@@ -200,7 +193,11 @@ mod tests {
             .as_deref(),
             Some("0")
         );
-        assert!(text.contains(r#"imagecap_build_info{version="1.2.3"} 1"#));
+        assert!(text.contains(&format!(
+            "imagecap_build_info{{version=\"1.2.3\",revision=\"{}\",rustversion=\"{}\"}} 1",
+            crate::version::REVISION,
+            crate::version::rust_version(crate::version::RUSTC_VERSION)
+        )));
         assert!(!text.contains("imagecap_runtime_images{"), "{text}");
         assert!(!text.contains("imagecap_runtime_last_success_timestamp_seconds{"));
         assert!(text.ends_with("# EOF\n"));

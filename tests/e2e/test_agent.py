@@ -81,7 +81,7 @@ def test_metrics_describe_the_runtime_and_pass_promtool(agent, sixty_images):
                     files <= (sample(t, f"imagecap_runtime_image_fs_used_bytes{node}") or 0) < 1 << 30 and t)
     assert sample(text, f'imagecap_runtime_errors_total{{node="{NODE}",call="list_images"}}') == 0
     assert sample(text, f"imagecap_runtime_last_success_timestamp_seconds{node}") > 1.7e9
-    assert re.search(r'^imagecap_build_info\{version="[^"]+"\} 1$', text, re.MULTILINE)
+    assert re.search(r'^imagecap_build_info\{version="[^"]+",revision="[^"]+",rustversion="[^"]+"\} 1$', text, re.MULTILINE)
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing (scripts/setup.sh installs it)"
