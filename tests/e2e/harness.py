@@ -256,3 +256,27 @@ def start_agent(workdir: Path, node: str, cri_endpoint: str, interval: str = "1s
                 extra: list[str] | None = None) -> Agent:
     """Starts the agent reading `cri_endpoint` every `interval` (not waiting for readiness)."""
     return Agent(workdir, node, cri_endpoint, ["--interval", interval, *(extra or [])])
+
+
+def hold_fake_apiserver(workdir: Path, hold_args: list[str]) -> tuple[Proc, Path]:
+    """The fake API server (tests/support/fake_apiserver.rs), held by the scale
+    benchmark binary with `--hold-fake DIR` and `hold_args`; returns the process and
+    the kubeconfig it wrote. The benchmark binary runs itself, not under `cargo
+    bench`, so that stopping it stops the server (cargo would leave its child
+    behind). The first call may build it (dev profile)."""
+    built = subprocess.run(["cargo", "bench", "--profile", "dev", "--bench", "scale", "--no-run",
+                            "--message-format", "json"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    exe = next(m["executable"] for m in map(json.loads, built.stdout.splitlines())
+               if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "scale")
+    hold = workdir / "fake"
+    proc = Proc("fake-apiserver", [exe, "--hold-fake", str(hold), *hold_args], workdir, cwd=ROOT)
+
+    def serving():
+        if not proc.alive():
+            raise RuntimeError(f"the fake API server exited:\n{proc.log()}")
+        return (hold / "kubeconfig").exists() and "serving" in proc.log()
+
+    proc._started(lambda: wait_for("the fake API server", serving, timeout=60))
+    return proc, hold / "kubeconfig"

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from harness import BIN, ROOT, Proc, free_port, wait_for
+from harness import BIN, ROOT, free_port, hold_fake_apiserver, wait_for
 
 CHART = ROOT / "charts" / "imagecap-exporter"
 IMAGE = "localhost/imagecap-exporter:test"
@@ -146,22 +146,11 @@ def podman():
 
 @pytest.fixture
 def fake_apiserver(tmp_path):
-    """The fake API server (tests/support/fake_apiserver.rs), held by the scale
-    benchmark binary, with a kubeconfig for it."""
-    hold = Path(tmp_path) / "fake"
-    argv = ["cargo", "bench", "--profile", "dev", "--bench", "scale", "--", "--hold-fake", str(hold),
-            "--nodes", str(NODES), "--images", "20", "--hold-secs", "600"]
-    proc = Proc("fake-apiserver", argv, Path(tmp_path), cwd=ROOT)
-
-    def written():
-        if not proc.alive():
-            raise RuntimeError(f"the fake API server exited:\n{proc.log()}")
-        return (hold / "kubeconfig").exists() and "serving" in proc.log()
-
+    """The fake API server with NODES generated nodes, and a kubeconfig for it."""
+    proc, kubeconfig = hold_fake_apiserver(Path(tmp_path), ["--nodes", str(NODES), "--images", "20",
+                                                           "--hold-secs", "600"])
     try:
-        # The first run builds the benchmark (dev profile): minutes on 2 cores.
-        proc._started(lambda: wait_for("the fake API server's kubeconfig", written, timeout=600))
-        yield hold / "kubeconfig"
+        yield kubeconfig
     finally:
         proc.stop()
 

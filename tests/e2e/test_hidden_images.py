@@ -21,7 +21,7 @@ import pytest
 import requests
 
 import containerd as containerd_harness
-from harness import BIN, ROOT, Exporter, Prometheus, Proc, wait_for
+from harness import BIN, Exporter, Prometheus, hold_fake_apiserver, wait_for
 from harness import start_agent
 from test_dashboard import DASHBOARD, evaluate_dashboard
 from test_status_page import DevTools
@@ -88,28 +88,10 @@ def runtime(tmp_path_factory):
         ctd.stop()
 
 
-def hold_fake(workdir: Path, objects: list[dict]) -> tuple[Proc, Path]:
+def hold_fake(workdir: Path, objects: list[dict]):
     """The fake API server serving `objects`, and a kubeconfig for it."""
     (workdir / "objects.json").write_text(json.dumps({"items": objects}))
-    hold = workdir / "fake"
-    # The benchmark binary itself, not `cargo bench`, so that stopping it stops the
-    # server (cargo would leave its child behind). The first call may build it.
-    built = subprocess.run(["cargo", "bench", "--profile", "dev", "--bench", "scale", "--no-run",
-                            "--message-format", "json"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    exe = next(m["executable"] for m in map(json.loads, built.stdout.splitlines())
-               if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "scale")
-    argv = [exe, "--hold-fake", str(hold), "--objects", str(workdir / "objects.json"), "--hold-secs", "600"]
-    proc = Proc("fake-apiserver", argv, workdir, cwd=ROOT)
-
-    def serving():
-        if not proc.alive():
-            raise RuntimeError(f"the fake API server exited:\n{proc.log()}")
-        return (hold / "kubeconfig").exists() and "serving" in proc.log()
-
-    proc._started(lambda: wait_for("the fake API server", serving, timeout=60))
-    return proc, hold / "kubeconfig"
+    return hold_fake_apiserver(workdir, ["--objects", str(workdir / "objects.json"), "--hold-secs", "600"])
 
 
 def bar_segments(url: str, tmp: Path) -> dict:
