@@ -109,6 +109,20 @@ fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The node's sample of a value that may be unknown: none when it is.
+fn known(n: &NodeReport, value: Option<u64>, emit: &mut dyn FnMut(Labels, i64)) {
+    if let Some(v) = value {
+        emit(node(n), saturating_i64(v));
+    }
+}
+
+/// [`known`] for a ratio.
+fn known_ratio(n: &NodeReport, value: Option<f64>, emit: &mut dyn FnMut(Labels, f64)) {
+    if let Some(v) = value {
+        emit(node(n), v);
+    }
+}
+
 /// One series per node (per node and label value for the prepull families).
 pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
@@ -149,30 +163,18 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_capacity_bytes",
         help: "status.capacity ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| {
-            if let Some(b) = n.ephemeral_storage_capacity_bytes {
-                emit(node(n), saturating_i64(b));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_capacity_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_allocatable_bytes",
         help: "status.allocatable ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| {
-            if let Some(b) = n.ephemeral_storage_allocatable_bytes {
-                emit(node(n), saturating_i64(b));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_allocatable_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_recommended_max_images",
         help: "Suggested nodeStatusMaxImages: ephemeral storage capacity in GB divided by 3, \
                rounded up",
-        samples: Samples::Int(|n, emit| {
-            if let Some(r) = n.recommended_max_images {
-                emit(node(n), saturating_i64(r));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.recommended_max_images, emit)),
     },
     FamilySpec {
         name: "imagecap_node_prepull_missing_images",
@@ -211,69 +213,41 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
         name: "imagecap_node_agent_up",
         help: "1 when the node has a fresh report from its node agent, 0 when not (only with \
                --agents)",
-        samples: Samples::Int(|n, emit| {
-            if let Some(up) = n.agent_up {
-                emit(node(n), i64::from(up));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.agent_up.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_runtime_images",
         help: "Images the container runtime holds on the node, from its node agent",
-        samples: Samples::Int(|n, emit| {
-            if let Some(c) = n.runtime_images {
-                emit(node(n), i64::from(c));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.runtime_images.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_hidden_images",
         help: "Runtime images the API does not report because of the cap (0 under the cap), \
                from the node agent",
-        samples: Samples::Int(|n, emit| {
-            if let Some(c) = n.hidden_images {
-                emit(node(n), i64::from(c));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.hidden_images.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_used_bytes",
         help: "Bytes used on the node's image filesystem (kubelet stats/summary \
                node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| {
-            if let Some(b) = n.image_fs_used_bytes {
-                emit(node(n), saturating_i64(b));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.image_fs_used_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_capacity_bytes",
         help: "Size of the node's image filesystem (kubelet stats/summary node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| {
-            if let Some(b) = n.image_fs_capacity_bytes {
-                emit(node(n), saturating_i64(b));
-            }
-        }),
+        samples: Samples::Int(|n, emit| known(n, n.image_fs_capacity_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_high_threshold_ratio",
         help: "Image filesystem use at which the kubelet starts image garbage collection \
                (configz imageGCHighThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| {
-            if let Some(r) = n.image_gc_high_threshold_ratio {
-                emit(node(n), r);
-            }
-        }),
+        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_high_threshold_ratio, emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_low_threshold_ratio",
         help: "Image filesystem use the kubelet's image garbage collection frees down to \
                (configz imageGCLowThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| {
-            if let Some(r) = n.image_gc_low_threshold_ratio {
-                emit(node(n), r);
-            }
-        }),
+        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_low_threshold_ratio, emit)),
     },
 ];
 
