@@ -69,6 +69,20 @@ class Proc:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def _logged_addr(self, message: str):
+        """The `addr` field of the JSON log line with `message`, once logged; raises
+        when the process has exited."""
+        if not self.alive():
+            raise RuntimeError(f"{self.name} exited:\n{self.log()}")
+        for line in self.log().splitlines():
+            try:
+                fields = json.loads(line).get("fields", {})
+            except ValueError:
+                continue
+            if fields.get("addr") and fields.get("message") == message:
+                return fields["addr"]
+        return None
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -94,17 +108,7 @@ class Exporter(Proc):
         self.auth = auth
 
     def _addr(self):
-        if not self.alive():
-            raise RuntimeError(f"exporter exited:\n{self.log()}")
-        for line in self.log().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            addr = rec.get("fields", {}).get("addr")
-            if addr and rec.get("fields", {}).get("message") == "listening":
-                return addr
-        return None
+        return self._logged_addr("listening")
 
     def get(self, path: str, **kw) -> requests.Response:
         kw.setdefault("verify", self.verify)
@@ -230,17 +234,7 @@ class Agent(Proc):
         self.url = f"http://{self.addr}"
 
     def _addr(self):
-        if not self.alive():
-            raise RuntimeError(f"agent exited:\n{self.log()}")
-        for line in self.log().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            fields = rec.get("fields", {})
-            if fields.get("addr") and fields.get("message") == "node agent listening":
-                return fields["addr"]
-        return None
+        return self._logged_addr("node agent listening")
 
     def get(self, path: str, **kw) -> requests.Response:
         kw.setdefault("timeout", 10)
