@@ -39,7 +39,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
-    imagecap_exporter::sys::limit_malloc_arenas();
+    imagecap_exporter::sys::tune_allocator();
     // One TLS crypto provider for every client and server in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if imagecap_exporter::cli::is_kubectl_plugin(std::env::args_os().next().as_deref()) {
