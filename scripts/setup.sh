@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Debian packages (Prometheus,
-# promtool, Alertmanager, Chromium, jsonnet, containerd, podman) through apt-get, and
+# promtool, Alertmanager, Chromium, jsonnet, containerd, podman, curl) through apt-get, and
 # Python tools into ./.venv.
 # Safe to run again: it only installs what is absent.
 set -euo pipefail
@@ -19,6 +19,7 @@ command -v jsonnet >/dev/null 2>&1 || need_apt+=(jsonnet)
 # hybrid cgroup hierarchies.
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The peers the scale benchmark compares `check` with (benches/peers/).
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)

@@ -392,8 +392,8 @@ pub enum Format {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
     Identity,
-    /// Each part is a gzip member of its own; together a multi-member gzip stream
-    /// (RFC 1952), which gzip readers (Go's included) read as one.
+    /// The parts together are one gzip member (RFC 1952), the report families'
+    /// deflate blocks compressed once per report (see [`gzip_member`]).
     Gzip,
 }
 
@@ -401,27 +401,101 @@ pub enum Encoding {
 /// client that reads slowly holds a reference to this text, not a copy.
 struct ReportText {
     report: Arc<Report>,
-    openmetrics: Bytes,
-    /// Converted from `openmetrics` at the first scrape that asks for it.
-    prometheus: Option<Bytes>,
-    /// The same texts gzipped, once per report, at the first scrape that asks.
-    openmetrics_gzip: Option<Bytes>,
-    prometheus_gzip: Option<Bytes>,
+    /// By format (OpenMetrics, Prometheus text) and encoding (plain, gzip): each
+    /// built at the first scrape that asks for it.
+    texts: [[Option<Encoded>; 2]; 2],
 }
 
-/// `data` as one gzip member, at the fastest level (as the compression of the
-/// rest of the HTTP side).
-fn gzip(data: &[u8]) -> Bytes {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 8 + 64),
-        flate2::Compression::fast(),
-    );
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(data);
-    let mut out = encoder.finish().unwrap_or_default();
+/// The report families, as sent plain or as the middle piece of a gzip member.
+#[derive(Clone)]
+enum Encoded {
+    Plain(Bytes),
+    Gzip(Deflated),
+}
+
+impl ReportText {
+    fn slot(&mut self, format: Format, encoding: Encoding) -> &mut Option<Encoded> {
+        &mut self.texts[format as usize][encoding as usize]
+    }
+
+    fn get(&self, format: Format, encoding: Encoding) -> Option<&Encoded> {
+        self.texts[format as usize][encoding as usize].as_ref()
+    }
+
+    /// How many texts are kept (for tests).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.texts.iter().flatten().filter(|t| t.is_some()).count()
+    }
+}
+
+/// A piece of a gzip body: `data` compressed as raw deflate blocks, at the fastest
+/// level (as the compression of the rest of the HTTP side), with the CRC-32 of
+/// `data` for the gzip trailer. Pieces compressed on their own are put together
+/// into one gzip member ([`gzip_member`]): every piece but the last ends in a sync
+/// flush (byte-aligned, not final), so their blocks follow one another as one
+/// deflate stream.
+#[derive(Clone)]
+struct Deflated {
+    data: Bytes,
+    crc: crc32fast::Hasher,
+}
+
+fn deflate(data: &[u8], last: bool) -> Deflated {
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    let mut c = Compress::new(Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() / 8 + 64);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let consumed = usize::try_from(c.total_in()).unwrap_or(data.len());
+        let status = c.compress_vec(&data[consumed.min(data.len())..], &mut out, flush);
+        let input_done = c.total_in() == data.len() as u64;
+        match status {
+            Ok(Status::StreamEnd) => break,
+            // A flush is complete when it returns with output space to spare.
+            Ok(_) if !last && input_done && out.len() < out.capacity() => break,
+            Ok(_) => out.reserve(out.capacity().max(1024)),
+            // Compressing into a Vec with room fails only on misuse; an empty body
+            // is a truncated gzip stream the client reports.
+            Err(e) => {
+                tracing::error!("compressing /metrics failed: {e}");
+                break;
+            }
+        }
+    }
     out.shrink_to_fit();
-    Bytes::from(out)
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    Deflated {
+        data: Bytes::from(out),
+        crc,
+    }
+}
+
+/// `head`, `body` and `tail` as one gzip member (RFC 1952): the header, the three
+/// deflate pieces, the CRC-32 and length of the whole text. One member, because
+/// not every client reads a stream of several (curl and reqwest stop after the
+/// first).
+fn gzip_member(head: &Deflated, body: &Deflated, tail: &Deflated) -> [Bytes; 3] {
+    // No name, no time, no flags; OS unknown.
+    const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut crc = head.crc.clone();
+    crc.combine(&body.crc);
+    crc.combine(&tail.crc);
+    let len = crc.total_len();
+    let mut first = Vec::with_capacity(HEADER.len() + head.data.len());
+    first.extend_from_slice(&HEADER);
+    first.extend_from_slice(&head.data);
+    let mut last = Vec::with_capacity(tail.data.len() + 8);
+    last.extend_from_slice(&tail.data);
+    last.extend_from_slice(&crc.finalize().to_le_bytes());
+    // ISIZE: the length modulo 2^32.
+    last.extend_from_slice(&(len as u32).to_le_bytes());
+    [first.into(), body.data.clone(), last.into()]
 }
 
 /// A `String` as `Bytes`, without the spare capacity it was grown with (the text
@@ -531,7 +605,7 @@ impl Metrics {
     /// same `Arc` until a node changes), and every scrape of it shares that one
     /// copy; only the counters and the refresh time are encoded on every scrape.
     ///
-    /// With [`Encoding::Gzip`] each part is a gzip member, the report families
+    /// With [`Encoding::Gzip`] the parts are one gzip member, the report families
     /// compressed once per report: scrapes, which Prometheus always sends with
     /// gzip, then compress a few kilobytes each instead of the whole text, and a
     /// client that stops reading holds no compressor.
@@ -562,54 +636,69 @@ impl Metrics {
             // in the same part as its samples.
             Format::PrometheusText => (to_prometheus_text(&head), to_prometheus_text(&tail)),
         };
-        match encoding {
-            Encoding::Identity => [head.into(), families, tail.into()],
-            Encoding::Gzip => [gzip(head.as_bytes()), families, gzip(tail.as_bytes())],
+        match (encoding, families) {
+            (Encoding::Gzip, Encoded::Gzip(families)) => gzip_member(
+                &deflate(head.as_bytes(), false),
+                &families,
+                &deflate(tail.as_bytes(), true),
+            ),
+            (_, Encoded::Plain(families)) => [head.into(), families, tail.into()],
+            // report_text answers in the encoding asked for.
+            (Encoding::Identity, Encoded::Gzip(_)) => [head.into(), Bytes::new(), tail.into()],
         }
     }
 
     /// The encoded report families of `report` in `format` and `encoding`, each
     /// encoded at most once per report.
-    fn report_text(&self, report: &Arc<Report>, format: Format, encoding: Encoding) -> Bytes {
+    ///
+    /// Only what was asked for is kept: Prometheus asks for gzipped OpenMetrics, so
+    /// the plain text (megabytes at thousands of nodes, ten times its gzip) is built
+    /// for it and dropped, and kept only once a client asks for it plain.
+    fn report_text(&self, report: &Arc<Report>, format: Format, encoding: Encoding) -> Encoded {
         let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
         if cache
             .as_ref()
             .is_none_or(|c| !Arc::ptr_eq(&c.report, report))
         {
-            // The old text goes now (scrapes still sending it keep it until they
-            // are done), before the new one is built.
-            *cache = None;
-            let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
-            let _ = encode_registry(&mut text, &report_registry(report));
+            // The old texts go now (scrapes still sending them keep them until they
+            // are done), before the new ones are built.
             *cache = Some(ReportText {
                 report: report.clone(),
-                openmetrics: shared(text),
-                prometheus: None,
-                openmetrics_gzip: None,
-                prometheus_gzip: None,
+                texts: Default::default(),
             });
         }
         let Some(c) = cache.as_mut() else {
-            return Bytes::new();
+            return Encoded::Plain(Bytes::new());
         };
-        let text = match format {
-            Format::OpenMetrics => c.openmetrics.clone(),
-            Format::PrometheusText => c
-                .prometheus
-                .get_or_insert_with(|| {
-                    let openmetrics = std::str::from_utf8(&c.openmetrics).unwrap_or_default();
-                    shared(to_prometheus_text(openmetrics))
-                })
-                .clone(),
-        };
-        let compressed = match format {
-            Format::OpenMetrics => &mut c.openmetrics_gzip,
-            Format::PrometheusText => &mut c.prometheus_gzip,
-        };
-        match encoding {
-            Encoding::Identity => text,
-            Encoding::Gzip => compressed.get_or_insert_with(|| gzip(&text)).clone(),
+        if let Some(kept) = c.get(format, encoding) {
+            return kept.clone();
         }
+        let plain = match c.get(format, Encoding::Identity) {
+            Some(Encoded::Plain(kept)) => kept.clone(),
+            _ => {
+                let openmetrics = match c.get(Format::OpenMetrics, Encoding::Identity) {
+                    Some(Encoded::Plain(kept)) => kept.clone(),
+                    _ => {
+                        let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
+                        let _ = encode_registry(&mut text, &report_registry(report));
+                        shared(text)
+                    }
+                };
+                match format {
+                    Format::OpenMetrics => openmetrics,
+                    Format::PrometheusText => {
+                        let text = std::str::from_utf8(&openmetrics).unwrap_or_default();
+                        shared(to_prometheus_text(text))
+                    }
+                }
+            }
+        };
+        let text = match encoding {
+            Encoding::Identity => Encoded::Plain(plain),
+            Encoding::Gzip => Encoded::Gzip(deflate(&plain, false)),
+        };
+        *c.slot(format, encoding) = Some(text.clone());
+        text
     }
 }
 
@@ -944,7 +1033,7 @@ mod tests {
     }
 
     #[test]
-    fn gzip_parts_are_members_of_one_gzip_stream_of_the_same_text() {
+    fn gzip_parts_are_one_member_of_the_same_text() {
         use std::io::Read;
         let mut m = Metrics::new("x");
         m.process = None;
@@ -960,15 +1049,77 @@ mod tests {
                 .render_parts(&report, t, format, Encoding::Identity)
                 .concat();
             let parts = m.render_parts(&report, t, format, Encoding::Gzip);
-            for part in &parts {
-                assert_eq!(&part[..2], &[0x1f, 0x8b], "each part is a gzip member");
-            }
+            assert_eq!(&parts[0][..2], &[0x1f, 0x8b], "a gzip header first");
             let stream = parts.concat();
+            // A single-member reader (curl's, reqwest's) reads the whole text, and
+            // nothing follows the member.
+            let mut reader = flate2::read::GzDecoder::new(stream.as_slice());
             let mut decoded = Vec::new();
-            flate2::read::MultiGzDecoder::new(stream.as_slice())
-                .read_to_end(&mut decoded)
-                .unwrap();
+            reader.read_to_end(&mut decoded).unwrap();
             assert_eq!(decoded, plain, "{format:?}");
+            assert!(reader.into_inner().is_empty(), "one member");
+            // The report's piece is kept and reused by the next scrape.
+            let again = m.render_parts(&report, t, format, Encoding::Gzip);
+            assert_eq!(again[1].as_ptr(), parts[1].as_ptr());
+        }
+    }
+
+    #[test]
+    fn only_the_texts_asked_for_are_kept() {
+        let mut m = Metrics::new("x");
+        m.process = None;
+        let report = Arc::new(Report {
+            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Absent))],
+            images: vec![],
+            eligible_nodes: 1,
+            sources: vec![],
+        });
+        let kept = |m: &Metrics| m.report_text.lock().unwrap().as_ref().map(ReportText::kept);
+        m.render_parts(&report, None, Format::OpenMetrics, Encoding::Gzip);
+        assert_eq!(
+            kept(&m),
+            Some(1),
+            "the plain text built for gzip is not kept"
+        );
+        m.render_parts(&report, None, Format::OpenMetrics, Encoding::Gzip);
+        assert_eq!(kept(&m), Some(1));
+        m.render_parts(&report, None, Format::PrometheusText, Encoding::Identity);
+        assert_eq!(kept(&m), Some(2));
+        let next = Arc::new((*report).clone());
+        m.render_parts(&next, None, Format::OpenMetrics, Encoding::Gzip);
+        assert_eq!(kept(&m), Some(1), "a new report starts afresh");
+    }
+
+    #[test]
+    fn deflated_pieces_make_one_gzip_member_whatever_their_sizes() {
+        use std::io::Read;
+        // Text that compresses poorly, so that the output outgrows its first buffer.
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b' ' + (x % 90) as u8
+            })
+            .collect();
+        let texts: [&[u8]; 4] = [b"", b"# HELP a b\n", &noise, &[b'y'; 100_000]];
+        for head in texts {
+            for body in texts {
+                for tail in texts {
+                    let parts = gzip_member(
+                        &deflate(head, false),
+                        &deflate(body, false),
+                        &deflate(tail, true),
+                    );
+                    let stream = parts.concat();
+                    let mut decoded = Vec::new();
+                    flate2::read::GzDecoder::new(stream.as_slice())
+                        .read_to_end(&mut decoded)
+                        .unwrap();
+                    assert_eq!(decoded, [head, body, tail].concat());
+                }
+            }
         }
     }
 

@@ -53,7 +53,11 @@ pub struct Run {
     pub scrape_p99_ms: f64,
     pub scrape_max_ms: f64,
     pub scrape_cpu_ms: f64,
+    /// The first scrape of a report: rendered and compressed, then sent.
+    pub render_ms: f64,
+    pub render_cpu_ms: f64,
     pub body_kib: f64,
+    pub gzip_kib: f64,
     pub series: usize,
     pub wanted_seen: usize,
     pub rss_after_scrapes_mib: f64,
@@ -330,17 +334,42 @@ impl Drop for Exporter {
     }
 }
 
-async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> {
+/// A scrape as Prometheus sends it: OpenMetrics, gzip. The text, and how long the
+/// whole (compressed) body took to arrive: the exporter's part, without the
+/// client's decompression.
+async fn scrape_timed(
+    client: &reqwest::Client,
+    addr: &str,
+) -> Result<(String, Duration, usize), String> {
+    let t = Instant::now();
     let r = client
         .get(format!("http://{addr}/metrics"))
         .header("Accept", OPENMETRICS)
+        .header("Accept-Encoding", "gzip")
         .send()
         .await
         .map_err(|e| format!("/metrics: {e}"))?;
     if !r.status().is_success() {
         return Err(format!("/metrics answered {}", r.status()));
     }
-    r.text().await.map_err(|e| format!("/metrics body: {e}"))
+    let gzipped = r
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip");
+    let body = r.bytes().await.map_err(|e| format!("/metrics body: {e}"))?;
+    let received = t.elapsed();
+    if !gzipped {
+        return Err("/metrics was not gzipped for a client that accepts gzip".into());
+    }
+    let mut text = String::with_capacity(body.len() * 10);
+    // One gzip member: a single-member reader must see the whole exposition.
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+        .map_err(|e| format!("/metrics gzip: {e}"))?;
+    Ok((text, received, body.len()))
+}
+
+async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> {
+    Ok(scrape_timed(client, addr).await?.0)
 }
 
 /// Drops the fake's event history, which holds every node applied (sharing the
@@ -637,14 +666,18 @@ async fn run_mode(
     tokio::time::sleep(Duration::from_secs(o.steady_secs)).await;
     (r.rss_steady_mib, r.hwm_steady_mib) = proc_status(pid);
 
-    // c. /metrics
+    // c. /metrics: the first scrape of a report renders it; the next ones send it.
+    let cpu0 = cpu_seconds(pid);
+    let (_, first, _) = scrape_timed(client, ex.addr()).await?;
+    r.render_ms = first.as_secs_f64() * 1e3;
+    r.render_cpu_ms = (cpu_seconds(pid) - cpu0) * 1e3;
     let mut times = Vec::with_capacity(o.scrapes);
     let mut body = String::new();
     let cpu0 = cpu_seconds(pid);
     for _ in 0..o.scrapes {
-        let t = Instant::now();
-        body = scrape(client, ex.addr()).await?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        let (text, received, gzipped) = scrape_timed(client, ex.addr()).await?;
+        times.push(received.as_secs_f64() * 1e3);
+        (body, r.gzip_kib) = (text, gzipped as f64 / 1024.0);
     }
     r.scrape_cpu_ms = (cpu_seconds(pid) - cpu0) * 1e3 / o.scrapes as f64;
     times.sort_by(|a, b| a.total_cmp(b));

@@ -14,7 +14,8 @@ pub fn run_json(r: &Run) -> serde_json::Value {
         "rss_end_mib": r.rss_end_mib, "hwm_end_mib": r.hwm_end_mib,
         "scrape_p50_ms": r.scrape_p50_ms, "scrape_p99_ms": r.scrape_p99_ms,
         "scrape_max_ms": r.scrape_max_ms, "scrape_cpu_ms": r.scrape_cpu_ms,
-        "body_kib": r.body_kib, "series": r.series, "wanted_images": r.wanted_seen,
+        "render_ms": r.render_ms, "render_cpu_ms": r.render_cpu_ms,
+        "body_kib": r.body_kib, "gzip_kib": r.gzip_kib, "series": r.series, "wanted_images": r.wanted_seen,
         "update_p50_ms": r.update_p50_ms, "update_max_ms": r.update_max_ms,
         "event_in_store_p50_ms": r.store_p50_ms, "event_in_store_max_ms": r.store_max_ms,
         "list_mb": r.list_mb, "bytes_per_hour_mb": r.bytes_per_hour_mb,
@@ -103,7 +104,7 @@ pub fn print_tables(runs: &[Run], quick: bool) {
                 .collect(),
         ),
         (
-            "/metrics p50 (ms)",
+            "/metrics p50 (ms, gzip, no decompression)",
             runs.iter()
                 .map(|r| format!("{:.1}", r.scrape_p50_ms))
                 .collect(),
@@ -121,8 +122,22 @@ pub fn print_tables(runs: &[Run], quick: bool) {
                 .collect(),
         ),
         (
+            "/metrics first scrape (ms)",
+            runs.iter().map(|r| format!("{:.1}", r.render_ms)).collect(),
+        ),
+        (
+            "  its CPU (ms)",
+            runs.iter()
+                .map(|r| format!("{:.1}", r.render_cpu_ms))
+                .collect(),
+        ),
+        (
             "/metrics body (KiB)",
             runs.iter().map(|r| format!("{:.0}", r.body_kib)).collect(),
+        ),
+        (
+            "  gzipped (KiB)",
+            runs.iter().map(|r| format!("{:.0}", r.gzip_kib)).collect(),
         ),
         (
             "/metrics series",

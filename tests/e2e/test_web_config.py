@@ -260,6 +260,16 @@ def test_basic_auth_details_and_gzip(workdir, procs, pki):
     assert r.headers.get("Content-Encoding") == "gzip" and "imagecap_nodes 6" in r.text
     r = ex.get("/metrics", headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in r.headers
+    # curl reads the first gzip member only: the whole exposition is that member.
+    curl = subprocess.run(
+        ["curl", "-sSf", "--compressed", "--cacert", str(pki / "ca.crt"),
+         "-u", f"prometheus:{PASSWORD}", f"https://{ex.addr}/metrics"],
+        capture_output=True, timeout=30, check=True).stdout.decode()
+    for family in ("process_resident_memory_bytes", "imagecap_node_images{",
+                   "imagecap_last_update_timestamp_seconds"):
+        assert family in curl, family
+    types = lambda text: sorted(l for l in text.splitlines() if l.startswith("# TYPE"))
+    assert types(curl) == types(r.text)
     # OpenMetrics refused with q=0: the Prometheus text format.
     r = ex.get("/metrics", headers={"Accept": "application/openmetrics-text;q=0, text/plain"})
     assert r.headers["Content-Type"].startswith("text/plain")
