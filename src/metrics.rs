@@ -698,6 +698,11 @@ impl Metrics {
             Encoding::Gzip => Encoded::Gzip(deflate(&plain, false)),
         };
         *c.slot(format, encoding) = Some(text.clone());
+        drop(cache);
+        // Rendering made and freed a registry of every series (tens of thousands
+        // of small allocations at thousands of nodes), and the text that was not
+        // kept: give the pages back rather than keep them as the new steady size.
+        crate::sys::release_free_memory();
         text
     }
 }
