@@ -8,10 +8,14 @@ use super::reference::ImageRef;
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
-static STRINGS: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Default::default);
+/// Strings come from the cluster, but the sets are only read by content and
+/// pruned whole; a fast hasher, seeded per process.
+type Set<T> = HashSet<T, foldhash::fast::RandomState>;
+
+static STRINGS: LazyLock<Mutex<Set<Arc<str>>>> = LazyLock::new(Default::default);
 /// Whole image entries (the names of one image), which also repeat from node to
 /// node: a summary keeps a pointer to the shared copy.
-static ENTRIES: LazyLock<Mutex<HashSet<Arc<[ImageRef]>>>> = LazyLock::new(Default::default);
+static ENTRIES: LazyLock<Mutex<Set<Arc<[ImageRef]>>>> = LazyLock::new(Default::default);
 
 /// The shared copy of an image entry's names (already interned strings).
 pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
@@ -24,7 +28,7 @@ pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
     shared
 }
 
-fn strings() -> std::sync::MutexGuard<'static, HashSet<Arc<str>>> {
+fn strings() -> std::sync::MutexGuard<'static, Set<Arc<str>>> {
     // The set is only ever inserted into or pruned whole; a panic elsewhere while
     // it was locked cannot leave it inconsistent.
     STRINGS.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,7 +79,7 @@ pub fn collect_garbage() {
 
 /// A set keeps the table it grew to: after a huge node list is gone, that is
 /// megabytes of empty buckets. Give them back once the set is mostly empty.
-fn shrink_if_sparse<T: std::hash::Hash + Eq>(set: &mut HashSet<T>) {
+fn shrink_if_sparse<T: std::hash::Hash + Eq>(set: &mut Set<T>) {
     if set.capacity() > 4 * set.len() + 1024 {
         set.shrink_to_fit();
     }

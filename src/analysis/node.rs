@@ -302,11 +302,18 @@ impl NodeSummary {
 /// among 1.3 million in 1,000 generated nodes of 500 images), so each is parsed
 /// and matched against the wanted images once.
 ///
+/// Names arrive as [`ImageName`]s, one shared string per distinct name on the
+/// decoding thread, so the cache is keyed by that string's address: a lookup
+/// hashes one word and compares no text. The cache holds a reference to each
+/// string it knows, so an address it holds is never reused for another name; the
+/// same name under another string (decoded on another thread, or after the
+/// name table was reset) is merely a second entry.
+///
 /// The references it keeps are not interned: it holds no string that the
 /// summaries do not, as far as the interner can tell.
 #[derive(Default)]
 pub struct NameCache {
-    names: HashMap<Arc<str>, CachedName, FastHash>,
+    names: HashMap<usize, (Arc<str>, CachedName), FastHash>,
     /// What the matches were decided against.
     relevance: Option<Arc<Relevance>>,
     /// The answer for a name the full cache did not keep.
@@ -355,24 +362,34 @@ impl NameCache {
         self.names.is_empty()
     }
 
-    fn get(&mut self, name: &str, relevance: &Relevance) -> &CachedName {
-        if !self.names.contains_key(name) {
-            let parsed = ImageRef::parse(name);
-            let matches = parsed.as_ref().is_ok_and(|r| relevance.name_matches(r));
-            let cached = CachedName { parsed, matches };
-            if self.names.len() >= NAME_CACHE_MAX {
-                self.uncached = cached;
-                return &self.uncached;
-            }
-            self.names.insert(Arc::from(name), cached);
+    fn key(name: &ImageName) -> usize {
+        name.0.as_ptr() as usize
+    }
+
+    fn get(&mut self, name: &ImageName, relevance: &Relevance) -> &CachedName {
+        let key = Self::key(name);
+        let full = self.names.len() >= NAME_CACHE_MAX;
+        if full && !self.names.contains_key(&key) {
+            self.uncached = Self::decide(name, relevance);
+            return &self.uncached;
         }
-        &self.names[name]
+        &self
+            .names
+            .entry(key)
+            .or_insert_with(|| (name.0.clone(), Self::decide(name, relevance)))
+            .1
+    }
+
+    fn decide(name: &str, relevance: &Relevance) -> CachedName {
+        let parsed = ImageRef::parse(name);
+        let matches = parsed.as_ref().is_ok_and(|r| relevance.name_matches(r));
+        CachedName { parsed, matches }
     }
 
     /// The parsed name, from the cache or parsed again if it was not kept.
-    fn parsed(&self, name: &str) -> Option<ImageRef> {
-        match self.names.get(name) {
-            Some(c) => c.parsed.as_ref().ok().cloned(),
+    fn parsed(&self, name: &ImageName) -> Option<ImageRef> {
+        match self.names.get(&Self::key(name)) {
+            Some((_, c)) => c.parsed.as_ref().ok().cloned(),
             None => ImageRef::parse(name).ok(),
         }
     }
@@ -660,6 +677,33 @@ mod tests {
 
     fn wanted(exact: &[&str], patterns: &[&str], selector: &[(&str, &str)]) -> Relevance {
         Relevance::new(&config(exact, patterns, selector), [])
+    }
+
+    #[test]
+    fn the_name_cache_answers_by_name_whatever_string_holds_it() {
+        let relevance = wanted(&["busybox:1.36"], &[], &[]);
+        let mut cache = NameCache::default();
+        let name = |s: &str| ImageName(Arc::from(s));
+        let (a, b) = (
+            name("docker.io/library/busybox:1.36"),
+            name("docker.io/library/busybox:1.36"),
+        );
+        assert!(!Arc::ptr_eq(&a.0, &b.0));
+        assert!(cache.get(&a, &relevance).matches);
+        assert!(cache.get(&b, &relevance).matches, "same name, other string");
+        assert!(!cache.get(&name("alpine:3"), &relevance).matches);
+        // The cache keeps the strings it knows alive: once the caller's copies are
+        // gone, a new string cannot take a known one's address and its answer.
+        drop((a, b));
+        for _ in 0..100 {
+            let n = name("docker.io/library/alpine:3");
+            assert!(!cache.get(&n, &relevance).matches);
+            assert_eq!(
+                cache.parsed(&n).map(|r| r.to_string()),
+                Some("docker.io/library/alpine:3".into())
+            );
+        }
+        assert!(cache.len() <= 103);
     }
 
     fn view(v: serde_json::Value) -> NodeView {

@@ -9,7 +9,7 @@ use super::Ingest;
 use crate::analysis::stream;
 use crate::analysis::{NodeSummary, NodeView};
 use crate::metrics::SourceErrorKind;
-use futures::{AsyncReadExt, StreamExt};
+use futures::{AsyncBufRead, AsyncBufReadExt, StreamExt};
 use kube::Client;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::runtime::utils::Backoff;
@@ -145,8 +145,8 @@ pub async fn list_all(
 
 /// Lists every node, one page at a time. Each page is read into one buffer and
 /// decoded node by node straight into summaries (`analysis::stream`), and the
-/// buffer is dropped before the next page is asked for: the memory held is one
-/// page's JSON plus the summaries. A node that cannot be decoded is counted and
+/// buffer is reused for the next page: the memory held is one page's JSON plus
+/// the summaries. A node that cannot be decoded is counted and
 /// skipped; a page that cannot be read fails the whole list.
 pub async fn list_nodes(
     api: &Api<NodeView>,
@@ -157,6 +157,8 @@ pub async fn list_nodes(
     let client = api.clone().into_client();
     let request = kube::core::Request::new(api.resource_url());
     let mut restarted = false;
+    // One buffer for every page of the list.
+    let mut body = Vec::new();
     'restart: loop {
         let mut out = Vec::new();
         let mut resource_version = None;
@@ -171,12 +173,12 @@ pub async fn list_nodes(
             }
             let fetched = tokio::time::timeout(
                 opts.request_timeout,
-                fetch_page(&client, &request, &lp, sizer.expected_bytes()),
+                fetch_page(&client, &request, &lp, &mut body, sizer.expected_bytes()),
             )
             .await;
-            let body = match fetched {
+            match fetched {
                 Err(_) => return Err(ListError::Timeout(opts.request_timeout)),
-                Ok(Ok(b)) => b,
+                Ok(Ok(())) => {}
                 // The continue token expired (410 Gone): start over, once.
                 Ok(Err(ListError::Api(kube::Error::Api(s))))
                     if s.code == 410 && token.is_some() && !restarted =>
@@ -186,7 +188,7 @@ pub async fn list_nodes(
                     continue 'restart;
                 }
                 Ok(Err(e)) => return Err(e),
-            };
+            }
             let page = stream::decode_list(&body, |item| match item {
                 Ok(node) => out.extend(ingest.summarize(&node)),
                 Err(e) => ingest.undecodable("in a list page", &e.to_string()),
@@ -199,7 +201,6 @@ pub async fn list_nodes(
                 next_limit = sizer.limit(),
                 "read a list page"
             );
-            drop(body);
             if resource_version.is_none() {
                 resource_version = page.resource_version;
             }
@@ -216,21 +217,32 @@ pub async fn list_nodes(
     }
 }
 
-/// One list page's body, through the client's middleware (authentication,
-/// retries, request metrics).
+/// Reads one list page's body into `buf` (emptied first), through the client's
+/// middleware (authentication, retries, request metrics). The body's chunks are
+/// appended as they come: no zero-filling of the buffer, which one list reuses
+/// from page to page.
 async fn fetch_page(
     client: &Client,
     request: &kube::core::Request,
     lp: &ListParams,
+    buf: &mut Vec<u8>,
     capacity: usize,
-) -> Result<Vec<u8>, ListError> {
+) -> Result<(), ListError> {
     let mut req = request.list(lp).map_err(kube::Error::BuildRequest)?;
     req.extensions_mut().insert("list");
     let body = client.request_stream(req).await?;
     futures::pin_mut!(body);
-    let mut buf = Vec::with_capacity(capacity);
-    body.read_to_end(&mut buf).await.map_err(ListError::Read)?;
-    Ok(buf)
+    buf.clear();
+    buf.reserve(capacity);
+    loop {
+        let chunk = body.fill_buf().await.map_err(ListError::Read)?;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        buf.extend_from_slice(chunk);
+        let n = chunk.len();
+        AsyncBufRead::consume(body.as_mut(), n);
+    }
 }
 
 /// Lists all nodes every `interval` until shutdown. A failed list is counted and
