@@ -360,6 +360,31 @@ fn report_registry(report: &Report) -> Registry {
     r
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InternedLabels {
+    kind: &'static str,
+}
+
+/// What the interner holds: strings and image entries shared between node
+/// summaries. Under node churn it must follow the live nodes, not grow.
+fn interned_registry() -> Registry {
+    let (strings, entries) = crate::analysis::intern::len();
+    let family = Family::<InternedLabels, Gauge>::default();
+    family
+        .get_or_create(&InternedLabels { kind: "string" })
+        .set(i64::try_from(strings).unwrap_or(i64::MAX));
+    family
+        .get_or_create(&InternedLabels { kind: "entry" })
+        .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    let mut r = Registry::default();
+    r.register(
+        "imagecap_interned",
+        "Distinct strings and image entries shared between node summaries",
+        family,
+    );
+    r
+}
+
 /// The refresh time; no series before the first data: 0 would read as "stale
 /// since 1970".
 fn refresh_registry(last_update: Option<SystemTime>) -> Registry {
@@ -516,7 +541,8 @@ pub struct Metrics {
     /// Requests to the Kubernetes API server; the layer of every client
     /// ([`crate::source::client::build`]).
     pub kube_requests: crate::source::client::KubeRequests,
-    /// Reads the `process_*` families at each scrape.
+    /// Reads the `process_*` families, and the interner's size, at each scrape
+    /// (none in tests that compare the texts of two scrapes).
     process: Option<fn() -> Result<crate::process::Sample, String>>,
 }
 
@@ -622,6 +648,7 @@ impl Metrics {
         let _ = encode_registry(&mut head, &self.registry);
         match self.process.map(|read| read()) {
             Some(Ok(process)) => {
+                let _ = encode_registry(&mut head, &interned_registry());
                 let _ = encode_registry(&mut head, &process.registry());
             }
             Some(Err(e)) => tracing::debug!("no process metrics: {e}"),

@@ -77,6 +77,9 @@ pub struct Run {
     /// RSS after 20% of the churn window (2 min of 10) and at its end.
     pub churn_rss_early_mib: Option<f64>,
     pub churn_rss_late_mib: Option<f64>,
+    /// `imagecap_interned` (strings, entries) at those two times.
+    pub churn_interned_early: Option<(u64, u64)>,
+    pub churn_interned_late: Option<(u64, u64)>,
     pub rss_end_mib: f64,
     pub hwm_end_mib: f64,
 }
@@ -366,6 +369,18 @@ async fn scrape_timed(
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
         .map_err(|e| format!("/metrics gzip: {e}"))?;
     Ok((text, received, body.len()))
+}
+
+/// `imagecap_interned` (strings, entries) in a scrape's text.
+fn interned(body: &str) -> Option<(u64, u64)> {
+    let value = |kind: &str| {
+        let prefix = format!("imagecap_interned{{kind=\"{kind}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    Some((value("string")?, value("entry")?))
 }
 
 async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> {
@@ -757,9 +772,11 @@ async fn run_mode(
             let mut probes = Vec::new();
             let mut probe = 0usize;
             let n = sc.nodes;
+            let mut last_body = String::new();
             while t.elapsed() < window {
                 if r.churn_rss_early_mib.is_none() && t.elapsed() >= window.mul_f64(0.2) {
                     r.churn_rss_early_mib = Some(proc_status(pid).0);
+                    r.churn_interned_early = interned(&last_body);
                 }
                 let ahead = done.load(Ordering::Relaxed) as usize + n / 2;
                 let Some(i) = (0..n)
@@ -779,7 +796,9 @@ async fn run_mode(
                 fake.apply(cluster.node_with(i, generation, 1));
                 loop {
                     let body = scrape(client, ex.addr()).await?;
-                    if body.lines().any(|l| l == want) {
+                    let seen = body.lines().any(|l| l == want);
+                    last_body = body;
+                    if seen {
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(60) {
@@ -792,6 +811,7 @@ async fn run_mode(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             r.churn_rss_late_mib = Some(proc_status(pid).0);
+            r.churn_interned_late = interned(&last_body);
             r.churn_probes = probes.len();
             if !probes.is_empty() {
                 probes.sort_by(|a, b| a.total_cmp(b));

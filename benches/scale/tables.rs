@@ -24,6 +24,7 @@ pub fn run_json(r: &Run) -> serde_json::Value {
         "churn_visible_p50_ms": r.churn_visible_p50_ms, "churn_visible_p99_ms": r.churn_visible_p99_ms,
         "churn_probes": r.churn_probes,
         "churn_rss_early_mib": r.churn_rss_early_mib, "churn_rss_late_mib": r.churn_rss_late_mib,
+        "churn_interned_early": r.churn_interned_early, "churn_interned_late": r.churn_interned_late,
     })
 }
 
@@ -197,6 +198,18 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             "  churn: RSS late (MiB)",
             runs.iter().map(|r| opt(r.churn_rss_late_mib, 1)).collect(),
         ),
+        (
+            "  churn: interned early",
+            runs.iter()
+                .map(|r| interned(r.churn_interned_early))
+                .collect(),
+        ),
+        (
+            "  churn: interned late",
+            runs.iter()
+                .map(|r| interned(r.churn_interned_late))
+                .collect(),
+        ),
     ];
     println!("\nRESULTS");
     let first = 26;
@@ -279,6 +292,19 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             "1000 ms",
             p99 < 1000.0,
         );
+        if let (Some((s0, e0)), Some((s1, e1))) = (r.churn_interned_early, r.churn_interned_late) {
+            // The churn changes heartbeats only: the live nodes reference the same
+            // names throughout, so the interner must not grow (beyond what one
+            // clean-up interval leaves uncollected: 1%).
+            let within = |a: u64, b: u64| b as f64 <= a as f64 * 1.01;
+            line(
+                "churn: no growth in interned strings",
+                r,
+                format!("{s0}->{s1} str, {e0}->{e1} ent"),
+                "+1%",
+                within(s0, s1) && within(e0, e1),
+            );
+        }
         if let (Some(early), Some(late)) = (r.churn_rss_early_mib, r.churn_rss_late_mib) {
             let drift = (late - early) / early * 100.0;
             line(
@@ -300,4 +326,9 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             p50 < 1000.0,
         );
     }
+}
+
+/// `strings/entries`, or `-`.
+fn interned(v: Option<(u64, u64)>) -> String {
+    v.map_or_else(|| "-".into(), |(s, e)| format!("{s}/{e}"))
 }

@@ -79,6 +79,10 @@ const OTHER_RESOURCES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Events the fake remembers for watches to resume from. A benchmark's node churn
+/// (100 updates a second of 112 KB nodes) would otherwise keep every update.
+const HISTORY_MAX: usize = 10_000;
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
@@ -310,6 +314,13 @@ impl FakeApiServer {
             object,
         };
         inner.history.push(ev.clone());
+        // A window of recent events, as the API server's watch cache keeps: a
+        // watch from before it gets 410 Gone. Trimmed a tenth at a time.
+        if inner.history.len() > HISTORY_MAX {
+            let drop = inner.history.len() - HISTORY_MAX * 9 / 10;
+            inner.history.drain(..drop);
+            inner.compacted_rv = inner.history[0].rv - 1;
+        }
         let _ = self.events.send(ev);
     }
 
