@@ -802,8 +802,13 @@ async fn run_mode(
                         break;
                     }
                     if start.elapsed() > Duration::from_secs(60) {
+                        let log = ex.process.log_text();
+                        let tail: Vec<&str> = log.lines().rev().take(20).collect();
                         return Err(format!(
-                            "{label}: {want:?} not visible under churn after 60 s"
+                            "{label}: {want:?} not visible under churn after 60 s \
+                             ({} probes seen before); the exporter's last log lines:\n{}",
+                            probes.len(),
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                         ));
                     }
                 }

@@ -541,7 +541,12 @@ impl FakeApiServer {
                 .filter(|e| e.rv > from && wanted.watches(e))
                 .cloned()
                 .collect();
-            let server = self.clone();
+            // The version this watch has delivered up to: a bookmark never claims
+            // more, or a client resuming from it would miss the events still
+            // queued for this watch when it ends (as the API server's watch
+            // cache, which sends a bookmark only for what it has sent).
+            let mut seen = from.max(inner.rv);
+            let bookmark_every = self.bookmark_every;
             tokio::spawn(async move {
                 let line = |e: &WatchEvent| {
                     format!("{{\"type\":\"{}\",\"object\":{}}}\n", e.kind, e.object.json)
@@ -553,19 +558,21 @@ impl FakeApiServer {
                 }
                 let deadline = tokio::time::sleep(timeout);
                 tokio::pin!(deadline);
-                let mut tick = tokio::time::interval(server.bookmark_every);
+                let mut tick = tokio::time::interval(bookmark_every);
                 loop {
                     tokio::select! {
                         ev = live.recv() => match ev {
-                            Ok(e) if e.rv > from && wanted.watches(&e) => if tx.send(line(&e)).await.is_err() { return },
-                            Ok(_) => {}
+                            Ok(e) if e.rv > from && wanted.watches(&e) => {
+                                if tx.send(line(&e)).await.is_err() { return }
+                                seen = seen.max(e.rv);
+                            }
+                            Ok(e) => seen = seen.max(e.rv),
                             Err(_) => return,
                         },
                         _ = tick.tick(), if bookmarks => {
-                            let rv = server.resource_version();
                             let b = json!({"type": "BOOKMARK", "object": {
                                 "kind": wanted.kind, "apiVersion": wanted.api_version,
-                                "metadata": {"resourceVersion": rv.to_string()}}});
+                                "metadata": {"resourceVersion": seen.to_string()}}});
                             if tx.send(format!("{b}\n")).await.is_err() { return }
                         }
                         _ = dropped.recv() => return,
