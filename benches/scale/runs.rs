@@ -434,8 +434,8 @@ fn start_memory_guard() {
     });
 }
 
-/// Node status churn: node after node gets a new heartbeat, `rate` per second, until
-/// `stop`. Returns the updates applied.
+/// Node status churn: node after node (but the probes' nodes) gets a new heartbeat,
+/// `rate` per second, until `stop`. Returns the updates applied.
 fn start_churn(
     fake: FakeApiServer,
     cluster: Arc<Cluster>,
@@ -446,20 +446,32 @@ fn start_churn(
     std::thread::spawn(move || {
         let period = Duration::from_secs_f64(1.0 / rate);
         let start = Instant::now();
-        let mut k: u64 = 0;
+        // Updates applied, and the position in the round of nodes.
+        let (mut k, mut position): (u64, u64) = (0, 0);
+        let n = cluster.nodes as u64;
         while !stop.load(Ordering::Relaxed) {
             let due = start + period.mul_f64(k as f64);
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait.min(Duration::from_millis(50)));
                 continue;
             }
-            let n = cluster.nodes as u64;
-            fake.apply(cluster.node((k % n) as usize, 1 + k / n));
+            let i = (position % n) as usize;
+            position += 1;
+            if is_probe_node(i) {
+                continue;
+            }
+            fake.apply(cluster.node(i, 1 + position / n));
             k += 1;
             done.store(k, Ordering::Relaxed);
         }
         k
     })
+}
+
+/// The nodes the churn's update probes change (one in fifty), and the churn leaves
+/// alone.
+fn is_probe_node(i: usize) -> bool {
+    i % 50 == 25
 }
 
 struct Scenario {
@@ -752,9 +764,10 @@ async fn run_mode(
             r.update_p50_ms = Some(median(&mut delays));
 
             // e. watch traffic under node status churn: every node once per 5 minutes
-            // unless --churn-rate says otherwise. Meanwhile, one node at a time (away
-            // from the nodes the churn is about to touch) reports one image fewer,
-            // and the time until /metrics shows it is recorded.
+            // unless --churn-rate says otherwise. Meanwhile, one node at a time of
+            // the probes' own (one in fifty, which the churn leaves alone) reports
+            // one or two images fewer, and the time until /metrics shows it is
+            // recorded.
             let rate = o.churn_rate.unwrap_or(sc.nodes as f64 / 300.0);
             let stop = Arc::new(AtomicBool::new(false));
             let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -769,6 +782,9 @@ async fn run_mode(
                 done.clone(),
             );
             let window = Duration::from_secs(o.churn_secs);
+            let probe_nodes: Vec<usize> = (0..sc.nodes)
+                .filter(|&i| is_probe_node(i) && cluster.profile(i).eligible())
+                .collect();
             let mut probes = Vec::new();
             let mut probe = 0usize;
             let n = sc.nodes;
@@ -778,22 +794,23 @@ async fn run_mode(
                     r.churn_rss_early_mib = Some(proc_status(pid).0);
                     r.churn_interned_early = interned(&last_body);
                 }
-                let ahead = done.load(Ordering::Relaxed) as usize + n / 2;
-                let Some(i) = (0..n)
-                    .map(|d| (ahead + probe * 7919 + d) % n)
-                    .find(|&i| cluster.profile(i).eligible())
-                else {
+                // The probes' own nodes, which the churn leaves alone: a probe is
+                // never overwritten by a churn update before it shows, however late.
+                let Some(&i) = probe_nodes.get(probe % probe_nodes.len().max(1)) else {
                     break;
                 };
+                // Each visit of a node changes its count: one image fewer, then
+                // two, then one...
+                let drop = 1 + (probe / probe_nodes.len()) % 2;
                 probe += 1;
                 let name = cluster.node_name(i);
-                let generation = 1 + (done.load(Ordering::Relaxed) / n as u64);
+                let generation = 1 + probe as u64;
                 let want = format!(
                     "imagecap_node_images{{node=\"{name}\"}} {}",
-                    cluster.image_count(i) - 1
+                    cluster.image_count(i) - drop
                 );
                 let start = Instant::now();
-                fake.apply(cluster.node_with(i, generation, 1));
+                fake.apply(cluster.node_with(i, generation, drop));
                 loop {
                     let body = scrape(client, ex.addr()).await?;
                     let seen = body.lines().any(|l| l == want);
@@ -804,10 +821,28 @@ async fn run_mode(
                     if start.elapsed() > Duration::from_secs(60) {
                         let log = ex.process.log_text();
                         let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                        // What the exporter shows of the node and of its sources,
+                        // and where the churn is.
+                        let shown: Vec<&str> = last_body
+                            .lines()
+                            .filter(|l| {
+                                l.contains(&format!("node=\"{name}\"}}"))
+                                    && l.starts_with("imagecap_node_images")
+                                    || l.starts_with("imagecap_kube_requests_total")
+                                    || l.starts_with("imagecap_source_errors_total")
+                                        && !l.ends_with(" 0")
+                                    || l.starts_with("imagecap_last_update_timestamp_seconds")
+                            })
+                            .collect();
                         return Err(format!(
                             "{label}: {want:?} not visible under churn after 60 s \
-                             ({} probes seen before); the exporter's last log lines:\n{}",
+                             ({} probes seen before; node {i}, churn at update {} of \
+                             {n} a round, {} s into the window); /metrics shows:\n{}\n\
+                             the exporter's last log lines:\n{}",
                             probes.len(),
+                            done.load(Ordering::Relaxed),
+                            t.elapsed().as_secs(),
+                            shown.join("\n"),
                             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                         ));
                     }
