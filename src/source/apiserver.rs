@@ -260,8 +260,13 @@ pub async fn poll(
 ) {
     let api: Api<NodeView> = Api::all(client);
     let mut backoff = Duration::from_secs(1);
+    // Kept from list to list: a list after the first asks for pages sized by what
+    // the last one learned, not for the first page's guess (100 nodes, 11 MB at
+    // 500 images a node) while the summaries served are still held.
+    let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
     loop {
-        let wait = match list_all(&api, &opts, &ingest).await {
+        let listed = list_nodes(&api, &opts, &ingest, &mut sizer).await;
+        let wait = match listed.map(|l| l.nodes) {
             Ok(nodes) => {
                 tracing::debug!(nodes = nodes.len(), "listed nodes");
                 ingest.store.replace_all(nodes);
