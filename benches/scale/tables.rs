@@ -105,7 +105,7 @@ pub fn print_tables(runs: &[Run], quick: bool) {
                 .collect(),
         ),
         (
-            "/metrics p50 (ms, gzip, no decompression)",
+            "/metrics p50 (ms)",
             runs.iter()
                 .map(|r| format!("{:.1}", r.scrape_p50_ms))
                 .collect(),

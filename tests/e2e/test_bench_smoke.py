@@ -28,6 +28,7 @@ RESULT_ROWS = [
     "peak RSS (MiB)",
     "/metrics p50 (ms)",
     "/metrics p99 (ms)",
+    "/metrics first scrape (ms)",
     "/metrics body (KiB)",
     "wanted images",
     "update visible p50 (ms)",
