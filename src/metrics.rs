@@ -663,15 +663,14 @@ impl Metrics {
             // in the same part as its samples.
             Format::PrometheusText => (to_prometheus_text(&head), to_prometheus_text(&tail)),
         };
-        match (encoding, families) {
-            (Encoding::Gzip, Encoded::Gzip(families)) => gzip_member(
+        // report_text answers in the encoding asked for.
+        match families {
+            Encoded::Gzip(families) => gzip_member(
                 &deflate(head.as_bytes(), false),
                 &families,
                 &deflate(tail.as_bytes(), true),
             ),
-            (_, Encoded::Plain(families)) => [head.into(), families, tail.into()],
-            // report_text answers in the encoding asked for.
-            (Encoding::Identity, Encoded::Gzip(_)) => [head.into(), Bytes::new(), tail.into()],
+            Encoded::Plain(families) => [head.into(), families, tail.into()],
         }
     }
 
@@ -700,26 +699,26 @@ impl Metrics {
         if let Some(kept) = c.get(format, encoding) {
             return kept.clone();
         }
-        let plain = match c.get(format, Encoding::Identity) {
-            Some(Encoded::Plain(kept)) => kept.clone(),
-            _ => {
-                let openmetrics = match c.get(Format::OpenMetrics, Encoding::Identity) {
-                    Some(Encoded::Plain(kept)) => kept.clone(),
-                    _ => {
-                        let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
-                        let _ = encode_registry(&mut text, &report_registry(report));
-                        shared(text)
-                    }
-                };
-                match format {
-                    Format::OpenMetrics => openmetrics,
-                    Format::PrometheusText => {
-                        let text = std::str::from_utf8(&openmetrics).unwrap_or_default();
-                        shared(to_prometheus_text(text))
-                    }
+        let kept_plain = |format| match c.get(format, Encoding::Identity) {
+            Some(Encoded::Plain(kept)) => Some(kept.clone()),
+            _ => None,
+        };
+        // The plain text in `format`: kept, or converted from the kept OpenMetrics
+        // text, or rendered.
+        let plain = kept_plain(format).unwrap_or_else(|| {
+            let openmetrics = kept_plain(Format::OpenMetrics).unwrap_or_else(|| {
+                let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
+                let _ = encode_registry(&mut text, &report_registry(report));
+                shared(text)
+            });
+            match format {
+                Format::OpenMetrics => openmetrics,
+                Format::PrometheusText => {
+                    let text = std::str::from_utf8(&openmetrics).unwrap_or_default();
+                    shared(to_prometheus_text(text))
                 }
             }
-        };
+        });
         let text = match encoding {
             Encoding::Identity => Encoded::Plain(plain),
             Encoding::Gzip => Encoded::Gzip(deflate(&plain, false)),
