@@ -130,7 +130,8 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Mode::Watch)]
     pub mode: Mode,
 
-    /// Time between lists in poll mode (e.g. 30s, 2m).
+    /// Time between lists in poll mode (e.g. 30s, 2m); in watch mode, between the
+    /// lists that replace a watch RBAC forbids.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub poll_interval: Duration,
 

@@ -335,7 +335,7 @@ async fn spawn_sources(
             (client.clone(), opts.clone(), ingest.clone(), stop.clone());
         async move {
             match mode {
-                Mode::Watch => apiserver::watch(client, opts, ingest, stop).await,
+                Mode::Watch => apiserver::watch(client, opts, interval, ingest, stop).await,
                 Mode::Poll => apiserver::poll(client, opts, interval, ingest, stop).await,
             }
         }

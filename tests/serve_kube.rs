@@ -346,3 +346,137 @@ async fn kubelet_configz_supplies_the_real_cap() {
         .wait_metrics("raised to disappear", |m| known(m, "raised").is_none())
         .await;
 }
+
+/// RBAC granting `list` but not `watch` on nodes: the exporter says so once, in
+/// one line naming the missing verb and the fix, and keeps the data fresh with
+/// periodic lists instead of freezing it at the first list.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forbidden_watch_falls_back_to_periodic_lists() {
+    let fake = FakeApiServer::start(vec![lab_node("a", true, 1)]).await;
+    fake.forbid("watch", "nodes");
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(
+        &["--mode", "watch", "--poll-interval", "300ms"],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+    // Changes arrive through the lists.
+    fake.apply(lab_node("b", false, 4));
+    exporter
+        .wait_metrics("the new node, through a list", |m| {
+            images(m, "b") == Some(4.0)
+        })
+        .await;
+    fake.apply(lab_node("a", true, 9));
+    let m = exporter
+        .wait_metrics("the changed node, through a list", |m| {
+            images(m, "a") == Some(10.0)
+        })
+        .await;
+    let (code, _) = exporter.get("/readyz").await;
+    assert_eq!(code, 200, "fresh data from lists is ready");
+    assert!(
+        sample(&m, "imagecap_source_errors_total", &[("kind", "watch")]).unwrap_or(0.0) >= 1.0,
+        "the refused watch is counted"
+    );
+    let lists = fake
+        .requests()
+        .iter()
+        .filter(|q| !q.contains("watch=true"))
+        .count();
+    assert!(lists >= 3, "lists every interval: {lists}");
+    let logs = exporter.log_text();
+    let forbidden: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("watching nodes is forbidden"))
+        .collect();
+    assert_eq!(forbidden.len(), 1, "said once: {logs}");
+    let line = forbidden[0];
+    for needle in [
+        "Forbidden (403)",
+        "cannot watch resource",
+        "listing all nodes every 300ms",
+        r#"verbs [\"get\", \"list\", \"watch\"]"#,
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in {line}");
+    }
+    assert!(!logs.contains("Status {"), "no struct dump: {logs}");
+}
+
+/// After one outage the backoff has grown; a watch that works again must start it
+/// over, so the first retry of the next outage comes after the shortest wait, not
+/// after where the last outage left off.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_working_watch_starts_the_backoff_over() {
+    let fake = FakeApiServer::start(vec![lab_node("a", true, 1)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(&["--mode", "watch"], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    // First outage: three failed watches, 0.8 + 1.6 + 3.2 s of backoff (and up to
+    // as much again of jitter); the next wait would be at least 6.4 s.
+    fake.fail_next(&[500, 500, 500]);
+    fake.drop_watches();
+    fake.apply(lab_node("b", false, 2));
+    exporter
+        .wait_metrics_for(
+            "the watch back after the first outage",
+            std::time::Duration::from_secs(40),
+            |m| images(m, "b") == Some(2.0),
+        )
+        .await;
+
+    // Second outage: one failed watch.
+    let before = fake.request_times().len();
+    fake.fail_next(&[500]);
+    fake.drop_watches();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let times = loop {
+        let times = fake.request_times();
+        if times.len() >= before + 2 {
+            break times;
+        }
+        assert!(std::time::Instant::now() < deadline, "no retry");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let gap = times[before + 1] - times[before];
+    assert!(
+        gap < std::time::Duration::from_secs(4),
+        "the first retry of a new outage waited {gap:?}"
+    );
+    assert_eq!(
+        sample(
+            &exporter.metrics().await,
+            "imagecap_source_errors_total",
+            &[("kind", "watch")]
+        ),
+        Some(4.0)
+    );
+}
+
+/// kube's request builder leaves an empty pair at the start of each query; no
+/// request reaches the API server with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn queries_carry_no_stray_ampersand() {
+    let fake = FakeApiServer::start(vec![lab_node("a", true, 1)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(&["--mode", "watch"], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    fake.apply(lab_node("b", true, 1));
+    exporter
+        .wait_metrics("the watch", |m| images(m, "b") == Some(2.0))
+        .await;
+    let reqs = fake.requests();
+    assert!(reqs.iter().any(|q| q.contains("watch=true")), "{reqs:?}");
+    assert!(reqs.iter().any(|q| q.contains("limit=")), "{reqs:?}");
+    for q in &reqs {
+        assert!(
+            !q.starts_with('&') && !q.contains("&&"),
+            "{q:?} in {reqs:?}"
+        );
+    }
+}

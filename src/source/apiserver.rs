@@ -6,6 +6,7 @@
 //! the whole `v1.Node`: the rest of each object is skipped while parsing.
 
 use super::Ingest;
+use super::kube_error::{OneLine, StatusLine};
 use crate::analysis::stream;
 use crate::analysis::{NodeSummary, NodeView};
 use crate::metrics::SourceErrorKind;
@@ -43,9 +44,9 @@ pub fn hint(e: &kube::Error) -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
-    #[error("{0}{hint}", hint = hint(.0))]
+    #[error("{}{hint}", OneLine(.0), hint = hint(.0))]
     Api(#[from] kube::Error),
-    #[error("no answer within {0:?}")]
+    #[error("timed out: no answer within {0:?}")]
     Timeout(Duration),
     #[error("reading the list failed: {0}")]
     Read(std::io::Error),
@@ -296,186 +297,330 @@ pub async fn poll(
     }
 }
 
+/// How long a forbidden watch is left alone before it is tried again: the rights
+/// may have been granted meanwhile.
+const WATCH_RETRY: Duration = Duration::from_secs(600);
+
+/// A watch that ends this soon having delivered nothing is waited out with the
+/// backoff before the next one, so a server or proxy that closes every watch at
+/// once does not get one request after another.
+const WATCH_MIN_LIFE: Duration = Duration::from_secs(1);
+
 /// Follows the nodes with a watch until shutdown: a paginated list (as
 /// [`list_nodes`]), then a watch with bookmarks from the list's resourceVersion.
 /// A watch the server ends is resumed from the last version seen; on `410 Gone`
 /// the nodes are listed again, and the store is swapped whole when that list is
 /// complete, so nodes deleted while disconnected disappear and none is lost or
-/// doubled meanwhile. Failures are counted and retried with backoff.
+/// doubled meanwhile. Failures are counted and retried with backoff, which starts
+/// over once a list or a watch has worked again.
+///
+/// When the watch is forbidden (RBAC grants `list` but not `watch`), the nodes are
+/// listed every `interval` instead, so the data stays fresh, and the watch is tried
+/// again every [`WATCH_RETRY`].
 pub async fn watch(
     client: Client,
     opts: ListOptions,
+    interval: Duration,
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
-    let api: Api<NodeView> = Api::all(client);
-    let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
-    let mut backoff = DefaultBackoff::default();
-    // Where the watch continues from; `None`: list first.
-    let mut version: Option<String> = None;
-    // While the watch is healthy (the last thing it delivered was not an error),
-    // the data is current even when no node changes, and the refresh time says so.
-    let mut healthy = false;
-    let mut heartbeat = tokio::time::interval(WATCH_HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut w = NodeWatch {
+        api: Api::all(client),
+        sizer: PageSizer::new(opts.page_size, PAGE_BYTES),
+        opts,
+        interval,
+        ingest,
+        backoff: DefaultBackoff::default(),
+        version: None,
+        healthy: false,
+        watch_forbidden: false,
+        heartbeat: tokio::time::interval(WATCH_HEARTBEAT),
+    };
+    w.heartbeat
+        .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let Some(from) = version.clone() else {
-            let listed = tokio::select! {
-                r = list_nodes(&api, &opts, &ingest, &mut sizer) => r,
-                _ = shutdown.cancelled() => return,
-            };
-            match listed {
-                Ok(listed) => {
-                    tracing::info!(nodes = listed.nodes.len(), "node list synced");
-                    ingest.store.replace_all(listed.nodes);
-                    crate::sys::release_free_memory();
-                    // A list without a version (not from a real API server) can
-                    // only be watched from "now".
-                    version = Some(listed.resource_version.unwrap_or_else(|| "0".into()));
-                    healthy = true;
-                    backoff.reset();
-                }
-                Err(e) => {
-                    healthy = false;
-                    ingest.metrics.source_error(SourceErrorKind::List);
-                    let wait = backoff
-                        .next()
-                        .unwrap_or(Duration::from_secs(30))
-                        .max(e.retry_after().unwrap_or_default());
-                    tracing::warn!(kind = %SourceErrorKind::List, retry_in = ?wait, "node list failed, retrying with backoff: {e}");
-                    if !pause(wait, &shutdown).await {
-                        return;
-                    }
-                }
+        if w.version.is_none() {
+            if w.list(&shutdown).await.is_none() {
+                return;
             }
             continue;
-        };
-
-        let mut wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
-        if let Some(sel) = &opts.label_selector {
-            wp = wp.labels(sel);
         }
+        match w.follow(&shutdown).await {
+            WatchEnd::Resume => {}
+            WatchEnd::Relist => w.version = None,
+            WatchEnd::Forbidden(status) => {
+                if !w.list_only(&status, &shutdown).await {
+                    return;
+                }
+            }
+            WatchEnd::Shutdown => return,
+        }
+    }
+}
+
+/// How one watch request ended.
+enum WatchEnd {
+    /// Watch again from the last version seen.
+    Resume,
+    /// List again first: `410 Gone`, or the wanted repositories changed.
+    Relist,
+    /// The identity may not watch nodes.
+    Forbidden(Box<kube::core::Status>),
+    Shutdown,
+}
+
+/// The state of [`watch`].
+struct NodeWatch {
+    api: Api<NodeView>,
+    opts: ListOptions,
+    /// How often to list while the watch is forbidden.
+    interval: Duration,
+    ingest: Arc<Ingest>,
+    sizer: PageSizer,
+    backoff: DefaultBackoff,
+    /// Where the watch continues from; `None`: list first.
+    version: Option<String>,
+    /// While the watch is healthy (the last thing it delivered was not an error),
+    /// the data is current even when no node changes, and the refresh time says so.
+    healthy: bool,
+    /// The watch was forbidden, and said so in the log.
+    watch_forbidden: bool,
+    heartbeat: tokio::time::Interval,
+}
+
+impl NodeWatch {
+    /// Lists every node into the store. `Some(true)` when the list is complete,
+    /// `Some(false)` when it failed (counted, logged, and the backoff waited out),
+    /// `None` on shutdown.
+    async fn list(&mut self, shutdown: &CancellationToken) -> Option<bool> {
+        let listed = tokio::select! {
+            r = list_nodes(&self.api, &self.opts, &self.ingest, &mut self.sizer) => r,
+            _ = shutdown.cancelled() => return None,
+        };
+        match listed {
+            Ok(listed) => {
+                tracing::info!(nodes = listed.nodes.len(), "node list synced");
+                self.ingest.store.replace_all(listed.nodes);
+                crate::sys::release_free_memory();
+                // A list without a version (not from a real API server) can only be
+                // watched from "now".
+                self.version = Some(listed.resource_version.unwrap_or_else(|| "0".into()));
+                self.healthy = true;
+                self.backoff.reset();
+                Some(true)
+            }
+            Err(e) => {
+                self.healthy = false;
+                self.ingest.metrics.source_error(SourceErrorKind::List);
+                let wait = self
+                    .backoff
+                    .next()
+                    .unwrap_or(Duration::from_secs(30))
+                    .max(e.retry_after().unwrap_or_default());
+                tracing::warn!(kind = %SourceErrorKind::List, retry_in = ?wait, "node list failed, retrying with backoff: {e}");
+                pause(wait, shutdown).await.then_some(false)
+            }
+        }
+    }
+
+    /// One watch request, from the last version seen, followed until it ends.
+    async fn follow(&mut self, shutdown: &CancellationToken) -> WatchEnd {
+        let from = self.version.clone().unwrap_or_else(|| "0".into());
         let opened = tokio::select! {
-            r = api.watch(&wp, &from) => r,
-            _ = shutdown.cancelled() => return,
+            r = open_watch(&self.api, &self.opts, &from) => r,
+            _ = shutdown.cancelled() => return WatchEnd::Shutdown,
         };
         let mut events = match opened {
             Ok(events) => events.boxed(),
             Err(kube::Error::Api(s)) if s.code == 410 => {
                 tracing::info!("watch expired (410 Gone); relisting nodes");
-                version = None;
-                continue;
+                return WatchEnd::Relist;
             }
-            Err(e) => {
-                healthy = false;
-                if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown).await {
-                    return;
-                }
-                continue;
-            }
+            Err(kube::Error::Api(s)) if s.code == 403 => return WatchEnd::Forbidden(s),
+            Err(e) => return self.failed(&e, shutdown).await,
         };
+        if std::mem::take(&mut self.watch_forbidden) {
+            tracing::info!("watching nodes is allowed again; following changes with a watch");
+        }
+        let started = std::time::Instant::now();
+        let mut delivered = false;
         loop {
             let event = tokio::select! {
                 e = events.next() => e,
-                _ = heartbeat.tick() => {
-                    if healthy {
-                        ingest.store.touch();
+                _ = self.heartbeat.tick() => {
+                    if self.healthy {
+                        self.ingest.store.touch();
                     }
                     continue;
                 }
-                _ = ingest.store.resync_requested() => {
+                _ = self.ingest.store.resync_requested() => {
                     // The summaries lack entries the wanted images now need: list
                     // again (the store is swapped whole when the list is complete).
                     tracing::info!("wanted repositories changed; listing nodes again");
-                    version = None;
-                    break;
+                    return WatchEnd::Relist;
                 }
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return WatchEnd::Shutdown,
             };
-            match event {
+            let event = match event {
                 // The server ended the watch (its timeout, a dropped connection):
                 // continue from the last version seen.
-                None => break,
-                Some(Ok(WatchEvent::Added(node) | WatchEvent::Modified(node))) => {
-                    healthy = true;
-                    if let Some(rv) = &node.metadata.resource_version {
-                        version = Some(rv.clone());
-                    }
-                    match ingest.summarize(&node) {
-                        Some(s) => ingest.store.upsert(s),
-                        // Relabeled out of --node-selector, or nameless.
-                        None => {
-                            if let Some(name) = node.metadata.name.as_deref() {
-                                ingest.store.remove(name);
-                            }
+                None => return self.ended(delivered, started, shutdown).await,
+                Some(event) => event,
+            };
+            if let Some(end) = self.apply(event, shutdown).await {
+                return end;
+            }
+            delivered = true;
+        }
+    }
+
+    /// Applies one watch event to the store; `Some` when the watch is over.
+    async fn apply(
+        &mut self,
+        event: kube::Result<WatchEvent<NodeView>>,
+        shutdown: &CancellationToken,
+    ) -> Option<WatchEnd> {
+        let ingest = &self.ingest;
+        let delivered = match event {
+            Ok(WatchEvent::Added(node) | WatchEvent::Modified(node)) => {
+                match ingest.summarize(&node) {
+                    Some(s) => ingest.store.upsert(s),
+                    // Relabeled out of --node-selector, or nameless.
+                    None => {
+                        if let Some(name) = node.metadata.name.as_deref() {
+                            ingest.store.remove(name);
                         }
                     }
                 }
-                Some(Ok(WatchEvent::Deleted(node))) => {
-                    healthy = true;
-                    if let Some(rv) = &node.metadata.resource_version {
-                        version = Some(rv.clone());
-                    }
-                    if let Some(name) = node.metadata.name.as_deref() {
-                        ingest.store.remove(name);
-                    }
-                }
-                Some(Ok(WatchEvent::Bookmark(b))) => {
-                    healthy = true;
-                    version = Some(b.metadata.resource_version);
-                }
-                Some(Ok(WatchEvent::Error(s))) if s.code == 410 => {
-                    // Expected now and then: the resourceVersion was compacted away.
-                    tracing::info!("watch expired (410 Gone); relisting nodes");
-                    version = None;
-                    break;
-                }
-                Some(Ok(WatchEvent::Error(s))) => {
-                    healthy = false;
-                    let e = kube::Error::Api(s);
-                    if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown)
-                        .await
-                    {
-                        return;
-                    }
-                    break;
-                }
-                // One event the projection cannot read: that node's update is
-                // lost, the watch goes on.
-                Some(Err(kube::Error::SerdeError(e))) => {
-                    ingest.undecodable("in a watch event", &e.to_string());
-                }
-                Some(Err(e)) => {
-                    healthy = false;
-                    if !watch_failed(&ingest, &e.to_string(), hint(&e), &mut backoff, &shutdown)
-                        .await
-                    {
-                        return;
-                    }
-                    break;
-                }
+                node.metadata.resource_version.clone()
             }
+            Ok(WatchEvent::Deleted(node)) => {
+                if let Some(name) = node.metadata.name.as_deref() {
+                    ingest.store.remove(name);
+                }
+                node.metadata.resource_version.clone()
+            }
+            Ok(WatchEvent::Bookmark(b)) => Some(b.metadata.resource_version),
+            Ok(WatchEvent::Error(s)) if s.code == 410 => {
+                // Expected now and then: the resourceVersion was compacted away.
+                tracing::info!("watch expired (410 Gone); relisting nodes");
+                return Some(WatchEnd::Relist);
+            }
+            Ok(WatchEvent::Error(s)) if s.code == 403 => return Some(WatchEnd::Forbidden(s)),
+            Ok(WatchEvent::Error(s)) => {
+                return Some(self.failed(&kube::Error::Api(s), shutdown).await);
+            }
+            // One event the projection cannot read: that node's update is lost,
+            // the watch goes on.
+            Err(kube::Error::SerdeError(e)) => {
+                ingest.undecodable("in a watch event", &e.to_string());
+                return None;
+            }
+            Err(e) => return Some(self.failed(&e, shutdown).await),
+        };
+        // The watch works: the next failure starts the backoff over.
+        self.healthy = true;
+        self.backoff.reset();
+        if let Some(rv) = delivered {
+            self.version = Some(rv);
+        }
+        None
+    }
+
+    /// The server ended a watch. One that ended at once with nothing delivered is
+    /// waited out with the backoff, so such watches are not asked for in a loop.
+    async fn ended(
+        &mut self,
+        delivered: bool,
+        started: std::time::Instant,
+        shutdown: &CancellationToken,
+    ) -> WatchEnd {
+        if delivered || started.elapsed() >= WATCH_MIN_LIFE {
+            return WatchEnd::Resume;
+        }
+        let wait = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        tracing::debug!(retry_in = ?wait, "the watch ended at once; waiting before the next");
+        if pause(wait, shutdown).await {
+            WatchEnd::Resume
+        } else {
+            WatchEnd::Shutdown
         }
     }
+
+    /// Counts and logs a failed watch, then waits out the backoff.
+    async fn failed(&mut self, e: &kube::Error, shutdown: &CancellationToken) -> WatchEnd {
+        self.healthy = false;
+        let kind = SourceErrorKind::Watch;
+        self.ingest.metrics.source_error(kind);
+        let wait = self.backoff.next().unwrap_or(Duration::from_secs(30));
+        tracing::warn!(%kind, retry_in = ?wait, "node {kind} failed, retrying with backoff: {}{}", OneLine(e), hint(e));
+        if pause(wait, shutdown).await {
+            WatchEnd::Resume
+        } else {
+            WatchEnd::Shutdown
+        }
+    }
+
+    /// While the watch is forbidden: lists every `interval` for [`WATCH_RETRY`],
+    /// then returns to try the watch again. The first refusal is logged as a
+    /// warning naming the missing permission; later ones, while it lasts, at debug
+    /// level. Each is counted. `false` on shutdown.
+    async fn list_only(
+        &mut self,
+        status: &kube::core::Status,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        self.ingest.metrics.source_error(SourceErrorKind::Watch);
+        if !self.watch_forbidden {
+            self.watch_forbidden = true;
+            tracing::warn!(
+                kind = %SourceErrorKind::Watch,
+                interval = ?self.interval,
+                "watching nodes is forbidden ({}); listing all nodes every {:?} instead, \
+                 so the data stays fresh but changes show late. Fix: grant the exporter's \
+                 service account the watch verb on nodes (ClusterRole rule: apiGroups \
+                 [\"\"], resources [\"nodes\"], verbs [\"get\", \"list\", \"watch\"]); the \
+                 watch is tried again every {:?}",
+                StatusLine(status),
+                self.interval,
+                WATCH_RETRY,
+            );
+        } else {
+            tracing::debug!("watching nodes is still forbidden ({})", StatusLine(status));
+        }
+        let retry_at = tokio::time::Instant::now() + WATCH_RETRY;
+        while tokio::time::Instant::now() < retry_at {
+            tokio::select! {
+                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.ingest.store.resync_requested() => {
+                    tracing::info!("wanted repositories changed; listing nodes again");
+                }
+                _ = shutdown.cancelled() => return false,
+            }
+            if self.list(shutdown).await.is_none() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Opens a watch of the nodes from `from`, with bookmarks and the server-side
+/// timeout, through the client's middleware.
+async fn open_watch(
+    api: &Api<NodeView>,
+    opts: &ListOptions,
+    from: &str,
+) -> kube::Result<impl futures::Stream<Item = kube::Result<WatchEvent<NodeView>>> + use<>> {
+    let mut wp = WatchParams::default().timeout(WATCH_TIMEOUT_SECS);
+    if let Some(sel) = &opts.label_selector {
+        wp = wp.labels(sel);
+    }
+    api.watch(&wp, from).await
 }
 
 /// The server-side timeout asked for each watch request, as kube's watcher does.
 const WATCH_TIMEOUT_SECS: u32 = 290;
-
-/// Counts and logs a failed watch, then waits out the backoff. `false` on shutdown.
-async fn watch_failed(
-    ingest: &Ingest,
-    error: &str,
-    hint: &str,
-    backoff: &mut DefaultBackoff,
-    shutdown: &CancellationToken,
-) -> bool {
-    let kind = SourceErrorKind::Watch;
-    ingest.metrics.source_error(kind);
-    let wait = backoff.next().unwrap_or(Duration::from_secs(30));
-    tracing::warn!(%kind, retry_in = ?wait, "node {kind} failed, retrying with backoff: {error}{hint}");
-    pause(wait, shutdown).await
-}
 
 /// Sleeps for `d`; `false` if shutdown came first.
 async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {

@@ -52,7 +52,9 @@ pub async fn build(
             .await
             .map_err(|e| e.to_string())?,
     };
-    let builder = ClientBuilder::try_from(config).map_err(|e| e.to_string())?;
+    let builder = ClientBuilder::try_from(config)
+        .map_err(|e| e.to_string())?
+        .with_layer(&TidyQuery);
     Ok(match requests {
         Some(r) => builder.with_layer(r).build(),
         None => builder.build(),
@@ -227,10 +229,110 @@ where
     }
 }
 
+/// Drops the empty pair kube's request builder leaves at the start of every query
+/// (`/api/v1/nodes?&limit=500`), so that what the API server's audit log and any
+/// proxy in between see is the usual `?limit=500`. A [`Layer`] for
+/// [`ClientBuilder::with_layer`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TidyQuery;
+
+impl<S> Layer<S> for TidyQuery {
+    type Service = Tidied<S>;
+
+    fn layer(&self, inner: S) -> Tidied<S> {
+        Tidied { inner }
+    }
+}
+
+/// A service that sends each request with its query tidied by [`tidy_query`].
+#[derive(Clone)]
+pub struct Tidied<S> {
+    inner: S,
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for Tidied<S>
+where
+    S: Service<Request<ReqBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        if let Some(uri) = tidy_query(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        self.inner.call(request)
+    }
+}
+
+/// The URI without empty pairs in its query (`?&a=1&&b=2&` -> `?a=1&b=2`, `?` or
+/// `?&` -> no query); `None` when there is nothing to tidy.
+pub fn tidy_query(uri: &http::Uri) -> Option<http::Uri> {
+    let pq = uri.path_and_query()?;
+    let query = pq.query()?;
+    let pairs: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    let tidy = pairs.join("&");
+    let path_and_query = if tidy.is_empty() {
+        pq.path().to_string()
+    } else {
+        format!("{}?{tidy}", pq.path())
+    };
+    if path_and_query == pq.as_str() {
+        return None;
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn queries_lose_their_empty_pairs_and_nothing_else() {
+        for (from, to) in [
+            ("/api/v1/nodes?&limit=500", Some("/api/v1/nodes?limit=500")),
+            (
+                "/api/v1/nodes?&watch=true&&resourceVersion=5&",
+                Some("/api/v1/nodes?watch=true&resourceVersion=5"),
+            ),
+            (
+                "https://10.0.0.1:6443/api/v1/nodes?&limit=1",
+                Some("https://10.0.0.1:6443/api/v1/nodes?limit=1"),
+            ),
+            ("/api/v1/nodes?&", Some("/api/v1/nodes")),
+            ("/api/v1/nodes?", Some("/api/v1/nodes")),
+            ("/api/v1/nodes?limit=500", None),
+            ("/api/v1/nodes", None),
+        ] {
+            let uri: http::Uri = from.parse().unwrap();
+            assert_eq!(
+                tidy_query(&uri).map(|u| u.to_string()).as_deref(),
+                to,
+                "{from}"
+            );
+        }
+    }
+
+    #[test]
+    fn kube_requests_are_sent_without_the_stray_ampersand() {
+        let lp = kube::api::ListParams::default().limit(500);
+        let built = kube::core::Request::new("/api/v1/nodes").list(&lp).unwrap();
+        assert_eq!(
+            built.uri().query(),
+            Some("&limit=500"),
+            "kube's builder leaves an empty pair; if this changes the layer is moot"
+        );
+        let tidied = tidy_query(built.uri()).unwrap();
+        assert_eq!(tidied.query(), Some("limit=500"));
+    }
 
     #[test]
     fn verbs_as_the_api_server_names_them() {

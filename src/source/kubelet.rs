@@ -8,6 +8,7 @@
 //! (stats, which go stale); the failure is counted and logged, and the other
 //! nodes go on.
 
+use super::kube_error::OneLine;
 use crate::analysis::kubelet::{parse_configz, parse_stats_summary};
 use crate::metrics::{Metrics, SourceErrorKind};
 use crate::store::Store;
@@ -92,9 +93,9 @@ impl Default for KubeletOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeletError {
-    #[error("{0}{hint}", hint = hint(.0))]
+    #[error("{}{hint}", OneLine(.0), hint = hint(.0))]
     Api(kube::Error),
-    #[error("no answer within {0:?}")]
+    #[error("timed out: no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
     Invalid(String),

@@ -10,6 +10,7 @@ pub mod agents;
 pub mod apiserver;
 pub mod client;
 pub mod file;
+pub mod kube_error;
 pub mod kubelet;
 pub mod prepullers;
 

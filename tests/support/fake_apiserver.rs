@@ -111,6 +111,8 @@ struct Inner {
     stats: HashMap<String, Stats>,
     /// Response body bytes sent for lists and watches.
     bytes_served: u64,
+    /// (verb, resource) pairs RBAC denies: answered 403 as the API server does.
+    forbidden: std::collections::HashSet<(&'static str, &'static str)>,
 }
 
 /// A way for one request to go wrong.
@@ -212,6 +214,30 @@ fn status(code: u16, reason: &str, message: &str) -> Response {
     });
     (
         StatusCode::from_u16(code).unwrap(),
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// RBAC's answer to a request the identity may not make, as the API server words it.
+fn forbidden(verb: &str, scope: &Scope) -> Response {
+    let group = scope.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let at = match &scope.namespace {
+        Some(ns) => format!("in the namespace \"{ns}\""),
+        None => "at the cluster scope".to_string(),
+    };
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!(
+            "{r} is forbidden: User \"system:serviceaccount:monitoring:imagecap-exporter\" \
+             cannot {verb} resource \"{r}\" in API group \"{group}\" {at}",
+            r = scope.resource
+        ),
+        "reason": "Forbidden", "details": {"kind": scope.resource}, "code": 403
+    });
+    (
+        StatusCode::FORBIDDEN,
         [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
@@ -397,6 +423,25 @@ impl FakeApiServer {
 
     pub fn inject(&self, faults: impl IntoIterator<Item = Fault>) {
         self.inner.lock().unwrap().faults.extend(faults);
+    }
+
+    /// Denies `verb` ("list" or "watch") on `resource` ("nodes", "daemonsets", ...)
+    /// from now on, as RBAC does: 403 with the API server's `Status` body.
+    pub fn forbid(&self, verb: &'static str, resource: &'static str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .forbidden
+            .insert((verb, resource));
+    }
+
+    /// Grants again what [`FakeApiServer::forbid`] denied.
+    pub fn permit(&self, verb: &'static str, resource: &'static str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .forbidden
+            .remove(&(verb, resource));
     }
 
     pub fn clear_faults(&self) {
@@ -763,6 +808,16 @@ async fn serve_scope(
         inner.faults.pop_front()
     };
     let watch = matches!(p.watch.as_deref(), Some("true") | Some("1"));
+    let verb = if watch { "watch" } else { "list" };
+    if server
+        .inner
+        .lock()
+        .unwrap()
+        .forbidden
+        .contains(&(verb, scope.resource))
+    {
+        return forbidden(verb, &scope);
+    }
     match fault {
         None => {}
         Some(Fault::Status(code)) => {
