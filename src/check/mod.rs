@@ -10,6 +10,7 @@ use crate::cli::{CheckArgs, Format};
 use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
 use crate::source::client::ClientOptions;
+use crate::source::kube_error::OneLine;
 use crate::source::kubelet::{self, Endpoint, KubeletOptions};
 use crate::source::prepullers::{
     daemonset_api, fetch_nublado, http_client, imagecache_api, imagecache_to_groups, list_groups,
@@ -146,7 +147,7 @@ async fn read_sources(
                         imagecache_to_groups,
                     )
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| OneLine(&e).to_string()),
                     None => Err("needs a cluster; not read with --nodes-file".into()),
                 };
                 (WantSource::KubeFledged, result)
@@ -162,7 +163,7 @@ async fn read_sources(
                         daemonset_groups,
                     )
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| OneLine(&e).to_string()),
                     None => Err("needs a cluster; not read with --nodes-file".into()),
                 };
                 (WantSource::DaemonSet, result)
