@@ -92,8 +92,8 @@ struct RawToleration {
     operator: Option<String>,
     value: Option<String>,
     effect: Option<String>,
-    /// Accepted for Kubernetes' shape; eligibility does not depend on it.
-    #[allow(dead_code)]
+    /// A toleration with it tolerates nothing here, as in Nublado: a lab pod
+    /// would be evicted when the time runs out.
     toleration_seconds: Option<i64>,
 }
 
@@ -212,6 +212,7 @@ impl Config {
                     t.value.as_deref(),
                     t.effect.as_deref(),
                 )
+                .and_then(|tol| tol.with_seconds(t.toleration_seconds))
                 .map_err(|e| format!("prepull.tolerations[{i}]: {e}"))?,
             );
         }
@@ -230,14 +231,7 @@ impl Config {
         }
         Ok(Config {
             default_max_images: raw.default_max_images,
-            wanted: Wanted::new(
-                exact,
-                patterns,
-                Eligibility::Config {
-                    selector,
-                    tolerations,
-                },
-            ),
+            wanted: Wanted::new(exact, patterns, Eligibility::config(selector, tolerations)),
             sources,
         })
     }
@@ -629,6 +623,10 @@ mod tests {
             (
                 "prepull:\n  tolerations: [{key: k, effect: Sometimes}]\n",
                 "prepull.tolerations[0]",
+            ),
+            (
+                "prepull:\n  tolerations: [{key: k, effect: NoSchedule, tolerationSeconds: 60}]\n",
+                "prepull.tolerations[0]: tolerationSeconds needs the effect NoExecute",
             ),
         ];
         for (text, key) in cases {

@@ -86,6 +86,10 @@ pub struct Toleration {
     pub value: String,
     /// `None`: every effect.
     pub effect: Option<String>,
+    /// `tolerationSeconds`: a pod tolerating a `NoExecute` taint only this long is
+    /// evicted after it. Scheduling ignores it; Nublado's rule does not (see
+    /// [`Toleration::lasting`]).
+    pub seconds: Option<i64>,
 }
 
 impl Toleration {
@@ -123,7 +127,24 @@ impl Toleration {
             operator,
             value,
             effect,
+            seconds: None,
         })
+    }
+
+    /// With `tolerationSeconds`, which the API server accepts only with the effect
+    /// `NoExecute`.
+    pub fn with_seconds(self, seconds: Option<i64>) -> Result<Toleration, String> {
+        if seconds.is_some() && self.effect.as_deref() != Some("NoExecute") {
+            return Err("tolerationSeconds needs the effect NoExecute".into());
+        }
+        Ok(Toleration { seconds, ..self })
+    }
+
+    /// Whether the toleration lasts: Nublado ignores one with `tolerationSeconds`
+    /// when it decides where to prepull (`_toleration_matches`), since a lab pod
+    /// on that node would be evicted when the time runs out.
+    pub fn lasting(&self) -> bool {
+        self.seconds.is_none()
     }
 
     /// From a `k8s_openapi` toleration (a DaemonSet's pod template).
@@ -133,7 +154,8 @@ impl Toleration {
             t.operator.as_deref(),
             t.value.as_deref(),
             t.effect.as_deref(),
-        )
+        )?
+        .with_seconds(t.toleration_seconds)
     }
 
     fn exists(key: &str, effect: &str) -> Toleration {
@@ -142,6 +164,7 @@ impl Toleration {
             operator: TolerationOperator::Exists,
             value: String::new(),
             effect: Some(effect.to_string()),
+            seconds: None,
         }
     }
 
@@ -353,7 +376,8 @@ impl fmt::Display for NotEligible {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Eligibility {
     /// The configuration's rule (Nublado's): selector, not cordoned, every
-    /// repelling taint tolerated.
+    /// repelling taint tolerated by a lasting toleration ([`Eligibility::config`]
+    /// keeps only those).
     Config {
         selector: LabelSelector,
         tolerations: Vec<Toleration>,
@@ -367,6 +391,18 @@ pub enum Eligibility {
 }
 
 impl Eligibility {
+    /// The configuration's rule: `tolerations` with `tolerationSeconds` tolerate
+    /// nothing here, as in Nublado.
+    pub fn config(selector: LabelSelector, tolerations: Vec<Toleration>) -> Eligibility {
+        Eligibility::Config {
+            selector,
+            tolerations: tolerations
+                .into_iter()
+                .filter(Toleration::lasting)
+                .collect(),
+        }
+    }
+
     pub fn check(&self, node: &NodeFacts<'_>) -> Result<(), NotEligible> {
         match self {
             Eligibility::Config {
@@ -545,6 +581,40 @@ mod tests {
             NotEligible::Taint("dedicated=gpu:NoSchedule".into()).to_string(),
             "taint dedicated=gpu:NoSchedule"
         );
+    }
+
+    #[test]
+    fn a_toleration_with_seconds_tolerates_nothing_under_the_config_rule() {
+        let lab = labels(&[]);
+        let draining = [taint("maintenance", Some("yes"), "NoExecute")];
+        let timed = tol("maintenance", "Exists", "", "NoExecute")
+            .with_seconds(Some(300))
+            .unwrap();
+        assert!(!timed.lasting());
+        assert!(timed.tolerates(&draining[0]), "the Kubernetes rule");
+        let rule = Eligibility::config(LabelSelector::default(), vec![timed.clone()]);
+        assert_eq!(
+            rule.check(&facts("a", &lab, &draining, false)),
+            Err(NotEligible::Taint("maintenance=yes:NoExecute".into())),
+            "Nublado's rule: a lab pod would be evicted"
+        );
+        let lasting = tol("maintenance", "Exists", "", "NoExecute");
+        let rule = Eligibility::config(LabelSelector::default(), vec![lasting]);
+        assert_eq!(rule.check(&facts("a", &lab, &draining, false)), Ok(()));
+        // A DaemonSet's pods are scheduled there all the same.
+        let placement = Eligibility::Placement(Placement {
+            node_selector: LabelSelector::default(),
+            required_terms: None,
+            tolerations: vec![timed],
+        });
+        assert_eq!(placement.check(&facts("a", &lab, &draining, false)), Ok(()));
+        // As the API server validates it.
+        assert!(
+            tol("k", "Exists", "", "NoSchedule")
+                .with_seconds(Some(1))
+                .is_err()
+        );
+        assert!(tol("k", "Exists", "", "").with_seconds(Some(1)).is_err());
     }
 
     #[test]
