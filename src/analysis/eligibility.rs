@@ -131,13 +131,12 @@ impl Toleration {
         })
     }
 
-    /// With `tolerationSeconds`, which the API server accepts only with the effect
-    /// `NoExecute`.
-    pub fn with_seconds(self, seconds: Option<i64>) -> Result<Toleration, String> {
-        if seconds.is_some() && self.effect.as_deref() != Some("NoExecute") {
-            return Err("tolerationSeconds needs the effect NoExecute".into());
-        }
-        Ok(Toleration { seconds, ..self })
+    /// With `tolerationSeconds`. The API server accepts it only with the effect
+    /// `NoExecute` in a pod; Nublado's configuration takes it with any effect (its
+    /// own test data has one on `NoSchedule`) and ignores such a toleration, so it
+    /// is taken as given here.
+    pub fn with_seconds(self, seconds: Option<i64>) -> Toleration {
+        Toleration { seconds, ..self }
     }
 
     /// Whether the toleration lasts: Nublado ignores one with `tolerationSeconds`
@@ -154,8 +153,8 @@ impl Toleration {
             t.operator.as_deref(),
             t.value.as_deref(),
             t.effect.as_deref(),
-        )?
-        .with_seconds(t.toleration_seconds)
+        )
+        .map(|tol| tol.with_seconds(t.toleration_seconds))
     }
 
     fn exists(key: &str, effect: &str) -> Toleration {
@@ -587,9 +586,7 @@ mod tests {
     fn a_toleration_with_seconds_tolerates_nothing_under_the_config_rule() {
         let lab = labels(&[]);
         let draining = [taint("maintenance", Some("yes"), "NoExecute")];
-        let timed = tol("maintenance", "Exists", "", "NoExecute")
-            .with_seconds(Some(300))
-            .unwrap();
+        let timed = tol("maintenance", "Exists", "", "NoExecute").with_seconds(Some(300));
         assert!(!timed.lasting());
         assert!(timed.tolerates(&draining[0]), "the Kubernetes rule");
         let rule = Eligibility::config(LabelSelector::default(), vec![timed.clone()]);
@@ -608,13 +605,11 @@ mod tests {
             tolerations: vec![timed],
         });
         assert_eq!(placement.check(&facts("a", &lab, &draining, false)), Ok(()));
-        // As the API server validates it.
-        assert!(
-            tol("k", "Exists", "", "NoSchedule")
-                .with_seconds(Some(1))
-                .is_err()
-        );
-        assert!(tol("k", "Exists", "", "").with_seconds(Some(1)).is_err());
+        // Nublado's own test data sets it on a NoSchedule toleration: ignored too.
+        let gpu = [taint("dedicated", Some("gpu"), "NoSchedule")];
+        let timed = tol("dedicated", "Equal", "gpu", "NoSchedule").with_seconds(Some(60));
+        let rule = Eligibility::config(LabelSelector::default(), vec![timed]);
+        assert!(rule.check(&facts("a", &lab, &gpu, false)).is_err());
     }
 
     #[test]
