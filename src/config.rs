@@ -182,7 +182,14 @@ impl Config {
         let prepull = raw.prepull.unwrap_or_default();
         let mut exact = Vec::with_capacity(prepull.images.len());
         for (i, s) in prepull.images.iter().enumerate() {
-            exact.push(ImageRef::parse(s).map_err(|e| format!("prepull.images[{i}]: {e}"))?);
+            let image = ImageRef::parse(s).map_err(|e| format!("prepull.images[{i}]: {e}"))?;
+            if image.has_odd_digest() {
+                return Err(format!(
+                    "prepull.images[{i}]: {s:?}: the digest is not sha256 with 64 hex digits \
+                     (or sha512 with 128)"
+                ));
+            }
+            exact.push(image);
         }
         let mut patterns = Vec::with_capacity(prepull.patterns.len());
         for (i, p) in prepull.patterns.iter().enumerate() {
@@ -523,6 +530,10 @@ mod tests {
             ("prepull:\n  nodeselector: {}\n", "nodeselector"),
             ("defaultMaxImages: -2", "defaultMaxImages"),
             ("defaultMaxImages: lots", "defaultMaxImages"),
+            (
+                "prepull:\n  images: ['busybox@sha256:1234']\n",
+                "prepull.images[0]: \"busybox@sha256:1234\": the digest is not sha256",
+            ),
             (
                 "prepull:\n  images: [ok:1, 'Not A Ref']\n",
                 "prepull.images[1]",

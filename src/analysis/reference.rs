@@ -113,17 +113,31 @@ impl ImageRef {
     }
 
     /// Whether `reported`, one name of an image on a node, is this wanted image.
-    /// A reference with a digest matches by digest (its tag, if any, is ignored);
+    /// A reference with a canonical digest matches by digest (its tag, if any, is
+    /// ignored: a moved tag is not the wanted image); one with any other digest
+    /// string by that string as given or by its tag, as Nublado would find it;
     /// otherwise by tag.
     pub fn matches(&self, reported: &ImageRef) -> bool {
         if self.repo != reported.repo {
             return false;
         }
+        let by_tag = |t: &Arc<str>| reported.tag.as_ref() == Some(t);
         match (&self.digest, &self.tag) {
-            (Some(d), _) => reported.digest.as_ref() == Some(d),
-            (None, Some(t)) => reported.tag.as_ref() == Some(t),
+            (Some(d), tag) => {
+                reported.digest.as_ref() == Some(d)
+                    || (!digest_is_canonical(d) && tag.as_ref().is_some_and(by_tag))
+            }
+            (None, Some(t)) => by_tag(t),
             (None, None) => false,
         }
+    }
+
+    /// Whether the reference has a digest that is not canonical
+    /// ([`digest_is_canonical`]).
+    pub fn has_odd_digest(&self) -> bool {
+        self.digest
+            .as_deref()
+            .is_some_and(|d| !digest_is_canonical(d))
     }
 }
 
@@ -251,24 +265,52 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `algorithm:hex`; sha256 digests must have 64 hex digits. Returns it lower-cased.
+/// A digest, `algorithm:encoded` in the OCI image spec's grammar
+/// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`). A digest of a registered
+/// algorithm (sha256, sha512) with the right number of hex digits is returned
+/// lower-cased; any other is kept as given, as Nublado compares digests: its own test
+/// data says `sha256:1234`, and sanitized real node dumps carry such strings too. See
+/// [`digest_is_canonical`].
 fn parse_digest(d: &str) -> Result<String, &'static str> {
-    let (alg, hex) = d.split_once(':').ok_or("digest lacks an algorithm")?;
-    let alg_ok = !alg.is_empty()
-        && alg.as_bytes()[0].is_ascii_alphabetic()
-        && alg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'-' | b'_'));
+    let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
+    let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
+        !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    });
     if !alg_ok {
         return Err("invalid digest algorithm");
     }
-    if hex.len() < 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err("invalid digest hex");
+    if encoded.is_empty()
+        || !encoded
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+    {
+        return Err("invalid digest");
     }
-    if alg == "sha256" && hex.len() != 64 {
-        return Err("sha256 digest must have 64 hex digits");
+    let canonical = format!("{alg}:{}", encoded.to_ascii_lowercase());
+    if digest_is_canonical(&canonical) {
+        Ok(canonical)
+    } else {
+        Ok(d.to_string())
     }
-    Ok(format!("{alg}:{}", hex.to_ascii_lowercase()))
+}
+
+/// Whether `digest` is one a registry computes: `sha256:` and 64 lower-case hex
+/// digits, or `sha512:` and 128. Only such a digest names one image for sure; a
+/// reference with any other is matched by its digest string and by its tag.
+pub fn digest_is_canonical(digest: &str) -> bool {
+    let hex = |h: &str, n: usize| {
+        h.len() == n
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match digest.split_once(':') {
+        Some(("sha256", h)) => hex(h, 64),
+        Some(("sha512", h)) => hex(h, 128),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -358,8 +400,9 @@ mod tests {
             "ghcr.io/Org/x",
             "busybox:",
             "busybox:-x",
-            "busybox@sha256:abc",
-            "busybox@sha256:zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "busybox@sha256:",
+            "busybox@sha256:a.b",
+            "busybox@SHA256:abc",
             "busybox@:00000000000000000000000000000000",
             "a//b",
             "/a",
@@ -392,6 +435,38 @@ mod tests {
     }
 
     #[test]
+    fn odd_digests_are_kept_as_given_and_matched_by_string_or_tag() {
+        // Nublado's own test data, and a sanitized real node dump.
+        for odd in [
+            "sha256:1234",
+            "sha256:asdfdasfdasfdafd",
+            "sha256:ABC",
+            "sha256:zz23",
+        ] {
+            let wanted = r(&format!("lighthouse.ceres/library/sketchbook:d_1@{odd}"));
+            assert_eq!(wanted.digest.as_deref(), Some(odd), "as given");
+            assert!(wanted.has_odd_digest());
+            assert!(!digest_is_canonical(odd));
+            assert!(wanted.matches(&r(&format!("lighthouse.ceres/library/sketchbook@{odd}"))));
+            assert!(
+                wanted.matches(&r("lighthouse.ceres/library/sketchbook:d_1")),
+                "by tag"
+            );
+            assert!(!wanted.matches(&r("lighthouse.ceres/library/sketchbook:d_2")));
+            assert!(!wanted.matches(&r(&format!("lighthouse.ceres/library/other@{odd}"))));
+        }
+        // A canonical digest is lower-cased, and only it decides.
+        let upper = format!("busybox:1.36@sha256:{}", &D[7..].to_uppercase());
+        let canonical = r(&upper);
+        assert_eq!(canonical.digest.as_deref(), Some(D));
+        assert!(!canonical.has_odd_digest());
+        assert!(!canonical.matches(&r("busybox:1.36")));
+        let sha512 = format!("sha512:{}", "ab".repeat(64));
+        assert!(digest_is_canonical(&sha512));
+        assert!(!digest_is_canonical(&format!("sha512:{}", "ab".repeat(32))));
+    }
+
+    #[test]
     fn error_names_the_reference_and_reason() {
         let e = ImageRef::parse("Not A Ref").unwrap_err();
         assert_eq!(
@@ -416,6 +491,24 @@ mod tests {
         #[test]
         fn never_panics_on_reference_like_strings(s in "[a-zA-Z0-9./:@_\\-\\[\\]]{0,60}") {
             let _ = ImageRef::parse(&s);
+        }
+
+        #[test]
+        fn any_digest_string_round_trips_and_matches_itself(
+            encoded in "[a-zA-Z0-9=_-]{1,80}",
+            tag in prop::option::of("[a-z0-9_]{1,10}"),
+        ) {
+            let d = format!("sha256:{encoded}");
+            let s = match &tag {
+                Some(t) => format!("ghcr.io/a/b:{t}@{d}"),
+                None => format!("ghcr.io/a/b@{d}"),
+            };
+            let parsed = ImageRef::parse(&s).unwrap();
+            let again = ImageRef::parse(&parsed.to_string()).unwrap();
+            prop_assert_eq!(&parsed, &again);
+            let on_node = ImageRef::parse(&format!("ghcr.io/a/b@{}", d)).unwrap();
+            prop_assert!(parsed.matches(&on_node));
+            prop_assert_eq!(parsed.has_odd_digest(), !digest_is_canonical(parsed.digest.as_deref().unwrap()));
         }
 
         #[test]
