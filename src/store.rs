@@ -420,6 +420,9 @@ mod tests {
             labels: Default::default(),
             taints: vec![],
             relevant_images: vec![],
+            relevant_sizes: vec![],
+            smallest_image_bytes: None,
+            runtime: None,
             problems: vec![],
         }
     }
@@ -530,6 +533,7 @@ mod tests {
             .unwrap()
             .interned();
         n.relevant_images = vec![vec![name].into()];
+        n.relevant_sizes = vec![Some(1)];
         store.replace_all(vec![n]);
         let held = |s: &str| intern::contains(s);
         assert!(held("ghcr.io/store-gc-test/only-here"));

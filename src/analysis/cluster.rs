@@ -24,13 +24,19 @@ pub enum MissingState {
     /// The node is at its cap, and its runtime (through the node agent) holds the
     /// image: it is there, hidden from the API by the cap.
     Hidden,
+    /// The node is at its cap and the image is smaller than the smallest image the
+    /// node reports: the kubelet's size-ordered list can never show it there,
+    /// pulled or not, so the prepuller pulls it again on every pass. (With a fresh
+    /// agent report, an image the runtime holds is `hidden` instead.)
+    Unlistable,
 }
 
 impl MissingState {
-    pub const ALL: [MissingState; 3] = [
+    pub const ALL: [MissingState; 4] = [
         MissingState::Absent,
         MissingState::Unverifiable,
         MissingState::Hidden,
+        MissingState::Unlistable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +44,34 @@ impl MissingState {
             MissingState::Absent => "absent",
             MissingState::Unverifiable => "unverifiable",
             MissingState::Hidden => "hidden",
+            MissingState::Unlistable => "unlistable",
+        }
+    }
+
+    /// The state of a wanted image a node does not report. Under the cap the list
+    /// is complete: `absent`. At it, the runtime's own list decides when there is
+    /// a fresh one (`held`); the kubelet's size order decides what it can: an
+    /// image larger than the smallest one listed would be listed if it were
+    /// there, and one smaller never can be. Equal or unknown sizes prove nothing.
+    pub fn decide(
+        saturated: bool,
+        held: Option<bool>,
+        size: Option<u64>,
+        smallest_listed: Option<u64>,
+    ) -> MissingState {
+        if !saturated {
+            return MissingState::Absent;
+        }
+        let by_size = match (size, smallest_listed) {
+            (Some(s), Some(m)) if s > m => Some(MissingState::Absent),
+            (Some(s), Some(m)) if s < m => Some(MissingState::Unlistable),
+            _ => None,
+        };
+        match (held, by_size) {
+            (Some(true), _) => MissingState::Hidden,
+            (_, Some(state)) => state,
+            (Some(false), None) => MissingState::Absent,
+            (None, None) => MissingState::Unverifiable,
         }
     }
 }
@@ -118,7 +152,7 @@ pub struct NodeReport {
     /// Wanted images the node is eligible for and does not report.
     pub missing_images: Vec<String>,
     /// Set when `missing_images` is not empty: the most actionable of the images'
-    /// states (`absent` before `hidden` before `unverifiable`).
+    /// states (`absent`, then `unlistable`, `hidden`, `unverifiable`).
     pub missing_state: Option<MissingState>,
     /// `missing_images`, each with its own state.
     pub missing: Vec<MissingImage>,
@@ -191,6 +225,7 @@ impl NodeReport {
         self.missing_images = missing.iter().map(|m| m.image.clone()).collect();
         self.missing_state = [
             MissingState::Absent,
+            MissingState::Unlistable,
             MissingState::Hidden,
             MissingState::Unverifiable,
         ]
@@ -263,6 +298,41 @@ impl WantedImage {
                         .digest
                         .as_ref()
                         .is_some_and(|d| self.digests.contains(d)))
+        })
+    }
+}
+
+/// The size of each wanted image as nodes report it, found when first asked for:
+/// the `sizeBytes` of the entries that are the image on nodes of the same
+/// container runtime version and architecture (runtimes count sizes differently).
+/// When those disagree (a tag that moved, a runtime that counts otherwise), the
+/// size is unknown.
+struct SizeBook<'a> {
+    nodes: &'a [&'a NodeSummary],
+    known: std::collections::HashMap<(Arc<str>, usize), Option<u64>>,
+}
+
+impl<'a> SizeBook<'a> {
+    fn new(nodes: &'a [&'a NodeSummary]) -> SizeBook<'a> {
+        SizeBook {
+            nodes,
+            known: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The size of wanted image `i` (`w`) on nodes of `runtime`.
+    fn size(&mut self, runtime: Option<&Arc<str>>, i: usize, w: &WantedImage) -> Option<u64> {
+        let runtime = runtime?;
+        let nodes = self.nodes;
+        *self.known.entry((runtime.clone(), i)).or_insert_with(|| {
+            let mut sizes = nodes
+                .iter()
+                .filter(|n| n.runtime.as_ref() == Some(runtime))
+                .flat_map(|n| n.relevant_images.iter().zip(&n.relevant_sizes))
+                .filter(|(entry, _)| w.is_in(entry))
+                .map(|(_, size)| *size);
+            let first = sizes.next()??;
+            sizes.all(|s| s == Some(first)).then_some(first)
         })
     }
 }
@@ -436,6 +506,7 @@ pub fn analyze<'a>(
         explaining.push(config_rule);
     }
 
+    let mut sizes = SizeBook::new(&nodes);
     let mut present_on = vec![0u32; wanted_images.len()];
     let mut eligible_on = vec![0u32; wanted_images.len()];
     let mut eligible_nodes = 0u32;
@@ -471,13 +542,12 @@ pub fn analyze<'a>(
                 present_on[i] += 1;
                 continue;
             }
-            // Under the cap the list is complete. At it, the runtime's own list
-            // (complete, nothing cut) decides when there is one.
-            let state = match runtime {
-                _ if !saturated => MissingState::Absent,
-                None => MissingState::Unverifiable,
-                Some(rt) if rt.relevant_images.iter().any(|e| w.is_in(e)) => MissingState::Hidden,
-                Some(_) => MissingState::Absent,
+            let state = if saturated {
+                let held = runtime.map(|rt| rt.relevant_images.iter().any(|e| w.is_in(e)));
+                let size = sizes.size(node.runtime.as_ref(), i, w);
+                MissingState::decide(true, held, size, node.smallest_image_bytes)
+            } else {
+                MissingState::Absent
             };
             missing.push(MissingImage {
                 image: w.reference.to_string(),
@@ -977,6 +1047,196 @@ mod tests {
         // Without agents configured, nothing says so.
         let r = analyze(&s[1..2], &w1, &none(), self::assume(50), &NodeExtras::new());
         assert_eq!(r.nodes[0].agent_up, None);
+    }
+
+    /// A node of `runtime` reporting `entries` (names, sizeBytes).
+    fn sized(name: &str, runtime: &str, entries: &[(Vec<String>, i64)], w: &Wanted) -> NodeSummary {
+        let (version, arch) = runtime.split_once(' ').unwrap();
+        let images: Vec<_> = entries
+            .iter()
+            .map(|(names, size)| json!({"names": names, "sizeBytes": size}))
+            .collect();
+        let v: NodeView = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "status": {"images": images,
+                       "nodeInfo": {"containerRuntimeVersion": version, "architecture": arch}}
+        }))
+        .unwrap();
+        summarize(&v, &Relevance::new(w, [])).unwrap()
+    }
+
+    /// `n` filler entries of `size` bytes each.
+    fn sized_filler(n: usize, size: i64) -> Vec<(Vec<String>, i64)> {
+        filler(n).into_iter().map(|names| (names, size)).collect()
+    }
+
+    const CONTAINERD: &str = "containerd://1.7.2 amd64";
+
+    #[test]
+    fn the_size_order_proves_absent_and_unlistable_at_the_cap() {
+        let [big, small, tie, unknown] = [1, 2, 3, 4].map(|i| format!("{LAB}@{}", d(i)));
+        let w = wanted(&[&big, &small, &tie, &unknown], &[], &[]);
+        // A node under its cap that holds three of them tells their sizes.
+        let mut reference = sized_filler(5, 100);
+        reference.push((vec![big.clone()], 5_000));
+        reference.push((vec![small.clone()], 500));
+        reference.push((vec![tie.clone()], 1_000));
+        let s = [
+            sized("reference", CONTAINERD, &reference, &w),
+            sized("full", CONTAINERD, &sized_filler(50, 1_000), &w),
+            sized(
+                "full-crio",
+                "cri-o://1.28.1 amd64",
+                &sized_filler(50, 1_000),
+                &w,
+            ),
+            sized(
+                "full-arm",
+                "containerd://1.7.2 arm64",
+                &sized_filler(50, 1_000),
+                &w,
+            ),
+        ];
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
+        let states = |n: &str| -> Vec<MissingState> {
+            let node = r.nodes.iter().find(|x| x.name == n).unwrap();
+            node.missing.iter().map(|m| m.state).collect()
+        };
+        assert_eq!(
+            states("full"),
+            [
+                MissingState::Absent,       // 5,000 > 1,000: it would be listed
+                MissingState::Unlistable,   // 500 < 1,000: it never can be
+                MissingState::Unverifiable, // a tie proves nothing
+                MissingState::Unverifiable, // no size known
+            ]
+        );
+        let full = r.nodes.iter().find(|x| x.name == "full").unwrap();
+        assert_eq!(full.missing_state, Some(MissingState::Absent));
+        // Sizes from another runtime or architecture prove nothing.
+        for other in ["full-crio", "full-arm"] {
+            assert!(
+                states(other)
+                    .iter()
+                    .all(|s| *s == MissingState::Unverifiable),
+                "{other}: {:?}",
+                states(other)
+            );
+        }
+        // Under its cap the node's list is complete: the one it lacks is absent.
+        assert_eq!(states("reference"), [MissingState::Absent]);
+    }
+
+    #[test]
+    fn sizes_that_disagree_or_an_unplaceable_cut_prove_nothing() {
+        let image = format!("{LAB}:w_1");
+        let w = wanted(&[&image], &[], &[]);
+        let s = [
+            // The tag moved: two nodes hold images of different sizes under it.
+            sized("a", CONTAINERD, &[(vec![image.clone()], 500)], &w),
+            sized("b", CONTAINERD, &[(vec![image.clone()], 700)], &w),
+            sized("full", CONTAINERD, &sized_filler(50, 1_000), &w),
+        ];
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
+        let full = r.nodes.iter().find(|x| x.name == "full").unwrap();
+        assert_eq!(full.missing_state, Some(MissingState::Unverifiable));
+
+        // One entry without a size: where the kubelet cut the list is unknown.
+        let mut entries = sized_filler(49, 1_000);
+        entries.push((vec!["docker.io/library/odd:1".into()], -1));
+        let s = [
+            sized("a", CONTAINERD, &[(vec![image.clone()], 500)], &w),
+            sized("full", CONTAINERD, &entries, &w),
+        ];
+        assert_eq!(s[1].smallest_image_bytes, None);
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
+        let full = r.nodes.iter().find(|x| x.name == "full").unwrap();
+        assert_eq!(full.missing_state, Some(MissingState::Unverifiable));
+    }
+
+    #[test]
+    fn an_agent_report_turns_unlistable_into_hidden_only_when_the_runtime_holds_it() {
+        let small = format!("{LAB}:w_1");
+        let small_too = format!("{LAB}:w_2");
+        let w = wanted(&[&small, &small_too], &[], &[]);
+        let s = [
+            sized(
+                "reference",
+                CONTAINERD,
+                &[(vec![small.clone()], 500), (vec![small_too.clone()], 400)],
+                &w,
+            ),
+            sized("full", CONTAINERD, &sized_filler(50, 1_000), &w),
+        ];
+        let extras = NodeExtras::from([(
+            "full".to_string(),
+            NodeExtra {
+                runtime: Some(runtime(&w, 60, &[&small])),
+                ..NodeExtra::default()
+            },
+        )]);
+        let assume = Assumptions {
+            default_max_images: 50,
+            agents: true,
+        };
+        let r = analyze(&s, &w, &none(), assume, &extras);
+        let full = r.nodes.iter().find(|x| x.name == "full").unwrap();
+        let states: Vec<_> = full.missing.iter().map(|m| m.state).collect();
+        assert_eq!(states, [MissingState::Hidden, MissingState::Unlistable]);
+        assert_eq!(full.missing_state, Some(MissingState::Unlistable));
+    }
+
+    #[test]
+    fn the_state_ladder() {
+        use MissingState::*;
+        for (saturated, held, size, smallest, want) in [
+            (false, None, Some(1), Some(9), Absent),
+            (false, Some(true), None, None, Absent),
+            (true, None, Some(10), Some(5), Absent),
+            (true, None, Some(1), Some(5), Unlistable),
+            (true, None, Some(5), Some(5), Unverifiable),
+            (true, None, None, Some(5), Unverifiable),
+            (true, None, Some(5), None, Unverifiable),
+            (true, Some(true), Some(1), Some(5), Hidden),
+            (true, Some(true), Some(10), Some(5), Hidden),
+            (true, Some(false), Some(1), Some(5), Unlistable),
+            (true, Some(false), Some(10), Some(5), Absent),
+            (true, Some(false), None, Some(5), Absent),
+        ] {
+            assert_eq!(
+                MissingState::decide(saturated, held, size, smallest),
+                want,
+                "{saturated} {held:?} {size:?} {smallest:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Under the cap nothing but `absent`; at it, a size on either side of the
+        /// cut decides unless the runtime holds the image.
+        #[test]
+        fn the_size_rule_holds_for_any_sizes(
+            saturated: bool,
+            held in proptest::option::of(proptest::bool::ANY),
+            size in proptest::option::of(0u64..2_000),
+            smallest in proptest::option::of(0u64..2_000),
+        ) {
+            let state = MissingState::decide(saturated, held, size, smallest);
+            if !saturated {
+                proptest::prop_assert_eq!(state, MissingState::Absent);
+            } else if held == Some(true) {
+                proptest::prop_assert_eq!(state, MissingState::Hidden);
+            } else if let (Some(s), Some(m)) = (size, smallest) {
+                if s > m {
+                    proptest::prop_assert_eq!(state, MissingState::Absent);
+                } else if s < m {
+                    proptest::prop_assert_eq!(state, MissingState::Unlistable);
+                }
+            }
+            if state == MissingState::Unverifiable {
+                proptest::prop_assert!(saturated && held.is_none());
+            }
+        }
     }
 
     #[test]

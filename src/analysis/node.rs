@@ -63,6 +63,17 @@ pub struct NodeStatusView {
     pub capacity: Field<ResourcesView>,
     #[serde(default)]
     pub allocatable: Field<ResourcesView>,
+    #[serde(default, rename = "nodeInfo")]
+    pub node_info: Field<NodeInfoView>,
+}
+
+/// `status.nodeInfo`: what tells whether two nodes count image sizes alike.
+#[derive(Deserialize, Debug, Clone, Default)]
+pub struct NodeInfoView {
+    #[serde(default, rename = "containerRuntimeVersion")]
+    pub container_runtime_version: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -151,6 +162,7 @@ impl Tolerant for ImageName {
 impl Tolerant for NodeSpecView {}
 impl Tolerant for TaintView {}
 impl Tolerant for ResourcesView {}
+impl Tolerant for NodeInfoView {}
 impl Tolerant for QuantityText {}
 impl Tolerant for NodeView {}
 
@@ -224,6 +236,7 @@ super::label_values! {
         EphemeralStorageAllocatable = "ephemeral_storage_allocatable",
         Unschedulable = "unschedulable",
         Taints = "taints",
+        NodeInfo = "node_info",
     }
 }
 
@@ -282,6 +295,18 @@ pub struct NodeSummary {
     pub taints: Vec<Taint>,
     /// The names of the image entries that can matter for prepull matching.
     pub relevant_images: Vec<Entry>,
+    /// The `sizeBytes` of each of `relevant_images`, in the same order (`None`:
+    /// malformed).
+    pub relevant_sizes: Vec<Option<u64>>,
+    /// The smallest `sizeBytes` among the entries reported: where the kubelet cut
+    /// its size-ordered list when the node is at its cap. `None` when the node
+    /// reports no entry, or an entry without a well-formed size (the cut cannot be
+    /// placed then).
+    pub smallest_image_bytes: Option<u64>,
+    /// `status.nodeInfo`'s container runtime version and architecture
+    /// (`containerd://1.7.2 amd64`): runtimes count image sizes differently, so
+    /// sizes are compared only between nodes that agree on it.
+    pub runtime: Option<Arc<str>>,
     pub problems: Vec<Problem>,
 }
 
@@ -496,6 +521,9 @@ pub fn summarize_with(
         labels,
         taints,
         relevant_images: Vec::new(),
+        relevant_sizes: Vec::new(),
+        smallest_image_bytes: None,
+        runtime: None,
         problems: Vec::new(),
     };
 
@@ -517,6 +545,14 @@ pub fn summarize_with(
         "status.allocatable",
         &mut problem,
     );
+    summary.runtime = match &status.node_info {
+        None => None,
+        Some(Lenient::Ok(info)) => runtime_key(info),
+        Some(Lenient::Invalid(e)) => {
+            problem(InvalidField::NodeInfo, format!("status.nodeInfo: {e}"));
+            None
+        }
+    };
 
     if let Some(images) = &status.images {
         if images.was_null {
@@ -526,14 +562,22 @@ pub fn summarize_with(
             problem(InvalidField::Images, format!("status.images: {e}"));
         }
         summary.image_count = u32::try_from(images.items.len()).unwrap_or(u32::MAX);
+        // The smallest size, while every entry has one.
+        let mut smallest = Some(u64::MAX);
         for (i, entry) in images.items.iter().enumerate() {
             let entry = match entry {
                 Lenient::Ok(e) => e,
                 Lenient::Invalid(e) => {
                     problem(InvalidField::ImageEntry, format!("status.images[{i}]: {e}"));
+                    smallest = None;
                     continue;
                 }
             };
+            let size = match &entry.size_bytes {
+                Some(Lenient::Ok(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            smallest = smallest.zip(size).map(|(a, b)| a.min(b));
             match &entry.size_bytes {
                 Some(Lenient::Ok(n)) if *n >= 0 => {
                     summary.image_size_bytes = summary.image_size_bytes.saturating_add(*n as u64)
@@ -553,12 +597,26 @@ pub fn summarize_with(
             }
             if let Some(refs) = entry_names(i, entry, relevance, cache, &mut problem) {
                 summary.relevant_images.push(Entry::new(refs));
+                summary.relevant_sizes.push(size);
             }
         }
+        summary.smallest_image_bytes = smallest.filter(|_| !images.items.is_empty());
     }
     summary.relevant_images.shrink_to_fit();
+    summary.relevant_sizes.shrink_to_fit();
     summary.problems = problems;
     Ok(summary)
+}
+
+/// `containerd://1.7.2 amd64`, interned: the few distinct values a cluster has
+/// are shared by all its nodes.
+fn runtime_key(info: &NodeInfoView) -> Option<Arc<str>> {
+    let version = info.container_runtime_version.as_deref().unwrap_or("");
+    let arch = info.architecture.as_deref().unwrap_or("");
+    if version.is_empty() && arch.is_empty() {
+        return None;
+    }
+    Some(intern_str(&format!("{version} {arch}")))
 }
 
 fn storage(
@@ -748,7 +806,60 @@ mod tests {
             s.relevant_images[0][0].to_string(),
             "docker.io/library/busybox:1.36"
         );
+        assert_eq!(s.relevant_sizes, [Some(4_000_000)], "beside its entry");
+        assert_eq!(s.smallest_image_bytes, Some(4_000_000));
+        assert_eq!(s.runtime, None, "no nodeInfo");
         assert!(s.problems.is_empty(), "{:?}", s.problems);
+    }
+
+    #[test]
+    fn the_cut_and_the_runtime_for_the_size_rule() {
+        let w = wanted(&["busybox:1.36"], &[], &[]);
+        let view_of = |images: serde_json::Value, info: serde_json::Value| {
+            view(json!({"metadata": {"name": "n"},
+                        "status": {"images": images, "nodeInfo": info}}))
+        };
+        let info = json!({"containerRuntimeVersion": "containerd://1.7.2", "architecture": "amd64",
+                          "kubeletVersion": "v1.29.0"});
+        let s = summarize(
+            &view_of(
+                json!([{"names": ["a:1"], "sizeBytes": 300}, {"names": ["busybox:1.36"], "sizeBytes": 200},
+                       {"names": ["b:1"], "sizeBytes": 900}]),
+                info.clone(),
+            ),
+            &w,
+        )
+        .unwrap();
+        assert_eq!(s.smallest_image_bytes, Some(200));
+        assert_eq!(s.relevant_sizes, [Some(200)]);
+        assert_eq!(s.runtime.as_deref(), Some("containerd://1.7.2 amd64"));
+        // An entry without a well-formed size: the cut cannot be placed.
+        for bad in [json!(-1), json!("big"), serde_json::Value::Null] {
+            let s = summarize(
+                &view_of(
+                    json!([{"names": ["a:1"], "sizeBytes": 300}, {"names": ["busybox:1.36"], "sizeBytes": bad}]),
+                    info.clone(),
+                ),
+                &w,
+            )
+            .unwrap();
+            assert_eq!(s.smallest_image_bytes, None, "{bad}");
+            assert_eq!(s.relevant_sizes, [None], "{bad}");
+        }
+        let s = summarize(&view_of(json!([]), info), &w).unwrap();
+        assert_eq!(s.smallest_image_bytes, None, "no entry, no cut");
+        // A malformed nodeInfo costs that field only.
+        let s = summarize(
+            &view_of(json!([{"names": ["a:1"], "sizeBytes": 3}]), json!("x")),
+            &w,
+        )
+        .unwrap();
+        assert_eq!(s.runtime, None);
+        assert_eq!(s.smallest_image_bytes, Some(3));
+        assert_eq!(
+            s.problems.iter().map(|p| p.field).collect::<Vec<_>>(),
+            [InvalidField::NodeInfo]
+        );
     }
 
     #[test]
