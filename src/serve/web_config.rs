@@ -84,9 +84,13 @@ fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
     }
 }
 
+/// Largest web config file read (at start and at each reload): a real one is a
+/// few hundred bytes per user.
+pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
+
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::config::read_to_string_limited(path, MAX_WEB_CONFIG_BYTES)
             .map_err(|e| format!("web config file {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         WebConfig::parse(&text, base)
