@@ -156,12 +156,41 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
 }
 
+/// Largest `--config` file read: far above any real configuration, and a file
+/// this size is refused before it is read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a text file of at most `max` bytes. The size is checked before anything
+/// is read, and the read itself is bounded (for a file that grows meanwhile, or a
+/// pipe that reports no size): a huge or endless file costs no memory.
+pub fn read_to_string_limited(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let too_large = |size: &str| {
+        std::io::Error::other(format!(
+            "{size}, above the limit of {} MiB ({max} bytes)",
+            max >> 20
+        ))
+    };
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > max {
+        return Err(too_large(&format!("{size} bytes")));
+    }
+    let mut text = String::with_capacity(size as usize);
+    file.take(max.saturating_add(1)).read_to_string(&mut text)?;
+    if text.len() as u64 > max {
+        return Err(too_large(&format!("more than {max} bytes")));
+    }
+    Ok(text)
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            read_to_string_limited(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Config::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.display().to_string(),
             message,
@@ -707,6 +736,28 @@ mod tests {
         ))
         .unwrap_err();
         assert!(!e.contains("nested"), "ten levels are parsed: {e}");
+    }
+
+    #[test]
+    fn files_above_the_limit_are_refused_before_they_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, "x".repeat(101)).unwrap();
+        let e = read_to_string_limited(&path, 100).unwrap_err().to_string();
+        assert!(e.contains("101 bytes, above the limit"), "{e}");
+        std::fs::write(&path, "x".repeat(100)).unwrap();
+        assert_eq!(read_to_string_limited(&path, 100).unwrap().len(), 100);
+        // A sparse file the size of a disk is refused at once, unread.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(1 << 40).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("big.yaml") && e.contains("limit of 16 MiB"),
+            "{e}"
+        );
+        // What reports no size is bounded all the same.
+        let e = read_to_string_limited(Path::new("/dev/zero"), 100).unwrap_err();
+        assert!(e.to_string().contains("more than 100 bytes"), "{e}");
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod serve;
 pub mod source;
 pub mod store;
 pub mod sys;
+pub mod text;
 pub mod version;

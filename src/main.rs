@@ -29,7 +29,7 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let fmt = match format {
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt.fmt_fields(logging::SafeFields).boxed(),
         LogFormat::Json => fmt.json().boxed(),
     };
     tracing_subscriber::registry()

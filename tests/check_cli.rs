@@ -326,3 +326,62 @@ fn the_example_agent_answers_tell_hidden_from_absent() {
     );
     assert!(row("nublado-worker-4").contains("46/50           - "));
 }
+
+/// A node name and a Nublado comment with a newline and a terminal sequence are
+/// shown escaped: the table gets no forged line and no raw control character.
+#[test]
+fn hostile_names_and_comments_are_escaped_in_the_table() {
+    let forged = "nublado-worker-3\nforged-node  0/50  0%  ok\x1b[31m";
+    let comment = "tainted\nforged-gpu  0/50  0%  ok\x1b]0;owned\x07";
+    let text = |name: &str| std::fs::read_to_string(format!("{EXAMPLES}/{name}")).unwrap();
+    let rename = |json: String| {
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        fn walk(v: &mut serde_json::Value, forged: &str, comment: &str) {
+            match v {
+                serde_json::Value::String(s) if s == "nublado-worker-3" => *s = forged.into(),
+                serde_json::Value::String(s) if s.starts_with("Node is tainted") => {
+                    *s = comment.into()
+                }
+                serde_json::Value::Array(a) => a.iter_mut().for_each(|v| walk(v, forged, comment)),
+                serde_json::Value::Object(o) => {
+                    o.values_mut().for_each(|v| walk(v, forged, comment))
+                }
+                _ => {}
+            }
+        }
+        walk(&mut v, forged, comment);
+        v.to_string()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.json");
+    let nublado = dir.path().join("nublado.json");
+    std::fs::write(&nodes, rename(text("nodes.json"))).unwrap();
+    std::fs::write(&nublado, rename(text("nublado-prepulls.json"))).unwrap();
+    let out = check(
+        &[
+            "--nodes-file",
+            nodes.to_str().unwrap(),
+            "--nublado-file",
+            nublado.to_str().unwrap(),
+        ],
+        None,
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(
+        !table.chars().any(|c| c.is_control() && c != '\n'),
+        "{table:?}"
+    );
+    assert!(
+        !table.lines().any(|l| l.starts_with("forged")),
+        "a forged line:\n{table}"
+    );
+    assert!(
+        table.contains("nublado-worker-3\\nforged-node  0/50  0%  ok\\u{1b}[31m"),
+        "{table}"
+    );
+    assert!(
+        table.contains("not eligible (tainted\\nforged-gpu  0/50  0%  ok\\u{1b}]0;owned\\u{7})"),
+        "{table}"
+    );
+}

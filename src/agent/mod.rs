@@ -217,7 +217,7 @@ async fn images_handler(State(agent): State<Agent>) -> Response {
         None => {
             let reason = error.unwrap_or_else(|| "the runtime was not read yet".into());
             let body = serde_json::json!({ "error": format!("no image list yet: {reason}") });
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+            serve::unavailable(axum::Json(body))
         }
     }
 }
@@ -231,11 +231,7 @@ async fn readyz(State(agent): State<Agent>) -> Response {
         .last_error
         .as_deref()
         .unwrap_or("the runtime was not read yet");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        format!("not ready: {reason}\n"),
-    )
-        .into_response()
+    serve::unavailable(format!("not ready: {reason}\n"))
 }
 
 /// Why the agent could not start.

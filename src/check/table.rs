@@ -2,6 +2,7 @@
 
 use crate::analysis::cluster::{CapSource, MissingState};
 use crate::analysis::{NodeStatus, Report};
+use crate::text::{escape_controls, shown};
 use std::fmt::Write;
 
 /// Decimal gigabytes, as the rule of thumb counts them.
@@ -20,8 +21,18 @@ fn cap(n: &crate::analysis::cluster::NodeReport) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart.
+/// Left-aligned columns, two spaces apart. Free text from outside is cut where it
+/// is put in a cell ([`shown`]); here every cell loses its control characters, so
+/// that no name or comment can forge a line or send a terminal sequence.
 fn table(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .map(|c| escape_controls(c, usize::MAX).into_owned())
+                .collect()
+        })
+        .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {
@@ -67,7 +78,9 @@ pub fn render_table(report: &Report) -> String {
         let status = match (n.status(), &n.not_eligible_reason) {
             // The one status that needs action stands out in a terminal.
             (NodeStatus::AtCap, _) => "AT CAP".to_string(),
-            (NodeStatus::NotEligible, Some(reason)) => format!("not eligible ({reason})"),
+            (NodeStatus::NotEligible, Some(reason)) => {
+                format!("not eligible ({})", shown(reason))
+            }
             (other, _) => other.as_str().to_string(),
         };
         let missing = match n.missing.first() {
@@ -76,19 +89,23 @@ pub fn render_table(report: &Report) -> String {
                 "{} ({}): {}",
                 n.missing.len(),
                 first.state.as_str(),
-                n.missing_images.join(", ")
+                n.missing_images
+                    .iter()
+                    .map(|i| shown(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Some(_) => {
                 let each: Vec<String> = n
                     .missing
                     .iter()
-                    .map(|m| format!("{} ({})", m.image, m.state.as_str()))
+                    .map(|m| format!("{} ({})", shown(&m.image), m.state.as_str()))
                     .collect();
                 format!("{}: {}", n.missing.len(), each.join(", "))
             }
         };
         rows.push(vec![
-            n.name.clone(),
+            shown(&n.name).into_owned(),
             format!("{}/{}", n.image_count, cap(n)),
             // Runtime images the API does not show; "-" without an agent report.
             n.hidden_images.map_or("-".into(), |h| h.to_string()),
@@ -115,7 +132,7 @@ pub fn render_table(report: &Report) -> String {
         for i in &report.images {
             let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
             rows.push(vec![
-                i.image.clone(),
+                shown(&i.image).into_owned(),
                 format!("{}/{}", i.nodes, i.eligible_nodes),
                 by.join(","),
             ]);
@@ -127,7 +144,7 @@ pub fn render_table(report: &Report) -> String {
         let mut rows = vec![["SOURCE", "IMAGES", "READ"].map(String::from).to_vec()];
         for s in &report.sources {
             rows.push(vec![
-                s.source.to_string(),
+                shown(&s.source.to_string()).into_owned(),
                 s.images.to_string(),
                 if s.up {
                     "ok"
@@ -161,11 +178,11 @@ pub fn render_table(report: &Report) -> String {
     {
         out.push_str("* reports more images than the default cap, so its kubelet runs with a larger cap or none.\n");
     }
-    let hidden: Vec<&str> = report
+    let hidden: Vec<_> = report
         .nodes
         .iter()
         .filter(|n| n.missing.iter().any(|m| m.state == MissingState::Hidden))
-        .map(|n| n.name.as_str())
+        .map(|n| shown(&n.name))
         .collect();
     if !hidden.is_empty() {
         let _ = writeln!(
@@ -276,6 +293,38 @@ mod tests {
         );
         assert!(t.contains("nodeStatusMaxImages: -1"));
         assert!(t.contains("1 at the image cap; 1 missing wanted images"));
+    }
+
+    #[test]
+    fn free_text_cannot_forge_lines_or_reach_the_terminal() {
+        let forged = "evil\nforged   1/1  ok\x1b[31m";
+        let mut cordoned = node(forged, 5, 50, CapSource::Default, &[], None);
+        cordoned.eligible = false;
+        cordoned.not_eligible_reason = Some("disk\r\n\x1b]0;title\x07".into());
+        let mut hidden = node(
+            &format!("{}\n", "h".repeat(1 << 20)),
+            50,
+            50,
+            CapSource::Default,
+            &["img\n:1"],
+            Some(MissingState::Hidden),
+        );
+        hidden.hidden_images = Some(1);
+        let r = Report {
+            nodes: vec![cordoned, hidden],
+            images: vec![],
+            eligible_nodes: 1,
+            sources: vec![],
+        };
+        let t = render_table(&r);
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("evil\\nforged   1/1  ok\\u{1b}[31m"), "{t}");
+        assert!(t.contains("not eligible (disk\\r\\n\\u{1b}]0;title\\u{7})"));
+        assert!(!t.lines().any(|l| l.starts_with("forged")), "{t}");
+        assert!(t.contains("img\\n:1"));
+        // The 1 MB name is cut, in the table and in the line about hidden images.
+        assert!(t.len() < 8 * 1024, "{} bytes", t.len());
+        assert_eq!(t.matches("...(1048577 bytes)").count(), 2, "{t}");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Verified credentials kept; only valid ones get here, so this is plenty.
@@ -24,9 +26,8 @@ type Key = [u8; 32];
 /// The configured users, replaced when the web config file changes.
 struct Users {
     hashes: BTreeMap<String, String>,
-    /// A valid hash of the configured cost, verified for unknown users so timing
-    /// does not tell users apart.
-    dummy_hash: String,
+    /// Picks the hash an unknown user name is verified against (see [`Users::decoy`]).
+    decoy_key: RandomState,
 }
 
 #[derive(Default)]
@@ -37,6 +38,8 @@ struct Cache {
 
 pub struct BasicAuth {
     users: RwLock<Arc<Users>>,
+    /// A secret key of this process, kept across reloads.
+    decoy_key: RandomState,
     cache: Mutex<Cache>,
     /// One bcrypt verification at a time.
     bcrypt: tokio::sync::Semaphore,
@@ -66,8 +69,10 @@ fn credentials(header_value: &str) -> Option<(String, String)> {
 
 impl BasicAuth {
     pub fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        let decoy_key = RandomState::new();
         BasicAuth {
-            users: RwLock::new(Arc::new(Users::new(users))),
+            users: RwLock::new(Arc::new(Users::new(users, decoy_key.clone()))),
+            decoy_key,
             cache: Mutex::new(Cache::default()),
             bcrypt: tokio::sync::Semaphore::new(1),
         }
@@ -87,10 +92,20 @@ impl BasicAuth {
     }
 
     /// Replaces the users (web config reload); cached outcomes are forgotten.
-    pub fn set_users(&self, users: BTreeMap<String, String>) {
-        let new = Arc::new(Users::new(users));
-        *self.users.write().unwrap_or_else(|e| e.into_inner()) = new;
+    ///
+    /// Never opens what is protected: no user in place of some is refused (the
+    /// current users stay, and `false` is returned), so that a truncated file or a
+    /// removed Secret key cannot turn authentication off. That takes a restart.
+    #[must_use = "the new users may be refused"]
+    pub fn set_users(&self, users: BTreeMap<String, String>) -> bool {
+        let mut current = self.users.write().unwrap_or_else(|e| e.into_inner());
+        if users.is_empty() && !current.hashes.is_empty() {
+            return false;
+        }
+        *current = Arc::new(Users::new(users, self.decoy_key.clone()));
+        drop(current);
         *self.cache() = Cache::default();
+        true
     }
 
     /// The cached outcome for this header, if any.
@@ -150,16 +165,34 @@ impl BasicAuth {
 }
 
 impl Users {
-    fn new(hashes: BTreeMap<String, String>) -> Users {
-        let dummy_hash = hashes.values().next().cloned().unwrap_or_default();
-        Users { hashes, dummy_hash }
+    fn new(hashes: BTreeMap<String, String>, decoy_key: RandomState) -> Users {
+        Users { hashes, decoy_key }
+    }
+
+    /// The hash an unknown user name is verified against, so that its answer takes
+    /// as long as a known user's: one of the configured hashes, chosen by a keyed
+    /// hash (SipHash under a random key of this process) of the name. With users of
+    /// different bcrypt costs, unknown names are then spread over the costs as the
+    /// users are, and one unknown name always costs the same; without the key, a
+    /// client cannot tell which hash a name maps to. (The first user's hash for
+    /// every unknown name would make any name faster or slower than that cost stand
+    /// out as a real user.)
+    fn decoy(&self, user: &str) -> Option<&str> {
+        let n = self.hashes.len();
+        if n == 0 {
+            return None;
+        }
+        let pick = (self.decoy_key.hash_one(user) % n as u64) as usize;
+        self.hashes.values().nth(pick).map(String::as_str)
     }
 
     fn verify(&self, user: &str, password: &str) -> bool {
         match self.hashes.get(user) {
             Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(password, &self.dummy_hash);
+                if let Some(decoy) = self.decoy(user) {
+                    let _ = bcrypt::verify(password, decoy);
+                }
                 false
             }
         }
@@ -282,13 +315,70 @@ mod tests {
         let auth = auth();
         let good = header("prometheus", "s3cret");
         assert!(auth.check(&good).await);
-        auth.set_users(BTreeMap::from([(
+        assert!(auth.set_users(BTreeMap::from([(
             "prometheus".to_string(),
             bcrypt::hash("other", 4).unwrap(),
-        )]));
+        )])));
         assert!(!auth.check(&good).await, "the old password no longer works");
         assert!(auth.check(&header("prometheus", "other")).await);
-        auth.set_users(BTreeMap::new());
-        assert!(auth.is_open());
+    }
+
+    #[tokio::test]
+    async fn no_user_in_place_of_some_is_refused() {
+        let auth = auth();
+        let good = header("prometheus", "s3cret");
+        assert!(auth.check(&good).await);
+        assert!(!auth.set_users(BTreeMap::new()), "refused");
+        assert!(!auth.is_open(), "still protected");
+        assert!(!auth.check(&header("prometheus", "wrong")).await);
+        assert!(auth.check(&good).await, "the current users stay");
+
+        // Adding users to an open endpoint protects it.
+        let open = BasicAuth::new(BTreeMap::new());
+        assert!(open.is_open());
+        assert!(open.set_users(BTreeMap::from([(
+            "p".to_string(),
+            bcrypt::hash("x", 4).unwrap()
+        )])));
+        assert!(!open.is_open());
+    }
+
+    #[test]
+    fn unknown_names_cost_as_the_users_do() {
+        // Two users of cost 4 and two of cost 5: unknown names must be verified
+        // against each cost about half the time, and one name always the same way.
+        let hashes: BTreeMap<String, String> = [("a", 4), ("b", 5), ("c", 4), ("d", 5)]
+            .into_iter()
+            .map(|(u, cost)| (u.to_string(), bcrypt::hash("pw", cost).unwrap()))
+            .collect();
+        let users = Users::new(hashes.clone(), RandomState::new());
+        let cost = |h: &str| h.parse::<bcrypt::HashParts>().unwrap().get_cost();
+        let mut per_hash: BTreeMap<&str, usize> = BTreeMap::new();
+        let names = 4000;
+        for i in 0..names {
+            let name = format!("unknown-{i}");
+            let decoy = users.decoy(&name).unwrap();
+            assert!(hashes.values().any(|h| h == decoy), "a configured hash");
+            assert_eq!(users.decoy(&name), Some(decoy), "the same every time");
+            *per_hash.entry(decoy).or_default() += 1;
+        }
+        assert_eq!(per_hash.len(), 4, "every user's hash serves as a decoy");
+        for (hash, n) in &per_hash {
+            // Each hash 1/4 of the names: 1000 expected, far from the bounds.
+            assert!((700..1300).contains(n), "{hash}: {n} of {names}");
+        }
+        let cost4: usize = per_hash
+            .iter()
+            .filter(|(h, _)| cost(h) == 4)
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            (1700..2300).contains(&cost4),
+            "cost 4 for {cost4} of {names}"
+        );
+        assert_eq!(
+            Users::new(BTreeMap::new(), RandomState::new()).decoy("x"),
+            None
+        );
     }
 }

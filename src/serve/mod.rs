@@ -23,7 +23,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::CompressionLevel;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyResponse, NeverClassifyEos, ServerErrorsAsFailures,
+    ServerErrorsFailureClass, SharedClassifier,
+};
 use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use web_config::WebConfig;
@@ -57,9 +62,19 @@ pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     with_common_layers(routes).with_state(state)
 }
 
+/// What the status page needs, and nothing more: its inline `<style>` and
+/// `style=` attributes; no script, image, font, frame or form, and no framing by
+/// another site.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// The layers every route of `serve` and `agent` goes through: the request
-/// timeout, gzip and request tracing.
+/// timeout, gzip, request tracing, and the security headers of the answers.
 pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    use axum::http::{HeaderName, HeaderValue, header};
+    let always = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value))
+    };
     routes
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -69,17 +84,59 @@ pub fn with_common_layers<S: Clone + Send + Sync + 'static>(routes: Router<S>) -
         // asks, and the exposition shrinks about tenfold. The fastest level keeps
         // the CPU cost per scrape small.
         .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
-        .layer(TraceLayer::new_for_http())
+        // On every answer, whatever its type: harmless on the text and JSON ones,
+        // and no HTML answer can be left without them.
+        .layer(always(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(always(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(always(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(TraceLayer::new(SharedClassifier::new(Classifier)))
+}
+
+/// Marks a 5xx answer that is expected, such as `/readyz`'s 503 before the first
+/// data: request tracing logs it at DEBUG, not as a failure at ERROR on every
+/// probe. Unmarked 5xx answers (a handler's 500, the request timeout's 503) stay
+/// failures.
+#[derive(Clone, Copy, Debug)]
+pub struct Expected;
+
+/// An expected 503: the answer with the [`Expected`] mark.
+pub fn unavailable(body: impl IntoResponse) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    response.extensions_mut().insert(Expected);
+    response
+}
+
+/// tower-http's [`ServerErrorsAsFailures`], except for answers marked [`Expected`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Classifier;
+
+impl ClassifyResponse for Classifier {
+    type FailureClass = ServerErrorsFailureClass;
+    type ClassifyEos = NeverClassifyEos<ServerErrorsFailureClass>;
+
+    fn classify_response<B>(
+        self,
+        res: &http::Response<B>,
+    ) -> ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if res.extensions().get::<Expected>().is_some() {
+            ClassifiedResponse::Ready(Ok(()))
+        } else {
+            ServerErrorsAsFailures::new().classify_response(res)
+        }
+    }
+
+    fn classify_error<E: std::fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        ServerErrorsAsFailures::new().classify_error(error)
+    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.store.not_ready_reason() {
         None => (StatusCode::OK, "ready\n").into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
-        )
-            .into_response(),
+        Some(reason) => unavailable(format!("not ready: {reason}\n")),
     }
 }
 
@@ -151,4 +208,25 @@ pub async fn serve_app(
         ));
     }
     conn::serve(listener, app(auth), tls, limits, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(response: Response) -> bool {
+        match Classifier.classify_response(&response) {
+            ClassifiedResponse::Ready(r) => r.is_err(),
+            ClassifiedResponse::RequiresEos(_) => unreachable!("never classifies at the end"),
+        }
+    }
+
+    #[test]
+    fn expected_unavailability_is_no_failure_and_real_errors_are() {
+        assert!(!failed(unavailable("not ready\n")));
+        assert!(failed(StatusCode::SERVICE_UNAVAILABLE.into_response()));
+        assert!(failed(StatusCode::INTERNAL_SERVER_ERROR.into_response()));
+        assert!(!failed(StatusCode::OK.into_response()));
+        assert!(!failed(StatusCode::NOT_FOUND.into_response()));
+    }
 }

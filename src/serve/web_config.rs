@@ -84,9 +84,13 @@ fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
     }
 }
 
+/// Largest web config file read (at start and at each reload): a real one is a
+/// few hundred bytes per user.
+pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
+
 impl WebConfig {
     pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::config::read_to_string_limited(path, MAX_WEB_CONFIG_BYTES)
             .map_err(|e| format!("web config file {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         WebConfig::parse(&text, base)
@@ -193,7 +197,8 @@ fn modified(path: &Path) -> Option<SystemTime> {
 
 /// Rereads `basic_auth_users` when the web config file changes (as the TLS files
 /// are); a file that no longer loads is logged and the current users kept. The
-/// TLS section is read at start only (the files it names are reloaded).
+/// TLS section is read at start only (the files it names are reloaded), and so is
+/// the removal of every user: see [`apply_reload`].
 pub async fn reload_users(
     path: PathBuf,
     loaded: WebConfig,
@@ -215,19 +220,7 @@ pub async fn reload_users(
         }
         stamp = now;
         match WebConfig::load(&path) {
-            Ok(new) => {
-                if new.tls != current.tls {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "tls_server_config changed; it takes effect at restart"
-                    );
-                }
-                if new.users != current.users {
-                    auth.set_users(new.users.clone());
-                    tracing::info!(users = new.users.len(), "reloaded basic_auth_users");
-                }
-                current = new;
-            }
+            Ok(new) => apply_reload(&path, &mut current, new, &auth),
             Err(e) => {
                 tracing::error!(
                     "web config changed but cannot be loaded, keeping the current users: {e}"
@@ -235,6 +228,39 @@ pub async fn reload_users(
             }
         }
     }
+}
+
+/// Applies a reloaded web config to `auth`. Authentication is never turned off at
+/// runtime: a file that now has no user while users are in force (emptied, a
+/// comment only, `basic_auth_users:` without a value, as a non-atomic rewrite or a
+/// removed Secret key leaves it) keeps the current users and logs an error; taking
+/// authentication away takes a restart, as a changed `tls_server_config` does.
+/// Another non-empty set of users replaces the current one at once.
+pub fn apply_reload(path: &Path, current: &mut WebConfig, mut new: WebConfig, auth: &BasicAuth) {
+    if new.tls != current.tls {
+        tracing::warn!(
+            path = %path.display(),
+            "tls_server_config changed; it takes effect at restart"
+        );
+    }
+    if new.users.is_empty() && !current.users.is_empty() {
+        tracing::error!(
+            path = %path.display(),
+            users = current.users.len(),
+            "web config now has no basic_auth_users: refused, the current users are kept; \
+             turning basic auth off takes effect only at the next start"
+        );
+        new.users = std::mem::take(&mut current.users);
+    } else if new.users != current.users {
+        if auth.set_users(new.users.clone()) {
+            tracing::info!(users = new.users.len(), "reloaded basic_auth_users");
+        } else {
+            // Not reached: the case is handled above; kept so that `auth` and
+            // `current` cannot disagree.
+            new.users = std::mem::take(&mut current.users);
+        }
+    }
+    *current = new;
 }
 
 #[cfg(test)]
@@ -273,6 +299,36 @@ mod tests {
             parse("basic_auth_users: {}\n").unwrap(),
             WebConfig::default()
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_never_removes_every_user() {
+        let path = Path::new("/etc/imagecap/web.yml");
+        let users = parse(&format!("basic_auth_users:\n  prometheus: '{HASH}'\n")).unwrap();
+        let auth = BasicAuth::new(users.users.clone());
+        let mut current = users.clone();
+        for text in [
+            "",
+            "# nothing here\n",
+            "basic_auth_users:\n",
+            "basic_auth_users: {}\n",
+        ] {
+            apply_reload(path, &mut current, parse(text).unwrap(), &auth);
+            assert!(!auth.is_open(), "{text:?} opened the endpoint");
+            assert_eq!(current.users, users.users, "{text:?}");
+        }
+        // Another set of users still applies at once.
+        let other = "$2b$04$smuoz2zpwVhU2NgwlS6bFOPaFW51vl.s.oAvMSZE76LFW66EqtR5e";
+        let rotated = parse(&format!("basic_auth_users:\n  scraper: '{other}'\n")).unwrap();
+        apply_reload(path, &mut current, rotated.clone(), &auth);
+        assert_eq!(current, rotated);
+        assert!(!auth.is_open());
+        // Users where there were none: applied (that closes, never opens).
+        let open = BasicAuth::new(BTreeMap::new());
+        let mut none = WebConfig::default();
+        apply_reload(path, &mut none, rotated.clone(), &open);
+        assert!(!open.is_open());
+        assert_eq!(none, rotated);
     }
 
     #[test]

@@ -139,6 +139,11 @@ def test_before_any_answer_nothing_is_made_up(workdir, procs):
              lambda: sample(a.metrics(), 'imagecap_runtime_errors_total{node="lonely",call="list_images"}') >= 1)
     assert a.get("/healthz").status_code == 200
     assert a.alive()
+    # Probes and readers refused before the first reading are answers, not
+    # failures: no ERROR line for each.
+    errors = [l for l in a.log().splitlines() if '"level":"ERROR"' in l]
+    assert not errors, errors
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_web_config_protects_the_data_not_the_probes(workdir, procs):
@@ -157,6 +162,13 @@ def test_web_config_protects_the_data_not_the_probes(workdir, procs):
     assert a.get("/v1/images", auth=("exporter", "s3cret")).status_code == 503, "authorized, nothing read yet"
     assert a.get("/healthz").status_code == 200
     assert a.get("/readyz").status_code == 503
+
+    # Emptied at runtime: refused, the users stay until the next start.
+    cfg.write_text("")
+    wait_for("the emptied web config to be refused",
+             lambda: "takes effect only at the next start" in a.log(), timeout=30)
+    assert a.get("/v1/images").status_code == 401
+    assert a.get("/metrics", auth=("exporter", "s3cret")).status_code == 200
 
     cfg.write_text("basic_auth_users:\n  exporter: plaintext\n")
     res = subprocess.run([str(BIN), "agent", "--node-name", "n", "--listen", "127.0.0.1:0",

@@ -249,9 +249,18 @@ class DevTools:
         self._log.close()
 
 
-def render(url: str, profile: Path, log: Path) -> tuple[list[str], str]:
+# What the page's inline styles make of it: evaluated after the first load, so a
+# Content-Security-Policy that blocked them would show here.
+STYLE_PROBE = """JSON.stringify({
+  bodyMargin: getComputedStyle(document.body).marginTop,
+  barWidths: [...document.querySelectorAll('.bar span:not(.hidden)')].map(e => e.getBoundingClientRect().width),
+})"""
+
+
+def render(url: str, profile: Path, log: Path) -> tuple[list[str], str, dict]:
     """Loads `url` with scripts enabled recording every request, then again with JavaScript
-    disabled; returns (requested URLs, the DOM of the second load as HTML)."""
+    disabled; returns (requested URLs, the DOM of the second load as HTML, what the
+    styles of the first load gave: STYLE_PROBE)."""
     dt = DevTools(profile, log)
     try:
         target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -262,13 +271,15 @@ def render(url: str, profile: Path, log: Path) -> tuple[list[str], str]:
         dt.wait_event("Page.loadEventFired", s)
         requested = [e["params"]["request"]["url"] for e in dt.events
                      if e.get("method") == "Network.requestWillBeSent" and e.get("sessionId") == s]
+        styled = json.loads(dt.send("Runtime.evaluate", {"expression": STYLE_PROBE, "returnByValue": True},
+                                    session=s)["result"]["value"])
 
         dt.send("Emulation.setScriptExecutionDisabled", {"value": True}, session=s)
         dt.send("Page.navigate", {"url": url}, session=s)
         dt.wait_event("Page.loadEventFired", s)
         root = dt.send("DOM.getDocument", {"depth": -1}, session=s)["root"]
         dom = dt.send("DOM.getOuterHTML", {"nodeId": root["nodeId"]}, session=s)["outerHTML"]
-        return requested, dom
+        return requested, dom, styled
     finally:
         dt.close()
 
@@ -306,7 +317,12 @@ def check_status_page(url: str, tmp: Path) -> Path:
     width, height = png_size(data)
     assert (width, height) == (1280, 900), (width, height)
 
-    requested, dom_html = render(url, tmp / "profile-dom", tmp / "chromium-devtools.log")
+    requested, dom_html, styled = render(url, tmp / "profile-dom", tmp / "chromium-devtools.log")
+    # The served Content-Security-Policy lets the page's own styles apply: the
+    # stylesheet's 1.5rem margin (24px, not the browser's 8px) and bars drawn by their
+    # inline widths.
+    assert styled["bodyMargin"] == "24px", styled
+    assert styled["barWidths"] and any(w > 0 for w in styled["barWidths"]), styled
     origin = urlsplit(url)[:2]
     foreign = [u for u in requested if urlsplit(u)[:2] != origin and not u.startswith("data:")]
     assert not foreign, f"the page made requests elsewhere: {foreign}"

@@ -302,3 +302,16 @@ def test_users_are_reread_when_the_web_config_changes(workdir, procs, pki):
     cfg.write_text("basic_auth_users:\n  prometheus: plaintext\n")
     wait_for("the broken file to be noticed", lambda: "keeping the current users" in ex.log(), timeout=30)
     assert ex.get("/metrics", auth=("prometheus", "rotated")).status_code == 200
+
+    # Never fails open: a file left with no user (emptied, a comment only, the key
+    # without a value) keeps the current users, and the log says why.
+    refused = "turning basic auth off takes effect only at the next start"
+    for n, text in enumerate(["", "# rewritten by hand\n", "basic_auth_users:\n"], 1):
+        cfg.write_text(text)
+        wait_for(f"the reload of {text!r} to be refused",
+                 lambda: ex.log().count(refused) >= n, timeout=30)
+        assert ex.get("/metrics", auth=None).status_code == 401, text
+        assert ex.get("/", auth=None).status_code == 401, text
+        assert ex.get("/metrics", auth=("prometheus", "rotated")).status_code == 200, text
+    lines = [l for l in ex.log().splitlines() if refused in l]
+    assert len(lines) == 3 and all("ERROR" in l for l in lines), lines
