@@ -7,7 +7,7 @@ use super::reference::ImageRef;
 use super::runtime::RuntimeSummary;
 use super::wanted::{WantGroup, WantSource, Wanted, natural_cmp};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The kubelet's default `nodeStatusMaxImages`.
@@ -172,6 +172,9 @@ pub struct SourceReport {
     /// Unix time of its last successful read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success_seconds: Option<f64>,
+    /// Image references its last successful read listed past the cap on the
+    /// images one source may contribute (`MAX_IMAGES_PER_SOURCE`), not wanted.
+    pub dropped_images: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -253,17 +256,48 @@ struct WantedImage {
     digests: HashSet<Arc<str>>,
 }
 
-impl WantedImage {
-    fn is_in(&self, entry: &[ImageRef]) -> bool {
-        entry.iter().any(|name| {
-            self.reference.matches(name)
-                || (self.reference.digest.is_none()
-                    && name.repo == self.reference.repo
-                    && name
-                        .digest
-                        .as_ref()
-                        .is_some_and(|d| self.digests.contains(d)))
-        })
+/// The names of a node's image entries (or its runtime's), indexed to tell in
+/// constant time whether a wanted image is among them: what
+/// `WantedImage::is_in` over every entry would say, without a pass over the
+/// entries per wanted image.
+struct Present<'a> {
+    tagged: HashSet<(&'a str, &'a str), FastHash>,
+    digested: HashSet<(&'a str, &'a str), FastHash>,
+}
+
+type FastHash = foldhash::fast::RandomState;
+
+impl<'a> Present<'a> {
+    fn new<E: std::ops::Deref<Target = [ImageRef]> + 'a>(entries: &'a [E]) -> Present<'a> {
+        let mut p = Present {
+            tagged: HashSet::default(),
+            digested: HashSet::default(),
+        };
+        for name in entries.iter().flat_map(|e| e.iter()) {
+            if let Some(t) = &name.tag {
+                p.tagged.insert((&name.repo, t));
+            }
+            if let Some(d) = &name.digest {
+                p.digested.insert((&name.repo, d));
+            }
+        }
+        p
+    }
+
+    /// A digest reference matches by digest; a tag reference by tag, or by any
+    /// digest the same image carries where its tag is visible.
+    fn has(&self, w: &WantedImage) -> bool {
+        let repo: &str = &w.reference.repo;
+        match (&w.reference.digest, &w.reference.tag) {
+            (Some(d), _) => self.digested.contains(&(repo, &**d)),
+            (None, Some(t)) => {
+                self.tagged.contains(&(repo, &**t))
+                    || w.digests
+                        .iter()
+                        .any(|d| self.digested.contains(&(repo, &**d)))
+            }
+            (None, None) => false,
+        }
     }
 }
 
@@ -301,6 +335,8 @@ pub struct SourceState {
     pub groups: Vec<WantGroup>,
     pub up: bool,
     pub last_success_seconds: Option<f64>,
+    /// References dropped past the per-source cap in the last successful read.
+    pub dropped_images: u64,
 }
 
 /// The distinct eligibility rules, each decided once per node.
@@ -412,26 +448,47 @@ pub fn analyze<'a>(
         }
     }
     let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
-    for w in wanted_images
-        .iter_mut()
-        .filter(|w| w.reference.digest.is_none())
+    // The digests of the entries that carry a wanted tag, in one pass over the
+    // entries: (wanted image, digest) pairs, then added.
+    let mut found = Vec::new();
     {
+        let by_tag: HashMap<(&str, &str), usize, FastHash> = wanted_images
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.reference.digest.is_none())
+            .filter_map(|(i, w)| Some(((&*w.reference.repo, &**w.reference.tag.as_ref()?), i)))
+            .collect();
         for entry in nodes.iter().flat_map(|n| &n.relevant_images) {
-            if entry.iter().any(|name| w.reference.matches(name)) {
-                w.digests.extend(
+            for name in entry.iter() {
+                let Some(tag) = &name.tag else { continue };
+                let Some(&i) = by_tag.get(&(&*name.repo, &**tag)) else {
+                    continue;
+                };
+                found.extend(
                     entry
                         .iter()
-                        .filter(|name| name.repo == w.reference.repo)
-                        .filter_map(|name| name.digest.clone()),
+                        .filter(|other| other.repo == name.repo)
+                        .filter_map(|other| other.digest.clone())
+                        .map(|d| (i, d)),
                 );
             }
         }
     }
+    for (i, d) in found {
+        wanted_images[i].digests.insert(d);
+    }
+    // Each wanted image's name, made once.
+    let names: Vec<String> = wanted_images
+        .iter()
+        .map(|w| w.reference.to_string())
+        .collect();
     // Rules some wanted image uses, in order (the configuration's when none is):
     // the first that rejects a node eligible for nothing says why.
-    let mut explaining: Vec<usize> = (0..rules.0.len())
-        .filter(|i| wanted_images.iter().any(|w| w.rules.contains(i)))
-        .collect();
+    let mut used = vec![false; rules.0.len()];
+    for &r in wanted_images.iter().flat_map(|w| &w.rules) {
+        used[r] = true;
+    }
+    let mut explaining: Vec<usize> = (0..rules.0.len()).filter(|&i| used[i]).collect();
     if explaining.is_empty() {
         explaining.push(config_rule);
     }
@@ -461,26 +518,30 @@ pub fn analyze<'a>(
         };
         let mut missing = Vec::new();
         let mut eligible_for_any = false;
+        let present = Present::new(&node.relevant_images);
+        let in_runtime = runtime
+            .filter(|_| saturated)
+            .map(|rt| Present::new(&rt.relevant_images));
         for (i, w) in wanted_images.iter().enumerate() {
             if !w.rules.iter().any(|&r| decided[r].is_ok()) {
                 continue;
             }
             eligible_for_any = true;
             eligible_on[i] += 1;
-            if node.relevant_images.iter().any(|e| w.is_in(e)) {
+            if present.has(w) {
                 present_on[i] += 1;
                 continue;
             }
             // Under the cap the list is complete. At it, the runtime's own list
             // (complete, nothing cut) decides when there is one.
-            let state = match runtime {
+            let state = match &in_runtime {
                 _ if !saturated => MissingState::Absent,
                 None => MissingState::Unverifiable,
-                Some(rt) if rt.relevant_images.iter().any(|e| w.is_in(e)) => MissingState::Hidden,
+                Some(rt) if rt.has(w) => MissingState::Hidden,
                 Some(_) => MissingState::Absent,
             };
             missing.push(MissingImage {
-                image: w.reference.to_string(),
+                image: names[i].clone(),
                 state,
             });
         }
@@ -537,7 +598,7 @@ pub fn analyze<'a>(
         .iter()
         .enumerate()
         .map(|(i, w)| ImageReport {
-            image: w.reference.to_string(),
+            image: names[i].clone(),
             sources: w.sources.iter().copied().collect(),
             nodes: present_on[i],
             eligible_nodes: eligible_on[i],
@@ -556,6 +617,7 @@ pub fn analyze<'a>(
             images: count(WantSource::Config),
             up: true,
             last_success_seconds: None,
+            dropped_images: 0,
         });
     }
     if !wanted.patterns().is_empty() {
@@ -564,6 +626,7 @@ pub fn analyze<'a>(
             images: count(WantSource::Pattern),
             up: true,
             last_success_seconds: None,
+            dropped_images: 0,
         });
     }
     for (&source, state) in sources {
@@ -572,6 +635,7 @@ pub fn analyze<'a>(
             images: count(source),
             up: state.up,
             last_success_seconds: state.last_success_seconds,
+            dropped_images: state.dropped_images,
         });
     }
     Report {
