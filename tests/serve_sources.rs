@@ -8,7 +8,9 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::fake_apiserver::{FakeApiServer, filler, node};
 use support::{Exporter, kubeconfig, names, sample};
 
@@ -250,13 +252,14 @@ async fn an_imagecache_added_is_wanted_on_the_nodes_its_selector_matches() {
 struct Nublado {
     answer: Arc<Mutex<(u16, String)>>,
     auth: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Nublado {
     async fn start(body: Value) -> (Nublado, String) {
         let n = Nublado {
             answer: Arc::new(Mutex::new((200, body.to_string()))),
-            auth: Arc::default(),
+            ..Nublado::default()
         };
         let state = n.clone();
         let app = Router::new().route(
@@ -264,6 +267,7 @@ impl Nublado {
             get(move |headers: HeaderMap| {
                 let state = state.clone();
                 async move {
+                    state.requests.fetch_add(1, Ordering::SeqCst);
                     if let Some(a) = headers.get("authorization") {
                         state
                             .auth
@@ -445,4 +449,145 @@ async fn nublado_decides_what_is_wanted_and_where_and_a_failure_keeps_the_list()
             sample(m, "imagecap_wanted_source_up", &[("source", "nublado")]) == Some(1.0)
         })
         .await;
+}
+
+/// A `PrepullerStatus` with `n` pending images of short distinct references
+/// (`r.io/i0:1`, ...), as an attacker or a broken controller could send; node `a`
+/// eligible.
+fn huge_status(n: usize) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(n * 32);
+    body.push_str(r#"{"images":{"pending":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        write!(body, r#"{{"reference":"r.io/i{i}:1"}}"#).unwrap();
+    }
+    body.push_str(r#"]},"nodes":[{"name":"a"}]}"#);
+    body
+}
+
+fn nublado_config(dir: &std::path::Path, url: &str, interval: &str, timeout: &str) -> String {
+    write_config(
+        dir,
+        &format!(
+            "prepull:\n  sources:\n    - nublado: {{url: '{url}', interval: {interval}, timeout: {timeout}}}\n"
+        ),
+    )
+}
+
+/// How long a SIGTERM may take to end the process: well under the 4 s grace of
+/// open connections (none here), and far less than a huge read takes.
+const PROMPT_EXIT: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_image_nublado_answer_is_capped_in_seconds_and_sigterm_still_works() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[names(&["r.io/i0:1"])])]).await;
+    let (nublado, url) = Nublado::start(json!({})).await;
+    let body = huge_status(1_000_000);
+    assert!(
+        body.len() < 32 << 20,
+        "under the body limit: {}",
+        body.len()
+    );
+    nublado.answer(200, &body);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "10m", "30s");
+    let started = Instant::now();
+    let mut exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics_for("the capped Nublado list", Duration::from_secs(60), |m| {
+            sample(
+                m,
+                "imagecap_wanted_source_dropped_images",
+                &[("source", "nublado")],
+            ) == Some(990_000.0)
+        })
+        .await;
+    eprintln!(
+        "1,000,000-image Nublado answer ({} bytes) read, capped and analyzed {:?} after the start",
+        body.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "nublado")]
+        ),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "nublado")]),
+        Some(1.0)
+    );
+    // The first images in the body's order are kept, the later ones are not.
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i0:1")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i9999:1")]
+        )
+        .is_some()
+    );
+    assert!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i10000:1")]
+        )
+        .is_none()
+    );
+    let log = exporter.log_text();
+    assert_eq!(
+        log.matches("990000 image references dropped").count(),
+        1,
+        "logged once: {log}"
+    );
+
+    let stopping = Instant::now();
+    let status = exporter.terminate();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < PROMPT_EXIT, "SIGTERM took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_huge_nublado_answer_is_decoded_ends_the_process() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[])]).await;
+    let (nublado, url) = Nublado::start(json!({})).await;
+    nublado.answer(200, &huge_status(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "10m", "30s");
+    let mut exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let start = Instant::now();
+    while nublado.requests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Nublado never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The answer is on its way or being decoded.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    let status = exporter.terminate();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}\n{}", exporter.log_text());
+    eprintln!("exit {took:?} after SIGTERM during the read");
+    assert!(took < PROMPT_EXIT, "SIGTERM took {took:?}");
+    assert!(exporter.log_text().contains("stopped"));
 }
