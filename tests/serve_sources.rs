@@ -591,3 +591,130 @@ async fn sigterm_while_a_huge_nublado_answer_is_decoded_ends_the_process() {
     assert!(took < PROMPT_EXIT, "SIGTERM took {took:?}");
     assert!(exporter.log_text().contains("stopped"));
 }
+
+/// Serves `app` on an ephemeral loopback port; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Nublado's URL answers 302 to another loopback port that serves a valid
+/// status: the redirect is not followed, that data is not used, and the error is
+/// counted.
+#[tokio::test]
+async fn a_nublado_redirect_is_not_followed() {
+    let fake = FakeApiServer::start(vec![node("under", &[], &[])]).await;
+    let (elsewhere, target) = Nublado::start(prepuller_status()).await;
+    let location = target.clone();
+    let redirecting = serve(Router::new().route(
+        "/nublado/spawner/v1/prepulls",
+        get(move || async move { (StatusCode::FOUND, [(axum::http::header::LOCATION, target)]) }),
+    ))
+    .await;
+    let url = format!("{redirecting}/nublado/spawner/v1/prepulls");
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "1s", "2s");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics("two failed Nublado reads", |m| {
+            sample(m, "imagecap_source_errors_total", &[("kind", "nublado")])
+                .is_some_and(|n| n >= 2.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "nublado")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "nublado")]
+        ),
+        Some(0.0),
+        "nothing from the redirect's target"
+    );
+    assert_eq!(
+        elsewhere.requests.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let log = exporter.log_text();
+    assert!(
+        log.contains("answered 302 Found redirecting to")
+            && log.contains(&location)
+            && log.contains("redirects are not followed"),
+        "{log}"
+    );
+}
+
+/// A Nublado that answers too slowly, first before its headers, then in the
+/// middle of its body: both are counted and logged, in one line, as "timed out
+/// after 1s".
+#[tokio::test]
+async fn a_slow_nublado_is_logged_as_timed_out() {
+    let fake = FakeApiServer::start(vec![node("under", &[], &[])]).await;
+    let stall_body = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mode = stall_body.clone();
+    let slow = serve(Router::new().route(
+        "/nublado/spawner/v1/prepulls",
+        get(move || {
+            let stall_body = mode.load(Ordering::SeqCst);
+            async move {
+                if !stall_body {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                // Headers now, half of the body, then nothing for 5 s.
+                let text = prepuller_status().to_string();
+                let (head, tail) = text.split_at(text.len() / 2);
+                let (head, tail) = (head.to_string(), tail.to_string());
+                let body = futures::StreamExt::chain(
+                    futures::stream::iter([Ok::<_, std::io::Error>(head)]),
+                    futures::stream::once(async move {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok(tail)
+                    }),
+                );
+                axum::body::Body::from_stream(body)
+            }
+        }),
+    ))
+    .await;
+    let url = format!("{slow}/nublado/spawner/v1/prepulls");
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "1s", "1s");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let errors = |m: &str| sample(m, "imagecap_source_errors_total", &[("kind", "nublado")]);
+    let timed_out = |log: &str| log.matches("timed out after 1s").count();
+    let m = exporter
+        .wait_metrics("a slow answer counted", |m| {
+            errors(m).is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    let log = exporter.log_text();
+    assert!(timed_out(&log) >= 1, "{log}");
+    assert!(!log.contains("error sending request"), "{log}");
+
+    stall_body.store(true, Ordering::SeqCst);
+    let before = (errors(&m).unwrap(), timed_out(&exporter.log_text()));
+    exporter
+        .wait_metrics("a stalled body counted", |m| {
+            errors(m).is_some_and(|n| n >= before.0 + 2.0)
+        })
+        .await;
+    let log = exporter.log_text();
+    assert!(timed_out(&log) >= before.1 + 2, "{log}");
+    assert!(!log.contains("error decoding response body"), "{log}");
+    for line in log.lines().filter(|l| l.contains("timed out after")) {
+        assert!(
+            line.contains("cannot read Nublado's prepuller status"),
+            "one line: {line}"
+        );
+    }
+}
