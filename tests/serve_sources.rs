@@ -718,3 +718,67 @@ async fn a_slow_nublado_is_logged_as_timed_out() {
         );
     }
 }
+
+/// An ImageCache of 1,000,000 images (far past what etcd would store, but an
+/// API server or a proxy could send it): capped at the first 10,000, counted,
+/// within seconds; a second ImageCache's images are past the source's cap too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_image_imagecache_is_capped() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[names(&["r.io/i0:1"])])]).await;
+    let images: Vec<String> = (0..1_000_000).map(|i| format!("r.io/i{i}:1")).collect();
+    let cache = |name: &str, images: &[String]| {
+        json!({"apiVersion": "kubefledged.io/v1alpha2", "kind": "ImageCache",
+               "metadata": {"name": name, "namespace": "kube-fledged"},
+               "spec": {"cacheSpec": [{"images": images}]}})
+    };
+    fake.apply_object("imagecaches", cache("a-huge", &images));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(dir.path(), "prepull:\n  sources:\n    - kubeFledged: {}\n");
+    let started = Instant::now();
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let dropped = |m: &str| {
+        sample(
+            m,
+            "imagecap_wanted_source_dropped_images",
+            &[("source", "kube-fledged")],
+        )
+    };
+    let m = exporter
+        .wait_metrics_for("the capped ImageCache", Duration::from_secs(60), |m| {
+            dropped(m) == Some(990_000.0)
+        })
+        .await;
+    eprintln!(
+        "1,000,000-image ImageCache capped {:?} after the start",
+        started.elapsed()
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "kube-fledged")]
+        ),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i0:1")]
+        ),
+        Some(1.0)
+    );
+    // Another ImageCache, after the first in namespace/name order: its images are
+    // past the source's cap, except those the first already wants.
+    fake.apply_object(
+        "imagecaches",
+        cache("b-more", &["r.io/i0:1".into(), "r.io/other:1".into()]),
+    );
+    exporter
+        .wait_metrics("the second ImageCache counted", |m| {
+            dropped(m) == Some(990_001.0)
+        })
+        .await;
+}
