@@ -54,14 +54,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Check(args) => check::run(args).await,
             Command::Agent(args) => run_agent(args).await,
         }
-    })
+    });
+    // Work still running on a blocking thread (decoding a large answer) must not
+    // keep the process alive once it has stopped: dropping the runtime would wait
+    // for it.
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
 }
+
+/// How long the runtime's remaining threads get after `stopped`.
+const RUNTIME_STOP: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `kubectl imagecap` (the binary under the name `kubectl-imagecap`): `check`
 /// against a kubeconfig context.

@@ -307,6 +307,17 @@ pub const SOURCE_FAMILIES: &[FamilySpec<SourceReport>] = &[
             emit(vec![("source", s.source.to_string())], i64::from(s.images))
         }),
     },
+    FamilySpec {
+        name: "imagecap_wanted_source_dropped_images",
+        help: "Image references the source's last read listed past the cap on the images one \
+               source may contribute, not wanted",
+        samples: Samples::Int(|s, emit| {
+            emit(
+                vec![("source", s.source.to_string())],
+                i64::try_from(s.dropped_images).unwrap_or(i64::MAX),
+            )
+        }),
+    },
 ];
 
 /// One series for the whole cluster.
@@ -909,6 +920,7 @@ mod tests {
                 images: 1,
                 up: false,
                 last_success_seconds: Some(1_700_000_000.0),
+                dropped_images: 3,
             }],
         };
         let text = Metrics::new("x").render(&Arc::new(report), None);
@@ -937,6 +949,7 @@ mod tests {
             "imagecap_prepull_image_eligible_nodes{image=\"x:1\"} 2",
             "imagecap_wanted_source_up{source=\"nublado\"} 0",
             "imagecap_wanted_source_images{source=\"nublado\"} 1",
+            "imagecap_wanted_source_dropped_images{source=\"nublado\"} 3",
             "imagecap_wanted_source_last_success_timestamp_seconds{source=\"nublado\"} 1700000000.0",
         ] {
             assert!(

@@ -109,12 +109,14 @@ impl Store {
         inner.generation += 1;
     }
 
-    /// A source read succeeded: `groups` replace what it wanted before.
-    pub fn source_succeeded(&self, source: WantSource, groups: Vec<WantGroup>) {
+    /// A source read succeeded: `groups` replace what it wanted before;
+    /// `dropped` image references were past the per-source cap.
+    pub fn source_succeeded(&self, source: WantSource, groups: Vec<WantGroup>, dropped: u64) {
         let now = Some(unix_now());
         let mut inner = self.write();
         let state = inner.sources.entry(source).or_default();
         state.groups = groups;
+        state.dropped_images = dropped;
         state.up = true;
         state.last_success_seconds = now;
         inner.generation += 1;

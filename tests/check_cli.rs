@@ -253,6 +253,96 @@ fn nublado_file_offline() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Nublado PrepullerStatus"));
 }
 
+/// A Nublado answer of 100,000 images over 200 nodes that hold some of them: the
+/// first 10,000 distinct images are wanted, the rest counted as dropped, and the
+/// whole check takes time linear in the images (quadratic, this took minutes).
+#[test]
+fn a_huge_nublado_answer_is_capped_and_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let images: Vec<String> = (0..100_000)
+        .map(|i| format!("{{\"reference\":\"r.io/i{i}:1\",\"nodes\":[],\"missing\":[]}}"))
+        .collect();
+    // Nublado calls 20 of the nodes eligible.
+    let eligible: Vec<String> = (0..20)
+        .map(|n| format!("{{\"name\":\"node-{n:03}\"}}"))
+        .collect();
+    let nublado = dir.path().join("nublado.json");
+    std::fs::write(
+        &nublado,
+        format!(
+            "{{\"images\":{{\"pending\":[{}]}},\"nodes\":[{}]}}",
+            images.join(","),
+            eligible.join(",")
+        ),
+    )
+    .unwrap();
+    let digest = |n: usize| format!("sha256:{n:064x}");
+    let nodes: Vec<serde_json::Value> = (0..200)
+        .map(|n| {
+            let images: Vec<serde_json::Value> = (0..50)
+                .map(|j| {
+                    let k = (n * 50 + j) % 12_000;
+                    serde_json::json!({"names": [format!("r.io/i{k}@{}", digest(k)),
+                                                 format!("r.io/i{k}:1")], "sizeBytes": 1})
+                })
+                .collect();
+            serde_json::json!({"metadata": {"name": format!("node-{n:03}")},
+                               "status": {"images": images}})
+        })
+        .collect();
+    let nodes_file = dir.path().join("nodes.json");
+    std::fs::write(
+        &nodes_file,
+        serde_json::json!({"kind": "List", "items": nodes}).to_string(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = check(
+        &[
+            "--nodes-file",
+            nodes_file.to_str().unwrap(),
+            "--nublado-file",
+            nublado.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    eprintln!("check of 100,000 Nublado images x 200 nodes: {took:?}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    assert!(
+        stderr.contains("keeping the first 10000, 90000 image references dropped"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nublado = &v["sources"][0];
+    assert_eq!(nublado["images"], 10_000);
+    assert_eq!(nublado["droppedImages"], 90_000);
+    // The kept images are the first in the body's order.
+    let wanted = v["images"].as_array().unwrap();
+    assert_eq!(wanted.len(), 10_000);
+    let image = |name: &str| wanted.iter().find(|i| i["image"] == name).cloned();
+    assert!(image("r.io/i9999:1").is_some());
+    assert!(image("r.io/i10000:1").is_none());
+    // node-000 holds i0 to i49: present there, missing on the 19 other eligible.
+    let i0 = image("r.io/i0:1").unwrap();
+    assert_eq!(i0["nodes"], 1);
+    assert_eq!(i0["eligibleNodes"], 20);
+    let node0 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-000")
+        .unwrap();
+    assert_eq!(
+        node0["missingImages"].as_array().unwrap().len(),
+        10_000 - 50
+    );
+}
+
 #[test]
 fn clean_cluster_exits_0() {
     let nodes = br#"{"kind":"List","items":[{"metadata":{"name":"a"},"status":{"images":[{"names":["x:1"],"sizeBytes":1}]}}]}"#;

@@ -13,6 +13,8 @@ use axum::body::Body;
 use axum::routing::get;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use support::fake_apiserver::{Configz, FakeApiServer, Stats, filler, node};
 use support::{Exporter, kubeconfig, sample};
 
@@ -294,7 +296,7 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
         "larger than 1048576 bytes",
         "not an agent report",
         "runtime down",
-        "no complete answer within",
+        "timed out after 1s without a complete answer",
         "RBAC",
     ] {
         assert!(log.contains(needle), "{needle:?} in\n{log}");
@@ -327,6 +329,77 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
                 ) == Some(2.0)
         })
         .await;
+}
+
+/// An agent that redirects to another address (another port on loopback, which
+/// serves a good answer): the redirect is not followed, the node has no agent
+/// report, and the error is counted and names where it pointed.
+#[tokio::test]
+async fn an_agent_redirect_is_not_followed() {
+    let fake = FakeApiServer::start(vec![node("moved", &[], &filler(50))]).await;
+    let followed = Arc::new(AtomicUsize::new(0));
+    let count = followed.clone();
+    let elsewhere = serve(Router::new().route(
+        "/v1/images",
+        get(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(agent_answer("moved", &now_rfc3339())) }
+        }),
+    ))
+    .await;
+    let target = format!("http://{elsewhere}/v1/images");
+    let redirecting = serve(Router::new().route(
+        "/v1/images",
+        get(move || async move {
+            (
+                axum::http::StatusCode::FOUND,
+                [(axum::http::header::LOCATION, target)],
+            )
+        }),
+    ))
+    .await;
+    fake.apply_object(
+        "endpointslices",
+        endpoint_slice("imagecap-agent-moved", "moved", redirecting.port()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let exporter = Exporter::start(
+        &[
+            "--agents",
+            "imagecap/imagecap-agent",
+            "--agents-interval",
+            "1s",
+        ],
+        &[("KUBECONFIG", kc.as_path())],
+    );
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics("two failed agent reads", |m| {
+            sample(m, "imagecap_source_errors_total", &[("kind", "agent")])
+                .is_some_and(|n| n >= 2.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_node_agent_up", &[("node", "moved")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_node_runtime_images", &[("node", "moved")]),
+        None
+    );
+    assert_eq!(
+        followed.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let log = exporter.log_text();
+    assert!(
+        log.contains("answered 302 Found redirecting to")
+            && log.contains(&format!("http://{elsewhere}/v1/images"))
+            && log.contains("redirects are not followed"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -8,7 +8,9 @@ use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use support::fake_apiserver::{FakeApiServer, filler, node};
 use support::{Exporter, kubeconfig, names, sample};
 
@@ -250,13 +252,14 @@ async fn an_imagecache_added_is_wanted_on_the_nodes_its_selector_matches() {
 struct Nublado {
     answer: Arc<Mutex<(u16, String)>>,
     auth: Arc<Mutex<Vec<String>>>,
+    requests: Arc<AtomicUsize>,
 }
 
 impl Nublado {
     async fn start(body: Value) -> (Nublado, String) {
         let n = Nublado {
             answer: Arc::new(Mutex::new((200, body.to_string()))),
-            auth: Arc::default(),
+            ..Nublado::default()
         };
         let state = n.clone();
         let app = Router::new().route(
@@ -264,6 +267,7 @@ impl Nublado {
             get(move |headers: HeaderMap| {
                 let state = state.clone();
                 async move {
+                    state.requests.fetch_add(1, Ordering::SeqCst);
                     if let Some(a) = headers.get("authorization") {
                         state
                             .auth
@@ -443,6 +447,338 @@ async fn nublado_decides_what_is_wanted_and_where_and_a_failure_keeps_the_list()
     exporter
         .wait_metrics("Nublado back", |m| {
             sample(m, "imagecap_wanted_source_up", &[("source", "nublado")]) == Some(1.0)
+        })
+        .await;
+}
+
+/// A `PrepullerStatus` with `n` pending images of short distinct references
+/// (`r.io/i0:1`, ...), as an attacker or a broken controller could send; node `a`
+/// eligible.
+fn huge_status(n: usize) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(n * 32);
+    body.push_str(r#"{"images":{"pending":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        write!(body, r#"{{"reference":"r.io/i{i}:1"}}"#).unwrap();
+    }
+    body.push_str(r#"]},"nodes":[{"name":"a"}]}"#);
+    body
+}
+
+fn nublado_config(dir: &std::path::Path, url: &str, interval: &str, timeout: &str) -> String {
+    write_config(
+        dir,
+        &format!(
+            "prepull:\n  sources:\n    - nublado: {{url: '{url}', interval: {interval}, timeout: {timeout}}}\n"
+        ),
+    )
+}
+
+/// How long a SIGTERM may take to end the process: well under the 4 s grace of
+/// open connections (none here), and far less than a huge read takes.
+const PROMPT_EXIT: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_image_nublado_answer_is_capped_in_seconds_and_sigterm_still_works() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[names(&["r.io/i0:1"])])]).await;
+    let (nublado, url) = Nublado::start(json!({})).await;
+    let body = huge_status(1_000_000);
+    assert!(
+        body.len() < 32 << 20,
+        "under the body limit: {}",
+        body.len()
+    );
+    nublado.answer(200, &body);
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "10m", "30s");
+    let started = Instant::now();
+    let mut exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics_for("the capped Nublado list", Duration::from_secs(60), |m| {
+            sample(
+                m,
+                "imagecap_wanted_source_dropped_images",
+                &[("source", "nublado")],
+            ) == Some(990_000.0)
+        })
+        .await;
+    eprintln!(
+        "1,000,000-image Nublado answer ({} bytes) read, capped and analyzed {:?} after the start",
+        body.len(),
+        started.elapsed()
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "nublado")]
+        ),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "nublado")]),
+        Some(1.0)
+    );
+    // The first images in the body's order are kept, the later ones are not.
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i0:1")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i9999:1")]
+        )
+        .is_some()
+    );
+    assert!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i10000:1")]
+        )
+        .is_none()
+    );
+    let log = exporter.log_text();
+    assert_eq!(
+        log.matches("990000 image references dropped").count(),
+        1,
+        "logged once: {log}"
+    );
+
+    let stopping = Instant::now();
+    let status = exporter.terminate();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(took < PROMPT_EXIT, "SIGTERM took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_huge_nublado_answer_is_decoded_ends_the_process() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[])]).await;
+    let (nublado, url) = Nublado::start(json!({})).await;
+    nublado.answer(200, &huge_status(1_000_000));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "10m", "30s");
+    let mut exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let start = Instant::now();
+    while nublado.requests.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Nublado never asked"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The answer is on its way or being decoded.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = Instant::now();
+    let status = exporter.terminate();
+    let took = stopping.elapsed();
+    assert!(status.success(), "{status:?}\n{}", exporter.log_text());
+    eprintln!("exit {took:?} after SIGTERM during the read");
+    assert!(took < PROMPT_EXIT, "SIGTERM took {took:?}");
+    assert!(exporter.log_text().contains("stopped"));
+}
+
+/// Serves `app` on an ephemeral loopback port; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// Nublado's URL answers 302 to another loopback port that serves a valid
+/// status: the redirect is not followed, that data is not used, and the error is
+/// counted.
+#[tokio::test]
+async fn a_nublado_redirect_is_not_followed() {
+    let fake = FakeApiServer::start(vec![node("under", &[], &[])]).await;
+    let (elsewhere, target) = Nublado::start(prepuller_status()).await;
+    let location = target.clone();
+    let redirecting = serve(Router::new().route(
+        "/nublado/spawner/v1/prepulls",
+        get(move || async move { (StatusCode::FOUND, [(axum::http::header::LOCATION, target)]) }),
+    ))
+    .await;
+    let url = format!("{redirecting}/nublado/spawner/v1/prepulls");
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "1s", "2s");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics("two failed Nublado reads", |m| {
+            sample(m, "imagecap_source_errors_total", &[("kind", "nublado")])
+                .is_some_and(|n| n >= 2.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_wanted_source_up", &[("source", "nublado")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "nublado")]
+        ),
+        Some(0.0),
+        "nothing from the redirect's target"
+    );
+    assert_eq!(
+        elsewhere.requests.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+    let log = exporter.log_text();
+    assert!(
+        log.contains("answered 302 Found redirecting to")
+            && log.contains(&location)
+            && log.contains("redirects are not followed"),
+        "{log}"
+    );
+}
+
+/// A Nublado that answers too slowly, first before its headers, then in the
+/// middle of its body: both are counted and logged, in one line, as "timed out
+/// after 1s".
+#[tokio::test]
+async fn a_slow_nublado_is_logged_as_timed_out() {
+    let fake = FakeApiServer::start(vec![node("under", &[], &[])]).await;
+    let stall_body = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mode = stall_body.clone();
+    let slow = serve(Router::new().route(
+        "/nublado/spawner/v1/prepulls",
+        get(move || {
+            let stall_body = mode.load(Ordering::SeqCst);
+            async move {
+                if !stall_body {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                // Headers now, half of the body, then nothing for 5 s.
+                let text = prepuller_status().to_string();
+                let (head, tail) = text.split_at(text.len() / 2);
+                let (head, tail) = (head.to_string(), tail.to_string());
+                let body = futures::StreamExt::chain(
+                    futures::stream::iter([Ok::<_, std::io::Error>(head)]),
+                    futures::stream::once(async move {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Ok(tail)
+                    }),
+                );
+                axum::body::Body::from_stream(body)
+            }
+        }),
+    ))
+    .await;
+    let url = format!("{slow}/nublado/spawner/v1/prepulls");
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "1s", "1s");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let errors = |m: &str| sample(m, "imagecap_source_errors_total", &[("kind", "nublado")]);
+    let timed_out = |log: &str| log.matches("timed out after 1s").count();
+    let m = exporter
+        .wait_metrics("a slow answer counted", |m| {
+            errors(m).is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    let log = exporter.log_text();
+    assert!(timed_out(&log) >= 1, "{log}");
+    assert!(!log.contains("error sending request"), "{log}");
+
+    stall_body.store(true, Ordering::SeqCst);
+    let before = (errors(&m).unwrap(), timed_out(&exporter.log_text()));
+    exporter
+        .wait_metrics("a stalled body counted", |m| {
+            errors(m).is_some_and(|n| n >= before.0 + 2.0)
+        })
+        .await;
+    let log = exporter.log_text();
+    assert!(timed_out(&log) >= before.1 + 2, "{log}");
+    assert!(!log.contains("error decoding response body"), "{log}");
+    for line in log.lines().filter(|l| l.contains("timed out after")) {
+        assert!(
+            line.contains("cannot read Nublado's prepuller status"),
+            "one line: {line}"
+        );
+    }
+}
+
+/// An ImageCache of 1,000,000 images (far past what etcd would store, but an
+/// API server or a proxy could send it): capped at the first 10,000, counted,
+/// within seconds; a second ImageCache's images are past the source's cap too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_image_imagecache_is_capped() {
+    let fake = FakeApiServer::start(vec![node("a", &[], &[names(&["r.io/i0:1"])])]).await;
+    let images: Vec<String> = (0..1_000_000).map(|i| format!("r.io/i{i}:1")).collect();
+    let cache = |name: &str, images: &[String]| {
+        json!({"apiVersion": "kubefledged.io/v1alpha2", "kind": "ImageCache",
+               "metadata": {"name": name, "namespace": "kube-fledged"},
+               "spec": {"cacheSpec": [{"images": images}]}})
+    };
+    fake.apply_object("imagecaches", cache("a-huge", &images));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(dir.path(), "prepull:\n  sources:\n    - kubeFledged: {}\n");
+    let started = Instant::now();
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let dropped = |m: &str| {
+        sample(
+            m,
+            "imagecap_wanted_source_dropped_images",
+            &[("source", "kube-fledged")],
+        )
+    };
+    let m = exporter
+        .wait_metrics_for("the capped ImageCache", Duration::from_secs(60), |m| {
+            dropped(m) == Some(990_000.0)
+        })
+        .await;
+    eprintln!(
+        "1,000,000-image ImageCache capped {:?} after the start",
+        started.elapsed()
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_wanted_source_images",
+            &[("source", "kube-fledged")]
+        ),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", "r.io/i0:1")]
+        ),
+        Some(1.0)
+    );
+    // Another ImageCache, after the first in namespace/name order: its images are
+    // past the source's cap, except those the first already wants.
+    fake.apply_object(
+        "imagecaches",
+        cache("b-more", &["r.io/i0:1".into(), "r.io/other:1".into()]),
+    );
+    exporter
+        .wait_metrics("the second ImageCache counted", |m| {
+            dropped(m) == Some(990_001.0)
         })
         .await;
 }

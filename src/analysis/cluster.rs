@@ -3,11 +3,11 @@
 use super::eligibility::{Eligibility, NotEligible};
 use super::kubelet::{ImageFs, KubeletSettings};
 use super::node::NodeSummary;
-use super::reference::ImageRef;
+use super::reference::{ImageRef, digest_is_canonical};
 use super::runtime::RuntimeSummary;
 use super::wanted::{WantGroup, WantSource, Wanted, natural_cmp};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The kubelet's default `nodeStatusMaxImages`.
@@ -206,6 +206,9 @@ pub struct SourceReport {
     /// Unix time of its last successful read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success_seconds: Option<f64>,
+    /// Image references its last successful read listed past the cap on the
+    /// images one source may contribute (`MAX_IMAGES_PER_SOURCE`), not wanted.
+    pub dropped_images: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -289,6 +292,8 @@ struct WantedImage {
 }
 
 impl WantedImage {
+    /// Whether one entry's names are this image: [`ImageRef::matches`], or for a
+    /// tag reference a digest the image carries where its tag is visible.
     fn is_in(&self, entry: &[ImageRef]) -> bool {
         entry.iter().any(|name| {
             self.reference.matches(name)
@@ -299,6 +304,59 @@ impl WantedImage {
                         .as_ref()
                         .is_some_and(|d| self.digests.contains(d)))
         })
+    }
+}
+
+/// The names of a node's image entries (or its runtime's), indexed to tell in
+/// constant time whether a wanted image is among them: what
+/// [`WantedImage::is_in`] over every entry would say, without a pass over the
+/// entries per wanted image.
+struct Present<'a> {
+    tagged: HashSet<(&'a str, &'a str), FastHash>,
+    digested: HashSet<(&'a str, &'a str), FastHash>,
+}
+
+type FastHash = foldhash::fast::RandomState;
+
+impl<'a> Present<'a> {
+    fn new<E: std::ops::Deref<Target = [ImageRef]> + 'a>(entries: &'a [E]) -> Present<'a> {
+        let mut p = Present {
+            tagged: HashSet::default(),
+            digested: HashSet::default(),
+        };
+        for name in entries.iter().flat_map(|e| e.iter()) {
+            if let Some(t) = &name.tag {
+                p.tagged.insert((&name.repo, t));
+            }
+            if let Some(d) = &name.digest {
+                p.digested.insert((&name.repo, d));
+            }
+        }
+        p
+    }
+
+    /// As [`ImageRef::matches`]: a reference with a canonical digest matches by
+    /// digest, one with another digest string by that string or its tag; a tag
+    /// reference by tag, or by any digest the same image carries where its tag is
+    /// visible.
+    fn has(&self, w: &WantedImage) -> bool {
+        let repo: &str = &w.reference.repo;
+        match (&w.reference.digest, &w.reference.tag) {
+            (Some(d), tag) => {
+                self.digested.contains(&(repo, &**d))
+                    || (!digest_is_canonical(d)
+                        && tag
+                            .as_ref()
+                            .is_some_and(|t| self.tagged.contains(&(repo, &**t))))
+            }
+            (None, Some(t)) => {
+                self.tagged.contains(&(repo, &**t))
+                    || w.digests
+                        .iter()
+                        .any(|d| self.digested.contains(&(repo, &**d)))
+            }
+            (None, None) => false,
+        }
     }
 }
 
@@ -371,6 +429,8 @@ pub struct SourceState {
     pub groups: Vec<WantGroup>,
     pub up: bool,
     pub last_success_seconds: Option<f64>,
+    /// References dropped past the per-source cap in the last successful read.
+    pub dropped_images: u64,
 }
 
 /// The distinct eligibility rules, each decided once per node.
@@ -482,26 +542,47 @@ pub fn analyze<'a>(
         }
     }
     let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
-    for w in wanted_images
-        .iter_mut()
-        .filter(|w| w.reference.digest.is_none())
+    // The digests of the entries that carry a wanted tag, in one pass over the
+    // entries: (wanted image, digest) pairs, then added.
+    let mut found = Vec::new();
     {
+        let by_tag: HashMap<(&str, &str), usize, FastHash> = wanted_images
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.reference.digest.is_none())
+            .filter_map(|(i, w)| Some(((&*w.reference.repo, &**w.reference.tag.as_ref()?), i)))
+            .collect();
         for entry in nodes.iter().flat_map(|n| &n.relevant_images) {
-            if entry.iter().any(|name| w.reference.matches(name)) {
-                w.digests.extend(
+            for name in entry.iter() {
+                let Some(tag) = &name.tag else { continue };
+                let Some(&i) = by_tag.get(&(&*name.repo, &**tag)) else {
+                    continue;
+                };
+                found.extend(
                     entry
                         .iter()
-                        .filter(|name| name.repo == w.reference.repo)
-                        .filter_map(|name| name.digest.clone()),
+                        .filter(|other| other.repo == name.repo)
+                        .filter_map(|other| other.digest.clone())
+                        .map(|d| (i, d)),
                 );
             }
         }
     }
+    for (i, d) in found {
+        wanted_images[i].digests.insert(d);
+    }
+    // Each wanted image's name, made once.
+    let names: Vec<String> = wanted_images
+        .iter()
+        .map(|w| w.reference.to_string())
+        .collect();
     // Rules some wanted image uses, in order (the configuration's when none is):
     // the first that rejects a node eligible for nothing says why.
-    let mut explaining: Vec<usize> = (0..rules.0.len())
-        .filter(|i| wanted_images.iter().any(|w| w.rules.contains(i)))
-        .collect();
+    let mut used = vec![false; rules.0.len()];
+    for &r in wanted_images.iter().flat_map(|w| &w.rules) {
+        used[r] = true;
+    }
+    let mut explaining: Vec<usize> = (0..rules.0.len()).filter(|&i| used[i]).collect();
     if explaining.is_empty() {
         explaining.push(config_rule);
     }
@@ -532,25 +613,29 @@ pub fn analyze<'a>(
         };
         let mut missing = Vec::new();
         let mut eligible_for_any = false;
+        let present = Present::new(&node.relevant_images);
+        let in_runtime = runtime
+            .filter(|_| saturated)
+            .map(|rt| Present::new(&rt.relevant_images));
         for (i, w) in wanted_images.iter().enumerate() {
             if !w.rules.iter().any(|&r| decided[r].is_ok()) {
                 continue;
             }
             eligible_for_any = true;
             eligible_on[i] += 1;
-            if node.relevant_images.iter().any(|e| w.is_in(e)) {
+            if present.has(w) {
                 present_on[i] += 1;
                 continue;
             }
             let state = if saturated {
-                let held = runtime.map(|rt| rt.relevant_images.iter().any(|e| w.is_in(e)));
+                let held = in_runtime.as_ref().map(|rt| rt.has(w));
                 let size = sizes.size(node.runtime.as_ref(), i, w);
                 MissingState::decide(true, held, size, node.smallest_image_bytes)
             } else {
                 MissingState::Absent
             };
             missing.push(MissingImage {
-                image: w.reference.to_string(),
+                image: names[i].clone(),
                 state,
             });
         }
@@ -607,7 +692,7 @@ pub fn analyze<'a>(
         .iter()
         .enumerate()
         .map(|(i, w)| ImageReport {
-            image: w.reference.to_string(),
+            image: names[i].clone(),
             sources: w.sources.iter().copied().collect(),
             nodes: present_on[i],
             eligible_nodes: eligible_on[i],
@@ -626,6 +711,7 @@ pub fn analyze<'a>(
             images: count(WantSource::Config),
             up: true,
             last_success_seconds: None,
+            dropped_images: 0,
         });
     }
     if !wanted.patterns().is_empty() {
@@ -634,6 +720,7 @@ pub fn analyze<'a>(
             images: count(WantSource::Pattern),
             up: true,
             last_success_seconds: None,
+            dropped_images: 0,
         });
     }
     for (&source, state) in sources {
@@ -642,6 +729,7 @@ pub fn analyze<'a>(
             images: count(source),
             up: state.up,
             last_success_seconds: state.last_success_seconds,
+            dropped_images: state.dropped_images,
         });
     }
     Report {
@@ -1184,6 +1272,51 @@ mod tests {
         let states: Vec<_> = full.missing.iter().map(|m| m.state).collect();
         assert_eq!(states, [MissingState::Hidden, MissingState::Unlistable]);
         assert_eq!(full.missing_state, Some(MissingState::Unlistable));
+    }
+
+    #[test]
+    fn an_odd_digest_is_found_by_its_string_or_its_tag_as_nublado_finds_it() {
+        use crate::analysis::wanted::WantGroup;
+        let odd = ImageRef::parse(&format!("{LAB}:d_1@sha256:1234")).unwrap();
+        let w = wanted(&[], &[], &[]);
+        let group = WantGroup {
+            source: WantSource::Nublado,
+            images: vec![odd.clone()],
+            eligibility: w.eligibility().clone(),
+        };
+        let relevance = Relevance::new(&w, [&group]);
+        let sources = BTreeMap::from([(
+            WantSource::Nublado,
+            SourceState {
+                groups: vec![group],
+                up: true,
+                last_success_seconds: None,
+                dropped_images: 0,
+            },
+        )]);
+        let node = |name: &str, names: &[&str]| {
+            let v: NodeView = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"images": [{"names": names, "sizeBytes": 1}]}
+            }))
+            .unwrap();
+            summarize(&v, &relevance).unwrap()
+        };
+        let s = [
+            node("by-string", &[&format!("{LAB}@sha256:1234")]),
+            node("by-tag", &[&format!("{LAB}:d_1")]),
+            node("neither", &[&format!("{LAB}:d_2")]),
+        ];
+        let r = analyze(&s, &w, &sources, assume(50), &NodeExtras::new());
+        let lacking: Vec<&str> = r
+            .nodes
+            .iter()
+            .filter(|n| !n.missing.is_empty())
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(lacking, ["neither"]);
+        assert_eq!(r.images[0].nodes, 2);
+        assert!(s.iter().all(|n| n.problems.is_empty()), "no invalid name");
     }
 
     #[test]

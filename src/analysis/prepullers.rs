@@ -1,6 +1,11 @@
 //! What each prepuller wants, read from its own objects: Nublado's prepuller
 //! status, kube-fledged `ImageCache`s and prepuller DaemonSets, turned into
 //! [`WantGroup`]s. Pure: the sources fetch, this decodes.
+//!
+//! Every source is bounded: at most [`MAX_IMAGES_PER_SOURCE`] distinct images
+//! (the first in the order the source lists them; the references beyond are
+//! counted, not kept) and [`MAX_PROBLEMS`] problems kept for the log, so that a
+//! huge answer costs time linear in its size and memory bounded by the cap.
 
 use super::eligibility::{
     Eligibility, NodeSelectorRequirement, NodeSelectorTerm, Placement, Toleration,
@@ -11,40 +16,147 @@ use super::selector::LabelSelector;
 use super::wanted::{WantGroup, WantSource};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
-/// Nublado's `PrepullerStatus` (`GET /nublado/spawner/v1/prepulls`), the fields
-/// read here; `config` and the rest are ignored.
-#[derive(Deserialize, Debug, Clone)]
-pub struct PrepullerStatus {
-    pub images: PrepullerImageStatus,
-    pub nodes: Vec<NubladoNode>,
+/// Most distinct wanted images one source may contribute (Nublado wants tens, a
+/// prepuller DaemonSet a handful); the references beyond are dropped, counted in
+/// `imagecap_wanted_source_dropped_images` and logged.
+pub const MAX_IMAGES_PER_SOURCE: usize = 10_000;
+
+/// Most problems with single images kept for the log per read; the rest are
+/// summed up in one last line.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// What one read of a source wants: its groups, the problems with single images
+/// (logged; the rest is kept), and how many image references were dropped past
+/// the cap.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Wants {
+    pub groups: Vec<WantGroup>,
+    pub problems: Vec<String>,
+    pub dropped: u64,
 }
 
-#[derive(Deserialize, Debug, Clone, Default)]
-pub struct PrepullerImageStatus {
-    #[serde(default)]
-    pub prepulled: Vec<NodeImage>,
-    #[serde(default)]
-    pub pending: Vec<NodeImage>,
+/// Distinct images in the order first seen, at most `max` of them; references
+/// to other images past the cap are counted.
+#[derive(Debug)]
+pub struct ImageSet {
+    images: Vec<ImageRef>,
+    seen: HashSet<ImageRef>,
+    max: usize,
+    dropped: u64,
 }
 
-/// An image Nublado prepulls (`NodeImage`).
-#[derive(Deserialize, Debug, Clone)]
-pub struct NodeImage {
-    pub reference: String,
+impl ImageSet {
+    pub fn new(max: usize) -> ImageSet {
+        ImageSet {
+            images: Vec::new(),
+            seen: HashSet::new(),
+            max,
+            dropped: 0,
+        }
+    }
+
+    /// Keeps `r` unless it is already kept or the set is full (then it counts).
+    pub fn insert(&mut self, r: ImageRef) {
+        if self.seen.contains(&r) {
+            return;
+        }
+        if self.images.len() >= self.max {
+            self.dropped += 1;
+            return;
+        }
+        self.seen.insert(r.clone());
+        self.images.push(r);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.images.len() >= self.max
+    }
+
+    pub fn contains(&self, r: &ImageRef) -> bool {
+        self.seen.contains(r)
+    }
+
+    /// The images kept, in order, and the references dropped.
+    pub fn finish(self) -> (Vec<ImageRef>, u64) {
+        (self.images, self.dropped)
+    }
+}
+
+/// Problems with single images: the first [`MAX_PROBLEMS`], then a count.
+#[derive(Debug, Default)]
+pub struct Problems {
+    kept: Vec<String>,
+    more: u64,
+}
+
+impl Problems {
+    pub fn push(&mut self, problem: impl FnOnce() -> String) {
+        if self.kept.len() < MAX_PROBLEMS {
+            self.kept.push(problem());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.kept
+                .push(format!("and {} more images that cannot be read", self.more));
+        }
+        self.kept
+    }
+}
+
+/// Keeps the first `max` distinct images of `groups`, in order, over all of them:
+/// what one source contributes when it has several objects (ImageCaches,
+/// DaemonSets). Groups left with no image go; returns the references dropped.
+pub fn cap_groups<'a>(
+    groups: impl IntoIterator<Item = &'a WantGroup>,
+    max: usize,
+) -> (Vec<WantGroup>, u64) {
+    let mut kept: HashSet<&ImageRef> = HashSet::new();
+    let mut dropped = 0u64;
+    let mut out = Vec::new();
+    for g in groups {
+        let mut images = Vec::new();
+        let mut in_group: HashSet<&ImageRef> = HashSet::new();
+        for r in &g.images {
+            if kept.contains(r) {
+                // Wanted already; in this group too (its own rule), once.
+                if in_group.insert(r) {
+                    images.push(r.clone());
+                }
+            } else if kept.len() < max {
+                kept.insert(r);
+                in_group.insert(r);
+                images.push(r.clone());
+            } else {
+                dropped += 1;
+            }
+        }
+        if !images.is_empty() {
+            out.push(WantGroup {
+                source: g.source,
+                images,
+                eligibility: g.eligibility.clone(),
+            });
+        }
+    }
+    (out, dropped)
+}
+
+/// An image of Nublado's `PrepullerStatus` (`NodeImage`), the fields read here;
+/// `nodes`, `missing` and the rest are skipped unread.
+#[derive(Deserialize)]
+struct NodeImage {
+    reference: String,
     #[serde(default)]
-    pub tag: Option<String>,
-    #[serde(default)]
-    pub digest: Option<String>,
-    /// Nodes where Nublado sees it; informational.
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    /// Eligible nodes where Nublado does not see it (from the same capped
-    /// `status.images`, so it counts hidden images as missing).
-    #[serde(default)]
-    pub missing: Vec<String>,
+    digest: Option<String>,
 }
 
 /// A node as Nublado sees it (`Node`).
@@ -61,49 +173,193 @@ fn yes() -> bool {
     true
 }
 
-/// Decodes a `PrepullerStatus` body.
-pub fn parse_prepuller_status(body: &[u8]) -> Result<PrepullerStatus, String> {
-    serde_json::from_slice(body).map_err(|e| format!("not a Nublado PrepullerStatus: {e}"))
+/// Nublado's wanted images (`GET /nublado/spawner/v1/prepulls`, a
+/// `PrepullerStatus`): every image of `images.prepulled` and `images.pending`, in
+/// the body's order, matched by digest when Nublado knows it, else by reference;
+/// wanted on the nodes Nublado calls eligible. At most `max` distinct images are
+/// kept; images whose reference cannot be read are problems.
+///
+/// Decoded as it is read, one image at a time, without holding the images'
+/// other fields: time linear in the body, memory bounded by `max`.
+pub fn nublado_wants(body: &[u8], max: usize) -> Result<Wants, String> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut state = NubladoRead {
+        images: ImageSet::new(max),
+        problems: Problems::default(),
+    };
+    let nodes = (&mut state)
+        .deserialize(&mut de)
+        .and_then(|nodes| de.end().map(|()| nodes))
+        .map_err(|e| format!("not a Nublado PrepullerStatus: {e}"))?;
+    let (images, dropped) = state.images.finish();
+    let group = WantGroup {
+        source: WantSource::Nublado,
+        images,
+        eligibility: Arc::new(Eligibility::Named(Arc::new(nodes))),
+    };
+    Ok(Wants {
+        groups: vec![group],
+        problems: state.problems.finish(),
+        dropped,
+    })
 }
 
-/// Nublado's wanted images: every prepulled and pending image, matched by digest
-/// when Nublado knows it, else by reference; wanted on the nodes Nublado calls
-/// eligible. Images whose reference cannot be read are returned as problems.
-pub fn nublado_groups(status: &PrepullerStatus) -> (Vec<WantGroup>, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut images = Vec::new();
-    for image in status.images.prepulled.iter().chain(&status.images.pending) {
-        match nublado_ref(image) {
-            Ok(r) => {
-                if !images.contains(&r) {
-                    images.push(r);
-                }
-            }
-            Err(e) => problems.push(e),
-        }
-    }
-    let nodes: HashMap<String, Result<(), String>> = status
-        .nodes
-        .iter()
+/// Nublado's verdict for each node: eligible, or why not.
+type NubladoNodes = HashMap<String, Result<(), String>>;
+
+fn nublado_nodes(nodes: Vec<NubladoNode>) -> NubladoNodes {
+    nodes
+        .into_iter()
         .map(|n| {
             let verdict = if n.eligible {
                 Ok(())
             } else {
                 Err(n
                     .comment
-                    .clone()
                     .filter(|c| !c.is_empty())
                     .unwrap_or_else(|| "not eligible for Nublado".into()))
             };
-            (n.name.clone(), verdict)
+            (n.name, verdict)
         })
-        .collect();
-    let group = WantGroup {
-        source: WantSource::Nublado,
-        images,
-        eligibility: Arc::new(Eligibility::Named(Arc::new(nodes))),
-    };
-    (vec![group], problems)
+        .collect()
+}
+
+/// The state of one read of a `PrepullerStatus`.
+struct NubladoRead {
+    images: ImageSet,
+    problems: Problems,
+}
+
+impl NubladoRead {
+    fn add(&mut self, image: NodeImage) {
+        match nublado_ref(&image) {
+            Ok(r) => self.images.insert(r),
+            Err(e) => self.problems.push(|| e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum StatusField {
+    Images,
+    Nodes,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum ImagesField {
+    Prepulled,
+    Pending,
+    #[serde(other)]
+    Other,
+}
+
+/// The whole `PrepullerStatus`: the images into the state, the nodes returned.
+impl<'de> DeserializeSeed<'de> for &mut NubladoRead {
+    type Value = NubladoNodes;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<NubladoNodes, D::Error> {
+        d.deserialize_map(StatusVisitor(self))
+    }
+}
+
+struct StatusVisitor<'s>(&'s mut NubladoRead);
+
+impl<'de> Visitor<'de> for StatusVisitor<'_> {
+    type Value = NubladoNodes;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a PrepullerStatus object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NubladoNodes, A::Error> {
+        let (mut images, mut nodes) = (false, None);
+        while let Some(key) = map.next_key::<StatusField>()? {
+            match key {
+                StatusField::Images if images => {
+                    return Err(serde::de::Error::duplicate_field("images"));
+                }
+                StatusField::Images => {
+                    map.next_value_seed(ImagesSeed(&mut *self.0))?;
+                    images = true;
+                }
+                StatusField::Nodes if nodes.is_some() => {
+                    return Err(serde::de::Error::duplicate_field("nodes"));
+                }
+                StatusField::Nodes => nodes = Some(map.next_value::<Vec<NubladoNode>>()?),
+                StatusField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if !images {
+            return Err(serde::de::Error::missing_field("images"));
+        }
+        let nodes = nodes.ok_or_else(|| serde::de::Error::missing_field("nodes"))?;
+        Ok(nublado_nodes(nodes))
+    }
+}
+
+/// `images`: `prepulled` and `pending`, each optional.
+struct ImagesSeed<'s>(&'s mut NubladoRead);
+
+impl<'de> DeserializeSeed<'de> for ImagesSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ImagesSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a PrepullerImageStatus object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<ImagesField>()? {
+            match key {
+                ImagesField::Prepulled | ImagesField::Pending => {
+                    map.next_value_seed(ImageListSeed(&mut *self.0))?
+                }
+                ImagesField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A list of `NodeImage`s, each added to the state as it is decoded.
+struct ImageListSeed<'s>(&'s mut NubladoRead);
+
+impl<'de> DeserializeSeed<'de> for ImageListSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ImageListSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of images")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(image) = seq.next_element::<NodeImage>()? {
+            self.0.add(image);
+        }
+        Ok(())
+    }
 }
 
 fn nublado_ref(image: &NodeImage) -> Result<ImageRef, String> {
@@ -121,12 +377,15 @@ fn nublado_ref(image: &NodeImage) -> Result<ImageRef, String> {
 
 /// A kube-fledged `ImageCache`'s `spec.cacheSpec[]`: each group's images are
 /// wanted on the nodes its `nodeSelector` matches, every node without one.
-pub fn imagecache_groups(name: &str, spec: &serde_json::Value) -> (Vec<WantGroup>, Vec<String>) {
-    let mut problems = Vec::new();
+pub fn imagecache_groups(name: &str, spec: &serde_json::Value, max: usize) -> Wants {
+    let mut problems = Problems::default();
     let mut groups = Vec::new();
+    let mut all = ImageSet::new(max);
     let Some(cache_spec) = spec.get("cacheSpec").and_then(|c| c.as_array()) else {
-        problems.push(format!("ImageCache {name}: spec.cacheSpec is not a list"));
-        return (groups, problems);
+        return Wants {
+            problems: vec![format!("ImageCache {name}: spec.cacheSpec is not a list")],
+            ..Wants::default()
+        };
     };
     for (i, entry) in cache_spec.iter().enumerate() {
         let selector = match entry.get("nodeSelector") {
@@ -138,13 +397,12 @@ pub fn imagecache_groups(name: &str, spec: &serde_json::Value) -> (Vec<WantGroup
         let selector = match selector {
             Ok(s) => s,
             Err(e) => {
-                problems.push(format!(
-                    "ImageCache {name}: cacheSpec[{i}].nodeSelector: {e}"
-                ));
+                problems.push(|| format!("ImageCache {name}: cacheSpec[{i}].nodeSelector: {e}"));
                 continue;
             }
         };
         let mut images = Vec::new();
+        let mut in_group = HashSet::new();
         for (j, image) in entry
             .get("images")
             .and_then(|v| v.as_array())
@@ -153,13 +411,20 @@ pub fn imagecache_groups(name: &str, spec: &serde_json::Value) -> (Vec<WantGroup
             .enumerate()
         {
             match image.as_str().map(ImageRef::parse) {
-                Some(Ok(r)) => images.push(r),
-                Some(Err(e)) => problems.push(format!(
-                    "ImageCache {name}: cacheSpec[{i}].images[{j}]: {e}"
-                )),
-                None => problems.push(format!(
-                    "ImageCache {name}: cacheSpec[{i}].images[{j}] is not a string"
-                )),
+                // Kept if wanted already (also in this group) or while there is room.
+                Some(Ok(r)) if all.contains(&r) || !all.is_full() => {
+                    all.insert(r.clone());
+                    if in_group.insert(r.clone()) {
+                        images.push(r);
+                    }
+                }
+                Some(Ok(r)) => all.insert(r),
+                Some(Err(e)) => {
+                    problems.push(|| format!("ImageCache {name}: cacheSpec[{i}].images[{j}]: {e}"))
+                }
+                None => problems.push(|| {
+                    format!("ImageCache {name}: cacheSpec[{i}].images[{j}] is not a string")
+                }),
             }
         }
         if !images.is_empty() {
@@ -170,21 +435,32 @@ pub fn imagecache_groups(name: &str, spec: &serde_json::Value) -> (Vec<WantGroup
             });
         }
     }
-    (groups, problems)
+    Wants {
+        groups,
+        problems: problems.finish(),
+        dropped: all.finish().1,
+    }
 }
 
 /// A prepuller DaemonSet: every container and init-container image of its pod
 /// template, wanted where its pods can run.
-pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
+pub fn daemonset_groups(ds: &DaemonSet, max: usize) -> Wants {
+    let (groups, problems, dropped) = daemonset_parts(ds, max);
+    Wants {
+        groups,
+        problems: problems.finish(),
+        dropped,
+    }
+}
+
+fn daemonset_parts(ds: &DaemonSet, max: usize) -> (Vec<WantGroup>, Problems, u64) {
     let name = ds.metadata.name.as_deref().unwrap_or("<unnamed>");
-    let mut problems = Vec::new();
+    let mut problems = Problems::default();
     let Some(pod) = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()) else {
-        return (
-            Vec::new(),
-            vec![format!("DaemonSet {name}: no pod template spec")],
-        );
+        problems.push(|| format!("DaemonSet {name}: no pod template spec"));
+        return (Vec::new(), problems, 0);
     };
-    let mut images = Vec::new();
+    let mut images = ImageSet::new(max);
     for c in pod
         .init_containers
         .iter()
@@ -195,9 +471,8 @@ pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
             continue;
         };
         match ImageRef::parse(image) {
-            Ok(r) if !images.contains(&r) => images.push(r),
-            Ok(_) => {}
-            Err(e) => problems.push(format!("DaemonSet {name}: container {}: {e}", c.name)),
+            Ok(r) => images.insert(r),
+            Err(e) => problems.push(|| format!("DaemonSet {name}: container {}: {e}", c.name)),
         }
     }
     let node_selector = match pod.node_selector.as_ref() {
@@ -205,8 +480,8 @@ pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
         Some(m) => match LabelSelector::from_map(m) {
             Ok(s) => s,
             Err(e) => {
-                problems.push(format!("DaemonSet {name}: nodeSelector: {e}"));
-                return (Vec::new(), problems);
+                problems.push(|| format!("DaemonSet {name}: nodeSelector: {e}"));
+                return (Vec::new(), problems, 0);
             }
         },
     };
@@ -241,8 +516,8 @@ pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
                     match_fields,
                 }),
                 (Err(e), _) | (_, Err(e)) => {
-                    problems.push(format!("DaemonSet {name}: node affinity: {e}"));
-                    return (Vec::new(), problems);
+                    problems.push(|| format!("DaemonSet {name}: node affinity: {e}"));
+                    return (Vec::new(), problems, 0);
                 }
             }
         }
@@ -252,11 +527,12 @@ pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
     for (i, t) in pod.tolerations.iter().flatten().enumerate() {
         match Toleration::from_api(t) {
             Ok(t) => tolerations.push(t),
-            Err(e) => problems.push(format!("DaemonSet {name}: tolerations[{i}]: {e}")),
+            Err(e) => problems.push(|| format!("DaemonSet {name}: tolerations[{i}]: {e}")),
         }
     }
+    let (images, dropped) = images.finish();
     if images.is_empty() {
-        return (Vec::new(), problems);
+        return (Vec::new(), problems, dropped);
     }
     let group = WantGroup {
         source: WantSource::DaemonSet,
@@ -267,7 +543,7 @@ pub fn daemonset_groups(ds: &DaemonSet) -> (Vec<WantGroup>, Vec<String>) {
             tolerations,
         })),
     };
-    (vec![group], problems)
+    (vec![group], problems, dropped)
 }
 
 #[cfg(test)]
@@ -302,18 +578,23 @@ mod tests {
                       {"name": "n3", "eligible": false, "comment": "Cordoned because of disk problems",
                        "cached": []}]
         });
-        let status = parse_prepuller_status(body.to_string().as_bytes()).unwrap();
-        let (groups, problems) = nublado_groups(&status);
+        let Wants {
+            groups,
+            problems,
+            dropped,
+        } = nublado_wants(body.to_string().as_bytes(), MAX_IMAGES_PER_SOURCE).unwrap();
+        assert_eq!(dropped, 0);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("Not A Reference"));
         let g = &groups[0];
         assert_eq!(g.source, WantSource::Nublado);
         let refs: Vec<String> = g.images.iter().map(|r| r.to_string()).collect();
+        // In the body's order: `json!` sorts keys, so `pending` comes first.
         assert_eq!(
             refs,
             [
+                "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11".to_string(),
                 format!("ghcr.io/lsst-sqre/sciplat-lab:w_2024_10@{DIGEST}"),
-                "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11".to_string()
             ]
         );
         let labels = Labels::default();
@@ -330,11 +611,20 @@ mod tests {
                 "Cordoned because of disk problems".into()
             ))
         );
-        assert!(parse_prepuller_status(b"[]").is_err());
+        let parse = |b: &[u8]| nublado_wants(b, 10);
         assert!(
-            parse_prepuller_status(b"{\"images\": {}}").is_err(),
-            "nodes are required"
+            parse(b"[]")
+                .unwrap_err()
+                .contains("not a Nublado PrepullerStatus")
         );
+        assert!(parse(b"{\"images\": {}}").is_err(), "nodes are required");
+        assert!(parse(b"{\"nodes\": []}").is_err(), "images are required");
+        assert!(parse(b"{\"images\": {\"pending\": null}, \"nodes\": []}").is_err());
+        assert!(
+            parse(b"{\"images\": {}, \"nodes\": []} x").is_err(),
+            "trailing data"
+        );
+        assert!(parse(b"{\"images\": {\"pending\": [{\"reference\": \"a:1\"}").is_err());
     }
 
     #[test]
@@ -344,7 +634,9 @@ mod tests {
             {"images": ["busybox:1.36", 7, "Bad Ref"]},
             {"images": ["a:1"], "nodeSelector": {"bad key": "x"}}
         ]});
-        let (groups, problems) = imagecache_groups("cache", &spec);
+        let Wants {
+            groups, problems, ..
+        } = imagecache_groups("cache", &spec, MAX_IMAGES_PER_SOURCE);
         assert_eq!(groups.len(), 2);
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert_eq!(
@@ -365,7 +657,7 @@ mod tests {
             groups[1].eligibility.check(&facts(&other)).is_ok(),
             "no selector: every node"
         );
-        assert!(imagecache_groups("x", &json!({})).1[0].contains("cacheSpec"));
+        assert!(imagecache_groups("x", &json!({}), 10).problems[0].contains("cacheSpec"));
     }
 
     #[test]
@@ -388,7 +680,9 @@ mod tests {
                 }}}
         }))
         .unwrap();
-        let (groups, problems) = daemonset_groups(&ds);
+        let Wants {
+            groups, problems, ..
+        } = daemonset_groups(&ds, MAX_IMAGES_PER_SOURCE);
         assert!(problems.is_empty(), "{problems:?}");
         let refs: Vec<String> = groups[0].images.iter().map(|r| r.to_string()).collect();
         assert_eq!(
@@ -436,5 +730,120 @@ mod tests {
             ("kubernetes.io/arch".into(), "arm64".into()),
         ]);
         assert_eq!(rule.check(&facts(&[], &arm)), Err(NotEligible::Selector));
+    }
+
+    fn pending(refs: impl IntoIterator<Item = String>) -> Vec<u8> {
+        let images: Vec<_> = refs
+            .into_iter()
+            .map(|r| json!({"reference": r, "nodes": ["n1"], "missing": []}))
+            .collect();
+        json!({"images": {"pending": images}, "nodes": [{"name": "n1"}]})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn nublado_keeps_the_first_distinct_images_up_to_the_cap() {
+        // Repeats of kept images are not dropped; the others past the cap are.
+        let refs = [
+            "a:1",
+            "b:1",
+            "a:1",
+            "c:1",
+            "docker.io/library/b:1",
+            "d:1",
+            "c:1",
+        ];
+        let w = nublado_wants(&pending(refs.map(String::from)), 2).unwrap();
+        let kept: Vec<String> = w.groups[0].images.iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            kept,
+            ["docker.io/library/a:1", "docker.io/library/b:1"],
+            "the first two, in the body's order"
+        );
+        assert_eq!(w.dropped, 3, "c:1 twice and d:1");
+        // Prepulled and pending in the order the body has them.
+        let body = br#"{"nodes": [], "images": {"pending": [{"reference": "p:1"}],
+                        "prepulled": [{"reference": "q:1"}, {"reference": "p:1"}]}}"#;
+        let w = nublado_wants(body, 10).unwrap();
+        let kept: Vec<String> = w.groups[0].images.iter().map(|r| r.to_string()).collect();
+        assert_eq!(kept, ["docker.io/library/p:1", "docker.io/library/q:1"]);
+    }
+
+    #[test]
+    fn nublado_problems_are_bounded() {
+        let body = pending((0..1000).map(|i| format!("Bad Ref {i}")));
+        let w = nublado_wants(&body, 10).unwrap();
+        assert_eq!(w.problems.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            w.problems.last().unwrap(),
+            &format!(
+                "and {} more images that cannot be read",
+                1000 - MAX_PROBLEMS
+            )
+        );
+        assert!(w.groups[0].images.is_empty());
+    }
+
+    #[test]
+    fn a_large_nublado_answer_is_read_in_linear_time() {
+        // 200,000 distinct references: with a quadratic de-duplication this takes
+        // minutes; linear, well under a second in a release build.
+        let n = 200_000;
+        let body = pending((0..n).map(|i| format!("r.io/i{i}:1")));
+        let started = std::time::Instant::now();
+        let w = nublado_wants(&body, MAX_IMAGES_PER_SOURCE).unwrap();
+        assert_eq!(w.groups[0].images.len(), MAX_IMAGES_PER_SOURCE);
+        assert_eq!(w.dropped, (n - MAX_IMAGES_PER_SOURCE) as u64);
+        assert_eq!(w.groups[0].images[0].to_string(), "r.io/i0:1");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn imagecaches_are_capped_over_all_their_groups() {
+        let spec = json!({"cacheSpec": [
+            {"images": ["a:1", "b:1", "a:1"]},
+            {"images": ["b:1", "c:1", "d:1"], "nodeSelector": {"pool": "lab"}}
+        ]});
+        let w = imagecache_groups("cache", &spec, 2);
+        let kept =
+            |g: &WantGroup| -> Vec<String> { g.images.iter().map(|r| r.to_string()).collect() };
+        assert_eq!(
+            kept(&w.groups[0]),
+            ["docker.io/library/a:1", "docker.io/library/b:1"]
+        );
+        assert_eq!(
+            kept(&w.groups[1]),
+            ["docker.io/library/b:1"],
+            "b:1 is kept and wanted by this group too"
+        );
+        assert_eq!(w.dropped, 2);
+        assert!(w.problems.is_empty());
+    }
+
+    #[test]
+    fn capping_a_source_of_several_objects() {
+        let rule = Arc::new(Eligibility::Selector(LabelSelector::default()));
+        let group = |refs: &[&str]| WantGroup {
+            source: WantSource::KubeFledged,
+            images: refs.iter().map(|r| ImageRef::parse(r).unwrap()).collect(),
+            eligibility: rule.clone(),
+        };
+        let groups = [
+            group(&["a:1", "b:1"]),
+            group(&["b:1", "c:1"]),
+            group(&["d:1"]),
+        ];
+        let (capped, dropped) = cap_groups(&groups, 2);
+        assert_eq!(capped.len(), 2, "the last group has no image left");
+        assert_eq!(capped[0], groups[0]);
+        assert_eq!(capped[1].images, groups[0].images[1..]);
+        assert_eq!(dropped, 2);
+        let (all, none) = cap_groups(&groups, 10);
+        assert_eq!((all.as_slice(), none), (&groups[..], 0));
     }
 }

@@ -3,7 +3,7 @@
 
 pub mod table;
 
-use crate::analysis::prepullers::{daemonset_groups, nublado_groups, parse_prepuller_status};
+use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
 use crate::analysis::runtime::{self, AgentReport};
 use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
@@ -13,7 +13,8 @@ use crate::source::client::ClientOptions;
 use crate::source::kube_error::OneLine;
 use crate::source::kubelet::{self, Endpoint, KubeletOptions};
 use crate::source::prepullers::{
-    daemonset_api, fetch_nublado, http_client, imagecache_api, imagecache_to_groups, list_groups,
+    daemonset_api, daemonset_to_groups, fetch_nublado, http_client, imagecache_api,
+    imagecache_to_groups, list_groups,
 };
 use crate::source::{self, Ingest, apiserver, file};
 use crate::store::Store;
@@ -120,13 +121,13 @@ async fn read_sources(
     let mut nublado_done = false;
     if let Some(path) = &args.nublado_file {
         let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let status =
-            parse_prepuller_status(&body).map_err(|e| format!("{}: {e}", path.display()))?;
-        let (groups, problems) = nublado_groups(&status);
-        for p in problems {
+        let wants = nublado_wants(&body, MAX_IMAGES_PER_SOURCE)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for p in &wants.problems {
             tracing::warn!(source = "nublado", "skipping an image: {p}");
         }
-        store.source_succeeded(WantSource::Nublado, groups);
+        warn_dropped(WantSource::Nublado, wants.dropped);
+        store.source_succeeded(WantSource::Nublado, wants.groups, wants.dropped);
         nublado_done = true;
     }
     for src in sources {
@@ -160,7 +161,7 @@ async fn read_sources(
                     Some(c) => list_groups(
                         &daemonset_api(c.clone(), namespace.as_deref()),
                         selector.as_deref(),
-                        daemonset_groups,
+                        daemonset_to_groups,
                     )
                     .await
                     .map_err(|e| OneLine(&e).to_string()),
@@ -170,11 +171,12 @@ async fn read_sources(
             }
         };
         match result {
-            Ok((groups, problems)) => {
-                for p in problems {
+            Ok(wants) => {
+                for p in &wants.problems {
                     tracing::warn!(source = %source, "{p}");
                 }
-                store.source_succeeded(source, groups);
+                warn_dropped(source, wants.dropped);
+                store.source_succeeded(source, wants.groups, wants.dropped);
             }
             Err(e) => {
                 tracing::warn!(source = %source, "cannot read this source of wanted images: {e}");
@@ -184,6 +186,18 @@ async fn read_sources(
         }
     }
     Ok(())
+}
+
+/// Logs that a source listed more images than it may contribute.
+fn warn_dropped(source: WantSource, dropped: u64) {
+    if dropped > 0 {
+        tracing::warn!(
+            source = %source,
+            dropped,
+            "the source lists more than {MAX_IMAGES_PER_SOURCE} distinct images; keeping the \
+             first {MAX_IMAGES_PER_SOURCE}, {dropped} image references dropped"
+        );
+    }
 }
 
 /// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the

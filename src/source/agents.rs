@@ -218,8 +218,10 @@ async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u
 /// and the CA when one is given.
 pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
     // The whole exchange is bounded by `fetch`; connecting alone by this.
+    // Redirects are not followed: an answer that redirects is an error.
     let mut builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
+        .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1);
     if let Some(path) = &opts.ca_file {
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -253,8 +255,14 @@ pub async fn fetch(
         request = request.basic_auth(user, Some(password));
     }
     let work = async {
-        let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", crate::source::http_error(&e, opts.timeout)))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(crate::source::redirect_error(&url, &response));
+        }
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
@@ -265,7 +273,12 @@ pub async fn fetch(
     // One limit for the whole exchange, a body trickled in slowly included.
     let body = tokio::time::timeout(opts.timeout, work)
         .await
-        .map_err(|_| format!("{url}: no complete answer within {:?}", opts.timeout))??;
+        .map_err(|_| {
+            format!(
+                "{url}: {} without a complete answer",
+                crate::source::timed_out(opts.timeout)
+            )
+        })??;
     check_report(&body, &target.node, SystemTime::now(), opts.max_age)
         .map_err(|e| format!("{url}: {e}"))
 }

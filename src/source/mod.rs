@@ -84,6 +84,60 @@ impl Ingest {
     }
 }
 
+/// One line for a failed HTTP exchange with a prepuller or a node agent: "timed
+/// out after 5s" when the error or any of its causes is a timeout (reqwest then
+/// says "error sending request" or "error decoding response body"), else the
+/// error and its causes.
+pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return timed_out(timeout);
+    }
+    let mut line = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return timed_out(timeout);
+        }
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+        cause = c.source();
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+/// "timed out after 5s".
+pub fn timed_out(timeout: Duration) -> String {
+    format!("timed out after {}", humantime::format_duration(timeout))
+}
+
+/// The error for a redirect, which is never followed: it names where it
+/// pointed (escaped, and cut if long).
+pub fn redirect_error(url: &str, response: &reqwest::Response) -> String {
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let location = match location {
+        Some(l) if l.len() > 200 => {
+            let cut = (0..=200)
+                .rev()
+                .find(|&i| l.is_char_boundary(i))
+                .unwrap_or(0);
+            format!("{:?}...", &l[..cut])
+        }
+        Some(l) => format!("{l:?}"),
+        None => "no Location".into(),
+    };
+    format!(
+        "{url} answered {} redirecting to {location}; redirects are not followed",
+        response.status()
+    )
+}
+
 /// First wait before restarting a source that stopped.
 const RESTART_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between restarts.

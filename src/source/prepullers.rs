@@ -3,12 +3,12 @@
 //! failed read is counted, the source keeps its last good list and shows as down,
 //! and it is retried with backoff; the exporter stays ready on node data alone.
 
-use crate::analysis::WantGroup;
 use crate::analysis::WantSource;
 use crate::analysis::prepullers::{
-    daemonset_groups, imagecache_groups, nublado_groups, parse_prepuller_status,
+    MAX_IMAGES_PER_SOURCE, Wants, cap_groups, daemonset_groups, imagecache_groups, nublado_wants,
 };
 use crate::metrics::{Metrics, SourceErrorKind};
+use crate::source::{http_error, redirect_error};
 use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Largest Nublado status body read; a bigger one is an error.
-const MAX_NUBLADO_BODY: usize = 32 << 20;
+pub const MAX_NUBLADO_BODY: usize = 32 << 20;
 
 /// Where and how to read Nublado (`prepull.sources[].nublado`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,23 +42,44 @@ fn read_token(path: &Path) -> Result<String, String> {
     Ok(token.trim().to_string())
 }
 
-/// One read of Nublado's prepuller status: the groups it wants, and problems with
-/// single images (logged; the rest is kept).
+/// One read of Nublado's prepuller status: the groups it wants, problems with
+/// single images (logged; the rest is kept), and the references past the cap.
+/// The body is decoded on a blocking thread, off the async workers.
 pub async fn fetch_nublado(
     client: &reqwest::Client,
     opts: &NubladoOptions,
-) -> Result<(Vec<WantGroup>, Vec<String>), String> {
+) -> Result<Wants, String> {
+    let body = read_nublado(client, opts).await?;
+    tokio::task::spawn_blocking(move || nublado_wants(&body, MAX_IMAGES_PER_SOURCE))
+        .await
+        .map_err(|e| format!("decoding the answer failed: {e}"))?
+}
+
+/// The body of Nublado's answer, at most [`MAX_NUBLADO_BODY`] bytes.
+async fn read_nublado(client: &reqwest::Client, opts: &NubladoOptions) -> Result<Vec<u8>, String> {
     let mut request = client.get(&opts.url).timeout(opts.timeout);
     if let Some(path) = &opts.token_file {
         request = request.bearer_auth(read_token(path)?);
     }
-    let mut response = request.send().await.map_err(|e| format!("{e}"))?;
+    let error = |e: reqwest::Error| http_error(&e, opts.timeout);
+    let mut response = request.send().await.map_err(error)?;
     let status = response.status();
+    if status.is_redirection() {
+        return Err(redirect_error(&opts.url, &response));
+    }
     if !status.is_success() {
         return Err(format!("{} answered {status}", opts.url));
     }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_NUBLADO_BODY as u64)
+    {
+        return Err(format!(
+            "the answer is larger than {MAX_NUBLADO_BODY} bytes"
+        ));
+    }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    while let Some(chunk) = response.chunk().await.map_err(error)? {
         if body.len() + chunk.len() > MAX_NUBLADO_BODY {
             return Err(format!(
                 "the answer is larger than {MAX_NUBLADO_BODY} bytes"
@@ -66,19 +87,40 @@ pub async fn fetch_nublado(
         }
         body.extend_from_slice(&chunk);
     }
-    let status = parse_prepuller_status(&body)?;
-    Ok(nublado_groups(&status))
+    Ok(body)
 }
 
-/// The client for Nublado: rustls with the process's crypto provider.
+/// The client for Nublado: rustls with the process's crypto provider; redirects
+/// are not followed (an answer that redirects is an error).
 pub fn http_client() -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
+/// Logs, once per change, that a source listed more images than it may
+/// contribute.
+fn log_dropped(source: WantSource, dropped: u64, logged: &mut u64) {
+    if dropped == *logged {
+        return;
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            source = %source,
+            dropped,
+            "the source lists more than {MAX_IMAGES_PER_SOURCE} distinct images; keeping the \
+             first {MAX_IMAGES_PER_SOURCE}, {dropped} image references dropped"
+        );
+    } else {
+        tracing::info!(source = %source, "the source lists no more images than the cap again");
+    }
+    *logged = dropped;
+}
+
 /// Polls Nublado every `interval` until shutdown; after a failure, sooner, with
-/// exponential backoff capped at the interval.
+/// exponential backoff capped at the interval. Shutdown is honoured while an
+/// answer is read or decoded.
 pub async fn nublado(
     opts: NubladoOptions,
     store: Arc<Store>,
@@ -96,22 +138,28 @@ pub async fn nublado(
     };
     let mut backoff = Duration::from_secs(1);
     let mut logged_problems: Vec<String> = Vec::new();
+    let mut logged_dropped = 0;
     loop {
-        let wait = match fetch_nublado(&client, &opts).await {
-            Ok((groups, problems)) => {
-                if problems != logged_problems {
-                    for p in &problems {
+        let read = tokio::select! {
+            r = fetch_nublado(&client, &opts) => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let wait = match read {
+            Ok(wants) => {
+                if wants.problems != logged_problems {
+                    for p in &wants.problems {
                         tracing::warn!(source = "nublado", "skipping an image: {p}");
                     }
-                    logged_problems = problems;
+                    logged_problems = wants.problems;
                 }
-                let images: usize = groups.iter().map(|g| g.images.len()).sum();
+                log_dropped(WantSource::Nublado, wants.dropped, &mut logged_dropped);
+                let images: usize = wants.groups.iter().map(|g| g.images.len()).sum();
                 tracing::debug!(
                     source = "nublado",
                     images,
                     "read Nublado's prepuller status"
                 );
-                store.source_succeeded(WantSource::Nublado, groups);
+                store.source_succeeded(WantSource::Nublado, wants.groups, wants.dropped);
                 backoff = Duration::from_secs(1);
                 opts.interval
             }
@@ -156,12 +204,20 @@ pub fn daemonset_api(client: Client, namespace: Option<&str>) -> Api<DaemonSet> 
 }
 
 /// The groups an ImageCache wants.
-pub fn imagecache_to_groups(o: &DynamicObject) -> (Vec<WantGroup>, Vec<String>) {
+pub fn imagecache_to_groups(o: &DynamicObject) -> Wants {
     let name = o.metadata.name.as_deref().unwrap_or("<unnamed>");
     match o.data.get("spec") {
-        Some(spec) => imagecache_groups(name, spec),
-        None => (Vec::new(), vec![format!("ImageCache {name}: no spec")]),
+        Some(spec) => imagecache_groups(name, spec, MAX_IMAGES_PER_SOURCE),
+        None => Wants {
+            problems: vec![format!("ImageCache {name}: no spec")],
+            ..Wants::default()
+        },
     }
+}
+
+/// The groups a prepuller DaemonSet wants.
+pub fn daemonset_to_groups(ds: &DaemonSet) -> Wants {
+    daemonset_groups(ds, MAX_IMAGES_PER_SOURCE)
 }
 
 /// The kinds of objects that say what is wanted, for [`watch_groups`].
@@ -172,12 +228,27 @@ pub struct Watched {
     pub what: &'static str,
 }
 
+/// What all objects of a source want together: their groups in order, capped at
+/// [`MAX_IMAGES_PER_SOURCE`] distinct images over all of them.
+fn combine<'a>(objects: impl IntoIterator<Item = &'a Wants>) -> Wants {
+    let objects: Vec<&Wants> = objects.into_iter().collect();
+    let (groups, dropped) = cap_groups(
+        objects.iter().flat_map(|w| &w.groups),
+        MAX_IMAGES_PER_SOURCE,
+    );
+    Wants {
+        groups,
+        problems: objects.iter().flat_map(|w| w.problems.clone()).collect(),
+        dropped: dropped + objects.iter().map(|w| w.dropped).sum::<u64>(),
+    }
+}
+
 /// Lists every object of `api`, as `check` does: the groups they want.
 pub async fn list_groups<K>(
     api: &Api<K>,
     label_selector: Option<&str>,
-    to_groups: fn(&K) -> (Vec<WantGroup>, Vec<String>),
-) -> Result<(Vec<WantGroup>, Vec<String>), kube::Error>
+    to_groups: fn(&K) -> Wants,
+) -> Result<Wants, kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + Debug,
 {
@@ -186,14 +257,8 @@ where
         lp = lp.labels(s);
     }
     let list = api.list(&lp).await?;
-    let mut groups = Vec::new();
-    let mut problems = Vec::new();
-    for o in &list.items {
-        let (g, p) = to_groups(o);
-        groups.extend(g);
-        problems.extend(p);
-    }
-    Ok((groups, problems))
+    let wants: Vec<Wants> = list.items.iter().map(to_groups).collect();
+    Ok(combine(&wants))
 }
 
 fn object_key<K: Resource>(o: &K) -> String {
@@ -205,12 +270,13 @@ fn object_key<K: Resource>(o: &K) -> String {
 }
 
 /// Follows the objects of `api` with a watch until shutdown, keeping the store's
-/// groups for `watched.source` equal to what the live objects want.
+/// groups for `watched.source` equal to what the live objects want. Each object
+/// is turned into groups on a blocking thread, off the async workers.
 pub async fn watch_groups<K>(
     api: Api<K>,
     label_selector: Option<String>,
     watched: Watched,
-    to_groups: fn(&K) -> (Vec<WantGroup>, Vec<String>),
+    to_groups: fn(&K) -> Wants,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -223,18 +289,38 @@ pub async fn watch_groups<K>(
         config = config.labels(s);
     }
     let mut stream = watcher(api, config).default_backoff().boxed();
-    let mut objects: BTreeMap<String, Vec<WantGroup>> = BTreeMap::new();
-    let mut buffer: BTreeMap<String, Vec<WantGroup>> = BTreeMap::new();
+    let mut objects: BTreeMap<String, Wants> = BTreeMap::new();
+    let mut buffer: BTreeMap<String, Wants> = BTreeMap::new();
     let source = watched.source;
-    let publish = |objects: &BTreeMap<String, Vec<WantGroup>>| {
-        store.source_succeeded(source, objects.values().flatten().cloned().collect());
+    let mut logged_dropped = 0;
+    let mut publish = |objects: &BTreeMap<String, Wants>| {
+        let all = combine(objects.values());
+        log_dropped(source, all.dropped, &mut logged_dropped);
+        store.source_succeeded(source, all.groups, all.dropped);
     };
-    let groups_of = |o: &K| {
-        let (groups, problems) = to_groups(o);
-        for p in problems {
-            tracing::warn!(source = %source, "{p}");
+    // `None` on shutdown.
+    let wants_of = |o: K| {
+        let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        async move {
+            let key = object_key(&o);
+            let read = tokio::task::spawn_blocking(move || to_groups(&o));
+            let wants = tokio::select! {
+                w = read => w,
+                _ = shutdown.cancelled() => return None,
+            };
+            let wants = wants.unwrap_or_else(|e| {
+                metrics.source_error(watched.error_kind);
+                Wants {
+                    problems: vec![format!("{key}: cannot be read: {e}")],
+                    ..Wants::default()
+                }
+            });
+            for p in &wants.problems {
+                tracing::warn!(source = %source, "{p}");
+            }
+            Some((key, wants))
         }
-        groups
     };
     loop {
         let event = tokio::select! {
@@ -244,7 +330,10 @@ pub async fn watch_groups<K>(
         match event {
             Ok(Some(Event::Init)) => buffer.clear(),
             Ok(Some(Event::InitApply(o))) => {
-                buffer.insert(object_key(&o), groups_of(&o));
+                let Some((key, wants)) = wants_of(o).await else {
+                    return;
+                };
+                buffer.insert(key, wants);
             }
             Ok(Some(Event::InitDone)) => {
                 objects = std::mem::take(&mut buffer);
@@ -252,7 +341,10 @@ pub async fn watch_groups<K>(
                 publish(&objects);
             }
             Ok(Some(Event::Apply(o))) => {
-                objects.insert(object_key(&o), groups_of(&o));
+                let Some((key, wants)) = wants_of(o).await else {
+                    return;
+                };
+                objects.insert(key, wants);
                 publish(&objects);
             }
             Ok(Some(Event::Delete(o))) => {
@@ -329,7 +421,7 @@ pub async fn daemonsets(
         api,
         selector,
         watched,
-        daemonset_groups,
+        daemonset_to_groups,
         store,
         metrics,
         shutdown,
