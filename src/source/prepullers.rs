@@ -3,6 +3,7 @@
 //! failed read is counted, the source keeps its last good list and shows as down,
 //! and it is retried with backoff; the exporter stays ready on node data alone.
 
+use super::kube_error::WatcherLine;
 use crate::analysis::WantSource;
 use crate::analysis::prepullers::{
     MAX_IMAGES_PER_SOURCE, Wants, cap_groups, daemonset_groups, imagecache_groups, nublado_wants,
@@ -370,7 +371,7 @@ pub async fn watch_groups<K>(
                     }
                     _ => "",
                 };
-                tracing::warn!(source = %source, "reading {} failed, keeping the last list, retrying with backoff: {e}{hint}", watched.what);
+                tracing::warn!(source = %source, "reading {} failed, keeping the last list, retrying with backoff: {}{hint}", watched.what, WatcherLine(&e));
             }
         }
     }
