@@ -815,6 +815,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 0,
             sources: vec![],
+            menu: None,
         })
     }
 
@@ -838,6 +839,7 @@ mod tests {
             }],
             eligible_nodes: 2,
             sources: vec![],
+            menu: None,
         };
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
         let text = m.render(&Arc::new(report), Some(t));
@@ -921,7 +923,9 @@ mod tests {
                 up: false,
                 last_success_seconds: Some(1_700_000_000.0),
                 dropped_images: 3,
+                loop_pairs: 4,
             }],
+            menu: None,
         };
         let text = Metrics::new("x").render(&Arc::new(report), None);
         let names = NODE_FAMILIES
@@ -967,6 +971,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         };
         assert!(m.render(&Arc::new(one), None).contains("node=\"gone\""));
         let text = m.render(&empty(), None);
@@ -1015,6 +1020,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         });
         let t1 = UNIX_EPOCH + Duration::from_secs(100);
         let first = m.render(&report, Some(t1));
@@ -1033,6 +1039,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         });
         assert!(
             m.render(&changed, None)
@@ -1051,6 +1058,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         });
         let t = Some(UNIX_EPOCH + Duration::from_secs(100));
         let concat = |parts: [Bytes; 3]| parts.concat();
@@ -1086,6 +1094,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         });
         let t = Some(UNIX_EPOCH + Duration::from_secs(100));
         for format in [Format::OpenMetrics, Format::PrometheusText] {
@@ -1117,6 +1126,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         });
         let kept = |m: &Metrics| m.report_text.lock().unwrap().as_ref().map(ReportText::kept);
         m.render_parts(&report, None, Format::OpenMetrics, Encoding::Gzip);
@@ -1175,6 +1185,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 0,
             sources: vec![],
+            menu: None,
         };
         let text = m.render(&Arc::new(r), None);
         assert!(text.contains(r#"node="we\"ird\\node\n""#), "{text}");

@@ -8,10 +8,9 @@
 use crate::analysis::cluster::{Assumptions, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::kubelet::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
+use crate::analysis::prepullers::Wants;
 use crate::analysis::runtime::RuntimeSummary;
-use crate::analysis::{
-    NodeSummary, Relevance, Report, WantGroup, WantSource, Wanted, analyze, intern,
-};
+use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, analyze, intern};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -109,14 +108,16 @@ impl Store {
         inner.generation += 1;
     }
 
-    /// A source read succeeded: `groups` replace what it wanted before;
-    /// `dropped` image references were past the per-source cap.
-    pub fn source_succeeded(&self, source: WantSource, groups: Vec<WantGroup>, dropped: u64) {
+    /// A source read succeeded: what it wants replaces what it wanted before
+    /// (its groups, the references dropped past the per-source cap, and for
+    /// Nublado its menu).
+    pub fn source_succeeded(&self, source: WantSource, wants: Wants) {
         let now = Some(unix_now());
         let mut inner = self.write();
         let state = inner.sources.entry(source).or_default();
-        state.groups = groups;
-        state.dropped_images = dropped;
+        state.groups = wants.groups;
+        state.dropped_images = wants.dropped;
+        state.menu = wants.menu;
         state.up = true;
         state.last_success_seconds = now;
         inner.generation += 1;

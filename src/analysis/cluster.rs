@@ -2,6 +2,7 @@
 
 use super::eligibility::{Eligibility, NotEligible};
 use super::kubelet::{ImageFs, KubeletSettings};
+use super::menu::{Menu, MenuReport, menu_report};
 use super::node::NodeSummary;
 use super::reference::{ImageRef, digest_is_canonical};
 use super::runtime::RuntimeSummary;
@@ -209,6 +210,10 @@ pub struct SourceReport {
     /// Image references its last successful read listed past the cap on the
     /// images one source may contribute (`MAX_IMAGES_PER_SOURCE`), not wanted.
     pub dropped_images: u64,
+    /// (eligible node, wanted image) pairs at the node's cap where the image is
+    /// `hidden` or `unlistable`: each a pull the prepuller schedules again on every
+    /// pass, for nothing.
+    pub loop_pairs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -219,6 +224,9 @@ pub struct Report {
     /// Nodes eligible for at least one wanted image.
     pub eligible_nodes: u32,
     pub sources: Vec<SourceReport>,
+    /// Nublado's spawner menu; only with a Nublado source that has answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub menu: Option<MenuReport>,
 }
 
 impl NodeReport {
@@ -289,6 +297,10 @@ struct WantedImage {
     /// For a tag reference: digests of entries that carry the tag on some node, so
     /// that an entry whose tag names were cut (5 names at most) still matches.
     digests: HashSet<Arc<str>>,
+    /// Who wants it under which rule.
+    wanted_by: Vec<(WantSource, usize)>,
+    /// Its size as Nublado knows it.
+    nublado_size: Option<u64>,
 }
 
 impl WantedImage {
@@ -367,7 +379,9 @@ impl<'a> Present<'a> {
 /// size is unknown.
 struct SizeBook<'a> {
     nodes: &'a [&'a NodeSummary],
-    known: std::collections::HashMap<(Arc<str>, usize), Option<u64>>,
+    /// `None`: no node of the runtime reports the image; `Some(None)`: they
+    /// disagree, or an entry's size is malformed.
+    known: std::collections::HashMap<(Arc<str>, usize), Option<Option<u64>>>,
 }
 
 impl<'a> SizeBook<'a> {
@@ -378,20 +392,27 @@ impl<'a> SizeBook<'a> {
         }
     }
 
-    /// The size of wanted image `i` (`w`) on nodes of `runtime`.
+    /// The size of wanted image `i` (`w`) on nodes of `runtime`; when no node of
+    /// that runtime reports the image, the size Nublado gives.
     fn size(&mut self, runtime: Option<&Arc<str>>, i: usize, w: &WantedImage) -> Option<u64> {
-        let runtime = runtime?;
+        let Some(runtime) = runtime else {
+            return w.nublado_size;
+        };
         let nodes = self.nodes;
-        *self.known.entry((runtime.clone(), i)).or_insert_with(|| {
+        let seen = *self.known.entry((runtime.clone(), i)).or_insert_with(|| {
             let mut sizes = nodes
                 .iter()
                 .filter(|n| n.runtime.as_ref() == Some(runtime))
                 .flat_map(|n| n.relevant_images.iter().zip(&n.relevant_sizes))
                 .filter(|(entry, _)| w.is_in(entry))
                 .map(|(_, size)| *size);
-            let first = sizes.next()??;
-            sizes.all(|s| s == Some(first)).then_some(first)
-        })
+            let first = sizes.next()?;
+            Some(first.filter(|f| sizes.all(|s| s == Some(*f))))
+        });
+        match seen {
+            None => w.nublado_size,
+            Some(size) => size,
+        }
     }
 }
 
@@ -431,6 +452,8 @@ pub struct SourceState {
     pub last_success_seconds: Option<f64>,
     /// References dropped past the per-source cap in the last successful read.
     pub dropped_images: u64,
+    /// Nublado's spawner menu, from its last successful read.
+    pub menu: Option<Arc<Menu>>,
 }
 
 /// The distinct eligibility rules, each decided once per node.
@@ -467,10 +490,15 @@ fn want(
             sources: BTreeSet::new(),
             rules: Vec::new(),
             digests: HashSet::new(),
+            wanted_by: Vec::new(),
+            nublado_size: None,
         });
     w.sources.insert(source);
     if !w.rules.contains(&rule) {
         w.rules.push(rule);
+    }
+    if !w.wanted_by.contains(&(source, rule)) {
+        w.wanted_by.push((source, rule));
     }
 }
 
@@ -541,6 +569,15 @@ pub fn analyze<'a>(
             want(&mut images, r, group.source, rule);
         }
     }
+    for image in sources
+        .values()
+        .filter_map(|s| s.menu.as_deref())
+        .flat_map(|m| &m.images)
+    {
+        if let Some(w) = images.get_mut(&image.image) {
+            w.nublado_size = w.nublado_size.or(image.size);
+        }
+    }
     let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
     // The digests of the entries that carry a wanted tag, in one pass over the
     // entries: (wanted image, digest) pairs, then added.
@@ -588,6 +625,7 @@ pub fn analyze<'a>(
     }
 
     let mut sizes = SizeBook::new(&nodes);
+    let mut loop_pairs: BTreeMap<WantSource, u32> = BTreeMap::new();
     let mut present_on = vec![0u32; wanted_images.len()];
     let mut eligible_on = vec![0u32; wanted_images.len()];
     let mut eligible_nodes = 0u32;
@@ -634,6 +672,9 @@ pub fn analyze<'a>(
             } else {
                 MissingState::Absent
             };
+            if matches!(state, MissingState::Hidden | MissingState::Unlistable) {
+                count_loop(&mut loop_pairs, w, &decided);
+            }
             missing.push(MissingImage {
                 image: names[i].clone(),
                 state,
@@ -712,6 +753,7 @@ pub fn analyze<'a>(
             up: true,
             last_success_seconds: None,
             dropped_images: 0,
+            loop_pairs: loop_pairs.get(&WantSource::Config).copied().unwrap_or(0),
         });
     }
     if !wanted.patterns().is_empty() {
@@ -721,6 +763,7 @@ pub fn analyze<'a>(
             up: true,
             last_success_seconds: None,
             dropped_images: 0,
+            loop_pairs: loop_pairs.get(&WantSource::Pattern).copied().unwrap_or(0),
         });
     }
     for (&source, state) in sources {
@@ -730,13 +773,35 @@ pub fn analyze<'a>(
             up: state.up,
             last_success_seconds: state.last_success_seconds,
             dropped_images: state.dropped_images,
+            loop_pairs: loop_pairs.get(&source).copied().unwrap_or(0),
         });
     }
+    let menu = sources
+        .get(&WantSource::Nublado)
+        .and_then(|s| s.menu.as_deref())
+        .map(|m| menu_report(m, &reports));
     Report {
         nodes: reports,
         images,
         eligible_nodes,
         sources: source_reports,
+        menu,
+    }
+}
+
+/// Counts a (node, image) pair of the prepull loop for each source that wants the
+/// image on that node.
+fn count_loop(
+    loop_pairs: &mut BTreeMap<WantSource, u32>,
+    w: &WantedImage,
+    decided: &[Result<(), NotEligible>],
+) {
+    let mut counted: Vec<WantSource> = Vec::new();
+    for &(source, rule) in &w.wanted_by {
+        if decided[rule].is_ok() && !counted.contains(&source) {
+            counted.push(source);
+            *loop_pairs.entry(source).or_default() += 1;
+        }
     }
 }
 
@@ -1292,6 +1357,7 @@ mod tests {
                 up: true,
                 last_success_seconds: None,
                 dropped_images: 0,
+                menu: None,
             },
         )]);
         let node = |name: &str, names: &[&str]| {
@@ -1317,6 +1383,151 @@ mod tests {
         assert_eq!(lacking, ["neither"]);
         assert_eq!(r.images[0].nodes, 2);
         assert!(s.iter().all(|n| n.problems.is_empty()), "no invalid name");
+    }
+
+    /// Nublado wanting `images` (all eligible nodes: `nodes`), with its menu.
+    fn nublado(
+        images: &[(&str, bool, Option<u64>, &[&str])],
+        nodes: &[&str],
+    ) -> BTreeMap<WantSource, SourceState> {
+        use crate::analysis::menu::{Menu, MenuImage};
+        use crate::analysis::wanted::WantGroup;
+        let refs: Vec<ImageRef> = images
+            .iter()
+            .map(|(r, ..)| ImageRef::parse(r).unwrap())
+            .collect();
+        let named = nodes.iter().map(|n| (n.to_string(), Ok(()))).collect();
+        let menu = Menu {
+            images: images
+                .iter()
+                .zip(&refs)
+                .map(|((_, prepulled, size, missing), r)| MenuImage {
+                    image: r.clone(),
+                    name: Some(format!("Lab {}", r.tag.as_deref().unwrap_or("?"))),
+                    prepulled: *prepulled,
+                    size: *size,
+                    missing: Some(missing.iter().map(|n| Arc::from(*n)).collect()),
+                })
+                .collect(),
+        };
+        BTreeMap::from([(
+            WantSource::Nublado,
+            SourceState {
+                groups: vec![WantGroup {
+                    source: WantSource::Nublado,
+                    images: refs,
+                    eligibility: Arc::new(Eligibility::Named(Arc::new(named))),
+                }],
+                up: true,
+                last_success_seconds: None,
+                dropped_images: 0,
+                menu: Some(Arc::new(menu)),
+            },
+        )])
+    }
+
+    #[test]
+    fn the_menu_and_the_prepull_loop_from_sizes_alone() {
+        let shown = format!("{LAB}:w_1");
+        let small = format!("{LAB}:w_2");
+        let big = format!("{LAB}:w_3");
+        let only_nublado_knows = format!("{LAB}:w_4");
+        let sources = nublado(
+            &[
+                (&shown, true, Some(900), &[]),
+                (&small, false, Some(1), &["full"]),
+                (&big, false, Some(9_000), &["full"]),
+                (&only_nublado_knows, false, Some(10), &["full"]),
+            ],
+            &["full", "roomy"],
+        );
+        // The configuration wants the small image too: its pair counts for both.
+        let w = wanted(&[&small], &[], &[]);
+        let group_relevance: Vec<_> = sources.values().flat_map(|s| &s.groups).collect();
+        let relevance = Relevance::new(&w, group_relevance);
+        let node = |name: &str, entries: Vec<(Vec<String>, i64)>| {
+            let images: Vec<_> = entries
+                .iter()
+                .map(|(names, size)| json!({"names": names, "sizeBytes": size}))
+                .collect();
+            let v: NodeView = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "status": {"images": images, "nodeInfo":
+                    {"containerRuntimeVersion": "containerd://1.7.2", "architecture": "amd64"}}
+            }))
+            .unwrap();
+            summarize(&v, &relevance).unwrap()
+        };
+        let mut full = sized_filler(49, 1_000);
+        full.push((vec![shown.clone()], 1_500));
+        let s = [
+            node("full", full),
+            node(
+                "roomy",
+                vec![
+                    (vec![shown.clone()], 1_500),
+                    (vec![small.clone()], 400),
+                    (vec![big.clone()], 5_000),
+                    (vec![only_nublado_knows.clone()], 5_000),
+                ],
+            ),
+        ];
+        // Another runtime's sizes would not count; here roomy shares full's.
+        let r = analyze(&s, &w, &sources, assume(50), &NodeExtras::new());
+        let full = r.nodes.iter().find(|n| n.name == "full").unwrap();
+        let states: Vec<(&str, MissingState)> = full
+            .missing
+            .iter()
+            .map(|m| (m.image.as_str(), m.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (small.as_str(), MissingState::Unlistable),
+                (big.as_str(), MissingState::Absent),
+                (only_nublado_knows.as_str(), MissingState::Absent),
+            ],
+            "sizes from the node of the same runtime, not Nublado's"
+        );
+        let pairs: Vec<(WantSource, u32)> =
+            r.sources.iter().map(|s| (s.source, s.loop_pairs)).collect();
+        assert_eq!(pairs, [(WantSource::Config, 1), (WantSource::Nublado, 1)]);
+        let menu = r.menu.as_ref().expect("a Nublado source with a menu");
+        assert_eq!(
+            (
+                menu.shown,
+                menu.hidden_by_cap,
+                menu.maybe_hidden_by_cap,
+                menu.pulling
+            ),
+            (1, 1, 0, 2)
+        );
+        assert_eq!(menu.hidden[0].name, "Lab w_2");
+        assert_eq!(menu.hidden[0].nodes, ["full"]);
+
+        // Without nodeInfo, Nublado's size stands in.
+        let bare: Vec<NodeSummary> = s
+            .iter()
+            .map(|n| NodeSummary {
+                runtime: None,
+                ..n.clone()
+            })
+            .collect();
+        let r = analyze(&bare, &w, &sources, assume(50), &NodeExtras::new());
+        let full = r.nodes.iter().find(|n| n.name == "full").unwrap();
+        let states: Vec<MissingState> = full.missing.iter().map(|m| m.state).collect();
+        assert_eq!(
+            states,
+            [
+                MissingState::Unlistable,
+                MissingState::Absent,
+                MissingState::Unlistable
+            ]
+        );
+        // No Nublado source: no menu.
+        let r = analyze(&s, &w, &none(), assume(50), &NodeExtras::new());
+        assert!(r.menu.is_none());
+        assert!(!serde_json::to_string(&r).unwrap().contains("\"menu\""));
     }
 
     #[test]

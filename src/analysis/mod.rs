@@ -48,6 +48,7 @@ pub mod eligibility;
 pub mod intern;
 pub mod kubelet;
 pub mod lenient;
+pub mod menu;
 pub mod node;
 pub mod prepullers;
 pub mod quantity;

@@ -11,6 +11,7 @@ use super::eligibility::{
     Eligibility, NodeSelectorRequirement, NodeSelectorTerm, Placement, Toleration,
     daemonset_tolerations,
 };
+use super::menu::{Menu, MenuImage};
 use super::reference::ImageRef;
 use super::selector::LabelSelector;
 use super::wanted::{WantGroup, WantSource};
@@ -38,7 +39,30 @@ pub struct Wants {
     pub groups: Vec<WantGroup>,
     pub problems: Vec<String>,
     pub dropped: u64,
+    /// Nublado only: what its spawner menu shows and hides.
+    pub menu: Option<Arc<Menu>>,
+    /// Malformed fields of the answer that cost nothing else (a digest that is
+    /// not canonical, kept as given): counted in
+    /// `imagecap_invalid_source_data_total{source, field}`.
+    pub invalid: Vec<(SourceField, u64)>,
 }
+
+super::label_values! {
+    /// The part of a source's answer that was malformed: the `field` label of
+    /// `imagecap_invalid_source_data_total`.
+    pub enum SourceField {
+        /// A digest that is not sha256 with 64 hex digits (or sha512 with 128):
+        /// kept as given and matched as Nublado matches it.
+        Digest = "digest",
+        /// An image reference that cannot be read: the image is skipped.
+        Reference = "reference",
+    }
+}
+
+/// Most node names kept from Nublado's `missing` lists, over all images of one
+/// answer; past it, an image's list is not kept and the exporter's own missing
+/// nodes stand in for it.
+pub const MAX_MENU_MISSING: usize = 100_000;
 
 /// Distinct images in the order first seen, at most `max` of them; references
 /// to other images past the cap are counted.
@@ -151,12 +175,18 @@ pub fn cap_groups<'a>(
 }
 
 /// An image of Nublado's `PrepullerStatus` (`NodeImage`), the fields read here;
-/// `nodes`, `missing` and the rest are skipped unread.
+/// `nodes` and the rest are skipped unread.
 #[derive(Deserialize)]
 struct NodeImage {
     reference: String,
     #[serde(default)]
     digest: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    missing: Vec<String>,
 }
 
 /// A node as Nublado sees it (`Node`).
@@ -186,6 +216,12 @@ pub fn nublado_wants(body: &[u8], max: usize) -> Result<Wants, String> {
     let mut state = NubladoRead {
         images: ImageSet::new(max),
         problems: Problems::default(),
+        menu: Vec::new(),
+        node_names: HashMap::new(),
+        missing_kept: 0,
+        odd_digests: 0,
+        unreadable: 0,
+        prepulled: false,
     };
     let nodes = (&mut state)
         .deserialize(&mut de)
@@ -197,10 +233,19 @@ pub fn nublado_wants(body: &[u8], max: usize) -> Result<Wants, String> {
         images,
         eligibility: Arc::new(Eligibility::Named(Arc::new(nodes))),
     };
+    let invalid = [
+        (SourceField::Digest, state.odd_digests),
+        (SourceField::Reference, state.unreadable),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .collect();
     Ok(Wants {
         groups: vec![group],
         problems: state.problems.finish(),
         dropped,
+        menu: Some(Arc::new(Menu { images: state.menu })),
+        invalid,
     })
 }
 
@@ -228,14 +273,61 @@ fn nublado_nodes(nodes: Vec<NubladoNode>) -> NubladoNodes {
 struct NubladoRead {
     images: ImageSet,
     problems: Problems,
+    /// The menu's images, as many as `images` keeps.
+    menu: Vec<MenuImage>,
+    /// Node names of the `missing` lists, one shared string each.
+    node_names: HashMap<String, Arc<str>>,
+    /// Names kept from `missing` lists so far (at most [`MAX_MENU_MISSING`]).
+    missing_kept: usize,
+    odd_digests: u64,
+    unreadable: u64,
+    /// Reading `images.prepulled` (else `images.pending`).
+    prepulled: bool,
 }
 
 impl NubladoRead {
     fn add(&mut self, image: NodeImage) {
-        match nublado_ref(&image) {
-            Ok(r) => self.images.insert(r),
-            Err(e) => self.problems.push(|| e),
+        let r = match nublado_ref(&image) {
+            Ok(r) => r,
+            Err(e) => {
+                self.unreadable += 1;
+                self.problems.push(|| e);
+                return;
+            }
+        };
+        if r.has_odd_digest() {
+            self.odd_digests += 1;
         }
+        let new = !self.images.contains(&r) && !self.images.is_full();
+        self.images.insert(r.clone());
+        if !new {
+            return;
+        }
+        let missing = if self.missing_kept + image.missing.len() <= MAX_MENU_MISSING {
+            self.missing_kept += image.missing.len();
+            let names = &mut self.node_names;
+            Some(
+                image
+                    .missing
+                    .into_iter()
+                    .map(|n| {
+                        names
+                            .entry(n)
+                            .or_insert_with_key(|k| Arc::from(k.as_str()))
+                            .clone()
+                    })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        self.menu.push(MenuImage {
+            image: r,
+            name: image.name.filter(|n| !n.is_empty()),
+            prepulled: self.prepulled,
+            size: image.size,
+            missing,
+        });
     }
 }
 
@@ -325,6 +417,7 @@ impl<'de> Visitor<'de> for ImagesSeed<'_> {
         while let Some(key) = map.next_key::<ImagesField>()? {
             match key {
                 ImagesField::Prepulled | ImagesField::Pending => {
+                    self.0.prepulled = matches!(key, ImagesField::Prepulled);
                     map.next_value_seed(ImageListSeed(&mut *self.0))?
                 }
                 ImagesField::Other => {
@@ -439,6 +532,7 @@ pub fn imagecache_groups(name: &str, spec: &serde_json::Value, max: usize) -> Wa
         groups,
         problems: problems.finish(),
         dropped: all.finish().1,
+        ..Wants::default()
     }
 }
 
@@ -450,6 +544,7 @@ pub fn daemonset_groups(ds: &DaemonSet, max: usize) -> Wants {
         groups,
         problems: problems.finish(),
         dropped,
+        ..Wants::default()
     }
 }
 
@@ -555,6 +650,54 @@ mod tests {
     const DIGEST: &str = "sha256:e693782192ecef4f7846ad2b21b1574682e700747f94c5a256b5731331a2eec2";
 
     #[test]
+    fn odd_digests_are_kept_counted_and_wanted() {
+        // As in Nublado's own test data.
+        let body = json!({
+            "images": {"prepulled": [
+                {"reference": "lighthouse.ceres/library/sketchbook:w_2077_43", "tag": "w_2077_43",
+                 "digest": "sha256:5678", "size": 65537, "nodes": ["node1"], "missing": []}],
+                "pending": [
+                {"reference": "lighthouse.ceres/library/sketchbook:d_2077_10_23",
+                 "digest": "sha256:1234", "size": 69105, "nodes": ["node1"], "missing": ["node2"]}]},
+            "nodes": [{"name": "node1", "eligible": true}, {"name": "node2", "eligible": true}]
+        });
+        let wants = nublado_wants(body.to_string().as_bytes(), MAX_IMAGES_PER_SOURCE).unwrap();
+        let refs: Vec<String> = wants.groups[0]
+            .images
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(refs.len(), 2, "none dropped: {refs:?}");
+        assert!(
+            refs.iter()
+                .any(|r| r.ends_with(":d_2077_10_23@sha256:1234")),
+            "{refs:?}"
+        );
+        assert!(wants.problems.is_empty(), "{:?}", wants.problems);
+        assert_eq!(wants.invalid, [(SourceField::Digest, 2)]);
+    }
+
+    #[test]
+    fn missing_lists_past_the_bound_are_not_kept() {
+        let missing: Vec<String> = (0..MAX_MENU_MISSING / 2 + 1)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let image =
+            |tag: &str| json!({"reference": format!("ghcr.io/x/lab:{tag}"), "missing": missing});
+        let body =
+            json!({"images": {"pending": [image("a"), image("b"), image("c")]}, "nodes": []});
+        let wants = nublado_wants(body.to_string().as_bytes(), MAX_IMAGES_PER_SOURCE).unwrap();
+        let kept: Vec<bool> = wants
+            .menu
+            .unwrap()
+            .images
+            .iter()
+            .map(|m| m.missing.is_some())
+            .collect();
+        assert_eq!(kept, [true, false, false]);
+    }
+
+    #[test]
     fn nublado_status_as_the_controller_serves_it() {
         let body = json!({
             "config": {"source": {"type": "docker", "registry": "ghcr.io",
@@ -582,6 +725,7 @@ mod tests {
             groups,
             problems,
             dropped,
+            ..
         } = nublado_wants(body.to_string().as_bytes(), MAX_IMAGES_PER_SOURCE).unwrap();
         assert_eq!(dropped, 0);
         assert_eq!(problems.len(), 1, "{problems:?}");
@@ -611,6 +755,29 @@ mod tests {
                 "Cordoned because of disk problems".into()
             ))
         );
+        // The menu: what is shown, the display names, sizes and missing nodes.
+        let wants = nublado_wants(body.to_string().as_bytes(), MAX_IMAGES_PER_SOURCE).unwrap();
+        let menu = wants.menu.expect("Nublado's answer describes its menu");
+        let shown: Vec<(String, bool, Option<u64>, Vec<String>)> = menu
+            .images
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone().unwrap(),
+                    m.prepulled,
+                    m.size,
+                    m.missing.iter().flatten().map(|n| n.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("Weekly 2024_11".into(), false, None, vec!["n2".into()]),
+                ("Weekly 2024_10".into(), true, Some(8675309), vec![]),
+            ]
+        );
+        assert_eq!(wants.invalid, [(SourceField::Reference, 1)]);
         let parse = |b: &[u8]| nublado_wants(b, 10);
         assert!(
             parse(b"[]")

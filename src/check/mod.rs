@@ -127,7 +127,7 @@ async fn read_sources(
             tracing::warn!(source = "nublado", "skipping an image: {p}");
         }
         warn_dropped(WantSource::Nublado, wants.dropped);
-        store.source_succeeded(WantSource::Nublado, wants.groups, wants.dropped);
+        store.source_succeeded(WantSource::Nublado, wants);
         nublado_done = true;
     }
     for src in sources {
@@ -176,7 +176,7 @@ async fn read_sources(
                     tracing::warn!(source = %source, "{p}");
                 }
                 warn_dropped(source, wants.dropped);
-                store.source_succeeded(source, wants.groups, wants.dropped);
+                store.source_succeeded(source, wants);
             }
             Err(e) => {
                 tracing::warn!(source = %source, "cannot read this source of wanted images: {e}");

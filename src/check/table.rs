@@ -275,6 +275,7 @@ mod tests {
             }],
             eligible_nodes: 2,
             sources: vec![],
+            menu: None,
         };
         let t = render_table(&r);
         let full = t.lines().find(|l| l.starts_with("full")).unwrap();
@@ -315,6 +316,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         };
         let t = render_table(&r);
         assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
@@ -334,6 +336,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
+            menu: None,
         };
         let t = render_table(&r);
         assert!(!t.contains("nodeStatusMaxImages"));
@@ -362,6 +365,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 2,
             sources: vec![],
+            menu: None,
         };
         let t = render_table(&r);
         let header = t.lines().next().unwrap();

@@ -275,6 +275,7 @@ mod tests {
             }],
             eligible_nodes: 3,
             sources: vec![],
+            menu: None,
         };
         let now = SystemTime::now();
         let h = render(&r, Some(now - Duration::from_secs(7)), now);
@@ -322,6 +323,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 2,
             sources: vec![],
+            menu: None,
         };
         let now = SystemTime::now();
         let h = render(&r, Some(now), now);
@@ -350,6 +352,7 @@ mod tests {
             images: vec![],
             eligible_nodes: 0,
             sources: vec![],
+            menu: None,
         };
         assert!(render(&r, None, SystemTime::now()).contains("no node data yet"));
         assert!(render(&r, None, SystemTime::now()).contains("<a href=\"metrics\">/metrics</a>"));

@@ -146,12 +146,12 @@ pub async fn nublado(
             _ = shutdown.cancelled() => return,
         };
         let wait = match read {
-            Ok(wants) => {
+            Ok(mut wants) => {
                 if wants.problems != logged_problems {
                     for p in &wants.problems {
                         tracing::warn!(source = "nublado", "skipping an image: {p}");
                     }
-                    logged_problems = wants.problems;
+                    logged_problems = std::mem::take(&mut wants.problems);
                 }
                 log_dropped(WantSource::Nublado, wants.dropped, &mut logged_dropped);
                 let images: usize = wants.groups.iter().map(|g| g.images.len()).sum();
@@ -160,7 +160,7 @@ pub async fn nublado(
                     images,
                     "read Nublado's prepuller status"
                 );
-                store.source_succeeded(WantSource::Nublado, wants.groups, wants.dropped);
+                store.source_succeeded(WantSource::Nublado, wants);
                 backoff = Duration::from_secs(1);
                 opts.interval
             }
@@ -241,6 +241,7 @@ fn combine<'a>(objects: impl IntoIterator<Item = &'a Wants>) -> Wants {
         groups,
         problems: objects.iter().flat_map(|w| w.problems.clone()).collect(),
         dropped: dropped + objects.iter().map(|w| w.dropped).sum::<u64>(),
+        ..Wants::default()
     }
 }
 
@@ -297,7 +298,7 @@ pub async fn watch_groups<K>(
     let mut publish = |objects: &BTreeMap<String, Wants>| {
         let all = combine(objects.values());
         log_dropped(source, all.dropped, &mut logged_dropped);
-        store.source_succeeded(source, all.groups, all.dropped);
+        store.source_succeeded(source, all);
     };
     // `None` on shutdown.
     let wants_of = |o: K| {
