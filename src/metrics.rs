@@ -12,7 +12,9 @@
 use crate::analysis::cluster::{
     CapSource, ImageReport, MissingState, NodeReport, Report, SourceReport,
 };
-use crate::analysis::{InvalidField, label_values};
+use crate::analysis::menu::{MenuReport, MenuState};
+use crate::analysis::prepullers::SourceField;
+use crate::analysis::{InvalidField, WantSource, label_values};
 use bytes::Bytes;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -58,6 +60,12 @@ struct SourceErrorLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FieldLabels {
     field: InvalidField,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceFieldLabels {
+    source: WantSource,
+    field: SourceField,
 }
 
 /// `imagecap_build_info`'s labels, as every `*_build_info` has them.
@@ -318,6 +326,48 @@ pub const SOURCE_FAMILIES: &[FamilySpec<SourceReport>] = &[
             )
         }),
     },
+    FamilySpec {
+        name: "imagecap_prepull_loop_pairs",
+        help: "Eligible (node, wanted image) pairs at the node's cap where the image is hidden \
+               or unlistable: pulls the prepuller schedules again on every pass, for nothing",
+        samples: Samples::Int(|s, emit| {
+            emit(
+                vec![("source", s.source.to_string())],
+                i64::from(s.loop_pairs),
+            )
+        }),
+    },
+];
+
+/// Nublado's spawner menu; no series without a Nublado source that has answered.
+pub const MENU_FAMILIES: &[FamilySpec<MenuReport>] = &[
+    FamilySpec {
+        name: "imagecap_menu_images",
+        help: "Images Nublado prepulls, by where they stand with its spawner menu: shown, \
+               hidden_by_cap (every node missing it is at its cap and holds it hidden or can \
+               never list it), maybe_hidden_by_cap (at the cap, some unverifiable), pulling",
+        samples: Samples::Int(|m, emit| {
+            for &state in MenuState::ALL {
+                emit(
+                    vec![("state", state.to_string())],
+                    i64::from(m.count(state)),
+                );
+            }
+        }),
+    },
+    FamilySpec {
+        name: "imagecap_menu_image_hidden",
+        help: "1 for each image the spawner menu leaves out because of the cap, for sure \
+               (hidden_by_cap) or maybe (maybe_hidden_by_cap)",
+        samples: Samples::Int(|m, emit| {
+            for h in &m.hidden {
+                emit(
+                    vec![("image", h.image.clone()), ("state", h.state.to_string())],
+                    1,
+                );
+            }
+        }),
+    },
 ];
 
 /// One series for the whole cluster.
@@ -368,6 +418,9 @@ fn report_registry(report: &Report) -> Registry {
     register_all(&mut r, IMAGE_FAMILIES, &report.images);
     register_all(&mut r, SOURCE_FAMILIES, &report.sources);
     register_all(&mut r, CLUSTER_FAMILIES, std::slice::from_ref(report));
+    if let Some(menu) = &report.menu {
+        register_all(&mut r, MENU_FAMILIES, std::slice::from_ref(menu));
+    }
     r
 }
 
@@ -548,6 +601,7 @@ pub struct Metrics {
     report_text: Mutex<Option<ReportText>>,
     source_errors: Family<SourceErrorLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
+    invalid_source_data: Family<SourceFieldLabels, Counter>,
     source_restarts: Counter,
     /// Requests to the Kubernetes API server; the layer of every client
     /// ([`crate::source::client::build`]).
@@ -578,6 +632,14 @@ impl Metrics {
             "Malformed node fields seen (bad quantity, bad image name, ...), by field",
             invalid_node_data.clone(),
         );
+        let invalid_source_data = Family::<SourceFieldLabels, Counter>::default();
+        registry.register(
+            "imagecap_invalid_source_data",
+            "Malformed fields seen in the answers of the sources of wanted images (a digest \
+             that is not canonical, kept as given; a reference that cannot be read), by \
+             source and field",
+            invalid_source_data.clone(),
+        );
         let source_restarts = Counter::default();
         registry.register(
             "imagecap_source_restarts",
@@ -599,6 +661,7 @@ impl Metrics {
             report_text: Mutex::new(None),
             source_errors,
             invalid_node_data,
+            invalid_source_data,
             source_restarts,
             kube_requests,
             process: Some(crate::process::read),
@@ -615,6 +678,22 @@ impl Metrics {
         self.invalid_node_data
             .get_or_create(&FieldLabels { field })
             .inc();
+    }
+
+    /// A source of wanted images is read: its malformed-field series exist from
+    /// now on, at 0 until something is counted.
+    pub fn expect_source_data(&self, source: WantSource) {
+        for &field in SourceField::ALL {
+            self.invalid_source_data
+                .get_or_create_owned(&SourceFieldLabels { source, field });
+        }
+    }
+
+    /// `n` malformed `field`s in one answer of `source`.
+    pub fn invalid_source_data(&self, source: WantSource, field: SourceField, n: u64) {
+        self.invalid_source_data
+            .get_or_create(&SourceFieldLabels { source, field })
+            .inc_by(n);
     }
 
     pub fn source_restarted(&self) {

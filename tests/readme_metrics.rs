@@ -2,13 +2,14 @@
 //! family served (on the shipped example data) is in the table with its type and
 //! labels, and every family in the table is served, except those that need node
 //! agents or kubelet reads ([`support::readme::WITH_AGENTS_AND_KUBELETS`]), which
-//! tests/serve_agents.rs checks the same way.
+//! tests/serve_agents.rs checks the same way, or a Nublado source
+//! ([`support::readme::WITH_NUBLADO`], tests/serve_sources.rs).
 
 mod support;
 
 use std::collections::BTreeSet;
 use support::fake_apiserver::{FakeApiServer, filler, node};
-use support::readme::{WITH_AGENTS_AND_KUBELETS, exposed, readme_table};
+use support::readme::{WITH_AGENTS_AND_KUBELETS, WITH_NUBLADO, exposed, readme_table};
 use support::{Exporter, kubeconfig};
 
 #[tokio::test]
@@ -47,6 +48,7 @@ async fn the_readme_metric_table_matches_what_is_served() {
     let documented_names: BTreeSet<_> = documented
         .keys()
         .filter(|n| !WITH_AGENTS_AND_KUBELETS.contains(&n.as_str()))
+        .filter(|n| !WITH_NUBLADO.contains(&n.as_str()))
         .collect();
     assert_eq!(
         served_names, documented_names,

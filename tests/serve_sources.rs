@@ -782,3 +782,137 @@ async fn a_million_image_imagecache_is_capped() {
         })
         .await;
 }
+
+/// Nodes at their cap where Nublado's sizes prove the loop, with no agent: the
+/// spawner menu's hidden images and the prepull loop show on /metrics, and the
+/// Nublado-only families are as the README's table says.
+#[tokio::test]
+async fn the_menu_and_the_prepull_loop_from_sizes_with_no_agent() {
+    let w10 = format!("{LAB}:w_2024_10");
+    let w11 = format!("{LAB}:w_2024_11");
+    let w12 = format!("{LAB}:w_2024_12");
+    let w10_digest = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    let w10_entry = vec![format!("{LAB}@{w10_digest}"), w10.clone()];
+    let mut full_images = vec![w10_entry.clone()];
+    full_images.extend(filler(49));
+    let fake = FakeApiServer::start(vec![
+        node("full", &[], &full_images),
+        node(
+            "roomy",
+            &[],
+            &[
+                w10_entry,
+                vec![format!("{LAB}@{DIGEST}")],
+                vec![w12.clone()],
+            ],
+        ),
+    ])
+    .await;
+    let image = |tag: &str, digest: &str, size: u64, missing: &[&str]| {
+        json!({"reference": format!("{LAB}:{tag}"), "tag": tag, "name": format!("Weekly {tag}"),
+               "digest": digest, "size": size, "nodes": ["roomy"], "missing": missing})
+    };
+    let body = json!({
+        "config": {"refresh_interval": 60},
+        "images": {
+            "prepulled": [image("w_2024_10", w10_digest, 500_000_000, &[])],
+            // Far smaller than the smallest image `full` reports: never listable there.
+            "pending": [image("w_2024_11", DIGEST, 10, &["full"]),
+                        // Nublado's own test data has such digests.
+                        image("w_2024_12", "sha256:1234", 10, &["full"])]
+        },
+        "nodes": [{"name": "full", "eligible": true, "comment": null, "cached": []},
+                  {"name": "roomy", "eligible": true, "comment": null, "cached": []}]
+    });
+    let (_nublado, url) = Nublado::start(body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = nublado_config(dir.path(), &url, "1s", "5s");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let w10_wanted = format!("{LAB}:w_2024_10@{w10_digest}");
+    // Once the nodes are summarized for Nublado's repository, both report w10.
+    let m = exporter
+        .wait_metrics("the menu", |m| {
+            sample(m, "imagecap_prepull_image_nodes", &[("image", &w10_wanted)]) == Some(2.0)
+                && sample(m, "imagecap_menu_images", &[("state", "hidden_by_cap")]) == Some(2.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_menu_images", &[("state", "shown")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_menu_images", &[("state", "pulling")]),
+        Some(0.0)
+    );
+    let w11_wanted = format!("{LAB}:w_2024_11@{DIGEST}");
+    let w12_wanted = format!("{LAB}:w_2024_12@sha256:1234");
+    for wanted in [&w11_wanted, &w12_wanted] {
+        assert_eq!(
+            sample(
+                &m,
+                "imagecap_menu_image_hidden",
+                &[("image", wanted.as_str()), ("state", "hidden_by_cap")]
+            ),
+            Some(1.0),
+            "{wanted}"
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "imagecap_node_prepull_image_missing",
+                &[
+                    ("node", "full"),
+                    ("image", wanted.as_str()),
+                    ("state", "unlistable")
+                ]
+            ),
+            Some(1.0),
+            "{wanted}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_missing_images",
+            &[("node", "full"), ("state", "unlistable")]
+        ),
+        Some(2.0),
+        "{}",
+        m.lines()
+            .filter(|l| l.contains("image_missing{"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        sample(&m, "imagecap_prepull_loop_pairs", &[("source", "nublado")]),
+        Some(2.0)
+    );
+    // The odd digest is wanted, found on `roomy` by tag, and counted.
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_prepull_image_nodes",
+            &[("image", w12_wanted.as_str())]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "imagecap_invalid_source_data_total",
+            &[("source", "nublado"), ("field", "digest")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    // What only a Nublado source serves is in the README's table as served.
+    let documented = support::readme::readme_table();
+    let served = support::readme::exposed(&m);
+    for name in support::readme::WITH_NUBLADO {
+        let (kind, labels, has_samples) = &served[*name];
+        assert!(has_samples, "{name}");
+        assert_eq!(documented[*name], (kind.clone(), labels.clone()), "{name}");
+    }
+}

@@ -129,6 +129,7 @@ pub async fn nublado(
     shutdown: CancellationToken,
 ) {
     store.add_source(WantSource::Nublado);
+    metrics.expect_source_data(WantSource::Nublado);
     let client = match http_client() {
         Ok(c) => c,
         Err(e) => {
@@ -154,6 +155,9 @@ pub async fn nublado(
                     logged_problems = std::mem::take(&mut wants.problems);
                 }
                 log_dropped(WantSource::Nublado, wants.dropped, &mut logged_dropped);
+                for &(field, n) in &wants.invalid {
+                    metrics.invalid_source_data(WantSource::Nublado, field, n);
+                }
                 let images: usize = wants.groups.iter().map(|g| g.images.len()).sum();
                 tracing::debug!(
                     source = "nublado",

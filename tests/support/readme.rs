@@ -15,6 +15,14 @@ pub const WITH_AGENTS_AND_KUBELETS: &[&str] = &[
     "imagecap_node_image_gc_low_threshold_ratio",
 ];
 
+/// Families served only with a Nublado source that has answered (not on the
+/// example data, which has none); tests/serve_sources.rs checks them.
+pub const WITH_NUBLADO: &[&str] = &[
+    "imagecap_menu_images",
+    "imagecap_menu_image_hidden",
+    "imagecap_invalid_source_data_total",
+];
+
 /// A family's type and label keys.
 pub type Shape = (String, BTreeSet<String>);
 
