@@ -789,7 +789,6 @@ async fn a_million_image_imagecache_is_capped() {
 #[tokio::test]
 async fn the_menu_and_the_prepull_loop_from_sizes_with_no_agent() {
     let w10 = format!("{LAB}:w_2024_10");
-    let w11 = format!("{LAB}:w_2024_11");
     let w12 = format!("{LAB}:w_2024_12");
     let w10_digest = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     let w10_entry = vec![format!("{LAB}@{w10_digest}"), w10.clone()];
