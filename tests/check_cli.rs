@@ -70,8 +70,15 @@ fn table_for_the_examples_exits_1() {
         .lines()
         .find(|l| l.starts_with("nublado-worker-1"))
         .unwrap();
+    // Everything it lists is larger than w_2024_11 and busybox as other nodes of the
+    // same runtime report them: the kubelet's size order can never list them there.
     assert!(
-        w1.contains("50/50") && w1.contains("AT CAP") && w1.contains("unverifiable"),
+        w1.contains("50/50")
+            && w1.contains("AT CAP")
+            && w1.ends_with(
+                "2 (unlistable): docker.io/library/busybox:1.36, \
+                 ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"
+            ),
         "{w1}"
     );
 }
@@ -139,7 +146,7 @@ fn json_from_stdin() {
         assert!(w1.get(key).is_some(), "{key}");
     }
     assert_eq!(w1["atCap"], true);
-    assert_eq!(w1["missingState"], "unverifiable");
+    assert_eq!(w1["missingState"], "unlistable");
     let w2 = nodes
         .iter()
         .find(|n| n["name"] == "nublado-worker-2")
@@ -156,6 +163,13 @@ fn json_from_stdin() {
     assert_eq!(w3["missingState"], "absent");
     let images = v["images"].as_array().unwrap();
     assert!(images.iter().all(|i| i["eligibleNodes"] == 4));
+    let on = |name: &str| images.iter().find(|i| i["image"] == name).unwrap()["nodes"].clone();
+    assert_eq!(
+        on("docker.io/library/busybox:1.36"),
+        3,
+        "unlistable on worker-1"
+    );
+    assert_eq!(on("ghcr.io/lsst-sqre/sciplat-lab:r27_0_0"), 4);
     let wanted: Vec<&str> = images
         .iter()
         .map(|i| i["image"].as_str().unwrap())
@@ -219,9 +233,10 @@ fn nublado_file_offline() {
     let w11 = "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11@sha256:";
     let w1 = by("nublado-worker-1");
     assert_eq!(
-        w1["missingState"], "unverifiable",
-        "pending on the at-cap node"
+        w1["missingState"], "unlistable",
+        "pending on the at-cap node, whose smallest listed image is larger"
     );
+    assert_eq!(w1["missingImages"].as_array().unwrap().len(), 1);
     assert!(w1["missingImages"][0].as_str().unwrap().starts_with(w11));
     assert_eq!(by("nublado-worker-3")["missingState"], "absent");
     assert_eq!(
@@ -232,12 +247,36 @@ fn nublado_file_offline() {
     let gpu = by("nublado-gpu-1");
     assert_eq!(
         gpu["notEligibleReason"],
-        "Node is tainted (dedicated=gpu:NoSchedule)"
+        "Node is tainted (NoSchedule, dedicated = gpu)"
     );
     assert_eq!(
         by("control-plane-1")["notEligibleReason"],
         "not listed by the source"
     );
+
+    // With the node agent's answer, worker-1's runtime holds that image: hidden.
+    let out = check(
+        &[
+            "--nodes-file",
+            &format!("{EXAMPLES}/nodes.json"),
+            "--nublado-file",
+            &format!("{EXAMPLES}/nublado-prepulls.json"),
+            "--agents-file",
+            &format!("{EXAMPLES}/agents.json"),
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w1 = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "nublado-worker-1")
+        .unwrap();
+    assert_eq!(w1["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(w1["missing"][0]["state"], "hidden");
 
     // A file that is not a PrepullerStatus is bad input.
     let out = check(
@@ -405,7 +444,11 @@ fn the_example_agent_answers_tell_hidden_from_absent() {
     let row = |n: &str| text.lines().find(|l| l.starts_with(n)).unwrap().to_string();
     let w1 = row("nublado-worker-1");
     assert!(
-        w1.contains(" 13 ") && w1.ends_with("1 (hidden): ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"),
+        w1.contains(" 13 ")
+            && w1.ends_with(
+                "2 (hidden): docker.io/library/busybox:1.36, \
+                 ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"
+            ),
         "{w1}"
     );
     let w3 = row("nublado-worker-3");

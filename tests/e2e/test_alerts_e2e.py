@@ -5,7 +5,8 @@ real Prometheus scrapes it every second and evaluates a copy of
 alerts/imagecap.rules.yaml whose `for:` durations are shortened (the expressions are
 unchanged), and sends alerts to a real Alertmanager. The example data has:
 
-  nublado-worker-1  50/50 images, lacks w_2024_11 in its list  -> AtCap, Unverifiable
+  nublado-worker-1  50/50 images, all larger than w_2024_11 and
+                    busybox, which it cannot list             -> AtCap, Unverifiable x2
   nublado-worker-2  137 images, unlimited, has everything      -> nothing, ever
   nublado-worker-3  14 images, lacks w_2024_10                 -> Missing
   nublado-worker-4  46/50 images                               -> NearCap
@@ -56,6 +57,8 @@ EXPECTED = {
         ("warning", ["nublado-worker-1 reports 50/50 images"]),
     ("ImageCapPrepullImageUnverifiable", "nublado-worker-1", f"{LAB}:w_2024_11"):
         ("warning", ["nublado-worker-1 reports 50/50 images", f"{LAB}:w_2024_11"]),
+    ("ImageCapPrepullImageUnverifiable", "nublado-worker-1", "docker.io/library/busybox:1.36"):
+        ("warning", ["nublado-worker-1 reports 50/50 images", "docker.io/library/busybox:1.36"]),
     ("ImageCapPrepullImageMissing", "nublado-worker-3", f"{LAB}:w_2024_10"):
         ("warning", [f"{LAB}:w_2024_10", "(14 images reported, cap 50)"]),
     ("ImageCapNodeNearCap", "nublado-worker-4", None):

@@ -452,7 +452,8 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert _scalar(results[("Nodes known", "A")]) == 6
     assert _scalar(results[("Nodes near cap", "A")]) == 1  # nublado-worker-4, 46/50
     assert _scalar(results[("Eligible nodes", "A")]) == 4
-    assert _by_label(results[("Wanted images missing", "A")], "state") == {"absent": 1, "unverifiable": 1, "hidden": 0}
+    assert _by_label(results[("Wanted images missing", "A")], "state") == {
+        "absent": 1, "unverifiable": 0, "hidden": 0, "unlistable": 2}
     age = _scalar(results[("Exporter data age", "A")])
     assert 0 <= age < 60, age
 
@@ -483,15 +484,16 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert table["F"]["nublado-worker-4"] == 184 * 10**9
     # Missing wanted images only for eligible nodes; control-plane-1 is cordoned and
     # nublado-gpu-1 tainted.
-    assert table["H"] == {"nublado-worker-1": 1, "nublado-worker-2": 0, "nublado-worker-3": 1,
+    assert table["H"] == {"nublado-worker-1": 2, "nublado-worker-2": 0, "nublado-worker-3": 1,
                           "nublado-worker-4": 0}
 
-    # Wanted images: w_2024_10 is absent on nublado-worker-3, w_2024_11 hidden on worker-1.
+    # Wanted images: w_2024_10 is absent on nublado-worker-3; w_2024_11 and busybox are
+    # smaller than everything at-cap nublado-worker-1 lists, so never listed there.
     lab = "ghcr.io/lsst-sqre/sciplat-lab"
     cover = _by_label(results[("Eligible nodes reporting each wanted image", "A")], "image")
     assert cover[f"{lab}:w_2024_10"] == pytest.approx(0.75)
     assert cover[f"{lab}:w_2024_11"] == pytest.approx(0.75)
-    assert cover["docker.io/library/busybox:1.36"] == 1
+    assert cover["docker.io/library/busybox:1.36"] == pytest.approx(0.75)
     first = results[("Eligible nodes reporting each wanted image", "A")]["result"][0]
     assert float(first["value"][1]) == min(cover.values()), "not sorted lowest first"
     wanted = {ref: _by_label(d, "image") for (title, ref), d in results.items() if title == "Wanted images"}
@@ -500,8 +502,9 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert wanted["C"] == cover
     missing = {(r["metric"]["node"], r["metric"]["image"]): r["metric"]["state"]
                for r in results[("Wanted images missing per node", "A")]["result"]}
-    assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): "absent",
-                       ("nublado-worker-1", f"{lab}:w_2024_11"): "unverifiable"}  # at cap, no agent
+    assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): "absent",  # at cap, no agent:
+                       ("nublado-worker-1", f"{lab}:w_2024_11"): "unlistable",  # proven by size
+                       ("nublado-worker-1", "docker.io/library/busybox:1.36"): "unlistable"}
 
     # Wanted image sources: the example config has images (source "config") and a
     # pattern (source "pattern"), both always up; no other source is configured.
