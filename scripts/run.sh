@@ -12,7 +12,9 @@ if [ -n "${KUBERNETES_SERVICE_HOST:-}" ] || [ -n "${KUBECONFIG:-}" ] || [ -f "$H
   check_args=()
 else
   echo "run: no cluster configured; using examples/nodes.json"
-  args=(--config examples/config.yaml --nodes-file examples/nodes.json)
+  # With Nublado's answer for these nodes: the spawner menu, and what it leaves out.
+  args=(--config examples/config.yaml --nodes-file examples/nodes.json
+        --nublado-file examples/nublado-prepulls.json)
   # Saved node-agent answers of two example nodes: the report tells hidden from absent.
   check_args=(--agents-file examples/agents.json)
 fi

@@ -125,6 +125,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub nodes_file: Option<PathBuf>,
 
+    /// A saved Nublado `PrepullerStatus`, read in place of the `nublado` source's
+    /// URL (or as that source when the configuration has none), again at the
+    /// source's interval; as for `check`.
+    #[arg(long, value_name = "FILE")]
+    pub nublado_file: Option<PathBuf>,
+
     /// How to follow the cluster: a watch (events as they happen) or periodic
     /// paginated lists.
     #[arg(long, value_enum, default_value_t = Mode::Watch)]

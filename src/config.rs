@@ -296,6 +296,7 @@ fn source(raw: RawSource) -> Result<SourceConfig, String> {
             }
             SourceConfig::Nublado(NubladoOptions {
                 url: n.url,
+                file: None,
                 token_file: n.token_file,
                 interval: duration("nublado.interval", n.interval.as_deref(), NUBLADO_INTERVAL)?,
                 timeout: duration("nublado.timeout", n.timeout.as_deref(), NUBLADO_TIMEOUT)?,
@@ -484,6 +485,31 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Reads Nublado's answer from `path` in place of the configured source's URL,
+    /// or as that source when the configuration has none.
+    pub fn nublado_from_file(&mut self, path: &Path) {
+        let from_file = |opts: &mut NubladoOptions| {
+            opts.url = path.display().to_string();
+            opts.file = Some(path.to_path_buf());
+            opts.token_file = None;
+        };
+        for source in &mut self.sources {
+            if let SourceConfig::Nublado(opts) = source {
+                from_file(opts);
+                return;
+            }
+        }
+        let mut opts = NubladoOptions {
+            url: String::new(),
+            file: None,
+            token_file: None,
+            interval: NUBLADO_INTERVAL,
+            timeout: NUBLADO_TIMEOUT,
+        };
+        from_file(&mut opts);
+        self.sources.push(SourceConfig::Nublado(opts));
+    }
+
     pub fn new(common: &CommonArgs) -> Result<Settings, String> {
         let config = match &common.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
@@ -600,6 +626,7 @@ mod tests {
             vec![
                 SourceConfig::Nublado(NubladoOptions {
                     url: "http://n.example/prepulls".into(),
+                    file: None,
                     token_file: Some("/t".into()),
                     interval: Duration::from_secs(120),
                     timeout: NUBLADO_TIMEOUT,

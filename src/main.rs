@@ -87,10 +87,13 @@ fn kubectl_plugin() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let s = match Settings::new(&args.common) {
+    let mut s = match Settings::new(&args.common) {
         Ok(s) => s,
         Err(e) => return check::bad_input(e),
     };
+    if let Some(path) = &args.nublado_file {
+        s.nublado_from_file(path);
+    }
     let web = match &args.web_config_file {
         Some(path) => match WebConfig::load(path) {
             Ok(w) => w,

@@ -1,6 +1,7 @@
 //! `check`'s report for people: plain-text tables.
 
 use crate::analysis::cluster::{CapSource, MissingState};
+use crate::analysis::menu::{MenuReport, MenuState};
 use crate::analysis::{NodeStatus, Report};
 use crate::text::{escape_controls, shown};
 use std::fmt::Write;
@@ -156,6 +157,10 @@ pub fn render_table(report: &Report) -> String {
         }
         out.push_str(&table(&rows));
     }
+    if let Some(menu) = &report.menu {
+        out.push('\n');
+        out.push_str(&render_menu(menu));
+    }
     out.push('\n');
     let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
     let missing = report
@@ -193,6 +198,20 @@ pub fn render_table(report: &Report) -> String {
             hidden.join(", ")
         );
     }
+    let looping: Vec<String> = report
+        .sources
+        .iter()
+        .filter(|s| s.loop_pairs > 0)
+        .map(|s| format!("{} {}", s.loop_pairs, s.source))
+        .collect();
+    if !looping.is_empty() {
+        let _ = writeln!(
+            out,
+            "The prepullers pull again, on every pass and for nothing, wanted images that nodes at \
+             their cap hold hidden or can never list (pairs by source: {}).",
+            looping.join(", ")
+        );
+    }
     if report.nodes.iter().any(|n| n.agent_up == Some(false)) {
         out.push_str(
             "HIDDEN is \"-\" where no fresh node-agent report came in; missing images there stay \
@@ -205,6 +224,40 @@ pub fn render_table(report: &Report) -> String {
              of the node's ephemeral storage in GB, see RECOMMENDED CAP) in the kubelet config and \
              restart the kubelet.\n",
         );
+    }
+    out
+}
+
+/// The spawner menu: how many images Nublado shows and leaves out, and each one
+/// the cap keeps out, by its display name.
+pub fn render_menu(menu: &MenuReport) -> String {
+    let mut rows = vec![vec!["SPAWNER MENU".to_string(), "IMAGES".to_string()]];
+    for &state in MenuState::ALL {
+        let label = match state {
+            MenuState::Shown => "shown",
+            MenuState::HiddenByCap => "hidden by the cap",
+            MenuState::MaybeHiddenByCap => "maybe hidden by the cap",
+            MenuState::Pulling => "pulling (shown when the pulls finish)",
+        };
+        rows.push(vec![label.to_string(), menu.count(state).to_string()]);
+    }
+    let mut out = table(&rows);
+    if !menu.hidden.is_empty() {
+        out.push('\n');
+        let mut rows = vec![
+            ["LEFT OUT OF THE MENU", "STATE", "IMAGE", "AT-CAP NODES"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for h in &menu.hidden {
+            rows.push(vec![
+                shown(&h.name).into_owned(),
+                h.state.to_string(),
+                shown(&h.image).into_owned(),
+                shown(&h.nodes.join(", ")).into_owned(),
+            ]);
+        }
+        out.push_str(&table(&rows));
     }
     out
 }

@@ -31,6 +31,9 @@ pub const MAX_NUBLADO_BODY: usize = 32 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NubladoOptions {
     pub url: String,
+    /// A saved answer read in place of the URL (`serve --nublado-file`), again at
+    /// every interval.
+    pub file: Option<PathBuf>,
     /// Sent as a bearer token; read again on every request (rotation).
     pub token_file: Option<PathBuf>,
     pub interval: Duration,
@@ -58,6 +61,11 @@ pub async fn fetch_nublado(
 
 /// The body of Nublado's answer, at most [`MAX_NUBLADO_BODY`] bytes.
 async fn read_nublado(client: &reqwest::Client, opts: &NubladoOptions) -> Result<Vec<u8>, String> {
+    if let Some(path) = &opts.file {
+        let text = crate::config::read_to_string_limited(path, MAX_NUBLADO_BODY as u64)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        return Ok(text.into_bytes());
+    }
     let mut request = client.get(&opts.url).timeout(opts.timeout);
     if let Some(path) = &opts.token_file {
         request = request.bearer_auth(read_token(path)?);
