@@ -192,11 +192,14 @@ pub async fn list_nodes(
                 }
                 Ok(Err(e)) => return Err(e),
             }
-            let page = stream::decode_list(&body, |item| match item {
-                Ok(node) => out.extend(ingest.summarize(&node)),
-                Err(e) => ingest.undecodable("in a list page", &e.to_string()),
-            })
-            .map_err(ListError::Decode)?;
+            let page = ingest
+                .decoding(|| {
+                    stream::decode_list(&body, |item| match item {
+                        Ok(node) => out.extend(ingest.summarize(&node)),
+                        Err(e) => ingest.undecodable("in a list page", &e.to_string()),
+                    })
+                })
+                .map_err(ListError::Decode)?;
             sizer.observe(body.len(), page.items);
             tracing::debug!(
                 bytes = body.len(),
@@ -360,7 +363,10 @@ pub async fn watch(
             _ = shutdown.cancelled() => return,
         };
         let mut events = match opened {
-            Ok(events) => events.boxed(),
+            Ok(events) => Decoding {
+                events: events.boxed(),
+                ingest: &ingest,
+            },
             Err(kube::Error::Api(s)) if s.code == 410 => {
                 tracing::info!("watch expired (410 Gone); relisting nodes");
                 version = None;
@@ -401,14 +407,27 @@ pub async fn watch(
                     if let Some(rv) = &node.metadata.resource_version {
                         version = Some(rv.clone());
                     }
+                    let mut huge = false;
                     match ingest.summarize(&node) {
-                        Some(s) => ingest.store.upsert(s),
+                        Some(s) => {
+                            huge = s.image_count >= HUGE_EVENT_IMAGES;
+                            ingest.store.upsert(s)
+                        }
                         // Relabeled out of --node-selector, or nameless.
                         None => {
                             if let Some(name) = node.metadata.name.as_deref() {
                                 ingest.store.remove(name);
                             }
                         }
+                    }
+                    if huge {
+                        // The client keeps a buffer the size of the largest event
+                        // for as long as the watch lasts: continue from this
+                        // version on a new one, and return the memory.
+                        drop(node);
+                        drop(events);
+                        crate::sys::release_free_memory();
+                        break;
                     }
                 }
                 Some(Ok(WatchEvent::Deleted(node))) => {
@@ -482,6 +501,31 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = shutdown.cancelled() => false,
+    }
+}
+
+/// A node with this many images (an event of about 14 MB) ends the watch after
+/// it, which then continues from its version: see the watch loop.
+const HUGE_EVENT_IMAGES: u32 = 100_000;
+
+/// Watch events, each decoded under [`Ingest::decoding`] (the client decodes an
+/// event while the stream is polled): a node's image entries are summarized as
+/// they are read.
+struct Decoding<'a, S> {
+    events: S,
+    ingest: &'a Ingest,
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for Decoding<'_, S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = &mut *self;
+        this.ingest
+            .decoding(|| std::pin::Pin::new(&mut this.events).poll_next(cx))
     }
 }
 
