@@ -174,7 +174,7 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
         // One byte more than allowed tells a body of exactly `max` from a larger one.
         let want = buf
             .len()
-            .min(usize::try_from(self.left + 1).unwrap_or(usize::MAX));
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
             return Err(std::io::Error::other(format!(
