@@ -56,6 +56,28 @@ fn benches(c: &mut Criterion) {
             summarize(&v, &relevance).unwrap()
         })
     });
+    // With the thread's name cache, as the exporter summarizes: the whole node
+    // decoded first, or (as lists, watch events and files are decoded) its image
+    // entries summarized as they are read.
+    use imagecap_exporter::analysis::node::{decoding_for, summarize_with, with_name_cache};
+    let shared = std::sync::Arc::new(relevance.clone());
+    g.bench_function("decode NodeView + summarize, name cache", |b| {
+        b.iter(|| {
+            let v: NodeView = serde_json::from_str(black_box(&text)).unwrap();
+            with_name_cache(&shared, |names| summarize_with(&v, &shared, names)).unwrap()
+        })
+    });
+    g.bench_function(
+        "decode NodeView folding entries + summarize, name cache",
+        |b| {
+            b.iter(|| {
+                decoding_for(shared.clone(), || {
+                    let v: NodeView = serde_json::from_str(black_box(&text)).unwrap();
+                    with_name_cache(&shared, |names| summarize_with(&v, &shared, names)).unwrap()
+                })
+            })
+        },
+    );
     g.bench_function("analyze (match 20 wanted images)", |b| {
         b.iter(|| analyze([black_box(&summary)], &wanted, &sources, assume, &caps))
     });

@@ -174,8 +174,9 @@ pub struct ServeArgs {
     pub agents_concurrency: u16,
 
     /// Largest agent answer accepted (after decompression); a larger one is an
-    /// error for that node.
-    #[arg(long, value_name = "BYTES", default_value = "32MiB", value_parser = parse_bytes)]
+    /// error for that node. (About 50,000 images; it is decoded as it arrives,
+    /// so the size costs time, not memory.)
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", value_parser = parse_bytes)]
     pub agents_max_bytes: u64,
 
     /// Oldest runtime answer trusted: an agent whose runtime has not answered for

@@ -603,6 +603,7 @@ pub struct Metrics {
     invalid_node_data: Family<FieldLabels, Counter>,
     invalid_source_data: Family<SourceFieldLabels, Counter>,
     source_restarts: Counter,
+    agent_names_dropped: Counter,
     /// Requests to the Kubernetes API server; the layer of every client
     /// ([`crate::source::client::build`]).
     pub kube_requests: crate::source::client::KubeRequests,
@@ -646,6 +647,12 @@ impl Metrics {
             "Times the node source stopped unexpectedly and was restarted",
             source_restarts.clone(),
         );
+        let agent_names_dropped = Counter::default();
+        registry.register(
+            "imagecap_agent_names_dropped",
+            "Image names in node-agent reports that could match a wanted image but were not kept, past the per-node limit",
+            agent_names_dropped.clone(),
+        );
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
             .get_or_create(&VersionLabels::new(version))
@@ -663,6 +670,7 @@ impl Metrics {
             invalid_node_data,
             invalid_source_data,
             source_restarts,
+            agent_names_dropped,
             kube_requests,
             process: Some(crate::process::read),
         }
@@ -698,6 +706,10 @@ impl Metrics {
 
     pub fn source_restarted(&self) {
         self.source_restarts.inc();
+    }
+
+    pub fn agent_names_dropped(&self, n: u64) {
+        self.agent_names_dropped.inc_by(n);
     }
 
     /// The OpenMetrics text for the current report, in one piece.

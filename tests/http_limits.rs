@@ -350,6 +350,25 @@ async fn a_wrong_password_flood_does_not_starve_probes_or_scrapes() {
     assert!(s99 < Duration::from_millis(500), "scrape p99 {s99:?}");
 }
 
+/// The names of image `i` of the huge node: 1,000,000 images make a 140 MB node.
+fn huge_image_names(i: usize) -> [String; 2] {
+    [
+        format!("registry.example.com/team/image-{i}:v1"),
+        format!("registry.example.com/team/image-{i}:latest-{i:07}"),
+    ]
+}
+
+/// Peak memory (VmHWM) of the exporter while it reads one node of 1,000,000
+/// images (140 MB) from a file: the file's bytes plus a bounded overhead
+/// (README "Reliability" -> "Limits").
+const HUGE_FILE_PEAK_MIB: f64 = 200.0;
+
+/// Likewise through the API server: listed, the list page's bytes plus a
+/// bounded overhead; watched, twice the event's bytes (the client's line buffer
+/// and its copy as a string) plus a bounded overhead.
+const HUGE_LIST_PEAK_MIB: f64 = 200.0;
+const HUGE_WATCH_PEAK_MIB: f64 = 360.0;
+
 /// A nodes file with one node reporting `images` images.
 fn huge_nodes_file(path: &Path, images: usize) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
@@ -362,12 +381,8 @@ fn huge_nodes_file(path: &Path, images: usize) {
         if i > 0 {
             f.write_all(b",").unwrap();
         }
-        write!(
-            f,
-            r#"{{"names":["registry.example.com/team/image-{i}:v1"],"sizeBytes":{}}}"#,
-            1000 + i
-        )
-        .unwrap();
+        let [a, b] = huge_image_names(i);
+        write!(f, r#"{{"names":["{a}","{b}"],"sizeBytes":{}}}"#, 1000 + i).unwrap();
     }
     f.write_all(b"]}}]}").unwrap();
     f.flush().unwrap();
@@ -407,6 +422,7 @@ async fn memory_returns_after_a_huge_nodes_file() {
     })
     .await;
     let rss_huge = peak_rss_mib(ex.pid());
+    let file_mb = std::fs::metadata(&huge).unwrap().len() as f64 / 1e6;
 
     replace_file(Path::new(EXAMPLE), &nodes);
     let swapped = Instant::now();
@@ -425,12 +441,77 @@ async fn memory_returns_after_a_huge_nodes_file() {
     )
     .await;
     eprintln!(
-        "1,000,000-image file: RSS {rss_start:.1} MiB at start, {rss_huge:.1} MiB at its peak while reading it, \
+        "1,000,000-image file ({file_mb:.0} MB): RSS {rss_start:.1} MiB at start, {rss_huge:.1} MiB at its peak while reading it, \
          {:.1} MiB {:?} after the example file was loaded ({:?} after it was written)",
         rss_mib(pid),
         settled,
         swapped.elapsed()
     );
+    assert!(
+        rss_huge < HUGE_FILE_PEAK_MIB,
+        "peak {rss_huge:.1} MiB reading a {file_mb:.0} MB node"
+    );
+}
+
+/// The same node through the API server: listed (one page), then changed
+/// through the watch. Each path is its own process, so that VmHWM is its peak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_node_through_the_api_stays_within_its_peak() {
+    use support::fake_apiserver::{FakeApiServer, node};
+    let _serial = SERIAL.lock().await;
+    let images: Vec<Vec<String>> = (0..1_000_000)
+        .map(|i| huge_image_names(i).to_vec())
+        .collect();
+    let huge = node("huge", &[], &images);
+    drop(images);
+    let small = node("huge", &[], &[vec!["busybox:1.36".to_string()]]);
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Duration::from_secs(240);
+    for path in ["list", "watch"] {
+        let first = if path == "list" {
+            huge.clone()
+        } else {
+            small.clone()
+        };
+        let fake = FakeApiServer::start(vec![first]).await;
+        let kc = support::kubeconfig(dir.path(), &fake.url());
+        let ex = Exporter::start(&[], &[("KUBECONFIG", kc.as_path())]);
+        ex.wait_metrics_for("the first list", slow, |m| {
+            sample(m, "imagecap_node_images", &[("node", "huge")]).is_some()
+        })
+        .await;
+        if path == "watch" {
+            fake.apply(huge.clone());
+        }
+        ex.wait_metrics_for("the huge node", slow, |m| {
+            sample(m, "imagecap_node_images", &[("node", "huge")]) == Some(1_000_000.0)
+        })
+        .await;
+        let (pid, peak) = (ex.pid(), peak_rss_mib(ex.pid()));
+        // The page buffer and the watch's line buffer are not kept.
+        let settled = within(Duration::from_secs(10), "RSS back under 64 MiB", || {
+            rss_mib(pid) < 64.0
+        })
+        .await;
+        eprintln!(
+            "1,000,000-image node through the API ({path}): peak {peak:.1} MiB, RSS {:.1} MiB {settled:?} after",
+            rss_mib(pid)
+        );
+        let bound = if path == "list" {
+            HUGE_LIST_PEAK_MIB
+        } else {
+            HUGE_WATCH_PEAK_MIB
+        };
+        assert!(peak < bound, "{path}: peak {peak:.1} MiB");
+        assert_eq!(
+            ex.metrics()
+                .await
+                .lines()
+                .filter(|l| l.starts_with("imagecap_node_images{"))
+                .count(),
+            1
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,7 +140,7 @@ impl Tolerant for i64 {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -180,11 +180,16 @@ impl<'de, T: Tolerant> Deserialize<'de> for LenientVec<T> {
 
 struct LenientVecVisitor<T>(PhantomData<T>);
 
+/// Why a value that should be a list is not: `what` it is instead.
+pub(crate) fn not_a_list_message(what: &str) -> String {
+    format!("expected a list, found {what}")
+}
+
 impl<T> LenientVecVisitor<T> {
     fn not_a_list<E>(what: &str) -> Result<LenientVec<T>, E> {
         Ok(LenientVec {
             items: Vec::new(),
-            invalid: Some(format!("expected a list, found {what}")),
+            invalid: Some(not_a_list_message(what)),
             was_null: false,
         })
     }

@@ -57,8 +57,8 @@ pub struct TaintView {
 
 #[derive(Deserialize, Debug, Clone, Default)]
 pub struct NodeStatusView {
-    #[serde(default, deserialize_with = "present")]
-    pub images: Option<LenientVec<ImageView>>,
+    #[serde(default, deserialize_with = "present_images")]
+    pub images: Option<ImagesView>,
     #[serde(default)]
     pub capacity: Field<ResourcesView>,
     #[serde(default)]
@@ -80,6 +80,228 @@ pub struct NodeInfoView {
 pub struct ResourcesView {
     #[serde(default, rename = "ephemeral-storage")]
     pub ephemeral_storage: Field<QuantityText>,
+}
+
+/// `status.images`: every entry as decoded, or, for a node decoded under
+/// [`decoding_for`], only what its summary keeps of them (the entries are
+/// summarized one by one as they are read, so a node of a million images is
+/// never held whole).
+#[derive(Debug, Clone, Default)]
+pub struct ImagesView {
+    /// The value was an explicit `null`.
+    pub was_null: bool,
+    /// Set when the value was not a list (nor null).
+    pub invalid: Option<String>,
+    /// Entries in the list, well-formed or not.
+    pub count: usize,
+    pub entries: ImageEntries,
+}
+
+#[derive(Debug, Clone)]
+pub enum ImageEntries {
+    /// Every entry, as decoded.
+    All(Vec<Lenient<ImageView>>),
+    /// What the summary keeps of the entries, decided while decoding.
+    Folded(FoldedImages),
+}
+
+impl Default for ImageEntries {
+    fn default() -> Self {
+        ImageEntries::All(Vec::new())
+    }
+}
+
+/// What [`summarize_with`] makes of a node's image entries.
+#[derive(Debug, Clone, Default)]
+pub struct FoldedImages {
+    totals: ImageTotals,
+    problems: Vec<Problem>,
+}
+
+/// What a summary keeps of a node's image entries, added one at a time.
+#[derive(Debug, Clone)]
+struct ImageTotals {
+    /// Sum of the well-formed, non-negative sizes.
+    size_bytes: u64,
+    relevant: Vec<Entry>,
+    /// The size of each of `relevant`.
+    relevant_sizes: Vec<Option<u64>>,
+    /// The smallest size while every entry has a well-formed one (`u64::MAX`
+    /// before the first entry).
+    smallest: Option<u64>,
+}
+
+impl Default for ImageTotals {
+    fn default() -> Self {
+        ImageTotals {
+            size_bytes: 0,
+            relevant: Vec::new(),
+            relevant_sizes: Vec::new(),
+            smallest: Some(u64::MAX),
+        }
+    }
+}
+
+impl FoldedImages {
+    /// Adds entry `i`.
+    fn add(
+        &mut self,
+        i: usize,
+        entry: &Lenient<ImageView>,
+        relevance: &Relevance,
+        cache: &mut NameCache,
+    ) {
+        let problems = &mut self.problems;
+        fold_entry(
+            i,
+            entry,
+            relevance,
+            cache,
+            &mut self.totals,
+            &mut |field, detail| problems.push(Problem { field, detail }),
+        );
+    }
+}
+
+thread_local! {
+    /// Set while nodes are decoded for a summary ([`decoding_for`]).
+    static DECODING_FOR: std::cell::RefCell<Option<Arc<Relevance>>> =
+        const { std::cell::RefCell::new(None) };
+    /// Image names already parsed and matched, per thread that summarizes.
+    static NAMES: std::cell::RefCell<NameCache> = std::cell::RefCell::default();
+}
+
+/// Runs `f` with this thread's name cache, made to answer for `relevance`.
+pub fn with_name_cache<R>(relevance: &Arc<Relevance>, f: impl FnOnce(&mut NameCache) -> R) -> R {
+    NAMES.with(|names| match names.try_borrow_mut() {
+        Ok(mut names) => {
+            names.prepare(relevance);
+            f(&mut names)
+        }
+        // Only if a summary were made while another is (never today).
+        Err(_) => {
+            let mut names = NameCache::default();
+            names.prepare(relevance);
+            f(&mut names)
+        }
+    })
+}
+
+/// Runs `f`, in which the nodes decoded on this thread keep of their image
+/// entries only what their summaries for `relevance` need ([`ImageEntries::Folded`]):
+/// the memory a node takes while it is decoded is then bounded by what its
+/// summary keeps, not by its image count.
+pub fn decoding_for<R>(relevance: Arc<Relevance>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Arc<Relevance>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            DECODING_FOR.with_borrow_mut(|r| *r = previous);
+        }
+    }
+    let _restore = Restore(DECODING_FOR.with_borrow_mut(|r| r.replace(relevance)));
+    f()
+}
+
+fn present_images<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ImagesView>, D::Error> {
+    ImagesView::deserialize(d).map(Some)
+}
+
+impl<'de> Deserialize<'de> for ImagesView {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match DECODING_FOR.with_borrow(Clone::clone) {
+            None => {
+                let list = LenientVec::<ImageView>::deserialize(d)?;
+                Ok(ImagesView {
+                    was_null: list.was_null,
+                    invalid: list.invalid,
+                    count: list.items.len(),
+                    entries: ImageEntries::All(list.items),
+                })
+            }
+            Some(relevance) => d.deserialize_any(FoldingVisitor { relevance }),
+        }
+    }
+}
+
+/// Reads `status.images` as [`LenientVec`] does, folding each entry into the
+/// summary's figures as soon as it is read.
+struct FoldingVisitor {
+    relevance: Arc<Relevance>,
+}
+
+impl FoldingVisitor {
+    fn not_a_list<E>(what: &str) -> Result<ImagesView, E> {
+        Ok(ImagesView {
+            invalid: Some(super::lenient::not_a_list_message(what)),
+            ..ImagesView::default()
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FoldingVisitor {
+    type Value = ImagesView;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ImagesView, A::Error> {
+        let mut folded = FoldedImages::default();
+        let mut count = 0;
+        while let Some(entry) = seq.next_element::<Lenient<ImageView>>()? {
+            with_name_cache(&self.relevance, |cache| {
+                folded.add(count, &entry, &self.relevance, cache)
+            });
+            count += 1;
+        }
+        folded.totals.relevant.shrink_to_fit();
+        folded.totals.relevant_sizes.shrink_to_fit();
+        Ok(ImagesView {
+            count,
+            entries: ImageEntries::Folded(folded),
+            ..ImagesView::default()
+        })
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<ImagesView, E> {
+        Ok(ImagesView {
+            was_null: true,
+            ..ImagesView::default()
+        })
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<ImagesView, E> {
+        self.visit_unit()
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<ImagesView, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ImagesView, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Self::not_a_list("an object")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<ImagesView, E> {
+        Self::not_a_list("a boolean")
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<ImagesView, E> {
+        Self::not_a_list("a number")
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<ImagesView, E> {
+        Self::not_a_list("a number")
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<ImagesView, E> {
+        Self::not_a_list("a number")
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<ImagesView, E> {
+        Self::not_a_list("a string")
+    }
 }
 
 /// A quantity as JSON has it: a string, or a bare number in hand-written files.
@@ -561,46 +783,28 @@ pub fn summarize_with(
         if let Some(e) = &images.invalid {
             problem(InvalidField::Images, format!("status.images: {e}"));
         }
-        summary.image_count = u32::try_from(images.items.len()).unwrap_or(u32::MAX);
-        // The smallest size, while every entry has one.
-        let mut smallest = Some(u64::MAX);
-        for (i, entry) in images.items.iter().enumerate() {
-            let entry = match entry {
-                Lenient::Ok(e) => e,
-                Lenient::Invalid(e) => {
-                    problem(InvalidField::ImageEntry, format!("status.images[{i}]: {e}"));
-                    smallest = None;
-                    continue;
+        summary.image_count = u32::try_from(images.count).unwrap_or(u32::MAX);
+        let mut all = ImageTotals::default();
+        let totals = match &images.entries {
+            ImageEntries::All(items) => {
+                for (i, entry) in items.iter().enumerate() {
+                    fold_entry(i, entry, relevance, cache, &mut all, &mut problem);
                 }
-            };
-            let size = match &entry.size_bytes {
-                Some(Lenient::Ok(n)) => u64::try_from(*n).ok(),
-                _ => None,
-            };
-            smallest = smallest.zip(size).map(|(a, b)| a.min(b));
-            match &entry.size_bytes {
-                Some(Lenient::Ok(n)) if *n >= 0 => {
-                    summary.image_size_bytes = summary.image_size_bytes.saturating_add(*n as u64)
+                &all
+            }
+            // Decided while decoding (for the relevance of that moment: should
+            // it have changed since, the nodes are summarized again anyway).
+            ImageEntries::Folded(folded) => {
+                for p in &folded.problems {
+                    problem(p.field, p.detail.clone());
                 }
-                Some(Lenient::Ok(n)) => problem(
-                    InvalidField::ImageSize,
-                    format!("status.images[{i}].sizeBytes is negative: {n}"),
-                ),
-                Some(Lenient::Invalid(e)) => problem(
-                    InvalidField::ImageSize,
-                    format!("status.images[{i}].sizeBytes: {e}"),
-                ),
-                None => problem(
-                    InvalidField::ImageSize,
-                    format!("status.images[{i}] has no sizeBytes"),
-                ),
+                &folded.totals
             }
-            if let Some(refs) = entry_names(i, entry, relevance, cache, &mut problem) {
-                summary.relevant_images.push(Entry::new(refs));
-                summary.relevant_sizes.push(size);
-            }
-        }
-        summary.smallest_image_bytes = smallest.filter(|_| !images.items.is_empty());
+        };
+        summary.image_size_bytes = totals.size_bytes;
+        summary.relevant_images = totals.relevant.clone();
+        summary.relevant_sizes = totals.relevant_sizes.clone();
+        summary.smallest_image_bytes = totals.smallest.filter(|_| images.count > 0);
     }
     summary.relevant_images.shrink_to_fit();
     summary.relevant_sizes.shrink_to_fit();
@@ -617,6 +821,52 @@ fn runtime_key(info: &NodeInfoView) -> Option<Arc<str>> {
         return None;
     }
     Some(intern_str(&format!("{version} {arch}")))
+}
+
+/// Adds image entry `i` to a summary's size and relevant entries, its
+/// malformations to `problem`.
+fn fold_entry(
+    i: usize,
+    entry: &Lenient<ImageView>,
+    relevance: &Relevance,
+    cache: &mut NameCache,
+    totals: &mut ImageTotals,
+    problem: &mut impl FnMut(InvalidField, String),
+) {
+    let entry = match entry {
+        Lenient::Ok(e) => e,
+        Lenient::Invalid(e) => {
+            problem(InvalidField::ImageEntry, format!("status.images[{i}]: {e}"));
+            totals.smallest = None;
+            return;
+        }
+    };
+    let size = match &entry.size_bytes {
+        Some(Lenient::Ok(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    };
+    totals.smallest = totals.smallest.zip(size).map(|(a, b)| a.min(b));
+    match &entry.size_bytes {
+        Some(Lenient::Ok(n)) if *n >= 0 => {
+            totals.size_bytes = totals.size_bytes.saturating_add(*n as u64)
+        }
+        Some(Lenient::Ok(n)) => problem(
+            InvalidField::ImageSize,
+            format!("status.images[{i}].sizeBytes is negative: {n}"),
+        ),
+        Some(Lenient::Invalid(e)) => problem(
+            InvalidField::ImageSize,
+            format!("status.images[{i}].sizeBytes: {e}"),
+        ),
+        None => problem(
+            InvalidField::ImageSize,
+            format!("status.images[{i}] has no sizeBytes"),
+        ),
+    }
+    if let Some(refs) = entry_names(i, entry, relevance, cache, problem) {
+        totals.relevant.push(Entry::new(refs));
+        totals.relevant_sizes.push(size);
+    }
 }
 
 fn storage(
@@ -735,6 +985,69 @@ mod tests {
 
     fn wanted(exact: &[&str], patterns: &[&str], selector: &[(&str, &str)]) -> Relevance {
         Relevance::new(&config(exact, patterns, selector), [])
+    }
+
+    #[test]
+    fn entries_folded_while_decoding_give_the_same_summary() {
+        let relevance = Arc::new(wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]));
+        let digest = format!("ghcr.io/x/other@sha256:{}", "ab".repeat(32));
+        let text = json!({
+            "metadata": {"name": "n"},
+            "status": {
+                "capacity": {"ephemeral-storage": "100Gi"},
+                "images": [
+                    {"names": ["docker.io/library/busybox:1.36"], "sizeBytes": 10},
+                    {"names": ["busybox:1.0", "Bad Name"], "sizeBytes": -1},
+                    {"names": ["ghcr.io/x/lab:w_1", "ghcr.io/x/lab:r_1"]},
+                    {"names": [digest], "sizeBytes": "big"},
+                    {"names": ["nginx:1"], "sizeBytes": 5, "extra": [1]},
+                    {"names": []},
+                    {"sizeBytes": 1},
+                    7,
+                    {"names": "x", "sizeBytes": 2},
+                ],
+            },
+        })
+        .to_string();
+        let whole: NodeView = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            whole
+                .status
+                .as_ref()
+                .unwrap()
+                .images
+                .as_ref()
+                .unwrap()
+                .entries,
+            ImageEntries::All(_)
+        ));
+        let folded: NodeView =
+            decoding_for(relevance.clone(), || serde_json::from_str(&text).unwrap());
+        assert!(matches!(
+            folded
+                .status
+                .as_ref()
+                .unwrap()
+                .images
+                .as_ref()
+                .unwrap()
+                .entries,
+            ImageEntries::Folded(_)
+        ));
+        let (a, b) = (
+            summarize(&whole, &relevance).unwrap(),
+            summarize(&folded, &relevance).unwrap(),
+        );
+        assert_eq!(a.image_count, 9);
+        assert_eq!(a.relevant_images.len(), 4, "{:?}", a.relevant_images);
+        assert!(a.problems.len() >= 6, "{:?}", a.problems);
+        assert_eq!(a, b);
+        // Outside the scope, decoding keeps every entry again.
+        let again: NodeView = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            again.status.unwrap().images.unwrap().entries,
+            ImageEntries::All(_)
+        ));
     }
 
     #[test]

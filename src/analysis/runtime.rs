@@ -6,7 +6,7 @@
 //! types, and `check --agents-file` reads a saved JSON array of them.
 
 use super::reference::{ImageRef, RefError};
-use super::wanted::Relevance;
+use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};
 
 /// The body of an agent's `/v1/images`.
@@ -49,7 +49,7 @@ impl AgentReport {
 }
 
 /// What the analysis keeps of an agent's report: counts, and the names of the
-/// images that can match a wanted image (as node summaries keep them).
+/// images that can match an image wanted now (at most [`MAX_RUNTIME_NAMES`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RuntimeSummary {
     /// Images the runtime holds.
@@ -57,41 +57,473 @@ pub struct RuntimeSummary {
     /// Their sizes summed.
     pub image_bytes: u64,
     pub image_fs_used_bytes: Option<u64>,
-    /// Per image, its digests and tags, for the images that can matter.
+    /// Per image, its digests and tags that can match an image wanted now, for
+    /// the images that can matter.
     pub relevant_images: Vec<Vec<ImageRef>>,
+    /// Names that could matter but were not kept, past [`MAX_RUNTIME_NAMES`].
+    pub names_dropped: u64,
+}
+
+/// Most names a runtime summary keeps: what one node's agent can make the
+/// exporter hold, whatever it sends. A node holds a few dozen images of the
+/// wanted repositories; names past this are dropped and counted.
+pub const MAX_RUNTIME_NAMES: usize = 1024;
+
+/// Messages about unparsable names kept per report (the rest are counted).
+const MAX_PROBLEMS: usize = 10;
+
+/// Summarizes a runtime's list image by image, name by name, so that a list is
+/// never held whole: used on a decoded report and while decoding one.
+struct Summarizer<'r> {
+    relevance: &'r Relevance,
+    summary: RuntimeSummary,
+    problems: Vec<String>,
+    problems_dropped: usize,
+    /// Names kept so far.
+    kept: usize,
+    // The image being read.
+    names: usize,
+    all_untagged: bool,
+    any_matches: bool,
+    pattern_tag: bool,
+    /// Candidates to keep, digests and tags apart (digests first, as a report's
+    /// `repoDigests` then `repoTags`), each with whether it needs the image to
+    /// be a pattern's.
+    digests: Vec<(ImageRef, bool)>,
+    tags: Vec<ImageRef>,
+    over_budget: u64,
+}
+
+impl<'r> Summarizer<'r> {
+    fn new(relevance: &'r Relevance) -> Self {
+        Summarizer {
+            relevance,
+            summary: RuntimeSummary::default(),
+            problems: Vec::new(),
+            problems_dropped: 0,
+            kept: 0,
+            names: 0,
+            all_untagged: true,
+            any_matches: false,
+            pattern_tag: false,
+            digests: Vec::new(),
+            tags: Vec::new(),
+            over_budget: 0,
+        }
+    }
+
+    fn problem(&mut self, p: impl FnOnce() -> String) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(p());
+        } else {
+            self.problems_dropped += 1;
+        }
+    }
+
+    /// One name of the current image, from its `field`.
+    fn name(&mut self, image: usize, field: &str, name: &str) {
+        let r = match ImageRef::parse(name) {
+            Ok(r) => r,
+            Err(RefError::Placeholder(_)) => return,
+            Err(e) => return self.problem(|| format!("images[{image}].{field}: {e}")),
+        };
+        self.names += 1;
+        self.all_untagged &= r.tag.is_none();
+        self.any_matches |= self.relevance.name_matches(&r);
+        if r.tag.is_some() && self.relevance.matches_pattern(&r) {
+            self.pattern_tag = true;
+        }
+        let keep = self.relevance.runtime_keeps(&r);
+        if keep == RuntimeKeep::No {
+            return;
+        }
+        if self.kept + self.digests.len() + self.tags.len() >= MAX_RUNTIME_NAMES {
+            self.over_budget += 1;
+            return;
+        }
+        let pattern_only = keep == RuntimeKeep::IfPatternImage;
+        match (&r.tag, &r.digest) {
+            (None, Some(_)) => self.digests.push((r, pattern_only)),
+            _ => self.tags.push(r),
+        }
+    }
+
+    /// The end of the current image, of `size` bytes.
+    fn end_image(&mut self, size: u64) {
+        self.summary.image_count = self.summary.image_count.saturating_add(1);
+        self.summary.image_bytes = self.summary.image_bytes.saturating_add(size);
+        let relevant =
+            self.relevance
+                .entry_is_relevant(self.names, self.all_untagged, self.any_matches);
+        let pattern_image = self.pattern_tag || self.all_untagged;
+        let (digests, tags) = (
+            std::mem::take(&mut self.digests),
+            std::mem::take(&mut self.tags),
+        );
+        if relevant {
+            let entry: Vec<ImageRef> = digests
+                .into_iter()
+                .filter(|(_, pattern_only)| !pattern_only || pattern_image)
+                .map(|(r, _)| r)
+                .chain(tags)
+                .map(|r| r.interned())
+                .collect();
+            self.kept += entry.len();
+            if !entry.is_empty() {
+                self.summary.relevant_images.push(entry);
+            }
+            self.summary.names_dropped += self.over_budget;
+        }
+        self.names = 0;
+        self.all_untagged = true;
+        self.any_matches = false;
+        self.pattern_tag = false;
+        self.over_budget = 0;
+    }
+
+    fn finish(mut self) -> (RuntimeSummary, Vec<String>) {
+        if self.problems_dropped > 0 {
+            self.problems.push(format!(
+                "and {} more unparsable names",
+                self.problems_dropped
+            ));
+        }
+        self.summary.relevant_images.shrink_to_fit();
+        (self.summary, self.problems)
+    }
 }
 
 /// Summarizes an agent's report. Names that do not parse are skipped and
 /// returned as messages (an image is still counted without them).
 pub fn summarize(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary, Vec<String>) {
-    let mut problems = Vec::new();
-    let mut relevant_images = Vec::new();
+    let mut s = Summarizer::new(relevance);
     for (i, image) in report.images.iter().enumerate() {
-        let mut names = Vec::with_capacity(image.repo_digests.len() + image.repo_tags.len());
-        for (field, list) in [
-            ("repoDigests", &image.repo_digests),
-            ("repoTags", &image.repo_tags),
-        ] {
-            for name in list {
-                match ImageRef::parse(name) {
-                    Ok(r) => names.push(r),
-                    Err(RefError::Placeholder(_)) => {}
-                    Err(e) => problems.push(format!("images[{i}].{field}: {e}")),
+        for name in &image.repo_digests {
+            s.name(i, "repoDigests", name);
+        }
+        for name in &image.repo_tags {
+            s.name(i, "repoTags", name);
+        }
+        s.end_image(image.size);
+    }
+    s.summary.image_fs_used_bytes = report.image_fs_used_bytes;
+    s.finish()
+}
+
+/// An agent's report decoded straight into its summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecodedReport {
+    pub node: String,
+    pub collected_at: String,
+    pub summary: RuntimeSummary,
+    /// Names that did not parse.
+    pub problems: Vec<String>,
+}
+
+/// Decodes an agent's `/v1/images` answer as it is read, into what
+/// [`summarize`] makes of it: the list is never held, only the names kept, so
+/// the memory used is bounded whatever the answer holds. Accepts what
+/// [`AgentReport`] does (unknown fields are ignored).
+pub fn decode_report(
+    reader: impl std::io::Read,
+    relevance: &Relevance,
+) -> Result<DecodedReport, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(reader);
+    let report = serde::Deserializer::deserialize_map(
+        &mut de,
+        wire::ReportVisitor {
+            summarizer: Summarizer::new(relevance),
+        },
+    )?;
+    de.end()?;
+    Ok(report)
+}
+
+/// The streaming decoding of [`decode_report`].
+mod wire {
+    use super::{DecodedReport, Summarizer};
+    use serde::de::{
+        self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+    };
+    use std::fmt;
+
+    /// Field names, read without allocating.
+    enum Key {
+        Node,
+        CollectedAt,
+        Images,
+        ImageFsUsedBytes,
+        Id,
+        RepoTags,
+        RepoDigests,
+        Size,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a field name")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+                    Ok(match v {
+                        "node" => Key::Node,
+                        "collectedAt" => Key::CollectedAt,
+                        "images" => Key::Images,
+                        "imageFsUsedBytes" => Key::ImageFsUsedBytes,
+                        "id" => Key::Id,
+                        "repoTags" => Key::RepoTags,
+                        "repoDigests" => Key::RepoDigests,
+                        "size" => Key::Size,
+                        _ => Key::Other,
+                    })
                 }
             }
-        }
-        if relevance.is_relevant(&names) {
-            relevant_images.push(names.iter().map(ImageRef::interned).collect());
+            d.deserialize_identifier(V)
         }
     }
-    relevant_images.shrink_to_fit();
-    let summary = RuntimeSummary {
-        image_count: u32::try_from(report.images.len()).unwrap_or(u32::MAX),
-        image_bytes: report.image_bytes(),
-        image_fs_used_bytes: report.image_fs_used_bytes,
-        relevant_images,
-    };
-    (summary, problems)
+
+    pub(super) struct ReportVisitor<'r> {
+        pub(super) summarizer: Summarizer<'r>,
+    }
+
+    impl<'de> Visitor<'de> for ReportVisitor<'_> {
+        type Value = DecodedReport;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an agent report")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<DecodedReport, A::Error> {
+            let (mut node, mut collected_at, mut images, mut fs) = (None, None, false, None);
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Node => once(&mut node, "node", map.next_value::<String>()?)?,
+                    Key::CollectedAt => once(
+                        &mut collected_at,
+                        "collectedAt",
+                        map.next_value::<String>()?,
+                    )?,
+                    Key::Images => {
+                        if images {
+                            return Err(de::Error::duplicate_field("images"));
+                        }
+                        images = true;
+                        map.next_value_seed(Images(&mut self.summarizer))?;
+                    }
+                    Key::ImageFsUsedBytes => once(
+                        &mut fs,
+                        "imageFsUsedBytes",
+                        map.next_value::<Option<u64>>()?,
+                    )?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let node = node.ok_or_else(|| de::Error::missing_field("node"))?;
+            let collected_at =
+                collected_at.ok_or_else(|| de::Error::missing_field("collectedAt"))?;
+            if !images {
+                return Err(de::Error::missing_field("images"));
+            }
+            self.summarizer.summary.image_fs_used_bytes = fs.flatten();
+            let (summary, problems) = self.summarizer.finish();
+            Ok(DecodedReport {
+                node,
+                collected_at,
+                summary,
+                problems,
+            })
+        }
+    }
+
+    /// Sets a field once; a repeated one is an error, as for a derived struct.
+    fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, v: T) -> Result<(), E> {
+        if slot.replace(v).is_some() {
+            return Err(E::duplicate_field(name));
+        }
+        Ok(())
+    }
+
+    struct Images<'a, 'r>(&'a mut Summarizer<'r>);
+
+    impl<'de> DeserializeSeed<'de> for Images<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Images<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of images")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Image {
+                    s: &mut *self.0,
+                    index: i,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+    }
+
+    struct Image<'a, 'r> {
+        s: &'a mut Summarizer<'r>,
+        index: usize,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Image<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Image<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an image")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let (mut id, mut tags, mut digests, mut size) = (false, false, false, None);
+            while let Some(key) = map.next_key::<Key>()? {
+                let (seen, field) = match key {
+                    Key::Id => {
+                        map.next_value_seed(Text)?;
+                        (&mut id, "id")
+                    }
+                    Key::RepoTags => {
+                        if tags {
+                            return Err(de::Error::duplicate_field("repoTags"));
+                        }
+                        map.next_value_seed(Names {
+                            s: &mut *self.s,
+                            image: self.index,
+                            field: "repoTags",
+                        })?;
+                        (&mut tags, "repoTags")
+                    }
+                    Key::RepoDigests => {
+                        if digests {
+                            return Err(de::Error::duplicate_field("repoDigests"));
+                        }
+                        map.next_value_seed(Names {
+                            s: &mut *self.s,
+                            image: self.index,
+                            field: "repoDigests",
+                        })?;
+                        (&mut digests, "repoDigests")
+                    }
+                    Key::Size => {
+                        once(&mut size, "size", map.next_value::<u64>()?)?;
+                        continue;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    }
+                };
+                if std::mem::replace(seen, true) {
+                    return Err(de::Error::duplicate_field(field));
+                }
+            }
+            if !id {
+                return Err(de::Error::missing_field("id"));
+            }
+            self.s.end_image(size.unwrap_or(0));
+            Ok(())
+        }
+    }
+
+    /// A string, read and dropped.
+    struct Text;
+
+    impl<'de> DeserializeSeed<'de> for Text {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for Text {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    /// A list of names, each handed to the summarizer as it is read.
+    struct Names<'a, 'r> {
+        s: &'a mut Summarizer<'r>,
+        image: usize,
+        field: &'static str,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Names<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Names<'_, '_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of image names")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(()) = seq.next_element_seed(Name {
+                s: &mut *self.s,
+                image: self.image,
+                field: self.field,
+            })? {}
+            Ok(())
+        }
+    }
+
+    struct Name<'a, 'r> {
+        s: &'a mut Summarizer<'r>,
+        image: usize,
+        field: &'static str,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Name<'_, '_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl Visitor<'_> for Name<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an image name")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+            self.s.name(self.image, self.field, v);
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -127,12 +559,183 @@ mod tests {
             (4, 100, Some(7))
         );
         assert_eq!(s.relevant_images.len(), 1, "{:?}", s.relevant_images);
-        assert_eq!(s.relevant_images[0].len(), 2, "digest and tag");
+        assert_eq!(
+            s.relevant_images[0].len(),
+            1,
+            "the digest, not a tag no one wants now"
+        );
+        assert!(s.relevant_images[0][0].digest.is_some());
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("images[3].repoTags"),
             "{problems:?}"
         );
+    }
+
+    fn decoded(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary, Vec<String>) {
+        let body = serde_json::to_vec(report).unwrap();
+        let d = decode_report(&body[..], relevance).unwrap();
+        assert_eq!(
+            (&d.node, &d.collected_at),
+            (&report.node, &report.collected_at)
+        );
+        (d.summary, d.problems)
+    }
+
+    #[test]
+    fn only_names_wanted_now_are_kept() {
+        let w = wanted(&["ghcr.io/x/lab:w_1"], &[r"^ghcr\.io/x/pat:keep"], &[]);
+        let relevance = Relevance::new(&w, []);
+        let d = |repo: &str, n: u8| format!("{repo}@sha256:{}", format!("{n:02x}").repeat(32));
+        let image = |tags: Vec<String>, digests: Vec<String>| RuntimeImage {
+            id: "x".into(),
+            repo_tags: tags,
+            repo_digests: digests,
+            size: 1,
+        };
+        let report = AgentReport {
+            node: "n".into(),
+            collected_at: "t".into(),
+            images: vec![
+                // Every tag of the wanted repository but the one wanted now: dropped.
+                image(
+                    (0..1000).map(|i| format!("ghcr.io/x/lab:t{i}")).collect(),
+                    vec![],
+                ),
+                image(
+                    vec!["ghcr.io/x/lab:w_1".into(), "ghcr.io/x/lab:t".into()],
+                    vec![d("ghcr.io/x/lab", 1)],
+                ),
+                // A pattern's tag, with a digest in its own repository.
+                image(
+                    vec!["ghcr.io/x/pat:keep1".into()],
+                    vec![d("ghcr.io/x/pat", 2)],
+                ),
+                // Another repository's digest, the image tagged but not a pattern's.
+                image(vec!["nginx:1".into()], vec![d("ghcr.io/x/other", 3)]),
+            ],
+            image_fs_used_bytes: None,
+        };
+        let (s, _) = summarize(&report, &relevance);
+        let names: Vec<Vec<String>> = s
+            .relevant_images
+            .iter()
+            .map(|e| e.iter().map(ToString::to_string).collect())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                vec![d("ghcr.io/x/lab", 1), "ghcr.io/x/lab:w_1".into()],
+                vec![d("ghcr.io/x/pat", 2), "ghcr.io/x/pat:keep1".into()],
+            ]
+        );
+        assert_eq!((s.image_count, s.names_dropped), (4, 0));
+        assert_eq!(decoded(&report, &relevance).0, s);
+    }
+
+    #[test]
+    fn names_kept_per_node_are_bounded_and_the_rest_counted() {
+        let w = wanted(&["ghcr.io/x/lab:w_1"], &[], &[]);
+        let relevance = Relevance::new(&w, []);
+        let images = (0..3000u32)
+            .map(|i| RuntimeImage {
+                id: format!("{i}"),
+                repo_tags: vec!["ghcr.io/x/lab:w_1".into()],
+                repo_digests: vec![format!("ghcr.io/x/lab@sha256:{i:064x}")],
+                size: 1,
+            })
+            .collect();
+        let report = AgentReport {
+            node: "n".into(),
+            collected_at: "t".into(),
+            images,
+            image_fs_used_bytes: Some(1),
+        };
+        let (s, _) = summarize(&report, &relevance);
+        let kept: usize = s.relevant_images.iter().map(Vec::len).sum();
+        assert_eq!(kept, MAX_RUNTIME_NAMES);
+        assert_eq!(s.names_dropped, 6000 - MAX_RUNTIME_NAMES as u64);
+        assert_eq!((s.image_count, s.image_bytes), (3000, 3000));
+        assert_eq!(decoded(&report, &relevance).0, s);
+    }
+
+    #[test]
+    fn decoding_checks_the_shape_as_the_report_type_does() {
+        let r = Relevance::default();
+        for good in [
+            r#"{"node":"n","collectedAt":"t","images":[],"extra":{"a":[1]}}"#,
+            r#"{"images":[{"id":"a","size":3,"other":null}],"collectedAt":"t","node":"n","imageFsUsedBytes":null}"#,
+        ] {
+            let whole: AgentReport = serde_json::from_str(good).unwrap();
+            let d = decode_report(good.as_bytes(), &r).unwrap();
+            assert_eq!(d.summary, summarize(&whole, &r).0, "{good}");
+        }
+        for bad in [
+            "",
+            "[]",
+            r#"{"node":"n","collectedAt":"t"}"#,
+            r#"{"node":"n","images":[]}"#,
+            r#"{"node":1,"collectedAt":"t","images":[]}"#,
+            r#"{"node":"n","collectedAt":"t","images":null}"#,
+            r#"{"node":"n","collectedAt":"t","images":[{"size":1}]}"#,
+            r#"{"node":"n","collectedAt":"t","images":[{"id":"a","repoTags":"x"}]}"#,
+            r#"{"node":"n","collectedAt":"t","images":[{"id":"a","repoTags":[1]}]}"#,
+            r#"{"node":"n","collectedAt":"t","images":[{"id":"a","size":-1}]}"#,
+            r#"{"node":"n","node":"m","collectedAt":"t","images":[]}"#,
+            r#"{"node":"n","collectedAt":"t","images":[]} trailing"#,
+        ] {
+            assert!(
+                serde_json::from_str::<AgentReport>(bad).is_err(),
+                "the report type refuses {bad}"
+            );
+            assert!(decode_report(bad.as_bytes(), &r).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Decoding as the answer is read gives what summarizing the whole
+        /// report gives.
+        #[test]
+        fn streaming_decode_matches_summarizing_the_report(
+            images in proptest::collection::vec(
+                (
+                    proptest::collection::vec(proptest::sample::select(vec![
+                        "ghcr.io/x/lab:w_1", "ghcr.io/x/lab:w_2", "ghcr.io/x/pat:a1",
+                        "nginx:1", "Bad Name!", "<none>:<none>", "",
+                    ]), 0..4),
+                    proptest::collection::vec(proptest::sample::select(vec![
+                        "ghcr.io/x/lab@sha256:1111111111111111111111111111111111111111111111111111111111111111",
+                        "ghcr.io/x/other@sha256:2222222222222222222222222222222222222222222222222222222222222222",
+                        "<none>@<none>", "bad@digest",
+                    ]), 0..3),
+                    proptest::prelude::any::<u64>(),
+                ),
+                0..12,
+            ),
+            fs in proptest::option::of(proptest::prelude::any::<u64>()),
+            patterns in proptest::prelude::any::<bool>(),
+        ) {
+            let pats: &[&str] = if patterns { &[r"^ghcr\.io/x/pat:a"] } else { &[] };
+            let relevance = Relevance::new(&wanted(&["ghcr.io/x/lab:w_1"], pats, &[]), []);
+            let report = AgentReport {
+                node: "n".into(),
+                collected_at: "t".into(),
+                images: images
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (tags, digests, size))| RuntimeImage {
+                        id: format!("{i}"),
+                        repo_tags: tags.into_iter().map(String::from).collect(),
+                        repo_digests: digests.into_iter().map(String::from).collect(),
+                        size,
+                    })
+                    .collect(),
+                image_fs_used_bytes: fs,
+            };
+            let (whole, _) = summarize(&report, &relevance);
+            let (streamed, _) = decoded(&report, &relevance);
+            proptest::prop_assert_eq!(streamed, whole);
+        }
     }
 
     #[test]

@@ -377,7 +377,15 @@ mod tests {
             .to_string();
             let whole = summaries_whole(&body, &relevance).expect("a well-formed page");
             let streamed = summaries_streamed(&body, &relevance).expect("a well-formed page");
-            prop_assert_eq!(streamed, whole);
+            prop_assert_eq!(&streamed, &whole);
+            // Image entries summarized while they are decoded: the same summaries,
+            // problems included.
+            let folded = crate::analysis::node::decoding_for(
+                std::sync::Arc::new(relevance.clone()),
+                || summaries_streamed(&body, &relevance),
+            )
+            .expect("a well-formed page");
+            prop_assert_eq!(folded, whole);
         }
 
         #[test]

@@ -7,7 +7,7 @@ use super::reference::ImageRef;
 use super::selector::LabelSelector;
 use regex::{Regex, RegexSet};
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 super::label_values! {
@@ -112,6 +112,10 @@ pub struct WantGroup {
 pub struct Relevance {
     repos: HashSet<Arc<str>>,
     patterns: Option<RegexSet>,
+    /// The tags wanted now, by repository: the names of a runtime's list that are
+    /// kept (runtime lists are read again every interval, so they need not hold
+    /// next week's tags).
+    tags: HashMap<Arc<str>, HashSet<Arc<str>>>,
 }
 
 impl PartialEq for Relevance {
@@ -124,16 +128,50 @@ impl PartialEq for Relevance {
 
 impl Relevance {
     pub fn new<'a>(wanted: &Wanted, groups: impl IntoIterator<Item = &'a WantGroup>) -> Self {
-        let repos = wanted
+        let mut repos = HashSet::new();
+        let mut tags: HashMap<Arc<str>, HashSet<Arc<str>>> = HashMap::new();
+        for r in wanted
             .exact
             .iter()
             .chain(groups.into_iter().flat_map(|g| &g.images))
-            .map(|r| r.repo.clone())
-            .collect();
+        {
+            repos.insert(r.repo.clone());
+            if let Some(t) = &r.tag {
+                tags.entry(r.repo.clone()).or_default().insert(t.clone());
+            }
+        }
         Relevance {
             repos,
             patterns: (!wanted.pattern_set.is_empty()).then(|| wanted.pattern_set.clone()),
+            tags,
         }
+    }
+
+    /// Equal, and wanting the same tags now (what a runtime summary depends on).
+    pub fn same_for_runtime(&self, other: &Relevance) -> bool {
+        self == other && self.tags == other.tags
+    }
+
+    /// Whether a name of a runtime's image can match an image wanted now: a tag
+    /// wanted now or one a pattern matches, a digest in a wanted repository (a
+    /// wanted tag may be known by its digest); a digest elsewhere only if the
+    /// image may be a pattern's ([`RuntimeKeep::IfPatternImage`]).
+    pub fn runtime_keeps(&self, r: &ImageRef) -> RuntimeKeep {
+        if let Some(t) = &r.tag
+            && (self.tags.get(&r.repo).is_some_and(|ts| ts.contains(t)) || self.pattern_matches(r))
+        {
+            return RuntimeKeep::Yes;
+        }
+        match &r.digest {
+            Some(_) if self.repos.contains(&r.repo) => RuntimeKeep::Yes,
+            Some(_) if self.patterns.is_some() => RuntimeKeep::IfPatternImage,
+            _ => RuntimeKeep::No,
+        }
+    }
+
+    /// Whether a tagged name matches a pattern.
+    pub fn matches_pattern(&self, r: &ImageRef) -> bool {
+        self.pattern_matches(r)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,6 +214,16 @@ impl Relevance {
         let maybe_cut = names >= MAX_NAMES_PER_IMAGE || all_untagged;
         maybe_cut && self.patterns.is_some()
     }
+}
+
+/// What a runtime summary keeps of one name ([`Relevance::runtime_keeps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKeep {
+    No,
+    Yes,
+    /// A digest outside the wanted repositories, kept when the image has a tag a
+    /// pattern matches or no tag at all (it may then be a pattern's image).
+    IfPatternImage,
 }
 
 /// The kubelet's `MaxNamesPerImageInNodeStatus`.

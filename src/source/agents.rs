@@ -9,7 +9,7 @@
 //! older than the allowed age) is counted and logged, and the node falls back to
 //! what the API alone shows (`unverifiable` at the cap).
 
-use crate::analysis::runtime::{AgentReport, summarize};
+use crate::analysis::runtime::{DecodedReport, MAX_RUNTIME_NAMES, decode_report};
 use crate::analysis::{Relevance, intern};
 use crate::metrics::{Metrics, SourceErrorKind};
 use crate::store::Store;
@@ -127,16 +127,21 @@ pub fn targets(slices: &[Arc<EndpointSlice>], port_name: &str) -> (Vec<Target>, 
     (by_node.into_values().collect(), problems)
 }
 
-/// Parses an agent's answer and checks it: it must be about `node` and its
-/// runtime answer no older than `max_age` at `now`.
+/// Decodes an agent's answer as it is read and checks it: it must be about
+/// `node` and its runtime answer no older than `max_age` at `now`. Only what can
+/// match an image wanted now is kept ([`decode_report`]).
 pub fn check_report(
-    body: &[u8],
+    body: impl std::io::Read,
     node: &str,
     now: SystemTime,
     max_age: Duration,
-) -> Result<AgentReport, String> {
-    let report: AgentReport = serde_json::from_slice(body)
-        .map_err(|e| format!("the answer is not an agent report: {e}"))?;
+    relevance: &Relevance,
+) -> Result<DecodedReport, String> {
+    let report = decode_report(body, relevance).map_err(|e| match e.classify() {
+        // Reading failed (too large, cut off): that error, not a JSON one.
+        serde_json::error::Category::Io => std::io::Error::from(e).to_string(),
+        _ => format!("the answer is not an agent report: {e}"),
+    })?;
     if report.node != node {
         return Err(format!(
             "the agent reports node {:?}, but its endpoint is on {node:?}",
@@ -157,34 +162,69 @@ pub fn check_report(
     Ok(report)
 }
 
-/// A buffer that refuses to grow past `max` bytes.
-struct Bounded {
-    buf: Vec<u8>,
+/// A reader that fails past `max` bytes.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
     max: u64,
 }
 
-impl std::io::Write for Bounded {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if (self.buf.len() + data.len()) as u64 > self.max {
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte more than allowed tells a body of exactly `max` from a larger one.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
             return Err(std::io::Error::other(format!(
                 "the answer is larger than {} bytes",
                 self.max
             )));
         }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
-/// Reads all of a body, gzip-compressed or not, failing past `max` bytes after
-/// decompression. (Decompressed here rather than by the HTTP client, so that
-/// the bound applies to what is decoded as it is decoded.)
-async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
-    use std::io::Write;
+/// The body's chunks, as they arrive, to a reader on a blocking thread.
+struct Chunks {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(chunk)) => self.current = chunk,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                // The end of the body, or the reading side gave up (timeout,
+                // shutdown): the decoder stops either way.
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        bytes::Buf::advance(&mut self.current, n);
+        Ok(n)
+    }
+}
+
+/// Chunks in flight between the network and the decoder.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Reads a body, gzip-compressed or not, into `decode` as it arrives, failing
+/// past `max` bytes after decompression. `decode` runs on a blocking thread and
+/// sees the body as a reader: the body is never held whole (a few chunks are in
+/// flight), so an agent's answer costs what `decode` keeps of it. (Decompressed
+/// here rather than by the HTTP client, so that the bound applies to what is
+/// decoded as it is decoded.)
+async fn read_streaming<T: Send + 'static>(
+    mut response: reqwest::Response,
+    max: u64,
+    decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
     let gzip = response
         .headers()
         .get(reqwest::header::CONTENT_ENCODING)
@@ -192,26 +232,46 @@ async fn read_bounded(mut response: reqwest::Response, max: u64) -> Result<Vec<u
     if !gzip && response.content_length().is_some_and(|n| n > max) {
         return Err(format!("the answer is larger than {max} bytes"));
     }
-    let sink = || Bounded {
-        buf: Vec::new(),
-        max,
-    };
-    let mut decoder = gzip.then(|| flate2::write::MultiGzDecoder::new(sink()));
-    let mut plain = sink();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        match decoder.as_mut() {
-            Some(d) => d.write_all(&chunk),
-            None => plain.write_all(&chunk),
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    let decoder = tokio::task::spawn_blocking(move || {
+        let chunks = Chunks {
+            rx,
+            current: bytes::Bytes::new(),
+        };
+        let body: Box<dyn std::io::Read> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+                chunks,
+            )))
+        } else {
+            Box::new(chunks)
+        };
+        let mut reader = std::io::BufReader::with_capacity(
+            64 << 10,
+            Bounded {
+                inner: body,
+                left: max,
+                max,
+            },
+        );
+        decode(&mut reader)
+    });
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => break,
+            Err(e) => Err(e.to_string()),
+        };
+        let failed = chunk.is_err();
+        // A closed channel: the decoder is done (it failed, or the body goes on
+        // past the end of the JSON); its answer says which.
+        if tx.send(chunk).await.is_err() || failed {
+            break;
         }
-        .map_err(|e| e.to_string())?;
     }
-    match decoder {
-        Some(d) => d
-            .finish()
-            .map(|b| b.buf)
-            .map_err(|e| format!("the gzip body is not valid: {e}")),
-        None => Ok(plain.buf),
-    }
+    drop(tx);
+    decoder
+        .await
+        .map_err(|e| format!("decoding the answer failed: {e}"))?
 }
 
 /// The client for the agents: rustls with the process's crypto provider, gzip,
@@ -239,13 +299,14 @@ pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-/// One read of one agent.
+/// One read of one agent, decoded as it arrives into what `relevance` keeps.
 pub async fn fetch(
     client: &reqwest::Client,
     opts: &AgentOptions,
     target: &Target,
     password: Option<&str>,
-) -> Result<AgentReport, String> {
+    relevance: &Arc<Relevance>,
+) -> Result<DecodedReport, String> {
     let scheme = if opts.https { "https" } else { "http" };
     let url = format!("{scheme}://{}/v1/images", target.authority);
     let mut request = client
@@ -254,6 +315,7 @@ pub async fn fetch(
     if let (Some((user, _)), Some(password)) = (&opts.basic_auth, password) {
         request = request.basic_auth(user, Some(password));
     }
+    let (node, max_age, relevance) = (target.node.clone(), opts.max_age, relevance.clone());
     let work = async {
         let response = request
             .send()
@@ -266,21 +328,21 @@ pub async fn fetch(
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
-        read_bounded(response, opts.max_body_bytes)
-            .await
-            .map_err(|e| format!("{url}: {e}"))
+        read_streaming(response, opts.max_body_bytes, move |body| {
+            check_report(body, &node, SystemTime::now(), max_age, &relevance)
+        })
+        .await
+        .map_err(|e| format!("{url}: {e}"))
     };
     // One limit for the whole exchange, a body trickled in slowly included.
-    let body = tokio::time::timeout(opts.timeout, work)
+    tokio::time::timeout(opts.timeout, work)
         .await
         .map_err(|_| {
             format!(
                 "{url}: {} without a complete answer",
                 crate::source::timed_out(opts.timeout)
             )
-        })??;
-    check_report(&body, &target.node, SystemTime::now(), opts.max_age)
-        .map_err(|e| format!("{url}: {e}"))
+        })?
 }
 
 /// Reads every agent once and records what they hold; nodes without a usable
@@ -291,7 +353,7 @@ async fn read_all(
     targets: &[Target],
     store: &Store,
     metrics: &Metrics,
-    relevance: &Relevance,
+    relevance: &Arc<Relevance>,
     last_error: &mut HashMap<String, String>,
 ) -> usize {
     let password = match &opts.basic_auth {
@@ -307,12 +369,17 @@ async fn read_all(
     // Owned futures: borrowed ones make the task's future not `Send` for every
     // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
     let opts = Arc::new(opts.clone());
-    let results: Vec<(String, Result<AgentReport, String>)> =
+    let results: Vec<(String, Result<DecodedReport, String>)> =
         futures::stream::iter(targets.to_vec())
             .map(|t| {
-                let (client, opts, password) = (client.clone(), opts.clone(), password.clone());
+                let (client, opts, password, relevance) = (
+                    client.clone(),
+                    opts.clone(),
+                    password.clone(),
+                    relevance.clone(),
+                );
                 async move {
-                    let r = fetch(&client, &opts, &t, password.as_deref()).await;
+                    let r = fetch(&client, &opts, &t, password.as_deref(), &relevance).await;
                     (t.node, r)
                 }
             })
@@ -322,9 +389,16 @@ async fn read_all(
     let mut ok = 0;
     for (node, result) in results {
         match result {
-            Ok(report) => {
+            Ok(DecodedReport {
+                summary, problems, ..
+            }) => {
                 ok += 1;
-                let (summary, problems) = summarize(&report, relevance);
+                if summary.names_dropped > 0 {
+                    metrics.agent_names_dropped(summary.names_dropped);
+                    tracing::warn!(%node, dropped = summary.names_dropped,
+                        "the agent's report has more names that may be wanted than are kept \
+                         ({MAX_RUNTIME_NAMES}); the rest are ignored");
+                }
                 for p in problems.iter().take(3) {
                     tracing::debug!(%node, "agent report: skipping a name: {p}");
                 }
@@ -422,7 +496,7 @@ async fn poll(
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = shutdown.cancelled() => return,
-            // The wanted repositories changed: the kept names may miss some.
+            // The wanted images changed: the kept names may miss some.
             _ = relevance_changed(&store, &relevance) => {}
         }
         relevance = store.relevance();
@@ -455,7 +529,7 @@ async fn poll(
 async fn relevance_changed(store: &Store, seen: &Relevance) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if *store.relevance() != *seen {
+        if !store.relevance().same_for_runtime(seen) {
             return;
         }
     }
@@ -544,6 +618,16 @@ mod tests {
         e.finish().unwrap()
     }
 
+    /// The whole body, as the decoder would read it.
+    async fn read_bounded(response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
+        read_streaming(response, max, |body| {
+            let mut buf = Vec::new();
+            body.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+            Ok(buf)
+        })
+        .await
+    }
+
     #[tokio::test]
     async fn bodies_are_bounded_after_decompression() {
         let json = br#"{"node":"a"}"#.to_vec();
@@ -586,17 +670,19 @@ mod tests {
             json!({"node": node, "collectedAt": at, "images": []}).to_string()
         };
         let max = Duration::from_secs(180);
-        assert!(check_report(body("a", "2026-11-25T10:04:00Z").as_bytes(), "a", now, max).is_ok());
+        let r = &Relevance::default();
+        let check = |body: &str, node| check_report(body.as_bytes(), node, now, max, r);
+        assert!(check(&body("a", "2026-11-25T10:04:00Z"), "a").is_ok());
         // A clock slightly ahead is no age.
-        assert!(check_report(body("a", "2026-11-25T10:05:30Z").as_bytes(), "a", now, max).is_ok());
-        let stale = check_report(body("a", "2026-11-25T09:00:00Z").as_bytes(), "a", now, max);
+        assert!(check(&body("a", "2026-11-25T10:05:30Z"), "a").is_ok());
+        let stale = check(&body("a", "2026-11-25T09:00:00Z"), "a");
         assert!(stale.unwrap_err().contains("runtime down"));
-        let other = check_report(body("b", "2026-11-25T10:04:00Z").as_bytes(), "a", now, max);
+        let other = check(&body("b", "2026-11-25T10:04:00Z"), "a");
         assert!(other.unwrap_err().contains("reports node \"b\""));
-        let bad_time = check_report(body("a", "yesterday").as_bytes(), "a", now, max);
+        let bad_time = check(&body("a", "yesterday"), "a");
         assert!(bad_time.unwrap_err().contains("collectedAt"));
-        for garbage in [&b"<html>"[..], b"[]", b"{\"node\":1}", b""] {
-            let e = check_report(garbage, "a", now, max).unwrap_err();
+        for garbage in ["<html>", "[]", "{\"node\":1}", ""] {
+            let e = check(garbage, "a").unwrap_err();
             assert!(e.contains("not an agent report"), "{e}");
         }
     }

@@ -193,11 +193,14 @@ pub async fn list_nodes(
                 }
                 Ok(Err(e)) => return Err(e),
             }
-            let page = stream::decode_list(&body, |item| match item {
-                Ok(node) => out.extend(ingest.summarize(&node)),
-                Err(e) => ingest.undecodable("in a list page", &e.to_string()),
-            })
-            .map_err(ListError::Decode)?;
+            let page = ingest
+                .decoding(|| {
+                    stream::decode_list(&body, |item| match item {
+                        Ok(node) => out.extend(ingest.summarize(&node)),
+                        Err(e) => ingest.undecodable("in a list page", &e.to_string()),
+                    })
+                })
+                .map_err(ListError::Decode)?;
             sizer.observe(body.len(), page.items);
             tracing::debug!(
                 bytes = body.len(),
@@ -430,8 +433,12 @@ impl NodeWatch {
             r = open_watch(&self.api, &self.opts, &from) => r,
             _ = shutdown.cancelled() => return WatchEnd::Shutdown,
         };
+        let ingest = self.ingest.clone();
         let mut events = match opened {
-            Ok(events) => events.boxed(),
+            Ok(events) => Decoding {
+                events: events.boxed(),
+                ingest: &ingest,
+            },
             Err(kube::Error::Api(s)) if s.code == 410 => {
                 tracing::info!("watch expired (410 Gone); relisting nodes");
                 return WatchEnd::Relist;
@@ -468,6 +475,10 @@ impl NodeWatch {
                 Some(event) => event,
             };
             if let Some(end) = self.apply(event, shutdown).await {
+                // The client keeps a buffer the size of the largest event for as
+                // long as the watch lasts: drop it, and return the memory.
+                drop(events);
+                crate::sys::release_free_memory();
                 return end;
             }
             delivered = true;
@@ -483,14 +494,30 @@ impl NodeWatch {
         let ingest = &self.ingest;
         let delivered = match event {
             Ok(WatchEvent::Added(node) | WatchEvent::Modified(node)) => {
+                let mut huge = false;
                 match ingest.summarize(&node) {
-                    Some(s) => ingest.store.upsert(s),
+                    Some(s) => {
+                        huge = s.image_count >= HUGE_EVENT_IMAGES;
+                        ingest.store.upsert(s)
+                    }
                     // Relabeled out of --node-selector, or nameless.
                     None => {
                         if let Some(name) = node.metadata.name.as_deref() {
                             ingest.store.remove(name);
                         }
                     }
+                }
+                if huge {
+                    // Continue from this version on a new watch, so that the
+                    // client's event buffer of this size is freed.
+                    self.healthy = true;
+                    self.backoff.reset();
+                    self.version = node
+                        .metadata
+                        .resource_version
+                        .clone()
+                        .or(self.version.take());
+                    return Some(WatchEnd::Resume);
                 }
                 node.metadata.resource_version.clone()
             }
@@ -627,6 +654,31 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = shutdown.cancelled() => false,
+    }
+}
+
+/// A node with this many images (an event of about 14 MB) ends the watch after
+/// it, which then continues from its version: see the watch loop.
+const HUGE_EVENT_IMAGES: u32 = 100_000;
+
+/// Watch events, each decoded under [`Ingest::decoding`] (the client decodes an
+/// event while the stream is polled): a node's image entries are summarized as
+/// they are read.
+struct Decoding<'a, S> {
+    events: S,
+    ingest: &'a Ingest,
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for Decoding<'_, S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = &mut *self;
+        this.ingest
+            .decoding(|| std::pin::Pin::new(&mut this.events).poll_next(cx))
     }
 }
 

@@ -2,20 +2,27 @@
 
 use super::Ingest;
 use crate::analysis::NodeView;
-use crate::analysis::lenient::{Lenient, LenientVec, present};
+use crate::analysis::lenient::{not_a_list_message, truncate};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
-/// A NodeList (`kind: List` or `NodeList`) or a single Node.
+/// A NodeList (`kind: List` or `NodeList`) or a single Node; the items are
+/// delimited, not decoded, here.
 #[derive(Deserialize)]
-struct Document {
+struct Document<'a> {
     #[serde(default)]
     kind: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    items: Option<LenientVec<NodeView>>,
+    #[serde(default, borrow, deserialize_with = "raw")]
+    items: Option<&'a RawValue>,
+}
+
+/// The value as it is in the text; `null` too (an empty list).
+fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// One item of a dump: a node, or its index and why it could not be decoded.
@@ -24,6 +31,17 @@ pub type Item = Result<NodeView, (usize, String)>;
 /// Decodes a dump. `Err` when the input is unusable as a whole; nodes that cannot be
 /// decoded are returned as `Err((index, reason))` beside the good ones.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
+    let mut items = Vec::new();
+    decode_each(bytes, |item| items.push(item))?;
+    Ok(items)
+}
+
+/// [`decode`], handing each item to `on_item` as soon as it is decoded, so that
+/// the dump is never held decoded: each node is decoded from its slice of
+/// `bytes` (under [`Ingest::decoding`], only what its summary needs is kept)
+/// and can be summarized and dropped before the next. `on_item` is only called
+/// once the document as a whole is known to be usable.
+pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), String> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
         return Err(
@@ -36,21 +54,35 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
     match (doc.kind.as_deref(), doc.items) {
         (Some("Node"), _) => {
             let node: NodeView = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-            Ok(vec![Ok(node)])
+            on_item(Ok(node));
+            Ok(())
         }
         (_, Some(items)) => {
-            if let Some(e) = items.invalid {
-                return Err(format!("items: {e}"));
+            let text = items.get();
+            let what = match text.as_bytes().first() {
+                Some(b'[') => None,
+                Some(b'n') => return Ok(()),
+                Some(b'{') => Some("an object"),
+                Some(b'"') => Some("a string"),
+                Some(b't' | b'f') => Some("a boolean"),
+                _ => Some("a number"),
+            };
+            if let Some(what) = what {
+                return Err(format!("items: {}", not_a_list_message(what)));
             }
-            Ok(items
-                .items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| match item {
-                    Lenient::Ok(n) => Ok(n),
-                    Lenient::Invalid(e) => Err((i, e)),
-                })
-                .collect())
+            // Delimited only: borrowed slices of `bytes`.
+            let items: Vec<&RawValue> =
+                serde_json::from_str(text).map_err(|e| format!("items: {e}"))?;
+            for (i, item) in items.into_iter().enumerate() {
+                let text = item.get();
+                on_item(serde_json::from_str::<NodeView>(text).map_err(|e| {
+                    (
+                        i,
+                        format!("{}: {}", truncate(&e.to_string(), 100), truncate(text, 60)),
+                    )
+                }));
+            }
+            Ok(())
         }
         (kind, None) => Err(format!(
             "expected a NodeList (kubectl get nodes -o json) with items, found kind {}",
@@ -98,23 +130,25 @@ pub fn load_bounded(
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         read_bounded(file, max_bytes, size).map_err(|e| format!("{}: {e}", path.display()))?
     };
-    let nodes = decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::with_capacity(nodes.len());
+    let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for node in nodes {
-        match node {
-            Ok(view) => {
-                if let Some(s) = ingest.summarize(&view) {
-                    if !seen.insert(s.name.clone()) {
-                        ingest.undecodable(&s.name, "duplicate node name; the last one is kept");
-                        out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
+    ingest
+        .decoding(|| {
+            decode_each(&bytes, |node| match node {
+                Ok(view) => {
+                    if let Some(s) = ingest.summarize(&view) {
+                        if !seen.insert(s.name.clone()) {
+                            ingest
+                                .undecodable(&s.name, "duplicate node name; the last one is kept");
+                            out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
+                        }
+                        out.push(s);
                     }
-                    out.push(s);
                 }
-            }
-            Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
-        }
-    }
+                Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
+            })
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(out)
 }
 

@@ -14,7 +14,7 @@ pub mod kube_error;
 pub mod kubelet;
 pub mod prepullers;
 
-use crate::analysis::node::{NameCache, summarize_with};
+use crate::analysis::node::{decoding_for, summarize_with, with_name_cache};
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::{InvalidField, NodeSummary, NodeView};
 use crate::metrics::Metrics;
@@ -24,11 +24,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-thread_local! {
-    /// Image names already parsed and matched, per thread that summarizes.
-    static NAMES: std::cell::RefCell<NameCache> = std::cell::RefCell::default();
-}
 
 /// Turns decoded nodes into summaries, counting and logging malformed data.
 pub struct Ingest {
@@ -51,10 +46,7 @@ impl Ingest {
             return None;
         }
         let relevance = self.store.relevance();
-        let summary = NAMES.with_borrow_mut(|names| {
-            names.prepare(&relevance);
-            summarize_with(view, &relevance, names)
-        });
+        let summary = with_name_cache(&relevance, |names| summarize_with(view, &relevance, names));
         let summary = match summary {
             Ok(s) => s,
             Err(problem) => {
@@ -75,6 +67,13 @@ impl Ingest {
             }
         }
         Some(summary)
+    }
+
+    /// Runs `f`, in which nodes decoded on this thread keep only what their
+    /// summaries need (`analysis::node::decoding_for`): a node's memory while it
+    /// is decoded is then bounded by its summary, not by its image count.
+    pub fn decoding<R>(&self, f: impl FnOnce() -> R) -> R {
+        decoding_for(self.store.relevance(), f)
     }
 
     /// Counts a node that could not be used at all.
