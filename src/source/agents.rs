@@ -462,7 +462,8 @@ pub async fn run(
                         if !failing {
                             tracing::warn!(namespace = %ns, service = %svc,
                                 "cannot watch the agents' EndpointSlices (RBAC: list and watch \
-                                 endpointslices in that namespace), retrying: {e}");
+                                 endpointslices in that namespace), retrying: {}",
+                                crate::source::kube_error::WatcherLine(&e));
                         }
                         failing = true;
                     }
