@@ -747,7 +747,9 @@ async fn a_million_image_imagecache_is_capped() {
     };
     let m = exporter
         .wait_metrics_for("the capped ImageCache", Duration::from_secs(60), |m| {
+            // And the node summarized again for the new repositories (a relist).
             dropped(m) == Some(990_000.0)
+                && sample(m, "imagecap_prepull_image_nodes", &[("image", "r.io/i0:1")]) == Some(1.0)
         })
         .await;
     eprintln!(
