@@ -1,5 +1,7 @@
 //! The HTML status page served at `/`: self-contained, no scripts, no external assets.
 
+use crate::analysis::cluster::{MissingState, SourceReport};
+use crate::analysis::menu::{MenuReport, MenuState};
 use crate::analysis::{NodeReport, NodeStatus, Report};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -70,6 +72,131 @@ fn status_tag(n: &NodeReport) -> String {
     }
 }
 
+/// What a missing state means, in the legend and the tooltip of each missing image.
+fn state_help(state: MissingState) -> &'static str {
+    match state {
+        MissingState::Absent => {
+            "not on the node: its list is complete (under the cap), or the image is larger \
+             than the smallest one it lists at the cap, so it would be listed if it were there"
+        }
+        MissingState::Unlistable => {
+            "smaller than the smallest image the node lists at its cap: the kubelet's list, \
+             largest first, can never show it there, pulled or not, so the prepuller pulls it \
+             on every pass"
+        }
+        MissingState::Hidden => {
+            "on the node (its runtime holds it), hidden from the API by the cap: the prepuller \
+             pulls it again and the spawner menu leaves it out"
+        }
+        MissingState::Unverifiable => {
+            "the node is at its cap: it may be there, hidden; neither sizes nor a node-agent \
+             report tell"
+        }
+    }
+}
+
+/// The order the legend explains the missing states in: most actionable first.
+const LEGEND: [MissingState; 4] = [
+    MissingState::Absent,
+    MissingState::Unlistable,
+    MissingState::Hidden,
+    MissingState::Unverifiable,
+];
+
+fn menu_label(state: MenuState) -> &'static str {
+    match state {
+        MenuState::Shown => "shown",
+        MenuState::HiddenByCap => "hidden by the cap",
+        MenuState::MaybeHiddenByCap => "maybe hidden by the cap",
+        MenuState::Pulling => "pulling",
+    }
+}
+
+fn menu_help(state: MenuState) -> &'static str {
+    match state {
+        MenuState::Shown => "in the menu: on every eligible node, as Nublado reads the nodes",
+        MenuState::HiddenByCap => {
+            "out of the menu as long as the cap holds, whatever the prepuller does: every node \
+             Nublado counts as missing it is at its cap and holds it hidden or can never list it"
+        }
+        MenuState::MaybeHiddenByCap => {
+            "every node Nublado counts as missing it is at its cap, and on some it is \
+             unverifiable: the cap may keep it out of the menu"
+        }
+        MenuState::Pulling => "some node really lacks it: the menu shows it when the pulls finish",
+    }
+}
+
+/// The "Spawner menu" section: counts per state, then each image the cap keeps
+/// out (for sure or maybe) with Nublado's display name.
+fn render_menu(h: &mut String, menu: &MenuReport) {
+    h.push_str(
+        "<h2 id=\"menu\">Spawner menu</h2>\
+         <table id=\"menu-states\" class=\"narrow\"><thead><tr><th>Menu state</th>\
+         <th>Images</th><th>Meaning</th></tr></thead><tbody>\n",
+    );
+    for &state in MenuState::ALL {
+        let _ = writeln!(
+            h,
+            "<tr data-menu-state=\"{s}\"><td><span class=\"tag {s}\">{label}</span></td>\
+             <td class=\"num\">{n}</td><td class=\"why\">{help}</td></tr>",
+            s = state.as_str(),
+            label = menu_label(state),
+            n = menu.count(state),
+            help = menu_help(state),
+        );
+    }
+    h.push_str("</tbody></table>\n");
+    if menu.hidden.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<table id=\"menu-hidden\"><thead><tr><th>Left out of the menu</th><th>State</th>\
+         <th>Image</th><th>At-cap nodes</th></tr></thead><tbody>\n",
+    );
+    for m in &menu.hidden {
+        let nodes: Vec<String> = m.nodes.iter().map(|n| esc(n)).collect();
+        let _ = writeln!(
+            h,
+            "<tr data-menu-image=\"{img}\"><td class=\"name\">{name}</td>\
+             <td><span class=\"tag {s}\" title=\"{help}\">{label}</span></td>\
+             <td><code>{img}</code></td><td>{nodes}</td></tr>",
+            img = esc(&m.image),
+            name = esc(&m.name),
+            s = m.state.as_str(),
+            help = menu_help(m.state),
+            label = menu_label(m.state),
+            nodes = nodes.join(", "),
+        );
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+/// The "Prepull loop" section: per source, the (node, image) pairs at the cap that
+/// the prepuller pulls on every pass for nothing. Only when there are some.
+fn render_loop(h: &mut String, sources: &[SourceReport]) {
+    if sources.iter().all(|s| s.loop_pairs == 0) {
+        return;
+    }
+    h.push_str(
+        "<h2 id=\"loop\">Prepull loop</h2><p class=\"meta\">Pairs of an eligible node at its cap \
+         and a wanted image it holds <span class=\"state hidden\">hidden</span> or can never list \
+         (<span class=\"state unlistable\">unlistable</span>): each is a pull the prepuller \
+         schedules again on every pass, for nothing.</p>\
+         <table id=\"loop-pairs\" class=\"narrow\"><thead><tr><th>Source</th>\
+         <th>Pairs pulled on every pass</th></tr></thead><tbody>\n",
+    );
+    for s in sources {
+        let _ = writeln!(
+            h,
+            "<tr data-source=\"{src}\"><td>{src}</td><td class=\"num\">{n}</td></tr>",
+            src = esc(s.source.as_str()),
+            n = s.loop_pairs,
+        );
+    }
+    h.push_str("</tbody></table>\n");
+}
+
 pub fn render(report: &Report, last_update: Option<SystemTime>, now: SystemTime) -> String {
     render_with_metrics_at(report, last_update, now, "/metrics")
 }
@@ -93,23 +220,42 @@ pub fn render_with_metrics_at(
         "table{border-collapse:collapse;width:100%}",
         "th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}",
         "th{background:#f3f4f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}",
-        ".bar{position:relative;width:14rem;height:1.1rem;background:#e5e7eb;border-radius:3px}",
+        ".bar{position:relative;width:12rem;height:1.1rem;background:#e5e7eb;border-radius:3px}",
         ".bar span{position:absolute;left:0;top:0;bottom:0;background:#22a06b;border-radius:3px}",
         ".bar b{position:absolute;left:.4rem;top:0;font-weight:600;font-size:.8rem;line-height:1.1rem}",
         "tr.near-cap .bar span{background:#e2b203}tr.at-cap .bar span{background:#c9372c}",
         ".bar span.hidden,tr.at-cap .bar span.hidden{background:#c9372c;opacity:.35;border-radius:0 3px 3px 0}",
         ".state{font-size:.75rem;color:#555}.state.hidden{color:#ae2e24;font-weight:600}",
+        ".state.absent{color:#a54800}.state.unverifiable{color:#44546f}",
+        ".state.unlistable{color:#5e4db2;font-weight:600}",
+        "ul.legend{list-style:none;padding:0;margin:.5rem 0 0;color:#555;font-size:.8rem}",
+        "table.narrow{width:auto}code{overflow-wrap:anywhere}td.num{white-space:nowrap}",
+        "#nodes td:last-child{min-width:17rem}table+table{margin-top:.8rem}.why{overflow-wrap:anywhere}",
         "td.name{white-space:nowrap;font-weight:600}.tag{white-space:nowrap}",
         ".tag{display:inline-block;padding:0 .35rem;border-radius:3px;font-size:.8rem;font-weight:600}",
         ".tag.at-cap{background:#ffeceb;color:#ae2e24}.tag.near-cap{background:#fff7d6;color:#7f5f01}",
         ".tag.ok{background:#dcfff1;color:#216e4e}.tag.off{background:#f1f2f4;color:#44546f}",
+        ".tag.shown{background:#dcfff1;color:#216e4e}.tag.hidden_by_cap{background:#ffeceb;color:#ae2e24}",
+        ".tag.maybe_hidden_by_cap{background:#fff7d6;color:#7f5f01}.tag.pulling{background:#e9f2ff;color:#0055cc}",
         "ul{margin:0;padding-left:1.1rem}code{font-size:.85rem}.why{color:#555;font-size:.8rem}",
         "</style></head><body>\n<h1>Image cap (nodeStatusMaxImages)</h1>\n"
     ));
     let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
+    let menu_note = match &report.menu {
+        Some(m) if m.hidden_by_cap + m.maybe_hidden_by_cap > 0 => format!(
+            ", <strong>{} left out of the spawner menu by the cap</strong>{}",
+            m.hidden_by_cap + m.maybe_hidden_by_cap,
+            if m.maybe_hidden_by_cap > 0 {
+                format!(" ({} maybe)", m.maybe_hidden_by_cap)
+            } else {
+                String::new()
+            }
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         h,
-        "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>; {}.</p>",
+        "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>{menu_note}; {}.</p>",
         report.nodes.len(),
         report.eligible_nodes,
         at_cap,
@@ -165,9 +311,10 @@ pub fn render_with_metrics_at(
                 .iter()
                 .map(|m| {
                     format!(
-                        "<li><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
+                        "<li title=\"{help}\"><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
                         esc(&m.image),
-                        s = m.state.as_str()
+                        s = m.state.as_str(),
+                        help = state_help(m.state)
                     )
                 })
                 .collect();
@@ -192,6 +339,22 @@ pub fn render_with_metrics_at(
         );
     }
     h.push_str("</tbody></table>\n");
+    if report.nodes.iter().any(|n| !n.missing.is_empty()) {
+        h.push_str("<ul class=\"legend\" id=\"states\">");
+        for state in LEGEND {
+            let _ = write!(
+                h,
+                "<li><span class=\"state {s}\">{s}</span>: {help}.</li>",
+                s = state.as_str(),
+                help = state_help(state)
+            );
+        }
+        h.push_str("</ul>\n");
+    }
+    if let Some(menu) = &report.menu {
+        render_menu(&mut h, menu);
+    }
+    render_loop(&mut h, &report.sources);
     if !report.images.is_empty() {
         h.push_str(
             "<h2>Wanted images</h2><table id=\"images\"><thead><tr><th>Image</th>\
@@ -232,6 +395,7 @@ mod tests {
     use super::*;
     use crate::analysis::WantSource;
     use crate::analysis::cluster::{CapSource, ImageReport, MissingImage, MissingState};
+    use crate::analysis::menu::MenuHidden;
 
     fn node(name: &str, images: u32, max: i64) -> NodeReport {
         NodeReport {
@@ -295,7 +459,9 @@ mod tests {
         assert!(h.contains("style=\"width:92.0%\""));
         assert!(h.contains("<b>137 / unlimited</b>"));
         assert!(h.contains(
-            "1 unverifiable<ul><li><code>x:1</code> <span class=\"state unverifiable\">unverifiable</span></li></ul>"
+            "1 unverifiable<ul><li title=\"the node is at its cap: it may be there, hidden; \
+             neither sizes nor a node-agent report tell\"><code>x:1</code> \
+             <span class=\"state unverifiable\">unverifiable</span></li></ul>"
         ));
         assert!(h.contains("refreshed 7 s ago"));
         assert!(h.contains("3.0 GiB") && h.contains("1.0 TiB"));
@@ -304,6 +470,185 @@ mod tests {
             !h.contains("http://") && !h.contains("https://"),
             "no external assets"
         );
+    }
+
+    /// A node at its cap that can never list two wanted images and holds a third
+    /// hidden, and Nublado's menu leaving one out for sure and one maybe.
+    fn at_cap_with_menu() -> Report {
+        let mut full = node("full", 50, 50);
+        full.set_missing(vec![
+            MissingImage {
+                image: "ghcr.io/x/lab:w_2".into(),
+                state: MissingState::Unlistable,
+            },
+            MissingImage {
+                image: "docker.io/library/busybox:1.36".into(),
+                state: MissingState::Unlistable,
+            },
+            MissingImage {
+                image: "ghcr.io/x/lab:w_3".into(),
+                state: MissingState::Hidden,
+            },
+        ]);
+        let source = |source, loop_pairs| SourceReport {
+            source,
+            images: 2,
+            up: true,
+            last_success_seconds: None,
+            dropped_images: 0,
+            loop_pairs,
+        };
+        Report {
+            nodes: vec![full, node("roomy", 10, 50)],
+            images: vec![],
+            eligible_nodes: 2,
+            sources: vec![
+                source(WantSource::Config, 1),
+                source(WantSource::Nublado, 2),
+                source(WantSource::KubeFledged, 0),
+            ],
+            menu: Some(MenuReport {
+                shown: 4,
+                hidden_by_cap: 1,
+                maybe_hidden_by_cap: 1,
+                pulling: 3,
+                hidden: vec![
+                    MenuHidden {
+                        image: "ghcr.io/x/lab:w_2".into(),
+                        name: "Weekly <2>".into(),
+                        state: MenuState::HiddenByCap,
+                        nodes: vec!["full".into(), "other&1".into()],
+                    },
+                    MenuHidden {
+                        image: "ghcr.io/x/lab:w_4".into(),
+                        name: "Weekly 4".into(),
+                        state: MenuState::MaybeHiddenByCap,
+                        nodes: vec!["full".into()],
+                    },
+                ],
+            }),
+        }
+    }
+
+    #[test]
+    fn unlistable_is_a_state_of_its_own_with_its_colour_and_legend() {
+        let now = SystemTime::now();
+        let h = render(&at_cap_with_menu(), Some(now), now);
+        assert!(
+            h.contains("3 unlistable<ul>"),
+            "the node's most actionable state: {h}"
+        );
+        assert!(h.contains(
+            "<code>ghcr.io/x/lab:w_2</code> <span class=\"state unlistable\">unlistable</span></li>"
+        ));
+        assert!(h.contains("<span class=\"state hidden\">hidden</span></li>"));
+        // Each state has a colour of its own.
+        let colours: Vec<&str> = MissingState::ALL
+            .iter()
+            .map(|s| {
+                let rule = format!(".state.{}{{color:", s.as_str());
+                let at = h
+                    .find(&rule)
+                    .unwrap_or_else(|| panic!("no colour for {rule}"));
+                &h[at + rule.len()..at + rule.len() + 7]
+            })
+            .collect();
+        let mut distinct = colours.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "{colours:?}");
+        // The legend explains every state, the tooltip each image's.
+        let legend = &h[h
+            .find("<ul class=\"legend\" id=\"states\">")
+            .expect("a legend")..];
+        for s in MissingState::ALL {
+            assert!(
+                legend.contains(&format!(
+                    "<li><span class=\"state {s}\">{s}</span>: {}.</li>",
+                    state_help(s),
+                    s = s.as_str()
+                )),
+                "{s:?} in the legend"
+            );
+        }
+        assert!(state_help(MissingState::Unlistable).contains("never show it there"));
+        assert!(h.contains(&format!(
+            "<li title=\"{}\"><code>docker.io/library/busybox:1.36</code>",
+            state_help(MissingState::Unlistable)
+        )));
+    }
+
+    #[test]
+    fn spawner_menu_counts_names_and_the_prepull_loop() {
+        let now = SystemTime::now();
+        let h = render(&at_cap_with_menu(), Some(now), now);
+        assert!(
+            h.contains("<strong>2 left out of the spawner menu by the cap</strong> (1 maybe);"),
+            "{h}"
+        );
+        assert!(h.contains("<h2 id=\"menu\">Spawner menu</h2>"));
+        for (state, label, n) in [
+            ("shown", "shown", 4),
+            ("hidden_by_cap", "hidden by the cap", 1),
+            ("maybe_hidden_by_cap", "maybe hidden by the cap", 1),
+            ("pulling", "pulling", 3),
+        ] {
+            assert!(
+                h.contains(&format!(
+                    "<tr data-menu-state=\"{state}\"><td><span class=\"tag {state}\">{label}</span></td>\
+                     <td class=\"num\">{n}</td>"
+                )),
+                "{state} in {h}"
+            );
+            assert!(
+                h.contains(&format!(".tag.{state}{{")),
+                "{state} has a colour"
+            );
+        }
+        // Each image the cap keeps out: Nublado's name (escaped), the reference, the nodes.
+        assert!(h.contains(
+            "<tr data-menu-image=\"ghcr.io/x/lab:w_2\"><td class=\"name\">Weekly &lt;2&gt;</td>\
+             <td><span class=\"tag hidden_by_cap\""
+        ));
+        assert!(
+            h.contains("<td><code>ghcr.io/x/lab:w_2</code></td><td>full, other&amp;1</td></tr>")
+        );
+        assert!(h.contains("<td class=\"name\">Weekly 4</td>"));
+        assert!(!h.contains("Weekly <2>"));
+        // The loop, per source.
+        assert!(h.contains("<h2 id=\"loop\">Prepull loop</h2>"));
+        assert!(
+            h.contains("<tr data-source=\"config\"><td>config</td><td class=\"num\">1</td></tr>")
+        );
+        assert!(
+            h.contains("<tr data-source=\"nublado\"><td>nublado</td><td class=\"num\">2</td></tr>")
+        );
+        assert!(h.contains(
+            "<tr data-source=\"kube-fledged\"><td>kube-fledged</td><td class=\"num\">0</td></tr>"
+        ));
+        // The menu comes before the wanted images and the footer.
+        assert!(h.find("id=\"menu\"") < h.find("Remedy:"));
+    }
+
+    #[test]
+    fn no_menu_without_nublado_and_no_loop_without_pairs() {
+        let mut r = at_cap_with_menu();
+        r.menu = None;
+        for s in &mut r.sources {
+            s.loop_pairs = 0;
+        }
+        let now = SystemTime::now();
+        let h = render(&r, Some(now), now);
+        assert!(
+            !h.contains("Spawner menu") && !h.contains("data-menu"),
+            "{h}"
+        );
+        assert!(!h.contains("spawner menu by the cap"));
+        assert!(!h.contains("Prepull loop") && !h.contains("data-source"));
+        assert!(h.contains("id=\"states\""), "the legend stays");
+        // Nothing missing anywhere: no legend either.
+        r.nodes[0].set_missing(vec![]);
+        assert!(!render(&r, Some(now), now).contains("id=\"states\""));
     }
 
     #[test]

@@ -4,7 +4,7 @@ Page contract: a self-contained HTML document (no external assets, no script fil
 <tr data-node="NAME"> per node holding the node name as text, with class "at-cap" on rows of
 nodes at their cap and "near-cap" on rows of nodes at 90% or more of it.
 
-Chromium renders the page twice: `--screenshot` takes a 1280x900 PNG, and a DevTools session
+Chromium renders the page twice: `--screenshot` takes a SHOT_SIZE PNG, and a DevTools session
 over --remote-debugging-pipe records every network request the page makes and reads the DOM
 as the browser parsed it with JavaScript disabled. (`--dump-dom` cannot be used for the
 latter: with --blink-settings=scriptEnabled=false headless Chromium prints nothing at all.)
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from harness import EXAMPLES, start_exporter
+from harness import EXAMPLES, start_exporter, wait_for
 
 CHROMIUM = shutil.which("chromium") or "chromium"
 CHROMIUM_TIMEOUT_S = 60
@@ -37,6 +37,16 @@ CHROMIUM_FLAGS = [
     "--window-size=1280,900",
 ]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# The screenshot: as wide as the DevTools window (so the layout is the same), tall enough
+# to show the node table, the legend, the spawner menu and the prepull loop of the
+# example data. docs/status-page.png is this screenshot (IMAGECAP_SCREENSHOT_OUT).
+SHOT_SIZE = (1280, 1400)
+SHOT_FLAGS = [f for f in CHROMIUM_FLAGS if not f.startswith("--window-size=")] + [
+    f"--window-size={SHOT_SIZE[0]},{SHOT_SIZE[1]}"]
+# Nublado's saved answer for the example nodes: one image the cap keeps out of the menu.
+NUBLADO_FILE = EXAMPLES / "nublado-prepulls.json"
+MENU_HIDDEN = ("Weekly 2024_11", "ghcr.io/lsst-sqre/sciplat-lab:w_2024_11@sha256:"
+               "9eb2b2844817e5c19132b064c90d7d1d3ea32aac7e4ce3362791d2c3a217199f", "nublado-worker-1")
 
 
 def example_nodes() -> list[str]:
@@ -251,10 +261,25 @@ class DevTools:
 
 # What the page's inline styles make of it: evaluated after the first load, so a
 # Content-Security-Policy that blocked them would show here.
-STYLE_PROBE = """JSON.stringify({
-  bodyMargin: getComputedStyle(document.body).marginTop,
-  barWidths: [...document.querySelectorAll('.bar span:not(.hidden)')].map(e => e.getBoundingClientRect().width),
-})"""
+STYLE_PROBE = """JSON.stringify((() => {
+  const box = e => { const r = e.getBoundingClientRect(), c = getComputedStyle(e);
+    return {text: e.textContent.trim(), cells: [...(e.cells || [])].map(c => c.textContent.trim()),
+            width: r.width, height: r.height, bottom: r.bottom,
+            color: c.color, shown: c.display !== 'none' && c.visibility === 'visible'}; };
+  const all = sel => [...document.querySelectorAll(sel)].map(box);
+  return {
+    bodyMargin: getComputedStyle(document.body).marginTop,
+    barWidths: [...document.querySelectorAll('.bar span:not(.hidden)')].map(e => e.getBoundingClientRect().width),
+    menuTitle: all('h2#menu'),
+    menuStates: all('#menu-states tr[data-menu-state]'),
+    menuHidden: all('#menu-hidden tr[data-menu-image]'),
+    loop: all('#loop-pairs tr[data-source]'),
+    unlistable: all('tr[data-node="nublado-worker-1"] li .state'),
+    legend: all('#states li'),
+    stateColours: Object.fromEntries([...document.querySelectorAll('#states .state')].map(
+      e => [e.textContent, getComputedStyle(e).color])),
+  };
+})())"""
 
 
 def render(url: str, profile: Path, log: Path) -> tuple[list[str], str, dict]:
@@ -293,12 +318,52 @@ def png_size(data: bytes) -> tuple[int, int]:
 # ---------------------------------------------------------------- the test
 
 
+def check_visible(boxes: list[dict], what: str, within: int):
+    assert boxes, f"{what}: not on the rendered page"
+    for b in boxes:
+        assert b["shown"] and b["width"] > 0 and b["height"] > 0, f"{what}: not visible: {b}"
+        assert b["bottom"] <= within, f"{what}: below the screenshot's {within}px: {b}"
+
+
+def check_menu_and_unlistable(styled: dict):
+    """The spawner menu and the `unlistable` state of the example data, as Chromium lays
+    them out: present, visible, inside the screenshot, `unlistable` in a colour of its own."""
+    height = SHOT_SIZE[1]
+    check_visible(styled["menuTitle"], "the Spawner menu heading", height)
+    assert styled["menuTitle"][0]["text"] == "Spawner menu", styled["menuTitle"]
+    check_visible(styled["menuStates"], "the menu's counts", height)
+    counts = {b["cells"][0]: b["cells"][1] for b in styled["menuStates"]}
+    # The example: r27_0_0 shown, w_2024_11 hidden by the cap, w_2024_10 pulling.
+    assert counts == {"shown": "1", "hidden by the cap": "1", "maybe hidden by the cap": "0",
+                      "pulling": "1"}, counts
+    check_visible(styled["menuHidden"], "the images left out of the menu", height)
+    (row,) = styled["menuHidden"]
+    name, image, nodes = MENU_HIDDEN
+    assert row["cells"] == [name, "hidden by the cap", image, nodes], row
+    check_visible(styled["loop"], "the prepull loop pairs", height)
+    assert {b["cells"][0]: b["cells"][1] for b in styled["loop"]} == {
+        "config": "1", "pattern": "1", "nublado": "1"}, styled["loop"]
+    # nublado-worker-1 is at its cap; every wanted image it misses is smaller than its
+    # smallest listed one.
+    check_visible(styled["unlistable"], "the unlistable states of nublado-worker-1", height)
+    assert {b["text"] for b in styled["unlistable"]} == {"unlistable"}, styled["unlistable"]
+    check_visible(styled["legend"], "the legend of the missing states", height)
+    (legend,) = [b["text"] for b in styled["legend"] if b["text"].startswith("unlistable:")]
+    assert "never" in legend and "every pass" in legend, legend
+    colours = styled["stateColours"]
+    assert set(colours) == {"absent", "unlistable", "hidden", "unverifiable"}, colours
+    assert len(set(colours.values())) == 4, f"states share a colour: {colours}"
+
+
 def check_status_page(url: str, tmp: Path) -> Path:
-    """Checks the status page at `url`; returns the screenshot's path."""
+    """Checks the status page at `url`, served with Nublado's answer for the example
+    nodes; returns the screenshot's path."""
     nodes = example_nodes()
     assert len(nodes) == 6
 
-    r = requests.get(url, timeout=10)
+    # The file source is read once the server runs: wait for its menu.
+    r = wait_for("the spawner menu on the page",
+                 lambda: (p := requests.get(url, timeout=10)).ok and 'id="menu"' in p.text and p)
     assert r.status_code == 200, r.status_code
     assert r.headers.get("content-type", "").startswith("text/html"), r.headers.get("content-type")
     raw = parse(r.text)
@@ -308,14 +373,14 @@ def check_status_page(url: str, tmp: Path) -> Path:
     check_rows(raw, nodes, "served HTML")
 
     shot = tmp / "status.png"
-    rc = run_chromium([*CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}",
+    rc = run_chromium([*SHOT_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}",
                        f"--screenshot={shot}", url], tmp / "chromium-screenshot.log")
     assert rc == 0, (tmp / "chromium-screenshot.log").read_text(errors="replace")[-2000:]
     assert shot.exists(), "chromium wrote no screenshot"
     data = shot.read_bytes()
     assert len(data) > 10_000, f"screenshot is only {len(data)} bytes"
     width, height = png_size(data)
-    assert (width, height) == (1280, 900), (width, height)
+    assert (width, height) == SHOT_SIZE, (width, height)
 
     requested, dom_html, styled = render(url, tmp / "profile-dom", tmp / "chromium-devtools.log")
     # The served Content-Security-Policy lets the page's own styles apply: the
@@ -323,6 +388,7 @@ def check_status_page(url: str, tmp: Path) -> Path:
     # inline widths.
     assert styled["bodyMargin"] == "24px", styled
     assert styled["barWidths"] and any(w > 0 for w in styled["barWidths"]), styled
+    check_menu_and_unlistable(styled)
     origin = urlsplit(url)[:2]
     foreign = [u for u in requested if urlsplit(u)[:2] != origin and not u.startswith("data:")]
     assert not foreign, f"the page made requests elsewhere: {foreign}"
@@ -342,6 +408,21 @@ def check_status_page(url: str, tmp: Path) -> Path:
 
 
 def test_status_page(workdir, procs):
-    ex = start_exporter(workdir)
+    ex = start_exporter(workdir, extra=["--nublado-file", str(NUBLADO_FILE)])
     procs.append(ex)
     check_status_page(ex.url + "/", workdir)
+
+
+def test_status_page_without_nublado_has_no_menu(workdir, procs):
+    """No Nublado source: no menu section; the size rule still proves `unlistable`."""
+    ex = start_exporter(workdir)
+    procs.append(ex)
+    r = ex.get("/")
+    assert r.status_code == 200, r.status_code
+    assert "Spawner menu" not in r.text and "data-menu" not in r.text, r.text
+    assert "spawner menu by the cap" not in r.text
+    page = parse(r.text)
+    check_rows(page, example_nodes(), "served HTML")
+    assert "unlistable" in page.rows["nublado-worker-1"]["text"], page.rows["nublado-worker-1"]
+    # The prepull loop is the configuration's own: pairs of config and pattern.
+    assert '<tr data-source="config"><td>config</td><td class="num">1</td></tr>' in r.text
