@@ -120,61 +120,78 @@ local oneLine = text.oneLine;
       },
 
       // ---------------------------------------------------------------------------
-      // Wanted (prepulled) images that nodes do not report, and the sources that say
-      // which images are wanted where.
+      // Wanted (prepulled) images that nodes do not report, what that does to the
+      // prepuller and the spawner menu, and the sources that say which images are
+      // wanted where.
       // imagecap_node_prepull_image_missing{node,image,state} is 1 for every (node,
       // wanted image) pair where the node is eligible for that image (each source
       // decides where its images are wanted) and does not report it, and has no series
-      // otherwise, so these alerts resolve as soon as the node reports the image.
-      // state="hidden" pairs are known to be on the node (its node agent saw the image
-      // in the container runtime): they are ImageCapWantedImageHidden's. The other two
-      // alerts split the remaining pairs by whether the node is steadily at its cap
-      // (see the header) and its cap is not unlimited; every pair is in exactly one of
-      // the three. The exporter's own imagecap_node_prepull_missing_images{state}
-      // splits absent/unverifiable by the instant value instead.
-      // The joins with node series ignore `image` and `state`, which node series do
-      // not have (`state` is absent on exporters without node agents; state!="hidden"
-      // matches those series too).
+      // otherwise, so these alerts resolve as soon as the node reports the image. Every
+      // state is handled on purpose:
+      //  * hidden (the node is at its cap and its agent sees the image in the runtime)
+      //    and unlistable (at its cap, and smaller than every image it lists, so the
+      //    kubelet can never list it): the prepuller pulls it on every pass, for
+      //    nothing. The exporter counts these pairs per source in
+      //    imagecap_prepull_loop_pairs{source}: ImageCapPrepullLoop.
+      //  * absent: proven not on the node (under its cap; or at it, and larger than
+      //    the smallest image it lists, or not in its runtime): ImageCapPrepullImageMissing.
+      //  * unverifiable (at its cap, nothing proves either way), and series without a
+      //    `state` (older exporters): Missing while the node is not steadily at its cap
+      //    (see the header) or its cap is unlimited, else ImageCapPrepullImageUnverifiable.
+      // So every pair is in exactly one of the three. The exporter's own
+      // imagecap_node_prepull_missing_images{state} judges "at the cap" by the instant
+      // value instead. The joins with node series ignore `image` and `state`, which
+      // node series do not have.
       // ---------------------------------------------------------------------------
       {
         name: 'imagecap-prepull',
         rules: [
-          // The node is below its cap (or unlimited), so its list is complete: the
-          // image really is not on the node. The prepuller has not managed to pull it.
+          // The image really is not on the node: the node is below its cap (or
+          // unlimited), so its list is complete, or the exporter has proven it absent
+          // at the cap. The prepuller has not managed to pull it.
           // Value: 1.
           alert(
             'ImageCapPrepullImageMissing',
             'warning',
             |||
-              (imagecap_node_prepull_image_missing{state!="hidden"} == 1)
-                unless ignoring(image, state) (
-                      %(steadilyAtCap)s
-                        unless imagecap_node_max_images < 0
-                    )
+              (
+                  (imagecap_node_prepull_image_missing{state!~"hidden|unlistable"} == 1)
+                    unless ignoring(image, state) (
+                          %(steadilyAtCap)s
+                            unless imagecap_node_max_images < 0
+                        )
+              )
+                or
+              imagecap_node_prepull_image_missing{state="absent"} == 1
             ||| % { steadilyAtCap: steadilyAtCap },
             'Wanted image {{ $labels.image }} is not on node {{ $labels.node }}.',
             |||
               Node {{ $labels.node }} does not have the wanted image {{ $labels.image }}.
-            ||| + 'It is below its image-list cap (' + reported + '\n'
+            ||| + '{{ if and (eq $labels.state "absent") (printf "last_over_time(imagecap_node_at_cap{node=%q,instance=%q}['
+            + w + ']) == 1" $labels.node $labels.instance | query) }}It is at its image-list cap ('
+            + reported + '/' + cap + '\n'
+            + 'images), but the image is larger than the smallest image the node lists, or\n'
+            + 'the node agent does not find it in the container runtime, so it really is not there.'
+            + '{{ else }}It is below its image-list cap (' + reported + '\n'
             + 'images reported, cap '
             + nodeLookup(
               'imagecap_node_max_images',
               '{{ with . | first | value }}{{ if lt . 0.0 }}unlimited{{ else }}{{ printf "%.0f" . }}{{ end }}{{ end }}'
             ) + '),\n' + |||
-              so its image list is complete and the image really is not there. Check the
-              prepuller and whether the image can be pulled on this node.
+              so its image list is complete and the image really is not there.{{ end }}
+              Check the prepuller and whether the image can be pulled on this node.
             |||,
           ),
 
-          // The node is at its cap, so the image may well be on disk but cannot be seen
-          // in node.status.images: the prepuller keeps pulling it and the spawner menu
-          // does not offer it.
+          // The node is at its cap and nothing proves where the image is: it may well
+          // be on disk but cannot be seen in node.status.images (or it may be absent):
+          // the prepuller keeps pulling it and the spawner menu does not offer it.
           // Value: 1.
           alert(
             'ImageCapPrepullImageUnverifiable',
             'warning',
             |||
-              (imagecap_node_prepull_image_missing{state!="hidden"} == 1)
+              (imagecap_node_prepull_image_missing{state!~"hidden|unlistable|absent"} == 1)
                 and ignoring(image, state) (
                       %(steadilyAtCap)s
                         unless imagecap_node_max_images < 0
@@ -189,24 +206,66 @@ local oneLine = text.oneLine;
             |||,
           ),
 
-          // The node's agent saw the wanted image in the container runtime, but the
-          // node does not report it: the cap hides it. Prepullers that read
-          // node.status.images pull it again and spawner menus leave it out, although
-          // the image is there. Only with node agents (imagecap_node_agent_up).
-          // Value: 1.
+          // Pairs of one source at a node's cap that are hidden or unlistable: each is a
+          // pull the prepuller schedules on every pass and never sees done, because the
+          // node will not list the image while the cap holds. This replaces
+          // ImageCapWantedImageHidden (hidden pairs only, which needed node agents):
+          // unlistable pairs are proven by sizes alone. One alert per source; the pairs
+          // themselves are the state="hidden|unlistable" series of
+          // imagecap_node_prepull_image_missing. last_over_time: a failed scrape neither
+          // resets the `for:` timer nor resolves the alert; a count of 0 does both.
+          // Value: the number of pairs.
+          local pairs = '{{ $value | printf "%.0f" }} {{ if eq $value 1.0 }}pair{{ else }}pairs{{ end }}';
           alert(
-            'ImageCapWantedImageHidden',
+            'ImageCapPrepullLoop',
             'warning',
             |||
-              imagecap_node_prepull_image_missing{state="hidden"} == 1
+              last_over_time(imagecap_prepull_loop_pairs[%s]) > 0
+            ||| % w,
+            'The prepuller pulls wanted images of source {{ $labels.source }} again and again on nodes at their image-list cap ('
+            + pairs + ').',
+            'imagecap-exporter {{ $labels.instance }} counts ' + pairs + ' of an eligible node and a wanted\n' + |||
+              image of source {{ $labels.source }} at the node's nodeStatusMaxImages cap,
+              with the image hidden (the node agent sees it
+              in the container runtime) or unlistable (smaller than every image the node
+              lists, so the kubelet can never list it). The prepuller schedules a pull of
+              each on every pass, for nothing, and a spawner menu built from the nodes'
+              lists leaves the image out.
+            ||| + '{{ with printf `count by (node) (imagecap_node_prepull_image_missing{state=~"hidden|unlistable",instance=%q} == 1)`'
+            + ' $labels.instance | query | sortByLabel "node" }}Nodes with such pairs (from any source):'
+            + '{{ range . }} {{ .Labels.node }} ({{ .Value | printf "%.0f" }}){{ end }}.{{ end }}\n'
+            + |||
+              Raise the cap (nodeStatusMaxImages: -1) and restart the kubelet.
             |||,
-            'Wanted image {{ $labels.image }} is on node {{ $labels.node }} but hidden from the API by the image-list cap.',
-            'Node {{ $labels.node }} holds the wanted image {{ $labels.image }} (its node agent sees it in the\n'
-            + 'container runtime, which holds ' + nodeLookup('imagecap_node_runtime_images', count)
-            + ' images), but reports only ' + reported + '/' + cap + '\n' + |||
-              images, its nodeStatusMaxImages cap, and the image is not among them.
-              Prepullers will pull it again and spawner menus will not offer it. Raise
-              the cap (nodeStatusMaxImages: -1) and restart the kubelet.
+          ),
+
+          // An image Nublado prepulls is left out of its spawner menu because of the
+          // cap: every node Nublado counts as missing it is at its cap and holds it
+          // hidden or can never list it (the exporter's `hidden_by_cap`). It stays out
+          // of the menu as long as the cap holds, whatever the prepuller does.
+          // `maybe_hidden_by_cap` images (some of those nodes unverifiable) do not fire
+          // here: ImageCapPrepullImageUnverifiable covers their pairs. Needs a Nublado
+          // source.
+          // Value: 1.
+          alert(
+            'ImageCapMenuImagesHidden',
+            'warning',
+            |||
+              imagecap_menu_image_hidden{state="hidden_by_cap"} == 1
+            |||,
+            "Nublado's spawner menu leaves out {{ $labels.image }}, hidden by nodes' image-list cap.",
+            |||
+              Nublado prepulls {{ $labels.image }} but its spawner menu does not offer it:
+              every node Nublado counts as missing it is at its nodeStatusMaxImages cap and
+              holds it hidden from the API or can never list it. It stays out of the menu
+              as long as the cap holds, whatever the prepuller does.
+            ||| + '{{ with printf `last_over_time(imagecap_menu_images{state="hidden_by_cap",instance=%q}[' + w + '])`'
+            + ' $labels.instance | query }}The cap keeps ' + count + " of Nublado's images out of the menu"
+            + '{{ with printf `last_over_time(imagecap_menu_images{state="shown",instance=%q}[' + w + '])`'
+            + ' $labels.instance | query }}, which shows ' + count + '{{ end }}.{{ end }}\n'
+            + |||
+              Raise the cap (nodeStatusMaxImages: -1) and restart the kubelet on those
+              nodes; `imagecap-exporter check` names them.
             |||,
           ),
 
@@ -254,8 +313,8 @@ local oneLine = text.oneLine;
         name: 'imagecap-node-runtime',
         rules: [
           // A node's image list from its container runtime is missing, so images the
-          // cap hides on it cannot be found (ImageCapWantedImageHidden stays silent for
-          // it, and its wanted images count as unverifiable at the cap). Two forms,
+          // cap hides on it cannot be found (its wanted images at the cap are
+          // unverifiable unless their sizes prove them absent or unlistable). Two forms,
           // told apart by the `reason` label:
           //  * reason="no-report": the exporter has no fresh report from the node's
           //    agent (imagecap_node_agent_up == 0; exported for every node only when

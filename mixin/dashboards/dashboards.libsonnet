@@ -127,7 +127,7 @@ local p = import 'panels.libsonnet';
         p.stat(
           4,
           'Wanted images missing',
-          '(eligible node, wanted image) pairs the node does not report. absent: the node is under its cap, so the image really is not there. unverifiable: the node is at its cap, so the image may be present but hidden by the cap.',
+          '(eligible node, wanted image) pairs the node does not report. absent: the image really is not there (the node is under its cap, or at it and the image is larger than the smallest one it lists, or its agent says so). unlistable: the node is at its cap and the image is smaller than every image it lists, so it can never be listed there. hidden: at the cap, and its runtime holds it. unverifiable: at the cap, and nothing says which.',
           pos(8, 1, 6, 4),
           [t('sum by (state) (imagecap_node_prepull_missing_images%s)' % fn, legend='{{state}}')],
           steps=[['green', null], ['red', 1]],
@@ -191,7 +191,7 @@ local p = import 'panels.libsonnet';
         p.table(
           12,
           'Nodes',
-          'One row per node. Cap -1 is shown as unlimited. Recommended cap is ephemeral storage capacity in GB / 3, rounded up. Missing wanted images counts both absent and unverifiable images.',
+          'One row per node. Cap -1 is shown as unlimited. Recommended cap is ephemeral storage capacity in GB / 3, rounded up. Missing wanted images counts them in every state (absent, unlistable, hidden, unverifiable).',
           pos(0, 17, 24, 9),
           [
             tt('max without () (imagecap_node_images%s)' % fn, 'A'),
@@ -269,14 +269,100 @@ local p = import 'panels.libsonnet';
         p.table(
           16,
           'Wanted images missing per node',
-          'Each (eligible node, wanted image) pair the node does not report, and why. absent: the image is not on the node (the node is under its cap, or its node agent says the runtime lacks it). hidden: the node is at its cap and its runtime holds the image: the API hides it, so the prepuller pulls it again and the spawner menu leaves it out. unverifiable: the node is at its cap and no node agent report says which.',
+          'Each (eligible node, wanted image) pair the node does not report, and why. absent: the image is not on the node (the node is under its cap; or at it, and the image is larger than the smallest one it lists, or its node agent says the runtime lacks it). unlistable: the node is at its cap and the image is smaller than every image it lists, so it can never be listed there, pulled or not. hidden: the node is at its cap and its runtime holds the image: the API hides it. Unlistable and hidden images the prepuller pulls again and the spawner menu leaves out. unverifiable: the node is at its cap and neither sizes nor a node agent report say which.',
           pos(17, 27, 7, 9),
           [tt('imagecap_node_prepull_image_missing%s' % [fn], 'A')],
           [cl, 'node', 'image', 'state'],
           { node: 'Node', image: 'Image', state: 'State', [cl]: 'Cluster' },
           [
             p.column('state', 'State', [
-              ['mappings', [p.valueMap({ absent: ['absent', 'red'], hidden: ['hidden by the cap', 'red'], unverifiable: ['unverifiable (at cap)', 'orange'] })]],
+              ['mappings', [p.valueMap({ absent: ['absent', 'red'], hidden: ['hidden by the cap', 'red'], unlistable: ['unlistable at the cap', 'red'], unverifiable: ['unverifiable (at cap)', 'orange'] })]],
+              ['custom.cellOptions', { type: 'color-text' }],
+            ]),
+          ],
+          'Node',
+        ),
+
+        // -------------------------------------------------------------- Spawner menu
+        // Needs a Nublado source: its images by where they stand with its spawner
+        // menu. Without one these panels are empty (the series are absent, not 0).
+        p.row(35, 'Spawner menu', 36),
+        p.stat(
+          36,
+          'Spawner menu images',
+          'Images Nublado prepulls, by where they stand with its spawner menu, which offers only images every eligible node lists. shown: in the menu. hidden_by_cap: every node missing it is at its cap and holds it hidden or can never list it (smaller than every image the node lists): out of the menu as long as the cap holds. maybe_hidden_by_cap: at the cap, but some of those nodes are unverifiable. pulling: some node really lacks it; shown once the pulls finish. Empty without a Nublado source. See the alert ImageCapMenuImagesHidden.',
+          pos(0, 37, 8, 8),
+          [t('sum by (state) (max by (state, %s) (imagecap_menu_images%s))' % [cl, fc], legend='{{state}}')],
+          steps=[['blue', null]],
+          textMode='value_and_name',
+          overrides=[
+            p.fixedColor('shown', 'green'),
+            p.fixedColor('hidden_by_cap', 'red'),
+            p.fixedColor('maybe_hidden_by_cap', 'orange'),
+            p.fixedColor('pulling', 'blue'),
+          ],
+        ),
+        p.timeseries(
+          37,
+          'Spawner menu images over time',
+          'The same counts (shown, hidden_by_cap, maybe_hidden_by_cap, pulling) over time: a weekly image that stays hidden_by_cap after its release never reaches the menu.',
+          pos(8, 37, 8, 8),
+          [t('sum by (state) (max by (state, %s) (imagecap_menu_images%s))' % [cl, fc], legend='{{state}}', range=true)],
+          'short',
+          overrides=[
+            p.fixedColor('shown', 'green'),
+            p.fixedColor('hidden_by_cap', 'red'),
+            p.fixedColor('maybe_hidden_by_cap', 'orange'),
+            p.fixedColor('pulling', 'blue'),
+          ],
+        ),
+        p.table(
+          38,
+          'Images left out of the spawner menu',
+          "Each image Nublado prepulls that its menu leaves out because of the cap (hidden_by_cap) or maybe because of it (maybe_hidden_by_cap). `imagecap-exporter check` names each with Nublado's display name and the at-cap nodes that keep it out.",
+          pos(16, 37, 8, 8),
+          [tt('imagecap_menu_image_hidden%s' % fc, 'A')],
+          [cl, 'image', 'state'],
+          { image: 'Image', state: 'State', [cl]: 'Cluster' },
+          [
+            p.column('state', 'State', [
+              ['mappings', [p.valueMap({ hidden_by_cap: ['hidden by the cap', 'red'], maybe_hidden_by_cap: ['maybe hidden by the cap', 'orange'] })]],
+              ['custom.cellOptions', { type: 'color-text' }],
+            ]),
+          ],
+          'Image',
+        ),
+
+        // -------------------------------------------------------------- Prepull loop
+        p.row(39, 'Prepull loop', 45),
+        p.bargauge(
+          40,
+          'Prepull loop pairs by source',
+          "Per source of wanted images: (eligible node, wanted image) pairs at the node's cap whose image is hidden (its node agent sees it in the runtime) or unlistable (smaller than every image the node lists). The prepuller schedules a pull of each on every pass, for nothing. See the alert ImageCapPrepullLoop.",
+          pos(0, 46, 6, 8),
+          [t('sort_desc(sum by (source) (max by (source, %s) (imagecap_prepull_loop_pairs%s)))' % [cl, fc], legend='{{source}}')],
+          'none',
+          [['green', null], ['red', 1]],
+        ),
+        p.timeseries(
+          41,
+          'Prepull loop pairs over time',
+          'The same pairs per source over time. They drop to 0 when the caps are raised.',
+          pos(6, 46, 8, 8),
+          [t('sum by (source) (max by (source, %s) (imagecap_prepull_loop_pairs%s))' % [cl, fc], legend='{{source}}', range=true)],
+          'short',
+        ),
+        p.table(
+          42,
+          'Pairs in the prepull loop',
+          "Each (node, wanted image) pair in the loop, whatever source wants it. unlistable: proven from sizes, no node agent needed. hidden: the node's agent sees the image in the runtime.",
+          pos(14, 46, 10, 8),
+          [tt('imagecap_node_prepull_image_missing%s' % f(extra=['state=~"hidden|unlistable"']), 'A')],
+          [cl, 'node', 'image', 'state'],
+          { node: 'Node', image: 'Image', state: 'State', [cl]: 'Cluster' },
+          [
+            p.column('state', 'State', [
+              ['mappings', [p.valueMap({ hidden: ['hidden by the cap', 'red'], unlistable: ['unlistable at the cap', 'red'] })]],
               ['custom.cellOptions', { type: 'color-text' }],
             ]),
           ],
@@ -284,12 +370,12 @@ local p = import 'panels.libsonnet';
         ),
 
         // ------------------------------------------------------ Wanted image sources
-        p.row(21, 'Wanted image sources', 36),
+        p.row(21, 'Wanted image sources', 54),
         p.stat(
           22,
           'Wanted image sources up',
           'Whether the last read of each source of wanted images succeeded (the worst of the selected exporters). A failing source keeps its last good list; config and pattern are always up. See the alert ImageCapWantedSourceDown.',
-          pos(0, 37, 6, 6),
+          pos(0, 55, 6, 6),
           [t('min by (source) (imagecap_wanted_source_up%s)' % fc, legend='{{source}}')],
           steps=[['red', null], ['green', 1]],
           textMode='value_and_name',
@@ -299,7 +385,7 @@ local p = import 'panels.libsonnet';
           23,
           'Images per source',
           'Wanted images each source reports (for a failing source, its last good list). An image several sources want counts for each.',
-          pos(6, 37, 6, 6),
+          pos(6, 55, 6, 6),
           [t('sort_desc(max by (source) (imagecap_wanted_source_images%s))' % fc, legend='{{source}}')],
           'none',
           [['blue', null]],
@@ -309,7 +395,7 @@ local p = import 'panels.libsonnet';
           'Time since last successful source read',
           'Seconds since each source of wanted images was last read successfully, per exporter. It grows while a source fails; the alert ImageCapWantedSourceDown fires after %s of failures.'
           % text.duration(c.alertFor.ImageCapWantedSourceDown),
-          pos(12, 37, 12, 6),
+          pos(12, 55, 12, 6),
           [t('time() - (imagecap_wanted_source_last_success_timestamp_seconds%s > 0)' % fc, legend='{{source}} {{instance}}', range=true)],
           's',
         ),
@@ -317,7 +403,7 @@ local p = import 'panels.libsonnet';
           25,
           'Wanted images by source',
           'Each wanted image with each source that wants it: the nodes eligible for the image that report it, out of the nodes eligible for it. An image several sources want is on several rows with the same numbers.',
-          pos(0, 43, 16, 9),
+          pos(0, 61, 16, 9),
           [
             tt(perSource('imagecap_prepull_image_nodes' + fc), 'A'),
             tt(perSource('imagecap_prepull_image_eligible_nodes' + fc), 'B'),
@@ -341,7 +427,7 @@ local p = import 'panels.libsonnet';
           26,
           'Wanted image source errors',
           'Failed reads of the sources of wanted images per second, by kind: nublado (HTTP or decoding errors), kube-fledged (ImageCache list/watch), daemonsets (DaemonSet list/watch).',
-          pos(16, 43, 8, 9),
+          pos(16, 61, 8, 9),
           [t('sum by (kind) (rate(imagecap_source_errors_total%s[$__rate_interval]))'
              % f(node=false, extra=['kind=~"nublado|kube-fledged|daemonsets"']), legend='{{kind}}', range=true)],
           'cps',
@@ -349,12 +435,12 @@ local p = import 'panels.libsonnet';
         ),
 
         // ----------------------------------------------------------- Exporter health
-        p.row(17, 'Exporter health', 52),
+        p.row(17, 'Exporter health', 70),
         p.timeseries(
           18,
           'Source errors',
           'Failed lists, watches and reads of node data per second, by kind.',
-          pos(0, 53, 8, 8),
+          pos(0, 71, 8, 8),
           [t('sum by (kind) (rate(imagecap_source_errors_total%s[$__rate_interval]))' % fc, legend='{{kind}}', range=true)],
           'cps',
           fillOpacity=10,
@@ -363,7 +449,7 @@ local p = import 'panels.libsonnet';
           19,
           'Malformed node data',
           'Malformed node fields seen per second, by field.',
-          pos(8, 53, 8, 8),
+          pos(8, 71, 8, 8),
           [t('sum by (field) (rate(imagecap_invalid_node_data_total%s[$__rate_interval]))' % fc, legend='{{field}}', range=true)],
           'cps',
           fillOpacity=10,
@@ -372,7 +458,7 @@ local p = import 'panels.libsonnet';
           20,
           'Data age',
           'Seconds since node data was last refreshed successfully, per exporter.',
-          pos(16, 53, 8, 8),
+          pos(16, 71, 8, 8),
           [t('time() - imagecap_last_update_timestamp_seconds%s' % fc, legend='{{instance}}', range=true)],
           's',
         ),
@@ -380,12 +466,12 @@ local p = import 'panels.libsonnet';
         // ------------------------------------------------------ Runtime vs reported
         // Needs node agents: the runtime's own image list per node, against what the
         // node reports to the API.
-        p.row(27, 'Runtime vs reported', 61),
+        p.row(27, 'Runtime vs reported', 79),
         p.timeseries(
           28,
           'Images in the runtime, reported and cap',
           'Per node: images the container runtime holds (from the node agent), entries in status.images, and the cap in force (dashed). Where the runtime holds more than the node reports, the cap hides the rest. Nodes without a fresh agent report have no runtime line.',
-          pos(0, 62, 12, 9),
+          pos(0, 80, 12, 9),
           [
             t('imagecap_node_runtime_images%s' % fn, 'A', '{{node}} runtime', range=true),
             t('imagecap_node_images%s' % fn, 'B', '{{node}} reported', range=true),
@@ -397,8 +483,8 @@ local p = import 'panels.libsonnet';
         p.bargauge(
           29,
           'Images hidden by the cap per node',
-          'Images the container runtime holds that the node does not report (0 under the cap), highest first. See the alert ImageCapWantedImageHidden for wanted images among them.',
-          pos(12, 62, 6, 9),
+          'Images the container runtime holds that the node does not report (0 under the cap), highest first. See the alert ImageCapPrepullLoop for wanted images among them.',
+          pos(12, 80, 6, 9),
           [t('sort_desc(imagecap_node_hidden_images%s)' % fn, legend='{{node}}')],
           'none',
           [['green', null], ['orange', 1]],
@@ -407,7 +493,7 @@ local p = import 'panels.libsonnet';
           30,
           'Nodes with an agent report',
           "Nodes whose node agent has sent a fresh report of the runtime's images.",
-          pos(18, 62, 6, 4),
+          pos(18, 80, 6, 4),
           [t('sum(imagecap_node_agent_up%s)' % fn, legend='reporting')],
           steps=[['blue', null]],
         ),
@@ -415,7 +501,7 @@ local p = import 'panels.libsonnet';
           31,
           'Nodes without an agent report',
           'Nodes with no fresh node agent report: their hidden images cannot be found. See the alert ImageCapAgentDown.',
-          pos(18, 66, 6, 5),
+          pos(18, 84, 6, 5),
           [t('sum(imagecap_node_agent_up%s == bool 0)' % fn, legend='not reporting')],
           steps=[['green', null], ['red', 1]],
         ),
@@ -423,12 +509,12 @@ local p = import 'panels.libsonnet';
         // ----------------------------------------------- Image disk vs GC threshold
         // Needs the kubelet stats: the image filesystem (Summary API) and the image
         // garbage collection thresholds (configz).
-        p.row(32, 'Image disk vs GC threshold', 71),
+        p.row(32, 'Image disk vs GC threshold', 89),
         p.timeseries(
           33,
           'Image filesystem use and GC thresholds',
           "Per node: the share of the image filesystem in use, and the kubelet's image garbage collection thresholds (dashed): above the high one it deletes unused images, prepulled ones included, down to the low one.",
-          pos(0, 72, 14, 9),
+          pos(0, 90, 14, 9),
           [
             t('imagecap_node_image_fs_used_bytes%s / (imagecap_node_image_fs_capacity_bytes%s > 0)' % [fn, fn], 'A', '{{node}} used', range=true),
             t('imagecap_node_image_gc_high_threshold_ratio%s' % fn, 'B', '{{node}} GC high', range=true),
@@ -442,7 +528,7 @@ local p = import 'panels.libsonnet';
           'Headroom to the image GC threshold',
           'Per node, the image GC high threshold minus the share of the image filesystem in use, lowest first. Below %s the alert ImageCapImageFsNearGC fires; below 0 the kubelet is deleting unused images.'
           % text.percent(c.imageFsGCMargin),
-          pos(14, 72, 10, 9),
+          pos(14, 90, 10, 9),
           [t('sort(imagecap_node_image_gc_high_threshold_ratio%s - imagecap_node_image_fs_used_bytes%s / (imagecap_node_image_fs_capacity_bytes%s > 0))'
              % [fn, fn, fn], legend='{{node}}')],
           'percentunit',

@@ -63,7 +63,7 @@ local plumbingLabels = ['Time', '__name__', 'job', 'instance', 'container', 'end
 
   local reduceOptions = { calcs: ['lastNotNull'], fields: '', values: false },
 
-  stat(id, title, description, pos, targets, unit='none', steps=[['green', null]], textMode='auto', mappings=[], decimals=null)::
+  stat(id, title, description, pos, targets, unit='none', steps=[['green', null]], textMode='auto', mappings=[], decimals=null, overrides=[])::
     panel('stat', id, title, description, pos, targets) + {
       fieldConfig: {
         defaults: {
@@ -72,7 +72,7 @@ local plumbingLabels = ['Time', '__name__', 'job', 'instance', 'container', 'end
           mappings: mappings,
           thresholds: $.thresholds(steps),
         } + (if decimals == null then {} else { decimals: decimals }),
-        overrides: [],
+        overrides: overrides,
       },
       options: {
         reduceOptions: reduceOptions,
@@ -147,6 +147,12 @@ local plumbingLabels = ['Time', '__name__', 'job', 'instance', 'container', 'end
       { id: 'custom.lineStyle', value: { fill: 'dash', dash: [10, 10] } },
       { id: 'custom.lineWidth', value: 2 },
     ],
+  },
+
+  // One fixed color for the field (or series) named `name`.
+  fixedColor(name, color):: {
+    matcher: { id: 'byName', options: name },
+    properties: [{ id: 'color', value: { mode: 'fixed', fixedColor: color } }],
   },
 
   // A table column: the field `field` (e.g. "Value #A") shown as `name`, with further

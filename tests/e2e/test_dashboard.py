@@ -14,6 +14,10 @@ and "Image disk vs GC threshold" rows over those families are proven on it. No o
 reads those families, and the static text has no other family. The same two rows are
 also evaluated against the exporter's own series, from a real node agent on a real
 containerd and the fake API server's kubelets, by tests/e2e/test_hidden_images.py.
+
+The "Spawner menu" row needs a Nublado source: without one its series are absent, and
+its panels must be empty. A second live run serves the example Nublado answer
+(serve --nublado-file examples/nublado-prepulls.json), where every panel shows data.
 """
 from __future__ import annotations
 
@@ -60,6 +64,22 @@ CORE_PANELS = {
     "Nodes without an agent report",
     "Image filesystem use and GC thresholds",
     "Headroom to the image GC threshold",
+    "Prepull loop pairs by source",
+    "Prepull loop pairs over time",
+    "Pairs in the prepull loop",
+}
+# Panels over Nublado's spawner menu: no data without a Nublado source, data with one.
+MENU_PANELS = {
+    "Spawner menu images",
+    "Spawner menu images over time",
+    "Images left out of the spawner menu",
+}
+# Every value each per-state family's `state` label takes.
+STATES = {
+    "imagecap_node_prepull_image_missing": {"absent", "unlistable", "hidden", "unverifiable"},
+    "imagecap_node_prepull_missing_images": {"absent", "unlistable", "hidden", "unverifiable"},
+    "imagecap_menu_images": {"shown", "hidden_by_cap", "maybe_hidden_by_cap", "pulling"},
+    "imagecap_menu_image_hidden": {"hidden_by_cap", "maybe_hidden_by_cap"},
 }
 # Panels over counters that have series only once something has gone wrong (or, for the
 # source errors, once such a source is configured); they must still evaluate successfully.
@@ -335,6 +355,46 @@ def test_per_image_queries_use_per_image_eligibility(dashboard):
     assert not images_row["collapsed"]
 
 
+def _states_shown(expr: str) -> set[str]:
+    """The states a target can return: its family's, narrowed by a state=~ matcher;
+    none when it sums them away."""
+    if re.search(r"without \(state\)", expr):
+        return set()
+    states = set()
+    for metric, sel in re.findall(r"(imagecap_\w+)(\{[^}]*\})?", expr):
+        if metric in STATES:
+            m = re.search(r'state=~"([^"]*)"', sel or "")
+            states |= STATES[metric] & set(m.group(1).split("|")) if m else STATES[metric]
+    return states
+
+
+def test_every_state_is_shown(dashboard):
+    """Wherever a panel shows states, every state it can get (unlistable included) has
+    its own text and color (tables) or color (stats, time series), and its description
+    explains each one."""
+    checked = set()
+    for p in query_panels(dashboard):
+        states = set().union(*(_states_shown(t["expr"]) for t in p["targets"]))
+        if not states:
+            continue
+        for state in states:
+            assert state in p["description"], f"{p['title']!r} does not explain {state}"
+        overrides = p["fieldConfig"]["overrides"]
+        if p["type"] == "table":
+            column = next(ov for ov in overrides if ov["matcher"] == {"id": "byName", "options": "state"})
+            mapping = next(pr["value"][0]["options"] for pr in column["properties"] if pr["id"] == "mappings")
+            assert set(mapping) == states, (p["title"], set(mapping) ^ states)
+            assert all(m.get("text") and m.get("color") for m in mapping.values()), (p["title"], mapping)
+        elif any(t.get("legendFormat") == "{{state}}" for t in p["targets"]) and p["title"] in MENU_PANELS:
+            colored = {ov["matcher"]["options"] for ov in overrides
+                       if any(pr["id"] == "color" for pr in ov["properties"])}
+            assert colored == states, (p["title"], colored ^ states)
+        checked.add(p["title"])
+    assert {"Wanted images missing", "Wanted images missing per node", "Spawner menu images",
+            "Spawner menu images over time", "Images left out of the spawner menu",
+            "Pairs in the prepull loop"} <= checked, checked
+
+
 def test_substitution_covers_every_variable(dashboard):
     for p in query_panels(dashboard):
         for t in p["targets"]:
@@ -417,6 +477,48 @@ def test_every_panel_query_against_prometheus(dashboard, workdir, procs):
     check_dashboard_data(dashboard, prom)
 
 
+def test_menu_and_loop_panels_with_nublado(dashboard, workdir, procs):
+    """With Nublado's answer for the example nodes every panel shows data, and the
+    "Spawner menu" and "Prepull loop" rows show its menu and loop."""
+    ex = start_exporter(workdir, extra=["--nublado-file", str(ROOT / "examples" / "nublado-prepulls.json")])
+    procs.append(ex)
+    agent = AgentSeriesServer()
+    procs.append(agent)
+    prom = Prometheus(workdir, targets=[ex.addr, agent.addr], interval="1s")
+    procs.append(prom)
+    prom.wait_scraped()
+    wait_for("the menu in prometheus",
+             lambda: prom.query("count_over_time(imagecap_menu_images[1m]) >= 2")["data"]["result"])
+    wait_for("the agent series in prometheus",
+             lambda: prom.query("count_over_time(imagecap_node_agent_up[1m]) >= 2")["data"]["result"])
+
+    results = evaluate_dashboard(dashboard, prom)
+    for (title, ref), data in results.items():
+        if title not in MAY_BE_EMPTY:
+            assert data["result"], f"{title!r}/{ref} returned no data"
+
+    lab = "ghcr.io/lsst-sqre/sciplat-lab"
+    w11 = f"{lab}:w_2024_11@sha256:9eb2b2844817e5c19132b064c90d7d1d3ea32aac7e4ce3362791d2c3a217199f"
+    # r27_0_0 is on every node; w_2024_11 only lacks at-cap nublado-worker-1, which can
+    # never list it; w_2024_10 lacks nublado-worker-3, under its cap.
+    assert _by_label(results[("Spawner menu images", "A")], "state") == {
+        "shown": 1, "hidden_by_cap": 1, "maybe_hidden_by_cap": 0, "pulling": 1}
+    over_time = {r["metric"]["state"]: float(r["values"][-1][1])
+                 for r in results[("Spawner menu images over time", "A")]["result"]}
+    assert over_time == {"shown": 1, "hidden_by_cap": 1, "maybe_hidden_by_cap": 0, "pulling": 1}
+    left_out = {(r["metric"]["image"], r["metric"]["state"]): float(r["value"][1])
+                for r in results[("Images left out of the spawner menu", "A")]["result"]}
+    assert left_out == {(w11, "hidden_by_cap"): 1}, left_out
+
+    assert _by_label(results[("Prepull loop pairs by source", "A")], "source") == {
+        "config": 1, "pattern": 1, "nublado": 1}
+    looping = {(r["metric"]["node"], r["metric"]["image"]): r["metric"]["state"]
+               for r in results[("Pairs in the prepull loop", "A")]["result"]}
+    assert looping == {("nublado-worker-1", f"{lab}:w_2024_11"): "unlistable",
+                       ("nublado-worker-1", "docker.io/library/busybox:1.36"): "unlistable",
+                       ("nublado-worker-1", w11): "unlistable"}, looping
+
+
 def check_dashboard_data(dashboard: dict, prom: Prometheus):
     """Every panel target evaluates, shows data, and shows the example data's values."""
     results = evaluate_dashboard(dashboard, prom)
@@ -426,8 +528,12 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
 
     titles = {p["title"] for p in query_panels(dashboard)}
     assert CORE_PANELS <= titles, CORE_PANELS - titles
+    assert MENU_PANELS <= titles, MENU_PANELS - titles
     for (title, ref), data in results.items():
-        if title not in MAY_BE_EMPTY:
+        if title in MENU_PANELS:
+            # No Nublado source: no menu series at all, not zeros.
+            assert not data["result"], f"{title!r}/{ref} shows data without a Nublado source"
+        elif title not in MAY_BE_EMPTY:
             assert data["result"], f"{title!r}/{ref} returned no data"
 
     # Tables joined with "merge" get one row per node or image, as Grafana would show them.
@@ -505,6 +611,15 @@ def check_dashboard_data(dashboard: dict, prom: Prometheus):
     assert missing == {("nublado-worker-3", f"{lab}:w_2024_10"): "absent",  # at cap, no agent:
                        ("nublado-worker-1", f"{lab}:w_2024_11"): "unlistable",  # proven by size
                        ("nublado-worker-1", "docker.io/library/busybox:1.36"): "unlistable"}
+
+    # The prepull loop: the two unlistable pairs, one per source.
+    assert _by_label(results[("Prepull loop pairs by source", "A")], "source") == {"config": 1, "pattern": 1}
+    loop = {r["metric"]["source"]: float(r["values"][-1][1])
+            for r in results[("Prepull loop pairs over time", "A")]["result"]}
+    assert loop == {"config": 1, "pattern": 1}, loop
+    looping = {(r["metric"]["node"], r["metric"]["image"]): r["metric"]["state"]
+               for r in results[("Pairs in the prepull loop", "A")]["result"]}
+    assert looping == {k: v for k, v in missing.items() if v == "unlistable"}, looping
 
     # Wanted image sources: the example config has images (source "config") and a
     # pattern (source "pattern"), both always up; no other source is configured.
