@@ -187,8 +187,10 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
         name: "imagecap_node_prepull_missing_images",
         help: "Wanted images an eligible node does not report, by state: absent (under its \
-               cap, or at it and not in its runtime), unverifiable (at its cap, no node-agent \
-               report), hidden (at its cap and in its runtime)",
+               cap; at it, larger than the smallest image listed or not in its runtime), \
+               unlistable (at its cap, smaller than the smallest image listed: never listable \
+               there), hidden (at its cap and in its runtime), unverifiable (at its cap, size \
+               unknown, no node-agent report)",
         samples: Samples::Int(|n, emit| {
             if !n.eligible {
                 return;
