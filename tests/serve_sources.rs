@@ -505,6 +505,9 @@ async fn a_million_image_nublado_answer_is_capped_in_seconds_and_sigterm_still_w
                 "imagecap_wanted_source_dropped_images",
                 &[("source", "nublado")],
             ) == Some(990_000.0)
+                // And the node summarized again for the new repositories.
+                && sample(m, "imagecap_prepull_image_nodes", &[("image", "r.io/i0:1")])
+                    == Some(1.0)
         })
         .await;
     eprintln!(
