@@ -14,7 +14,7 @@ use crate::source::kube_error::OneLine;
 use crate::source::kubelet::{self, Endpoint, KubeletOptions};
 use crate::source::prepullers::{
     daemonset_api, daemonset_to_groups, fetch_nublado, http_client, imagecache_api,
-    imagecache_to_groups, list_groups,
+    imagecache_to_groups, list_groups, log_dropped,
 };
 use crate::source::{self, Ingest, apiserver, file};
 use crate::store::Store;
@@ -126,7 +126,7 @@ async fn read_sources(
         for p in &wants.problems {
             tracing::warn!(source = "nublado", "skipping an image: {p}");
         }
-        warn_dropped(WantSource::Nublado, wants.dropped);
+        log_dropped(WantSource::Nublado, wants.dropped, &mut 0);
         store.source_succeeded(WantSource::Nublado, wants);
         nublado_done = true;
     }
@@ -175,7 +175,7 @@ async fn read_sources(
                 for p in &wants.problems {
                     tracing::warn!(source = %source, "{p}");
                 }
-                warn_dropped(source, wants.dropped);
+                log_dropped(source, wants.dropped, &mut 0);
                 store.source_succeeded(source, wants);
             }
             Err(e) => {
@@ -186,18 +186,6 @@ async fn read_sources(
         }
     }
     Ok(())
-}
-
-/// Logs that a source listed more images than it may contribute.
-fn warn_dropped(source: WantSource, dropped: u64) {
-    if dropped > 0 {
-        tracing::warn!(
-            source = %source,
-            dropped,
-            "the source lists more than {MAX_IMAGES_PER_SOURCE} distinct images; keeping the \
-             first {MAX_IMAGES_PER_SOURCE}, {dropped} image references dropped"
-        );
-    }
 }
 
 /// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the

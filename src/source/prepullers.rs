@@ -110,7 +110,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 
 /// Logs, once per change, that a source listed more images than it may
 /// contribute.
-fn log_dropped(source: WantSource, dropped: u64, logged: &mut u64) {
+pub fn log_dropped(source: WantSource, dropped: u64, logged: &mut u64) {
     if dropped == *logged {
         return;
     }
