@@ -51,6 +51,25 @@ pub fn escape_controls(text: &str, max: usize) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error message on one line: `text`, then each cause from `first` on whose
+/// text it does not already carry, joined with ": ", every line break folded
+/// into a space.
+pub fn with_causes(mut text: String, first: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut cause = first;
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    if !text.contains(['\n', '\r']) {
+        return text;
+    }
+    text.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
 /// [`escape_controls`] at [`MAX_SHOWN`].
 pub fn shown(text: &str) -> Cow<'_, str> {
     escape_controls(text, MAX_SHOWN)
@@ -58,6 +77,27 @@ pub fn shown(text: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn causes_are_added_once_on_one_line() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Wrap(String, #[source] std::io::Error);
+        let reset = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset\nby peer");
+        let e = Wrap("request failed".into(), reset());
+        assert_eq!(
+            with_causes(e.to_string(), std::error::Error::source(&e)),
+            "request failed: reset by peer"
+        );
+        // A cause the text already carries is not repeated.
+        let e = Wrap("request failed: reset\nby peer".into(), reset());
+        assert_eq!(
+            with_causes(e.to_string(), std::error::Error::source(&e)),
+            "request failed: reset by peer"
+        );
+        assert_eq!(with_causes("plain".into(), None), "plain");
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -60,17 +60,8 @@ pub enum CallError {
 /// "No such file or directory" when the socket is gone).
 fn describe(status: &tonic::Status) -> String {
     use std::error::Error;
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut source = status.source();
-    while let Some(e) = source {
-        let cause = e.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-        source = e.source();
-    }
-    text
+    let text = format!("{:?}: {}", status.code(), status.message());
+    crate::text::with_causes(text, status.source())
 }
 
 /// The runtime's image service on one socket. The channel connects lazily and

@@ -56,26 +56,9 @@ impl fmt::Display for WatcherLine<'_> {
     }
 }
 
-/// An error and each of its causes whose text it does not already carry, joined
-/// with ": ", every line break folded into a space.
+/// An error and its causes on one line ([`crate::text::with_causes`]).
 fn chain(e: &(dyn std::error::Error + 'static), f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !text.contains(&c) {
-            text.push_str(": ");
-            text.push_str(&c);
-        }
-        source = cause.source();
-    }
-    for (i, line) in text.lines().enumerate() {
-        if i > 0 {
-            f.write_str(" ")?;
-        }
-        f.write_str(line.trim())?;
-    }
-    Ok(())
+    f.write_str(&crate::text::with_causes(e.to_string(), e.source()))
 }
 
 /// The API status of an error, when the API server answered one.

@@ -91,21 +91,15 @@ pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return timed_out(timeout);
     }
-    let mut line = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return timed_out(timeout);
-        }
-        if !line.contains(&text) {
-            line = format!("{line}: {text}");
-        }
-        cause = c.source();
+    let first = std::error::Error::source(e);
+    let io_timeout = std::iter::successors(first, |c| c.source()).any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    if io_timeout {
+        return timed_out(timeout);
     }
-    line.replace(['\n', '\r'], " ")
+    crate::text::with_causes(e.to_string(), first)
 }
 
 /// "timed out after 5s".
