@@ -420,6 +420,16 @@ async fn a_working_watch_starts_the_backoff_over() {
     // as much again of jitter); the next wait would be at least 6.4 s.
     fake.fail_next(&[500, 500, 500]);
     fake.drop_watches();
+    // Node b is added only once all three have failed: added sooner, it could
+    // still reach the old watch before that one is dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fake.fault_times().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watch was not retried"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     fake.apply(lab_node("b", false, 2));
     exporter
         .wait_metrics_for(
@@ -430,31 +440,27 @@ async fn a_working_watch_starts_the_backoff_over() {
         .await;
 
     // Second outage: one failed watch.
-    let before = fake.request_times().len();
     fake.fail_next(&[500]);
     fake.drop_watches();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let times = loop {
-        let times = fake.request_times();
-        if times.len() >= before + 2 {
-            break times;
+    let gap = loop {
+        if let Some(gap) = fake.retry_gap(3) {
+            break gap;
         }
         assert!(std::time::Instant::now() < deadline, "no retry");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    let gap = times[before + 1] - times[before];
     assert!(
         gap < std::time::Duration::from_secs(4),
         "the first retry of a new outage waited {gap:?}"
     );
-    assert_eq!(
-        sample(
-            &exporter.metrics().await,
-            "imagecap_source_errors_total",
-            &[("kind", "watch")]
-        ),
-        Some(4.0)
-    );
+    exporter
+        .wait_metrics_for(
+            "four failed watches counted",
+            std::time::Duration::from_secs(10),
+            |m| sample(m, "imagecap_source_errors_total", &[("kind", "watch")]) == Some(4.0),
+        )
+        .await;
 }
 
 /// kube's request builder leaves an empty pair at the start of each query; no

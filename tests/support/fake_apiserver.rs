@@ -101,6 +101,8 @@ struct Inner {
     faults: std::collections::VecDeque<Fault>,
     /// When each request to /api/v1/nodes arrived.
     request_times: Vec<std::time::Instant>,
+    /// When each request answered with an injected fault arrived.
+    fault_times: Vec<std::time::Instant>,
     /// What each node's kubelet answers on configz; absent: the default cap, 50.
     configz: HashMap<String, Configz>,
     configz_in_flight: usize,
@@ -450,6 +452,20 @@ impl FakeApiServer {
 
     pub fn request_times(&self) -> Vec<std::time::Instant> {
         self.inner.lock().unwrap().request_times.clone()
+    }
+
+    /// When each request answered with an injected fault arrived, in order.
+    pub fn fault_times(&self) -> Vec<std::time::Instant> {
+        self.inner.lock().unwrap().fault_times.clone()
+    }
+
+    /// How long after the `n`th faulted request (0-based) the next request came,
+    /// once both have arrived.
+    pub fn retry_gap(&self, n: usize) -> Option<std::time::Duration> {
+        let inner = self.inner.lock().unwrap();
+        let fault = *inner.fault_times.get(n)?;
+        let next = inner.request_times.iter().find(|t| **t > fault)?;
+        Some(*next - fault)
     }
 
     pub fn set_configz(&self, node: &str, answer: Configz) {
@@ -804,8 +820,13 @@ async fn serve_scope(
     let fault = {
         let mut inner = server.inner.lock().unwrap();
         inner.requests.push(uri.query().unwrap_or("").to_string());
-        inner.request_times.push(std::time::Instant::now());
-        inner.faults.pop_front()
+        let now = std::time::Instant::now();
+        inner.request_times.push(now);
+        let fault = inner.faults.pop_front();
+        if fault.is_some() {
+            inner.fault_times.push(now);
+        }
+        fault
     };
     let watch = matches!(p.watch.as_deref(), Some("true") | Some("1"));
     let verb = if watch { "watch" } else { "list" };
