@@ -72,14 +72,14 @@ struct RawPrepull {
     untagged,
     expecting = "a regular expression, or {match: REGEX, newest: N}"
 )]
-enum RawPattern {
+pub(crate) enum RawPattern {
     Regex(String),
     Newest(RawNewest),
 }
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-struct RawNewest {
+pub(crate) struct RawNewest {
     #[serde(rename = "match")]
     regex: String,
     newest: Option<usize>,
@@ -220,23 +220,7 @@ impl Config {
             }
             exact.push(image);
         }
-        let mut patterns = Vec::with_capacity(prepull.patterns.len());
-        for (i, p) in prepull.patterns.iter().enumerate() {
-            let (text, newest) = match p {
-                RawPattern::Regex(r) => (r, None),
-                RawPattern::Newest(n) => (&n.regex, n.newest),
-            };
-            if newest == Some(0) {
-                return Err(format!("prepull.patterns[{i}].newest: must be 1 or more"));
-            }
-            let regex = regex::Regex::new(text).map_err(|e| {
-                format!(
-                    "prepull.patterns[{i}]: invalid regular expression {text:?}: {}",
-                    one_line_regex_error(&e)
-                )
-            })?;
-            patterns.push(Pattern { regex, newest });
-        }
+        let patterns = compile_patterns("prepull.patterns", &prepull.patterns)?;
         let selector = LabelSelector::from_map(&prepull.node_selector)
             .map_err(|e| format!("prepull.nodeSelector: {e}"))?;
         let mut tolerations = Vec::with_capacity(prepull.tolerations.len());
@@ -273,7 +257,34 @@ impl Config {
     }
 }
 
-fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, String> {
+/// Compiles `key`'s list of patterns (`REGEX` or `{match: REGEX, newest: N}`);
+/// the error names the entry.
+pub(crate) fn compile_patterns(key: &str, raw: &[RawPattern]) -> Result<Vec<Pattern>, String> {
+    let mut patterns = Vec::with_capacity(raw.len());
+    for (i, p) in raw.iter().enumerate() {
+        let (text, newest) = match p {
+            RawPattern::Regex(r) => (r, None),
+            RawPattern::Newest(n) => (&n.regex, n.newest),
+        };
+        if newest == Some(0) {
+            return Err(format!("{key}[{i}].newest: must be 1 or more"));
+        }
+        let regex = regex::Regex::new(text).map_err(|e| {
+            format!(
+                "{key}[{i}]: invalid regular expression {text:?}: {}",
+                one_line_regex_error(&e)
+            )
+        })?;
+        patterns.push(Pattern { regex, newest });
+    }
+    Ok(patterns)
+}
+
+pub(crate) fn duration(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<Duration, String> {
     let Some(text) = text else {
         return Ok(default);
     };

@@ -18,6 +18,7 @@
 //! connection limits, web configuration (TLS, basic auth) and layers; the probes
 //! need no auth.
 
+pub mod config;
 pub mod cri;
 pub mod metrics;
 pub mod report;

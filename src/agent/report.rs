@@ -40,6 +40,7 @@ pub fn agent_report(
             })
             .collect(),
         image_fs_used_bytes: fs.and_then(image_fs_used_bytes),
+        prune: None,
     }
 }
 

@@ -181,6 +181,10 @@ pub struct NodeReport {
     pub image_gc_high_threshold_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_gc_low_threshold_ratio: Option<f64>,
+    /// The wanted images this node is eligible for, present or not: indexes into
+    /// [`Report::images`]. What the node agent's pruning must never remove.
+    #[serde(skip)]
+    pub wanted: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -650,6 +654,7 @@ pub fn analyze<'a>(
             0.0
         };
         let mut missing = Vec::new();
+        let mut wanted_here = Vec::new();
         let mut eligible_for_any = false;
         let present = Present::new(&node.relevant_images);
         let in_runtime = runtime
@@ -661,6 +666,7 @@ pub fn analyze<'a>(
             }
             eligible_for_any = true;
             eligible_on[i] += 1;
+            wanted_here.push(i as u32);
             if present.has(w) {
                 present_on[i] += 1;
                 continue;
@@ -725,6 +731,7 @@ pub fn analyze<'a>(
             image_fs_capacity_bytes: extra.image_fs.and_then(|f| f.capacity_bytes),
             image_gc_high_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_high_ratio),
             image_gc_low_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_low_ratio),
+            wanted: wanted_here,
         };
         report.set_missing(missing);
         reports.push(report);
@@ -1101,6 +1108,7 @@ mod tests {
             collected_at: "t".into(),
             images,
             image_fs_used_bytes: Some(99),
+            prune: None,
         };
         Arc::new(summarize(&report, &Relevance::new(w, [])).0)
     }
@@ -1599,6 +1607,7 @@ mod tests {
                 size: 1,
             }],
             image_fs_used_bytes: None,
+            prune: None,
         };
         let rt = Arc::new(summarize(&report, &Relevance::new(&w, [])).0);
         let extras = NodeExtras::from([(

@@ -51,6 +51,7 @@ pub mod lenient;
 pub mod menu;
 pub mod node;
 pub mod prepullers;
+pub mod prune;
 pub mod quantity;
 pub mod reference;
 pub mod runtime;

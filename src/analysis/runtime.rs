@@ -23,6 +23,9 @@ pub struct AgentReport {
     /// call failed or the runtime reported no filesystem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_fs_used_bytes: Option<u64>,
+    /// The agent's last pruning plan, when pruning is on (dry run or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<super::prune::Plan>,
 }
 
 /// One image as CRI `ListImages` describes it.
@@ -552,6 +555,7 @@ mod tests {
                 image("d", &["Not A Name!"], &[], 40),
             ],
             image_fs_used_bytes: Some(7),
+            prune: None,
         };
         let (s, problems) = summarize(&report, &relevance);
         assert_eq!(
@@ -615,6 +619,7 @@ mod tests {
                 image(vec!["nginx:1".into()], vec![d("ghcr.io/x/other", 3)]),
             ],
             image_fs_used_bytes: None,
+            prune: None,
         };
         let (s, _) = summarize(&report, &relevance);
         let names: Vec<Vec<String>> = s
@@ -650,6 +655,7 @@ mod tests {
             collected_at: "t".into(),
             images,
             image_fs_used_bytes: Some(1),
+            prune: None,
         };
         let (s, _) = summarize(&report, &relevance);
         let kept: usize = s.relevant_images.iter().map(Vec::len).sum();
@@ -731,6 +737,7 @@ mod tests {
                     })
                     .collect(),
                 image_fs_used_bytes: fs,
+                prune: None,
             };
             let (whole, _) = summarize(&report, &relevance);
             let (streamed, _) = decoded(&report, &relevance);
@@ -750,6 +757,7 @@ mod tests {
                 size: u64::MAX,
             }],
             image_fs_used_bytes: None,
+            prune: None,
         };
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["collectedAt"], "2026-11-25T10:00:00Z");

@@ -54,6 +54,7 @@ pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     let protected = Router::new()
         .route("/", get(status_page))
         .route(&state.telemetry_path, get(metrics::handler))
+        .route("/v1/wanted", get(wanted))
         .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
     let routes = Router::new()
         .merge(protected)
@@ -154,6 +155,47 @@ async fn status_page(State(s): State<AppState>) -> Response {
         Err(e) => {
             tracing::error!("rendering the status page failed: {e}");
             (StatusCode::INTERNAL_SERVER_ERROR, "rendering failed\n").into_response()
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct WantedQuery {
+    node: Option<String>,
+}
+
+/// `GET /v1/wanted?node=NAME`: the images wanted on a node, which its agent's
+/// pruning keeps ([`crate::analysis::prune::WantedOnNode`]). 503 before the first
+/// node list, 404 for a node the exporter does not know, 400 without a node.
+async fn wanted(
+    State(s): State<AppState>,
+    query: Result<axum::extract::Query<WantedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let error = |code: StatusCode, message: String| {
+        (code, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    let Some(node) = query.ok().and_then(|q| q.0.node).filter(|n| !n.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give the node: /v1/wanted?node=NAME".into(),
+        );
+    };
+    if let Some(reason) = s.store.not_ready_reason() {
+        return unavailable(axum::Json(
+            serde_json::json!({ "error": format!("not ready: {reason}") }),
+        ));
+    }
+    match s.store.report_off_runtime().await {
+        Ok((report, _)) => match crate::analysis::prune::wanted_on_node(&report, &node) {
+            Some(answer) => axum::Json(answer).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no node {:?} in the exporter's view", crate::text::shown(&node)),
+            ),
+        },
+        Err(e) => {
+            tracing::error!("computing the report failed: {e}");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "computing the report failed".into())
         }
     }
 }
