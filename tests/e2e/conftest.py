@@ -42,5 +42,7 @@ def containerd():
     d = new_workdir("containerd")
     ctd = containerd_harness.start_containerd(d)
     yield ctd
+    # Containers (tests/e2e/cri.py) outlive a containerd that stops: end them first.
+    ctd.remove_all_containers()
     ctd.stop()
     shutil.rmtree(d, ignore_errors=True)
