@@ -262,6 +262,34 @@ pub struct AgentArgs {
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9755")]
     pub listen: SocketAddr,
 
+    /// The agent's configuration file (YAML): its `prune` block. Without it,
+    /// pruning is off.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The exporter's base URL (`http[s]://HOST:PORT`), asked for the images wanted
+    /// on this node (`/v1/wanted`) before each pruning run. Without an answer, a
+    /// run removes nothing.
+    #[arg(long, value_name = "URL")]
+    pub exporter_url: Option<String>,
+
+    /// Basic-auth user for the exporter.
+    #[arg(long, value_name = "USER", requires = "exporter_password_file")]
+    pub exporter_username: Option<String>,
+
+    /// File holding the basic-auth password for the exporter (read on every request).
+    #[arg(long, value_name = "FILE", requires = "exporter_username")]
+    pub exporter_password_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) to verify the exporter's certificate with, added to the
+    /// system's.
+    #[arg(long, value_name = "FILE")]
+    pub exporter_ca_file: Option<PathBuf>,
+
+    /// Limit for one request to the exporter.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub exporter_timeout: Duration,
+
     #[command(flatten)]
     pub web: WebArgs,
 }

@@ -7,6 +7,7 @@
 //!   dryRun: true            # when enabled: plan, log and export, remove nothing
 //!   target: 45              # default: the cap in force minus 5
 //!   interval: 10m
+//!   grace: 30s              # the plan is published this long before it acts
 //!   maxRemovalsPerRun: 10
 //!   keep:
 //!     - {match: '^ghcr\.io/lsst-sqre/sciplat-lab:w_', newest: 4}
@@ -33,6 +34,7 @@ struct RawPrune {
     dry_run: Option<bool>,
     target: Option<i64>,
     interval: Option<String>,
+    grace: Option<String>,
     max_removals_per_run: Option<i64>,
     #[serde(default)]
     keep: Vec<RawPattern>,
@@ -60,13 +62,13 @@ impl AgentConfig {
         };
         let raw = raw.prune.unwrap_or_default();
         let defaults = PruneSettings::default();
-        let target = match raw.target {
-            None => None,
-            Some(t) => Some(
-                u32::try_from(t)
-                    .map_err(|_| format!("prune.target: {t} is not a count of images (0 or more)"))?,
-            ),
-        };
+        let target =
+            match raw.target {
+                None => None,
+                Some(t) => Some(u32::try_from(t).map_err(|_| {
+                    format!("prune.target: {t} is not a count of images (0 or more)")
+                })?),
+            };
         let max_removals_per_run = match raw.max_removals_per_run {
             None => defaults.max_removals_per_run,
             Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX),
@@ -78,10 +80,20 @@ impl AgentConfig {
                 dry_run: raw.dry_run.unwrap_or(defaults.dry_run),
                 target,
                 interval: duration("prune.interval", raw.interval.as_deref(), defaults.interval)?,
+                grace: grace(raw.grace.as_deref(), defaults.grace)?,
                 max_removals_per_run,
                 keep: compile_patterns("prune.keep", &raw.keep)?,
             },
         })
+    }
+}
+
+/// `prune.grace`: a duration, zero allowed (remove right after planning).
+fn grace(text: Option<&str>, default: std::time::Duration) -> Result<std::time::Duration, String> {
+    match text {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| format!("prune.grace: {t:?} is not a duration: {e}")),
     }
 }
 
@@ -102,6 +114,7 @@ mod tests {
         assert!(p.enabled && !p.dry_run && p.removes());
         assert_eq!(p.target, Some(45));
         assert_eq!(p.interval, Duration::from_secs(300));
+        assert_eq!(p.grace, Duration::from_secs(30), "the default");
         assert_eq!(p.max_removals_per_run, 3);
         assert_eq!(p.keep.len(), 2);
         assert_eq!(p.keep[0].newest, Some(4));
@@ -125,11 +138,18 @@ mod tests {
     fn errors_name_the_key() {
         for (text, needle) in [
             ("prune:\n  target: -1\n", "prune.target"),
-            ("prune:\n  maxRemovalsPerRun: 0\n", "prune.maxRemovalsPerRun"),
+            (
+                "prune:\n  maxRemovalsPerRun: 0\n",
+                "prune.maxRemovalsPerRun",
+            ),
             ("prune:\n  interval: soon\n", "prune.interval"),
             ("prune:\n  interval: 0s\n", "prune.interval"),
+            ("prune:\n  grace: later\n", "prune.grace"),
             ("prune:\n  keep: ['(']\n", "prune.keep[0]"),
-            ("prune:\n  keep: [{match: '^a', newest: 0}]\n", "prune.keep[0].newest"),
+            (
+                "prune:\n  keep: [{match: '^a', newest: 0}]\n",
+                "prune.keep[0].newest",
+            ),
             ("prune:\n  enabeld: true\n", "enabeld"),
             ("prune:\n  enabled: yes please\n", "enabled"),
             ("prepull: {}\n", "prepull"),

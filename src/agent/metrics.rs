@@ -27,6 +27,34 @@ label_values! {
     }
 }
 
+label_values! {
+    /// Why a pruning run went wrong: the `reason` label of
+    /// `imagecap_prune_errors_total`.
+    pub enum PruneError {
+        /// The images wanted on the node are unknown (the exporter did not answer,
+        /// or its answer is incomplete): the run removed nothing.
+        Wanted = "wanted",
+        /// A CRI call that reads (ListImages, ListContainers, ImageStatus) failed.
+        Runtime = "runtime",
+        /// CRI RemoveImage failed.
+        Remove = "remove",
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PruneErrorLabels {
+    node: String,
+    reason: PruneError,
+}
+
+/// The pruning figures kept between runs.
+#[derive(Default)]
+struct PruneState {
+    candidates: AtomicU64,
+    /// Unix time of the last run, as f64 bits; 0 before the first.
+    last_run: AtomicU64,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
     node: String,
@@ -44,6 +72,12 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct AgentMetrics {
     node: String,
     errors: Family<CallLabels, Counter>,
+    /// `Some((enabled, dry run))` when the agent has a prune block.
+    prune: Option<(bool, bool)>,
+    prune_state: PruneState,
+    removed_images: Family<NodeLabels, Counter>,
+    removed_bytes: Family<NodeLabels, Counter>,
+    prune_errors: Family<PruneErrorLabels, Counter>,
     registry: Registry,
 }
 
@@ -75,8 +109,78 @@ impl AgentMetrics {
         AgentMetrics {
             node: node.to_string(),
             errors,
+            prune: None,
+            prune_state: PruneState::default(),
+            removed_images: Family::default(),
+            removed_bytes: Family::default(),
+            prune_errors: Family::default(),
             registry,
         }
+    }
+
+    /// Adds the pruning families (enabled or not, dry run or not); their counters
+    /// exist from the start, so rate() sees the first removal.
+    pub fn with_prune(mut self, enabled: bool, dry_run: bool) -> AgentMetrics {
+        let node = NodeLabels {
+            node: self.node.clone(),
+        };
+        let _ = self.removed_images.get_or_create(&node);
+        let _ = self.removed_bytes.get_or_create(&node);
+        for &reason in PruneError::ALL {
+            let _ = self.prune_errors.get_or_create(&PruneErrorLabels {
+                node: self.node.clone(),
+                reason,
+            });
+        }
+        self.registry.register(
+            "imagecap_prune_removed_images",
+            "Images the agent removed to keep the node under its cap",
+            self.removed_images.clone(),
+        );
+        self.registry.register(
+            "imagecap_prune_removed_bytes",
+            "Bytes of the images the agent removed, as the runtime sized them",
+            self.removed_bytes.clone(),
+        );
+        self.registry.register(
+            "imagecap_prune_errors",
+            "Pruning runs or removals that went wrong, by reason (wanted: the wanted images were unknown and nothing was removed; runtime: a CRI read failed; remove: CRI RemoveImage failed)",
+            self.prune_errors.clone(),
+        );
+        self.prune = Some((enabled, dry_run));
+        self
+    }
+
+    pub fn prune_error(&self, reason: PruneError) {
+        self.prune_errors
+            .get_or_create(&PruneErrorLabels {
+                node: self.node.clone(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn prune_removed(&self, bytes: u64) {
+        let node = NodeLabels {
+            node: self.node.clone(),
+        };
+        self.removed_images.get_or_create(&node).inc();
+        self.removed_bytes.get_or_create(&node).inc_by(bytes);
+    }
+
+    pub fn prune_candidates(&self, n: u32) {
+        self.prune_state
+            .candidates
+            .store(u64::from(n), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn prune_ran(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.prune_state
+            .last_run
+            .store(secs.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn error(&self, call: Call) {
@@ -149,6 +253,37 @@ impl AgentMetrics {
             "Unix time of the last successful ListImages",
             family,
         );
+        if let Some((enabled, dry_run)) = self.prune {
+            let relaxed = std::sync::atomic::Ordering::Relaxed;
+            int(
+                &mut r,
+                "imagecap_prune_enabled",
+                "1 when the agent's pruning is enabled (prune.enabled), else 0",
+                Some(u64::from(enabled)),
+            );
+            int(
+                &mut r,
+                "imagecap_prune_dry_run",
+                "1 when pruning only plans and removes nothing (prune.dryRun), else 0",
+                Some(u64::from(dry_run)),
+            );
+            let last_run = f64::from_bits(self.prune_state.last_run.load(relaxed));
+            int(
+                &mut r,
+                "imagecap_prune_candidates",
+                "Images the last pruning plan removes (what a run would remove now)",
+                (last_run > 0.0).then(|| self.prune_state.candidates.load(relaxed)),
+            );
+            let family = Family::<NodeLabels, FloatGauge>::default();
+            if last_run > 0.0 {
+                family.get_or_create(&node).set(last_run);
+            }
+            r.register(
+                "imagecap_prune_last_run_timestamp_seconds",
+                "Unix time of the last pruning run",
+                family,
+            );
+        }
         r
     }
 }
@@ -217,6 +352,7 @@ mod tests {
             last: Some(Arc::new(snapshot)),
             up: true,
             last_error: None,
+            plan: None,
         };
         let text = m.render(&status, Format::OpenMetrics);
         for (series, value) in [
@@ -247,6 +383,59 @@ mod tests {
     }
 
     #[test]
+    fn prune_families_follow_the_runs() {
+        let m = AgentMetrics::new("n1", "v").with_prune(true, false);
+        let text = m.render(&Status::default(), Format::OpenMetrics);
+        for (series, value) in [
+            (r#"imagecap_prune_enabled{node="n1"}"#, "1"),
+            (r#"imagecap_prune_dry_run{node="n1"}"#, "0"),
+            (r#"imagecap_prune_removed_images_total{node="n1"}"#, "0"),
+            (
+                r#"imagecap_prune_errors_total{node="n1",reason="wanted"}"#,
+                "0",
+            ),
+            (
+                r#"imagecap_prune_errors_total{node="n1",reason="remove"}"#,
+                "0",
+            ),
+        ] {
+            assert_eq!(sample(&text, series).as_deref(), Some(value), "{series}");
+        }
+        assert!(
+            !text.contains("imagecap_prune_candidates{"),
+            "no run yet: {text}"
+        );
+        assert!(!text.contains("imagecap_prune_last_run_timestamp_seconds{"));
+        m.prune_candidates(3);
+        m.prune_ran(UNIX_EPOCH + Duration::from_secs(100));
+        m.prune_removed(1000);
+        m.prune_removed(24);
+        m.prune_error(PruneError::Wanted);
+        let text = m.render(&Status::default(), Format::OpenMetrics);
+        for (series, value) in [
+            (r#"imagecap_prune_candidates{node="n1"}"#, "3"),
+            (
+                r#"imagecap_prune_last_run_timestamp_seconds{node="n1"}"#,
+                "100.0",
+            ),
+            (r#"imagecap_prune_removed_images_total{node="n1"}"#, "2"),
+            (r#"imagecap_prune_removed_bytes_total{node="n1"}"#, "1024"),
+            (
+                r#"imagecap_prune_errors_total{node="n1",reason="wanted"}"#,
+                "1",
+            ),
+        ] {
+            assert_eq!(sample(&text, series).as_deref(), Some(value), "{series}");
+        }
+        let off = AgentMetrics::new("n1", "v").with_prune(false, true);
+        let text = off.render(&Status::default(), Format::PrometheusText);
+        assert_eq!(
+            sample(&text, r#"imagecap_prune_enabled{node="n1"}"#).as_deref(),
+            Some("0")
+        );
+    }
+
+    #[test]
     fn a_reading_without_fs_use_has_no_fs_series() {
         let m = AgentMetrics::new("n1", "v");
         let status = Status {
@@ -259,6 +448,7 @@ mod tests {
             })),
             up: true,
             last_error: None,
+            plan: None,
         };
         let text = m.render(&status, Format::OpenMetrics);
         assert!(!text.contains("imagecap_runtime_image_fs_used_bytes{"));

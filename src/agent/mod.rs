@@ -21,6 +21,7 @@
 pub mod config;
 pub mod cri;
 pub mod metrics;
+pub mod prune;
 pub mod report;
 
 use crate::analysis::runtime::AgentReport;
@@ -55,6 +56,8 @@ pub struct Status {
     pub up: bool,
     /// Why the last `ListImages` failed, while it does.
     pub last_error: Option<String>,
+    /// The last pruning plan, when pruning is enabled.
+    pub plan: Option<crate::analysis::prune::Plan>,
 }
 
 /// The state the routes share.
@@ -65,11 +68,19 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(node: &str) -> Agent {
+    pub fn new(node: &str, prune: &crate::analysis::prune::PruneSettings) -> Agent {
         Agent {
             status: Arc::default(),
-            metrics: Arc::new(AgentMetrics::new(node, env!("CARGO_PKG_VERSION"))),
+            metrics: Arc::new(
+                AgentMetrics::new(node, env!("CARGO_PKG_VERSION"))
+                    .with_prune(prune.enabled, prune.dry_run),
+            ),
         }
+    }
+
+    /// Publishes a pruning plan: in the next `/v1/images` answer.
+    pub fn set_plan(&self, plan: crate::analysis::prune::Plan) {
+        self.write().plan = Some(plan);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Status> {
@@ -130,7 +141,8 @@ async fn read_runtime(
         )
     })?;
     let now = SystemTime::now();
-    let report: AgentReport = report::agent_report(node, now, images, fs.as_ref());
+    let mut report: AgentReport = report::agent_report(node, now, images, fs.as_ref());
+    report.prune = agent.read().plan.clone();
     Snapshot::new(&report, now)
 }
 
@@ -280,8 +292,45 @@ pub async fn start(
         basic_auth = !web.users.is_empty(),
         "node agent listening"
     );
-    let agent = Agent::new(&args.node_name);
+    let config = match &args.config {
+        Some(path) => config::AgentConfig::load(path).map_err(StartError::BadInput)?,
+        None => config::AgentConfig::default(),
+    };
+    let settings = config.prune;
+    let agent = Agent::new(&args.node_name, &settings);
     let client = cri::Client::new(&args.cri_endpoint, args.cri_timeout);
+    if settings.enabled {
+        let exporter = args.exporter_url.clone().map(|url| prune::ExporterOptions {
+            url,
+            username: args.exporter_username.clone(),
+            password_file: args.exporter_password_file.clone(),
+            ca_file: args.exporter_ca_file.clone(),
+            timeout: args.exporter_timeout,
+        });
+        if exporter.is_none() {
+            tracing::warn!(
+                "pruning is enabled without --exporter-url: the images wanted on this node \
+                 are unknown, so no run removes anything"
+            );
+        }
+        tracing::info!(
+            dry_run = settings.dry_run,
+            target = ?settings.target,
+            interval = ?settings.interval,
+            max_removals_per_run = settings.max_removals_per_run,
+            keep_rules = settings.keep.len(),
+            "pruning enabled"
+        );
+        let pruner = prune::Pruner::new(
+            client.clone(),
+            exporter,
+            args.node_name.clone(),
+            settings,
+            agent.metrics.clone(),
+        )
+        .map_err(StartError::BadInput)?;
+        tasks.spawn(pruner.run(agent.clone(), shutdown.clone()));
+    }
     tasks.spawn(run(
         client,
         args.node_name.clone(),

@@ -17,6 +17,16 @@ pub fn image_fs_used_bytes(fs: &v1::ImageFsInfoResponse) -> Option<u64> {
         .reduce(u64::saturating_add)
 }
 
+/// One CRI image as the report carries it.
+pub fn runtime_image(i: v1::Image) -> RuntimeImage {
+    RuntimeImage {
+        id: i.id,
+        repo_tags: i.repo_tags,
+        repo_digests: i.repo_digests,
+        size: i.size,
+    }
+}
+
 /// The report of one reading: every image `ListImages` returned, as it returned
 /// it (an image without tags or digests is kept: it still takes room and counts
 /// against the cap), with the image filesystem use when `ImageFsInfo` answered.
@@ -29,16 +39,7 @@ pub fn agent_report(
     AgentReport {
         node: node.to_string(),
         collected_at: humantime::format_rfc3339_seconds(collected_at).to_string(),
-        images: images
-            .images
-            .into_iter()
-            .map(|i| RuntimeImage {
-                id: i.id,
-                repo_tags: i.repo_tags,
-                repo_digests: i.repo_digests,
-                size: i.size,
-            })
-            .collect(),
+        images: images.images.into_iter().map(runtime_image).collect(),
         image_fs_used_bytes: fs.and_then(image_fs_used_bytes),
         prune: None,
     }

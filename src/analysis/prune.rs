@@ -32,6 +32,10 @@ pub struct PruneSettings {
     /// [`TARGET_MARGIN`].
     pub target: Option<u32>,
     pub interval: Duration,
+    /// Time between publishing a plan and making its removals: the plan shows
+    /// (metrics, `/v1/images`) before it acts, and an image a container starts
+    /// using meanwhile stays.
+    pub grace: Duration,
     pub max_removals_per_run: u32,
     /// Tags that stay: every match, or the `newest` greatest in natural order.
     pub keep: Vec<Pattern>,
@@ -44,6 +48,7 @@ impl Default for PruneSettings {
             dry_run: true,
             target: None,
             interval: Duration::from_secs(600),
+            grace: Duration::from_secs(30),
             max_removals_per_run: 10,
             keep: Vec::new(),
         }
@@ -451,9 +456,7 @@ pub fn trusted_wanted(answer: &WantedOnNode, node: &str) -> Result<Vec<ImageRef>
     answer
         .images
         .iter()
-        .map(|i| {
-            ImageRef::parse(i).map_err(|e| format!("the exporter's wanted image {e}"))
-        })
+        .map(|i| ImageRef::parse(i).map_err(|e| format!("the exporter's wanted image {e}")))
         .collect()
 }
 
@@ -509,8 +512,14 @@ mod tests {
     #[test]
     fn the_oldest_unprotected_go_until_the_target() {
         let p = plan(&node(10), Ok(&[]), None, &settings(Some(7), 10));
-        assert_eq!(removed(&p), ["x.test/app:0", "x.test/app:1", "x.test/app:2"]);
-        assert_eq!((p.held, p.target, p.remove, p.deferred), (10, Some(7), 3, 0));
+        assert_eq!(
+            removed(&p),
+            ["x.test/app:0", "x.test/app:1", "x.test/app:2"]
+        );
+        assert_eq!(
+            (p.held, p.target, p.remove, p.deferred),
+            (10, Some(7), 3, 0)
+        );
         assert_eq!(p.remove_bytes, 100 + 101 + 102);
         assert_eq!(p.short_by, 0);
         assert_eq!(p.images.len(), 10, "every image is in the plan");
@@ -528,7 +537,10 @@ mod tests {
         images[0].1.created = None;
         images.rotate_right(1);
         let p = plan(&images, Ok(&[]), None, &settings(Some(1), 10));
-        assert_eq!(removed(&p), ["x.test/app:2", "x.test/app:1", "x.test/app:3"]);
+        assert_eq!(
+            removed(&p),
+            ["x.test/app:2", "x.test/app:1", "x.test/app:3"]
+        );
         // Without any time: the runtime's own order.
         let mut untimed = node(4);
         for (_, f) in &mut untimed {
@@ -563,14 +575,25 @@ mod tests {
             removed(&p),
             ["x.test/app:7", "x.test/app:8", "x.test/app:9"]
         );
-        assert_eq!(decision_of(&p, "x.test/app:0"), &Decision::Keep(Keep::InUse));
-        assert_eq!(decision_of(&p, "x.test/app:1"), &Decision::Keep(Keep::Pinned));
+        assert_eq!(
+            decision_of(&p, "x.test/app:0"),
+            &Decision::Keep(Keep::InUse)
+        );
+        assert_eq!(
+            decision_of(&p, "x.test/app:1"),
+            &Decision::Keep(Keep::Pinned)
+        );
         assert_eq!(
             decision_of(&p, "x.test/app:2"),
             &Decision::Keep(Keep::Wanted("x.test/app:2".into()))
         );
-        assert!(matches!(decision_of(&p, "x.test/app:3"), Decision::Keep(Keep::Wanted(w)) if w.contains("sha256:aaaa")));
-        assert!(matches!(decision_of(&p, "busybox:1"), Decision::Keep(Keep::Wanted(_))));
+        assert!(
+            matches!(decision_of(&p, "x.test/app:3"), Decision::Keep(Keep::Wanted(w)) if w.contains("sha256:aaaa"))
+        );
+        assert!(matches!(
+            decision_of(&p, "busybox:1"),
+            Decision::Keep(Keep::Wanted(_))
+        ));
         assert_eq!(
             decision_of(&p, "x.test/app:5"),
             &Decision::Keep(Keep::Rule("keep[0] ^x\\.test/app:[56]$".into()))
@@ -594,13 +617,22 @@ mod tests {
         };
         let wanted = [ImageRef::parse("x.test/app:0").unwrap()];
         let p = plan(&images, Ok(&wanted), None, &settings(Some(0), 10));
-        assert_eq!(decision_of(&p, "x.test/app:0"), &Decision::Keep(Keep::InUse));
+        assert_eq!(
+            decision_of(&p, "x.test/app:0"),
+            &Decision::Keep(Keep::InUse)
+        );
     }
 
     #[test]
     fn keep_rules_keep_the_newest_in_natural_order() {
         let tags = [
-            "w_2024_9", "w_2024_10", "w_2024_11", "w_2023_52", "r27_0_0", "r28_0_0", "r9_0_0",
+            "w_2024_9",
+            "w_2024_10",
+            "w_2024_11",
+            "w_2023_52",
+            "r27_0_0",
+            "r28_0_0",
+            "r9_0_0",
         ];
         let images: Vec<_> = tags
             .iter()
@@ -610,7 +642,10 @@ mod tests {
                     created: at(i as u64),
                     ..Default::default()
                 };
-                (image(&format!("ghcr.io/lsst-sqre/sciplat-lab:{t}"), 1), facts)
+                (
+                    image(&format!("ghcr.io/lsst-sqre/sciplat-lab:{t}"), 1),
+                    facts,
+                )
             })
             .collect();
         let mut s = settings(Some(0), 100);
@@ -645,7 +680,10 @@ mod tests {
     #[test]
     fn max_removals_per_run_defers_the_rest() {
         let p = plan(&node(20), Ok(&[]), None, &settings(Some(10), 3));
-        assert_eq!(removed(&p), ["x.test/app:0", "x.test/app:1", "x.test/app:2"]);
+        assert_eq!(
+            removed(&p),
+            ["x.test/app:0", "x.test/app:1", "x.test/app:2"]
+        );
         assert_eq!((p.remove, p.deferred), (3, 7));
         assert_eq!(decision_of(&p, "x.test/app:3"), &Decision::Defer);
         assert_eq!(decision_of(&p, "x.test/app:9"), &Decision::Defer);
@@ -668,7 +706,11 @@ mod tests {
         assert_eq!((p.target, p.remove), (Some(45), 3));
         let p = plan(&node(48), Ok(&[]), Some(-1), &s);
         assert_eq!((p.target, p.remove, p.deferred), (None, 0, 0));
-        assert!(p.images.iter().all(|i| i.decision == Decision::Keep(Keep::NotNeeded)));
+        assert!(
+            p.images
+                .iter()
+                .all(|i| i.decision == Decision::Keep(Keep::NotNeeded))
+        );
     }
 
     #[test]
@@ -693,7 +735,11 @@ mod tests {
         assert_eq!(p.blocked.as_deref(), Some("the exporter did not answer"));
         assert_eq!(p.deferred, 5);
         let first = p.images.iter().find(|i| i.name == "x.test/app:0").unwrap();
-        assert!(first.reason.contains("the exporter did not answer"), "{}", first.reason);
+        assert!(
+            first.reason.contains("the exporter did not answer"),
+            "{}",
+            first.reason
+        );
         // Nothing to remove: nothing is blocked either.
         let p = plan(&node(3), Err("down"), None, &settings(Some(5), 3));
         assert_eq!(p.blocked, None);

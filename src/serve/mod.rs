@@ -190,12 +190,18 @@ async fn wanted(
             Some(answer) => axum::Json(answer).into_response(),
             None => error(
                 StatusCode::NOT_FOUND,
-                format!("no node {:?} in the exporter's view", crate::text::shown(&node)),
+                format!(
+                    "no node {:?} in the exporter's view",
+                    crate::text::shown(&node)
+                ),
             ),
         },
         Err(e) => {
             tracing::error!("computing the report failed: {e}");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "computing the report failed".into())
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "computing the report failed".into(),
+            )
         }
     }
 }
