@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need when it is missing: Debian packages (Prometheus,
-# promtool, Alertmanager, Chromium, jsonnet, containerd, podman, curl) through apt-get, and
+# promtool, Alertmanager, Chromium, jsonnet, containerd, podman, curl, gcc) through apt-get, and
 # Python tools into ./.venv.
 # Safe to run again: it only installs what is absent.
 set -euo pipefail
@@ -19,6 +19,11 @@ command -v jsonnet >/dev/null 2>&1 || need_apt+=(jsonnet)
 # hybrid cgroup hierarchies.
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+# The CRI tests' sandbox ("pause") binary: compiled with `cc -static`, which needs
+# gcc and the static C library (libc.a, in libc6-dev).
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# The compiler prints the bare name when it finds no such file.
+[ -e "$(cc -print-file-name=libc.a 2>/dev/null)" ] || need_apt+=(libc6-dev)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The peers the scale benchmark compares `check` with (benches/peers/).
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubernetes-client)

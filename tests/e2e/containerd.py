@@ -417,6 +417,12 @@ def remove_images(containerd: Containerd, images: list[ImportedImage]) -> None:
     names = [n for image in images for n in (image.name, image.repo_digest)]
     for i in range(0, len(names), 50):
         containerd.ctr("images", "rm", *names[i:i + 50])
+    # The CRI plugin names an image by its id as well once it ran a sandbox or a
+    # container from it (tests/e2e/cri.py); most images never have that name.
+    ids = set(containerd.ctr("images", "ls", "-q", check=False).stdout.split())
+    ids &= {image.id for image in images}
+    if ids:
+        containerd.ctr("images", "rm", *sorted(ids))
 
 
 def make_images(workdir: Path, containerd: Containerd,
