@@ -236,6 +236,18 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+
+    /// Print, for each node with a saved agent answer, what the agent's pruning
+    /// would remove now and why every other image stays, instead of the report.
+    /// The answers must come from agents with pruning enabled (a dry run is
+    /// enough): they carry the containers' use of each image.
+    #[arg(long, requires = "agents_file")]
+    pub prune_plan: bool,
+
+    /// The agent's configuration file whose `prune` block `--prune-plan` applies
+    /// (default: the defaults, a target of the cap in force minus 5).
+    #[arg(long, value_name = "FILE", requires = "prune_plan")]
+    pub prune_config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -372,6 +384,14 @@ pub struct KubectlArgs {
     #[arg(long, value_name = "FILE")]
     pub agents_file: Option<PathBuf>,
 
+    /// What each agent's pruning would remove now, as `check --prune-plan`.
+    #[arg(long, requires = "agents_file")]
+    pub prune_plan: bool,
+
+    /// The agent configuration `--prune-plan` applies, as for `check`.
+    #[arg(long, value_name = "FILE", requires = "prune_plan")]
+    pub prune_config: Option<PathBuf>,
+
     /// Log format; the level comes from RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -394,6 +414,8 @@ impl KubectlArgs {
                 nublado_file: self.nublado_file,
                 agents_file: self.agents_file,
                 format: self.output,
+                prune_plan: self.prune_plan,
+                prune_config: self.prune_config,
             },
             crate::source::client::ClientOptions {
                 kubeconfig: self.kubeconfig,

@@ -1,6 +1,7 @@
 //! `imagecap-exporter check`: the analysis once, from a cluster or a nodes file,
 //! printed as a table or JSON, with an exit status for scripts.
 
+pub mod prune_plan;
 pub mod table;
 
 use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
@@ -100,12 +101,37 @@ pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
             }
         }
     }
-    if let Some(path) = &args.agents_file
-        && let Err(e) = read_agents_file(path, &store)
-    {
-        return bad_input(e);
-    }
+    let answers = match &args.agents_file {
+        Some(path) => match read_agents_file(path, &store) {
+            Ok(answers) => answers,
+            Err(e) => return bad_input(e),
+        },
+        None => Vec::new(),
+    };
     let (report, _) = store.report();
+    if args.prune_plan {
+        let settings = match &args.prune_config {
+            Some(path) => match crate::agent::config::AgentConfig::load(path) {
+                Ok(c) => c.prune,
+                Err(e) => return bad_input(e),
+            },
+            None => crate::analysis::prune::PruneSettings::default(),
+        };
+        let plans = prune_plan::plans(&report, &answers, &settings);
+        return match args.format {
+            Format::Table => {
+                emit(&prune_plan::render(&plans));
+                ExitCode::SUCCESS
+            }
+            Format::Json => match serde_json::to_string_pretty(&plans) {
+                Ok(j) => {
+                    emit(&format!("{j}\n"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => bad_input(format!("cannot encode the plans: {e}")),
+            },
+        };
+    }
     print(&report, args.format)
 }
 
@@ -191,7 +217,7 @@ async fn read_sources(
 /// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the
 /// store. A file that is not such an array is bad input; an answer for a node
 /// that is not in the node list is logged and skipped.
-fn read_agents_file(path: &std::path::Path, store: &Store) -> Result<(), String> {
+fn read_agents_file(path: &std::path::Path, store: &Store) -> Result<Vec<AgentReport>, String> {
     let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let reports: Vec<AgentReport> = serde_json::from_slice(&body).map_err(|e| {
         format!(
@@ -213,7 +239,7 @@ fn read_agents_file(path: &std::path::Path, store: &Store) -> Result<(), String>
         }
         store.set_runtime(&report.node, Some(Arc::new(summary)));
     }
-    Ok(())
+    Ok(reports)
 }
 
 fn print(report: &Report, format: Format) -> ExitCode {

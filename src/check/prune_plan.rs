@@ -1,0 +1,148 @@
+//! `check --prune-plan`: each node's pruning plan from saved agent answers, the
+//! exporter's view of what is wanted there, and the agent's `prune` settings.
+//! Pure: the answers are read by the caller.
+
+use crate::analysis::Report;
+use crate::analysis::prune::{
+    self, Decision, ImageFacts, Plan, PruneSettings, trusted_wanted, wanted_on_node,
+};
+use crate::analysis::runtime::AgentReport;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// One node's plan, or why there is none.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    pub node: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_plan: Option<String>,
+}
+
+/// The plan of every answer, in the order of the answers.
+pub fn plans(report: &Report, answers: &[AgentReport], settings: &PruneSettings) -> Vec<NodePlan> {
+    answers
+        .iter()
+        .map(|a| {
+            let no_plan = |why: &str| NodePlan {
+                node: a.node.clone(),
+                plan: None,
+                no_plan: Some(why.to_string()),
+            };
+            let Some(saved) = &a.prune else {
+                return no_plan(
+                    "the answer has no pruning plan, so which images containers use is \
+                     unknown: enable pruning on the agent (a dry run is enough)",
+                );
+            };
+            let facts: HashMap<&str, ImageFacts> = saved
+                .images
+                .iter()
+                .map(|i| {
+                    let created = i
+                        .created
+                        .as_deref()
+                        .and_then(|c| humantime::parse_rfc3339_weak(c).ok());
+                    (
+                        i.id.as_str(),
+                        ImageFacts {
+                            in_use: i.in_use,
+                            pinned: i.pinned,
+                            created,
+                        },
+                    )
+                })
+                .collect();
+            // An image the saved plan does not know is treated as in use: its use
+            // was not seen.
+            let images: Vec<_> = a
+                .images
+                .iter()
+                .map(|i| {
+                    let f = facts.get(i.id.as_str()).copied().unwrap_or(ImageFacts {
+                        in_use: true,
+                        ..ImageFacts::default()
+                    });
+                    (i.clone(), f)
+                })
+                .collect();
+            let Some(answer) = wanted_on_node(report, &a.node) else {
+                return no_plan("the node is not in the node list");
+            };
+            let wanted = trusted_wanted(&answer, &a.node);
+            let refs = wanted.as_deref().map_err(String::as_str);
+            NodePlan {
+                node: a.node.clone(),
+                plan: Some(prune::plan(
+                    &images,
+                    refs,
+                    Some(answer.max_images),
+                    settings,
+                )),
+                no_plan: None,
+            }
+        })
+        .collect()
+}
+
+/// The plans as text: per node, the removals in order, then why the rest stay.
+pub fn render(plans: &[NodePlan]) -> String {
+    let mut out = String::new();
+    if plans.is_empty() {
+        out.push_str("No agent answers: nothing to plan.\n");
+    }
+    for p in plans {
+        let Some(plan) = &p.plan else {
+            let _ = writeln!(
+                out,
+                "{}: no plan: {}\n",
+                p.node,
+                p.no_plan.as_deref().unwrap_or("")
+            );
+            continue;
+        };
+        let target = plan
+            .target
+            .map_or("none (unlimited or unknown cap)".to_string(), |t| {
+                t.to_string()
+            });
+        let _ = writeln!(
+            out,
+            "{}: holds {} images, target {target}: removes {} ({} bytes), defers {}",
+            p.node, plan.held, plan.remove, plan.remove_bytes, plan.deferred
+        );
+        if let Some(b) = &plan.blocked {
+            let _ = writeln!(out, "  nothing is removed: {b}");
+        }
+        if plan.short_by > 0 {
+            let _ = writeln!(
+                out,
+                "  protected images keep it {} above the target",
+                plan.short_by
+            );
+        }
+        for i in &plan.images {
+            let action = match i.decision {
+                Decision::Remove => "remove",
+                Decision::Defer => "defer",
+                Decision::Keep(_) => "keep",
+            };
+            let _ = writeln!(
+                out,
+                "  {action:<6} {}  {} bytes{}  {}",
+                crate::text::shown(&i.name),
+                i.size,
+                i.created
+                    .as_deref()
+                    .map(|c| format!(", created {c}"))
+                    .unwrap_or_default(),
+                i.reason
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
