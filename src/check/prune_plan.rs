@@ -146,3 +146,123 @@ pub fn render(plans: &[NodePlan]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::NodeReport;
+    use crate::analysis::cluster::ImageReport;
+    use crate::analysis::runtime::RuntimeImage;
+
+    fn report() -> Report {
+        Report {
+            nodes: vec![NodeReport {
+                name: "n1".into(),
+                max_images: 4,
+                wanted: vec![0],
+                ..NodeReport::default()
+            }],
+            images: vec![ImageReport {
+                image: "x.test/app:w".into(),
+                sources: vec![],
+                nodes: 1,
+                eligible_nodes: 1,
+            }],
+            eligible_nodes: 1,
+            sources: vec![],
+            menu: None,
+        }
+    }
+
+    fn answer(node: &str, with_plan: bool) -> AgentReport {
+        let images: Vec<RuntimeImage> = ["old", "w", "used", "new"]
+            .iter()
+            .map(|t| RuntimeImage {
+                id: format!("sha256:{t}"),
+                repo_tags: vec![format!("x.test/app:{t}")],
+                repo_digests: vec![],
+                size: 10,
+            })
+            .collect();
+        let facts: Vec<_> = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| {
+                let f = ImageFacts {
+                    in_use: img.id == "sha256:used",
+                    pinned: false,
+                    created: Some(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(i as u64 * 100),
+                    ),
+                };
+                (img.clone(), f)
+            })
+            .collect();
+        // What the agent saved: its own plan, made with no wanted images known.
+        let saved = prune::plan(&facts, Err("unknown"), None, &PruneSettings::default());
+        AgentReport {
+            node: node.into(),
+            collected_at: "2026-01-01T00:00:00Z".into(),
+            images,
+            image_fs_used_bytes: None,
+            prune: with_plan.then_some(saved),
+        }
+    }
+
+    #[test]
+    fn the_check_plans_again_with_the_clusters_wanted_images() {
+        let settings = PruneSettings {
+            target: Some(2),
+            ..PruneSettings::default()
+        };
+        let plans = plans(
+            &report(),
+            &[
+                answer("n1", true),
+                answer("n1", false),
+                answer("gone", true),
+            ],
+            &settings,
+        );
+        let plan = plans[0].plan.as_ref().unwrap();
+        let removed: Vec<&str> = plan.removals().map(|i| i.name.as_str()).collect();
+        // "w" is wanted, "used" in use: the two others go, oldest first.
+        assert_eq!(removed, ["x.test/app:old", "x.test/app:new"]);
+        assert!(
+            plans[1]
+                .no_plan
+                .as_deref()
+                .unwrap()
+                .contains("no pruning plan")
+        );
+        assert!(
+            plans[2]
+                .no_plan
+                .as_deref()
+                .unwrap()
+                .contains("not in the node list")
+        );
+        let text = render(&plans);
+        assert!(
+            text.contains("n1: holds 4 images, target 2: removes 2 (20 bytes), defers 0"),
+            "{text}"
+        );
+        assert!(text.contains("keep   x.test/app:w  10 bytes"), "{text}");
+        assert!(
+            text.contains("wanted on this node as x.test/app:w"),
+            "{text}"
+        );
+        assert!(text.contains("a container on the node uses it"), "{text}");
+        assert!(
+            text.contains("gone: no plan: the node is not in the node list"),
+            "{text}"
+        );
+        // Without a target of its own: the cap in force (4) minus 5, so 0.
+        let plans = plans_default();
+        assert_eq!(plans[0].plan.as_ref().unwrap().target, Some(0));
+    }
+
+    fn plans_default() -> Vec<NodePlan> {
+        plans(&report(), &[answer("n1", true)], &PruneSettings::default())
+    }
+}

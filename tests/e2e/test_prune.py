@@ -205,3 +205,15 @@ def test_enabled_it_prunes_to_the_target_keeping_every_protected_image(
     assert sample(m, f'imagecap_prune_candidates{{node="{NODE}"}}') == 0
     assert sample(m, f'imagecap_prune_errors_total{{node="{NODE}",reason="remove"}}') == 0
     assert len(re.findall(r"removed image to keep the node under its cap", agent.log())) == 8
+
+
+def test_the_exporter_answers_what_is_wanted_on_a_node(exporter):
+    r = exporter.get(f"/v1/wanted?node={NODE}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body == {"node": NODE, "maxImages": 50, "complete": True,
+                    "images": sorted(WANTED)}, body
+    r = exporter.get("/v1/wanted?node=nope")
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+    r = exporter.get("/v1/wanted")
+    assert r.status_code == 400 and "node=NAME" in r.json()["error"]
