@@ -16,7 +16,10 @@ import pytest
 
 import containerd as containerd_harness
 from containerd import ImageRecipe, make_images, pause_image, remove_images
-from harness import start_agent, start_exporter, wait_for
+import shutil
+import subprocess
+
+from harness import Prometheus, start_agent, start_exporter, wait_for
 
 cri = pytest.importorskip("cri", reason="grpcio and grpcio-tools (requirements-dev.txt) are not installed")
 
@@ -144,6 +147,22 @@ def test_a_dry_run_removes_nothing_and_exports_the_plan(containerd, node, export
     assert sample(m, f'imagecap_prune_dry_run{{node="{NODE}"}}') == 1
     assert sample(m, f'imagecap_prune_enabled{{node="{NODE}"}}') == 1
     assert sample(m, f'imagecap_prune_removed_images_total{{node="{NODE}"}}') == 0
+    res = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"], input=m,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and not (res.stdout + res.stderr).strip(), res.stdout + res.stderr
+    # A real Prometheus scrapes the plan.
+    prom_dir = workdir / "prometheus"
+    prom_dir.mkdir()
+    prom = Prometheus(prom_dir, [agent.addr], job="imagecap-agent")
+    procs.append(prom)
+    prom.wait_scraped("imagecap-agent")
+    for expr, want in [(f'imagecap_prune_candidates{{node="{NODE}"}}', "7"),
+                       (f'imagecap_prune_dry_run{{node="{NODE}"}}', "1"),
+                       (f'imagecap_prune_removed_images_total{{node="{NODE}"}}', "0"),
+                       (f'time() - imagecap_prune_last_run_timestamp_seconds{{node="{NODE}"}} < 60', None)]:
+        result = wait_for(expr, lambda: prom.query(expr)["data"]["result"])
+        if want is not None:
+            assert result[0]["value"][1] == want, (expr, result)
     time.sleep(2.5)   # more runs: still nothing removed
     assert ours(containerd) == before
     assert "dry run; would remove 7 image(s)" in agent.log()
