@@ -181,6 +181,9 @@ pub struct NodeReport {
     pub image_gc_high_threshold_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_gc_low_threshold_ratio: Option<f64>,
+    /// The counts of the node agent's pruning plan, when it prunes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<super::prune::PlanSummary>,
     /// The wanted images this node is eligible for, present or not: indexes into
     /// [`Report::images`]. What the node agent's pruning must never remove.
     #[serde(skip)]
@@ -731,6 +734,7 @@ pub fn analyze<'a>(
             image_fs_capacity_bytes: extra.image_fs.and_then(|f| f.capacity_bytes),
             image_gc_high_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_high_ratio),
             image_gc_low_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_low_ratio),
+            prune: runtime.and_then(|rt| rt.prune.clone()),
             wanted: wanted_here,
         };
         report.set_missing(missing);

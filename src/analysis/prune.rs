@@ -396,6 +396,56 @@ fn kept_by_rules<'a>(
         .collect()
 }
 
+/// What the exporter keeps of an agent's plan (the counts, not the images): its
+/// status page shows it per node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanSummary {
+    pub held: u32,
+    #[serde(default)]
+    pub target: Option<u32>,
+    pub remove: u32,
+    #[serde(default)]
+    pub remove_bytes: u64,
+    #[serde(default)]
+    pub deferred: u32,
+    #[serde(default)]
+    pub short_by: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+}
+
+/// Longest `blocked` reason kept from an agent's answer.
+pub const MAX_BLOCKED_CHARS: usize = 300;
+
+impl PlanSummary {
+    /// The summary as kept: the reason cut to [`MAX_BLOCKED_CHARS`].
+    pub fn bounded(mut self) -> PlanSummary {
+        if let Some(b) = &mut self.blocked
+            && let Some((cut, _)) = b.char_indices().nth(MAX_BLOCKED_CHARS)
+        {
+            b.truncate(cut);
+            b.push('…');
+        }
+        self
+    }
+}
+
+impl From<&Plan> for PlanSummary {
+    fn from(p: &Plan) -> PlanSummary {
+        PlanSummary {
+            held: p.held,
+            target: p.target,
+            remove: p.remove,
+            remove_bytes: p.remove_bytes,
+            deferred: p.deferred,
+            short_by: p.short_by,
+            blocked: p.blocked.clone(),
+        }
+        .bounded()
+    }
+}
+
 /// The exporter's answer to `GET /v1/wanted?node=NAME`: the images wanted on a
 /// node, which its agent must not remove, and the cap in force there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]

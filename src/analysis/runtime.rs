@@ -65,6 +65,8 @@ pub struct RuntimeSummary {
     pub relevant_images: Vec<Vec<ImageRef>>,
     /// Names that could matter but were not kept, past [`MAX_RUNTIME_NAMES`].
     pub names_dropped: u64,
+    /// The counts of the agent's pruning plan, when it prunes.
+    pub prune: Option<super::prune::PlanSummary>,
 }
 
 /// Most names a runtime summary keeps: what one node's agent can make the
@@ -210,6 +212,7 @@ pub fn summarize(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary
         s.end_image(image.size);
     }
     s.summary.image_fs_used_bytes = report.image_fs_used_bytes;
+    s.summary.prune = report.prune.as_ref().map(super::prune::PlanSummary::from);
     s.finish()
 }
 
@@ -260,6 +263,7 @@ mod wire {
         RepoTags,
         RepoDigests,
         Size,
+        Prune,
         Other,
     }
 
@@ -281,6 +285,7 @@ mod wire {
                         "repoTags" => Key::RepoTags,
                         "repoDigests" => Key::RepoDigests,
                         "size" => Key::Size,
+                        "prune" => Key::Prune,
                         _ => Key::Other,
                     })
                 }
@@ -302,6 +307,7 @@ mod wire {
 
         fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<DecodedReport, A::Error> {
             let (mut node, mut collected_at, mut images, mut fs) = (None, None, false, None);
+            let mut prune = None;
             while let Some(key) = map.next_key::<Key>()? {
                 match key {
                     Key::Node => once(&mut node, "node", map.next_value::<String>()?)?,
@@ -322,6 +328,12 @@ mod wire {
                         "imageFsUsedBytes",
                         map.next_value::<Option<u64>>()?,
                     )?,
+                    // The plan's counts; its image list is skipped unread.
+                    Key::Prune => once(
+                        &mut prune,
+                        "prune",
+                        map.next_value::<Option<super::super::prune::PlanSummary>>()?,
+                    )?,
                     _ => {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -334,6 +346,7 @@ mod wire {
                 return Err(de::Error::missing_field("images"));
             }
             self.summarizer.summary.image_fs_used_bytes = fs.flatten();
+            self.summarizer.summary.prune = prune.flatten().map(|p| p.bounded());
             let (summary, problems) = self.summarizer.finish();
             Ok(DecodedReport {
                 node,
