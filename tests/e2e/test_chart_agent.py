@@ -493,3 +493,13 @@ def test_agent_reads_the_rendered_prune_config(chart, workdir, procs):
     text = wait_for("the prune metrics", lambda: (t := a.metrics()) and "imagecap_prune_enabled" in t and t)
     assert 'imagecap_prune_enabled{node="chart-node"} 1' in text
     assert 'imagecap_prune_dry_run{node="chart-node"} 1' in text
+
+
+def test_notes_say_whether_pruning_removes(chart):
+    from test_chart import render_files
+    path = "imagecap-exporter/templates/NOTES.txt"
+    assert "Pruning" not in render_files(chart, ON)[path]
+    assert "Pruning is on as a dry run" in render_files(chart, PRUNE_ON)[path]
+    notes = render_files(chart, prune_values({"dryRun": False, "target": 45}))[path]
+    assert "down to\n45 images, at most 10 per run every 10m." in notes
+    assert "the cap in force minus 5" in render_files(chart, prune_values({"dryRun": False}))[path]
