@@ -214,9 +214,27 @@ def exposed(text: str) -> dict[str, tuple[str, set[str]]]:
     return families
 
 
+# Families the agent serves only with pruning enabled (agent --config, prune.enabled).
+WITH_PRUNING = {"imagecap_prune_candidates", "imagecap_prune_last_run_timestamp_seconds"}
+
+
 def test_the_readme_agent_metric_table_matches_what_is_served(agent):
     text = wait_for("every agent family with samples", lambda: (t := agent.metrics()) and
                     "imagecap_runtime_image_fs_used_bytes{" in t and t)
     documented = readme_agent_table()
-    assert len(documented) >= 7
-    assert exposed(text) == documented
+    assert len(documented) >= 14
+    assert WITH_PRUNING <= set(documented)
+    assert exposed(text) == {name: shape for name, shape in documented.items() if name not in WITH_PRUNING}
+
+
+def test_with_pruning_the_agent_serves_the_whole_readme_table(containerd, sixty_images, workdir, procs):
+    """A dry run with no exporter: it plans, removes nothing, and serves every family."""
+    config = workdir / "agent.yaml"
+    config.write_text("prune:\n  enabled: true\n  dryRun: true\n")
+    a = start_agent(workdir, "prune-table", containerd.endpoint, interval="1s", extra=["--config", str(config)])
+    procs.append(a)
+    text = wait_for("a pruning run and the image families", lambda: (t := a.metrics()) and
+                    "imagecap_prune_last_run_timestamp_seconds{" in t and
+                    "imagecap_runtime_image_fs_used_bytes{" in t and t)
+    assert exposed(text) == readme_agent_table()
+    assert 'imagecap_prune_removed_images_total{node="prune-table"} 0' in text

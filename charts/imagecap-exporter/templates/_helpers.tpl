@@ -211,3 +211,49 @@ app.kubernetes.io/component: agent
 app.kubernetes.io/part-of: imagecap-exporter
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
+
+{{/* "true" when the node agents prune (agent.enabled and agent.prune.enabled), else empty. */}}
+{{- define "imagecap-exporter.agentPrunes" -}}
+{{- if and .Values.agent.enabled ((.Values.agent.prune | default dict).enabled) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The node agent's config file (config.yaml in the ConfigMap <fullname>-agent): the
+`prune` block of the values with the agent's own keys; target only when set.
+*/}}
+{{- define "imagecap-exporter.agentConfig" -}}
+{{- $p := .Values.agent.prune -}}
+{{- $prune := dict "enabled" true "dryRun" $p.dryRun "interval" $p.interval "grace" $p.grace "maxRemovalsPerRun" ($p.maxRemovalsPerRun | int64) "keep" ($p.keep | default list) -}}
+{{- if not (kindIs "invalid" $p.target) }}
+{{- $_ := set $prune "target" ($p.target | int64) }}
+{{- end }}
+{{- toYaml (dict "prune" $prune) -}}
+{{- end -}}
+
+{{/* The exporter's Service as the agents reach it: http[s]://<fullname>.<namespace>.svc:9754. */}}
+{{- define "imagecap-exporter.exporterURL" -}}
+{{- printf "%s://%s.%s.svc:9754" (ternary "https" "http" .Values.webConfig.tls) (include "imagecap-exporter.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{/* Where an agent finds the exporter's basic-auth password, and the directory holding it. */}}
+{{- define "imagecap-exporter.exporterPasswordDir" -}}
+/var/run/secrets/imagecap-exporter
+{{- end -}}
+
+{{/*
+The CA bundle an agent verifies the exporter with, when webConfig.tls and
+agent.prune.exporterCA.key: a file of the webConfig Secret (already mounted), or
+of a Secret of its own mounted at /etc/imagecap-exporter/exporter-ca. Else empty.
+*/}}
+{{- define "imagecap-exporter.exporterCAFile" -}}
+{{- $ca := .Values.agent.prune.exporterCA | default dict -}}
+{{- if and .Values.webConfig.tls $ca.key -}}
+{{- if $ca.secretName -}}
+/etc/imagecap-exporter/exporter-ca/ca.crt
+{{- else if .Values.webConfig.secretName -}}
+{{ printf "/etc/imagecap-exporter/web/%s" $ca.key }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
