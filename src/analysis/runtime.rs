@@ -684,6 +684,8 @@ mod tests {
         for good in [
             r#"{"node":"n","collectedAt":"t","images":[],"extra":{"a":[1]}}"#,
             r#"{"images":[{"id":"a","size":3,"other":null}],"collectedAt":"t","node":"n","imageFsUsedBytes":null}"#,
+            r#"{"node":"n","collectedAt":"t","images":[],"prune":{"held":3,"target":1,"remove":2,"removeBytes":9,"deferred":0,"shortBy":0,"images":[{"id":"a","name":"a","size":1,"action":"remove","reason":"r"}]}}"#,
+            r#"{"node":"n","collectedAt":"t","images":[],"prune":null}"#,
         ] {
             let whole: AgentReport = serde_json::from_str(good).unwrap();
             let d = decode_report(good.as_bytes(), &r).unwrap();
@@ -702,6 +704,8 @@ mod tests {
             r#"{"node":"n","collectedAt":"t","images":[{"id":"a","size":-1}]}"#,
             r#"{"node":"n","node":"m","collectedAt":"t","images":[]}"#,
             r#"{"node":"n","collectedAt":"t","images":[]} trailing"#,
+            r#"{"node":"n","collectedAt":"t","images":[],"prune":{"held":-1,"remove":0}}"#,
+            r#"{"node":"n","collectedAt":"t","images":[],"prune":{},"prune":{}}"#,
         ] {
             assert!(
                 serde_json::from_str::<AgentReport>(bad).is_err(),
@@ -709,6 +713,23 @@ mod tests {
             );
             assert!(decode_report(bad.as_bytes(), &r).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_plan_counts_are_kept_and_its_reason_bounded() {
+        let long = "x".repeat(10_000);
+        let body = format!(
+            r#"{{"node":"n","collectedAt":"t","images":[],"prune":{{"held":9,"target":null,"remove":0,"blocked":"{long}","images":[]}}}}"#
+        );
+        let d = decode_report(body.as_bytes(), &Relevance::default()).unwrap();
+        let p = d.summary.prune.unwrap();
+        assert_eq!((p.held, p.target, p.remove), (9, None, 0));
+        let blocked = p.blocked.unwrap();
+        assert_eq!(
+            blocked.chars().count(),
+            super::super::prune::MAX_BLOCKED_CHARS + 1
+        );
+        assert!(blocked.ends_with('…'));
     }
 
     proptest::proptest! {

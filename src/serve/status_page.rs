@@ -55,6 +55,39 @@ fn row_class(n: &NodeReport) -> &'static str {
     }
 }
 
+/// The node agent's pruning plan in a line, when the agent prunes: what the next
+/// run removes, or why it removes nothing.
+fn prune_note(n: &NodeReport) -> String {
+    let Some(p) = &n.prune else {
+        return String::new();
+    };
+    let target = p
+        .target
+        .map_or("no target".to_string(), |t| format!("target {t}"));
+    let text = if let Some(b) = &p.blocked {
+        format!("pruning blocked: {}", esc(b))
+    } else if p.remove > 0 {
+        format!(
+            "pruning removes {} ({}), {target}{}",
+            p.remove,
+            bytes(Some(p.remove_bytes)),
+            if p.deferred > 0 {
+                format!(", {} next run", p.deferred)
+            } else {
+                String::new()
+            }
+        )
+    } else if p.short_by > 0 {
+        format!("pruning: {} protected images above {target}", p.short_by)
+    } else {
+        format!("pruning: nothing to remove, {target}")
+    };
+    format!(
+        "<div class=\"prune\" title=\"the node agent's plan: {} images held\">{text}</div>",
+        p.held
+    )
+}
+
 fn status_tag(n: &NodeReport) -> String {
     let status = n.status();
     let class = match status {
@@ -217,6 +250,7 @@ pub fn render_with_metrics_at(
         "body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#1d2125}",
         "h1{font-size:1.3rem;margin:0 0 .2rem}h2{font-size:1.05rem;margin:1.5rem 0 .4rem}",
         "p.meta{color:#555;margin:.2rem 0 1rem}",
+        "div.prune{color:#555;font-size:.85em;margin-top:.2rem}",
         "table{border-collapse:collapse;width:100%}",
         "th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #ddd;vertical-align:top}",
         "th{background:#f3f4f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}",
@@ -301,7 +335,7 @@ pub fn render_with_metrics_at(
             ),
             None => format!("{} of {cap}", n.image_count),
         };
-        let status = status_tag(n);
+        let status = format!("{}{}", status_tag(n), prune_note(n));
         let missing = if n.missing.is_empty() {
             "&ndash;".to_string()
         } else {
@@ -628,6 +662,58 @@ mod tests {
         ));
         // The menu comes before the wanted images and the footer.
         assert!(h.find("id=\"menu\"") < h.find("Remedy:"));
+    }
+
+    #[test]
+    fn the_agents_pruning_plan_shows_per_node() {
+        use crate::analysis::prune::PlanSummary;
+        let mut r = Report {
+            nodes: vec![
+                node("a", 50, 50),
+                node("b", 50, 50),
+                node("c", 50, 50),
+                node("d", 10, 50),
+            ],
+            images: vec![],
+            eligible_nodes: 4,
+            sources: vec![],
+            menu: None,
+        };
+        r.nodes[0].prune = Some(PlanSummary {
+            held: 60,
+            target: Some(45),
+            remove: 10,
+            remove_bytes: 2_000_000_000,
+            deferred: 5,
+            ..PlanSummary::default()
+        });
+        r.nodes[1].prune = Some(PlanSummary {
+            held: 60,
+            target: Some(45),
+            remove: 0,
+            blocked: Some("the exporter <did not> answer".into()),
+            ..PlanSummary::default()
+        });
+        r.nodes[2].prune = Some(PlanSummary {
+            held: 60,
+            target: Some(45),
+            short_by: 3,
+            ..PlanSummary::default()
+        });
+        let h = render_with_metrics_at(&r, None, SystemTime::UNIX_EPOCH, "/metrics");
+        assert!(
+            h.contains("pruning removes 10 (1.9 GiB), target 45, 5 next run"),
+            "{h}"
+        );
+        assert!(
+            h.contains("pruning blocked: the exporter &lt;did not&gt; answer"),
+            "{h}"
+        );
+        assert!(
+            h.contains("pruning: 3 protected images above target 45"),
+            "{h}"
+        );
+        assert_eq!(h.matches("<div class=\"prune\"").count(), 3, "none for d");
     }
 
     #[test]
