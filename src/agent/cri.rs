@@ -153,6 +153,18 @@ impl Client {
         }
     }
 
+    /// The image the runtime runs its pod sandboxes from, from a verbose
+    /// `runtime.v1.RuntimeService/Status` ([`sandbox_image_from_info`]); `None`
+    /// when the runtime does not say.
+    pub async fn sandbox_image(&self) -> Result<Option<String>, CallError> {
+        let mut client = self.runtime.clone();
+        let call = client.status(self.request(v1::StatusRequest { verbose: true }));
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(r) => Ok(sandbox_image_from_info(&r?.into_inner().info)),
+            Err(_) => Err(CallError::Timeout(self.timeout)),
+        }
+    }
+
     /// `runtime.v1.ImageService/ImageStatus` of the image `id` (an image id, or
     /// any name the runtime resolves), verbose, so the answer carries the image
     /// config's `created` time. `None` when the runtime does not hold the image:
@@ -199,6 +211,20 @@ impl Client {
         request.set_timeout(self.timeout);
         request
     }
+}
+
+/// The pod sandbox ("pause") image in a verbose `Status` answer: containerd
+/// puts its CRI configuration, JSON, under `config`, with `sandboxImage`; a
+/// `pauseImage` or `pause_image` key (CRI-O's name for the setting) is read too.
+/// `None` when no such non-empty string is there.
+pub fn sandbox_image_from_info(info: &HashMap<String, String>) -> Option<String> {
+    let config: serde_json::Value = serde_json::from_str(info.get("config")?).ok()?;
+    ["sandboxImage", "pauseImage", "pause_image"]
+        .iter()
+        .find_map(|k| config.get(k)?.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// When an image was built, from a verbose `ImageStatus` answer's `info` map:
@@ -501,6 +527,33 @@ mod tests {
                 ..Default::default()
             }]
         );
+    }
+
+    #[test]
+    fn the_sandbox_image_is_read_from_the_runtime_config() {
+        let info = |config: &str| HashMap::from([("config".to_string(), config.to_string())]);
+        assert_eq!(
+            sandbox_image_from_info(&info(
+                r#"{"containerd":{"snapshotter":"native"},"sandboxImage":"registry.k8s.io/pause:3.6"}"#
+            ))
+            .as_deref(),
+            Some("registry.k8s.io/pause:3.6")
+        );
+        assert_eq!(
+            sandbox_image_from_info(&info(r#"{"pause_image":"registry.k8s.io/pause:3.9"}"#))
+                .as_deref(),
+            Some("registry.k8s.io/pause:3.9")
+        );
+        for none in [
+            r#"{"sandboxImage":""}"#,
+            r#"{"sandboxImage":7}"#,
+            "not json",
+            "{}",
+            "[]",
+        ] {
+            assert_eq!(sandbox_image_from_info(&info(none)), None, "{none}");
+        }
+        assert_eq!(sandbox_image_from_info(&HashMap::new()), None);
     }
 
     proptest! {

@@ -1,5 +1,6 @@
 //! The agent's pruning runs (I/O): every `prune.interval` it reads the runtime
-//! (images, containers, each image's created time) and the exporter's
+//! (images, containers, its pod sandbox image, each image's created time) and
+//! the exporter's
 //! `/v1/wanted` for this node, plans with [`crate::analysis::prune::plan`],
 //! publishes the plan (`/v1/images`, metrics), and, when enabled and not a dry
 //! run, waits `prune.grace` and removes the planned images through CRI
@@ -11,6 +12,7 @@ use super::cri::{self, v1};
 use super::metrics::{AgentMetrics, PruneError};
 use super::{Agent, report};
 use crate::analysis::prune::{self, ImageFacts, Plan, PruneSettings, WantedOnNode};
+use crate::analysis::reference::ImageRef;
 use crate::analysis::runtime::RuntimeImage;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -201,6 +203,15 @@ impl Pruner {
             self.metrics.prune_error(PruneError::Runtime);
             format!("CRI ListContainers failed: {e}")
         })?;
+        let sandbox = self
+            .client
+            .sandbox_image()
+            .await
+            .map_err(|e| {
+                self.metrics.prune_error(PruneError::Runtime);
+                format!("CRI Status (the pod sandbox image) failed: {e}")
+            })?
+            .and_then(|s| ImageRef::parse(&s).ok());
         let used = used_by(&containers);
         let ids: HashSet<&str> = images.images.iter().map(|i| i.id.as_str()).collect();
         self.created.retain(|id, _| ids.contains(id.as_str()));
@@ -210,11 +221,13 @@ impl Pruner {
             let image = report::runtime_image(image);
             let created = self.created_time(&image.id).await;
             let in_use = is_used(&image, &used);
+            let sandbox = sandbox.as_ref().is_some_and(|s| names_match(s, &image));
             out.push((
                 image,
                 ImageFacts {
                     in_use,
                     pinned,
+                    sandbox,
                     created,
                 },
             ));
@@ -243,7 +256,7 @@ impl Pruner {
     }
 
     /// The images wanted on this node and its cap in force, or why they are unknown.
-    async fn wanted(&self) -> Result<(Vec<crate::analysis::reference::ImageRef>, i64), String> {
+    async fn wanted(&self) -> Result<(Vec<ImageRef>, i64), String> {
         let (Some(opts), Some(http)) = (&self.exporter, &self.http) else {
             return Err("no --exporter-url: the images wanted on this node are unknown".into());
         };
@@ -300,6 +313,16 @@ fn used_by(containers: &[v1::Container]) -> HashSet<String> {
         }
     }
     used
+}
+
+/// Whether one of the image's names is `reference`.
+fn names_match(reference: &ImageRef, image: &RuntimeImage) -> bool {
+    image
+        .repo_tags
+        .iter()
+        .chain(&image.repo_digests)
+        .filter_map(|n| ImageRef::parse(n).ok())
+        .any(|n| reference.matches(&n))
 }
 
 fn is_used(image: &RuntimeImage, used: &HashSet<String>) -> bool {

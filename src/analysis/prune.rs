@@ -4,8 +4,8 @@
 //! agent's `prune` settings. No I/O; the agent carries the plan out.
 //!
 //! Never removed, whatever the settings: an image a container on the node uses
-//! (in any state), a pinned image, an image wanted on the node, and an image a
-//! `keep` rule matches. The rest are removed oldest first (the image config's
+//! (in any state), a pinned image, the runtime's pod sandbox image, an image
+//! wanted on the node, and an image a `keep` rule matches. The rest are removed oldest first (the image config's
 //! `created` time; images without one follow, in the runtime's own order), only
 //! while the node holds more than the target, at most `maxRemovalsPerRun` a run.
 
@@ -81,6 +81,8 @@ pub enum Keep {
     InUse,
     /// The runtime pins it (the sandbox image, for one).
     Pinned,
+    /// The runtime runs its pod sandboxes from it (the "pause" image).
+    Sandbox,
     /// The exporter wants it on this node.
     Wanted(String),
     /// A `keep` rule matches one of its tags.
@@ -95,6 +97,7 @@ impl Keep {
         match self {
             Keep::InUse => "in use",
             Keep::Pinned => "pinned",
+            Keep::Sandbox => "sandbox",
             Keep::Wanted(_) => "wanted",
             Keep::Rule(_) => "keep rule",
             Keep::NotNeeded => "not needed",
@@ -112,6 +115,7 @@ impl std::fmt::Display for Keep {
         match self {
             Keep::InUse => f.write_str("a container on the node uses it"),
             Keep::Pinned => f.write_str("the runtime pins it"),
+            Keep::Sandbox => f.write_str("the runtime runs its pod sandboxes from it"),
             Keep::Wanted(image) => write!(f, "wanted on this node as {image}"),
             Keep::Rule(rule) => write!(f, "matched by keep rule {rule}"),
             Keep::NotNeeded => f.write_str("the node reaches the target without removing it"),
@@ -149,6 +153,9 @@ pub struct PlannedImage {
     pub in_use: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// The runtime's pod sandbox image.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
     /// Read back as `keep`: what a saved plan offers is its facts, and `check
     /// --prune-plan` decides again.
     #[serde(serialize_with = "action", skip_deserializing, rename = "action")]
@@ -214,6 +221,8 @@ impl Plan {
 pub struct ImageFacts {
     pub in_use: bool,
     pub pinned: bool,
+    /// The runtime runs its pod sandboxes from it.
+    pub sandbox: bool,
     pub created: Option<SystemTime>,
 }
 
@@ -317,6 +326,7 @@ fn planned_image(
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         in_use: facts.in_use,
         pinned: facts.pinned,
+        sandbox: facts.sandbox,
         decision,
         reason,
     }
@@ -344,6 +354,9 @@ fn protection(
     }
     if facts.pinned {
         return Some(Keep::Pinned);
+    }
+    if facts.sandbox {
+        return Some(Keep::Sandbox);
     }
     let names: Vec<ImageRef> = image
         .repo_tags
@@ -658,11 +671,33 @@ mod tests {
     }
 
     #[test]
+    fn the_sandbox_image_stays() {
+        let mut images = node(3);
+        images[0].1.sandbox = true;
+        let p = plan(&images, Ok(&[]), None, &settings(Some(0), 10));
+        assert_eq!(
+            decision_of(&p, "x.test/app:0"),
+            &Decision::Keep(Keep::Sandbox)
+        );
+        assert_eq!(removed(&p), ["x.test/app:1", "x.test/app:2"]);
+        let json = serde_json::to_value(&p).unwrap();
+        let kept = json["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == "x.test/app:0")
+            .unwrap();
+        assert_eq!(kept["sandbox"], true);
+        assert_eq!(kept["reason"], "the runtime runs its pod sandboxes from it");
+    }
+
+    #[test]
     fn use_wins_over_every_other_reason() {
         let mut images = node(2);
         images[0].1 = ImageFacts {
             in_use: true,
             pinned: true,
+            sandbox: true,
             created: at(1),
         };
         let wanted = [ImageRef::parse("x.test/app:0").unwrap()];
@@ -826,7 +861,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(in_use, pinned, created, wanted))| {
                     let tag = if wanted { format!("x.test/wanted:{i}") } else { format!("x.test/app:{i}") };
-                    (image(&tag, 1), ImageFacts { in_use, pinned, created: created.and_then(at) })
+                    (image(&tag, 1), ImageFacts { in_use, pinned, sandbox: false, created: created.and_then(at) })
                 })
                 .collect();
             let wanted: Vec<ImageRef> = (0..facts.len())

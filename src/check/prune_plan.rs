@@ -51,6 +51,7 @@ pub fn plans(report: &Report, answers: &[AgentReport], settings: &PruneSettings)
                         ImageFacts {
                             in_use: i.in_use,
                             pinned: i.pinned,
+                            sandbox: i.sandbox,
                             created,
                         },
                     )
@@ -191,6 +192,7 @@ mod tests {
                 let f = ImageFacts {
                     in_use: img.id == "sha256:used",
                     pinned: false,
+                    sandbox: false,
                     created: Some(
                         std::time::UNIX_EPOCH + std::time::Duration::from_secs(i as u64 * 100),
                     ),

@@ -1,7 +1,8 @@
 """The node agent's pruning against a real containerd: 60 locally built images,
 two used by real containers created through CRI (one running, one only
 created), three wanted by a real exporter (`/v1/wanted`), `keep` rules, and the
-sandbox image. Shown: a dry run removes nothing and exports exactly the plan;
+sandbox image (the oldest image, kept because the runtime runs its sandboxes
+from it). Shown: a dry run removes nothing and exports exactly the plan;
 enabled, the node ends at the target with every protected image still there and
 the oldest unprotected ones gone, `maxRemovalsPerRun` a run; with the exporter
 unreachable nothing is removed; an image put into use between the plan and its
@@ -46,7 +47,8 @@ def node(containerd, tmp_path_factory):
         pytest.skip(reason)
     d = tmp_path_factory.mktemp("prune-images")
     pause = containerd_harness.build_pause_binary(d)
-    recipes = [pause_image(pause)]
+    # The sandbox image is the oldest: only its protection keeps it.
+    recipes = [pause_image(pause, created=created(-100))]
     order = list(range(len(AGED)))
     order = order[1::2] + order[::2]
     for i in order:
@@ -136,12 +138,15 @@ def test_a_dry_run_removes_nothing_and_exports_the_plan(containerd, node, export
         assert "keep rule" in by_name[name]["reason"], by_name[name]
     for name in KEEP[:2]:
         assert by_name[name]["action"] == "keep" and "target" in by_name[name]["reason"]
-    # The sandbox image: pinned where the runtime pins it (containerd 1.7+), and in
-    # use by the sandbox either way.
+    # The sandbox image, the oldest of all: pinned where the runtime pins it
+    # (containerd 1.7+), and the runtime's sandbox image (CRI Status) either way.
     pause = by_name[containerd_harness.PAUSE_IMAGE]
     pinned = [i.pinned for i in _list_images(containerd) if containerd_harness.PAUSE_IMAGE in i.repo_tags]
     assert pause["action"] == "keep", pause
     assert pause.get("pinned", False) == pinned[0], (pause, pinned)
+    assert pause["sandbox"] is True, pause
+    if not pinned[0]:
+        assert pause["reason"] == "the runtime runs its pod sandboxes from it", pause
     m = agent.metrics()
     assert sample(m, f'imagecap_prune_candidates{{node="{NODE}"}}') == 7
     assert sample(m, f'imagecap_prune_dry_run{{node="{NODE}"}}') == 1
