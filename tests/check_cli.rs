@@ -518,3 +518,96 @@ fn hostile_names_and_comments_are_escaped_in_the_table() {
         "{table}"
     );
 }
+
+/// `check --prune-plan`: each saved answer's plan, made again with the cluster's
+/// wanted images; an answer without a plan (pruning off) gets none.
+#[test]
+fn prune_plan_from_saved_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut answers: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{EXAMPLES}/agents.json")).unwrap()).unwrap();
+    // The first agent prunes: its plan carries each image's facts. The first
+    // image is in use; the rest are not.
+    let images = answers[0]["images"].as_array().unwrap().clone();
+    let planned: Vec<serde_json::Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            serde_json::json!({
+                "id": img["id"], "name": img["repoTags"][0], "size": img["size"],
+                "created": format!("2024-01-{:02}T00:00:00Z", 1 + i % 28),
+                "inUse": i == 0, "action": "keep", "reason": "saved"
+            })
+        })
+        .collect();
+    answers[0]["prune"] = serde_json::json!({
+        "held": images.len(), "target": 45, "remove": 0, "removeBytes": 0,
+        "deferred": 0, "shortBy": 0, "images": planned
+    });
+    let file = dir.path().join("answers.json");
+    std::fs::write(&file, serde_json::to_vec(&answers).unwrap()).unwrap();
+    let config = dir.path().join("agent.yaml");
+    std::fs::write(&config, "prune:\n  target: 50\n  maxRemovalsPerRun: 100\n").unwrap();
+
+    let mut args = example_args();
+    args.extend([
+        "--agents-file".into(),
+        file.display().to_string(),
+        "--prune-plan".into(),
+        "--prune-config".into(),
+        config.display().to_string(),
+    ]);
+    let out = check(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let held = images.len();
+    assert!(
+        text.contains(&format!(
+            "nublado-worker-1: holds {held} images, target 50: removes {}",
+            held - 50
+        )),
+        "{text}"
+    );
+    assert!(text.contains("a container on the node uses it"), "{text}");
+    // The config's wanted image stays on the node that has it.
+    assert!(
+        text.contains("wanted on this node as ghcr.io/lsst-sqre/sciplat-lab:w_2024_10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nublado-worker-3: no plan: the answer has no pruning plan"),
+        "{text}"
+    );
+
+    args.extend(["--format".into(), "json".into()]);
+    let out = check(&args.iter().map(String::as_str).collect::<Vec<_>>(), None);
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = &plans[0]["plan"];
+    assert_eq!(plan["remove"], held - 50);
+    let removed: Vec<&serde_json::Value> = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["action"] == "remove")
+        .collect();
+    assert_eq!(removed.len(), held - 50);
+    assert!(removed.iter().all(|i| i["inUse"] != true));
+    assert!(plans[1]["plan"].is_null());
+
+    // Without saved answers there is nothing to plan from.
+    let out = check(
+        &[
+            "--nodes-file",
+            &format!("{EXAMPLES}/nodes.json"),
+            "--prune-plan",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--agents-file"));
+}

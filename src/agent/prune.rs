@@ -336,21 +336,10 @@ fn is_used(image: &RuntimeImage, used: &HashSet<String>) -> bool {
 
 /// The HTTP client for the exporter: rustls, the CA when given, no redirects.
 fn http_client(opts: &ExporterOptions) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &opts.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
+    crate::source::with_ca_file(builder, opts.ca_file.as_deref())?
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }

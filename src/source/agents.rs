@@ -279,22 +279,11 @@ async fn read_streaming<T: Send + 'static>(
 pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
     // The whole exchange is bounded by `fetch`; connecting alone by this.
     // Redirects are not followed: an answer that redirects is an error.
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1);
-    if let Some(path) = &opts.ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!("{}: no certificate", path.display()));
-        }
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
+    crate::source::with_ca_file(builder, opts.ca_file.as_deref())?
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }

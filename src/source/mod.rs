@@ -102,6 +102,28 @@ pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
     crate::text::with_causes(e.to_string(), first)
 }
 
+/// An HTTP client builder that also trusts the CA bundle (PEM) at `path`, when
+/// given: the system's roots stay. An unreadable file, or one without a
+/// certificate, is an error naming it.
+pub fn with_ca_file(
+    mut builder: reqwest::ClientBuilder,
+    path: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, String> {
+    let Some(path) = path else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    for cert in certs {
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder)
+}
+
 /// "timed out after 5s".
 pub fn timed_out(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))
