@@ -157,6 +157,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAMESPACE/SERVICE", value_parser = parse_agents)]
     pub agents: Option<(String, String)>,
 
+    /// Saved node-agent answers (`/v1/images` bodies, as one JSON array) in place
+    /// of live agents, as `check --agents-file` reads them: read once the nodes
+    /// are in, and again every --agents-interval.
+    #[arg(long, value_name = "FILE", conflicts_with = "agents")]
+    pub agents_file: Option<PathBuf>,
+
     /// The agents' EndpointSlice port, by name (the only port when there is one).
     #[arg(long, value_name = "NAME", default_value = "http-metrics")]
     pub agents_port_name: String,

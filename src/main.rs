@@ -250,6 +250,17 @@ async fn spawn_sources(
         metrics: metrics.clone(),
         store: store.clone(),
     });
+    if let Some(path) = &args.agents_file {
+        tracing::info!(path = %path.display(), "serving saved node-agent answers");
+        store.expect_agents();
+        let (path, every) = (path.clone(), args.agents_interval);
+        tasks.spawn(agents::run_saved(
+            path,
+            every,
+            store.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (store, metrics, stop) = (store.clone(), metrics.clone(), shutdown.clone());
     if let Some(path) = &args.nodes_file {
         for (set, flag) in [

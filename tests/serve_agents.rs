@@ -591,3 +591,86 @@ async fn an_agent_answering_200000_tags_leaves_memory_bounded() {
     assert!(strings < 1000.0, "{strings} interned strings");
     assert!(hwm < 64.0, "peak RSS {hwm:.1} MiB");
 }
+
+/// `serve --agents-file`: the saved answers `check --agents-file` reads, served:
+/// /metrics and the status page show the hidden images the report shows, and an
+/// edit of the file shows at the next interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reads_saved_agent_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = json!({"apiVersion": "v1", "kind": "List",
+                       "items": [node("full", &[], &filler(50)), node("blind", &[], &filler(50))]});
+    let nodes_file = dir.path().join("nodes.json");
+    std::fs::write(&nodes_file, nodes.to_string()).unwrap();
+    let agents_file = dir.path().join("agents.json");
+    std::fs::write(
+        &agents_file,
+        json!([agent_answer("full", "2026-01-01T00:00:00Z")]).to_string(),
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!("prepull:\n  images:\n    - {LAB}:w_2026_47\n    - {LAB}:w_2026_46\n"),
+    )
+    .unwrap();
+    let (nodes_arg, agents_arg, config_arg) = (
+        nodes_file.display().to_string(),
+        agents_file.display().to_string(),
+        config.display().to_string(),
+    );
+    let exporter = Exporter::start(
+        &[
+            "--nodes-file",
+            &nodes_arg,
+            "--agents-file",
+            &agents_arg,
+            "--config",
+            &config_arg,
+            "--agents-interval",
+            "300ms",
+        ],
+        &[],
+    );
+    exporter.wait_ready().await;
+    let m = exporter
+        .wait_metrics("the saved answer applied", |m| {
+            sample(m, "imagecap_node_hidden_images", &[("node", "full")]) == Some(10.0)
+        })
+        .await;
+    assert_eq!(
+        sample(&m, "imagecap_node_runtime_images", &[("node", "full")]),
+        Some(60.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "imagecap_node_prepull_missing_images",
+            &[("node", "full"), ("state", "hidden")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "imagecap_node_hidden_images", &[("node", "blind")]),
+        None
+    );
+    let (code, page) = exporter.get("/").await;
+    assert_eq!(code, 200);
+    assert!(page.contains("10 hidden"), "{page}");
+
+    // The file changes: the next read shows it.
+    std::fs::write(
+        &agents_file,
+        json!([
+            agent_answer("full", "2026-01-01T00:00:00Z"),
+            agent_answer("blind", "2026-01-01T00:00:00Z")
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    exporter
+        .wait_metrics("the edited file read again", |m| {
+            sample(m, "imagecap_node_hidden_images", &[("node", "blind")]) == Some(10.0)
+        })
+        .await;
+}

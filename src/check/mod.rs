@@ -5,7 +5,6 @@ pub mod prune_plan;
 pub mod table;
 
 use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
-use crate::analysis::runtime::{self, AgentReport};
 use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
 use crate::config::{Settings, SourceConfig};
@@ -102,7 +101,7 @@ pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
         }
     }
     let answers = match &args.agents_file {
-        Some(path) => match read_agents_file(path, &store) {
+        Some(path) => match crate::source::agents::load_saved(path, &store) {
             Ok(answers) => answers,
             Err(e) => return bad_input(e),
         },
@@ -212,34 +211,6 @@ async fn read_sources(
         }
     }
     Ok(())
-}
-
-/// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the
-/// store. A file that is not such an array is bad input; an answer for a node
-/// that is not in the node list is logged and skipped.
-fn read_agents_file(path: &std::path::Path, store: &Store) -> Result<Vec<AgentReport>, String> {
-    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reports: Vec<AgentReport> = serde_json::from_slice(&body).map_err(|e| {
-        format!(
-            "{}: expected a JSON array of node-agent answers (/v1/images bodies): {e}",
-            path.display()
-        )
-    })?;
-    store.expect_agents();
-    let known: std::collections::HashSet<String> = store.node_names().into_iter().collect();
-    let relevance = store.relevance();
-    for report in &reports {
-        if !known.contains(&report.node) {
-            tracing::warn!(node = %report.node, "an agent answer for a node not in the node list; skipped");
-            continue;
-        }
-        let (summary, problems) = runtime::summarize(report, &relevance);
-        for p in problems {
-            tracing::warn!(node = %report.node, "agent answer: skipping a name: {p}");
-        }
-        store.set_runtime(&report.node, Some(Arc::new(summary)));
-    }
-    Ok(reports)
 }
 
 fn print(report: &Report, format: Format) -> ExitCode {

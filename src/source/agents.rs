@@ -9,7 +9,7 @@
 //! older than the allowed age) is counted and logged, and the node falls back to
 //! what the API alone shows (`unverifiable` at the cap).
 
-use crate::analysis::runtime::{DecodedReport, MAX_RUNTIME_NAMES, decode_report};
+use crate::analysis::runtime::{AgentReport, DecodedReport, MAX_RUNTIME_NAMES, decode_report};
 use crate::analysis::{Relevance, intern};
 use crate::metrics::{Metrics, SourceErrorKind};
 use crate::store::Store;
@@ -407,6 +407,67 @@ async fn read_all(
         }
     }
     ok
+}
+
+/// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the
+/// store, as if the agents had answered: each answer is summarized against the
+/// wanted images of now. A file that is not such an array is an error; an
+/// answer for a node the store does not hold is logged and skipped.
+pub fn load_saved(path: &std::path::Path, store: &Store) -> Result<Vec<AgentReport>, String> {
+    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let reports: Vec<AgentReport> = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "{}: expected a JSON array of node-agent answers (/v1/images bodies): {e}",
+            path.display()
+        )
+    })?;
+    store.expect_agents();
+    let known: HashSet<String> = store.node_names().into_iter().collect();
+    let relevance = store.relevance();
+    for report in &reports {
+        if !known.contains(&report.node) {
+            tracing::warn!(node = %report.node, "an agent answer for a node not in the node list; skipped");
+            continue;
+        }
+        let (summary, problems) = crate::analysis::runtime::summarize(report, &relevance);
+        for p in problems {
+            tracing::warn!(node = %report.node, "agent answer: skipping a name: {p}");
+        }
+        store.set_runtime(&report.node, Some(Arc::new(summary)));
+    }
+    Ok(reports)
+}
+
+/// `serve --agents-file`: [`load_saved`] once the first node list is in, then
+/// every `interval` and whenever the wanted repositories change, until
+/// `shutdown`. A read that fails is logged; the last answers stay.
+pub async fn run_saved(
+    path: PathBuf,
+    interval: Duration,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
+    while !store.ready() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+    loop {
+        let (p, s) = (path.clone(), store.clone());
+        match tokio::task::spawn_blocking(move || load_saved(&p, &s)).await {
+            Ok(Ok(reports)) => {
+                tracing::debug!(answers = reports.len(), "saved agent answers read")
+            }
+            Ok(Err(e)) => tracing::warn!("saved agent answers: {e}"),
+            Err(e) => tracing::warn!("saved agent answers: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = store.resync_requested() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Follows the agents' EndpointSlices and reads every agent each interval (and

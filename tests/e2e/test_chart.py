@@ -547,7 +547,7 @@ def test_deployment_defaults(chart):
     assert c["resources"] == {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}}
     assert c["args"] == [
         "--log-format", "json", "serve",
-        "--listen", "0.0.0.0:9754",
+        "--web.listen-address", "0.0.0.0:9754",
         "--config", "/etc/imagecap-exporter/config.yaml",
         "--mode", "watch",
         "--poll-interval", "60s",
@@ -634,7 +634,7 @@ def test_deployment_args_follow_values(chart):
     })
     assert container(docs)["args"] == [
         "--log-format", "text", "serve",
-        "--listen", "0.0.0.0:9754",
+        "--web.listen-address", "0.0.0.0:9754",
         "--config", "/etc/imagecap-exporter/config.yaml",
         "--mode", "poll",
         "--poll-interval", "5m",
@@ -1198,7 +1198,7 @@ class ChartArgsExporter(Exporter):
 
 def _local_argv(args: list[str], config: Path) -> list[str]:
     argv = list(args)
-    argv[argv.index("--listen") + 1] = "127.0.0.1:0"
+    argv[argv.index("--web.listen-address") + 1] = "127.0.0.1:0"
     argv[argv.index("--config") + 1] = str(config)
     assert argv[argv.index("--config") + 1] != "/etc/imagecap-exporter/config.yaml"
     argv += ["--nodes-file", str(EXAMPLES / "nodes.json")]
@@ -1208,12 +1208,12 @@ def _local_argv(args: list[str], config: Path) -> list[str]:
 def test_every_flag_the_chart_passes_is_an_exporter_flag(chart):
     c = container(render(chart, {**ALL_ON, "nodeLabelSelector": "pool=lab"}))
     flags = {a for a in c["args"] if a.startswith("--")}
-    assert {"--log-format", "--listen", "--config", "--mode", "--poll-interval", "--default-max-images",
+    assert {"--log-format", "--web.listen-address", "--config", "--mode", "--poll-interval", "--default-max-images",
             "--node-selector", "--kubelet-configz", "--kubelet-configz-interval", "--kubelet-stats",
             "--kubelet-stats-interval", "--agents", "--agents-interval"} == flags
     res = _run([str(BIN), "serve", "--help"])
     assert res.returncode == 0, res.stderr
-    known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", res.stdout))
+    known = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)*", res.stdout))
     assert flags - known == set(), res.stdout
 
 

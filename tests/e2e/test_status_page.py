@@ -413,6 +413,27 @@ def test_status_page(workdir, procs):
     check_status_page(ex.url + "/", workdir)
 
 
+def test_status_page_with_saved_agent_answers_shows_hidden_images(workdir, procs):
+    """`serve --agents-file` (what `make run` serves): the page shows the images the
+    cap hides on nublado-worker-1, as the report of `check --agents-file` does."""
+    ex = start_exporter(workdir, extra=["--nublado-file", str(NUBLADO_FILE),
+                                        "--agents-file", str(EXAMPLES / "agents.json")])
+    procs.append(ex)
+
+    def hidden_shown():
+        r = ex.get("/")
+        return r.status_code == 200 and "13 hidden" in r.text and r.text
+
+    text = wait_for("the saved answers on the page", hidden_shown)
+    page = parse(text)
+    check_rows(page, example_nodes(), "served HTML")
+    row = page.rows["nublado-worker-1"]["text"]
+    assert "hidden" in row and "unlistable" not in row, row
+    assert 'class="hidden"' in text, "the hidden segment of the bar"
+    m = ex.metrics()
+    assert 'imagecap_node_hidden_images{node="nublado-worker-1"} 13' in m
+
+
 def test_status_page_without_nublado_has_no_menu(workdir, procs):
     """No Nublado source: no menu section; the size rule still proves `unlistable`."""
     ex = start_exporter(workdir)

@@ -143,7 +143,7 @@ every namespace (a ClusterRole rule), otherwise a Role in that namespace.
 - --log-format
 - {{ .Values.logFormat | quote }}
 - serve
-- --listen
+- --web.listen-address
 - "0.0.0.0:9754"
 - --config
 - /etc/imagecap-exporter/config.yaml
