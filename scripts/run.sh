@@ -20,4 +20,4 @@ else
 fi
 "$bin" check "${args[@]}" || true
 echo "run: serving http://$listen/metrics (Ctrl-C to stop)"
-exec "$bin" serve --listen "$listen" "${args[@]}"
+exec "$bin" serve --web.listen-address "$listen" "${args[@]}"
