@@ -205,19 +205,52 @@ impl AgentMetrics {
         }
     }
 
+    /// The pruning gauges, when the agent has a prune block.
+    fn register_prune(&self, r: &mut Registry, node: &NodeLabels) {
+        let int = |r: &mut Registry, name: &str, help: &str, value: Option<u64>| {
+            int_gauge(r, node, name, help, value)
+        };
+        let Some((enabled, dry_run)) = self.prune else {
+            return;
+        };
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        int(
+            r,
+            "imagecap_prune_enabled",
+            "1 when the agent's pruning is enabled (prune.enabled), else 0",
+            Some(u64::from(enabled)),
+        );
+        int(
+            r,
+            "imagecap_prune_dry_run",
+            "1 when pruning only plans and removes nothing (prune.dryRun), else 0",
+            Some(u64::from(dry_run)),
+        );
+        let last_run = f64::from_bits(self.prune_state.last_run.load(relaxed));
+        int(
+            r,
+            "imagecap_prune_candidates",
+            "Images the last pruning plan removes (what a run would remove now)",
+            (last_run > 0.0).then(|| self.prune_state.candidates.load(relaxed)),
+        );
+        let family = Family::<NodeLabels, FloatGauge>::default();
+        if last_run > 0.0 {
+            family.get_or_create(node).set(last_run);
+        }
+        r.register(
+            "imagecap_prune_last_run_timestamp_seconds",
+            "Unix time of the last pruning run",
+            family,
+        );
+    }
+
     fn status_registry(&self, status: &Status) -> Registry {
         let mut r = Registry::default();
         let node = NodeLabels {
             node: self.node.clone(),
         };
         let int = |r: &mut Registry, name: &str, help: &str, value: Option<u64>| {
-            let family = Family::<NodeLabels, Gauge>::default();
-            if let Some(v) = value {
-                family
-                    .get_or_create(&node)
-                    .set(i64::try_from(v).unwrap_or(i64::MAX));
-            }
-            r.register(name, help, family);
+            int_gauge(r, &node, name, help, value)
         };
         let last = status.last.as_deref();
         int(
@@ -253,39 +286,20 @@ impl AgentMetrics {
             "Unix time of the last successful ListImages",
             family,
         );
-        if let Some((enabled, dry_run)) = self.prune {
-            let relaxed = std::sync::atomic::Ordering::Relaxed;
-            int(
-                &mut r,
-                "imagecap_prune_enabled",
-                "1 when the agent's pruning is enabled (prune.enabled), else 0",
-                Some(u64::from(enabled)),
-            );
-            int(
-                &mut r,
-                "imagecap_prune_dry_run",
-                "1 when pruning only plans and removes nothing (prune.dryRun), else 0",
-                Some(u64::from(dry_run)),
-            );
-            let last_run = f64::from_bits(self.prune_state.last_run.load(relaxed));
-            int(
-                &mut r,
-                "imagecap_prune_candidates",
-                "Images the last pruning plan removes (what a run would remove now)",
-                (last_run > 0.0).then(|| self.prune_state.candidates.load(relaxed)),
-            );
-            let family = Family::<NodeLabels, FloatGauge>::default();
-            if last_run > 0.0 {
-                family.get_or_create(&node).set(last_run);
-            }
-            r.register(
-                "imagecap_prune_last_run_timestamp_seconds",
-                "Unix time of the last pruning run",
-                family,
-            );
-        }
+        self.register_prune(&mut r, &node);
         r
     }
+}
+
+/// Registers a gauge family with one series for `node`, when there is a value.
+fn int_gauge(r: &mut Registry, node: &NodeLabels, name: &str, help: &str, value: Option<u64>) {
+    let family = Family::<NodeLabels, Gauge>::default();
+    if let Some(v) = value {
+        family
+            .get_or_create(node)
+            .set(i64::try_from(v).unwrap_or(i64::MAX));
+    }
+    r.register(name, help, family);
 }
 
 #[cfg(test)]

@@ -300,35 +300,7 @@ pub async fn start(
     let agent = Agent::new(&args.node_name, &settings);
     let client = cri::Client::new(&args.cri_endpoint, args.cri_timeout);
     if settings.enabled {
-        let exporter = args.exporter_url.clone().map(|url| prune::ExporterOptions {
-            url,
-            username: args.exporter_username.clone(),
-            password_file: args.exporter_password_file.clone(),
-            ca_file: args.exporter_ca_file.clone(),
-            timeout: args.exporter_timeout,
-        });
-        if exporter.is_none() {
-            tracing::warn!(
-                "pruning is enabled without --exporter-url: the images wanted on this node \
-                 are unknown, so no run removes anything"
-            );
-        }
-        tracing::info!(
-            dry_run = settings.dry_run,
-            target = ?settings.target,
-            interval = ?settings.interval,
-            max_removals_per_run = settings.max_removals_per_run,
-            keep_rules = settings.keep.len(),
-            "pruning enabled"
-        );
-        let pruner = prune::Pruner::new(
-            client.clone(),
-            exporter,
-            args.node_name.clone(),
-            settings,
-            agent.metrics.clone(),
-        )
-        .map_err(StartError::BadInput)?;
+        let pruner = pruner(&args, settings, &client, &agent)?;
         tasks.spawn(pruner.run(agent.clone(), shutdown.clone()));
     }
     tasks.spawn(run(
@@ -348,4 +320,42 @@ pub async fn start(
         tasks.clone(),
         shutdown.clone(),
     ))
+}
+
+/// The pruning runs of an agent whose `prune.enabled` is set.
+fn pruner(
+    args: &AgentArgs,
+    settings: crate::analysis::prune::PruneSettings,
+    client: &cri::Client,
+    agent: &Agent,
+) -> Result<prune::Pruner, StartError> {
+    let exporter = args.exporter_url.clone().map(|url| prune::ExporterOptions {
+        url,
+        username: args.exporter_username.clone(),
+        password_file: args.exporter_password_file.clone(),
+        ca_file: args.exporter_ca_file.clone(),
+        timeout: args.exporter_timeout,
+    });
+    if exporter.is_none() {
+        tracing::warn!(
+            "pruning is enabled without --exporter-url: the images wanted on this node \
+             are unknown, so no run removes anything"
+        );
+    }
+    tracing::info!(
+        dry_run = settings.dry_run,
+        target = ?settings.target,
+        interval = ?settings.interval,
+        max_removals_per_run = settings.max_removals_per_run,
+        keep_rules = settings.keep.len(),
+        "pruning enabled"
+    );
+    prune::Pruner::new(
+        client.clone(),
+        exporter,
+        args.node_name.clone(),
+        settings,
+        agent.metrics.clone(),
+    )
+    .map_err(StartError::BadInput)
 }
