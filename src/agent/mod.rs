@@ -147,7 +147,7 @@ async fn read_runtime(
 }
 
 /// Reads the runtime every `interval` until `shutdown`.
-async fn run(
+async fn read_every(
     client: cri::Client,
     node: String,
     agent: Agent,
@@ -247,6 +247,22 @@ async fn readyz(State(agent): State<Agent>) -> Response {
     serve::unavailable(format!("not ready: {reason}\n"))
 }
 
+/// The node agent, from its flags until a signal stops it, as `serve` stops.
+pub async fn run(args: AgentArgs) -> std::process::ExitCode {
+    let w = &args.web;
+    let limits = conn::fit_limits(w.max_connections, w.header_read_timeout, w.idle_timeout);
+    let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+    let server = match start(args, limits, &tasks, &shutdown).await {
+        Ok(server) => server,
+        Err(e @ StartError::BadInput(_)) => return crate::check::bad_input(e),
+        Err(e) => {
+            eprintln!("imagecap-exporter: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    serve::until_stopped(server, tasks, shutdown).await
+}
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -267,15 +283,8 @@ pub async fn start(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<impl Future<Output = std::io::Result<()>> + use<>, StartError> {
-    let web = match &args.web.config_file {
-        Some(path) => WebConfig::load(path).map_err(StartError::BadInput)?,
-        None => WebConfig::default(),
-    };
-    // Certificates and keys are read now, so a bad one stops the start.
-    if let Some(tls) = &web.tls {
-        serve::tls::rustls_config(tls)
-            .map_err(|e| StartError::BadInput(format!("web config: {e}")))?;
-    }
+    let web =
+        WebConfig::for_start(args.web.config_file.as_deref()).map_err(StartError::BadInput)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| StartError::Listen(format!("{}: {e}", args.listen)))?;
@@ -303,7 +312,7 @@ pub async fn start(
         let pruner = pruner(&args, settings, &client, &agent)?;
         tasks.spawn(pruner.run(agent.clone(), shutdown.clone()));
     }
-    tasks.spawn(run(
+    tasks.spawn(read_every(
         client,
         args.node_name.clone(),
         agent.clone(),

@@ -623,6 +623,36 @@ async fn http<I>(
     }
 }
 
+/// Open files kept for other uses than connections: the listener, the runtime,
+/// logs, the nodes or configuration files, the API server client.
+const RESERVED_FILES: u64 = 64;
+
+/// The connection limits from the flags, the cap lowered to fit the open-file limit
+/// (raised to its hard limit first) so that accepting never fails for lack of
+/// descriptors.
+pub fn fit_limits(
+    max_connections: u32,
+    header_read_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+) -> Limits {
+    let mut max_connections = u64::from(max_connections);
+    if let Some(files) = crate::sys::raise_open_file_limit() {
+        let fit = files.saturating_sub(RESERVED_FILES).max(1);
+        if fit < max_connections {
+            tracing::warn!(
+                open_file_limit = files,
+                "--web.max-connections {max_connections} lowered to {fit} to fit the open-file limit"
+            );
+            max_connections = fit;
+        }
+    }
+    Limits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections: max_connections as usize,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod conn;
 pub mod metrics;
+pub mod start;
 pub mod status_page;
 pub mod tls;
 pub mod web_config;
@@ -256,6 +257,74 @@ pub async fn serve_app(
         ));
     }
     conn::serve(listener, app(auth), tls, limits, shutdown).await
+}
+
+/// Runs `server` until it fails or `shutdown` begins (SIGTERM or SIGINT cancel
+/// it); then stops every task, letting in-flight requests finish within
+/// [`SHUTDOWN_GRACE`]. The one way `serve` and `agent` end.
+pub async fn until_stopped(
+    server: impl std::future::Future<Output = std::io::Result<()>>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) -> std::process::ExitCode {
+    tasks.spawn(stop_on_signal(shutdown.clone()));
+    tokio::pin!(server);
+    let served = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown.cancelled() => {
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop within {SHUTDOWN_GRACE:?}");
+    }
+    match served {
+        Ok(()) => {
+            tracing::info!("stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("HTTP server failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot handle SIGTERM: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+        _ = shutdown.cancelled() => return,
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
 }
 
 #[cfg(test)]
