@@ -28,7 +28,6 @@ use crate::analysis::runtime::AgentReport;
 use crate::cli::AgentArgs;
 use crate::metrics::Format;
 use crate::serve::conn::{self, RateLimited};
-use crate::serve::web_config::WebConfig;
 use crate::serve::{self, auth};
 use axum::Router;
 use axum::extract::State;
@@ -284,7 +283,7 @@ pub async fn start(
     shutdown: &CancellationToken,
 ) -> Result<impl Future<Output = std::io::Result<()>> + use<>, StartError> {
     let web =
-        WebConfig::for_start(args.web.config_file.as_deref()).map_err(StartError::BadInput)?;
+        serve::start_web_config(args.web.config_file.as_deref()).map_err(StartError::BadInput)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| StartError::Listen(format!("{}: {e}", args.listen)))?;

@@ -183,7 +183,7 @@ pub struct NodeReport {
     pub image_gc_low_threshold_ratio: Option<f64>,
     /// The counts of the node agent's pruning plan, when it prunes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prune: Option<super::prune::PlanSummary>,
+    pub prune: Option<super::plan::PlanSummary>,
     /// The wanted images this node is eligible for, present or not: indexes into
     /// [`Report::images`]. What the node agent's pruning must never remove.
     #[serde(skip)]

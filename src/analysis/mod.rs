@@ -50,6 +50,7 @@ pub mod kubelet;
 pub mod lenient;
 pub mod menu;
 pub mod node;
+pub mod plan;
 pub mod prepullers;
 pub mod prune;
 pub mod quantity;

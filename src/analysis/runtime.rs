@@ -25,7 +25,7 @@ pub struct AgentReport {
     pub image_fs_used_bytes: Option<u64>,
     /// The agent's last pruning plan, when pruning is on (dry run or not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prune: Option<super::prune::Plan>,
+    pub prune: Option<super::plan::Plan>,
 }
 
 /// One image as CRI `ListImages` describes it.
@@ -66,7 +66,7 @@ pub struct RuntimeSummary {
     /// Names that could matter but were not kept, past [`MAX_RUNTIME_NAMES`].
     pub names_dropped: u64,
     /// The counts of the agent's pruning plan, when it prunes.
-    pub prune: Option<super::prune::PlanSummary>,
+    pub prune: Option<super::plan::PlanSummary>,
 }
 
 /// Most names a runtime summary keeps: what one node's agent can make the
@@ -212,7 +212,7 @@ pub fn summarize(report: &AgentReport, relevance: &Relevance) -> (RuntimeSummary
         s.end_image(image.size);
     }
     s.summary.image_fs_used_bytes = report.image_fs_used_bytes;
-    s.summary.prune = report.prune.as_ref().map(super::prune::PlanSummary::from);
+    s.summary.prune = report.prune.as_ref().map(super::plan::PlanSummary::from);
     s.finish()
 }
 
@@ -332,7 +332,7 @@ mod wire {
                     Key::Prune => once(
                         &mut prune,
                         "prune",
-                        map.next_value::<Option<super::super::prune::PlanSummary>>()?,
+                        map.next_value::<Option<super::super::plan::PlanSummary>>()?,
                     )?,
                     _ => {
                         map.next_value::<IgnoredAny>()?;
@@ -727,7 +727,7 @@ mod tests {
         let blocked = p.blocked.unwrap();
         assert_eq!(
             blocked.chars().count(),
-            super::super::prune::MAX_BLOCKED_CHARS + 1
+            super::super::plan::MAX_BLOCKED_CHARS + 1
         );
         assert!(blocked.ends_with('…'));
     }

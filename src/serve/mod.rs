@@ -259,6 +259,20 @@ pub async fn serve_app(
     conn::serve(listener, app(auth), tls, limits, shutdown).await
 }
 
+/// The web configuration a server starts with: the file's when there is one
+/// (its certificates and keys read now, so a bad one stops the start), else
+/// plain HTTP without auth.
+pub fn start_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, String> {
+    let Some(path) = path else {
+        return Ok(WebConfig::default());
+    };
+    let web = WebConfig::load(path)?;
+    if let Some(tls) = &web.tls {
+        tls::rustls_config(tls).map_err(|e| format!("web config: {e}"))?;
+    }
+    Ok(web)
+}
+
 /// Runs `server` until it fails or `shutdown` begins (SIGTERM or SIGINT cancel
 /// it); then stops every task, letting in-flight requests finish within
 /// [`SHUTDOWN_GRACE`]. The one way `serve` and `agent` end.

@@ -1,6 +1,5 @@
 //! `serve`: from its flags to a running exporter, stopped by a signal.
 
-use super::web_config::WebConfig;
 use super::{AppState, conn};
 use crate::check::bad_input;
 use crate::cli::ServeArgs;
@@ -22,7 +21,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     if let Some(path) = &args.nublado_file {
         s.nublado_from_file(path);
     }
-    let web = match WebConfig::for_start(args.web_config_file.as_deref()) {
+    let web = match super::start_web_config(args.web_config_file.as_deref()) {
         Ok(w) => w,
         Err(e) => return bad_input(e),
     };

@@ -89,20 +89,6 @@ fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
 pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
 
 impl WebConfig {
-    /// The web configuration a server starts with: the file's when there is
-    /// one (its certificates and keys read now, so a bad one stops the start),
-    /// else plain HTTP without auth.
-    pub fn for_start(path: Option<&Path>) -> Result<WebConfig, String> {
-        let Some(path) = path else {
-            return Ok(WebConfig::default());
-        };
-        let web = WebConfig::load(path)?;
-        if let Some(tls) = &web.tls {
-            super::tls::rustls_config(tls).map_err(|e| format!("web config: {e}"))?;
-        }
-        Ok(web)
-    }
-
     pub fn load(path: &Path) -> Result<WebConfig, String> {
         let text = crate::config::read_to_string_limited(path, MAX_WEB_CONFIG_BYTES)
             .map_err(|e| format!("web config file {}: {e}", path.display()))?;
