@@ -105,18 +105,18 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
         get(|| async { "<html><body>502 Bad Gateway</body></html>" }),
     ))
     .await;
-    // 100 MB, produced as it is sent: a well-formed start that never ends early.
+    // 100 MB, produced as it is sent: a well-formed start that never ends early,
+    // an image id that goes on and on (cheap to decode, so the size limit, not the
+    // 1 s timeout, ends the read even on a loaded machine).
     let huge = serve(Router::new().route(
         "/v1/images",
         get(|| async {
             let head = futures::stream::once(async {
                 Ok::<_, std::io::Error>(axum::body::Bytes::from(
-                    r#"{"node":"huge","collectedAt":"2026-11-25T10:00:00Z","images":["#,
+                    r#"{"node":"huge","collectedAt":"2026-11-25T10:00:00Z","images":[{"id":"sha256:"#,
                 ))
             });
-            let entry = axum::body::Bytes::from(
-                r#"{"id":"sha256:0","repoTags":["docker.io/library/x:1"],"size":1},"#.repeat(1000),
-            );
+            let entry = axum::body::Bytes::from("0".repeat(64 * 1024));
             let n = 100_000_000 / entry.len();
             let body = futures::stream::StreamExt::chain(
                 head,
