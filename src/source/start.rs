@@ -13,8 +13,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// What every started task shares: where it writes, what it counts, what it
+/// joins, and what stops it.
+struct Start<'a> {
+    store: &'a Arc<Store>,
+    metrics: &'a Arc<Metrics>,
+    tasks: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+}
+
 /// Starts the node source (under [`source::supervise`]), the sources of wanted
-/// images, and, when asked, the configz reader.
+/// images, and, when asked, the kubelet readers and the node agents (live or
+/// saved).
 pub async fn spawn_sources(
     args: &ServeArgs,
     s: &Settings,
@@ -23,33 +33,14 @@ pub async fn spawn_sources(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    let in_cluster = s
-        .sources
-        .iter()
-        .any(|src| !matches!(src, SourceConfig::Nublado(_)));
-    let requests = Some(&metrics.kube_requests);
-    let options = ClientOptions::default();
-    let client = if args.nodes_file.is_none() {
-        Some(
-            client::build(&options, requests)
-                .await
-                .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
-        )
-    } else if in_cluster {
-        match client::build(&options, requests).await {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(
-                    "no Kubernetes client ({e}): the kubeFledged and daemonSets sources are off"
-                );
-                None
-            }
-        }
-    } else {
-        None
+    let start = Start {
+        store,
+        metrics,
+        tasks,
+        shutdown,
     };
-    spawn_wanted_sources(&s.sources, client.as_ref(), store, metrics, tasks, shutdown);
-
+    let client = kube_client(args, s, metrics).await?;
+    start.wanted_sources(&s.sources, client.as_ref());
     let ingest = Arc::new(Ingest {
         node_selector: s.node_selector.clone(),
         metrics: metrics.clone(),
@@ -58,16 +49,66 @@ pub async fn spawn_sources(
     if let Some(path) = &args.agents_file {
         tracing::info!(path = %path.display(), "serving saved node-agent answers");
         store.expect_agents();
-        let (path, every) = (path.clone(), args.agents_interval);
         tasks.spawn(agents::run_saved(
-            path,
-            every,
+            path.clone(),
+            args.agents_interval,
             store.clone(),
             shutdown.clone(),
         ));
     }
-    let (store, metrics, stop) = (store.clone(), metrics.clone(), shutdown.clone());
     if let Some(path) = &args.nodes_file {
+        start.nodes_from_file(args, path, ingest);
+        return Ok(());
+    }
+    let Some(client) = client else {
+        return Err("no Kubernetes client to read nodes with".into());
+    };
+    start.kubelets(args, &client);
+    if let Some((namespace, service)) = &args.agents {
+        start.agents(args, &client, namespace, service);
+    }
+    start.nodes_from_api(args, s, client, ingest);
+    Ok(())
+}
+
+/// The Kubernetes client: required to read nodes from the API server; with a
+/// nodes file, only for the in-cluster sources of wanted images, which are off
+/// without one.
+async fn kube_client(
+    args: &ServeArgs,
+    s: &Settings,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<kube::Client>, String> {
+    let in_cluster = s
+        .sources
+        .iter()
+        .any(|src| !matches!(src, SourceConfig::Nublado(_)));
+    let requests = Some(&metrics.kube_requests);
+    let options = ClientOptions::default();
+    if args.nodes_file.is_none() {
+        return client::build(&options, requests)
+            .await
+            .map(Some)
+            .map_err(|e| format!("cannot configure a Kubernetes client: {e}"));
+    }
+    if !in_cluster {
+        return Ok(None);
+    }
+    match client::build(&options, requests).await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) => {
+            tracing::warn!(
+                "no Kubernetes client ({e}): the kubeFledged and daemonSets sources are off"
+            );
+            Ok(None)
+        }
+    }
+}
+
+impl Start<'_> {
+    /// Nodes from `--nodes-file`, read again when it changes; the readers that
+    /// need the API server are off.
+    fn nodes_from_file(&self, args: &ServeArgs, path: &std::path::Path, ingest: Arc<Ingest>) {
         for (set, flag) in [
             (args.common.kubelet_configz, "--kubelet-configz"),
             (args.common.kubelet_stats, "--kubelet-stats"),
@@ -79,52 +120,94 @@ pub async fn spawn_sources(
         }
         tracing::info!(path = %path.display(), "serving nodes from a file");
         let (path, every, max) = (
-            path.clone(),
+            path.to_path_buf(),
             args.file_check_interval,
             args.max_nodes_file_bytes,
         );
-        tasks.spawn(source::supervise(store, metrics, stop.clone(), move || {
-            file::run(path.clone(), every, max, ingest.clone(), stop.clone())
-        }));
-        return Ok(());
-    }
-    let Some(client) = client else {
-        return Err("no Kubernetes client to read nodes with".into());
-    };
-    for (enabled, endpoint, interval) in [
-        (
-            args.common.kubelet_configz,
-            Endpoint::Configz,
-            args.kubelet_configz_interval,
-        ),
-        (
-            args.common.kubelet_stats,
-            Endpoint::StatsSummary,
-            args.kubelet_stats_interval,
-        ),
-    ] {
-        if !enabled {
-            continue;
-        }
-        let opts = KubeletOptions {
-            interval,
-            concurrency: args.common.kubelet_configz_concurrency.into(),
-            timeout: args.common.kubelet_configz_timeout,
-        };
-        tracing::info!(?endpoint, interval = ?opts.interval, "reading kubelets");
-        tasks.spawn(kubelet::run(
-            client.clone(),
-            endpoint,
-            store.clone(),
-            metrics.clone(),
-            opts,
-            shutdown.clone(),
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(source::supervise(
+            self.store.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+            move || file::run(path.clone(), every, max, ingest.clone(), stop.clone()),
         ));
     }
-    if let Some((namespace, service)) = &args.agents {
+
+    /// Nodes from the API server, watched or polled.
+    fn nodes_from_api(
+        &self,
+        args: &ServeArgs,
+        s: &Settings,
+        client: kube::Client,
+        ingest: Arc<Ingest>,
+    ) {
+        let opts = s.list_options();
+        let (mode, interval) = (args.mode, args.poll_interval);
+        match mode {
+            Mode::Watch => {
+                tracing::info!(page_size = opts.page_size, selector = ?opts.label_selector, "watching nodes")
+            }
+            Mode::Poll => {
+                tracing::info!(?interval, page_size = opts.page_size, "polling nodes")
+            }
+        }
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(source::supervise(
+            self.store.clone(),
+            self.metrics.clone(),
+            stop.clone(),
+            move || {
+                let (client, opts, ingest, stop) =
+                    (client.clone(), opts.clone(), ingest.clone(), stop.clone());
+                async move {
+                    match mode {
+                        Mode::Watch => apiserver::watch(client, opts, interval, ingest, stop).await,
+                        Mode::Poll => apiserver::poll(client, opts, interval, ingest, stop).await,
+                    }
+                }
+            },
+        ));
+    }
+
+    /// The kubelets' configz and stats/summary, each when its flag is set.
+    fn kubelets(&self, args: &ServeArgs, client: &kube::Client) {
+        for (enabled, endpoint, interval) in [
+            (
+                args.common.kubelet_configz,
+                Endpoint::Configz,
+                args.kubelet_configz_interval,
+            ),
+            (
+                args.common.kubelet_stats,
+                Endpoint::StatsSummary,
+                args.kubelet_stats_interval,
+            ),
+        ] {
+            if !enabled {
+                continue;
+            }
+            let opts = KubeletOptions {
+                interval,
+                concurrency: args.common.kubelet_configz_concurrency.into(),
+                timeout: args.common.kubelet_configz_timeout,
+            };
+            tracing::info!(?endpoint, interval = ?opts.interval, "reading kubelets");
+            self.tasks.spawn(kubelet::run(
+                client.clone(),
+                endpoint,
+                self.store.clone(),
+                self.metrics.clone(),
+                opts,
+                self.shutdown.clone(),
+            ));
+        }
+    }
+
+    /// The node agents behind `namespace/service`.
+    fn agents(&self, args: &ServeArgs, client: &kube::Client, namespace: &str, service: &str) {
         let opts = agents::AgentOptions {
-            namespace: namespace.clone(),
-            service: service.clone(),
+            namespace: namespace.to_string(),
+            service: service.to_string(),
             port_name: args.agents_port_name.clone(),
             interval: args.agents_interval,
             timeout: args.agents_timeout,
@@ -139,84 +222,56 @@ pub async fn spawn_sources(
                 .zip(args.agents_password_file.clone()),
         };
         tracing::info!(%namespace, %service, interval = ?opts.interval, "reading node agents");
-        tasks.spawn(agents::run(
+        self.tasks.spawn(agents::run(
             client.clone(),
             opts,
-            store.clone(),
-            metrics.clone(),
-            shutdown.clone(),
+            self.store.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
         ));
     }
-    let opts = s.list_options();
-    let (mode, interval) = (args.mode, args.poll_interval);
-    match mode {
-        Mode::Watch => {
-            tracing::info!(page_size = opts.page_size, selector = ?opts.label_selector, "watching nodes")
-        }
-        Mode::Poll => {
-            tracing::info!(?interval, page_size = opts.page_size, "polling nodes")
-        }
-    }
-    tasks.spawn(source::supervise(store, metrics, stop.clone(), move || {
-        let (client, opts, ingest, stop) =
-            (client.clone(), opts.clone(), ingest.clone(), stop.clone());
-        async move {
-            match mode {
-                Mode::Watch => apiserver::watch(client, opts, interval, ingest, stop).await,
-                Mode::Poll => apiserver::poll(client, opts, interval, ingest, stop).await,
-            }
-        }
-    }));
-    Ok(())
-}
 
-/// Starts a task for each `prepull.sources` entry; the in-cluster ones need
-/// `client`.
-fn spawn_wanted_sources(
-    sources: &[SourceConfig],
-    client: Option<&kube::Client>,
-    store: &Arc<Store>,
-    metrics: &Arc<Metrics>,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
-    let st = || store.clone();
-    let m = || metrics.clone();
-    let stop = || shutdown.clone();
-    for src in sources {
-        match (src, client) {
-            (SourceConfig::Nublado(opts), _) => {
-                tracing::info!(url = %opts.url, interval = ?opts.interval, "reading wanted images from Nublado");
-                tasks.spawn(prepullers::nublado(opts.clone(), st(), m(), stop()));
+    /// A task for each `prepull.sources` entry; the in-cluster ones need `client`.
+    fn wanted_sources(&self, sources: &[SourceConfig], client: Option<&kube::Client>) {
+        let st = || self.store.clone();
+        let m = || self.metrics.clone();
+        let stop = || self.shutdown.clone();
+        for src in sources {
+            match (src, client) {
+                (SourceConfig::Nublado(opts), _) => {
+                    tracing::info!(url = %opts.url, interval = ?opts.interval, "reading wanted images from Nublado");
+                    self.tasks
+                        .spawn(prepullers::nublado(opts.clone(), st(), m(), stop()));
+                }
+                (SourceConfig::KubeFledged { namespace }, Some(c)) => {
+                    tracing::info!(?namespace, "watching kube-fledged ImageCaches");
+                    self.tasks.spawn(prepullers::kube_fledged(
+                        c.clone(),
+                        namespace.clone(),
+                        st(),
+                        m(),
+                        stop(),
+                    ));
+                }
+                (
+                    SourceConfig::DaemonSets {
+                        namespace,
+                        selector,
+                    },
+                    Some(c),
+                ) => {
+                    tracing::info!(?namespace, ?selector, "watching prepuller DaemonSets");
+                    self.tasks.spawn(prepullers::daemonsets(
+                        c.clone(),
+                        namespace.clone(),
+                        selector.clone(),
+                        st(),
+                        m(),
+                        stop(),
+                    ));
+                }
+                (_, None) => {}
             }
-            (SourceConfig::KubeFledged { namespace }, Some(c)) => {
-                tracing::info!(?namespace, "watching kube-fledged ImageCaches");
-                tasks.spawn(prepullers::kube_fledged(
-                    c.clone(),
-                    namespace.clone(),
-                    st(),
-                    m(),
-                    stop(),
-                ));
-            }
-            (
-                SourceConfig::DaemonSets {
-                    namespace,
-                    selector,
-                },
-                Some(c),
-            ) => {
-                tracing::info!(?namespace, ?selector, "watching prepuller DaemonSets");
-                tasks.spawn(prepullers::daemonsets(
-                    c.clone(),
-                    namespace.clone(),
-                    selector.clone(),
-                    st(),
-                    m(),
-                    stop(),
-                ));
-            }
-            (_, None) => {}
         }
     }
 }
