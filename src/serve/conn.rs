@@ -433,59 +433,18 @@ pub async fn serve(
             Ok((stream, _peer)) => stream,
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                // Out of file descriptors (EMFILE, ENFILE) or memory: make room by
-                // closing a connection that waits for nothing, and pause.
-                let evicted = registry.evict_one();
-                if let Some(skipped) = accept_warning.check(WARN_EVERY) {
-                    tracing::warn!(
-                        open = registry.len(),
-                        evicted,
-                        similar_since_last = skipped,
-                        "accept error: {e}; retrying in {ACCEPT_BACKOFF:?}"
-                    );
+                if paused_after_accept_error(&e, &registry, &accept_warning, &shutdown).await {
+                    continue;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                    _ = shutdown.cancelled() => break,
-                }
+                break;
             }
         };
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let evicted = registry.evict_one();
-                if let Some(skipped) = cap_warning.check(WARN_EVERY) {
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        evicted,
-                        similar_since_last = skipped,
-                        "connection limit reached; {}",
-                        if evicted {
-                            "closing the connection that waited longest for a request"
-                        } else {
-                            "every connection has a request in flight, waiting for one to finish"
-                        }
-                    );
-                }
-                let waited = tokio::select! {
-                    p = permits.clone().acquire_owned() => p,
-                    _ = shutdown.cancelled() => break,
-                };
-                match waited {
-                    Ok(p) => p,
-                    Err(_) => break,
-                }
-            }
+        let Some(permit) =
+            connection_slot(&permits, &registry, &limits, &cap_warning, &shutdown).await
+        else {
+            break;
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY: {e}");
-        }
-        // A client that stops reading leaves what was written in the kernel's send
-        // buffer, which autotuning grows to megabytes and cgroup v2 charges to the
-        // pod: bound it, so the memory limit holds whatever the connections do.
-        if let Err(e) = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER_BYTES) {
-            tracing::debug!("SO_SNDBUF: {e}");
-        }
+        tune_socket(&stream);
         let state = Arc::new(ConnState::new(Instant::now()));
         let id = registry.insert(state.clone());
         let (registry, builder, app, tls, shutdown) = (
@@ -504,6 +463,76 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// After an accept error that is not one connection's (out of file descriptors,
+/// EMFILE or ENFILE, or memory): makes room by closing a connection that waits
+/// for nothing, and pauses. `false` when `shutdown` came meanwhile.
+async fn paused_after_accept_error(
+    e: &io::Error,
+    registry: &Registry,
+    warning: &RateLimited,
+    shutdown: &CancellationToken,
+) -> bool {
+    let evicted = registry.evict_one();
+    if let Some(skipped) = warning.check(WARN_EVERY) {
+        tracing::warn!(
+            open = registry.len(),
+            evicted,
+            similar_since_last = skipped,
+            "accept error: {e}; retrying in {ACCEPT_BACKOFF:?}"
+        );
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(ACCEPT_BACKOFF) => true,
+        _ = shutdown.cancelled() => false,
+    }
+}
+
+/// A place for one more connection under `limits.max_connections`: at once, or
+/// after closing the connection that waited longest for a request, or, when every
+/// connection has a request in flight, once one ends. `None` on shutdown.
+async fn connection_slot(
+    permits: &Arc<Semaphore>,
+    registry: &Registry,
+    limits: &Limits,
+    warning: &RateLimited,
+    shutdown: &CancellationToken,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    if let Ok(p) = permits.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    let evicted = registry.evict_one();
+    if let Some(skipped) = warning.check(WARN_EVERY) {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            evicted,
+            similar_since_last = skipped,
+            "connection limit reached; {}",
+            if evicted {
+                "closing the connection that waited longest for a request"
+            } else {
+                "every connection has a request in flight, waiting for one to finish"
+            }
+        );
+    }
+    tokio::select! {
+        p = permits.clone().acquire_owned() => p.ok(),
+        _ = shutdown.cancelled() => None,
+    }
+}
+
+/// No Nagle delay, and a bounded send buffer: a client that stops reading leaves
+/// what was written in the kernel's send buffer, which autotuning grows to
+/// megabytes and cgroup v2 charges to the pod; bounded, the memory limit holds
+/// whatever the connections do.
+fn tune_socket(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY: {e}");
+    }
+    if let Err(e) = socket2::SockRef::from(stream).set_send_buffer_size(SEND_BUFFER_BYTES) {
+        tracing::debug!("SO_SNDBUF: {e}");
+    }
 }
 
 /// Errors about one connection that went away before it was accepted.
