@@ -1,6 +1,6 @@
 //! `check`'s report for people: plain-text tables.
 
-use crate::analysis::cluster::{CapSource, MissingState};
+use crate::analysis::cluster::{CapSource, ImageReport, MissingState, NodeReport, SourceReport};
 use crate::analysis::menu::{MenuReport, MenuState};
 use crate::analysis::{NodeStatus, Report};
 use crate::text::{escape_controls, shown};
@@ -14,7 +14,7 @@ fn gb(bytes: Option<u64>) -> String {
     }
 }
 
-fn cap(n: &crate::analysis::cluster::NodeReport) -> String {
+fn cap(n: &NodeReport) -> String {
     match (n.max_images, n.max_images_source) {
         (-1, CapSource::Inferred) => "unlimited*".into(),
         (-1, _) => "unlimited".into(),
@@ -60,7 +60,25 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The whole report: the node table, the wanted images, the sources, the spawner
+/// menu when Nublado is read, then the totals and the notes under them.
 pub fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    render_nodes(&mut out, &report.nodes);
+    render_images(&mut out, &report.images);
+    render_sources(&mut out, &report.sources);
+    if let Some(menu) = &report.menu {
+        out.push('\n');
+        out.push_str(&render_menu(menu));
+    }
+    out.push('\n');
+    render_totals(&mut out, report);
+    render_notes(&mut out, report);
+    out
+}
+
+/// The node table: a header, then one row per node ([`node_row`]).
+fn render_nodes(out: &mut String, nodes: &[NodeReport]) {
     let mut rows = vec![
         [
             "NODE",
@@ -75,93 +93,115 @@ pub fn render_table(report: &Report) -> String {
         .map(String::from)
         .to_vec(),
     ];
-    for n in &report.nodes {
-        let status = match (n.status(), &n.not_eligible_reason) {
-            // The one status that needs action stands out in a terminal.
-            (NodeStatus::AtCap, _) => "AT CAP".to_string(),
-            (NodeStatus::NotEligible, Some(reason)) => {
-                format!("not eligible ({})", shown(reason))
-            }
-            (other, _) => other.as_str().to_string(),
-        };
-        let missing = match n.missing.first() {
-            None => "-".into(),
-            Some(first) if n.missing.iter().all(|m| m.state == first.state) => format!(
-                "{} ({}): {}",
-                n.missing.len(),
-                first.state.as_str(),
-                n.missing_images
-                    .iter()
-                    .map(|i| shown(i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Some(_) => {
-                let each: Vec<String> = n
-                    .missing
-                    .iter()
-                    .map(|m| format!("{} ({})", shown(&m.image), m.state.as_str()))
-                    .collect();
-                format!("{}: {}", n.missing.len(), each.join(", "))
-            }
-        };
-        rows.push(vec![
-            shown(&n.name).into_owned(),
-            format!("{}/{}", n.image_count, cap(n)),
-            // Runtime images the API does not show; "-" without an agent report.
-            n.hidden_images.map_or("-".into(), |h| h.to_string()),
-            if n.max_images > 0 {
-                format!("{:.0}%", n.cap_ratio * 100.0)
-            } else {
-                "-".into()
-            },
-            status,
-            gb(n.ephemeral_storage_capacity_bytes),
-            n.recommended_max_images
-                .map_or("-".into(), |r| r.to_string()),
-            missing,
-        ]);
-    }
-    let mut out = table(&rows);
-    if !report.images.is_empty() {
-        out.push('\n');
-        let mut rows = vec![vec![
-            "WANTED IMAGE".to_string(),
-            "ON ELIGIBLE NODES".to_string(),
-            "WANTED BY".to_string(),
-        ]];
-        for i in &report.images {
-            let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
-            rows.push(vec![
-                shown(&i.image).into_owned(),
-                format!("{}/{}", i.nodes, i.eligible_nodes),
-                by.join(","),
-            ]);
+    rows.extend(nodes.iter().map(node_row));
+    out.push_str(&table(&rows));
+}
+
+/// One node's cells in the node table: name, images against the cap, hidden
+/// images, ratio, status, ephemeral storage, recommended cap and the missing
+/// wanted images ([`missing_cell`]).
+fn node_row(n: &NodeReport) -> Vec<String> {
+    let status = match (n.status(), &n.not_eligible_reason) {
+        // The one status that needs action stands out in a terminal.
+        (NodeStatus::AtCap, _) => "AT CAP".to_string(),
+        (NodeStatus::NotEligible, Some(reason)) => {
+            format!("not eligible ({})", shown(reason))
         }
-        out.push_str(&table(&rows));
-    }
-    if !report.sources.is_empty() {
-        out.push('\n');
-        let mut rows = vec![["SOURCE", "IMAGES", "READ"].map(String::from).to_vec()];
-        for s in &report.sources {
-            rows.push(vec![
-                shown(&s.source.to_string()).into_owned(),
-                s.images.to_string(),
-                if s.up {
-                    "ok"
-                } else {
-                    "FAILED (last list kept)"
-                }
-                .to_string(),
-            ]);
+        (other, _) => other.as_str().to_string(),
+    };
+    vec![
+        shown(&n.name).into_owned(),
+        format!("{}/{}", n.image_count, cap(n)),
+        // Runtime images the API does not show; "-" without an agent report.
+        n.hidden_images.map_or("-".into(), |h| h.to_string()),
+        if n.max_images > 0 {
+            format!("{:.0}%", n.cap_ratio * 100.0)
+        } else {
+            "-".into()
+        },
+        status,
+        gb(n.ephemeral_storage_capacity_bytes),
+        n.recommended_max_images
+            .map_or("-".into(), |r| r.to_string()),
+        missing_cell(n),
+    ]
+}
+
+/// A node's missing wanted images: how many, in which state when they all share
+/// one, else each image with its own state; "-" when none is missing.
+fn missing_cell(n: &NodeReport) -> String {
+    match n.missing.first() {
+        None => "-".into(),
+        Some(first) if n.missing.iter().all(|m| m.state == first.state) => format!(
+            "{} ({}): {}",
+            n.missing.len(),
+            first.state.as_str(),
+            n.missing_images
+                .iter()
+                .map(|i| shown(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Some(_) => {
+            let each: Vec<String> = n
+                .missing
+                .iter()
+                .map(|m| format!("{} ({})", shown(&m.image), m.state.as_str()))
+                .collect();
+            format!("{}: {}", n.missing.len(), each.join(", "))
         }
-        out.push_str(&table(&rows));
     }
-    if let Some(menu) = &report.menu {
-        out.push('\n');
-        out.push_str(&render_menu(menu));
+}
+
+/// The wanted images table: each image, on how many eligible nodes it is, and
+/// which sources want it. Only when some image is wanted.
+fn render_images(out: &mut String, images: &[ImageReport]) {
+    if images.is_empty() {
+        return;
     }
     out.push('\n');
+    let mut rows = vec![vec![
+        "WANTED IMAGE".to_string(),
+        "ON ELIGIBLE NODES".to_string(),
+        "WANTED BY".to_string(),
+    ]];
+    for i in images {
+        let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
+        rows.push(vec![
+            shown(&i.image).into_owned(),
+            format!("{}/{}", i.nodes, i.eligible_nodes),
+            by.join(","),
+        ]);
+    }
+    out.push_str(&table(&rows));
+}
+
+/// The sources table: each source of wanted images, how many it lists, and
+/// whether its last read worked. Only when there are sources.
+fn render_sources(out: &mut String, sources: &[SourceReport]) {
+    if sources.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let mut rows = vec![["SOURCE", "IMAGES", "READ"].map(String::from).to_vec()];
+    for s in sources {
+        rows.push(vec![
+            shown(&s.source.to_string()).into_owned(),
+            s.images.to_string(),
+            if s.up {
+                "ok"
+            } else {
+                "FAILED (last list kept)"
+            }
+            .to_string(),
+        ]);
+    }
+    out.push_str(&table(&rows));
+}
+
+/// The totals line (nodes, eligible, at the cap, missing wanted images), and the
+/// footnote for the `*` of an inferred cap when some node has one.
+fn render_totals(out: &mut String, report: &Report) {
     let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
     let missing = report
         .nodes
@@ -183,6 +223,12 @@ pub fn render_table(report: &Report) -> String {
     {
         out.push_str("* reports more images than the default cap, so its kubelet runs with a larger cap or none.\n");
     }
+}
+
+/// The notes after the totals, each only when it applies: wanted images hidden by
+/// the cap, the prepull loop per source, nodes without a fresh agent report, and
+/// the remedy for nodes at the cap.
+fn render_notes(out: &mut String, report: &Report) {
     let hidden: Vec<_> = report
         .nodes
         .iter()
@@ -218,14 +264,13 @@ pub fn render_table(report: &Report) -> String {
              unverifiable at the cap.\n",
         );
     }
-    if at_cap > 0 {
+    if report.nodes.iter().any(|n| n.at_cap) {
         out.push_str(
             "Nodes at the cap hide images from the API. Set nodeStatusMaxImages: -1 (or about a third \
              of the node's ephemeral storage in GB, see RECOMMENDED CAP) in the kubelet config and \
              restart the kubelet.\n",
         );
     }
-    out
 }
 
 /// The spawner menu: how many images Nublado shows and leaves out, and each one

@@ -1,6 +1,6 @@
 //! The HTML status page served at `/`: self-contained, no scripts, no external assets.
 
-use crate::analysis::cluster::{MissingState, SourceReport};
+use crate::analysis::cluster::{ImageReport, MissingState, SourceReport};
 use crate::analysis::menu::{MenuReport, MenuState};
 use crate::analysis::{NodeReport, NodeStatus, Report};
 use std::fmt::Write;
@@ -242,6 +242,22 @@ pub fn render_with_metrics_at(
     metrics_path: &str,
 ) -> String {
     let mut h = String::with_capacity(4096 + report.nodes.len() * 600);
+    render_head(&mut h);
+    render_summary(&mut h, report, last_update, now);
+    render_nodes(&mut h, &report.nodes);
+    render_legend(&mut h, &report.nodes);
+    if let Some(menu) = &report.menu {
+        render_menu(&mut h, menu);
+    }
+    render_loop(&mut h, &report.sources);
+    render_images(&mut h, &report.images);
+    render_footer(&mut h, metrics_path);
+    h
+}
+
+/// The start of the page: the doctype, the head with its refresh and inline style
+/// sheet, and the page title.
+fn render_head(h: &mut String) {
     h.push_str(concat!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         "<meta http-equiv=\"refresh\" content=\"30\">",
@@ -274,140 +290,195 @@ pub fn render_with_metrics_at(
         "ul{margin:0;padding-left:1.1rem}code{font-size:.85rem}.why{color:#555;font-size:.8rem}",
         "</style></head><body>\n<h1>Image cap (nodeStatusMaxImages)</h1>\n"
     ));
-    let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
-    let menu_note = match &report.menu {
-        Some(m) if m.hidden_by_cap + m.maybe_hidden_by_cap > 0 => format!(
-            ", <strong>{} left out of the spawner menu by the cap</strong>{}",
-            m.hidden_by_cap + m.maybe_hidden_by_cap,
-            if m.maybe_hidden_by_cap > 0 {
-                format!(" ({} maybe)", m.maybe_hidden_by_cap)
-            } else {
-                String::new()
-            }
-        ),
-        _ => String::new(),
-    };
-    let _ = writeln!(
+}
+
+/// The summary line under the title: node counts, how many nodes are at the cap,
+/// how many images the cap keeps out of the spawner menu (when there are some),
+/// and how old the node data is.
+fn render_summary(
+    h: &mut String,
+    report: &Report,
+    last_update: Option<SystemTime>,
+    now: SystemTime,
+) {
+    let _ = write!(
         h,
-        "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>{menu_note}; {}.</p>",
+        "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>",
         report.nodes.len(),
         report.eligible_nodes,
-        at_cap,
-        age(last_update, now)
+        report.nodes.iter().filter(|n| n.at_cap).count(),
     );
+    if let Some(m) = &report.menu {
+        let left_out = m.hidden_by_cap + m.maybe_hidden_by_cap;
+        if left_out > 0 {
+            let _ = write!(
+                h,
+                ", <strong>{left_out} left out of the spawner menu by the cap</strong>"
+            );
+            if m.maybe_hidden_by_cap > 0 {
+                let _ = write!(h, " ({} maybe)", m.maybe_hidden_by_cap);
+            }
+        }
+    }
+    let _ = writeln!(h, "; {}.</p>", age(last_update, now));
+}
+
+/// The node table: its header, then one row per node ([`render_node_row`]).
+fn render_nodes(h: &mut String, nodes: &[NodeReport]) {
     h.push_str(concat!(
         "<table id=\"nodes\"><thead><tr><th>Node</th><th>Images / cap</th><th>Status</th>",
         "<th>Image bytes</th><th>Ephemeral capacity</th><th>Allocatable</th>",
         "<th>Recommended cap</th><th>Missing wanted images</th></tr></thead><tbody>\n"
     ));
-    for n in &report.nodes {
-        let hidden = n.hidden_images.unwrap_or(0);
-        let (cap, width, hidden_width) = if n.max_images > 0 {
-            // With images hidden, the bar spans everything the runtime holds:
-            // reported, then the hidden rest in a fainter segment.
-            let scale = (n.max_images as f64).max(f64::from(n.image_count) + f64::from(hidden));
-            (
-                n.max_images.to_string(),
-                (f64::from(n.image_count) / scale * 100.0).clamp(0.0, 100.0),
-                (f64::from(hidden) / scale * 100.0).clamp(0.0, 100.0),
-            )
-        } else if n.max_images == 0 {
-            ("0".to_string(), 100.0, 0.0)
-        } else {
-            ("unlimited".to_string(), 0.0, 0.0)
-        };
-        let hidden_bar = if hidden > 0 {
-            format!(
-                "<span class=\"hidden\" style=\"left:{width:.1}%;width:{hidden_width:.1}%\"></span>"
-            )
-        } else {
-            String::new()
-        };
-        let runtime_note = match (n.runtime_images, n.hidden_images) {
-            (Some(_), Some(h)) if h > 0 => format!(" &middot; {h} hidden"),
-            (Some(rt), _) => format!(" &middot; runtime {rt}"),
-            _ => String::new(),
-        };
-        let title = match n.runtime_images {
-            Some(rt) => format!(
-                "{} reported of cap {cap}; the runtime holds {rt}",
-                n.image_count
-            ),
-            None => format!("{} of {cap}", n.image_count),
-        };
-        let status = format!("{}{}", status_tag(n), prune_note(n));
-        let missing = if n.missing.is_empty() {
-            "&ndash;".to_string()
-        } else {
-            let state = n.missing_state.map(|s| s.as_str()).unwrap_or("");
-            let items: String = n
-                .missing
-                .iter()
-                .map(|m| {
-                    format!(
-                        "<li title=\"{help}\"><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
-                        esc(&m.image),
-                        s = m.state.as_str(),
-                        help = state_help(m.state)
-                    )
-                })
-                .collect();
-            format!("{} {state}<ul>{items}</ul>", n.missing.len())
-        };
+    for n in nodes {
+        render_node_row(h, n);
+    }
+    h.push_str("</tbody></table>\n");
+}
+
+/// One row of the node table: the name, the bar ([`render_bar`]), the status with
+/// the agent's pruning plan, the sizes, the recommended cap and the missing wanted
+/// images ([`render_missing`]).
+fn render_node_row(h: &mut String, n: &NodeReport) {
+    let _ = write!(
+        h,
+        "<tr class=\"{class}\" data-node=\"{name}\"><td class=\"name\">{name}</td><td>",
+        class = row_class(n),
+        name = esc(&n.name),
+    );
+    render_bar(h, n);
+    let _ = write!(
+        h,
+        "</td><td>{status}{prune}</td><td class=\"num\">{size}</td>\
+         <td class=\"num\">{capacity}</td><td class=\"num\">{alloc}</td><td class=\"num\">{rec}</td>\
+         <td>",
+        status = status_tag(n),
+        prune = prune_note(n),
+        size = bytes(Some(n.image_size_bytes)),
+        capacity = bytes(n.ephemeral_storage_capacity_bytes),
+        alloc = bytes(n.ephemeral_storage_allocatable_bytes),
+        rec = n
+            .recommended_max_images
+            .map_or("&ndash;".into(), |r| r.to_string()),
+    );
+    render_missing(h, n);
+    h.push_str("</td></tr>\n");
+}
+
+/// A node's bar: the reported images against the cap, the images hidden by the
+/// cap in a fainter segment after them, and the counts written over it.
+fn render_bar(h: &mut String, n: &NodeReport) {
+    let hidden = n.hidden_images.unwrap_or(0);
+    let (cap, width, hidden_width) = if n.max_images > 0 {
+        // With images hidden, the bar spans everything the runtime holds:
+        // reported, then the hidden rest in a fainter segment.
+        let scale = (n.max_images as f64).max(f64::from(n.image_count) + f64::from(hidden));
+        (
+            n.max_images.to_string(),
+            (f64::from(n.image_count) / scale * 100.0).clamp(0.0, 100.0),
+            (f64::from(hidden) / scale * 100.0).clamp(0.0, 100.0),
+        )
+    } else if n.max_images == 0 {
+        ("0".to_string(), 100.0, 0.0)
+    } else {
+        ("unlimited".to_string(), 0.0, 0.0)
+    };
+    let _ = write!(h, "<div class=\"bar\" title=\"{}", n.image_count);
+    match n.runtime_images {
+        Some(rt) => {
+            let _ = write!(h, " reported of cap {cap}; the runtime holds {rt}");
+        }
+        None => {
+            let _ = write!(h, " of {cap}");
+        }
+    }
+    let _ = write!(h, "\"><span style=\"width:{width:.1}%\"></span>");
+    if hidden > 0 {
+        let _ = write!(
+            h,
+            "<span class=\"hidden\" style=\"left:{width:.1}%;width:{hidden_width:.1}%\"></span>"
+        );
+    }
+    let _ = write!(h, "<b>{} / {cap}", n.image_count);
+    match (n.runtime_images, n.hidden_images) {
+        (Some(_), Some(hid)) if hid > 0 => {
+            let _ = write!(h, " &middot; {hid} hidden");
+        }
+        (Some(rt), _) => {
+            let _ = write!(h, " &middot; runtime {rt}");
+        }
+        _ => {}
+    }
+    h.push_str("</b></div>");
+}
+
+/// A node's missing wanted images: how many and the node's state, then each image
+/// with its own state and what that state means; a dash when none is missing.
+fn render_missing(h: &mut String, n: &NodeReport) {
+    if n.missing.is_empty() {
+        h.push_str("&ndash;");
+        return;
+    }
+    let state = n.missing_state.map(|s| s.as_str()).unwrap_or("");
+    let _ = write!(h, "{} {state}<ul>", n.missing.len());
+    for m in &n.missing {
+        let _ = write!(
+            h,
+            "<li title=\"{help}\"><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
+            esc(&m.image),
+            s = m.state.as_str(),
+            help = state_help(m.state)
+        );
+    }
+    h.push_str("</ul>");
+}
+
+/// The legend under the node table: what each missing state means. Only when some
+/// node misses a wanted image.
+fn render_legend(h: &mut String, nodes: &[NodeReport]) {
+    if nodes.iter().all(|n| n.missing.is_empty()) {
+        return;
+    }
+    h.push_str("<ul class=\"legend\" id=\"states\">");
+    for state in LEGEND {
+        let _ = write!(
+            h,
+            "<li><span class=\"state {s}\">{s}</span>: {help}.</li>",
+            s = state.as_str(),
+            help = state_help(state)
+        );
+    }
+    h.push_str("</ul>\n");
+}
+
+/// The "Wanted images" section: each wanted image, the sources that want it and
+/// how many eligible nodes report it. Only when some image is wanted.
+fn render_images(h: &mut String, images: &[ImageReport]) {
+    if images.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Wanted images</h2><table id=\"images\"><thead><tr><th>Image</th>\
+         <th>Wanted by</th><th>Eligible nodes reporting it</th></tr></thead><tbody>\n",
+    );
+    for i in images {
+        let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
         let _ = writeln!(
             h,
-            "<tr class=\"{class}\" data-node=\"{name}\"><td class=\"name\">{name}</td>\
-             <td><div class=\"bar\" title=\"{title}\"><span style=\"width:{width:.1}%\"></span>{hidden_bar}\
-             <b>{images} / {cap}{runtime_note}</b></div></td><td>{status}</td><td class=\"num\">{size}</td>\
-             <td class=\"num\">{capacity}</td><td class=\"num\">{alloc}</td><td class=\"num\">{rec}</td>\
-             <td>{missing}</td></tr>",
-            class = row_class(n),
-            name = esc(&n.name),
-            images = n.image_count,
-            size = bytes(Some(n.image_size_bytes)),
-            capacity = bytes(n.ephemeral_storage_capacity_bytes),
-            alloc = bytes(n.ephemeral_storage_allocatable_bytes),
-            rec = n
-                .recommended_max_images
-                .map_or("&ndash;".into(), |r| r.to_string()),
+            "<tr data-image=\"{img}\"><td><code>{img}</code></td><td>{by}</td>\
+             <td class=\"num\">{} / {}</td></tr>",
+            i.nodes,
+            i.eligible_nodes,
+            img = esc(&i.image),
+            by = by.join(", ")
         );
     }
     h.push_str("</tbody></table>\n");
-    if report.nodes.iter().any(|n| !n.missing.is_empty()) {
-        h.push_str("<ul class=\"legend\" id=\"states\">");
-        for state in LEGEND {
-            let _ = write!(
-                h,
-                "<li><span class=\"state {s}\">{s}</span>: {help}.</li>",
-                s = state.as_str(),
-                help = state_help(state)
-            );
-        }
-        h.push_str("</ul>\n");
-    }
-    if let Some(menu) = &report.menu {
-        render_menu(&mut h, menu);
-    }
-    render_loop(&mut h, &report.sources);
-    if !report.images.is_empty() {
-        h.push_str(
-            "<h2>Wanted images</h2><table id=\"images\"><thead><tr><th>Image</th>\
-             <th>Wanted by</th><th>Eligible nodes reporting it</th></tr></thead><tbody>\n",
-        );
-        for i in &report.images {
-            let by: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
-            let _ = writeln!(
-                h,
-                "<tr data-image=\"{img}\"><td><code>{img}</code></td><td>{by}</td>\
-                 <td class=\"num\">{} / {}</td></tr>",
-                i.nodes,
-                i.eligible_nodes,
-                img = esc(&i.image),
-                by = by.join(", ")
-            );
-        }
-        h.push_str("</tbody></table>\n");
-    }
+}
+
+/// The footer: the remedy for nodes at the cap, the link to the metrics at
+/// `metrics_path`, and the end of the page.
+fn render_footer(h: &mut String, metrics_path: &str) {
     h.push_str(
         "<p class=\"meta\">Nodes at the cap hide images from the API. Remedy: <code>nodeStatusMaxImages: -1</code> \
          (or about a third of the node's ephemeral storage in GB) in the kubelet config, then restart the kubelet. \
@@ -421,7 +492,6 @@ pub fn render_with_metrics_at(
         esc(metrics_path.trim_start_matches('/')),
         esc(metrics_path)
     );
-    h
 }
 
 #[cfg(test)]
