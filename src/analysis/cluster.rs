@@ -542,6 +542,80 @@ fn pattern_images(wanted: &Wanted, nodes: &[&NodeSummary], config_ok: &[bool]) -
     out
 }
 
+/// What the nodes are checked against: the wanted images with their names, the
+/// distinct eligibility rules they are wanted under, and the rules that say why
+/// a node eligible for nothing is not.
+struct WantedSet {
+    /// Sorted by reference.
+    images: Vec<WantedImage>,
+    /// Each wanted image's name, made once.
+    names: Vec<String>,
+    rules: Rules,
+    /// The configuration's rule.
+    config_rule: usize,
+    /// Rules some wanted image uses, in order (the configuration's when none is):
+    /// the first that rejects a node eligible for nothing says why.
+    explaining: Vec<usize>,
+}
+
+/// What one node adds to the per-image and per-source counts, besides the
+/// images it is eligible for ([`NodeReport::wanted`]).
+#[derive(Default)]
+struct NodeTally {
+    /// The wanted images the node is eligible for and reports: indexes into
+    /// [`WantedSet::images`].
+    present: Vec<usize>,
+    /// Its (node, wanted image) pairs of the prepull loop, by source.
+    loop_pairs: BTreeMap<WantSource, u32>,
+}
+
+/// The counts over all nodes, per wanted image and per source.
+struct Counts {
+    /// Eligible nodes that report each wanted image.
+    present_on: Vec<u32>,
+    /// Nodes eligible for each wanted image.
+    eligible_on: Vec<u32>,
+    /// Nodes eligible for at least one wanted image.
+    eligible_nodes: u32,
+    /// (eligible node, wanted image) pairs of the prepull loop, by source.
+    loop_pairs: BTreeMap<WantSource, u32>,
+}
+
+impl Counts {
+    fn new(images: usize) -> Counts {
+        Counts {
+            present_on: vec![0; images],
+            eligible_on: vec![0; images],
+            eligible_nodes: 0,
+            loop_pairs: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one node: its report and what [`node_report`] tallied on it.
+    fn add(&mut self, report: &NodeReport, tally: NodeTally) {
+        for &i in &report.wanted {
+            self.eligible_on[i as usize] += 1;
+        }
+        for i in tally.present {
+            self.present_on[i] += 1;
+        }
+        for (source, pairs) in tally.loop_pairs {
+            *self.loop_pairs.entry(source).or_default() += pairs;
+        }
+        self.eligible_nodes += u32::from(report.eligible);
+    }
+}
+
+/// One node as its wanted images are checked on it: every rule decided on it,
+/// whether its cap hides images, and what its runtime holds.
+struct NodeCheck<'a> {
+    node: &'a NodeSummary,
+    decided: Vec<Result<(), NotEligible>>,
+    /// At its cap, or a cap of 0.
+    saturated: bool,
+    runtime: Option<&'a RuntimeSummary>,
+}
+
 /// The analysis of all nodes, sorted by name; images sorted by reference.
 pub fn analyze<'a>(
     summaries: impl IntoIterator<Item = &'a NodeSummary>,
@@ -553,7 +627,40 @@ pub fn analyze<'a>(
     let no_extra = NodeExtra::default();
     let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let set = wanted_set(&nodes, wanted, sources);
+    let mut sizes = SizeBook::new(&nodes);
+    let mut counts = Counts::new(set.images.len());
+    let mut reports = Vec::with_capacity(nodes.len());
+    for node in &nodes {
+        let extra = extras.get(&node.name).unwrap_or(&no_extra);
+        let (report, tally) = node_report(node, &set, extra, assume, &mut sizes);
+        counts.add(&report, tally);
+        reports.push(report);
+    }
+    let images = image_reports(&set, &counts);
+    let source_reports = source_reports(&set, wanted, sources, &counts.loop_pairs);
+    let menu = sources
+        .get(&WantSource::Nublado)
+        .and_then(|s| s.menu.as_deref())
+        .map(|m| menu_report(m, &reports));
+    Report {
+        nodes: reports,
+        images,
+        eligible_nodes: counts.eligible_nodes,
+        sources: source_reports,
+        menu,
+    }
+}
 
+/// The wanted images: the configuration's exact references, the tags its
+/// patterns select on `nodes` and the sources' groups, each with the size Nublado
+/// gives and the digests its tag is found with on `nodes`; with their names, the
+/// distinct rules and the rules that explain.
+fn wanted_set(
+    nodes: &[&NodeSummary],
+    wanted: &Wanted,
+    sources: &BTreeMap<WantSource, SourceState>,
+) -> WantedSet {
     // Every distinct rule, decided once per node. The configuration's comes first.
     let mut rules = Rules::default();
     let config_rule = rules.index(wanted.eligibility());
@@ -566,7 +673,7 @@ pub fn analyze<'a>(
     for r in wanted.exact() {
         want(&mut images, r, WantSource::Config, config_rule);
     }
-    let from_patterns = pattern_images(wanted, &nodes, &config_ok);
+    let from_patterns = pattern_images(wanted, nodes, &config_ok);
     for r in &from_patterns {
         want(&mut images, r, WantSource::Pattern, config_rule);
     }
@@ -586,6 +693,34 @@ pub fn analyze<'a>(
         }
     }
     let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
+    add_tag_digests(&mut wanted_images, nodes);
+    // Each wanted image's name, made once.
+    let names: Vec<String> = wanted_images
+        .iter()
+        .map(|w| w.reference.to_string())
+        .collect();
+    // Rules some wanted image uses, in order (the configuration's when none is):
+    // the first that rejects a node eligible for nothing says why.
+    let mut used = vec![false; rules.0.len()];
+    for &r in wanted_images.iter().flat_map(|w| &w.rules) {
+        used[r] = true;
+    }
+    let mut explaining: Vec<usize> = (0..rules.0.len()).filter(|&i| used[i]).collect();
+    if explaining.is_empty() {
+        explaining.push(config_rule);
+    }
+    WantedSet {
+        images: wanted_images,
+        names,
+        rules,
+        config_rule,
+        explaining,
+    }
+}
+
+/// Adds to each wanted tag reference the digests of the entries that carry its
+/// tag on some node.
+fn add_tag_digests(wanted_images: &mut [WantedImage], nodes: &[&NodeSummary]) {
     // The digests of the entries that carry a wanted tag, in one pass over the
     // entries: (wanted image, digest) pairs, then added.
     let mut found = Vec::new();
@@ -615,143 +750,162 @@ pub fn analyze<'a>(
     for (i, d) in found {
         wanted_images[i].digests.insert(d);
     }
-    // Each wanted image's name, made once.
-    let names: Vec<String> = wanted_images
-        .iter()
-        .map(|w| w.reference.to_string())
-        .collect();
-    // Rules some wanted image uses, in order (the configuration's when none is):
-    // the first that rejects a node eligible for nothing says why.
-    let mut used = vec![false; rules.0.len()];
-    for &r in wanted_images.iter().flat_map(|w| &w.rules) {
-        used[r] = true;
-    }
-    let mut explaining: Vec<usize> = (0..rules.0.len()).filter(|&i| used[i]).collect();
-    if explaining.is_empty() {
-        explaining.push(config_rule);
-    }
+}
 
-    let mut sizes = SizeBook::new(&nodes);
-    let mut loop_pairs: BTreeMap<WantSource, u32> = BTreeMap::new();
-    let mut present_on = vec![0u32; wanted_images.len()];
-    let mut eligible_on = vec![0u32; wanted_images.len()];
-    let mut eligible_nodes = 0u32;
-    let mut reports = Vec::with_capacity(nodes.len());
-    for node in &nodes {
-        let facts = node.facts();
-        let decided: Vec<Result<(), NotEligible>> =
-            rules.0.iter().map(|r| r.check(&facts)).collect();
-        let extra = extras.get(&node.name).unwrap_or(&no_extra);
-        let runtime = extra.runtime.as_deref();
-        let (max_images, max_images_source) = cap_in_force(
-            node.image_count,
-            extra.kubelet.map(|k| k.max_images),
-            assume.default_max_images,
-        );
-        let at_cap = max_images > 0 && i64::from(node.image_count) >= max_images;
-        // A cap of 0 hides every image: nothing can be verified either.
-        let saturated = at_cap || max_images == 0;
-        let cap_ratio = if max_images > 0 {
-            f64::from(node.image_count) / max_images as f64
+/// One node's report: its cap in force, whether it is eligible (and why not),
+/// the wanted images it is eligible for and those it does not report, each with
+/// its state; and what the node adds to the per-image and per-source counts.
+fn node_report(
+    node: &NodeSummary,
+    set: &WantedSet,
+    extra: &NodeExtra,
+    assume: Assumptions,
+    sizes: &mut SizeBook,
+) -> (NodeReport, NodeTally) {
+    let facts = node.facts();
+    let runtime = extra.runtime.as_deref();
+    let (max_images, max_images_source) = cap_in_force(
+        node.image_count,
+        extra.kubelet.map(|k| k.max_images),
+        assume.default_max_images,
+    );
+    let at_cap = max_images > 0 && i64::from(node.image_count) >= max_images;
+    // A cap of 0 hides every image: nothing can be verified either.
+    let saturated = at_cap || max_images == 0;
+    let cap_ratio = if max_images > 0 {
+        f64::from(node.image_count) / max_images as f64
+    } else {
+        0.0
+    };
+    let check = NodeCheck {
+        node,
+        decided: set.rules.0.iter().map(|r| r.check(&facts)).collect(),
+        saturated,
+        runtime,
+    };
+    let (wanted_here, missing, tally) = wanted_on(&check, set, sizes);
+    let decided = &check.decided;
+    let eligible_for_any = !wanted_here.is_empty();
+    let eligible = eligible_for_any || (set.images.is_empty() && decided[set.config_rule].is_ok());
+    let not_eligible_reason = (!eligible)
+        .then(|| {
+            set.explaining
+                .iter()
+                .find_map(|&r| decided[r].as_ref().err())
+                .map(ToString::to_string)
+        })
+        .flatten();
+    let hidden_images = runtime.map(|rt| {
+        if saturated {
+            rt.image_count.saturating_sub(node.image_count)
         } else {
-            0.0
-        };
-        let mut missing = Vec::new();
-        let mut wanted_here = Vec::new();
-        let mut eligible_for_any = false;
-        let present = Present::new(&node.relevant_images);
-        let in_runtime = runtime
-            .filter(|_| saturated)
-            .map(|rt| Present::new(&rt.relevant_images));
-        for (i, w) in wanted_images.iter().enumerate() {
-            if !w.rules.iter().any(|&r| decided[r].is_ok()) {
-                continue;
-            }
-            eligible_for_any = true;
-            eligible_on[i] += 1;
-            wanted_here.push(i as u32);
-            if present.has(w) {
-                present_on[i] += 1;
-                continue;
-            }
-            let state = if saturated {
-                let held = in_runtime.as_ref().map(|rt| rt.has(w));
-                let size = sizes.size(node.runtime.as_ref(), i, w);
-                MissingState::decide(true, held, size, node.smallest_image_bytes)
-            } else {
-                MissingState::Absent
-            };
-            if matches!(state, MissingState::Hidden | MissingState::Unlistable) {
-                count_loop(&mut loop_pairs, w, &decided);
-            }
-            missing.push(MissingImage {
-                image: names[i].clone(),
-                state,
-            });
+            0
         }
-        let eligible =
-            eligible_for_any || (wanted_images.is_empty() && decided[config_rule].is_ok());
-        let not_eligible_reason = (!eligible)
-            .then(|| {
-                explaining
-                    .iter()
-                    .find_map(|&r| decided[r].as_ref().err())
-                    .map(ToString::to_string)
-            })
-            .flatten();
-        eligible_nodes += u32::from(eligible);
-        let hidden_images = runtime.map(|rt| {
-            if saturated {
-                rt.image_count.saturating_sub(node.image_count)
-            } else {
-                0
-            }
-        });
-        let mut report = NodeReport {
-            name: node.name.clone(),
-            image_count: node.image_count,
-            max_images,
-            max_images_source,
-            cap_ratio,
-            at_cap,
-            image_size_bytes: node.image_size_bytes,
-            ephemeral_storage_capacity_bytes: node.ephemeral_storage_capacity_bytes,
-            ephemeral_storage_allocatable_bytes: node.ephemeral_storage_allocatable_bytes,
-            recommended_max_images: node
-                .ephemeral_storage_capacity_bytes
-                .map(recommended_max_images),
-            eligible,
-            not_eligible_reason,
-            missing_images: Vec::new(),
-            missing_state: None,
-            missing: Vec::new(),
-            invalid_fields: node.problems.len() as u32,
-            runtime_images: runtime.map(|rt| rt.image_count),
-            runtime_image_bytes: runtime.map(|rt| rt.image_bytes),
-            hidden_images,
-            agent_up: assume.agents.then_some(runtime.is_some()),
-            image_fs_used_bytes: extra.image_fs.and_then(|f| f.used_bytes),
-            image_fs_capacity_bytes: extra.image_fs.and_then(|f| f.capacity_bytes),
-            image_gc_high_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_high_ratio),
-            image_gc_low_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_low_ratio),
-            prune: runtime.and_then(|rt| rt.prune.clone()),
-            wanted: wanted_here,
+    });
+    let mut report = NodeReport {
+        name: node.name.clone(),
+        image_count: node.image_count,
+        max_images,
+        max_images_source,
+        cap_ratio,
+        at_cap,
+        image_size_bytes: node.image_size_bytes,
+        ephemeral_storage_capacity_bytes: node.ephemeral_storage_capacity_bytes,
+        ephemeral_storage_allocatable_bytes: node.ephemeral_storage_allocatable_bytes,
+        recommended_max_images: node
+            .ephemeral_storage_capacity_bytes
+            .map(recommended_max_images),
+        eligible,
+        not_eligible_reason,
+        missing_images: Vec::new(),
+        missing_state: None,
+        missing: Vec::new(),
+        invalid_fields: node.problems.len() as u32,
+        runtime_images: runtime.map(|rt| rt.image_count),
+        runtime_image_bytes: runtime.map(|rt| rt.image_bytes),
+        hidden_images,
+        agent_up: assume.agents.then_some(runtime.is_some()),
+        image_fs_used_bytes: extra.image_fs.and_then(|f| f.used_bytes),
+        image_fs_capacity_bytes: extra.image_fs.and_then(|f| f.capacity_bytes),
+        image_gc_high_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_high_ratio),
+        image_gc_low_threshold_ratio: extra.kubelet.and_then(|k| k.image_gc_low_ratio),
+        prune: runtime.and_then(|rt| rt.prune.clone()),
+        wanted: wanted_here,
+    };
+    report.set_missing(missing);
+    (report, tally)
+}
+
+/// The wanted images `check`'s node is eligible for (indexes into
+/// [`WantedSet::images`]), those of them it does not report, each with its state,
+/// and what it adds to the counts: the images it reports, its loop pairs.
+fn wanted_on(
+    check: &NodeCheck,
+    set: &WantedSet,
+    sizes: &mut SizeBook,
+) -> (Vec<u32>, Vec<MissingImage>, NodeTally) {
+    let node = check.node;
+    let mut tally = NodeTally::default();
+    let mut missing = Vec::new();
+    let mut wanted_here = Vec::new();
+    let present = Present::new(&node.relevant_images);
+    let in_runtime = check
+        .runtime
+        .filter(|_| check.saturated)
+        .map(|rt| Present::new(&rt.relevant_images));
+    for (i, w) in set.images.iter().enumerate() {
+        if !w.rules.iter().any(|&r| check.decided[r].is_ok()) {
+            continue;
+        }
+        wanted_here.push(i as u32);
+        if present.has(w) {
+            tally.present.push(i);
+            continue;
+        }
+        let state = if check.saturated {
+            let held = in_runtime.as_ref().map(|rt| rt.has(w));
+            let size = sizes.size(node.runtime.as_ref(), i, w);
+            MissingState::decide(true, held, size, node.smallest_image_bytes)
+        } else {
+            MissingState::Absent
         };
-        report.set_missing(missing);
-        reports.push(report);
+        if matches!(state, MissingState::Hidden | MissingState::Unlistable) {
+            count_loop(&mut tally.loop_pairs, w, &check.decided);
+        }
+        missing.push(MissingImage {
+            image: set.names[i].clone(),
+            state,
+        });
     }
-    let images = wanted_images
+    (wanted_here, missing, tally)
+}
+
+/// One report per wanted image: who wants it, the nodes eligible for it and
+/// those of them that report it.
+fn image_reports(set: &WantedSet, counts: &Counts) -> Vec<ImageReport> {
+    set.images
         .iter()
         .enumerate()
         .map(|(i, w)| ImageReport {
-            image: names[i].clone(),
+            image: set.names[i].clone(),
             sources: w.sources.iter().copied().collect(),
-            nodes: present_on[i],
-            eligible_nodes: eligible_on[i],
+            nodes: counts.present_on[i],
+            eligible_nodes: counts.eligible_on[i],
         })
-        .collect::<Vec<_>>();
+        .collect()
+}
+
+/// One report per source of wanted images: the configuration's exact references
+/// and its patterns when it has any, then each of `sources`, with the wanted
+/// images it contributes and its loop pairs.
+fn source_reports(
+    set: &WantedSet,
+    wanted: &Wanted,
+    sources: &BTreeMap<WantSource, SourceState>,
+    loop_pairs: &BTreeMap<WantSource, u32>,
+) -> Vec<SourceReport> {
     let count = |source: WantSource| {
-        wanted_images
+        set.images
             .iter()
             .filter(|w| w.sources.contains(&source))
             .count() as u32
@@ -787,17 +941,7 @@ pub fn analyze<'a>(
             loop_pairs: loop_pairs.get(&source).copied().unwrap_or(0),
         });
     }
-    let menu = sources
-        .get(&WantSource::Nublado)
-        .and_then(|s| s.menu.as_deref())
-        .map(|m| menu_report(m, &reports));
-    Report {
-        nodes: reports,
-        images,
-        eligible_nodes,
-        sources: source_reports,
-        menu,
-    }
+    source_reports
 }
 
 /// Counts a (node, image) pair of the prepull loop for each source that wants the
