@@ -5,6 +5,7 @@ pub mod prune_plan;
 pub mod table;
 
 use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
+use crate::analysis::runtime::AgentReport;
 use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
 use crate::config::{Settings, SourceConfig};
@@ -50,55 +51,8 @@ pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
         Err(e) => return bad_input(e),
     };
     let store = Arc::new(Store::new(s.wanted.clone(), s.default_max_images));
-    let ingest = Ingest {
-        node_selector: s.node_selector.clone(),
-        metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
-        store: store.clone(),
-    };
-    // The sources first: they decide which image entries node summaries keep.
-    let client = match &args.nodes_file {
-        Some(_) => None,
-        None => match source::client::build(client, None).await {
-            Ok(c) => Some(c),
-            Err(e) => return bad_input(format!("cannot configure a Kubernetes client: {e}")),
-        },
-    };
-    if let Err(e) = read_sources(&args, &s.sources, client.as_ref(), &store).await {
+    if let Err(e) = read_nodes(&args, &s, client, &store).await {
         return bad_input(e);
-    }
-    match (&args.nodes_file, client) {
-        (Some(path), _) => match file::load(path, &ingest) {
-            Ok(nodes) => store.replace_all(nodes),
-            Err(e) => return bad_input(e),
-        },
-        (None, None) => return bad_input("no Kubernetes client to list nodes with"),
-        (None, Some(client)) => {
-            let api = kube::Api::all(client.clone());
-            match apiserver::list_all(&api, &s.list_options(), &ingest).await {
-                Ok(nodes) => store.replace_all(nodes),
-                Err(e) => return bad_input(format!("listing nodes failed: {e}")),
-            }
-            let opts = KubeletOptions {
-                concurrency: args.common.kubelet_configz_concurrency.into(),
-                timeout: args.common.kubelet_configz_timeout,
-                ..KubeletOptions::default()
-            };
-            for (enabled, endpoint) in [
-                (args.common.kubelet_configz, Endpoint::Configz),
-                (args.common.kubelet_stats, Endpoint::StatsSummary),
-            ] {
-                if !enabled {
-                    continue;
-                }
-                let results =
-                    kubelet::read_all(&client, &store, endpoint, store.node_names(), &opts).await;
-                for (node, result) in results {
-                    if let Err(e) = result {
-                        tracing::warn!(%node, "{}: {e}", endpoint.what());
-                    }
-                }
-            }
-        }
     }
     let answers = match &args.agents_file {
         Some(path) => match crate::source::agents::load_saved(path, &store) {
@@ -109,29 +63,92 @@ pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
     };
     let (report, _) = store.report();
     if args.prune_plan {
-        let settings = match &args.prune_config {
-            Some(path) => match crate::agent::config::AgentConfig::load(path) {
-                Ok(c) => c.prune,
-                Err(e) => return bad_input(e),
-            },
-            None => crate::analysis::prune::PruneSettings::default(),
-        };
-        let plans = prune_plan::plans(&report, &answers, &settings);
-        return match args.format {
-            Format::Table => {
-                emit(&prune_plan::render(&plans));
-                ExitCode::SUCCESS
-            }
-            Format::Json => match serde_json::to_string_pretty(&plans) {
-                Ok(j) => {
-                    emit(&format!("{j}\n"));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => bad_input(format!("cannot encode the plans: {e}")),
-            },
-        };
+        return print_prune_plans(&args, &report, &answers);
     }
     print(&report, args.format)
+}
+
+/// The wanted-image sources, then the nodes (from the file or the cluster) and,
+/// from the cluster, the kubelets when asked, into `store`.
+async fn read_nodes(
+    args: &CheckArgs,
+    s: &Settings,
+    client: &ClientOptions,
+    store: &Arc<Store>,
+) -> Result<(), String> {
+    let ingest = Ingest {
+        node_selector: s.node_selector.clone(),
+        metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
+        store: store.clone(),
+    };
+    // The sources first: they decide which image entries node summaries keep.
+    let client = match &args.nodes_file {
+        Some(_) => None,
+        None => Some(
+            source::client::build(client, None)
+                .await
+                .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
+        ),
+    };
+    read_sources(args, &s.sources, client.as_ref(), store).await?;
+    match (&args.nodes_file, client) {
+        (Some(path), _) => store.replace_all(file::load(path, &ingest)?),
+        (None, None) => return Err("no Kubernetes client to list nodes with".into()),
+        (None, Some(client)) => {
+            let api = kube::Api::all(client.clone());
+            let nodes = apiserver::list_all(&api, &s.list_options(), &ingest)
+                .await
+                .map_err(|e| format!("listing nodes failed: {e}"))?;
+            store.replace_all(nodes);
+            read_kubelets(args, &client, store).await;
+        }
+    }
+    Ok(())
+}
+
+/// Each kubelet's configz and stats/summary once, when their flags are set; a
+/// kubelet that cannot be read is logged.
+async fn read_kubelets(args: &CheckArgs, client: &kube::Client, store: &Store) {
+    let opts = KubeletOptions {
+        concurrency: args.common.kubelet_configz_concurrency.into(),
+        timeout: args.common.kubelet_configz_timeout,
+        ..KubeletOptions::default()
+    };
+    for (enabled, endpoint) in [
+        (args.common.kubelet_configz, Endpoint::Configz),
+        (args.common.kubelet_stats, Endpoint::StatsSummary),
+    ] {
+        if !enabled {
+            continue;
+        }
+        let results = kubelet::read_all(client, store, endpoint, store.node_names(), &opts).await;
+        for (node, result) in results {
+            if let Err(e) = result {
+                tracing::warn!(%node, "{}: {e}", endpoint.what());
+            }
+        }
+    }
+}
+
+/// `--prune-plan`: each saved answer's plan under `--prune-config` (or the
+/// defaults), in the chosen format.
+fn print_prune_plans(args: &CheckArgs, report: &Report, answers: &[AgentReport]) -> ExitCode {
+    let settings = match &args.prune_config {
+        Some(path) => match crate::agent::config::AgentConfig::load(path) {
+            Ok(c) => c.prune,
+            Err(e) => return bad_input(e),
+        },
+        None => crate::analysis::prune::PruneSettings::default(),
+    };
+    let plans = prune_plan::plans(report, answers, &settings);
+    match args.format {
+        Format::Table => emit(&prune_plan::render(&plans)),
+        Format::Json => match serde_json::to_string_pretty(&plans) {
+            Ok(j) => emit(&format!("{j}\n")),
+            Err(e) => return bad_input(format!("cannot encode the plans: {e}")),
+        },
+    }
+    ExitCode::SUCCESS
 }
 
 /// Reads each wanted-image source once into the store. A source that cannot be
