@@ -656,82 +656,13 @@ pub fn summarize_with(
     relevance: &Relevance,
     cache: &mut NameCache,
 ) -> Result<NodeSummary, Problem> {
-    if let Some(kind) = node.kind.as_deref()
-        && kind != "Node"
-    {
-        let name = node.metadata.name.as_deref().unwrap_or("<unnamed>");
-        return Err(Problem {
-            field: InvalidField::Node,
-            detail: format!("{kind} {name:?} is not a Node"),
-        });
-    }
-    let name = match node.metadata.name.as_deref() {
-        Some(n) if !n.is_empty() => n.to_string(),
-        _ => {
-            return Err(Problem {
-                field: InvalidField::Name,
-                detail: "node without metadata.name".into(),
-            });
-        }
-    };
+    let name = node_name(node)?;
     let mut problems = Vec::new();
     let mut problem =
         |field: InvalidField, detail: String| problems.push(Problem { field, detail });
 
-    let spec = match &node.spec {
-        None => None,
-        Some(Lenient::Invalid(e)) => {
-            problem(InvalidField::Unschedulable, format!("spec: {e}"));
-            None
-        }
-        Some(Lenient::Ok(spec)) => Some(spec),
-    };
-    let unschedulable = match spec.and_then(|s| s.unschedulable.as_ref()) {
-        None => false,
-        Some(Lenient::Ok(b)) => *b,
-        Some(Lenient::Invalid(e)) => {
-            problem(
-                InvalidField::Unschedulable,
-                format!("spec.unschedulable: {e}"),
-            );
-            false
-        }
-    };
-    let mut taints = Vec::new();
-    if let Some(list) = spec.and_then(|s| s.taints.as_ref()) {
-        if let Some(e) = &list.invalid {
-            problem(InvalidField::Taints, format!("spec.taints: {e}"));
-        }
-        for (i, t) in list.items.iter().enumerate() {
-            match t {
-                Lenient::Ok(t) => taints.push(Taint {
-                    key: intern(&Arc::from(t.key.as_str())),
-                    value: t
-                        .value
-                        .as_deref()
-                        .filter(|v| !v.is_empty())
-                        .map(|v| intern(&Arc::from(v))),
-                    effect: intern(&Arc::from(t.effect.as_str())),
-                }),
-                Lenient::Invalid(e) => {
-                    problem(InvalidField::Taints, format!("spec.taints[{i}]: {e}"))
-                }
-            }
-        }
-    }
-    let labels = Labels::new(
-        node.metadata
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| {
-                (
-                    intern(&Arc::from(k.as_str())),
-                    intern(&Arc::from(v.as_str())),
-                )
-            })
-            .collect(),
-    );
+    let (unschedulable, taints) = spec_facts(node.spec.as_ref(), &mut problem);
+    let labels = node_labels(&node.metadata);
 
     let mut summary = NodeSummary {
         name,
@@ -755,40 +686,188 @@ pub fn summarize_with(
         return Ok(summary);
     };
 
-    summary.ephemeral_storage_capacity_bytes = storage(
+    (
+        summary.ephemeral_storage_capacity_bytes,
+        summary.ephemeral_storage_allocatable_bytes,
+    ) = ephemeral_storage(status, &mut problem);
+    summary.runtime = node_runtime(status.node_info.as_ref(), &mut problem);
+
+    if let Some(images) = &status.images {
+        let folding = ImageFolding {
+            relevance,
+            cache,
+            summary: &mut summary,
+        };
+        folding.fold(images, &mut problem);
+    }
+    summary.relevant_images.shrink_to_fit();
+    summary.relevant_sizes.shrink_to_fit();
+    summary.problems = problems;
+    Ok(summary)
+}
+
+/// The node's name, or the problem that keeps the item from being summarized
+/// at all: it is not a Node (by its `kind`, when it has one), or it has no
+/// name.
+fn node_name(node: &NodeView) -> Result<String, Problem> {
+    if let Some(kind) = node.kind.as_deref()
+        && kind != "Node"
+    {
+        let name = node.metadata.name.as_deref().unwrap_or("<unnamed>");
+        return Err(Problem {
+            field: InvalidField::Node,
+            detail: format!("{kind} {name:?} is not a Node"),
+        });
+    }
+    match node.metadata.name.as_deref() {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(Problem {
+            field: InvalidField::Name,
+            detail: "node without metadata.name".into(),
+        }),
+    }
+}
+
+/// What eligibility reads of `spec`: whether the node is unschedulable
+/// (`false` when unknown) and its well-formed taints (interned). A malformed
+/// spec, flag or taint goes to `problem`.
+fn spec_facts(
+    spec: Option<&Lenient<NodeSpecView>>,
+    problem: &mut impl FnMut(InvalidField, String),
+) -> (bool, Vec<Taint>) {
+    let spec = match spec {
+        None => None,
+        Some(Lenient::Invalid(e)) => {
+            problem(InvalidField::Unschedulable, format!("spec: {e}"));
+            None
+        }
+        Some(Lenient::Ok(spec)) => Some(spec),
+    };
+    let unschedulable = match spec.and_then(|s| s.unschedulable.as_ref()) {
+        None => false,
+        Some(Lenient::Ok(b)) => *b,
+        Some(Lenient::Invalid(e)) => {
+            problem(
+                InvalidField::Unschedulable,
+                format!("spec.unschedulable: {e}"),
+            );
+            false
+        }
+    };
+    let taints = match spec.and_then(|s| s.taints.as_ref()) {
+        None => Vec::new(),
+        Some(list) => taints(list, problem),
+    };
+    (unschedulable, taints)
+}
+
+/// The well-formed taints of `spec.taints`, interned; what is malformed goes
+/// to `problem`.
+fn taints(
+    list: &LenientVec<TaintView>,
+    problem: &mut impl FnMut(InvalidField, String),
+) -> Vec<Taint> {
+    let mut taints = Vec::new();
+    if let Some(e) = &list.invalid {
+        problem(InvalidField::Taints, format!("spec.taints: {e}"));
+    }
+    for (i, t) in list.items.iter().enumerate() {
+        match t {
+            Lenient::Ok(t) => taints.push(Taint {
+                key: intern(&Arc::from(t.key.as_str())),
+                value: t
+                    .value
+                    .as_deref()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| intern(&Arc::from(v))),
+                effect: intern(&Arc::from(t.effect.as_str())),
+            }),
+            Lenient::Invalid(e) => problem(InvalidField::Taints, format!("spec.taints[{i}]: {e}")),
+        }
+    }
+    taints
+}
+
+/// Every label of the node, keys and values interned.
+fn node_labels(metadata: &ObjectMeta) -> Labels {
+    Labels::new(
+        metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    intern(&Arc::from(k.as_str())),
+                    intern(&Arc::from(v.as_str())),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The node's ephemeral storage, in bytes: its capacity, then what is
+/// allocatable. A malformed quantity goes to `problem` and counts as unknown.
+fn ephemeral_storage(
+    status: &NodeStatusView,
+    problem: &mut impl FnMut(InvalidField, String),
+) -> (Option<u64>, Option<u64>) {
+    let capacity = storage(
         status.capacity.as_ref(),
         InvalidField::EphemeralStorageCapacity,
         "status.capacity",
-        &mut problem,
+        problem,
     );
-    summary.ephemeral_storage_allocatable_bytes = storage(
+    let allocatable = storage(
         status.allocatable.as_ref(),
         InvalidField::EphemeralStorageAllocatable,
         "status.allocatable",
-        &mut problem,
+        problem,
     );
-    summary.runtime = match &status.node_info {
+    (capacity, allocatable)
+}
+
+/// The runtime key of `status.nodeInfo` ([`runtime_key`]); a malformed
+/// `nodeInfo` goes to `problem`.
+fn node_runtime(
+    info: Option<&Lenient<NodeInfoView>>,
+    problem: &mut impl FnMut(InvalidField, String),
+) -> Option<Arc<str>> {
+    match info {
         None => None,
         Some(Lenient::Ok(info)) => runtime_key(info),
         Some(Lenient::Invalid(e)) => {
             problem(InvalidField::NodeInfo, format!("status.nodeInfo: {e}"));
             None
         }
-    };
+    }
+}
 
-    if let Some(images) = &status.images {
+/// What folding a node's `status.images` into its summary works with: names
+/// are matched against `relevance` through `cache`, and the results land in
+/// `summary`.
+struct ImageFolding<'a> {
+    relevance: &'a Relevance,
+    cache: &'a mut NameCache,
+    summary: &'a mut NodeSummary,
+}
+
+impl ImageFolding<'_> {
+    /// Sets the summary's image count, total size, relevant entries and their
+    /// sizes, and smallest size from `images`: folding each entry now, or
+    /// taking what was folded while decoding. Malformations go to `problem`.
+    fn fold(self, images: &ImagesView, problem: &mut impl FnMut(InvalidField, String)) {
         if images.was_null {
             problem(InvalidField::Images, "status.images is null".into());
         }
         if let Some(e) = &images.invalid {
             problem(InvalidField::Images, format!("status.images: {e}"));
         }
-        summary.image_count = u32::try_from(images.count).unwrap_or(u32::MAX);
+        self.summary.image_count = u32::try_from(images.count).unwrap_or(u32::MAX);
         let mut all = ImageTotals::default();
         let totals = match &images.entries {
             ImageEntries::All(items) => {
                 for (i, entry) in items.iter().enumerate() {
-                    fold_entry(i, entry, relevance, cache, &mut all, &mut problem);
+                    fold_entry(i, entry, self.relevance, self.cache, &mut all, problem);
                 }
                 &all
             }
@@ -801,15 +880,11 @@ pub fn summarize_with(
                 &folded.totals
             }
         };
-        summary.image_size_bytes = totals.size_bytes;
-        summary.relevant_images = totals.relevant.clone();
-        summary.relevant_sizes = totals.relevant_sizes.clone();
-        summary.smallest_image_bytes = totals.smallest.filter(|_| images.count > 0);
+        self.summary.image_size_bytes = totals.size_bytes;
+        self.summary.relevant_images = totals.relevant.clone();
+        self.summary.relevant_sizes = totals.relevant_sizes.clone();
+        self.summary.smallest_image_bytes = totals.smallest.filter(|_| images.count > 0);
     }
-    summary.relevant_images.shrink_to_fit();
-    summary.relevant_sizes.shrink_to_fit();
-    summary.problems = problems;
-    Ok(summary)
 }
 
 /// `containerd://1.7.2 amd64`, interned: the few distinct values a cluster has

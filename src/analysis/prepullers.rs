@@ -16,6 +16,7 @@ use super::reference::ImageRef;
 use super::selector::LabelSelector;
 use super::wanted::{WantGroup, WantSource};
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::PodSpec;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -548,6 +549,9 @@ pub fn daemonset_groups(ds: &DaemonSet, max: usize) -> Wants {
     }
 }
 
+/// What [`daemonset_groups`] makes of a DaemonSet: its one group (none when it
+/// has no image or its placement cannot be read), the problems, and the
+/// references dropped past `max`.
 fn daemonset_parts(ds: &DaemonSet, max: usize) -> (Vec<WantGroup>, Problems, u64) {
     let name = ds.metadata.name.as_deref().unwrap_or("<unnamed>");
     let mut problems = Problems::default();
@@ -555,6 +559,25 @@ fn daemonset_parts(ds: &DaemonSet, max: usize) -> (Vec<WantGroup>, Problems, u64
         problems.push(|| format!("DaemonSet {name}: no pod template spec"));
         return (Vec::new(), problems, 0);
     };
+    let images = pod_images(pod, name, max, &mut problems);
+    let Some(placement) = placement(pod, name, &mut problems) else {
+        return (Vec::new(), problems, 0);
+    };
+    let (images, dropped) = images.finish();
+    if images.is_empty() {
+        return (Vec::new(), problems, dropped);
+    }
+    let group = WantGroup {
+        source: WantSource::DaemonSet,
+        images,
+        eligibility: Arc::new(Eligibility::Placement(placement)),
+    };
+    (vec![group], problems, dropped)
+}
+
+/// The distinct images of the pod's init containers then containers, at most
+/// `max`; an image that cannot be parsed goes to `problems`.
+fn pod_images(pod: &PodSpec, name: &str, max: usize, problems: &mut Problems) -> ImageSet {
     let mut images = ImageSet::new(max);
     for c in pod
         .init_containers
@@ -570,16 +593,49 @@ fn daemonset_parts(ds: &DaemonSet, max: usize) -> (Vec<WantGroup>, Problems, u64
             Err(e) => problems.push(|| format!("DaemonSet {name}: container {}: {e}", c.name)),
         }
     }
+    images
+}
+
+/// Where the pod can run: its node selector, required node affinity and
+/// tolerations (with those the DaemonSet controller adds). `None`, with the
+/// reason in `problems`, when the selector or affinity cannot be read; a
+/// toleration that cannot be read goes to `problems` and is left out.
+fn placement(pod: &PodSpec, name: &str, problems: &mut Problems) -> Option<Placement> {
     let node_selector = match pod.node_selector.as_ref() {
         None => LabelSelector::default(),
         Some(m) => match LabelSelector::from_map(m) {
             Ok(s) => s,
             Err(e) => {
                 problems.push(|| format!("DaemonSet {name}: nodeSelector: {e}"));
-                return (Vec::new(), problems, 0);
+                return None;
             }
         },
     };
+    let required_terms = match required_terms(pod) {
+        Ok(terms) => terms,
+        Err(e) => {
+            problems.push(|| format!("DaemonSet {name}: node affinity: {e}"));
+            return None;
+        }
+    };
+    let mut tolerations = daemonset_tolerations(pod.host_network.unwrap_or(false));
+    for (i, t) in pod.tolerations.iter().flatten().enumerate() {
+        match Toleration::from_api(t) {
+            Ok(t) => tolerations.push(t),
+            Err(e) => problems.push(|| format!("DaemonSet {name}: tolerations[{i}]: {e}")),
+        }
+    }
+    Some(Placement {
+        node_selector,
+        required_terms,
+        tolerations,
+    })
+}
+
+/// The terms of the pod's required node affinity
+/// (`requiredDuringSchedulingIgnoredDuringExecution`); `None` when it has
+/// none. The first requirement that cannot be read is the error.
+fn required_terms(pod: &PodSpec) -> Result<Option<Vec<NodeSelectorTerm>>, String> {
     let required = pod
         .affinity
         .as_ref()
@@ -588,57 +644,33 @@ fn daemonset_parts(ds: &DaemonSet, max: usize) -> (Vec<WantGroup>, Problems, u64
             n.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    let mut required_terms = None;
-    if let Some(selector) = required {
-        let mut terms = Vec::new();
-        for t in &selector.node_selector_terms {
-            let convert =
-                |reqs: &Option<Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>>| {
-                    reqs.iter()
-                        .flatten()
-                        .map(|r| {
-                            NodeSelectorRequirement::new(
-                                &r.key,
-                                &r.operator,
-                                r.values.as_deref().unwrap_or_default(),
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                };
-            match (convert(&t.match_expressions), convert(&t.match_fields)) {
-                (Ok(match_expressions), Ok(match_fields)) => terms.push(NodeSelectorTerm {
-                    match_expressions,
-                    match_fields,
-                }),
-                (Err(e), _) | (_, Err(e)) => {
-                    problems.push(|| format!("DaemonSet {name}: node affinity: {e}"));
-                    return (Vec::new(), problems, 0);
-                }
-            }
-        }
-        required_terms = Some(terms);
-    }
-    let mut tolerations = daemonset_tolerations(pod.host_network.unwrap_or(false));
-    for (i, t) in pod.tolerations.iter().flatten().enumerate() {
-        match Toleration::from_api(t) {
-            Ok(t) => tolerations.push(t),
-            Err(e) => problems.push(|| format!("DaemonSet {name}: tolerations[{i}]: {e}")),
-        }
-    }
-    let (images, dropped) = images.finish();
-    if images.is_empty() {
-        return (Vec::new(), problems, dropped);
-    }
-    let group = WantGroup {
-        source: WantSource::DaemonSet,
-        images,
-        eligibility: Arc::new(Eligibility::Placement(Placement {
-            node_selector,
-            required_terms,
-            tolerations,
-        })),
+    let Some(selector) = required else {
+        return Ok(None);
     };
-    (vec![group], problems, dropped)
+    let terms = selector.node_selector_terms.iter().map(|t| {
+        Ok(NodeSelectorTerm {
+            match_expressions: requirements(&t.match_expressions)?,
+            match_fields: requirements(&t.match_fields)?,
+        })
+    });
+    terms.collect::<Result<Vec<_>, _>>().map(Some)
+}
+
+/// A node selector term's `matchExpressions` or `matchFields`, converted; the
+/// first that cannot be is the error.
+fn requirements(
+    reqs: &Option<Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>>,
+) -> Result<Vec<NodeSelectorRequirement>, String> {
+    reqs.iter()
+        .flatten()
+        .map(|r| {
+            NodeSelectorRequirement::new(
+                &r.key,
+                &r.operator,
+                r.values.as_deref().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -134,6 +134,8 @@ const MAX_EXPONENT_DIGITS: usize = 6;
 /// reports comes near, and it bounds the work of the exact arithmetic.
 const MAX_LEN: usize = 128;
 
+/// Parses a quantity of the grammar above, exactly: its sign, its digits and
+/// the exponents its suffix stands for.
 pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
     let s = input.trim();
     if s.is_empty() {
@@ -142,38 +144,100 @@ pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
     if s.len() > MAX_LEN {
         return Err(QuantityError::OutOfRange(input.to_string()));
     }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    let negative = match bytes[0] {
-        b'-' => {
-            i = 1;
-            true
-        }
-        b'+' => {
-            i = 1;
-            false
-        }
-        _ => false,
-    };
-    let int_start = i;
-    while i < bytes.len() && bytes[i].is_ascii_digit() {
-        i += 1;
+    let number = Number::split(s);
+    if number.int_part.is_empty() && number.frac_part.is_empty() {
+        return Err(QuantityError::NoDigits(input.to_string()));
     }
-    let int_part = &s[int_start..i];
-    let mut frac_part = "";
-    if i < bytes.len() && bytes[i] == b'.' {
-        i += 1;
-        let frac_start = i;
+    let (exp10, exp2) = suffix_exponents(input, number.suffix)?;
+    Ok(number.quantity(exp10, exp2))
+}
+
+/// A quantity string cut into its parts, not yet checked.
+struct Number<'a> {
+    negative: bool,
+    /// The digits before the point (possibly none).
+    int_part: &'a str,
+    /// The digits after the point (none without a point).
+    frac_part: &'a str,
+    /// Whatever follows the number.
+    suffix: &'a str,
+}
+
+impl<'a> Number<'a> {
+    /// Cuts non-empty `s` after its sign, its integer digits, and its point and
+    /// fractional digits, if any.
+    fn split(s: &'a str) -> Number<'a> {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        let negative = match bytes[0] {
+            b'-' => {
+                i = 1;
+                true
+            }
+            b'+' => {
+                i = 1;
+                false
+            }
+            _ => false,
+        };
+        let int_start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             i += 1;
         }
-        frac_part = &s[frac_start..i];
+        let int_part = &s[int_start..i];
+        let mut frac_part = "";
+        if i < bytes.len() && bytes[i] == b'.' {
+            i += 1;
+            let frac_start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            frac_part = &s[frac_start..i];
+        }
+        Number {
+            negative,
+            int_part,
+            frac_part,
+            suffix: &s[i..],
+        }
     }
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err(QuantityError::NoDigits(input.to_string()));
+
+    /// The quantity `self × 10^exp10 × 2^exp2`, with its digits stripped of
+    /// leading and trailing zeros (and zero never negative).
+    fn quantity(&self, exp10: i64, exp2: u32) -> Quantity {
+        let mut digits: Vec<u8> = self
+            .int_part
+            .bytes()
+            .chain(self.frac_part.bytes())
+            .map(|b| b - b'0')
+            .skip_while(|&d| d == 0)
+            .collect();
+        let mut scale = self.frac_part.len() as i64 - exp10;
+        while digits.last() == Some(&0) {
+            digits.pop();
+            scale -= 1;
+        }
+        if digits.is_empty() {
+            return Quantity {
+                negative: false,
+                digits,
+                scale: 0,
+                exp2: 0,
+            };
+        }
+        Quantity {
+            negative: self.negative,
+            digits,
+            scale,
+            exp2,
+        }
     }
-    let suffix = &s[i..];
-    let (exp10, exp2): (i64, u32) = match suffix {
+}
+
+/// The decimal and binary exponents `suffix` stands for: an SI suffix or a
+/// decimal exponent ([`parse_exponent`]).
+fn suffix_exponents(input: &str, suffix: &str) -> Result<(i64, u32), QuantityError> {
+    Ok(match suffix {
         "" => (0, 0),
         "Ki" => (0, 10),
         "Mi" => (0, 20),
@@ -191,31 +255,6 @@ pub fn parse_quantity(input: &str) -> Result<Quantity, QuantityError> {
         "P" => (15, 0),
         "E" => (18, 0),
         _ => (parse_exponent(input, suffix)?, 0),
-    };
-    let mut digits: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|b| b - b'0')
-        .skip_while(|&d| d == 0)
-        .collect();
-    let mut scale = frac_part.len() as i64 - exp10;
-    while digits.last() == Some(&0) {
-        digits.pop();
-        scale -= 1;
-    }
-    if digits.is_empty() {
-        return Ok(Quantity {
-            negative: false,
-            digits,
-            scale: 0,
-            exp2: 0,
-        });
-    }
-    Ok(Quantity {
-        negative,
-        digits,
-        scale,
-        exp2,
     })
 }
 

@@ -19,6 +19,7 @@ use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Client, Resource};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -303,90 +304,137 @@ pub async fn watch_groups<K>(
         config = config.labels(s);
     }
     let mut stream = watcher(api, config).default_backoff().boxed();
-    let mut objects: BTreeMap<String, Wants> = BTreeMap::new();
-    let mut buffer: BTreeMap<String, Wants> = BTreeMap::new();
-    let source = watched.source;
-    let mut logged_dropped = 0;
-    let mut publish = |objects: &BTreeMap<String, Wants>| {
-        let all = combine(objects.values());
-        log_dropped(source, all.dropped, &mut logged_dropped);
-        store.source_succeeded(source, all);
-    };
-    // `None` on shutdown.
-    let wants_of = |o: K| {
-        let shutdown = shutdown.clone();
-        let metrics = metrics.clone();
-        async move {
-            let key = object_key(&o);
-            let read = tokio::task::spawn_blocking(move || to_groups(&o));
-            let wants = tokio::select! {
-                w = read => w,
-                _ = shutdown.cancelled() => return None,
-            };
-            let wants = wants.unwrap_or_else(|e| {
-                metrics.source_error(watched.error_kind);
-                Wants {
-                    problems: vec![format!("{key}: cannot be read: {e}")],
-                    ..Wants::default()
-                }
-            });
-            for p in &wants.problems {
-                tracing::warn!(source = %source, "{p}");
-            }
-            Some((key, wants))
-        }
+    let mut watch = GroupsWatch {
+        watched,
+        to_groups,
+        store,
+        metrics,
+        shutdown,
+        objects: BTreeMap::new(),
+        buffer: BTreeMap::new(),
+        logged_dropped: 0,
     };
     loop {
         let event = tokio::select! {
             e = stream.try_next() => e,
-            _ = shutdown.cancelled() => return,
+            _ = watch.shutdown.cancelled() => return,
         };
+        if watch.apply(event).await.is_break() {
+            return;
+        }
+    }
+}
+
+/// The state of one [`watch_groups`]: what it watches and where the groups go,
+/// and the objects seen so far.
+struct GroupsWatch<K> {
+    watched: Watched,
+    to_groups: fn(&K) -> Wants,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    /// What each live object wants, by [`object_key`].
+    objects: BTreeMap<String, Wants>,
+    /// The objects of a relist under way, replacing `objects` once complete.
+    buffer: BTreeMap<String, Wants>,
+    /// The dropped count last logged ([`log_dropped`]).
+    logged_dropped: u64,
+}
+
+impl<K> GroupsWatch<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + Debug + Send + 'static,
+{
+    /// Applies one watch event (or the watch's failure) to the objects, and
+    /// the objects to the store. `Break` when the watch is over: on shutdown or
+    /// when its stream ended.
+    async fn apply(&mut self, event: Result<Option<Event<K>>, watcher::Error>) -> ControlFlow<()> {
+        let source = self.watched.source;
         match event {
-            Ok(Some(Event::Init)) => buffer.clear(),
+            Ok(Some(Event::Init)) => self.buffer.clear(),
             Ok(Some(Event::InitApply(o))) => {
-                let Some((key, wants)) = wants_of(o).await else {
-                    return;
+                let Some((key, wants)) = self.wants_of(o).await else {
+                    return ControlFlow::Break(());
                 };
-                buffer.insert(key, wants);
+                self.buffer.insert(key, wants);
             }
             Ok(Some(Event::InitDone)) => {
-                objects = std::mem::take(&mut buffer);
-                tracing::info!(source = %source, objects = objects.len(), "{} synced", watched.what);
-                publish(&objects);
+                self.objects = std::mem::take(&mut self.buffer);
+                tracing::info!(source = %source, objects = self.objects.len(), "{} synced", self.watched.what);
+                self.publish();
             }
             Ok(Some(Event::Apply(o))) => {
-                let Some((key, wants)) = wants_of(o).await else {
-                    return;
+                let Some((key, wants)) = self.wants_of(o).await else {
+                    return ControlFlow::Break(());
                 };
-                objects.insert(key, wants);
-                publish(&objects);
+                self.objects.insert(key, wants);
+                self.publish();
             }
             Ok(Some(Event::Delete(o))) => {
-                objects.remove(&object_key(&o));
-                publish(&objects);
+                self.objects.remove(&object_key(&o));
+                self.publish();
             }
             Ok(None) => {
-                tracing::error!(source = %source, "{} watch stream ended", watched.what);
-                return;
+                tracing::error!(source = %source, "{} watch stream ended", self.watched.what);
+                return ControlFlow::Break(());
             }
-            Err(e) => {
-                if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
-                    continue;
-                }
-                metrics.source_error(watched.error_kind);
-                store.source_failed(source);
-                let hint = match &e {
-                    watcher::Error::InitialListFailed(kube::Error::Api(s))
-                    | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-                        if s.code == 403 =>
-                    {
-                        " (RBAC: the service account needs get, list and watch on them)"
-                    }
-                    _ => "",
-                };
-                tracing::warn!(source = %source, "reading {} failed, keeping the last list, retrying with backoff: {}{hint}", watched.what, WatcherLine(&e));
-            }
+            Err(e) => self.failed(&e),
         }
+        ControlFlow::Continue(())
+    }
+
+    /// The object's key and what it wants, read on a blocking thread; a panic
+    /// there is counted and becomes the object's problem. `None` on shutdown.
+    async fn wants_of(&self, o: K) -> Option<(String, Wants)> {
+        let source = self.watched.source;
+        let key = object_key(&o);
+        let to_groups = self.to_groups;
+        let read = tokio::task::spawn_blocking(move || to_groups(&o));
+        let wants = tokio::select! {
+            w = read => w,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        let wants = wants.unwrap_or_else(|e| {
+            self.metrics.source_error(self.watched.error_kind);
+            Wants {
+                problems: vec![format!("{key}: cannot be read: {e}")],
+                ..Wants::default()
+            }
+        });
+        for p in &wants.problems {
+            tracing::warn!(source = %source, "{p}");
+        }
+        Some((key, wants))
+    }
+
+    /// Gives the store what all live objects want together.
+    fn publish(&mut self) {
+        let source = self.watched.source;
+        let all = combine(self.objects.values());
+        log_dropped(source, all.dropped, &mut self.logged_dropped);
+        self.store.source_succeeded(source, all);
+    }
+
+    /// Counts and logs a failed read, and marks the source down with its last
+    /// list kept; the watcher retries with backoff. An expired resource version
+    /// (410) is no failure: the watcher relists.
+    fn failed(&self, e: &watcher::Error) {
+        if matches!(e, watcher::Error::WatchError(s) if s.code == 410) {
+            return;
+        }
+        let source = self.watched.source;
+        self.metrics.source_error(self.watched.error_kind);
+        self.store.source_failed(source);
+        let hint = match e {
+            watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+                if s.code == 403 =>
+            {
+                " (RBAC: the service account needs get, list and watch on them)"
+            }
+            _ => "",
+        };
+        tracing::warn!(source = %source, "reading {} failed, keeping the last list, retrying with backoff: {}{hint}", self.watched.what, WatcherLine(e));
     }
 }
 
