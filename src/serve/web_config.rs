@@ -105,87 +105,104 @@ impl WebConfig {
             crate::config::check_yaml_nesting(text)?;
             crate::config::from_yaml(text)?
         };
-        let resolve = |p: &str| {
-            let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
         let tls = match raw.tls_server_config {
             None => None,
-            Some(t) => {
-                let cert_file = t
-                    .cert_file
-                    .filter(|s| !s.is_empty())
-                    .ok_or("tls_server_config.cert_file is required")?;
-                let key_file = t
-                    .key_file
-                    .filter(|s| !s.is_empty())
-                    .ok_or("tls_server_config.key_file is required")?;
-                let client_ca_file = t.client_ca_file.filter(|s| !s.is_empty());
-                let client_auth = match (t.client_auth_type.as_deref(), &client_ca_file) {
-                    (None | Some(""), None) | (Some("NoClientCert"), _) => ClientAuth::NoClientCert,
-                    // As the exporter toolkit: a client CA alone means verify.
-                    (None | Some(""), Some(_)) | (Some("RequireAndVerifyClientCert"), _) => {
-                        ClientAuth::RequireAndVerifyClientCert
-                    }
-                    (Some("VerifyClientCertIfGiven"), _) => ClientAuth::VerifyClientCertIfGiven,
-                    (Some(other @ ("RequestClientCert" | "RequireAnyClientCert")), _) => {
-                        return Err(format!(
-                            "tls_server_config.client_auth_type: {other} (accepting unverified client \
-                             certificates) is not supported; use VerifyClientCertIfGiven or \
-                             RequireAndVerifyClientCert"
-                        ));
-                    }
-                    (Some(other), _) => {
-                        return Err(format!(
-                            "tls_server_config.client_auth_type: unknown value {other:?}"
-                        ));
-                    }
-                };
-                if client_auth != ClientAuth::NoClientCert && client_ca_file.is_none() {
-                    return Err("tls_server_config.client_ca_file is required to verify client certificates".into());
-                }
-                let min_version = match t.min_version.as_deref() {
-                    None | Some("") => TlsVersion::Tls12,
-                    Some(v) => version("min_version", v)?,
-                };
-                let max_version = match t.max_version.as_deref() {
-                    None | Some("") => TlsVersion::Tls13,
-                    Some(v) => version("max_version", v)?,
-                };
-                if min_version > max_version {
-                    return Err("tls_server_config: min_version is above max_version".into());
-                }
-                Some(TlsSettings {
-                    cert_file: resolve(&cert_file),
-                    key_file: resolve(&key_file),
-                    client_auth,
-                    client_ca_file: client_ca_file.as_deref().map(resolve),
-                    min_version,
-                    max_version,
-                })
-            }
+            Some(t) => Some(tls_settings(t, base)?),
         };
         let users = raw.basic_auth_users.unwrap_or_default();
-        for (user, hash) in &users {
-            if user.contains(':') {
-                return Err(format!("basic_auth_users: user name {user:?} contains ':'"));
-            }
-            let parts = hash
-                .parse::<bcrypt::HashParts>()
-                .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
-            if !(4..=31).contains(&parts.get_cost()) {
-                return Err(format!(
-                    "basic_auth_users.{user}: bcrypt cost {} is outside 4-31",
-                    parts.get_cost()
-                ));
-            }
-        }
+        check_users(&users)?;
         Ok(WebConfig { tls, users })
     }
+}
+
+/// `tls_server_config`, validated, its paths resolved against `base` (the web
+/// config file's folder).
+fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, String> {
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let cert_file = t
+        .cert_file
+        .filter(|s| !s.is_empty())
+        .ok_or("tls_server_config.cert_file is required")?;
+    let key_file = t
+        .key_file
+        .filter(|s| !s.is_empty())
+        .ok_or("tls_server_config.key_file is required")?;
+    let client_ca_file = t.client_ca_file.filter(|s| !s.is_empty());
+    let client_auth = client_auth(t.client_auth_type.as_deref(), client_ca_file.is_some())?;
+    if client_auth != ClientAuth::NoClientCert && client_ca_file.is_none() {
+        return Err(
+            "tls_server_config.client_ca_file is required to verify client certificates".into(),
+        );
+    }
+    let min_version = match t.min_version.as_deref() {
+        None | Some("") => TlsVersion::Tls12,
+        Some(v) => version("min_version", v)?,
+    };
+    let max_version = match t.max_version.as_deref() {
+        None | Some("") => TlsVersion::Tls13,
+        Some(v) => version("max_version", v)?,
+    };
+    if min_version > max_version {
+        return Err("tls_server_config: min_version is above max_version".into());
+    }
+    Ok(TlsSettings {
+        cert_file: resolve(&cert_file),
+        key_file: resolve(&key_file),
+        client_auth,
+        client_ca_file: client_ca_file.as_deref().map(resolve),
+        min_version,
+        max_version,
+    })
+}
+
+/// `client_auth_type`, given whether a client CA is set.
+fn client_auth(kind: Option<&str>, has_ca: bool) -> Result<ClientAuth, String> {
+    Ok(match (kind, has_ca) {
+        (None | Some(""), false) | (Some("NoClientCert"), _) => ClientAuth::NoClientCert,
+        // As the exporter toolkit: a client CA alone means verify.
+        (None | Some(""), true) | (Some("RequireAndVerifyClientCert"), _) => {
+            ClientAuth::RequireAndVerifyClientCert
+        }
+        (Some("VerifyClientCertIfGiven"), _) => ClientAuth::VerifyClientCertIfGiven,
+        (Some(other @ ("RequestClientCert" | "RequireAnyClientCert")), _) => {
+            return Err(format!(
+                "tls_server_config.client_auth_type: {other} (accepting unverified client \
+                 certificates) is not supported; use VerifyClientCertIfGiven or \
+                 RequireAndVerifyClientCert"
+            ));
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "tls_server_config.client_auth_type: unknown value {other:?}"
+            ));
+        }
+    })
+}
+
+/// `basic_auth_users`: names without ':', values bcrypt hashes of cost 4-31.
+fn check_users(users: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    for (user, hash) in users {
+        if user.contains(':') {
+            return Err(format!("basic_auth_users: user name {user:?} contains ':'"));
+        }
+        let parts = hash
+            .parse::<bcrypt::HashParts>()
+            .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
+        if !(4..=31).contains(&parts.get_cost()) {
+            return Err(format!(
+                "basic_auth_users.{user}: bcrypt cost {} is outside 4-31",
+                parts.get_cost()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// How often the web config file is checked for changes.
