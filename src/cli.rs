@@ -81,6 +81,19 @@ pub struct CommonArgs {
     pub page_size: u32,
 }
 
+impl CommonArgs {
+    /// The settings these flags and the configuration file they name make.
+    pub fn settings(&self) -> Result<crate::config::Settings, String> {
+        crate::config::Settings::new(&crate::config::SettingsFlags {
+            config: self.config.as_deref(),
+            default_max_images: self.default_max_images,
+            node_selector: self.node_selector.as_deref(),
+            page_size: self.page_size,
+            request_timeout: self.request_timeout,
+        })
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     #[command(flatten)]
@@ -265,7 +278,7 @@ pub struct AgentArgs {
 
     /// The container runtime's CRI socket: `unix:///PATH` or a bare path
     /// (CRI-O: unix:///var/run/crio/crio.sock).
-    #[arg(long, value_name = "ENDPOINT", default_value = "unix:///run/containerd/containerd.sock", value_parser = crate::agent::cri::parse_endpoint)]
+    #[arg(long, value_name = "ENDPOINT", default_value = "unix:///run/containerd/containerd.sock", value_parser = parse_endpoint)]
     pub cri_endpoint: std::path::PathBuf,
 
     /// Time between two readings of the runtime's images.
@@ -536,10 +549,80 @@ fn parse_max_images(s: &str) -> Result<i64, String> {
     crate::config::validate_max_images(n)
 }
 
+/// The socket path of a CRI endpoint: `unix:///PATH` (what the kubelet's
+/// `--container-runtime-endpoint` and crictl take) or a bare path. Other schemes
+/// (`tcp://`, `npipe://`) are refused: the runtimes serve CRI on a unix socket.
+pub fn parse_endpoint(s: &str) -> Result<PathBuf, String> {
+    let s = s.trim();
+    let path = match s.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("unix") => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{s:?}: unsupported scheme {scheme:?}; the CRI endpoint must be a unix socket (unix:///PATH or /PATH)"
+            ));
+        }
+        None if s.starts_with("unix:") => &s["unix:".len()..],
+        None => s,
+    };
+    if path.is_empty() {
+        return Err(format!("{s:?}: no socket path"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{s:?}: the path holds a NUL byte"));
+    }
+    Ok(PathBuf::from(path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn endpoints() {
+        let ok = |s: &str| parse_endpoint(s).map(|p| p.display().to_string());
+        assert_eq!(
+            ok("unix:///run/containerd/containerd.sock").as_deref(),
+            Ok("/run/containerd/containerd.sock")
+        );
+        assert_eq!(
+            ok("unix:///var/run/crio/crio.sock").as_deref(),
+            Ok("/var/run/crio/crio.sock")
+        );
+        assert_eq!(ok("/tmp/x/cri.sock").as_deref(), Ok("/tmp/x/cri.sock"));
+        assert_eq!(ok("UNIX:///a.sock").as_deref(), Ok("/a.sock"));
+        assert_eq!(ok("unix:/a.sock").as_deref(), Ok("/a.sock"));
+        assert_eq!(ok("  run/c.sock ").as_deref(), Ok("run/c.sock"));
+        for bad in [
+            "",
+            "unix://",
+            "unix:",
+            "tcp://127.0.0.1:1234",
+            "npipe:////./pipe/containerd",
+            "http://localhost/x",
+            "/a\0b",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
+        }
+        let err = parse_endpoint("tcp://127.0.0.1:1").unwrap_err();
+        assert!(err.contains("unix socket"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_path_and_its_unix_url_are_the_same_socket(path in "/[a-zA-Z0-9_./-]{0,40}") {
+            proptest::prop_assert_eq!(
+                parse_endpoint(&format!("unix://{path}")),
+                parse_endpoint(&path)
+            );
+            proptest::prop_assert_eq!(parse_endpoint(&path), Ok(PathBuf::from(&path)));
+        }
+
+        #[test]
+        fn never_panics(s in "\\PC*") {
+            let _ = parse_endpoint(&s);
+        }
+    }
 
     #[test]
     fn flags_are_consistent() {

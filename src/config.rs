@@ -24,9 +24,6 @@ use crate::analysis::eligibility::{Eligibility, Toleration};
 use crate::analysis::reference::ImageRef;
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::wanted::Pattern;
-use crate::cli::CommonArgs;
-use crate::source::apiserver::ListOptions;
-use crate::source::prepullers::NubladoOptions;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -521,12 +518,12 @@ impl Settings {
         self.sources.push(SourceConfig::Nublado(opts));
     }
 
-    pub fn new(common: &CommonArgs) -> Result<Settings, String> {
-        let config = match &common.config {
+    pub fn new(common: &SettingsFlags) -> Result<Settings, String> {
+        let config = match common.config {
             Some(path) => Config::load(path).map_err(|e| e.to_string())?,
             None => Config::default(),
         };
-        let node_selector = match &common.node_selector {
+        let node_selector = match common.node_selector {
             Some(s) => s.parse().map_err(|e| format!("--node-selector: {e}"))?,
             None => LabelSelector::default(),
         };
@@ -552,6 +549,38 @@ impl Settings {
             request_timeout: self.request_timeout,
         }
     }
+}
+
+/// How the nodes are listed from the API server.
+#[derive(Clone, Debug)]
+pub struct ListOptions {
+    pub label_selector: Option<String>,
+    pub page_size: u32,
+    /// Limit for one page request.
+    pub request_timeout: Duration,
+}
+
+/// Where and how to read Nublado (`prepull.sources[].nublado`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NubladoOptions {
+    pub url: String,
+    /// A saved answer read in place of the URL (`serve --nublado-file`), again at
+    /// every interval.
+    pub file: Option<PathBuf>,
+    /// Sent as a bearer token; read again on every request (rotation).
+    pub token_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// The flags the settings are made from (`serve` and `check` share them).
+#[derive(Debug, Clone, Copy)]
+pub struct SettingsFlags<'a> {
+    pub config: Option<&'a Path>,
+    pub default_max_images: Option<i64>,
+    pub node_selector: Option<&'a str>,
+    pub page_size: u32,
+    pub request_timeout: Duration,
 }
 
 /// A cap is -1 (unlimited), 0 (report none) or positive.

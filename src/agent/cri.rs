@@ -30,30 +30,6 @@ use v1::runtime_service_client::RuntimeServiceClient;
 /// the agent allocate.
 pub const MAX_DECODING_MESSAGE_SIZE: usize = 64 << 20;
 
-/// The socket path of a CRI endpoint: `unix:///PATH` (what the kubelet's
-/// `--container-runtime-endpoint` and crictl take) or a bare path. Other schemes
-/// (`tcp://`, `npipe://`) are refused: the runtimes serve CRI on a unix socket.
-pub fn parse_endpoint(s: &str) -> Result<PathBuf, String> {
-    let s = s.trim();
-    let path = match s.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("unix") => rest,
-        Some((scheme, _)) => {
-            return Err(format!(
-                "{s:?}: unsupported scheme {scheme:?}; the CRI endpoint must be a unix socket (unix:///PATH or /PATH)"
-            ));
-        }
-        None if s.starts_with("unix:") => &s["unix:".len()..],
-        None => s,
-    };
-    if path.is_empty() {
-        return Err(format!("{s:?}: no socket path"));
-    }
-    if path.contains('\0') {
-        return Err(format!("{s:?}: the path holds a NUL byte"));
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// A CRI error: which call, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -294,36 +270,6 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn endpoints() {
-        let ok = |s: &str| parse_endpoint(s).map(|p| p.display().to_string());
-        assert_eq!(
-            ok("unix:///run/containerd/containerd.sock").as_deref(),
-            Ok("/run/containerd/containerd.sock")
-        );
-        assert_eq!(
-            ok("unix:///var/run/crio/crio.sock").as_deref(),
-            Ok("/var/run/crio/crio.sock")
-        );
-        assert_eq!(ok("/tmp/x/cri.sock").as_deref(), Ok("/tmp/x/cri.sock"));
-        assert_eq!(ok("UNIX:///a.sock").as_deref(), Ok("/a.sock"));
-        assert_eq!(ok("unix:/a.sock").as_deref(), Ok("/a.sock"));
-        assert_eq!(ok("  run/c.sock ").as_deref(), Ok("run/c.sock"));
-        for bad in [
-            "",
-            "unix://",
-            "unix:",
-            "tcp://127.0.0.1:1234",
-            "npipe:////./pipe/containerd",
-            "http://localhost/x",
-            "/a\0b",
-        ] {
-            assert!(parse_endpoint(bad).is_err(), "{bad:?}");
-        }
-        let err = parse_endpoint("tcp://127.0.0.1:1").unwrap_err();
-        assert!(err.contains("unix socket"), "{err}");
-    }
 
     /// A `ListImagesResponse` as a runtime implementing the full API sends it:
     /// the fields this subset leaves out (uid, username, spec) are skipped.
@@ -600,20 +546,6 @@ mod tests {
             let with_offset = format!("{}{sign}{:02}:{:02}", &wall[..wall.len() - 1], m / 60, m % 60);
             prop_assert_eq!(parse_rfc3339(&local), Some(t));
             prop_assert_eq!(parse_rfc3339(&with_offset), Some(t), "{}", with_offset);
-        }
-
-        #[test]
-        fn a_path_and_its_unix_url_are_the_same_socket(path in "/[a-zA-Z0-9_./-]{0,40}") {
-            prop_assert_eq!(
-                parse_endpoint(&format!("unix://{path}")),
-                parse_endpoint(&path)
-            );
-            prop_assert_eq!(parse_endpoint(&path), Ok(PathBuf::from(&path)));
-        }
-
-        #[test]
-        fn never_panics(s in "\\PC*") {
-            let _ = parse_endpoint(&s);
         }
     }
 }

@@ -28,6 +28,17 @@ pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
     shared
 }
 
+impl ImageRef {
+    /// The same reference built from shared copies of its strings, for keeping.
+    pub fn interned(&self) -> ImageRef {
+        ImageRef {
+            repo: intern(&self.repo),
+            tag: self.tag.as_ref().map(intern),
+            digest: self.digest.as_ref().map(intern),
+        }
+    }
+}
+
 fn strings() -> std::sync::MutexGuard<'static, Set<Arc<str>>> {
     // The set is only ever inserted into or pruned whole; a panic elsewhere while
     // it was locked cannot leave it inconsistent.

@@ -7,7 +7,6 @@
 //! `library/busybox`, `docker.io/busybox` and `index.docker.io/library/busybox` are
 //! all `docker.io/library/busybox`. A reference without tag or digest means `:latest`.
 
-use super::intern::intern;
 use std::fmt;
 use std::sync::Arc;
 
@@ -96,15 +95,6 @@ impl ImageRef {
             tag: tag.map(Into::into),
             digest: digest.map(Into::into),
         })
-    }
-
-    /// The same reference built from shared copies of its strings, for keeping.
-    pub fn interned(&self) -> ImageRef {
-        ImageRef {
-            repo: intern(&self.repo),
-            tag: self.tag.as_ref().map(intern),
-            digest: self.digest.as_ref().map(intern),
-        }
     }
 
     /// `repo:tag` when the reference has a tag: the form patterns are matched against.

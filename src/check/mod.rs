@@ -46,7 +46,7 @@ pub async fn run(args: CheckArgs) -> ExitCode {
 
 /// [`run`], with the cluster's client configured by `client`.
 pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
-    let s = match Settings::new(&args.common) {
+    let s = match args.common.settings() {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };

@@ -3,7 +3,6 @@
 use super::{AppState, conn};
 use crate::check::bad_input;
 use crate::cli::ServeArgs;
-use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::process::ExitCode;
@@ -14,7 +13,7 @@ use tokio_util::task::TaskTracker;
 /// Reads the settings and the web configuration (a bad one is exit 2), starts
 /// the sources, listens, and serves until a signal.
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let mut s = match Settings::new(&args.common) {
+    let mut s = match args.common.settings() {
         Ok(s) => s,
         Err(e) => return bad_input(e),
     };

@@ -22,14 +22,7 @@ use tokio_util::sync::CancellationToken;
 /// How often a healthy but quiet watch marks the data as current.
 const WATCH_HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// How the nodes are listed.
-#[derive(Clone, Debug)]
-pub struct ListOptions {
-    pub label_selector: Option<String>,
-    pub page_size: u32,
-    /// Limit for one page request.
-    pub request_timeout: Duration,
-}
+pub use crate::config::ListOptions;
 
 /// A one-line explanation for errors whose fix is known.
 pub fn hint(e: &kube::Error) -> &'static str {

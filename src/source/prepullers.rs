@@ -20,7 +20,7 @@ use kube::{Client, Resource};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,18 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// Largest Nublado status body read; a bigger one is an error.
 pub const MAX_NUBLADO_BODY: usize = 32 << 20;
 
-/// Where and how to read Nublado (`prepull.sources[].nublado`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NubladoOptions {
-    pub url: String,
-    /// A saved answer read in place of the URL (`serve --nublado-file`), again at
-    /// every interval.
-    pub file: Option<PathBuf>,
-    /// Sent as a bearer token; read again on every request (rotation).
-    pub token_file: Option<PathBuf>,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
+pub use crate::config::NubladoOptions;
 
 fn read_token(path: &Path) -> Result<String, String> {
     let token =
