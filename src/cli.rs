@@ -549,6 +549,16 @@ fn parse_max_images(s: &str) -> Result<i64, String> {
     crate::config::validate_max_images(n)
 }
 
+/// Exit status for bad input: flags, config, or node data that cannot be read.
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+/// Prints `message` and returns [`EXIT_BAD_INPUT`]: how every command ends on
+/// input it cannot use.
+pub fn bad_input(message: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("imagecap-exporter: {message}");
+    std::process::ExitCode::from(EXIT_BAD_INPUT)
+}
+
 /// The socket path of a CRI endpoint: `unix:///PATH` (what the kubelet's
 /// `--container-runtime-endpoint` and crictl take) or a bare path. Other schemes
 /// (`tcp://`, `npipe://`) are refused: the runtimes serve CRI on a unix socket.

@@ -21,6 +21,7 @@ use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -608,7 +609,7 @@ pub struct Metrics {
     agent_names_dropped: Counter,
     /// Requests to the Kubernetes API server; the layer of every client
     /// ([`crate::source::client::build`]).
-    pub kube_requests: crate::source::client::KubeRequests,
+    pub kube_requests: KubeRequests,
     /// Reads the `process_*` families, and the interner's size, at each scrape
     /// (none in tests that compare the texts of two scrapes).
     process: Option<fn() -> Result<crate::process::Sample, String>>,
@@ -664,7 +665,7 @@ impl Metrics {
             "Build information; the value is always 1",
             build_info,
         );
-        let kube_requests = crate::source::client::KubeRequests::register(&mut registry);
+        let kube_requests = KubeRequests::register(&mut registry);
         Metrics {
             registry,
             report_text: Mutex::new(None),
@@ -865,6 +866,79 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+/// Buckets of the request duration histogram, in seconds: client-go's
+/// `rest_client_request_duration_seconds` buckets.
+const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The Kubernetes API client's request counter and duration histogram; the
+/// client's layer (`source::client`) records every request in them. Clones
+/// share the same series.
+#[derive(Clone, Debug)]
+pub struct KubeRequests {
+    total: Family<RequestLabels, Counter>,
+    duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
+}
+
+impl KubeRequests {
+    /// Registers both families in `registry`.
+    pub fn register(registry: &mut Registry) -> KubeRequests {
+        let requests = KubeRequests {
+            total: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+        };
+        registry.register(
+            "imagecap_kube_requests",
+            "Requests to the Kubernetes API server, by verb (list, watch, get, ...) and HTTP \
+             status code (error: no response)",
+            requests.total.clone(),
+        );
+        registry.register(
+            "imagecap_kube_request_duration_seconds",
+            "Time from sending a request to the Kubernetes API server to its response \
+             headers, by verb; for a watch, the time until the stream starts",
+            requests.duration.clone(),
+        );
+        requests
+    }
+
+    /// Requests counted with this verb and status code.
+    pub fn count(&self, verb: &'static str, code: &str) -> u64 {
+        self.total
+            .get_or_create(&RequestLabels {
+                verb,
+                code: code.into(),
+            })
+            .get()
+    }
+
+    /// Counts one request and its time to the response headers.
+    pub fn observe(&self, verb: &'static str, code: String, seconds: f64) {
+        self.total
+            .get_or_create(&RequestLabels { verb, code })
+            .inc();
+        self.duration
+            .get_or_create(&VerbLabels { verb })
+            .observe(seconds);
+    }
 }
 
 #[cfg(test)]

@@ -62,7 +62,9 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = match args.hold_fake.clone() {
         Some(dir) => rt.block_on(hold_fake(&args, &dir)),
-        None => rt.block_on(run(args)),
+        None => rt
+            .block_on(run(&args))
+            .and_then(|runs| report(&args, &runs)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,6 +73,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the runs' tables, and writes them as JSON when `--json` asks.
+fn report(args: &Args, runs: &[runs::Run]) -> Result<(), String> {
+    tables::print_tables(runs, args.quick);
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "machine": runs::machine(),
+            "quick": args.quick,
+            "seed": args.seed,
+            "runs": runs.iter().map(tables::run_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!("\nwrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn write_files(args: &Args) -> Result<(), String> {

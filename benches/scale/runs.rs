@@ -5,10 +5,8 @@ use crate::args::{Args, Mode};
 use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
 use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status};
-use crate::tables::{print_tables, run_json};
 use crate::{EXPORTER, PAGE_SIZE};
 use imagecap_exporter::analysis::NodeView;
-use serde_json::json;
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -485,7 +483,7 @@ impl Scenario {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: &Args) -> Result<Vec<Run>, String> {
     let scenarios: Vec<Scenario> = match (args.nodes, args.images) {
         (Some(nodes), Some(images)) => vec![Scenario { nodes, images }],
         (None, None) if args.quick => vec![Scenario {
@@ -615,19 +613,7 @@ pub async fn run(args: Args) -> Result<(), String> {
         }
     }
 
-    print_tables(&runs, args.quick);
-    if let Some(path) = &args.json {
-        let v = json!({
-            "machine": machine(),
-            "quick": args.quick,
-            "seed": args.seed,
-            "runs": runs.iter().map(run_json).collect::<Vec<_>>(),
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        println!("\nwrote {}", path.display());
-    }
-    Ok(())
+    Ok(runs)
 }
 
 struct RunOpts {

@@ -18,7 +18,6 @@
 //! connection limits, web configuration (TLS, basic auth) and layers; the probes
 //! need no auth.
 
-pub mod config;
 pub mod cri;
 pub mod metrics;
 pub mod prune;
@@ -253,7 +252,7 @@ pub async fn run(args: AgentArgs) -> std::process::ExitCode {
     let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
     let server = match start(args, limits, &tasks, &shutdown).await {
         Ok(server) => server,
-        Err(e @ StartError::BadInput(_)) => return crate::check::bad_input(e),
+        Err(e @ StartError::BadInput(_)) => return crate::cli::bad_input(e),
         Err(e) => {
             eprintln!("imagecap-exporter: {e}");
             return std::process::ExitCode::FAILURE;
@@ -301,8 +300,10 @@ pub async fn start(
         "node agent listening"
     );
     let config = match &args.config {
-        Some(path) => config::AgentConfig::load(path).map_err(StartError::BadInput)?,
-        None => config::AgentConfig::default(),
+        Some(path) => {
+            crate::config::agent::AgentConfig::load(path).map_err(StartError::BadInput)?
+        }
+        None => crate::config::agent::AgentConfig::default(),
     };
     let settings = config.prune;
     let agent = Agent::new(&args.node_name, &settings);

@@ -6,6 +6,7 @@ use super::menu::{Menu, MenuReport, menu_report};
 use super::node::NodeSummary;
 use super::reference::{ImageRef, digest_is_canonical};
 use super::runtime::RuntimeSummary;
+pub use super::verdict::{MissingImage, MissingState};
 use super::wanted::{WantGroup, WantSource, Wanted, natural_cmp};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -13,76 +14,6 @@ use std::sync::Arc;
 
 /// The kubelet's default `nodeStatusMaxImages`.
 pub const KUBELET_DEFAULT_MAX_IMAGES: i64 = 50;
-
-/// Why a wanted image is missing from a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MissingState {
-    /// The node is under its cap, so its list is complete: the image is not there.
-    Absent,
-    /// The node is at its cap: the image may be there but cannot be seen.
-    Unverifiable,
-    /// The node is at its cap, and its runtime (through the node agent) holds the
-    /// image: it is there, hidden from the API by the cap.
-    Hidden,
-    /// The node is at its cap and the image is smaller than the smallest image the
-    /// node reports: the kubelet's size-ordered list can never show it there,
-    /// pulled or not, so the prepuller pulls it again on every pass. (With a fresh
-    /// agent report, an image the runtime holds is `hidden` instead.)
-    Unlistable,
-}
-
-impl MissingState {
-    pub const ALL: [MissingState; 4] = [
-        MissingState::Absent,
-        MissingState::Unverifiable,
-        MissingState::Hidden,
-        MissingState::Unlistable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MissingState::Absent => "absent",
-            MissingState::Unverifiable => "unverifiable",
-            MissingState::Hidden => "hidden",
-            MissingState::Unlistable => "unlistable",
-        }
-    }
-
-    /// The state of a wanted image a node does not report. Under the cap the list
-    /// is complete: `absent`. At it, the runtime's own list decides when there is
-    /// a fresh one (`held`); the kubelet's size order decides what it can: an
-    /// image larger than the smallest one listed would be listed if it were
-    /// there, and one smaller never can be. Equal or unknown sizes prove nothing.
-    pub fn decide(
-        saturated: bool,
-        held: Option<bool>,
-        size: Option<u64>,
-        smallest_listed: Option<u64>,
-    ) -> MissingState {
-        if !saturated {
-            return MissingState::Absent;
-        }
-        let by_size = match (size, smallest_listed) {
-            (Some(s), Some(m)) if s > m => Some(MissingState::Absent),
-            (Some(s), Some(m)) if s < m => Some(MissingState::Unlistable),
-            _ => None,
-        };
-        match (held, by_size) {
-            (Some(true), _) => MissingState::Hidden,
-            (_, Some(state)) => state,
-            (Some(false), None) => MissingState::Absent,
-            (None, None) => MissingState::Unverifiable,
-        }
-    }
-}
-
-/// A wanted image a node does not report, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MissingImage {
-    pub image: String,
-    pub state: MissingState,
-}
 
 /// Where the cap in force comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -642,7 +573,13 @@ pub fn analyze<'a>(
     let menu = sources
         .get(&WantSource::Nublado)
         .and_then(|s| s.menu.as_deref())
-        .map(|m| menu_report(m, &reports));
+        .map(|m| {
+            let missing: Vec<(&str, &[MissingImage])> = reports
+                .iter()
+                .map(|n| (n.name.as_str(), n.missing.as_slice()))
+                .collect();
+            menu_report(m, &missing)
+        });
     Report {
         nodes: reports,
         images,

@@ -16,8 +16,8 @@
 //!   where Nublado has yet to see it; the menu shows it when the pulls finish and
 //!   Nublado reads the nodes again.
 
-use super::cluster::{MissingState, NodeReport};
 use super::reference::ImageRef;
+use super::verdict::{MissingImage, MissingState};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,14 +108,15 @@ enum NodeVerdict {
     Pulling,
 }
 
-/// The menu's state for each image of `menu`, from the exporter's verdicts in
-/// `nodes` (sorted by name, as the report has them).
-pub fn menu_report(menu: &Menu, nodes: &[NodeReport]) -> MenuReport {
+/// The menu's state for each image of `menu`, from the exporter's verdicts:
+/// each node's name and the wanted images it misses (sorted by name, as the
+/// report has them).
+pub fn menu_report(menu: &Menu, nodes: &[(&str, &[MissingImage])]) -> MenuReport {
     // (node, image) -> state, for every missing pair.
     let mut states: HashMap<(&str, &str), MissingState> = HashMap::new();
-    for n in nodes {
-        for m in &n.missing {
-            states.insert((n.name.as_str(), m.image.as_str()), m.state);
+    for (name, missing) in nodes {
+        for m in *missing {
+            states.insert((name, m.image.as_str()), m.state);
         }
     }
     let mut report = MenuReport::default();
@@ -136,8 +137,8 @@ pub fn menu_report(menu: &Menu, nodes: &[NodeReport]) -> MenuReport {
             None => {
                 own = nodes
                     .iter()
-                    .filter(|n| n.missing.iter().any(|m| m.image == name))
-                    .map(|n| n.name.as_str())
+                    .filter(|(_, missing)| missing.iter().any(|m| m.image == name))
+                    .map(|(n, _)| *n)
                     .collect();
                 own
             }
@@ -172,23 +173,25 @@ pub fn menu_report(menu: &Menu, nodes: &[NodeReport]) -> MenuReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::cluster::MissingImage;
 
-    fn node(name: &str, missing: &[(&str, MissingState)]) -> NodeReport {
-        let mut n = NodeReport {
-            name: name.into(),
-            ..NodeReport::default()
-        };
-        n.set_missing(
-            missing
-                .iter()
-                .map(|(image, state)| MissingImage {
-                    image: image.to_string(),
-                    state: *state,
-                })
-                .collect(),
-        );
-        n
+    /// A node's name and the images it misses, each in its state.
+    fn node(
+        name: &'static str,
+        missing: &[(&str, MissingState)],
+    ) -> (&'static str, Vec<MissingImage>) {
+        let missing = missing
+            .iter()
+            .map(|(image, state)| MissingImage {
+                image: image.to_string(),
+                state: *state,
+            })
+            .collect();
+        (name, missing)
+    }
+
+    /// What `menu_report` takes of the nodes.
+    fn view<'a>(nodes: &'a [(&'a str, Vec<MissingImage>)]) -> Vec<(&'a str, &'a [MissingImage])> {
+        nodes.iter().map(|(n, m)| (*n, m.as_slice())).collect()
     }
 
     fn image(reference: &str, prepulled: bool, missing: Option<&[&str]>) -> MenuImage {
@@ -230,7 +233,7 @@ mod tests {
                 image(A, false, Some(&["gone"])),
             ],
         };
-        let r = menu_report(&menu, &nodes);
+        let r = menu_report(&menu, &view(&nodes));
         assert_eq!(
             (r.shown, r.hidden_by_cap, r.maybe_hidden_by_cap, r.pulling),
             (1, 1, 2, 3)
@@ -266,7 +269,7 @@ mod tests {
                 image(C, false, None),
             ],
         };
-        let r = menu_report(&menu, &nodes);
+        let r = menu_report(&menu, &view(&nodes));
         assert_eq!(
             (r.shown, r.hidden_by_cap, r.maybe_hidden_by_cap, r.pulling),
             (0, 1, 0, 2),

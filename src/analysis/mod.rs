@@ -58,6 +58,7 @@ pub mod reference;
 pub mod runtime;
 pub mod selector;
 pub mod stream;
+pub mod verdict;
 pub mod wanted;
 
 pub use cluster::{NodeReport, NodeStatus, Report, analyze};

@@ -24,14 +24,7 @@ use std::sync::Arc;
 
 /// Exit status: nodes at their cap or wanted images missing.
 pub const EXIT_FINDINGS: u8 = 1;
-/// Exit status for bad input: flags, config, or node data that cannot be read.
-pub const EXIT_BAD_INPUT: u8 = 2;
-
-/// Prints `message` and returns [`EXIT_BAD_INPUT`].
-pub fn bad_input(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("imagecap-exporter: {message}");
-    ExitCode::from(EXIT_BAD_INPUT)
-}
+pub use crate::cli::{EXIT_BAD_INPUT, bad_input};
 
 /// Writes to standard output; a closed pipe (`check | head`) is not an error.
 fn emit(text: &str) {
@@ -134,7 +127,7 @@ async fn read_kubelets(args: &CheckArgs, client: &kube::Client, store: &Store) {
 /// defaults), in the chosen format.
 fn print_prune_plans(args: &CheckArgs, report: &Report, answers: &[AgentReport]) -> ExitCode {
     let settings = match &args.prune_config {
-        Some(path) => match crate::agent::config::AgentConfig::load(path) {
+        Some(path) => match crate::config::agent::AgentConfig::load(path) {
             Ok(c) => c.prune,
             Err(e) => return bad_input(e),
         },

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod conn;
 pub mod metrics;
+pub mod sources;
 pub mod start;
 pub mod status_page;
 pub mod tls;

@@ -1,8 +1,8 @@
 //! `serve`: from its flags to a running exporter, stopped by a signal.
 
 use super::{AppState, conn};
-use crate::check::bad_input;
 use crate::cli::ServeArgs;
+use crate::cli::bad_input;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::process::ExitCode;
@@ -30,7 +30,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     let tasks = TaskTracker::new();
 
     if let Err(e) =
-        crate::source::start::spawn_sources(&args, &s, &store, &metrics, &tasks, &shutdown).await
+        super::sources::spawn_sources(&args, &s, &store, &metrics, &tasks, &shutdown).await
     {
         return bad_input(e);
     }

@@ -7,11 +7,6 @@ use http::{Method, Request, Response};
 use kube::client::ClientBuilder;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -61,66 +56,7 @@ pub async fn build(
     })
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    verb: &'static str,
-    code: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VerbLabels {
-    verb: &'static str,
-}
-
-/// Buckets of the request duration histogram, in seconds: client-go's
-/// `rest_client_request_duration_seconds` buckets.
-const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0,
-];
-
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-
-/// The request counter and duration histogram; a [`Layer`] for
-/// [`ClientBuilder::with_layer`]. Clones share the same series.
-#[derive(Clone, Debug)]
-pub struct KubeRequests {
-    total: Family<RequestLabels, Counter>,
-    duration: Family<VerbLabels, Histogram, fn() -> Histogram>,
-}
-
-impl KubeRequests {
-    /// Registers both families in `registry`.
-    pub fn register(registry: &mut Registry) -> KubeRequests {
-        let requests = KubeRequests {
-            total: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
-        };
-        registry.register(
-            "imagecap_kube_requests",
-            "Requests to the Kubernetes API server, by verb (list, watch, get, ...) and HTTP \
-             status code (error: no response)",
-            requests.total.clone(),
-        );
-        registry.register(
-            "imagecap_kube_request_duration_seconds",
-            "Time from sending a request to the Kubernetes API server to its response \
-             headers, by verb; for a watch, the time until the stream starts",
-            requests.duration.clone(),
-        );
-        requests
-    }
-
-    fn observe(&self, verb: &'static str, code: String, seconds: f64) {
-        self.total
-            .get_or_create(&RequestLabels { verb, code })
-            .inc();
-        self.duration
-            .get_or_create(&VerbLabels { verb })
-            .observe(seconds);
-    }
-}
+pub use crate::metrics::KubeRequests;
 
 /// The Kubernetes API verb of a request, as the API server names it in its audit
 /// log and metrics: `list`, `watch`, `get`, `create`, `update`, `patch`,
@@ -293,6 +229,7 @@ pub fn tidy_query(uri: &http::Uri) -> Option<http::Uri> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::registry::Registry;
     use proptest::prelude::*;
 
     #[test]
@@ -448,14 +385,7 @@ mod tests {
         send("/api/v1/nodes?watch=true").await.unwrap();
         send("/api/v1/nodes/gone").await.unwrap();
         assert!(send("/api/v1/nodes/broken").await.is_err());
-        let count = |verb, code: &str| {
-            r.total
-                .get_or_create(&RequestLabels {
-                    verb,
-                    code: code.into(),
-                })
-                .get()
-        };
+        let count = |verb, code: &str| r.count(verb, code);
         assert_eq!(count("list", "200"), 1);
         assert_eq!(count("watch", "200"), 1);
         assert_eq!(count("get", "404"), 1);

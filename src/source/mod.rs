@@ -13,7 +13,6 @@ pub mod file;
 pub mod kube_error;
 pub mod kubelet;
 pub mod prepullers;
-pub mod start;
 
 use crate::analysis::node::{decoding_for, summarize_with, with_name_cache};
 use crate::analysis::selector::LabelSelector;

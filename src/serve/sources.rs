@@ -1,5 +1,5 @@
 //! Starts what `serve` reads, from its flags and settings: the node source
-//! (under [`super::supervise`]), the sources of wanted images, the kubelet
+//! (under [`source::supervise`]), the sources of wanted images, the kubelet
 //! readers and the node agents (live, or saved answers).
 
 use crate::cli::{Mode, ServeArgs};

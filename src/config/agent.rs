@@ -13,11 +13,11 @@
 //!     - {match: '^ghcr\.io/lsst-sqre/sciplat-lab:w_', newest: 4}
 //! ```
 
-use crate::analysis::prune::PruneSettings;
-use crate::config::{
+use super::{
     MAX_CONFIG_BYTES, RawPattern, check_yaml_nesting, compile_patterns, duration, from_yaml,
     read_to_string_limited,
 };
+use crate::analysis::prune::PruneSettings;
 use serde::Deserialize;
 use std::path::Path;
 

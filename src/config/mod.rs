@@ -1,4 +1,7 @@
-//! The YAML configuration file (`--config`).
+//! The YAML configuration files: the exporter's (`--config`, here) and the node
+//! agent's ([`agent`]).
+//!
+//! The exporter's:
 //!
 //! ```yaml
 //! defaultMaxImages: 50
@@ -17,6 +20,8 @@
 //!
 //! Unknown keys are errors, so a typo (`nodeselector`) is caught instead of silently
 //! selecting every node.
+
+pub mod agent;
 
 use crate::analysis::Wanted;
 use crate::analysis::cluster::KUBELET_DEFAULT_MAX_IMAGES;
@@ -600,7 +605,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses() {
-        let c = Config::parse(include_str!("../examples/config.yaml")).unwrap();
+        let c = Config::parse(include_str!("../../examples/config.yaml")).unwrap();
         assert_eq!(c.default_max_images, Some(50));
         assert_eq!(c.wanted.exact().len(), 2);
         assert_eq!(
