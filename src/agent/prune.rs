@@ -153,7 +153,7 @@ impl Pruner {
             Ok(containers) => used_by(&containers),
             Err(e) => {
                 self.metrics.prune_error(PruneError::Runtime);
-                tracing::warn!("pruning stopped: CRI ListContainers failed: {e}");
+                tracing::warn!(image = %name, %id, "not removed: CRI ListContainers failed: {e}");
                 return false;
             }
         };

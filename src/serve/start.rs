@@ -1,8 +1,7 @@
 //! `serve`: from its flags to a running exporter, stopped by a signal.
 
 use super::{AppState, conn};
-use crate::cli::ServeArgs;
-use crate::cli::bad_input;
+use crate::cli::{ServeArgs, bad_input};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::process::ExitCode;
