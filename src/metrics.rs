@@ -921,6 +921,7 @@ impl KubeRequests {
     }
 
     /// Requests counted with this verb and status code.
+    #[cfg(test)]
     pub fn count(&self, verb: &'static str, code: &str) -> u64 {
         self.total
             .get_or_create(&RequestLabels {

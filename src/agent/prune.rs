@@ -266,13 +266,11 @@ impl Pruner {
     }
 }
 
-/// Why a run with this plan removed nothing, when it is worth a line.
+/// Why a run with this plan removed nothing, when it is worth a line (runs
+/// happen only with pruning enabled).
 fn skip_reason(plan: &Plan, settings: &PruneSettings, removed: u32) -> Option<String> {
     if let Some(b) = &plan.blocked {
         return Some(b.clone());
-    }
-    if plan.remove > 0 && !settings.enabled {
-        return None;
     }
     if plan.remove > 0 && settings.dry_run {
         let names: Vec<&str> = plan.removals().map(|i| i.name.as_str()).collect();

@@ -14,7 +14,7 @@
 //! ```
 
 use super::{
-    MAX_CONFIG_BYTES, RawPattern, check_yaml_nesting, compile_patterns, duration, from_yaml,
+    MAX_CONFIG_BYTES, RawPattern, compile_patterns, duration, file_from_yaml,
     read_to_string_limited,
 };
 use crate::analysis::prune::PruneSettings;
@@ -54,12 +54,7 @@ impl AgentConfig {
     }
 
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
-        let raw: RawAgentConfig = if text.trim().is_empty() {
-            RawAgentConfig::default()
-        } else {
-            check_yaml_nesting(text)?;
-            from_yaml(text)?
-        };
+        let raw: RawAgentConfig = file_from_yaml(text)?;
         let raw = raw.prune.unwrap_or_default();
         let defaults = PruneSettings::default();
         let target =

@@ -201,12 +201,7 @@ impl Config {
 
     /// Parses and validates a configuration; the error names the offending key.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let raw: RawConfig = if text.trim().is_empty() {
-            RawConfig::default()
-        } else {
-            check_yaml_nesting(text)?;
-            from_yaml(text)?
-        };
+        let raw: RawConfig = file_from_yaml(text)?;
         if let Some(n) = raw.default_max_images {
             validate_max_images(n).map_err(|e| format!("defaultMaxImages: {e}"))?;
         }
@@ -364,6 +359,16 @@ fn one_line_regex_error(e: &regex::Error) -> String {
         Some(c) => format!("{message} (at character {c})"),
         None => message.to_string(),
     }
+}
+
+/// A whole configuration file: empty (or blank) is the defaults; otherwise its
+/// nesting is checked first, then it is decoded as [`from_yaml`] does.
+pub fn file_from_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, String> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    check_yaml_nesting(text)?;
+    from_yaml(text)
 }
 
 /// Decodes a YAML document into `T`. The error is one line: the parser's

@@ -99,12 +99,7 @@ impl WebConfig {
 
     /// Parses and validates; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<WebConfig, String> {
-        let raw: RawWebConfig = if text.trim().is_empty() {
-            RawWebConfig::default()
-        } else {
-            crate::config::check_yaml_nesting(text)?;
-            crate::config::from_yaml(text)?
-        };
+        let raw: RawWebConfig = crate::config::file_from_yaml(text)?;
         let tls = match raw.tls_server_config {
             None => None,
             Some(t) => Some(tls_settings(t, base)?),
