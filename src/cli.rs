@@ -421,7 +421,7 @@ pub struct KubectlArgs {
 
 impl KubectlArgs {
     /// The `check` it runs, and the client it runs it with.
-    pub fn into_check(self) -> (CheckArgs, crate::source::client::ClientOptions) {
+    pub fn into_check(self) -> (CheckArgs, crate::client::kubernetes::ClientOptions) {
         let mut common = self.common;
         if self.selector.is_some() {
             common.node_selector = self.selector;
@@ -436,7 +436,7 @@ impl KubectlArgs {
                 prune_plan: self.prune_plan,
                 prune_config: self.prune_config,
             },
-            crate::source::client::ClientOptions {
+            crate::client::kubernetes::ClientOptions {
                 kubeconfig: self.kubeconfig,
                 context: self.context,
             },
@@ -503,7 +503,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 }
 
 fn parse_agents(s: &str) -> Result<(String, String), String> {
-    crate::source::agents::parse_service_ref(s)
+    crate::nodes::agents::parse_service_ref(s)
 }
 
 fn parse_node_name(s: &str) -> Result<String, String> {

@@ -57,7 +57,7 @@ struct Inner {
     last_update: Option<SystemTime>,
     /// A first complete set of nodes is in.
     has_data: bool,
-    /// A node source is running (see `source::supervise`).
+    /// A node source is running (see `nodes::supervise`).
     source_live: bool,
     /// Node changes since the shared strings were last cleaned up, and when that was.
     changes_since_gc: u64,

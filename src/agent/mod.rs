@@ -198,7 +198,7 @@ async fn metrics_handler(State(agent): State<Agent>, headers: HeaderMap) -> Resp
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    let (format, content_type) = if serve::metrics::wants_openmetrics(accept) {
+    let (format, content_type) = if serve::scrape::wants_openmetrics(accept) {
         (
             Format::OpenMetrics,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

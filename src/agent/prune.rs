@@ -337,7 +337,7 @@ fn http_client(opts: &ExporterOptions) -> Result<reqwest::Client, String> {
     let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none());
-    crate::source::with_ca_file(builder, opts.ca_file.as_deref())?
+    crate::client::http::with_ca_file(builder, opts.ca_file.as_deref())?
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
@@ -363,20 +363,23 @@ async fn fetch_wanted(
         request = request.basic_auth(user, Some(password));
     }
     let work = async {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::source::http_error(&e, opts.timeout)))?;
+        let mut response = request.send().await.map_err(|e| {
+            format!(
+                "{url}: {}",
+                crate::client::http::http_error(&e, opts.timeout)
+            )
+        })?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(crate::source::redirect_error(url.as_str(), &response));
+            return Err(crate::client::http::redirect_error(url.as_str(), &response));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::source::http_error(&e, opts.timeout)))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            format!(
+                "{url}: {}",
+                crate::client::http::http_error(&e, opts.timeout)
+            )
+        })? {
             if body.len() + chunk.len() > MAX_WANTED_BYTES {
                 return Err(format!(
                     "{url}: answer larger than {MAX_WANTED_BYTES} bytes"
@@ -399,7 +402,10 @@ async fn fetch_wanted(
     };
     match tokio::time::timeout(opts.timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(format!("{url}: {}", crate::source::timed_out(opts.timeout))),
+        Err(_) => Err(format!(
+            "{url}: {}",
+            crate::client::http::timed_out(opts.timeout)
+        )),
     }
 }
 

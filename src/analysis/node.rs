@@ -6,10 +6,10 @@
 
 use super::eligibility::{Labels, NodeFacts, Taint};
 use super::intern::{intern, intern_entry, intern_str};
-use super::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present};
-use super::quantity::parse_bytes;
 use super::reference::{ImageRef, RefError};
 use super::wanted::Relevance;
+use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present};
+use crate::decode::quantity::parse_bytes;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -233,7 +233,7 @@ struct FoldingVisitor {
 impl FoldingVisitor {
     fn not_a_list<E>(what: &str) -> Result<ImagesView, E> {
         Ok(ImagesView {
-            invalid: Some(super::lenient::not_a_list_message(what)),
+            invalid: Some(crate::decode::lenient::not_a_list_message(what)),
             ..ImagesView::default()
         })
     }
@@ -1411,7 +1411,7 @@ mod tests {
         /// An image entry read in place is what buffering it would give.
         #[test]
         fn image_entries_match_buffering(
-            v in crate::analysis::lenient::tests::json_value(),
+            v in crate::decode::lenient::tests::json_value(),
             names in proptest::prelude::any::<bool>(),
             size in proptest::prelude::any::<bool>(),
             twice in proptest::prelude::any::<bool>(),
@@ -1429,7 +1429,7 @@ mod tests {
             let fast: Lenient<ImageView> = serde_json::from_str(&text).unwrap();
             proptest::prop_assert_eq!(
                 fast,
-                crate::analysis::lenient::interpret::<ImageView>(buffered)
+                crate::decode::lenient::interpret::<ImageView>(buffered)
             );
         }
     }

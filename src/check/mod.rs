@@ -8,16 +8,16 @@ use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
 use crate::analysis::runtime::AgentReport;
 use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format};
+use crate::client::kube_error::OneLine;
+use crate::client::kubernetes::ClientOptions;
 use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
-use crate::source::client::ClientOptions;
-use crate::source::kube_error::OneLine;
-use crate::source::kubelet::{self, Endpoint, KubeletOptions};
-use crate::source::prepullers::{
+use crate::nodes::kubelet::{self, Endpoint, KubeletOptions};
+use crate::nodes::{Ingest, apiserver, file};
+use crate::prepull::{
     daemonset_api, daemonset_to_groups, fetch_nublado, http_client, imagecache_api,
     imagecache_to_groups, list_groups, log_dropped,
 };
-use crate::source::{self, Ingest, apiserver, file};
 use crate::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
         return bad_input(e);
     }
     let answers = match &args.agents_file {
-        Some(path) => match crate::source::agents::load_saved(path, &store) {
+        Some(path) => match crate::nodes::agents::load_saved(path, &store) {
             Ok(answers) => answers,
             Err(e) => return bad_input(e),
         },
@@ -78,7 +78,7 @@ async fn read_nodes(
     let client = match &args.nodes_file {
         Some(_) => None,
         None => Some(
-            source::client::build(client, None)
+            crate::client::build(client, None)
                 .await
                 .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
         ),

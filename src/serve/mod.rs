@@ -3,7 +3,7 @@
 
 pub mod auth;
 pub mod conn;
-pub mod metrics;
+pub mod scrape;
 pub mod sources;
 pub mod start;
 pub mod status_page;
@@ -55,7 +55,7 @@ pub fn router(state: AppState, auth: Arc<auth::BasicAuth>) -> Router {
     // Probes stay open: they reveal nothing, and the kubelet cannot authenticate.
     let protected = Router::new()
         .route("/", get(status_page))
-        .route(&state.telemetry_path, get(metrics::handler))
+        .route(&state.telemetry_path, get(scrape::handler))
         .route("/v1/wanted", get(wanted))
         .layer(middleware::from_fn_with_state(auth, auth::basic_auth));
     let routes = Router::new()

@@ -1,13 +1,14 @@
 //! Starts what `serve` reads, from its flags and settings: the node source
-//! (under [`source::supervise`]), the sources of wanted images, the kubelet
+//! (under [`nodes::supervise`]), the sources of wanted images, the kubelet
 //! readers and the node agents (live, or saved answers).
 
 use crate::cli::{Mode, ServeArgs};
+use crate::client::{self, ClientOptions};
 use crate::config::{Settings, SourceConfig};
 use crate::metrics::Metrics;
-use crate::source::client::{self, ClientOptions};
-use crate::source::kubelet::{Endpoint, KubeletOptions};
-use crate::source::{self, Ingest, agents, apiserver, file, kubelet, prepullers};
+use crate::nodes::kubelet::{Endpoint, KubeletOptions};
+use crate::nodes::{self, Ingest, agents, apiserver, file, kubelet};
+use crate::prepull;
 use crate::store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ struct Start<'a> {
     shutdown: &'a CancellationToken,
 }
 
-/// Starts the node source (under [`source::supervise`]), the sources of wanted
+/// Starts the node source (under [`nodes::supervise`]), the sources of wanted
 /// images, and, when asked, the kubelet readers and the node agents (live or
 /// saved).
 pub async fn spawn_sources(
@@ -125,7 +126,7 @@ impl Start<'_> {
             args.max_nodes_file_bytes,
         );
         let stop = self.shutdown.clone();
-        self.tasks.spawn(source::supervise(
+        self.tasks.spawn(nodes::supervise(
             self.store.clone(),
             self.metrics.clone(),
             stop.clone(),
@@ -152,7 +153,7 @@ impl Start<'_> {
             }
         }
         let stop = self.shutdown.clone();
-        self.tasks.spawn(source::supervise(
+        self.tasks.spawn(nodes::supervise(
             self.store.clone(),
             self.metrics.clone(),
             stop.clone(),
@@ -241,11 +242,11 @@ impl Start<'_> {
                 (SourceConfig::Nublado(opts), _) => {
                     tracing::info!(url = %opts.url, interval = ?opts.interval, "reading wanted images from Nublado");
                     self.tasks
-                        .spawn(prepullers::nublado(opts.clone(), st(), m(), stop()));
+                        .spawn(prepull::nublado(opts.clone(), st(), m(), stop()));
                 }
                 (SourceConfig::KubeFledged { namespace }, Some(c)) => {
                     tracing::info!(?namespace, "watching kube-fledged ImageCaches");
-                    self.tasks.spawn(prepullers::kube_fledged(
+                    self.tasks.spawn(prepull::kube_fledged(
                         c.clone(),
                         namespace.clone(),
                         st(),
@@ -261,7 +262,7 @@ impl Start<'_> {
                     Some(c),
                 ) => {
                     tracing::info!(?namespace, ?selector, "watching prepuller DaemonSets");
-                    self.tasks.spawn(prepullers::daemonsets(
+                    self.tasks.spawn(prepull::daemonsets(
                         c.clone(),
                         namespace.clone(),
                         selector.clone(),

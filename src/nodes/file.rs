@@ -2,7 +2,7 @@
 
 use super::Ingest;
 use crate::analysis::NodeView;
-use crate::analysis::lenient::{not_a_list_message, truncate};
+use crate::decode::lenient::{not_a_list_message, truncate};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};

@@ -283,7 +283,7 @@ pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1);
-    crate::source::with_ca_file(builder, opts.ca_file.as_deref())?
+    crate::client::http::with_ca_file(builder, opts.ca_file.as_deref())?
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
@@ -306,13 +306,15 @@ pub async fn fetch(
     }
     let (node, max_age, relevance) = (target.node.clone(), opts.max_age, relevance.clone());
     let work = async {
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("{url}: {}", crate::source::http_error(&e, opts.timeout)))?;
+        let response = request.send().await.map_err(|e| {
+            format!(
+                "{url}: {}",
+                crate::client::http::http_error(&e, opts.timeout)
+            )
+        })?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(crate::source::redirect_error(&url, &response));
+            return Err(crate::client::http::redirect_error(&url, &response));
         }
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
@@ -329,7 +331,7 @@ pub async fn fetch(
         .map_err(|_| {
             format!(
                 "{url}: {} without a complete answer",
-                crate::source::timed_out(opts.timeout)
+                crate::client::http::timed_out(opts.timeout)
             )
         })?
 }
@@ -513,7 +515,7 @@ pub async fn run(
                             tracing::warn!(namespace = %ns, service = %svc,
                                 "cannot watch the agents' EndpointSlices (RBAC: list and watch \
                                  endpointslices in that namespace), retrying: {}",
-                                crate::source::kube_error::WatcherLine(&e));
+                                crate::client::kube_error::WatcherLine(&e));
                         }
                         failing = true;
                     }

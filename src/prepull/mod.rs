@@ -3,13 +3,13 @@
 //! failed read is counted, the source keeps its last good list and shows as down,
 //! and it is retried with backoff; the exporter stays ready on node data alone.
 
-use super::kube_error::WatcherLine;
 use crate::analysis::WantSource;
 use crate::analysis::prepullers::{
     MAX_IMAGES_PER_SOURCE, Wants, cap_groups, daemonset_groups, imagecache_groups, nublado_wants,
 };
+use crate::client::http::{http_error, redirect_error};
+use crate::client::kube_error::WatcherLine;
 use crate::metrics::{Metrics, SourceErrorKind};
-use crate::source::{http_error, redirect_error};
 use crate::store::Store;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;

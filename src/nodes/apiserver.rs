@@ -6,9 +6,9 @@
 //! the whole `v1.Node`: the rest of each object is skipped while parsing.
 
 use super::Ingest;
-use super::kube_error::{OneLine, StatusLine};
-use crate::analysis::stream;
 use crate::analysis::{NodeSummary, NodeView};
+use crate::client::kube_error::{OneLine, StatusLine};
+use crate::decode::stream;
 use crate::metrics::SourceErrorKind;
 use futures::{AsyncBufRead, AsyncBufReadExt, StreamExt};
 use kube::Client;

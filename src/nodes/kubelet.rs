@@ -8,8 +8,8 @@
 //! (stats, which go stale); the failure is counted and logged, and the other
 //! nodes go on.
 
-use super::kube_error::OneLine;
 use crate::analysis::kubelet::{parse_configz, parse_stats_summary};
+use crate::client::kube_error::OneLine;
 use crate::metrics::{Metrics, SourceErrorKind};
 use crate::store::Store;
 use futures::StreamExt;
