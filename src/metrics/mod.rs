@@ -60,6 +60,13 @@ label_values! {
     }
 }
 
+/// A failed read of node data or of a source of wanted images: what it says, and
+/// the `kind` it is counted under in `imagecap_source_errors_total`. Each layer's
+/// error type implements it, so the label comes from the error, not the caller.
+pub trait Failure: std::fmt::Display {
+    fn kind(&self) -> SourceErrorKind;
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceErrorLabels {
     kind: SourceErrorKind,
