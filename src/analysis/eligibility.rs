@@ -21,14 +21,14 @@ pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
 /// A node's labels: sorted by key, strings shared between nodes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Labels(Vec<(Arc<str>, Arc<str>)>);
+pub struct NodeLabels(Vec<(Arc<str>, Arc<str>)>);
 
-impl Labels {
-    pub fn new(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> Labels {
+impl NodeLabels {
+    pub fn new(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> NodeLabels {
         pairs.sort();
         pairs.dedup_by(|a, b| a.0 == b.0);
         pairs.shrink_to_fit();
-        Labels(pairs)
+        NodeLabels(pairs)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
@@ -317,7 +317,7 @@ pub struct Placement {
 #[derive(Debug, Clone, Copy)]
 pub struct NodeFacts<'a> {
     pub name: &'a str,
-    pub labels: &'a Labels,
+    pub labels: &'a NodeLabels,
     pub taints: &'a [Taint],
     pub unschedulable: bool,
 }
@@ -471,8 +471,8 @@ mod tests {
         .unwrap()
     }
 
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        Labels::new(
+    fn labels(pairs: &[(&str, &str)]) -> NodeLabels {
+        NodeLabels::new(
             pairs
                 .iter()
                 .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
@@ -533,7 +533,7 @@ mod tests {
 
     fn facts<'a>(
         name: &'a str,
-        labels: &'a Labels,
+        labels: &'a NodeLabels,
         taints: &'a [Taint],
         cordoned: bool,
     ) -> NodeFacts<'a> {

@@ -4,7 +4,7 @@
 //! reads, each tolerant of malformed values. The summary keeps counts, sizes and the
 //! few image entries that matter for prepull matching, never the whole image list.
 
-use super::eligibility::{Labels, NodeFacts, Taint};
+use super::eligibility::{NodeFacts, NodeLabels, Taint};
 use super::intern::{intern, intern_entry, intern_str};
 use super::reference::{ImageRef, RefError};
 use super::wanted::Relevance;
@@ -513,7 +513,7 @@ pub struct NodeSummary {
     pub ephemeral_storage_allocatable_bytes: Option<u64>,
     pub unschedulable: bool,
     /// Every label: selectors and sources decide eligibility on them.
-    pub labels: Labels,
+    pub labels: NodeLabels,
     pub taints: Vec<Taint>,
     /// The names of the image entries that can matter for prepull matching.
     pub relevant_images: Vec<Entry>,
@@ -789,8 +789,8 @@ fn taints(
 }
 
 /// Every label of the node, keys and values interned.
-fn node_labels(metadata: &ObjectMeta) -> Labels {
-    Labels::new(
+fn node_labels(metadata: &ObjectMeta) -> NodeLabels {
+    NodeLabels::new(
         metadata
             .labels
             .iter()

@@ -676,7 +676,7 @@ fn requirements(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::eligibility::{Labels, NodeFacts, NotEligible, Taint};
+    use crate::analysis::eligibility::{NodeFacts, NodeLabels, NotEligible, Taint};
     use serde_json::json;
 
     const DIGEST: &str = "sha256:e693782192ecef4f7846ad2b21b1574682e700747f94c5a256b5731331a2eec2";
@@ -773,7 +773,7 @@ mod tests {
                 format!("ghcr.io/lsst-sqre/sciplat-lab:w_2024_10@{DIGEST}"),
             ]
         );
-        let labels = Labels::default();
+        let labels = NodeLabels::default();
         let facts = |name| NodeFacts {
             name,
             labels: &labels,
@@ -842,8 +842,8 @@ mod tests {
             groups[0].images[0].to_string(),
             "docker.io/library/nginx:1.25"
         );
-        let lab = Labels::new(vec![("pool".into(), "lab".into())]);
-        let other = Labels::default();
+        let lab = NodeLabels::new(vec![("pool".into(), "lab".into())]);
+        let other = NodeLabels::default();
         let facts = |labels| NodeFacts {
             name: "n",
             labels,
@@ -892,7 +892,7 @@ mod tests {
                 "registry.k8s.io/pause:3.10"
             ]
         );
-        let user = Labels::new(vec![
+        let user = NodeLabels::new(vec![
             ("hub.jupyter.org/node-purpose".into(), "user".into()),
             ("kubernetes.io/arch".into(), "amd64".into()),
         ]);
@@ -924,7 +924,7 @@ mod tests {
             rule.check(&facts(gpu, &user)),
             Err(NotEligible::Taint("nvidia.com/gpu=:NoSchedule".into()))
         );
-        let arm = Labels::new(vec![
+        let arm = NodeLabels::new(vec![
             ("hub.jupyter.org/node-purpose".into(), "user".into()),
             ("kubernetes.io/arch".into(), "arm64".into()),
         ]);
