@@ -275,6 +275,7 @@ STYLE_PROBE = """JSON.stringify((() => {
     menuHidden: all('#menu-hidden tr[data-menu-image]'),
     loop: all('#loop-pairs tr[data-source]'),
     unlistable: all('tr[data-node="nublado-worker-1"] li .state'),
+    hiddenBar: all('tr[data-node="nublado-worker-1"] .bar span.hidden'),
     legend: all('#states li'),
     stateColours: Object.fromEntries([...document.querySelectorAll('#states .state')].map(
       e => [e.textContent, getComputedStyle(e).color])),
@@ -355,6 +356,20 @@ def check_menu_and_unlistable(styled: dict):
     assert len(set(colours.values())) == 4, f"states share a colour: {colours}"
 
 
+def screenshot(url: str, tmp: Path) -> Path:
+    """Chromium's screenshot of `url`, SHOT_SIZE large; returns its path."""
+    shot = tmp / "status.png"
+    rc = run_chromium([*SHOT_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}",
+                       f"--screenshot={shot}", url], tmp / "chromium-screenshot.log")
+    assert rc == 0, (tmp / "chromium-screenshot.log").read_text(errors="replace")[-2000:]
+    assert shot.exists(), "chromium wrote no screenshot"
+    data = shot.read_bytes()
+    assert len(data) > 10_000, f"screenshot is only {len(data)} bytes"
+    width, height = png_size(data)
+    assert (width, height) == SHOT_SIZE, (width, height)
+    return shot
+
+
 def check_status_page(url: str, tmp: Path) -> Path:
     """Checks the status page at `url`, served with Nublado's answer for the example
     nodes; returns the screenshot's path."""
@@ -372,15 +387,7 @@ def check_status_page(url: str, tmp: Path) -> Path:
         assert node in r.text, f"{node} is not on the page"
     check_rows(raw, nodes, "served HTML")
 
-    shot = tmp / "status.png"
-    rc = run_chromium([*SHOT_FLAGS, f"--user-data-dir={tmp / 'profile-shot'}",
-                       f"--screenshot={shot}", url], tmp / "chromium-screenshot.log")
-    assert rc == 0, (tmp / "chromium-screenshot.log").read_text(errors="replace")[-2000:]
-    assert shot.exists(), "chromium wrote no screenshot"
-    data = shot.read_bytes()
-    assert len(data) > 10_000, f"screenshot is only {len(data)} bytes"
-    width, height = png_size(data)
-    assert (width, height) == SHOT_SIZE, (width, height)
+    shot = screenshot(url, tmp)
 
     requested, dom_html, styled = render(url, tmp / "profile-dom", tmp / "chromium-devtools.log")
     # The served Content-Security-Policy lets the page's own styles apply: the
@@ -396,7 +403,12 @@ def check_status_page(url: str, tmp: Path) -> Path:
     for node in nodes:
         assert node in dom_html, f"{node} is not in the rendered DOM"
     check_rows(dom, nodes, "rendered DOM")
+    return shot
 
+
+def keep_screenshot(shot: Path):
+    """Copies `shot` to IMAGECAP_SCREENSHOT_OUT when set (a file, or a directory to hold
+    status-page.png): docs/status-page.png is made this way."""
     out = os.environ.get("IMAGECAP_SCREENSHOT_OUT")
     if out:
         dst = Path(out)
@@ -404,7 +416,6 @@ def check_status_page(url: str, tmp: Path) -> Path:
             dst = dst / "status-page.png"
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, dst)
-    return shot
 
 
 def test_status_page(workdir, procs):
@@ -432,6 +443,13 @@ def test_status_page_with_saved_agent_answers_shows_hidden_images(workdir, procs
     assert 'class="hidden"' in text, "the hidden segment of the bar"
     m = ex.metrics()
     assert 'imagecap_node_hidden_images{node="nublado-worker-1"} 13' in m
+    # As Chromium lays it out (what the README's screenshot shows): the bar's hidden
+    # segment is drawn, inside the screenshot.
+    shot = screenshot(ex.url + "/", workdir)
+    _, _, styled = render(ex.url + "/", workdir / "profile-dom", workdir / "chromium-devtools.log")
+    check_visible(styled["hiddenBar"], "the hidden segment of nublado-worker-1's bar", SHOT_SIZE[1])
+    check_visible(styled["menuHidden"], "the images left out of the menu", SHOT_SIZE[1])
+    keep_screenshot(shot)
 
 
 def test_status_page_without_nublado_has_no_menu(workdir, procs):
