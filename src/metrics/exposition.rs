@@ -18,9 +18,8 @@ pub enum TextFormat {
 }
 
 impl TextFormat {
-    /// OpenMetrics when the `Accept` header values ask for it (Prometheus does,
-    /// see [`wants_openmetrics`]), else the Prometheus text format, as
-    /// client_golang negotiates.
+    /// OpenMetrics when the `Accept` header values prefer it (Prometheus does),
+    /// else the Prometheus text format, as client_golang negotiates.
     pub fn negotiate<'a>(accept: impl Iterator<Item = &'a str>) -> TextFormat {
         if wants_openmetrics(accept) {
             TextFormat::OpenMetrics
