@@ -1,11 +1,7 @@
-//! The `process_*` metric families every client_golang exporter exposes, with the
-//! same names and meanings, read from `/proc/self` at each scrape.
+//! The figures of this process the `process_*` metric families expose
+//! (`metrics::process`), read from `/proc/self` at each scrape.
 //!
 //! The parsers are pure (text in, numbers out); [`read`] does the I/O.
-
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
 
 /// The fields of `/proc/<pid>/stat` the families use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,49 +122,6 @@ impl Sample {
             start_time_seconds: boot_time as f64 + stat.starttime as f64 / ticks,
         }
     }
-
-    /// The families, in a registry of their own (encoded at each scrape). Help
-    /// texts are client_golang's (the encoder adds the final period).
-    pub fn registry(&self) -> Registry {
-        let mut r = Registry::default();
-        let gauge = |v: f64| ConstGauge::<f64>::new(v);
-        r.register(
-            "process_cpu_seconds",
-            "Total user and system CPU time spent in seconds",
-            ConstCounter::<f64>::new(self.cpu_seconds),
-        );
-        r.register(
-            "process_open_fds",
-            "Number of open file descriptors",
-            gauge(self.open_fds as f64),
-        );
-        r.register(
-            "process_max_fds",
-            "Maximum number of open file descriptors",
-            gauge(self.max_fds),
-        );
-        r.register(
-            "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
-            gauge(self.virtual_memory_bytes as f64),
-        );
-        r.register(
-            "process_virtual_memory_max_bytes",
-            "Maximum amount of virtual memory available in bytes",
-            gauge(self.virtual_memory_max_bytes),
-        );
-        r.register(
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            gauge(self.resident_memory_bytes as f64),
-        );
-        r.register(
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds",
-            gauge(self.start_time_seconds),
-        );
-        r
-    }
 }
 
 /// Reads this process's figures from `/proc`.
@@ -212,7 +165,7 @@ pub fn read() -> Result<Sample, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -291,35 +244,26 @@ Max file locks            unlimited            unlimited            locks
         assert!(parse_boot_time("btime soon\n").is_err());
     }
 
-    #[test]
-    fn sample_in_metric_units() {
-        let s = Sample::new(
+    /// The reading of [`STAT`] and [`LIMITS`].
+    pub(crate) fn sample() -> Sample {
+        Sample::new(
             &parse_stat(STAT).unwrap(),
             &parse_limits(LIMITS).unwrap(),
             1_700_000_000,
             9,
             100,
             4096,
-        );
+        )
+    }
+
+    #[test]
+    fn sample_in_metric_units() {
+        let s = sample();
         assert_eq!(s.cpu_seconds, 1.87);
         assert_eq!(s.resident_memory_bytes, 4242 * 4096);
         assert_eq!(s.start_time_seconds, 1_700_000_000.0 + 9876.54);
         assert_eq!(s.max_fds, 1_048_576.0);
         assert_eq!(s.virtual_memory_max_bytes, -1.0);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode_registry(&mut text, &s.registry()).unwrap();
-        for line in [
-            "# TYPE process_cpu_seconds counter",
-            "process_cpu_seconds_total 1.87",
-            "process_open_fds 9.0",
-            "process_max_fds 1048576.0",
-            "process_virtual_memory_bytes 123457536.0",
-            "process_virtual_memory_max_bytes -1.0",
-            "process_resident_memory_bytes 17375232.0",
-            "process_start_time_seconds 1700009876.54",
-        ] {
-            assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
-        }
     }
 
     #[cfg(target_os = "linux")]

@@ -3,14 +3,87 @@
 //! labels, and every family in the table is served, except those that need node
 //! agents or kubelet reads ([`support::readme::WITH_AGENTS_AND_KUBELETS`]), which
 //! tests/serve_agents.rs checks the same way, or a Nublado source
-//! ([`support::readme::WITH_NUBLADO`], tests/serve_sources.rs).
+//! ([`support::readme::with_nublado`], tests/serve_sources.rs). The tables list
+//! exactly the families the code declares, and the node agent serves its table.
 
 mod support;
 
+use imagecap_exporter::agent::Status;
+use imagecap_exporter::agent::families::{AgentMetrics, Pruning};
+use imagecap_exporter::agent::report::Snapshot;
+use imagecap_exporter::metrics::{NODE_FAMILIES, TextFormat};
 use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, UNIX_EPOCH};
 use support::fake_apiserver::{FakeApiServer, filler, node};
-use support::readme::{WITH_AGENTS_AND_KUBELETS, WITH_NUBLADO, exposed, readme_table};
+use support::readme::{
+    WITH_AGENTS_AND_KUBELETS, agent_declared, exporter_declared, exposed, readme_agent_table,
+    readme_table, with_nublado,
+};
 use support::{Exporter, kubeconfig};
+
+/// name -> type of a README table.
+fn kinds(
+    table: std::collections::BTreeMap<String, support::readme::Shape>,
+) -> Vec<(String, String)> {
+    table
+        .into_iter()
+        .map(|(name, (kind, _))| (name, kind))
+        .collect()
+}
+
+#[test]
+fn the_readme_tables_list_the_declared_families() {
+    let declared: Vec<_> = exporter_declared().into_iter().collect();
+    assert_eq!(
+        declared,
+        kinds(readme_table()),
+        "declared (left) vs in the README's Metrics table (right)"
+    );
+    let declared: Vec<_> = agent_declared().into_iter().collect();
+    assert_eq!(
+        declared,
+        kinds(readme_agent_table()),
+        "declared by the agent (left) vs in the README's agent table (right)"
+    );
+    let node_families: BTreeSet<_> = NODE_FAMILIES.iter().map(|f| f.name).collect();
+    for name in WITH_AGENTS_AND_KUBELETS {
+        assert!(node_families.contains(name), "{name} is not a node family");
+    }
+}
+
+#[test]
+fn the_agent_serves_its_readme_table_after_a_pruning_run() {
+    let status = Arc::new(RwLock::new(Status {
+        last: Some(Arc::new(Snapshot {
+            json: Default::default(),
+            images: 60,
+            image_bytes: 1 << 30,
+            image_fs_used_bytes: Some(1 << 31),
+            collected_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        })),
+        up: true,
+        last_error: None,
+        plan: None,
+    }));
+    let pruning = Pruning {
+        enabled: true,
+        dry_run: true,
+    };
+    let metrics = AgentMetrics::new("n1", "v", status, Some(pruning));
+    metrics.prune_candidates(3);
+    metrics.prune_ran(UNIX_EPOCH + Duration::from_secs(1_700_000_100));
+    let served: std::collections::BTreeMap<_, _> =
+        exposed(&metrics.render(TextFormat::PrometheusText))
+            .into_iter()
+            .map(|(name, (kind, labels, _))| (name, (kind, labels)))
+            .collect();
+    assert_eq!(
+        served,
+        readme_agent_table(),
+        "served (left) vs README (right)"
+    );
+}
 
 #[tokio::test]
 async fn the_readme_metric_table_matches_what_is_served() {
@@ -45,10 +118,11 @@ async fn the_readme_metric_table_matches_what_is_served() {
     let documented = readme_table();
     assert!(served.len() >= 15, "{served:?}");
     let served_names: BTreeSet<_> = served.keys().collect();
+    let with_nublado = with_nublado();
     let documented_names: BTreeSet<_> = documented
         .keys()
         .filter(|n| !WITH_AGENTS_AND_KUBELETS.contains(&n.as_str()))
-        .filter(|n| !WITH_NUBLADO.contains(&n.as_str()))
+        .filter(|n| !with_nublado.contains(n))
         .collect();
     assert_eq!(
         served_names, documented_names,

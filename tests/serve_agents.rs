@@ -305,8 +305,9 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
     // Every family of the README's table is served here, as documented (but
     // for those only a Nublado source brings).
     let served = support::readme::exposed(m);
+    let with_nublado = support::readme::with_nublado();
     for (name, shape) in support::readme::readme_table() {
-        if support::readme::WITH_NUBLADO.contains(&name.as_str()) {
+        if with_nublado.contains(&name) {
             continue;
         }
         let got = served

@@ -914,9 +914,9 @@ async fn the_menu_and_the_prepull_loop_from_sizes_with_no_agent() {
     // What only a Nublado source serves is in the README's table as served.
     let documented = support::readme::readme_table();
     let served = support::readme::exposed(&m);
-    for name in support::readme::WITH_NUBLADO {
-        let (kind, labels, has_samples) = &served[*name];
+    for name in &support::readme::with_nublado() {
+        let (kind, labels, has_samples) = &served[name];
         assert!(has_samples, "{name}");
-        assert_eq!(documented[*name], (kind.clone(), labels.clone()), "{name}");
+        assert_eq!(documented[name], (kind.clone(), labels.clone()), "{name}");
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! - `/v1/images`: the last successful report as JSON (gzip when accepted); 503
 //!   with a JSON error before the first success;
-//! - `/metrics`: [`metrics`];
+//! - `/metrics`: [`families`];
 //! - `/healthz`: the process serves;
 //! - `/readyz`: 200 once a `ListImages` has succeeded, and from then on: while the
 //!   runtime restarts the agent keeps serving its last answer with
@@ -19,13 +19,13 @@
 //! need no auth.
 
 pub mod cri;
-pub mod metrics;
+pub mod families;
 pub mod prune;
 pub mod report;
 
 use crate::analysis::runtime::AgentReport;
 use crate::cli::AgentArgs;
-use crate::metrics::Format;
+use crate::metrics::TextFormat;
 use crate::serve::conn::{self, RateLimited};
 use crate::serve::{self, auth};
 use axum::Router;
@@ -34,7 +34,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics::{AgentMetrics, Call};
+use families::{AgentMetrics, Call, Pruning};
 use report::Snapshot;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -67,12 +67,19 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(node: &str, prune: &crate::analysis::prune::PruneSettings) -> Agent {
+        let status = Arc::<RwLock<Status>>::default();
+        let pruning = Pruning {
+            enabled: prune.enabled,
+            dry_run: prune.dry_run,
+        };
         Agent {
-            status: Arc::default(),
-            metrics: Arc::new(
-                AgentMetrics::new(node, env!("CARGO_PKG_VERSION"))
-                    .with_prune(prune.enabled, prune.dry_run),
-            ),
+            metrics: Arc::new(AgentMetrics::new(
+                node,
+                env!("CARGO_PKG_VERSION"),
+                status.clone(),
+                Some(pruning),
+            )),
+            status,
         }
     }
 
@@ -198,19 +205,9 @@ async fn metrics_handler(State(agent): State<Agent>, headers: HeaderMap) -> Resp
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    let (format, content_type) = if serve::scrape::wants_openmetrics(accept) {
-        (
-            Format::OpenMetrics,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-    } else {
-        (
-            Format::PrometheusText,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-    };
-    let text = agent.metrics.render(&agent.read(), format);
-    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+    let format = TextFormat::negotiate(accept);
+    let text = agent.metrics.render(format);
+    ([(header::CONTENT_TYPE, format.content_type())], text).into_response()
 }
 
 /// The last report, its JSON shared with every other request.

@@ -9,7 +9,7 @@
 //! vanished meanwhile is skipped, not an error.
 
 use super::cri::{self, v1};
-use super::metrics::{AgentMetrics, PruneError};
+use super::families::{AgentMetrics, PruneError};
 use super::{Agent, report};
 use crate::analysis::prune::{self, ImageFacts, Plan, PruneSettings, WantedOnNode};
 use crate::analysis::reference::ImageRef;

@@ -1,16 +1,91 @@
-//! The exposition machinery: the two text formats, and gzip made of pieces
+//! The exposition machinery of `/metrics`, for the exporter and the node agent
+//! alike: the two text formats and which one a client asks for, the rewrite of
+//! OpenMetrics into the Prometheus text format, and gzip made of pieces
 //! compressed apart (so text kept per report is compressed once).
 
 use crate::analysis::cluster::Report;
 use bytes::Bytes;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
 /// The exposition formats of `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
+pub enum TextFormat {
     OpenMetrics,
     /// The Prometheus text format 0.0.4 ([`to_prometheus_text`]).
     PrometheusText,
+}
+
+impl TextFormat {
+    /// OpenMetrics when the `Accept` header values prefer it (Prometheus does),
+    /// else the Prometheus text format, as client_golang negotiates.
+    pub fn negotiate<'a>(accept: impl Iterator<Item = &'a str>) -> TextFormat {
+        if wants_openmetrics(accept) {
+            TextFormat::OpenMetrics
+        } else {
+            TextFormat::PrometheusText
+        }
+    }
+
+    /// The `Content-Type` of an exposition in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            TextFormat::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            TextFormat::PrometheusText => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// `registry` encoded in `format`; `last` ends the exposition (with `# EOF` in
+/// OpenMetrics). A part converts to the Prometheus text format on its own: each
+/// family's HELP and TYPE lines are in the same part as its samples.
+pub fn encode_part(registry: &Registry, format: TextFormat, last: bool) -> String {
+    let mut text = String::with_capacity(4096);
+    // Writing to a String cannot fail.
+    let _ = encode_registry(&mut text, registry);
+    if last {
+        let _ = encode_eof(&mut text);
+    }
+    match format {
+        TextFormat::OpenMetrics => text,
+        TextFormat::PrometheusText => to_prometheus_text(&text),
+    }
+}
+
+/// The entries of `Accept`-style header values (`name;param=..;q=0.5, ...`), each
+/// lower-cased with its quality (1 when not given, 0 when unreadable).
+fn qualities<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (String, f32)> {
+    values.flat_map(|v| v.split(',')).map(|entry| {
+        let mut parts = entry.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+        (name, q)
+    })
+}
+
+/// Whether the `Accept` header values prefer OpenMetrics to the Prometheus text
+/// format: OpenMetrics with a quality above zero and not below that of any range
+/// matching `text/plain` (`text/plain`, `text/*`, `*/*`). `q=0` means "not this".
+fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
+    let mut openmetrics: Option<f32> = None;
+    let mut text: Option<f32> = None;
+    for (media, q) in qualities(accept) {
+        let slot = match media.as_str() {
+            "application/openmetrics-text" => &mut openmetrics,
+            "text/plain" | "text/*" | "*/*" => &mut text,
+            _ => continue,
+        };
+        // The most favourable range for each format counts.
+        *slot = Some(slot.map_or(q, |old: f32| old.max(q)));
+    }
+    match openmetrics {
+        Some(q) if q > 0.0 => text.is_none_or(|t| q >= t),
+        _ => false,
+    }
 }
 
 /// How `/metrics` is sent.
@@ -20,6 +95,27 @@ pub enum Encoding {
     /// The parts together are one gzip member (RFC 1952), the report families'
     /// deflate blocks compressed once per report (see [`gzip_member`]).
     Gzip,
+}
+
+impl Encoding {
+    /// Gzip when the `Accept-Encoding` header values accept it: `gzip` (or `*`
+    /// when gzip is not named) with a quality above zero.
+    pub fn negotiate<'a>(accept_encoding: impl Iterator<Item = &'a str>) -> Encoding {
+        let mut gzip: Option<f32> = None;
+        let mut any: Option<f32> = None;
+        for (name, q) in qualities(accept_encoding) {
+            match name.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |old: f32| old.max(q))),
+                "*" => any = Some(any.map_or(q, |old: f32| old.max(q))),
+                _ => {}
+            }
+        }
+        if gzip.or(any).is_some_and(|q| q > 0.0) {
+            Encoding::Gzip
+        } else {
+            Encoding::Identity
+        }
+    }
 }
 
 /// The encoded report families of one report, shared by every scrape of it: a
@@ -39,11 +135,11 @@ pub(crate) enum Encoded {
 }
 
 impl ReportText {
-    pub(crate) fn slot(&mut self, format: Format, encoding: Encoding) -> &mut Option<Encoded> {
+    pub(crate) fn slot(&mut self, format: TextFormat, encoding: Encoding) -> &mut Option<Encoded> {
         &mut self.texts[format as usize][encoding as usize]
     }
 
-    pub(crate) fn get(&self, format: Format, encoding: Encoding) -> Option<&Encoded> {
+    pub(crate) fn get(&self, format: TextFormat, encoding: Encoding) -> Option<&Encoded> {
         self.texts[format as usize][encoding as usize].as_ref()
     }
 
@@ -158,4 +254,85 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn om(accept: &[&str]) -> bool {
+        wants_openmetrics(accept.iter().copied())
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        let gz = |v: &[&str]| Encoding::negotiate(v.iter().copied()) == Encoding::Gzip;
+        assert!(gz(&["gzip"]), "what Prometheus sends");
+        assert!(gz(&["deflate, gzip;q=1.0, *;q=0.5"]));
+        assert!(gz(&["*"]));
+        assert!(gz(&["GZIP"]));
+        assert!(!gz(&[]));
+        assert!(!gz(&["identity"]));
+        assert!(!gz(&["gzip;q=0"]));
+        assert!(!gz(&["gzip;q=0, *"]), "gzip named and refused");
+        assert!(!gz(&["br, deflate"]));
+    }
+
+    #[test]
+    fn negotiation() {
+        // What Prometheus sends.
+        assert!(om(&[
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+             application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;\
+             escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        ]));
+        assert!(om(&["application/openmetrics-text; version=1.0.0"]));
+        assert!(!om(&[]));
+        assert!(!om(&["*/*"]));
+        assert!(!om(&["text/plain"]));
+        assert!(!om(&["application/openmetrics-text;q=0, text/plain"]));
+        assert!(!om(&["application/openmetrics-text; q=0.0"]));
+        assert!(!om(&[
+            "application/openmetrics-text;q=0.2",
+            "text/plain;q=0.5"
+        ]));
+        assert!(om(&[
+            "text/plain;q=0.5",
+            "application/openmetrics-text;Q=0.9"
+        ]));
+        assert!(!om(&["application/openmetrics-text;q=zero"]));
+    }
+
+    #[test]
+    fn deflated_pieces_make_one_gzip_member_whatever_their_sizes() {
+        use std::io::Read;
+        // Text that compresses poorly, so that the output outgrows its first buffer.
+        let mut x = 0x2545_f491_u32;
+        let noise: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                b' ' + (x % 90) as u8
+            })
+            .collect();
+        let texts: [&[u8]; 4] = [b"", b"# HELP a b\n", &noise, &[b'y'; 100_000]];
+        for head in texts {
+            for body in texts {
+                for tail in texts {
+                    let parts = gzip_member(
+                        &deflate(head, false),
+                        &deflate(body, false),
+                        &deflate(tail, true),
+                    );
+                    let stream = parts.concat();
+                    let mut decoded = Vec::new();
+                    flate2::read::GzDecoder::new(stream.as_slice())
+                        .read_to_end(&mut decoded)
+                        .unwrap();
+                    assert_eq!(decoded, [head, body, tail].concat());
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,8 @@
-//! The `/metrics` handler: the exposition format the client asks for.
+//! The `/metrics` handler: the exposition in the format and encoding the client
+//! asks for ([`crate::metrics::exposition`]), sent in pieces of shared text.
 
 use super::AppState;
-use crate::metrics::{Encoding, Format};
+use crate::metrics::{Encoding, TextFormat};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,44 +12,6 @@ use http_body::{Frame, SizeHint};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The entries of `Accept`-style header values (`name;param=..;q=0.5, ...`), each
-/// lower-cased with its quality (1 when not given, 0 when unreadable).
-fn qualities<'a>(values: impl Iterator<Item = &'a str>) -> impl Iterator<Item = (String, f32)> {
-    values.flat_map(|v| v.split(',')).map(|entry| {
-        let mut parts = entry.split(';').map(str::trim);
-        let name = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
-        (name, q)
-    })
-}
-
-/// Whether the `Accept` header values prefer OpenMetrics to the Prometheus text
-/// format: OpenMetrics with a quality above zero and not below that of any range
-/// matching `text/plain` (`text/plain`, `text/*`, `*/*`). `q=0` means "not this".
-pub(crate) fn wants_openmetrics<'a>(accept: impl Iterator<Item = &'a str>) -> bool {
-    let mut openmetrics: Option<f32> = None;
-    let mut text: Option<f32> = None;
-    for (media, q) in qualities(accept) {
-        let slot = match media.as_str() {
-            "application/openmetrics-text" => &mut openmetrics,
-            "text/plain" | "text/*" | "*/*" => &mut text,
-            _ => continue,
-        };
-        // The most favourable range for each format counts.
-        *slot = Some(slot.map_or(q, |old: f32| old.max(q)));
-    }
-    match openmetrics {
-        Some(q) if q > 0.0 => text.is_none_or(|t| q >= t),
-        _ => false,
-    }
-}
 
 /// Largest piece of the body handed to the connection at once: a piece is a view of
 /// the shared text, so whatever the connection buffers or copies (TLS, gzip) stays
@@ -92,55 +55,21 @@ impl http_body::Body for Parts {
     }
 }
 
-/// Whether the `Accept-Encoding` header values accept gzip: `gzip` (or `*` when
-/// gzip is not named) with a quality above zero.
-fn accepts_gzip<'a>(accept_encoding: impl Iterator<Item = &'a str>) -> bool {
-    let mut gzip: Option<f32> = None;
-    let mut any: Option<f32> = None;
-    for (name, q) in qualities(accept_encoding) {
-        match name.as_str() {
-            "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |old: f32| old.max(q))),
-            "*" => any = Some(any.map_or(q, |old: f32| old.max(q))),
-            _ => {}
-        }
-    }
-    gzip.or(any).is_some_and(|q| q > 0.0)
-}
-
 /// OpenMetrics when the client asks for it (Prometheus does), else the Prometheus
 /// text format, as client_golang negotiates. The report and its text are built on
 /// a blocking thread: with thousands of nodes that takes a while.
 pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let format = if wants_openmetrics(
-        headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    ) {
-        Format::OpenMetrics
-    } else {
-        Format::PrometheusText
-    };
-    let encoding = if accepts_gzip(
-        headers
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok()),
-    ) {
-        Encoding::Gzip
-    } else {
-        Encoding::Identity
-    };
+    let values =
+        |name: header::HeaderName| headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let format = TextFormat::negotiate(values(header::ACCEPT));
+    let encoding = Encoding::negotiate(values(header::ACCEPT_ENCODING));
     let parts = tokio::task::spawn_blocking(move || {
         let (report, last_update) = s.store.report();
         s.metrics
             .render_parts(&report, last_update, format, encoding)
     })
     .await;
-    let content_type = match format {
-        Format::OpenMetrics => OPENMETRICS,
-        Format::PrometheusText => PROMETHEUS_TEXT,
-    };
+    let content_type = format.content_type();
     match parts {
         Ok(parts) => {
             let body = Body::new(Parts { parts, next: 0 });
@@ -174,53 +103,10 @@ pub async fn handler(State(s): State<AppState>, headers: HeaderMap) -> Response 
 
 #[cfg(test)]
 mod tests {
-    use super::{PIECE, Parts, accepts_gzip, wants_openmetrics};
+    use super::{PIECE, Parts};
     use bytes::Bytes;
     use http_body::Body;
     use std::pin::Pin;
-
-    fn om(accept: &[&str]) -> bool {
-        wants_openmetrics(accept.iter().copied())
-    }
-
-    #[test]
-    fn gzip_negotiation() {
-        let gz = |v: &[&str]| accepts_gzip(v.iter().copied());
-        assert!(gz(&["gzip"]), "what Prometheus sends");
-        assert!(gz(&["deflate, gzip;q=1.0, *;q=0.5"]));
-        assert!(gz(&["*"]));
-        assert!(gz(&["GZIP"]));
-        assert!(!gz(&[]));
-        assert!(!gz(&["identity"]));
-        assert!(!gz(&["gzip;q=0"]));
-        assert!(!gz(&["gzip;q=0, *"]), "gzip named and refused");
-        assert!(!gz(&["br, deflate"]));
-    }
-
-    #[test]
-    fn negotiation() {
-        // What Prometheus sends.
-        assert!(om(&[
-            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
-             application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;\
-             escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
-        ]));
-        assert!(om(&["application/openmetrics-text; version=1.0.0"]));
-        assert!(!om(&[]));
-        assert!(!om(&["*/*"]));
-        assert!(!om(&["text/plain"]));
-        assert!(!om(&["application/openmetrics-text;q=0, text/plain"]));
-        assert!(!om(&["application/openmetrics-text; q=0.0"]));
-        assert!(!om(&[
-            "application/openmetrics-text;q=0.2",
-            "text/plain;q=0.5"
-        ]));
-        assert!(om(&[
-            "text/plain;q=0.5",
-            "application/openmetrics-text;Q=0.9"
-        ]));
-        assert!(!om(&["application/openmetrics-text;q=zero"]));
-    }
 
     #[tokio::test]
     async fn the_body_is_the_parts_in_pieces_that_share_them() {

@@ -1,6 +1,12 @@
-//! The README's "Metrics" table, and families as a Prometheus text exposition
-//! shows them, to compare the two.
+//! The README's metric tables, the families the code declares, and families as
+//! a Prometheus text exposition shows them, to compare them.
 
+use imagecap_exporter::agent::families::AGENT_FAMILIES;
+use imagecap_exporter::metrics::counters::INVALID_SOURCE_DATA;
+use imagecap_exporter::metrics::{
+    CLUSTER_FAMILIES, EXPORTER_FAMILIES, IMAGE_FAMILIES, MENU_FAMILIES, NODE_FAMILIES,
+    SOURCE_FAMILIES,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Families served only with `--agents`, `--kubelet-stats` or `--kubelet-configz`
@@ -16,20 +22,49 @@ pub const WITH_AGENTS_AND_KUBELETS: &[&str] = &[
 ];
 
 /// Families served only with a Nublado source that has answered (not on the
-/// example data, which has none); tests/serve_sources.rs checks them.
-pub const WITH_NUBLADO: &[&str] = &[
-    "imagecap_menu_images",
-    "imagecap_menu_image_hidden",
-    "imagecap_invalid_source_data_total",
-];
+/// example data, which has none): the menu's families, and the malformed-field
+/// counter, which has series once a source of wanted images is read;
+/// tests/serve_sources.rs checks them.
+pub fn with_nublado() -> Vec<String> {
+    MENU_FAMILIES
+        .iter()
+        .map(|f| f.name.to_string())
+        .chain([INVALID_SOURCE_DATA.text_name()])
+        .collect()
+}
+
+/// name -> type of every family the exporter declares, by the name the
+/// Prometheus text format gives it. The report families are all gauges.
+pub fn exporter_declared() -> BTreeMap<String, String> {
+    let report = NODE_FAMILIES
+        .iter()
+        .map(|f| f.name)
+        .chain(IMAGE_FAMILIES.iter().map(|f| f.name))
+        .chain(SOURCE_FAMILIES.iter().map(|f| f.name))
+        .chain(CLUSTER_FAMILIES.iter().map(|f| f.name))
+        .chain(MENU_FAMILIES.iter().map(|f| f.name))
+        .map(|name| (name.to_string(), "gauge".to_string()));
+    EXPORTER_FAMILIES
+        .iter()
+        .map(|f| (f.text_name(), f.kind.as_str().to_string()))
+        .chain(report)
+        .collect()
+}
+
+/// name -> type of every family the node agent declares.
+pub fn agent_declared() -> BTreeMap<String, String> {
+    AGENT_FAMILIES
+        .iter()
+        .map(|f| (f.text_name(), f.kind.as_str().to_string()))
+        .collect()
+}
 
 /// A family's type and label keys.
 pub type Shape = (String, BTreeSet<String>);
 
 /// name -> (type, label keys), from the README's "Metrics" table.
 pub fn readme_table() -> BTreeMap<String, Shape> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme = readme();
     let section = readme
         .split("\n## Metrics\n")
         .nth(1)
@@ -37,6 +72,36 @@ pub fn readme_table() -> BTreeMap<String, Shape> {
         .split("\n## ")
         .next()
         .unwrap();
+    table_rows(section)
+}
+
+/// name -> (type, label keys), from the README's table of the node agent's
+/// metrics.
+pub fn readme_agent_table() -> BTreeMap<String, Shape> {
+    let readme = readme();
+    let section = readme
+        .split("\n## Node agent\n")
+        .nth(1)
+        .expect("a Node agent section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let table = section
+        .split("| metric | type | labels | meaning |")
+        .nth(1)
+        .expect("a metric table")
+        .split("\n\n")
+        .next()
+        .unwrap();
+    table_rows(table)
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
+}
+
+/// The rows of the metric tables in `section`: name -> (type, label keys).
+fn table_rows(section: &str) -> BTreeMap<String, Shape> {
     let mut rows = BTreeMap::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
