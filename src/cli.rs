@@ -502,7 +502,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn parse_agents(s: &str) -> Result<(String, String), String> {
+fn parse_agents(s: &str) -> Result<(String, String), crate::nodes::agents::ServiceRefError> {
     crate::nodes::agents::parse_service_ref(s)
 }
 
@@ -554,7 +554,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Prints `message` and returns [`EXIT_BAD_INPUT`]: how every command ends on
 /// input it cannot use.
-pub fn bad_input(message: impl std::fmt::Display) -> std::process::ExitCode {
+pub fn exit_bad_input(message: impl std::fmt::Display) -> std::process::ExitCode {
     eprintln!("imagecap-exporter: {message}");
     std::process::ExitCode::from(EXIT_BAD_INPUT)
 }

@@ -252,7 +252,7 @@ pub async fn run(args: AgentArgs) -> std::process::ExitCode {
     let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
     let server = match start(args, limits, &tasks, &shutdown).await {
         Ok(server) => server,
-        Err(e @ StartError::BadInput(_)) => return crate::cli::bad_input(e),
+        Err(e @ StartError::BadInput(_)) => return crate::cli::exit_bad_input(e),
         Err(e) => {
             eprintln!("imagecap-exporter: {e}");
             return std::process::ExitCode::FAILURE;
