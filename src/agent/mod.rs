@@ -300,9 +300,8 @@ pub async fn start(
         "node agent listening"
     );
     let config = match &args.config {
-        Some(path) => {
-            crate::config::agent::AgentConfig::load(path).map_err(StartError::BadInput)?
-        }
+        Some(path) => crate::config::agent::AgentConfig::load(path)
+            .map_err(|e| StartError::BadInput(e.to_string()))?,
         None => crate::config::agent::AgentConfig::default(),
     };
     let settings = config.prune;

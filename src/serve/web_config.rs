@@ -16,6 +16,7 @@
 //! implement are errors rather than silently ignored security settings.
 
 use super::auth::BasicAuth;
+use crate::config::{ConfigError, load_file};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,12 +90,11 @@ fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
 pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
 
 impl WebConfig {
-    pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = crate::config::read_to_string_limited(path, MAX_WEB_CONFIG_BYTES)
-            .map_err(|e| format!("web config file {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        WebConfig::parse(&text, base)
-            .map_err(|e| format!("web config file {}: {e}", path.display()))
+        load_file("web config file", path, MAX_WEB_CONFIG_BYTES, |text| {
+            WebConfig::parse(text, base)
+        })
     }
 
     /// Parses and validates; relative paths are resolved against `base`.
