@@ -4,7 +4,8 @@
 //!
 //! Every source turns each node into a compact summary as it arrives, through
 //! [`Ingest`], and keeps the [`Store`] current. [`supervise`] runs the node source
-//! and restarts it if it ever stops.
+//! and restarts it if it ever stops. A read that fails is counted, marked and
+//! logged by [`report_failure`], under the kind its error names.
 
 pub mod agents;
 pub mod apiserver;
