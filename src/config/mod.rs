@@ -54,11 +54,11 @@ pub enum ConfigError {
 }
 
 /// Reads the `file` at `path` (at most `max` bytes) and parses it with `parse`.
-pub fn load_file<T>(
+pub fn load_file<T, E: std::fmt::Display>(
     file: &'static str,
     path: &Path,
     max: u64,
-    parse: impl FnOnce(&str) -> Result<T, String>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
 ) -> Result<T, ConfigError> {
     let path_text = || path.display().to_string();
     let text = read_to_string_limited(path, max).map_err(|source| ConfigError::Read {
@@ -66,10 +66,10 @@ pub fn load_file<T>(
         path: path_text(),
         source,
     })?;
-    parse(&text).map_err(|message| ConfigError::Invalid {
+    parse(&text).map_err(|e| ConfigError::Invalid {
         file,
         path: path_text(),
-        message,
+        message: e.to_string(),
     })
 }
 
