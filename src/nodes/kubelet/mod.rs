@@ -191,7 +191,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The interval's first tick is at once: taken before a change of the node
+        // list that is also ready, so that the nodes already known are read once,
+        // not once as new and again as everyone.
         let everyone = tokio::select! {
+            biased;
             _ = tick.tick() => true,
             r = added.changed() => {
                 if r.is_err() {
