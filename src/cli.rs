@@ -83,7 +83,7 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// The settings these flags and the configuration file they name make.
-    pub fn settings(&self) -> Result<crate::config::Settings, String> {
+    pub fn settings(&self) -> Result<crate::config::Settings, crate::config::SettingsError> {
         crate::config::Settings::new(&crate::config::SettingsFlags {
             config: self.config.as_deref(),
             default_max_images: self.default_max_images,
@@ -502,7 +502,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
-fn parse_agents(s: &str) -> Result<(String, String), String> {
+fn parse_agents(s: &str) -> Result<(String, String), crate::nodes::agents::ServiceRefError> {
     crate::nodes::agents::parse_service_ref(s)
 }
 
@@ -546,7 +546,7 @@ pub fn parse_telemetry_path(s: &str) -> Result<String, String> {
 
 fn parse_max_images(s: &str) -> Result<i64, String> {
     let n: i64 = s.parse().map_err(|e| format!("{e}"))?;
-    crate::config::validate_max_images(n)
+    crate::config::validate_max_images(n).map_err(|e| e.to_string())
 }
 
 /// Exit status for bad input: flags, config, or node data that cannot be read.
@@ -554,7 +554,7 @@ pub const EXIT_BAD_INPUT: u8 = 2;
 
 /// Prints `message` and returns [`EXIT_BAD_INPUT`]: how every command ends on
 /// input it cannot use.
-pub fn bad_input(message: impl std::fmt::Display) -> std::process::ExitCode {
+pub fn exit_bad_input(message: impl std::fmt::Display) -> std::process::ExitCode {
     eprintln!("imagecap-exporter: {message}");
     std::process::ExitCode::from(EXIT_BAD_INPUT)
 }

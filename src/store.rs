@@ -6,7 +6,7 @@
 //! always computed against the same one.
 
 use crate::analysis::cluster::{Assumptions, NodeExtra, NodeExtras, SourceState};
-use crate::analysis::kubelet::{ImageFs, KubeletSettings};
+use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
 use crate::analysis::prepullers::Wants;
 use crate::analysis::runtime::RuntimeSummary;

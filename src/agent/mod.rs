@@ -249,7 +249,7 @@ pub async fn run(args: AgentArgs) -> std::process::ExitCode {
     let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
     let server = match start(args, limits, &tasks, &shutdown).await {
         Ok(server) => server,
-        Err(e @ StartError::BadInput(_)) => return crate::cli::bad_input(e),
+        Err(e @ StartError::BadInput(_)) => return crate::cli::exit_bad_input(e),
         Err(e) => {
             eprintln!("imagecap-exporter: {e}");
             return std::process::ExitCode::FAILURE;
@@ -297,9 +297,8 @@ pub async fn start(
         "node agent listening"
     );
     let config = match &args.config {
-        Some(path) => {
-            crate::config::agent::AgentConfig::load(path).map_err(StartError::BadInput)?
-        }
+        Some(path) => crate::config::agent::AgentConfig::load(path)
+            .map_err(|e| StartError::BadInput(e.to_string()))?,
         None => crate::config::agent::AgentConfig::default(),
     };
     let settings = config.prune;

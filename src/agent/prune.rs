@@ -337,9 +337,7 @@ fn http_client(opts: &ExporterOptions) -> Result<reqwest::Client, String> {
     let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none());
-    crate::client::http::with_ca_file(builder, opts.ca_file.as_deref())?
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+    crate::client::http::build_with_ca(builder, opts.ca_file.as_deref()).map_err(|e| e.to_string())
 }
 
 /// One `GET /v1/wanted?node=NODE`, bounded in time and size.

@@ -1,7 +1,7 @@
 //! All node summaries -> the report that `/metrics` and `check` both show.
 
 use super::eligibility::{Eligibility, NotEligible};
-use super::kubelet::{ImageFs, KubeletSettings};
+use super::kubelet_settings::{ImageFs, KubeletSettings};
 use super::menu::{Menu, MenuReport, menu_report};
 use super::node::NodeSummary;
 use super::reference::{ImageRef, digest_is_canonical};

@@ -46,7 +46,7 @@ pub(crate) use label_values;
 pub mod cluster;
 pub mod eligibility;
 pub mod intern;
-pub mod kubelet;
+pub mod kubelet_settings;
 pub mod menu;
 pub mod node;
 pub mod plan;

@@ -7,7 +7,7 @@ pub mod table;
 use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
 use crate::analysis::runtime::AgentReport;
 use crate::analysis::{Report, WantSource};
-use crate::cli::{CheckArgs, Format};
+use crate::cli::{CheckArgs, Format, exit_bad_input};
 use crate::client::kube_error::OneLine;
 use crate::client::kubernetes::ClientOptions;
 use crate::config::{Settings, SourceConfig};
@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 /// Exit status: nodes at their cap or wanted images missing.
 pub const EXIT_FINDINGS: u8 = 1;
-pub use crate::cli::{EXIT_BAD_INPUT, bad_input};
 
 /// Writes to standard output; a closed pipe (`check | head`) is not an error.
 fn emit(text: &str) {
@@ -41,16 +40,16 @@ pub async fn run(args: CheckArgs) -> ExitCode {
 pub async fn run_with(args: CheckArgs, client: &ClientOptions) -> ExitCode {
     let s = match args.common.settings() {
         Ok(s) => s,
-        Err(e) => return bad_input(e),
+        Err(e) => return exit_bad_input(e),
     };
     let store = Arc::new(Store::new(s.wanted.clone(), s.default_max_images));
     if let Err(e) = read_nodes(&args, &s, client, &store).await {
-        return bad_input(e);
+        return exit_bad_input(e);
     }
     let answers = match &args.agents_file {
         Some(path) => match crate::nodes::agents::load_saved(path, &store) {
             Ok(answers) => answers,
-            Err(e) => return bad_input(e),
+            Err(e) => return exit_bad_input(e),
         },
         None => Vec::new(),
     };
@@ -85,7 +84,7 @@ async fn read_nodes(
     };
     read_sources(args, &s.sources, client.as_ref(), store).await?;
     match (&args.nodes_file, client) {
-        (Some(path), _) => store.replace_all(file::load(path, &ingest)?),
+        (Some(path), _) => store.replace_all(file::load(path, &ingest).map_err(|e| e.to_string())?),
         (None, None) => return Err("no Kubernetes client to list nodes with".into()),
         (None, Some(client)) => {
             let api = kube::Api::all(client.clone());
@@ -129,7 +128,7 @@ fn print_prune_plans(args: &CheckArgs, report: &Report, answers: &[AgentReport])
     let settings = match &args.prune_config {
         Some(path) => match crate::config::agent::AgentConfig::load(path) {
             Ok(c) => c.prune,
-            Err(e) => return bad_input(e),
+            Err(e) => return exit_bad_input(e),
         },
         None => crate::analysis::prune::PruneSettings::default(),
     };
@@ -138,7 +137,7 @@ fn print_prune_plans(args: &CheckArgs, report: &Report, answers: &[AgentReport])
         Format::Table => emit(&prune_plan::render(&plans)),
         Format::Json => match serde_json::to_string_pretty(&plans) {
             Ok(j) => emit(&format!("{j}\n")),
-            Err(e) => return bad_input(format!("cannot encode the plans: {e}")),
+            Err(e) => return exit_bad_input(format!("cannot encode the plans: {e}")),
         },
     }
     ExitCode::SUCCESS
@@ -228,7 +227,7 @@ fn print(report: &Report, format: Format) -> ExitCode {
         Format::Table => emit(&table::render_table(report)),
         Format::Json => match serde_json::to_string_pretty(report) {
             Ok(j) => emit(&format!("{j}\n")),
-            Err(e) => return bad_input(format!("cannot encode the report: {e}")),
+            Err(e) => return exit_bad_input(format!("cannot encode the report: {e}")),
         },
     }
     if report.has_findings() {

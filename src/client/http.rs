@@ -1,47 +1,92 @@
 //! Plain HTTP (prepullers, node agents): one-line errors, redirects refused and
 //! named, extra CA bundles.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// One line for a failed HTTP exchange with a prepuller or a node agent: "timed
-/// out after 5s" when the error or any of its causes is a timeout (reqwest then
-/// says "error sending request" or "error decoding response body"), else the
-/// error and its causes.
-pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return timed_out(timeout);
-    }
-    let first = std::error::Error::source(e);
-    let io_timeout = std::iter::successors(first, |c| c.source()).any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-    });
-    if io_timeout {
-        return timed_out(timeout);
-    }
-    crate::text::with_causes(e.to_string(), first)
+/// A failed HTTP exchange with a prepuller or a node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// No answer, or no complete one, within the limit.
+    #[error("{}", timed_out(*.0))]
+    Timeout(Duration),
+    /// An answer redirecting elsewhere: redirects are never followed. It names
+    /// where it pointed (escaped, and cut if long).
+    #[error("{url} answered {status} redirecting to {location}; redirects are not followed")]
+    Redirect {
+        url: String,
+        status: reqwest::StatusCode,
+        location: String,
+    },
+    /// The connection or the exchange failed: the error and its causes.
+    #[error("{}", one_line(.0))]
+    Transport(reqwest::Error),
 }
 
-/// An HTTP client builder that also trusts the CA bundle (PEM) at `path`, when
-/// given: the system's roots stay. An unreadable file, or one without a
-/// certificate, is an error naming it.
-pub fn with_ca_file(
-    mut builder: reqwest::ClientBuilder,
-    path: Option<&std::path::Path>,
-) -> Result<reqwest::ClientBuilder, String> {
-    let Some(path) = path else {
-        return Ok(builder);
-    };
-    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
+impl HttpError {
+    /// The error for a failed exchange: [`HttpError::Timeout`] when the error or
+    /// any of its causes is a timeout (reqwest then says "error sending request" or
+    /// "error decoding response body").
+    pub fn exchange(e: reqwest::Error, timeout: Duration) -> HttpError {
+        if is_timeout(&e) {
+            HttpError::Timeout(timeout)
+        } else {
+            HttpError::Transport(e)
+        }
     }
-    for cert in certs {
-        builder = builder.add_root_certificate(cert);
+
+    /// The error for an answer that redirects to elsewhere.
+    pub fn redirect(url: &str, response: &reqwest::Response) -> HttpError {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let location = match location {
+            Some(l) if l.len() > 200 => {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|&i| l.is_char_boundary(i))
+                    .unwrap_or(0);
+                format!("{:?}...", &l[..cut])
+            }
+            Some(l) => format!("{l:?}"),
+            None => "no Location".into(),
+        };
+        HttpError::Redirect {
+            url: url.to_string(),
+            status: response.status(),
+            location,
+        }
     }
-    Ok(builder)
+}
+
+/// Whether the error or any of its causes is a timeout.
+fn is_timeout(e: &reqwest::Error) -> bool {
+    e.is_timeout()
+        || std::iter::successors(std::error::Error::source(e), |c| c.source()).any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        })
+}
+
+/// The error and its causes, on one line.
+fn one_line(e: &reqwest::Error) -> String {
+    crate::text::with_causes(e.to_string(), std::error::Error::source(e))
+}
+
+/// [`HttpError::exchange`] as text, for readers whose errors are text: "timed
+/// out after 5s" for a timeout, else the error and its causes.
+pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if is_timeout(e) {
+        timed_out(timeout)
+    } else {
+        one_line(e)
+    }
+}
+
+/// [`HttpError::redirect`] as text, for readers whose errors are text.
+pub fn redirect_error(url: &str, response: &reqwest::Response) -> String {
+    HttpError::redirect(url, response).to_string()
 }
 
 /// "timed out after 5s".
@@ -49,26 +94,36 @@ pub fn timed_out(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))
 }
 
-/// The error for a redirect, which is never followed: it names where it
-/// pointed (escaped, and cut if long).
-pub fn redirect_error(url: &str, response: &reqwest::Response) -> String {
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let location = match location {
-        Some(l) if l.len() > 200 => {
-            let cut = (0..=200)
-                .rev()
-                .find(|&i| l.is_char_boundary(i))
-                .unwrap_or(0);
-            format!("{:?}...", &l[..cut])
+/// Why an HTTP client cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{path}: {1}", path = .0.display())]
+    CaFile(PathBuf, std::io::Error),
+    #[error("{path}: {1}", path = .0.display())]
+    CaBundle(PathBuf, reqwest::Error),
+    #[error("{path}: no certificate", path = .0.display())]
+    NoCertificate(PathBuf),
+    #[error("cannot build an HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
+/// The client from `builder`, trusting the CA bundle (PEM) at `ca_file` too
+/// when given: the system's roots stay. An unreadable file, or one without a
+/// certificate, is an error naming it.
+pub fn build_with_ca(
+    mut builder: reqwest::ClientBuilder,
+    ca_file: Option<&Path>,
+) -> Result<reqwest::Client, ClientError> {
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| ClientError::CaFile(path.into(), e))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ClientError::CaBundle(path.into(), e))?;
+        if certs.is_empty() {
+            return Err(ClientError::NoCertificate(path.into()));
         }
-        Some(l) => format!("{l:?}"),
-        None => "no Location".into(),
-    };
-    format!(
-        "{url} answered {} redirecting to {location}; redirects are not followed",
-        response.status()
-    )
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(ClientError::Build)
 }

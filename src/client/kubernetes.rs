@@ -23,32 +23,49 @@ pub struct ClientOptions {
     pub context: Option<String>,
 }
 
+/// Why no client for the cluster can be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// No in-cluster configuration, and no usable `KUBECONFIG` or `~/.kube/config`.
+    #[error("{0}")]
+    Infer(kube::config::InferConfigError),
+    /// The kubeconfig file given cannot be read or used.
+    #[error("kubeconfig {path}: {1}", path = .0.display())]
+    File(PathBuf, kube::config::KubeconfigError),
+    /// The default kubeconfig cannot be read, or has not the context given.
+    #[error("{0}")]
+    Context(kube::config::KubeconfigError),
+    /// The configuration found cannot make a client (its TLS settings, say).
+    #[error("{0}")]
+    Client(kube::Error),
+}
+
 /// A client for the cluster: with neither option, as `kubectl` does it (in-cluster
 /// configuration, else `KUBECONFIG` or `~/.kube/config`); otherwise that kubeconfig
 /// file and context. Every request goes through `requests` when given.
 pub async fn build(
     options: &ClientOptions,
     requests: Option<&KubeRequests>,
-) -> Result<Client, String> {
+) -> Result<Client, BuildError> {
     let kube_options = KubeConfigOptions {
         context: options.context.clone(),
         ..KubeConfigOptions::default()
     };
     let config = match (&options.kubeconfig, &options.context) {
-        (None, None) => Config::infer().await.map_err(|e| e.to_string())?,
+        (None, None) => Config::infer().await.map_err(BuildError::Infer)?,
         (Some(path), _) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            let in_file = |e| BuildError::File(path.clone(), e);
+            let kubeconfig = Kubeconfig::read_from(path).map_err(in_file)?;
             Config::from_custom_kubeconfig(kubeconfig, &kube_options)
                 .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+                .map_err(in_file)?
         }
         (None, Some(_)) => Config::from_kubeconfig(&kube_options)
             .await
-            .map_err(|e| e.to_string())?,
+            .map_err(BuildError::Context)?,
     };
     let builder = ClientBuilder::try_from(config)
-        .map_err(|e| e.to_string())?
+        .map_err(BuildError::Client)?
         .with_layer(&TidyQuery);
     Ok(match requests {
         Some(r) => builder.with_layer(r).build(),

@@ -6,4 +6,4 @@ pub mod http;
 pub mod kube_error;
 pub mod kubernetes;
 
-pub use self::kubernetes::{ClientOptions, build};
+pub use self::kubernetes::{BuildError, ClientOptions, build};

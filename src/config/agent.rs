@@ -14,8 +14,8 @@
 //! ```
 
 use super::{
-    MAX_CONFIG_BYTES, RawPattern, compile_patterns, duration, file_from_yaml,
-    read_to_string_limited,
+    CONFIG_FILE, ConfigError, MAX_CONFIG_BYTES, RawPattern, compile_patterns, duration,
+    file_from_yaml, load_file,
 };
 use crate::analysis::prune::PruneSettings;
 use serde::Deserialize;
@@ -47,10 +47,8 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn load(path: &Path) -> Result<AgentConfig, String> {
-        let text = read_to_string_limited(path, MAX_CONFIG_BYTES)
-            .map_err(|e| format!("config file {}: {e}", path.display()))?;
-        AgentConfig::parse(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        load_file(CONFIG_FILE, path, MAX_CONFIG_BYTES, AgentConfig::parse)
     }
 
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
@@ -156,7 +154,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let e = AgentConfig::load(Path::new("/nonexistent/agent.yaml")).unwrap_err();
+        let e = AgentConfig::load(Path::new("/nonexistent/agent.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/agent.yaml"), "{e}");
     }
 

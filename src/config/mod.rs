@@ -35,16 +35,46 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A configuration file that cannot be used; the message names the file (`file`
+/// says which: "config file", "web config file") and, when it is invalid, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("config file {path}: {source}")]
+    #[error("{file} {path}: {source}")]
     Read {
+        file: &'static str,
         path: String,
         source: std::io::Error,
     },
-    #[error("config file {path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("{file} {path}: {message}")]
+    Invalid {
+        file: &'static str,
+        path: String,
+        message: String,
+    },
 }
+
+/// Reads the `file` at `path` (at most `max` bytes) and parses it with `parse`.
+pub fn load_file<T, E: std::fmt::Display>(
+    file: &'static str,
+    path: &Path,
+    max: u64,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, ConfigError> {
+    let path_text = || path.display().to_string();
+    let text = read_to_string_limited(path, max).map_err(|source| ConfigError::Read {
+        file,
+        path: path_text(),
+        source,
+    })?;
+    parse(&text).map_err(|e| ConfigError::Invalid {
+        file,
+        path: path_text(),
+        message: e.to_string(),
+    })
+}
+
+/// What the configuration files are called in errors.
+pub(crate) const CONFIG_FILE: &str = "config file";
 
 #[derive(Deserialize, Default, Debug)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -188,15 +218,7 @@ pub fn read_to_string_limited(path: &Path, max: u64) -> std::io::Result<String> 
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            read_to_string_limited(path, MAX_CONFIG_BYTES).map_err(|source| ConfigError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-        Config::parse(&text).map_err(|message| ConfigError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+        load_file(CONFIG_FILE, path, MAX_CONFIG_BYTES, Config::parse)
     }
 
     /// Parses and validates a configuration; the error names the offending key.
@@ -491,6 +513,15 @@ pub fn check_yaml_nesting(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why the configuration file and the flags do not make [`Settings`].
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--node-selector: {0}")]
+    NodeSelector(crate::analysis::selector::SelectorError),
+}
+
 /// What `serve` and `check` share: the configuration file and the flags, validated.
 pub struct Settings {
     pub wanted: Arc<Wanted>,
@@ -528,13 +559,13 @@ impl Settings {
         self.sources.push(SourceConfig::Nublado(opts));
     }
 
-    pub fn new(common: &SettingsFlags) -> Result<Settings, String> {
+    pub fn new(common: &SettingsFlags) -> Result<Settings, SettingsError> {
         let config = match common.config {
-            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            Some(path) => Config::load(path)?,
             None => Config::default(),
         };
         let node_selector = match common.node_selector {
-            Some(s) => s.parse().map_err(|e| format!("--node-selector: {e}"))?,
+            Some(s) => s.parse().map_err(SettingsError::NodeSelector)?,
             None => LabelSelector::default(),
         };
         Ok(Settings {
@@ -593,15 +624,14 @@ pub struct SettingsFlags<'a> {
     pub request_timeout: Duration,
 }
 
+/// A cap below -1.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a valid cap (use -1 for unlimited, or 0 or more)")]
+pub struct InvalidCap(pub i64);
+
 /// A cap is -1 (unlimited), 0 (report none) or positive.
-pub fn validate_max_images(n: i64) -> Result<i64, String> {
-    if n < -1 {
-        Err(format!(
-            "{n} is not a valid cap (use -1 for unlimited, or 0 or more)"
-        ))
-    } else {
-        Ok(n)
-    }
+pub fn validate_max_images(n: i64) -> Result<i64, InvalidCap> {
+    if n < -1 { Err(InvalidCap(n)) } else { Ok(n) }
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@
 //! older than the allowed age) is counted and logged, and the node falls back to
 //! what the API alone shows (`unverifiable` at the cap).
 
+use super::{About, Loudness, report_failure};
 use crate::analysis::runtime::{AgentReport, DecodedReport, MAX_RUNTIME_NAMES, decode_report};
 use crate::analysis::{Relevance, intern};
-use crate::metrics::{Metrics, SourceErrorKind};
+use crate::client::http::{ClientError, HttpError, timed_out};
+use crate::client::kube_error::WatcherLine;
+use crate::metrics::{Failure, Metrics, SourceErrorKind};
 use crate::store::Store;
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -45,11 +48,20 @@ pub struct AgentOptions {
     pub basic_auth: Option<(String, PathBuf)>,
 }
 
+/// Why `--agents` is not `NAMESPACE/SERVICE`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceRefError {
+    #[error("{0:?} is not NAMESPACE/SERVICE")]
+    NoSlash(String),
+    #[error("{0:?}: namespace and service must be DNS labels (lower-case letters, digits, '-')")]
+    NotDnsLabels(String),
+}
+
 /// `NAMESPACE/SERVICE`, as `--agents` takes it.
-pub fn parse_service_ref(s: &str) -> Result<(String, String), String> {
+pub fn parse_service_ref(s: &str) -> Result<(String, String), ServiceRefError> {
     let (ns, svc) = s
         .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not NAMESPACE/SERVICE"))?;
+        .ok_or_else(|| ServiceRefError::NoSlash(s.to_string()))?;
     let dns_label = |x: &str| {
         !x.is_empty()
             && x.len() <= 63
@@ -59,9 +71,7 @@ pub fn parse_service_ref(s: &str) -> Result<(String, String), String> {
             && !x.ends_with('-')
     };
     if !dns_label(ns) || !dns_label(svc) {
-        return Err(format!(
-            "{s:?}: namespace and service must be DNS labels (lower-case letters, digits, '-')"
-        ));
+        return Err(ServiceRefError::NotDnsLabels(s.to_string()));
     }
     Ok((ns.to_string(), svc.to_string()))
 }
@@ -127,6 +137,73 @@ pub fn targets(slices: &[Arc<EndpointSlice>], port_name: &str) -> (Vec<Target>, 
     (by_node.into_values().collect(), problems)
 }
 
+/// Why an agent's answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Reading the body failed (too large, cut off): that error, not a JSON one.
+    #[error("{0}")]
+    Read(std::io::Error),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("the answer is not an agent report: {0}")]
+    NotAReport(serde_json::Error),
+    #[error("the agent reports node {reported:?}, but its endpoint is on {node:?}")]
+    OtherNode { reported: String, node: String },
+    #[error("collectedAt {at:?}: {error}")]
+    CollectedAt {
+        at: String,
+        error: humantime::TimestampError,
+    },
+    /// No exact age here: the message is logged again only when it changes.
+    #[error(
+        "the runtime's list was collected at {at}, more than {} ago: is the runtime down?",
+        humantime::format_duration(*.max_age)
+    )]
+    Stale { at: String, max_age: Duration },
+    #[error("decoding the answer failed: {0}")]
+    Decoder(tokio::task::JoinError),
+}
+
+/// A failed read of one agent, counted as an `agent` source error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The client for the agents cannot be made.
+    #[error("{0}")]
+    Client(ClientError),
+    #[error("{url}: {error}")]
+    Exchange { url: String, error: HttpError },
+    /// A redirect, which is not followed (the error names the URL).
+    #[error("{0}")]
+    Redirect(HttpError),
+    #[error("{url} answered {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("{url}: {error}")]
+    Answer { url: String, error: ReportError },
+    /// The whole exchange, a body trickled in slowly included, took too long.
+    #[error("{url}: {} without a complete answer", timed_out(*.timeout))]
+    Timeout { url: String, timeout: Duration },
+}
+
+impl Failure for AgentError {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::Agent
+    }
+}
+
+/// The agents' EndpointSlices cannot be watched.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", WatcherLine(.0))]
+pub struct DiscoveryError(pub watcher::Error);
+
+impl Failure for DiscoveryError {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::AgentDiscovery
+    }
+}
+
 /// Decodes an agent's answer as it is read and checks it: it must be about
 /// `node` and its runtime answer no older than `max_age` at `now`. Only what can
 /// match an image wanted now is kept ([`decode_report`]).
@@ -136,28 +213,29 @@ pub fn check_report(
     now: SystemTime,
     max_age: Duration,
     relevance: &Relevance,
-) -> Result<DecodedReport, String> {
+) -> Result<DecodedReport, ReportError> {
     let report = decode_report(body, relevance).map_err(|e| match e.classify() {
-        // Reading failed (too large, cut off): that error, not a JSON one.
-        serde_json::error::Category::Io => std::io::Error::from(e).to_string(),
-        _ => format!("the answer is not an agent report: {e}"),
+        serde_json::error::Category::Io => ReportError::Read(std::io::Error::from(e)),
+        _ => ReportError::NotAReport(e),
     })?;
     if report.node != node {
-        return Err(format!(
-            "the agent reports node {:?}, but its endpoint is on {node:?}",
-            report.node
-        ));
+        return Err(ReportError::OtherNode {
+            reported: report.node,
+            node: node.to_string(),
+        });
     }
-    let collected = humantime::parse_rfc3339_weak(&report.collected_at)
-        .map_err(|e| format!("collectedAt {:?}: {e}", report.collected_at))?;
+    let collected = humantime::parse_rfc3339_weak(&report.collected_at).map_err(|error| {
+        ReportError::CollectedAt {
+            at: report.collected_at.clone(),
+            error,
+        }
+    })?;
     let age = now.duration_since(collected).unwrap_or_default();
     if age > max_age {
-        // No exact age here: the message is logged again only when it changes.
-        return Err(format!(
-            "the runtime's list was collected at {}, more than {} ago: is the runtime down?",
-            report.collected_at,
-            humantime::format_duration(max_age)
-        ));
+        return Err(ReportError::Stale {
+            at: report.collected_at,
+            max_age,
+        });
     }
     Ok(report)
 }
@@ -177,10 +255,7 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
             .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n as u64 > self.left {
-            return Err(std::io::Error::other(format!(
-                "the answer is larger than {} bytes",
-                self.max
-            )));
+            return Err(std::io::Error::other(ReportError::TooLarge(self.max)));
         }
         self.left -= n as u64;
         Ok(n)
@@ -189,7 +264,7 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
 
 /// The body's chunks, as they arrive, to a reader on a blocking thread.
 struct Chunks {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, reqwest::Error>>,
     current: bytes::Bytes,
 }
 
@@ -223,14 +298,14 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 async fn read_streaming<T: Send + 'static>(
     mut response: reqwest::Response,
     max: u64,
-    decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, ReportError> + Send + 'static,
+) -> Result<T, ReportError> {
     let gzip = response
         .headers()
         .get(reqwest::header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     if !gzip && response.content_length().is_some_and(|n| n > max) {
-        return Err(format!("the answer is larger than {max} bytes"));
+        return Err(ReportError::TooLarge(max));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
     let decoder = tokio::task::spawn_blocking(move || {
@@ -259,7 +334,7 @@ async fn read_streaming<T: Send + 'static>(
         let chunk = match response.chunk().await {
             Ok(Some(c)) => Ok(c),
             Ok(None) => break,
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         let failed = chunk.is_err();
         // A closed channel: the decoder is done (it failed, or the body goes on
@@ -269,23 +344,19 @@ async fn read_streaming<T: Send + 'static>(
         }
     }
     drop(tx);
-    decoder
-        .await
-        .map_err(|e| format!("decoding the answer failed: {e}"))?
+    decoder.await.map_err(ReportError::Decoder)?
 }
 
 /// The client for the agents: rustls with the process's crypto provider, gzip,
 /// and the CA when one is given.
-pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, String> {
+pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, ClientError> {
     // The whole exchange is bounded by `fetch`; connecting alone by this.
     // Redirects are not followed: an answer that redirects is an error.
     let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(1);
-    crate::client::http::with_ca_file(builder, opts.ca_file.as_deref())?
-        .build()
-        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+    crate::client::http::build_with_ca(builder, opts.ca_file.as_deref())
 }
 
 /// One read of one agent, decoded as it arrives into what `relevance` keeps.
@@ -295,7 +366,7 @@ pub async fn fetch(
     target: &Target,
     password: Option<&str>,
     relevance: &Arc<Relevance>,
-) -> Result<DecodedReport, String> {
+) -> Result<DecodedReport, AgentError> {
     let scheme = if opts.https { "https" } else { "http" };
     let url = format!("{scheme}://{}/v1/images", target.authority);
     let mut request = client
@@ -306,34 +377,32 @@ pub async fn fetch(
     }
     let (node, max_age, relevance) = (target.node.clone(), opts.max_age, relevance.clone());
     let work = async {
-        let response = request.send().await.map_err(|e| {
-            format!(
-                "{url}: {}",
-                crate::client::http::http_error(&e, opts.timeout)
-            )
+        let response = request.send().await.map_err(|e| AgentError::Exchange {
+            url: url.clone(),
+            error: HttpError::exchange(e, opts.timeout),
         })?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(crate::client::http::redirect_error(&url, &response));
+            return Err(AgentError::Redirect(HttpError::redirect(&url, &response)));
         }
         if !status.is_success() {
-            return Err(format!("{url} answered {status}"));
+            let url = url.clone();
+            return Err(AgentError::Status { url, status });
         }
         read_streaming(response, opts.max_body_bytes, move |body| {
             check_report(body, &node, SystemTime::now(), max_age, &relevance)
         })
         .await
-        .map_err(|e| format!("{url}: {e}"))
+        .map_err(|error| AgentError::Answer {
+            url: url.clone(),
+            error,
+        })
     };
     // One limit for the whole exchange, a body trickled in slowly included.
-    tokio::time::timeout(opts.timeout, work)
+    let timeout = opts.timeout;
+    tokio::time::timeout(timeout, work)
         .await
-        .map_err(|_| {
-            format!(
-                "{url}: {} without a complete answer",
-                crate::client::http::timed_out(opts.timeout)
-            )
-        })?
+        .unwrap_or_else(|_| Err(AgentError::Timeout { url, timeout }))
 }
 
 /// Reads every agent once and records what they hold; nodes without a usable
@@ -360,7 +429,7 @@ async fn read_all(
     // Owned futures: borrowed ones make the task's future not `Send` for every
     // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
     let opts = Arc::new(opts.clone());
-    let results: Vec<(String, Result<DecodedReport, String>)> =
+    let results: Vec<(String, Result<DecodedReport, AgentError>)> =
         futures::stream::iter(targets.to_vec())
             .map(|t| {
                 let (client, opts, password, relevance) = (
@@ -399,30 +468,45 @@ async fn read_all(
                 }
             }
             Err(e) => {
-                metrics.source_error(SourceErrorKind::Agent);
-                store.set_runtime(&node, None);
-                if last_error.get(&node) != Some(&e) {
-                    tracing::warn!(%node, "cannot use the node agent's image list: {e}");
-                    last_error.insert(node, e);
-                }
+                let msg = e.to_string();
+                let loudness = if last_error.get(&node) != Some(&msg) {
+                    Loudness::Warn
+                } else {
+                    Loudness::Quiet
+                };
+                let unknown = || store.set_runtime(&node, None);
+                let what = "cannot use the node agent's image list";
+                report_failure(metrics, &e, unknown, loudness, About::Node(&node), what);
+                last_error.insert(node, msg);
             }
         }
     }
     ok
 }
 
+/// Why saved agent answers cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SavedAnswersError {
+    #[error("{path}: {1}", path = .0.display())]
+    Read(PathBuf, std::io::Error),
+    #[error(
+        "{path}: expected a JSON array of node-agent answers (/v1/images bodies): {1}",
+        path = .0.display()
+    )]
+    Decode(PathBuf, serde_json::Error),
+}
+
 /// Reads saved agent answers (a JSON array of `/v1/images` bodies) into the
 /// store, as if the agents had answered: each answer is summarized against the
 /// wanted images of now. A file that is not such an array is an error; an
 /// answer for a node the store does not hold is logged and skipped.
-pub fn load_saved(path: &std::path::Path, store: &Store) -> Result<Vec<AgentReport>, String> {
-    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let reports: Vec<AgentReport> = serde_json::from_slice(&body).map_err(|e| {
-        format!(
-            "{}: expected a JSON array of node-agent answers (/v1/images bodies): {e}",
-            path.display()
-        )
-    })?;
+pub fn load_saved(
+    path: &std::path::Path,
+    store: &Store,
+) -> Result<Vec<AgentReport>, SavedAnswersError> {
+    let body = std::fs::read(path).map_err(|e| SavedAnswersError::Read(path.to_path_buf(), e))?;
+    let reports: Vec<AgentReport> = serde_json::from_slice(&body)
+        .map_err(|e| SavedAnswersError::Decode(path.to_path_buf(), e))?;
     store.expect_agents();
     let known: HashSet<String> = store.node_names().into_iter().collect();
     let relevance = store.relevance();
@@ -485,8 +569,15 @@ pub async fn run(
     let http = match http_client(&opts) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("node agents: {e}");
-            metrics.source_error(SourceErrorKind::Agent);
+            let e = AgentError::Client(e);
+            report_failure(
+                &metrics,
+                &e,
+                || {},
+                Loudness::Error,
+                About::Source,
+                "node agents",
+            );
             return;
         }
     };
@@ -510,14 +601,24 @@ pub async fn run(
                 match next {
                     Some(Ok(_)) => failing = false,
                     Some(Err(e)) => {
-                        metrics.source_error(SourceErrorKind::AgentDiscovery);
-                        if !failing {
-                            tracing::warn!(namespace = %ns, service = %svc,
-                                "cannot watch the agents' EndpointSlices (RBAC: list and watch \
-                                 endpointslices in that namespace), retrying: {}",
-                                crate::client::kube_error::WatcherLine(&e));
-                        }
-                        failing = true;
+                        let loudness = if failing {
+                            Loudness::Quiet
+                        } else {
+                            Loudness::Warn
+                        };
+                        let about = About::Service {
+                            namespace: &ns,
+                            service: &svc,
+                        };
+                        report_failure(
+                            &metrics,
+                            &DiscoveryError(e),
+                            || failing = true,
+                            loudness,
+                            about,
+                            "cannot watch the agents' EndpointSlices (RBAC: list and watch \
+                             endpointslices in that namespace), retrying",
+                        );
                     }
                     None => return,
                 }
@@ -675,10 +776,11 @@ mod tests {
     async fn read_bounded(response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
         read_streaming(response, max, |body| {
             let mut buf = Vec::new();
-            body.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+            body.read_to_end(&mut buf).map_err(ReportError::Read)?;
             Ok(buf)
         })
         .await
+        .map_err(|e| e.to_string())
     }
 
     #[tokio::test]
@@ -724,7 +826,9 @@ mod tests {
         };
         let max = Duration::from_secs(180);
         let r = &Relevance::default();
-        let check = |body: &str, node| check_report(body.as_bytes(), node, now, max, r);
+        let check = |body: &str, node| {
+            check_report(body.as_bytes(), node, now, max, r).map_err(|e| e.to_string())
+        };
         assert!(check(&body("a", "2026-11-25T10:04:00Z"), "a").is_ok());
         // A clock slightly ahead is no age.
         assert!(check(&body("a", "2026-11-25T10:05:30Z"), "a").is_ok());

@@ -5,11 +5,11 @@
 //! Nodes are decoded as [`NodeView`], the few fields the exporter reads, instead of
 //! the whole `v1.Node`: the rest of each object is skipped while parsing.
 
-use super::Ingest;
+use super::{About, Ingest, Loudness, report_failure};
 use crate::analysis::{NodeSummary, NodeView};
 use crate::client::kube_error::{OneLine, StatusLine};
 use crate::decode::stream;
-use crate::metrics::SourceErrorKind;
+use crate::metrics::{Failure, SourceErrorKind};
 use futures::{AsyncBufRead, AsyncBufReadExt, StreamExt};
 use kube::Client;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
@@ -45,6 +45,58 @@ pub enum ListError {
     Read(std::io::Error),
     #[error("the list page is not a readable NodeList: {0}")]
     Decode(serde_json::Error),
+}
+
+impl Failure for ListError {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::List
+    }
+}
+
+/// A watch request that failed or ended in an error, other than `410 Gone` and
+/// `403 Forbidden` (see [`WatchRefused`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{}{hint}", OneLine(.0), hint = hint(.0))]
+pub struct WatchError(pub kube::Error);
+
+impl Failure for WatchError {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::Watch
+    }
+}
+
+/// The identity may not watch nodes: they are listed every `interval` instead,
+/// and the watch tried again every [`WATCH_RETRY`]. The first refusal says so
+/// and names the missing permission; later ones, while it lasts, say less.
+#[derive(Debug)]
+pub struct WatchRefused<'a> {
+    pub status: &'a kube::core::Status,
+    pub interval: Duration,
+    pub first: bool,
+}
+
+impl std::fmt::Display for WatchRefused<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = StatusLine(self.status);
+        if !self.first {
+            return write!(f, "watching nodes is still forbidden ({status})");
+        }
+        write!(
+            f,
+            "watching nodes is forbidden ({status}); listing all nodes every {:?} instead, \
+             so the data stays fresh but changes show late. Fix: grant the exporter's \
+             service account the watch verb on nodes (ClusterRole rule: apiGroups \
+             [\"\"], resources [\"nodes\"], verbs [\"get\", \"list\", \"watch\"]); the \
+             watch is tried again every {:?}",
+            self.interval, WATCH_RETRY,
+        )
+    }
+}
+
+impl Failure for WatchRefused<'_> {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::Watch
+    }
 }
 
 impl ListError {
@@ -272,13 +324,14 @@ pub async fn poll(
                 interval
             }
             Err(e) => {
-                ingest.metrics.source_error(SourceErrorKind::List);
                 // Exponential, capped at the poll interval, and never sooner than
                 // the API server asked.
                 let wait = backoff
                     .min(interval)
                     .max(e.retry_after().unwrap_or_default());
-                tracing::warn!(retry_in = ?wait, "listing nodes failed: {e}");
+                let about = About::Retry(wait);
+                let what = "listing nodes failed";
+                report_failure(&ingest.metrics, &e, || {}, Loudness::Warn, about, what);
                 backoff = (backoff * 2).min(Duration::from_secs(300));
                 wait
             }
@@ -406,15 +459,12 @@ impl NodeWatch {
                 Some(true)
             }
             Err(e) => {
-                self.healthy = false;
-                self.ingest.metrics.source_error(SourceErrorKind::List);
                 let wait = self
                     .backoff
                     .next()
                     .unwrap_or(Duration::from_secs(30))
                     .max(e.retry_after().unwrap_or_default());
-                tracing::warn!(kind = %SourceErrorKind::List, retry_in = ?wait, "node list failed, retrying with backoff: {e}");
-                pause(wait, shutdown).await.then_some(false)
+                self.retry(&e, wait, shutdown).await.then_some(false)
             }
         }
     }
@@ -437,7 +487,7 @@ impl NodeWatch {
                 return WatchEnd::Relist;
             }
             Err(kube::Error::Api(s)) if s.code == 403 => return WatchEnd::Forbidden(s),
-            Err(e) => return self.failed(&e, shutdown).await,
+            Err(e) => return self.failed(WatchError(e), shutdown).await,
         };
         if std::mem::take(&mut self.watch_forbidden) {
             tracing::info!("watching nodes is allowed again; following changes with a watch");
@@ -528,7 +578,7 @@ impl NodeWatch {
             }
             Ok(WatchEvent::Error(s)) if s.code == 403 => return Some(WatchEnd::Forbidden(s)),
             Ok(WatchEvent::Error(s)) => {
-                return Some(self.failed(&kube::Error::Api(s), shutdown).await);
+                return Some(self.failed(WatchError(kube::Error::Api(s)), shutdown).await);
             }
             // One event the projection cannot read: that node's update is lost,
             // the watch goes on.
@@ -536,7 +586,7 @@ impl NodeWatch {
                 ingest.undecodable("in a watch event", &e.to_string());
                 return None;
             }
-            Err(e) => return Some(self.failed(&e, shutdown).await),
+            Err(e) => return Some(self.failed(WatchError(e), shutdown).await),
         };
         // The watch works: the next failure starts the backoff over.
         self.healthy = true;
@@ -567,14 +617,32 @@ impl NodeWatch {
         }
     }
 
+    /// Counts and logs a failed list or watch (the data is no longer known to be
+    /// current), then waits `wait`; `false` on shutdown.
+    async fn retry(
+        &mut self,
+        failure: &impl Failure,
+        wait: Duration,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let what = format!("node {} failed, retrying with backoff", failure.kind());
+        let unhealthy = || self.healthy = false;
+        let about = About::Retry(wait);
+        report_failure(
+            &self.ingest.metrics,
+            failure,
+            unhealthy,
+            Loudness::Warn,
+            about,
+            &what,
+        );
+        pause(wait, shutdown).await
+    }
+
     /// Counts and logs a failed watch, then waits out the backoff.
-    async fn failed(&mut self, e: &kube::Error, shutdown: &CancellationToken) -> WatchEnd {
-        self.healthy = false;
-        let kind = SourceErrorKind::Watch;
-        self.ingest.metrics.source_error(kind);
+    async fn failed(&mut self, e: WatchError, shutdown: &CancellationToken) -> WatchEnd {
         let wait = self.backoff.next().unwrap_or(Duration::from_secs(30));
-        tracing::warn!(%kind, retry_in = ?wait, "node {kind} failed, retrying with backoff: {}{}", OneLine(e), hint(e));
-        if pause(wait, shutdown).await {
+        if self.retry(&e, wait, shutdown).await {
             WatchEnd::Resume
         } else {
             WatchEnd::Shutdown
@@ -590,24 +658,25 @@ impl NodeWatch {
         status: &kube::core::Status,
         shutdown: &CancellationToken,
     ) -> bool {
-        self.ingest.metrics.source_error(SourceErrorKind::Watch);
-        if !self.watch_forbidden {
-            self.watch_forbidden = true;
-            tracing::warn!(
-                kind = %SourceErrorKind::Watch,
-                interval = ?self.interval,
-                "watching nodes is forbidden ({}); listing all nodes every {:?} instead, \
-                 so the data stays fresh but changes show late. Fix: grant the exporter's \
-                 service account the watch verb on nodes (ClusterRole rule: apiGroups \
-                 [\"\"], resources [\"nodes\"], verbs [\"get\", \"list\", \"watch\"]); the \
-                 watch is tried again every {:?}",
-                StatusLine(status),
-                self.interval,
-                WATCH_RETRY,
-            );
+        let refused = WatchRefused {
+            status,
+            interval: self.interval,
+            first: !self.watch_forbidden,
+        };
+        let loudness = if refused.first {
+            Loudness::Warn
         } else {
-            tracing::debug!("watching nodes is still forbidden ({})", StatusLine(status));
-        }
+            Loudness::Debug
+        };
+        let said = || self.watch_forbidden = true;
+        report_failure(
+            &self.ingest.metrics,
+            &refused,
+            said,
+            loudness,
+            About::Source,
+            "",
+        );
         let retry_at = tokio::time::Instant::now() + WATCH_RETRY;
         while tokio::time::Instant::now() < retry_at {
             tokio::select! {

@@ -1,8 +1,9 @@
 //! Nodes from a `kubectl get nodes -o json` dump.
 
-use super::Ingest;
+use super::{About, Ingest, Loudness, report_failure};
 use crate::analysis::NodeView;
 use crate::decode::lenient::{not_a_list_message, truncate};
+use crate::metrics::{Failure, SourceErrorKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
@@ -28,9 +29,31 @@ fn raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, 
 /// One item of a dump: a node, or its index and why it could not be decoded.
 pub type Item = Result<NodeView, (usize, String)>;
 
+/// Why a dump is unusable as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("expected a NodeList or List object (kubectl get nodes -o json); got a JSON array")]
+    Array,
+    #[error("not a JSON object: {0}")]
+    NotAnObject(serde_json::Error),
+    /// A single Node (`kind: Node`) that cannot be decoded.
+    #[error("{0}")]
+    Node(serde_json::Error),
+    /// `items` is not a list but this (`"an object"`, `"a string"`...).
+    #[error("items: {}", not_a_list_message(.0))]
+    ItemsNotAList(&'static str),
+    #[error("items: {0}")]
+    Items(serde_json::Error),
+    #[error(
+        "expected a NodeList (kubectl get nodes -o json) with items, found kind {}",
+        .0.as_deref().unwrap_or("<none>")
+    )]
+    NotANodeList(Option<String>),
+}
+
 /// Decodes a dump. `Err` when the input is unusable as a whole; nodes that cannot be
 /// decoded are returned as `Err((index, reason))` beside the good ones.
-pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
+pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, DumpError> {
     let mut items = Vec::new();
     decode_each(bytes, |item| items.push(item))?;
     Ok(items)
@@ -41,19 +64,15 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Item>, String> {
 /// `bytes` (under [`Ingest::decoding`], only what its summary needs is kept)
 /// and can be summarized and dropped before the next. `on_item` is only called
 /// once the document as a whole is known to be usable.
-pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), String> {
+pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), DumpError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first == Some(&b'[') {
-        return Err(
-            "expected a NodeList or List object (kubectl get nodes -o json); got a JSON array"
-                .into(),
-        );
+        return Err(DumpError::Array);
     }
-    let doc: Document =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object: {e}"))?;
+    let doc: Document = serde_json::from_slice(bytes).map_err(DumpError::NotAnObject)?;
     match (doc.kind.as_deref(), doc.items) {
         (Some("Node"), _) => {
-            let node: NodeView = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+            let node: NodeView = serde_json::from_slice(bytes).map_err(DumpError::Node)?;
             on_item(Ok(node));
             Ok(())
         }
@@ -68,11 +87,10 @@ pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), St
                 _ => Some("a number"),
             };
             if let Some(what) = what {
-                return Err(format!("items: {}", not_a_list_message(what)));
+                return Err(DumpError::ItemsNotAList(what));
             }
             // Delimited only: borrowed slices of `bytes`.
-            let items: Vec<&RawValue> =
-                serde_json::from_str(text).map_err(|e| format!("items: {e}"))?;
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(DumpError::Items)?;
             for (i, item) in items.into_iter().enumerate() {
                 let text = item.get();
                 on_item(serde_json::from_str::<NodeView>(text).map_err(|e| {
@@ -84,36 +102,68 @@ pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), St
             }
             Ok(())
         }
-        (kind, None) => Err(format!(
-            "expected a NodeList (kubectl get nodes -o json) with items, found kind {}",
-            kind.unwrap_or("<none>")
-        )),
+        (kind, None) => Err(DumpError::NotANodeList(kind.map(str::to_string))),
     }
 }
 
 /// Largest dump read unless told otherwise (`serve --max-nodes-file-bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 256 << 20;
 
+/// Why a dump could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file is known to be larger than the limit before it is read.
+    #[error("{size} bytes, above the limit of {max} (--max-nodes-file-bytes)")]
+    AboveLimit { size: u64, max: u64 },
+    /// More than the limit was read (a file growing, or standard input).
+    #[error("more than {0} bytes, the limit (--max-nodes-file-bytes)")]
+    PastLimit(u64),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why `--nodes-file` could not be loaded: counted as a `file` source error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodesFileError {
+    #[error("standard input: {0}")]
+    Stdin(ReadError),
+    #[error("{path}: {1}", path = .0.display())]
+    Read(PathBuf, ReadError),
+    #[error("{path}: {1}", path = .0.display())]
+    Decode(PathBuf, DumpError),
+}
+
+impl Failure for NodesFileError {
+    fn kind(&self) -> SourceErrorKind {
+        SourceErrorKind::File
+    }
+}
+
 /// Reads at most `max` bytes from `reader`; more is an error, not a truncation.
-fn read_bounded(reader: impl std::io::Read, max: u64, size_hint: u64) -> Result<Vec<u8>, String> {
+fn read_bounded(
+    reader: impl std::io::Read,
+    max: u64,
+    size_hint: u64,
+) -> Result<Vec<u8>, ReadError> {
     if size_hint > max {
-        return Err(format!(
-            "{size_hint} bytes, above the limit of {max} (--max-nodes-file-bytes)"
-        ));
+        return Err(ReadError::AboveLimit {
+            size: size_hint,
+            max,
+        });
     }
     let mut buf = Vec::with_capacity(size_hint.min(max) as usize);
-    std::io::Read::read_to_end(&mut reader.take(max.saturating_add(1)), &mut buf)
-        .map_err(|e| e.to_string())?;
+    std::io::Read::read_to_end(&mut reader.take(max.saturating_add(1)), &mut buf)?;
     if buf.len() as u64 > max {
-        return Err(format!(
-            "more than {max} bytes, the limit (--max-nodes-file-bytes)"
-        ));
+        return Err(ReadError::PastLimit(max));
     }
     Ok(buf)
 }
 
 /// Reads and decodes a dump (`-` is standard input) and summarizes its nodes.
-pub fn load(path: &Path, ingest: &Ingest) -> Result<Vec<crate::analysis::NodeSummary>, String> {
+pub fn load(
+    path: &Path,
+    ingest: &Ingest,
+) -> Result<Vec<crate::analysis::NodeSummary>, NodesFileError> {
     load_bounded(path, ingest, DEFAULT_MAX_BYTES)
 }
 
@@ -122,13 +172,14 @@ pub fn load_bounded(
     path: &Path,
     ingest: &Ingest,
     max_bytes: u64,
-) -> Result<Vec<crate::analysis::NodeSummary>, String> {
+) -> Result<Vec<crate::analysis::NodeSummary>, NodesFileError> {
     let bytes = if path == Path::new("-") {
-        read_bounded(std::io::stdin(), max_bytes, 0).map_err(|e| format!("standard input: {e}"))?
+        read_bounded(std::io::stdin(), max_bytes, 0).map_err(NodesFileError::Stdin)?
     } else {
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let unreadable = |e| NodesFileError::Read(path.to_path_buf(), e);
+        let file = std::fs::File::open(path).map_err(|e| unreadable(ReadError::Io(e)))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        read_bounded(file, max_bytes, size).map_err(|e| format!("{}: {e}", path.display()))?
+        read_bounded(file, max_bytes, size).map_err(unreadable)?
     };
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -148,7 +199,7 @@ pub fn load_bounded(
                 Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
             })
         })
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| NodesFileError::Decode(path.to_path_buf(), e))?;
     Ok(out)
 }
 
@@ -207,11 +258,16 @@ pub async fn run(
                 failed_stamp = None;
             }
             Err(e) => {
-                ingest
-                    .metrics
-                    .source_error(crate::metrics::SourceErrorKind::File);
-                tracing::error!(path = %path.display(), "cannot load nodes file, keeping the last good data: {e}");
-                failed_stamp = Some(now);
+                let what = "cannot load nodes file, keeping the last good data";
+                let failed = || failed_stamp = Some(now);
+                report_failure(
+                    &ingest.metrics,
+                    &e,
+                    failed,
+                    Loudness::Error,
+                    About::File(&path),
+                    what,
+                );
                 tokio::task::block_in_place(crate::sys::release_free_memory);
             }
         }
@@ -256,9 +312,11 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
-        let e = decode(b"{\"kind\":\"PodList\"}").unwrap_err();
+        let e = decode(b"{\"kind\":\"PodList\"}").unwrap_err().to_string();
         assert!(e.contains("PodList"), "{e}");
-        let e = decode(b" [{\"metadata\":{\"name\":\"a\"}}]").unwrap_err();
+        let e = decode(b" [{\"metadata\":{\"name\":\"a\"}}]")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "expected a NodeList or List object (kubectl get nodes -o json); got a JSON array"
@@ -330,9 +388,9 @@ mod tests {
     fn reads_are_bounded() {
         assert_eq!(read_bounded(&b"abcd"[..], 4, 4).unwrap(), b"abcd");
         assert_eq!(read_bounded(&b"abcd"[..], 4, 0).unwrap(), b"abcd");
-        let e = read_bounded(&b"abcde"[..], 4, 0).unwrap_err();
+        let e = read_bounded(&b"abcde"[..], 4, 0).unwrap_err().to_string();
         assert!(e.contains("more than 4 bytes"), "{e}");
-        let e = read_bounded(&b""[..], 4, 5).unwrap_err();
+        let e = read_bounded(&b""[..], 4, 5).unwrap_err().to_string();
         assert!(e.contains("5 bytes, above the limit of 4"), "{e}");
     }
 

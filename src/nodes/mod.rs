@@ -4,7 +4,8 @@
 //!
 //! Every source turns each node into a compact summary as it arrives, through
 //! [`Ingest`], and keeps the [`Store`] current. [`supervise`] runs the node source
-//! and restarts it if it ever stops.
+//! and restarts it if it ever stops. A read that fails is counted, marked and
+//! logged by [`report_failure`], under the kind its error names.
 
 pub mod agents;
 pub mod apiserver;
@@ -16,10 +17,12 @@ pub mod kubelet;
 use crate::analysis::node::{decoding_for, summarize_with, with_name_cache};
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::{InvalidField, NodeSummary, NodeView};
-use crate::metrics::Metrics;
+use crate::metrics::{Failure, Metrics};
 use crate::store::Store;
 use std::collections::BTreeMap;
+use std::fmt::Display;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +82,93 @@ impl Ingest {
     pub fn undecodable(&self, what: &str, error: &str) {
         self.metrics.invalid_field(InvalidField::Node);
         tracing::warn!(field = %InvalidField::Node, "skipping undecodable node {what}: {error}");
+    }
+}
+
+/// How loudly a failed read is logged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loudness {
+    /// The source as a whole is unusable (a nodes file, the agents' client).
+    Error,
+    /// A read failed, or failed otherwise than the last time.
+    Warn,
+    /// The same failure as the last time, or an expected one.
+    Debug,
+    /// Counted and marked, not logged: said already.
+    Quiet,
+}
+
+/// What a failed read was about, the field of its log line.
+#[derive(Clone, Copy, Debug)]
+pub enum About<'a> {
+    /// The node source as a whole, tried again after this wait (`retry_in`).
+    Retry(std::time::Duration),
+    /// One node's kubelet or agent (`node`).
+    Node(&'a str),
+    /// The nodes file (`path`).
+    File(&'a Path),
+    /// The agents' Service (`namespace`, `service`).
+    Service {
+        namespace: &'a str,
+        service: &'a str,
+    },
+    /// Nothing beyond the message.
+    Source,
+}
+
+/// Logs `$($field)*` and the message at the given [`Loudness`].
+macro_rules! log_at {
+    ($loudness:expr, $($args:tt)+) => {
+        match $loudness {
+            Loudness::Error => tracing::error!($($args)+),
+            Loudness::Warn => tracing::warn!($($args)+),
+            Loudness::Debug => tracing::debug!($($args)+),
+            Loudness::Quiet => {}
+        }
+    };
+}
+
+/// A failed read of node data, in one place: counts it in
+/// `imagecap_source_errors_total` under its own kind, runs `mark` (what the
+/// failure leaves stale or unknown: a node's kubelet data, its runtime view, the
+/// source's health), and logs `{what}: {failure}` (the failure alone when `what`
+/// is empty) at `loudness`, with the kind and what it was `about` as fields.
+pub fn report_failure(
+    metrics: &Metrics,
+    failure: &impl Failure,
+    mark: impl FnOnce(),
+    loudness: Loudness,
+    about: About<'_>,
+    what: &str,
+) {
+    let kind = failure.kind();
+    metrics.source_error(kind);
+    mark();
+    let line = Line { what, failure };
+    match about {
+        About::Retry(wait) => log_at!(loudness, %kind, retry_in = ?wait, "{line}"),
+        About::Node(node) => log_at!(loudness, %kind, %node, "{line}"),
+        About::File(path) => log_at!(loudness, %kind, path = %path.display(), "{line}"),
+        About::Service { namespace, service } => {
+            log_at!(loudness, %kind, %namespace, %service, "{line}")
+        }
+        About::Source => log_at!(loudness, %kind, "{line}"),
+    }
+}
+
+/// `{what}: {failure}`, or the failure alone.
+struct Line<'a, F> {
+    what: &'a str,
+    failure: &'a F,
+}
+
+impl<F: Display> Display for Line<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.what.is_empty() {
+            self.failure.fmt(f)
+        } else {
+            write!(f, "{}: {}", self.what, self.failure)
+        }
     }
 }
 

@@ -267,7 +267,7 @@ pub fn start_web_config(path: Option<&std::path::Path>) -> Result<WebConfig, Str
     let Some(path) = path else {
         return Ok(WebConfig::default());
     };
-    let web = WebConfig::load(path)?;
+    let web = WebConfig::load(path).map_err(|e| e.to_string())?;
     if let Some(tls) = &web.tls {
         tls::rustls_config(tls).map_err(|e| format!("web config: {e}"))?;
     }

@@ -1,7 +1,7 @@
 //! `serve`: from its flags to a running exporter, stopped by a signal.
 
 use super::{AppState, conn};
-use crate::cli::{ServeArgs, bad_input};
+use crate::cli::{ServeArgs, exit_bad_input};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use std::process::ExitCode;
@@ -14,14 +14,14 @@ use tokio_util::task::TaskTracker;
 pub async fn run(args: ServeArgs) -> ExitCode {
     let mut s = match args.common.settings() {
         Ok(s) => s,
-        Err(e) => return bad_input(e),
+        Err(e) => return exit_bad_input(e),
     };
     if let Some(path) = &args.nublado_file {
         s.nublado_from_file(path);
     }
     let web = match super::start_web_config(args.web_config_file.as_deref()) {
         Ok(w) => w,
-        Err(e) => return bad_input(e),
+        Err(e) => return exit_bad_input(e),
     };
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION")));
     let store = Arc::new(Store::new(s.wanted.clone(), s.default_max_images));
@@ -31,7 +31,7 @@ pub async fn run(args: ServeArgs) -> ExitCode {
     if let Err(e) =
         super::sources::spawn_sources(&args, &s, &store, &metrics, &tasks, &shutdown).await
     {
-        return bad_input(e);
+        return exit_bad_input(e);
     }
 
     let listener = match tokio::net::TcpListener::bind(args.listen).await {

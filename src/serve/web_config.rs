@@ -16,6 +16,7 @@
 //! implement are errors rather than silently ignored security settings.
 
 use super::auth::BasicAuth;
+use crate::config::{ConfigError, load_file};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,16 +72,54 @@ pub struct WebConfig {
     pub users: BTreeMap<String, String>,
 }
 
-fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
+/// Why a web config cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum WebConfigError {
+    /// Not YAML, or not of the web config's shape.
+    #[error("{0}")]
+    Yaml(String),
+    /// `cert_file` or `key_file` is missing.
+    #[error("tls_server_config.{0} is required")]
+    Required(&'static str),
+    #[error("tls_server_config.client_ca_file is required to verify client certificates")]
+    NoClientCa,
+    #[error("tls_server_config.{key}: {version} is not supported; use TLS12 or TLS13")]
+    OldTls { key: &'static str, version: String },
+    #[error("tls_server_config.{key}: unknown TLS version {version:?} (TLS12, TLS13)")]
+    UnknownTls { key: &'static str, version: String },
+    #[error("tls_server_config: min_version is above max_version")]
+    VersionsReversed,
+    #[error(
+        "tls_server_config.client_auth_type: {0} (accepting unverified client \
+         certificates) is not supported; use VerifyClientCertIfGiven or \
+         RequireAndVerifyClientCert"
+    )]
+    UnverifiedClients(String),
+    #[error("tls_server_config.client_auth_type: unknown value {0:?}")]
+    UnknownClientAuth(String),
+    #[error("basic_auth_users: user name {0:?} contains ':'")]
+    ColonInUser(String),
+    #[error("basic_auth_users.{user}: not a bcrypt hash ({error})")]
+    NotBcrypt {
+        user: String,
+        error: bcrypt::BcryptError,
+    },
+    #[error("basic_auth_users.{user}: bcrypt cost {cost} is outside 4-31")]
+    BcryptCost { user: String, cost: u32 },
+}
+
+fn version(key: &'static str, v: &str) -> Result<TlsVersion, WebConfigError> {
     match v {
         "TLS12" => Ok(TlsVersion::Tls12),
         "TLS13" => Ok(TlsVersion::Tls13),
-        "TLS10" | "TLS11" => Err(format!(
-            "tls_server_config.{key}: {v} is not supported; use TLS12 or TLS13"
-        )),
-        other => Err(format!(
-            "tls_server_config.{key}: unknown TLS version {other:?} (TLS12, TLS13)"
-        )),
+        "TLS10" | "TLS11" => Err(WebConfigError::OldTls {
+            key,
+            version: v.to_string(),
+        }),
+        other => Err(WebConfigError::UnknownTls {
+            key,
+            version: other.to_string(),
+        }),
     }
 }
 
@@ -89,17 +128,17 @@ fn version(key: &str, v: &str) -> Result<TlsVersion, String> {
 pub const MAX_WEB_CONFIG_BYTES: u64 = 1 << 20;
 
 impl WebConfig {
-    pub fn load(path: &Path) -> Result<WebConfig, String> {
-        let text = crate::config::read_to_string_limited(path, MAX_WEB_CONFIG_BYTES)
-            .map_err(|e| format!("web config file {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<WebConfig, ConfigError> {
         let base = path.parent().unwrap_or(Path::new("."));
-        WebConfig::parse(&text, base)
-            .map_err(|e| format!("web config file {}: {e}", path.display()))
+        load_file("web config file", path, MAX_WEB_CONFIG_BYTES, |text| {
+            WebConfig::parse(text, base)
+        })
     }
 
     /// Parses and validates; relative paths are resolved against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<WebConfig, String> {
-        let raw: RawWebConfig = crate::config::file_from_yaml(text)?;
+    pub fn parse(text: &str, base: &Path) -> Result<WebConfig, WebConfigError> {
+        let raw: RawWebConfig =
+            crate::config::file_from_yaml(text).map_err(WebConfigError::Yaml)?;
         let tls = match raw.tls_server_config {
             None => None,
             Some(t) => Some(tls_settings(t, base)?),
@@ -112,7 +151,7 @@ impl WebConfig {
 
 /// `tls_server_config`, validated, its paths resolved against `base` (the web
 /// config file's folder).
-fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, String> {
+fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, WebConfigError> {
     let resolve = |p: &str| {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -124,17 +163,15 @@ fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, String> {
     let cert_file = t
         .cert_file
         .filter(|s| !s.is_empty())
-        .ok_or("tls_server_config.cert_file is required")?;
+        .ok_or(WebConfigError::Required("cert_file"))?;
     let key_file = t
         .key_file
         .filter(|s| !s.is_empty())
-        .ok_or("tls_server_config.key_file is required")?;
+        .ok_or(WebConfigError::Required("key_file"))?;
     let client_ca_file = t.client_ca_file.filter(|s| !s.is_empty());
     let client_auth = client_auth(t.client_auth_type.as_deref(), client_ca_file.is_some())?;
     if client_auth != ClientAuth::NoClientCert && client_ca_file.is_none() {
-        return Err(
-            "tls_server_config.client_ca_file is required to verify client certificates".into(),
-        );
+        return Err(WebConfigError::NoClientCa);
     }
     let min_version = match t.min_version.as_deref() {
         None | Some("") => TlsVersion::Tls12,
@@ -145,7 +182,7 @@ fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, String> {
         Some(v) => version("max_version", v)?,
     };
     if min_version > max_version {
-        return Err("tls_server_config: min_version is above max_version".into());
+        return Err(WebConfigError::VersionsReversed);
     }
     Ok(TlsSettings {
         cert_file: resolve(&cert_file),
@@ -158,7 +195,7 @@ fn tls_settings(t: RawTls, base: &Path) -> Result<TlsSettings, String> {
 }
 
 /// `client_auth_type`, given whether a client CA is set.
-fn client_auth(kind: Option<&str>, has_ca: bool) -> Result<ClientAuth, String> {
+fn client_auth(kind: Option<&str>, has_ca: bool) -> Result<ClientAuth, WebConfigError> {
     Ok(match (kind, has_ca) {
         (None | Some(""), false) | (Some("NoClientCert"), _) => ClientAuth::NoClientCert,
         // As the exporter toolkit: a client CA alone means verify.
@@ -167,34 +204,32 @@ fn client_auth(kind: Option<&str>, has_ca: bool) -> Result<ClientAuth, String> {
         }
         (Some("VerifyClientCertIfGiven"), _) => ClientAuth::VerifyClientCertIfGiven,
         (Some(other @ ("RequestClientCert" | "RequireAnyClientCert")), _) => {
-            return Err(format!(
-                "tls_server_config.client_auth_type: {other} (accepting unverified client \
-                 certificates) is not supported; use VerifyClientCertIfGiven or \
-                 RequireAndVerifyClientCert"
-            ));
+            return Err(WebConfigError::UnverifiedClients(other.to_string()));
         }
         (Some(other), _) => {
-            return Err(format!(
-                "tls_server_config.client_auth_type: unknown value {other:?}"
-            ));
+            return Err(WebConfigError::UnknownClientAuth(other.to_string()));
         }
     })
 }
 
 /// `basic_auth_users`: names without ':', values bcrypt hashes of cost 4-31.
-fn check_users(users: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+fn check_users(users: &std::collections::BTreeMap<String, String>) -> Result<(), WebConfigError> {
     for (user, hash) in users {
         if user.contains(':') {
-            return Err(format!("basic_auth_users: user name {user:?} contains ':'"));
+            return Err(WebConfigError::ColonInUser(user.clone()));
         }
-        let parts = hash
-            .parse::<bcrypt::HashParts>()
-            .map_err(|e| format!("basic_auth_users.{user}: not a bcrypt hash ({e})"))?;
-        if !(4..=31).contains(&parts.get_cost()) {
-            return Err(format!(
-                "basic_auth_users.{user}: bcrypt cost {} is outside 4-31",
-                parts.get_cost()
-            ));
+        let parts =
+            hash.parse::<bcrypt::HashParts>()
+                .map_err(|error| WebConfigError::NotBcrypt {
+                    user: user.clone(),
+                    error,
+                })?;
+        let cost = parts.get_cost();
+        if !(4..=31).contains(&cost) {
+            return Err(WebConfigError::BcryptCost {
+                user: user.clone(),
+                cost,
+            });
         }
     }
     Ok(())
@@ -282,7 +317,7 @@ mod tests {
     const HASH: &str = "$2y$04$KhLtLLb4v3aMZ3d4Z7sVnOhSg9q0nDzbsyL3gHr2fJ0Eh7UsLQvLa";
 
     fn parse(text: &str) -> Result<WebConfig, String> {
-        WebConfig::parse(text, Path::new("/etc/imagecap"))
+        WebConfig::parse(text, Path::new("/etc/imagecap")).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! What kubelets say of themselves through the API server proxy: their
-//! configuration (`/api/v1/nodes/{name}/proxy/configz`) and the image
-//! filesystem's use from the Summary API (`/api/v1/nodes/{name}/proxy/stats/summary`).
+//! The kubelet's answers as they come over the wire: configz
+//! (`/api/v1/nodes/{name}/proxy/configz`) and the Summary API
+//! (`/api/v1/nodes/{name}/proxy/stats/summary`), decoded into what the analysis
+//! uses of them.
 
+use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -19,26 +21,31 @@ struct KubeletConfig {
     image_gc_low_threshold_percent: Option<serde_json::Value>,
 }
 
-/// What the analysis uses of a kubelet's configuration.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct KubeletSettings {
-    /// `nodeStatusMaxImages`: -1 (no cap), 0 or a positive cap.
-    pub max_images: i64,
-    /// `imageGCHighThresholdPercent` / 100: disk use at which image garbage
-    /// collection starts.
-    pub image_gc_high_ratio: Option<f64>,
-    /// `imageGCLowThresholdPercent` / 100: disk use it collects down to.
-    pub image_gc_low_ratio: Option<f64>,
+/// Why a configz answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigzError {
+    #[error("configz is not the expected JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("configz has no kubeletconfig object")]
+    NoKubeletConfig,
+    #[error("kubeletconfig has no nodeStatusMaxImages")]
+    NoMaxImages,
+    #[error("nodeStatusMaxImages {0} is below -1")]
+    MaxImagesBelowNoCap(i64),
+    #[error("nodeStatusMaxImages {0} is not an integer")]
+    MaxImagesNotInteger(serde_json::Value),
+    #[error("{key} {value} is not an integer from 0 to 100")]
+    Percent {
+        key: &'static str,
+        value: serde_json::Value,
+    },
 }
 
 /// The settings from a configz answer. A missing or invalid cap is an error; a
 /// missing GC threshold is `None`, an invalid one an error.
-pub fn parse_configz(body: &[u8]) -> Result<KubeletSettings, String> {
-    let c: Configz = serde_json::from_slice(body)
-        .map_err(|e| format!("configz is not the expected JSON: {e}"))?;
-    let kc = c
-        .kubeletconfig
-        .ok_or("configz has no kubeletconfig object")?;
+pub fn parse_configz(body: &[u8]) -> Result<KubeletSettings, ConfigzError> {
+    let c: Configz = serde_json::from_slice(body).map_err(ConfigzError::Json)?;
+    let kc = c.kubeletconfig.ok_or(ConfigzError::NoKubeletConfig)?;
     Ok(KubeletSettings {
         max_images: max_images(kc.node_status_max_images)?,
         image_gc_high_ratio: percent(
@@ -52,37 +59,34 @@ pub fn parse_configz(body: &[u8]) -> Result<KubeletSettings, String> {
     })
 }
 
-fn percent(key: &str, v: Option<serde_json::Value>) -> Result<Option<f64>, String> {
+fn percent(key: &'static str, v: Option<serde_json::Value>) -> Result<Option<f64>, ConfigzError> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => match v.as_i64() {
             Some(n @ 0..=100) => Ok(Some(n as f64 / 100.0)),
-            _ => Err(format!("{key} {v} is not an integer from 0 to 100")),
+            _ => Err(ConfigzError::Percent { key, value: v }),
         },
     }
 }
 
-fn max_images(v: Option<serde_json::Value>) -> Result<i64, String> {
+fn max_images(v: Option<serde_json::Value>) -> Result<i64, ConfigzError> {
     match v {
-        None | Some(serde_json::Value::Null) => {
-            Err("kubeletconfig has no nodeStatusMaxImages".into())
-        }
+        None | Some(serde_json::Value::Null) => Err(ConfigzError::NoMaxImages),
         Some(v) => match v.as_i64() {
             Some(n) if n >= -1 => Ok(n),
-            Some(n) => Err(format!("nodeStatusMaxImages {n} is below -1")),
-            None => Err(format!("nodeStatusMaxImages {v} is not an integer")),
+            Some(n) => Err(ConfigzError::MaxImagesBelowNoCap(n)),
+            None => Err(ConfigzError::MaxImagesNotInteger(v)),
         },
     }
 }
 
-/// The image filesystem as the kubelet's Summary API reports it
-/// (`node.runtime.imageFs`, `k8s.io/kubelet/pkg/apis/stats/v1alpha1.FsStats`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+/// `k8s.io/kubelet/pkg/apis/stats/v1alpha1.FsStats`, the fields read of it.
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ImageFs {
-    pub used_bytes: Option<u64>,
-    pub capacity_bytes: Option<u64>,
-    pub available_bytes: Option<u64>,
+struct FsStats {
+    used_bytes: Option<u64>,
+    capacity_bytes: Option<u64>,
+    available_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -98,25 +102,43 @@ struct SummaryNode {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RuntimeStats {
-    image_fs: Option<ImageFs>,
+    image_fs: Option<FsStats>,
+}
+
+/// Why a stats/summary answer cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("stats/summary is not the expected JSON: {0}")]
+    Json(serde_json::Error),
+    #[error("stats/summary has no node object")]
+    NoNode,
+    #[error("stats/summary has no node.runtime (the runtime reports no filesystems)")]
+    NoRuntime,
+    #[error("stats/summary has no node.runtime.imageFs")]
+    NoImageFs,
+    #[error("node.runtime.imageFs has neither usedBytes nor capacityBytes")]
+    NoBytes,
 }
 
 /// `node.runtime.imageFs` from a Summary API answer. Pods' statistics, which
 /// make up most of the body, are skipped without being kept.
-pub fn parse_stats_summary(body: &[u8]) -> Result<ImageFs, String> {
-    let s: Summary = serde_json::from_slice(body)
-        .map_err(|e| format!("stats/summary is not the expected JSON: {e}"))?;
+pub fn parse_stats_summary(body: &[u8]) -> Result<ImageFs, SummaryError> {
+    let s: Summary = serde_json::from_slice(body).map_err(SummaryError::Json)?;
     let fs = s
         .node
-        .ok_or("stats/summary has no node object")?
+        .ok_or(SummaryError::NoNode)?
         .runtime
-        .ok_or("stats/summary has no node.runtime (the runtime reports no filesystems)")?
+        .ok_or(SummaryError::NoRuntime)?
         .image_fs
-        .ok_or("stats/summary has no node.runtime.imageFs")?;
+        .ok_or(SummaryError::NoImageFs)?;
     if fs.used_bytes.is_none() && fs.capacity_bytes.is_none() {
-        return Err("node.runtime.imageFs has neither usedBytes nor capacityBytes".into());
+        return Err(SummaryError::NoBytes);
     }
-    Ok(fs)
+    Ok(ImageFs {
+        used_bytes: fs.used_bytes,
+        capacity_bytes: fs.capacity_bytes,
+        available_bytes: fs.available_bytes,
+    })
 }
 
 #[cfg(test)]
@@ -128,7 +150,11 @@ mod tests {
     fn reads_the_cap() {
         let body =
             br#"{"kubeletconfig":{"enableServer":true,"nodeStatusMaxImages":50,"podsPerCore":0}}"#;
-        let cap = |b: &[u8]| parse_configz(b).map(|s| s.max_images);
+        let cap = |b: &[u8]| {
+            parse_configz(b)
+                .map(|s| s.max_images)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(cap(body), Ok(50));
         assert_eq!(
             cap(br#"{"kubeletconfig":{"nodeStatusMaxImages":-1}}"#),
@@ -153,7 +179,7 @@ mod tests {
             let body = format!(
                 r#"{{"kubeletconfig":{{"nodeStatusMaxImages":50,"imageGCHighThresholdPercent":{bad}}}}}"#
             );
-            let e = parse_configz(body.as_bytes()).unwrap_err();
+            let e = parse_configz(body.as_bytes()).unwrap_err().to_string();
             assert!(e.contains("imageGCHighThresholdPercent"), "{e}");
         }
     }
@@ -192,7 +218,7 @@ mod tests {
             ),
             (b"Forbidden", "not the expected JSON"),
         ] {
-            let e = parse_stats_summary(body).unwrap_err();
+            let e = parse_stats_summary(body).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
     }
@@ -220,7 +246,7 @@ mod tests {
             (br#"{}"#, "no kubeletconfig"),
             (b"<html>404</html>", "not the expected JSON"),
         ] {
-            let e = parse_configz(body).unwrap_err();
+            let e = parse_configz(body).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
     }

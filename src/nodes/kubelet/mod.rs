@@ -7,10 +7,15 @@
 //! appear. A node whose read fails keeps what was known (configz) or loses it
 //! (stats, which go stale); the failure is counted and logged, and the other
 //! nodes go on.
+//!
+//! [`wire`] decodes the answers.
 
-use crate::analysis::kubelet::{parse_configz, parse_stats_summary};
+pub mod wire;
+
+use self::wire::{ConfigzError, SummaryError, parse_configz, parse_stats_summary};
+use super::{About, Loudness, report_failure};
 use crate::client::kube_error::OneLine;
-use crate::metrics::{Metrics, SourceErrorKind};
+use crate::metrics::{Failure, Metrics, SourceErrorKind};
 use crate::store::Store;
 use futures::StreamExt;
 use kube::Client;
@@ -52,7 +57,7 @@ impl Endpoint {
     }
 
     /// Parses an answer and records it for the node.
-    fn apply(self, store: &Store, node: &str, body: &[u8]) -> Result<(), String> {
+    fn apply(self, store: &Store, node: &str, body: &[u8]) -> Result<(), Fault> {
         match self {
             Endpoint::Configz => {
                 store.set_kubelet_settings(node, Some(parse_configz(body)?));
@@ -91,14 +96,33 @@ impl Default for KubeletOptions {
     }
 }
 
+/// A failed read of one kubelet's endpoint, counted under the endpoint's kind.
 #[derive(Debug, thiserror::Error)]
-pub enum KubeletError {
+#[error("{fault}")]
+pub struct KubeletError {
+    pub endpoint: Endpoint,
+    pub fault: Fault,
+}
+
+impl Failure for KubeletError {
+    fn kind(&self) -> SourceErrorKind {
+        self.endpoint.error_kind()
+    }
+}
+
+/// What went wrong reading a kubelet's endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
     #[error("{}{hint}", OneLine(.0), hint = hint(.0))]
     Api(kube::Error),
     #[error("timed out: no answer within {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
-    Invalid(String),
+    Request(http::Error),
+    #[error(transparent)]
+    Configz(#[from] ConfigzError),
+    #[error(transparent)]
+    Summary(#[from] SummaryError),
 }
 
 fn hint(e: &kube::Error) -> &'static str {
@@ -119,16 +143,17 @@ pub async fn read(
     node: &str,
     timeout: Duration,
 ) -> Result<(), KubeletError> {
-    let request = http::Request::get(endpoint.path(node))
-        .body(Vec::new())
-        .map_err(|e| KubeletError::Invalid(e.to_string()))?;
-    let body = tokio::time::timeout(timeout, client.request_text(request))
-        .await
-        .map_err(|_| KubeletError::Timeout(timeout))?
-        .map_err(KubeletError::Api)?;
-    endpoint
-        .apply(store, node, body.as_bytes())
-        .map_err(KubeletError::Invalid)
+    let read = async {
+        let request = http::Request::get(endpoint.path(node))
+            .body(Vec::new())
+            .map_err(Fault::Request)?;
+        let body = tokio::time::timeout(timeout, client.request_text(request))
+            .await
+            .map_err(|_| Fault::Timeout(timeout))?
+            .map_err(Fault::Api)?;
+        endpoint.apply(store, node, body.as_bytes())
+    };
+    read.await.map_err(|fault| KubeletError { endpoint, fault })
 }
 
 /// Reads the given nodes, `concurrency` at a time, recording each answer.
@@ -166,7 +191,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // The interval's first tick is at once: taken before a change of the node
+        // list that is also ready, so that the nodes already known are read once,
+        // not once as new and again as everyone.
         let everyone = tokio::select! {
+            biased;
             _ = tick.tick() => true,
             r = added.changed() => {
                 if r.is_err() {
@@ -198,15 +227,15 @@ pub async fn run(
                 }
                 Err(e) => {
                     failed += 1;
-                    endpoint.forget(&store, &name);
-                    metrics.source_error(endpoint.error_kind());
                     let msg = e.to_string();
-                    if last_error.get(&name) != Some(&msg) {
-                        tracing::warn!(node = %name, "{}: {msg}", endpoint.what());
-                        last_error.insert(name, msg);
+                    let (loudness, what) = if last_error.get(&name) != Some(&msg) {
+                        (Loudness::Warn, endpoint.what())
                     } else {
-                        tracing::debug!(node = %name, "still failing: {msg}");
-                    }
+                        (Loudness::Debug, "still failing")
+                    };
+                    let forget = || endpoint.forget(&store, &name);
+                    report_failure(&metrics, &e, forget, loudness, About::Node(&name), what);
+                    last_error.insert(name, msg);
                 }
             }
         }
