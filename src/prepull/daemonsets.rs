@@ -24,7 +24,9 @@ use std::sync::Arc;
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDaemonSets {
+    #[serde(default, deserialize_with = "super::optional_text")]
     namespace: Option<String>,
+    #[serde(default, deserialize_with = "super::optional_text")]
     selector: Option<String>,
 }
 

@@ -20,6 +20,7 @@ use std::sync::Arc;
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct RawKubeFledged {
+    #[serde(default, deserialize_with = "super::optional_text")]
     namespace: Option<String>,
 }
 

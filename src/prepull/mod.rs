@@ -199,10 +199,24 @@ impl fmt::Display for BlockError {
     }
 }
 
-/// Decodes a source's block into its raw form; the error names the field.
+/// Decodes a source's block (a map) into its raw form; the error names the
+/// field.
 pub fn decode_block<T: serde::de::DeserializeOwned>(
     block: &serde_json::Value,
 ) -> Result<T, BlockError> {
+    use serde::de::{Error, Unexpected};
+    let found = match block {
+        serde_json::Value::Object(_) => None,
+        serde_json::Value::Array(_) => Some(Unexpected::Seq),
+        serde_json::Value::String(s) => Some(Unexpected::Str(s)),
+        _ => Some(Unexpected::Other("a scalar")),
+    };
+    if let Some(found) = found {
+        return Err(BlockError {
+            field: None,
+            message: serde::de::value::Error::invalid_type(found, &"a map").to_string(),
+        });
+    }
     serde_path_to_error::deserialize(block).map_err(|e| {
         let field = e.path().to_string();
         BlockError {
@@ -210,6 +224,27 @@ pub fn decode_block<T: serde::de::DeserializeOwned>(
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// A text field of a block, read as YAML reads a plain scalar: `namespace: 2024`
+/// is the text "2024", as is `namespace: "2024"`.
+pub fn text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::{Error, Unexpected};
+    match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => Ok(v.to_string()),
+        serde_json::Value::Null => Err(D::Error::invalid_type(Unexpected::Unit, &"a string")),
+        serde_json::Value::Array(_) => Err(D::Error::invalid_type(Unexpected::Seq, &"a string")),
+        serde_json::Value::Object(_) => Err(D::Error::invalid_type(Unexpected::Map, &"a string")),
+    }
+}
+
+/// An optional [`text`] field: absent or null is `None`.
+pub fn optional_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+        serde_json::Value::Null => Ok(None),
+        v => text(v).map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// A `prepull.sources` string that may be left empty: empty is absent.
@@ -445,6 +480,31 @@ pub(crate) mod tests {
         );
         let cluster: Vec<bool> = built.iter().map(|s| s.needs_cluster()).collect();
         assert_eq!(cluster, [true, false, true]);
+    }
+
+    #[test]
+    fn text_fields_read_plain_scalars_as_text() {
+        #[derive(serde::Deserialize)]
+        struct Block {
+            #[serde(deserialize_with = "text")]
+            name: String,
+            #[serde(default, deserialize_with = "optional_text")]
+            other: Option<String>,
+        }
+        let block: Block = decode_block(&serde_json::json!({"name": 2024, "other": true})).unwrap();
+        assert_eq!(
+            (block.name.as_str(), block.other.as_deref()),
+            ("2024", Some("true"))
+        );
+        let block: Block = decode_block(&serde_json::json!({"name": "x", "other": null})).unwrap();
+        assert_eq!(block.other, None);
+        let e = decode_block::<Block>(&serde_json::json!({"name": [1]}))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "name: invalid type: sequence, expected a string"
+        );
     }
 
     #[test]

@@ -28,9 +28,13 @@ use std::time::Duration;
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawNublado {
+    #[serde(deserialize_with = "super::text")]
     url: String,
-    token_file: Option<PathBuf>,
+    #[serde(default, deserialize_with = "super::optional_text")]
+    token_file: Option<String>,
+    #[serde(default, deserialize_with = "super::optional_text")]
     interval: Option<String>,
+    #[serde(default, deserialize_with = "super::optional_text")]
     timeout: Option<String>,
 }
 
@@ -78,7 +82,7 @@ fn options(block: &serde_json::Value) -> Result<NubladoOptions, BlockError> {
     Ok(NubladoOptions {
         url: n.url,
         file: None,
-        token_file: n.token_file,
+        token_file: n.token_file.map(PathBuf::from),
         interval: duration("interval", n.interval.as_deref(), NUBLADO_INTERVAL)?,
         timeout: duration("timeout", n.timeout.as_deref(), NUBLADO_TIMEOUT)?,
     })
