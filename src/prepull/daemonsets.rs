@@ -208,7 +208,7 @@ fn requirements(
 mod tests {
     use super::*;
     use crate::analysis::eligibility::{NodeFacts, NodeLabels, NotEligible, Taint};
-    use crate::prepull::tests::{source_error, sources};
+    use crate::prepull::tests::{assert_source_errors, sources};
     use serde_json::json;
 
     #[test]
@@ -291,7 +291,9 @@ mod tests {
         .unwrap();
         assert_eq!(built[0].name(), WantSource::DaemonSet);
         assert!(built[0].needs_cluster());
-        let e = source_error("{daemonSets: {selector: 'a in (b'}}");
-        assert!(e.contains("prepull.sources[0].daemonSets.selector"), "{e}");
+        assert_source_errors(&[(
+            "{daemonSets: {selector: 'a in (b'}}",
+            "prepull.sources[0].daemonSets.selector",
+        )]);
     }
 }

@@ -144,7 +144,7 @@ pub fn imagecache_groups(name: &str, spec: &serde_json::Value, max: usize) -> Wa
 mod tests {
     use super::*;
     use crate::analysis::eligibility::{NodeFacts, NodeLabels};
-    use crate::prepull::tests::{source_error, sources};
+    use crate::prepull::tests::{assert_source_errors, sources};
     use serde_json::json;
 
     #[test]
@@ -209,10 +209,9 @@ mod tests {
         assert!(built[0].needs_cluster());
         let raw: RawKubeFledged = decode_block(&json!({})).unwrap();
         assert_eq!(source(nonempty(raw.namespace)).namespace, None);
-        let e = source_error("{kubeFledged: {namespaces: x}}");
-        assert!(
-            e.contains("prepull.sources[0].kubeFledged.namespaces: unknown field"),
-            "{e}"
-        );
+        assert_source_errors(&[(
+            "{kubeFledged: {namespaces: x}}",
+            "prepull.sources[0].kubeFledged.namespaces: unknown field",
+        )]);
     }
 }

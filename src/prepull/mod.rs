@@ -413,17 +413,20 @@ pub(crate) mod tests {
         from_entries(&config.sources, &Flags::default())
     }
 
-    /// The error a configuration with this one source entry makes.
-    pub(crate) fn source_error(entry: &str) -> String {
-        match sources(&format!("prepull:\n  sources: [{entry}]\n")) {
-            Ok(_) => panic!("{entry} is accepted"),
-            Err(e) => e,
+    /// Checks that a configuration with each `(entries, error)` case's entries
+    /// in `prepull.sources` is refused with an error containing `error`.
+    pub(crate) fn assert_source_errors(cases: &[(&str, &str)]) {
+        for (entries, want) in cases {
+            match sources(&format!("prepull:\n  sources: [{entries}]\n")) {
+                Ok(_) => panic!("{entries} is accepted"),
+                Err(e) => assert!(e.contains(want), "{entries}: {e:?} should contain {want:?}"),
+            }
         }
     }
 
     #[test]
     fn each_entry_is_one_known_kind_once() {
-        for (entry, want) in [
+        assert_source_errors(&[
             (
                 "{kubeFledged: {}, daemonSets: {}}",
                 "prepull.sources[0].entry: a source is a map with exactly one of nublado, \
@@ -444,10 +447,7 @@ pub(crate) mod tests {
                 "{kubeFledged: []}",
                 "prepull.sources[0].kubeFledged: invalid",
             ),
-        ] {
-            let e = source_error(entry);
-            assert!(e.contains(want), "{entry}: {e:?} should contain {want:?}");
-        }
+        ]);
     }
 
     #[test]

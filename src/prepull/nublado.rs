@@ -601,7 +601,7 @@ mod tests {
     use super::*;
     use crate::analysis::eligibility::{NodeFacts, NodeLabels, NotEligible};
     use crate::analysis::wants::MAX_PROBLEMS;
-    use crate::prepull::tests::{source_error, sources};
+    use crate::prepull::tests::{assert_source_errors, sources};
     use serde_json::json;
 
     const DIGEST: &str = "sha256:e693782192ecef4f7846ad2b21b1574682e700747f94c5a256b5731331a2eec2";
@@ -843,7 +843,7 @@ mod tests {
 
     #[test]
     fn block_errors_name_the_key() {
-        for (entry, key) in [
+        assert_source_errors(&[
             (
                 "{nublado: {url: 'ftp://x'}}",
                 "prepull.sources[0].nublado.url",
@@ -864,10 +864,7 @@ mod tests {
                 "{nublado: {}}",
                 "prepull.sources[0].nublado: missing field `url`",
             ),
-        ] {
-            let e = source_error(entry);
-            assert!(e.contains(key), "{entry}: {e:?} should name {key}");
-        }
+        ]);
     }
 
     #[test]
