@@ -148,14 +148,14 @@ fn from_entries(entries: &[SourceEntry], flags: &Flags) -> Result<Vec<Box<dyn So
 /// The kind of one entry (a map with exactly one of the [`KINDS`]' keys) and its
 /// block; the error follows the entry's path.
 fn entry_kind(entry: &SourceEntry) -> Result<(&'static Kind, &serde_json::Value), String> {
+    let keys = || KINDS.iter().map(|k| k.key).collect::<Vec<_>>().join(", ");
     if let Some(unknown) = entry
         .keys()
         .find(|k| !KINDS.iter().any(|kind| kind.key == *k))
     {
-        let keys: Vec<String> = KINDS.iter().map(|k| format!("`{}`", k.key)).collect();
         return Err(format!(
             ".{unknown}: unknown field `{unknown}`, expected one of {}",
-            keys.join(", ")
+            keys()
         ));
     }
     let mut given = KINDS
@@ -163,13 +163,10 @@ fn entry_kind(entry: &SourceEntry) -> Result<(&'static Kind, &serde_json::Value)
         .filter_map(|kind| entry.block(kind.key).map(|block| (kind, block)));
     match (given.next(), given.next()) {
         (Some(one), None) => Ok(one),
-        _ => {
-            let keys: Vec<&str> = KINDS.iter().map(|k| k.key).collect();
-            Err(format!(
-                ".entry: a source is a map with exactly one of {}",
-                keys.join(", ")
-            ))
-        }
+        _ => Err(format!(
+            ".entry: a source is a map with exactly one of {}",
+            keys()
+        )),
     }
 }
 
@@ -437,7 +434,7 @@ pub(crate) mod tests {
             (
                 "{puller: {}}",
                 "prepull.sources[0].puller: unknown field `puller`, expected one of \
-                 `nublado`, `kubeFledged`, `daemonSets`",
+                 nublado, kubeFledged, daemonSets",
             ),
             (
                 "{kubeFledged: {}}, {kubeFledged: {namespace: x}}",
