@@ -8,8 +8,8 @@
 use crate::analysis::cluster::{Assumptions, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
-use crate::analysis::prepullers::Wants;
 use crate::analysis::runtime::RuntimeSummary;
+use crate::analysis::wants::Wants;
 use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, analyze, intern};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};

@@ -50,13 +50,13 @@ pub mod kubelet_settings;
 pub mod menu;
 pub mod node;
 pub mod plan;
-pub mod prepullers;
 pub mod prune;
 pub mod reference;
 pub mod runtime;
 pub mod selector;
 pub mod verdict;
 pub mod wanted;
+pub mod wants;
 
 pub use cluster::{NodeReport, NodeStatus, Report, analyze};
 pub use node::{InvalidField, NodeSummary, NodeView, summarize};

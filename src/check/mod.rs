@@ -4,20 +4,15 @@
 pub mod prune_plan;
 pub mod table;
 
-use crate::analysis::prepullers::{MAX_IMAGES_PER_SOURCE, nublado_wants};
+use crate::analysis::Report;
 use crate::analysis::runtime::AgentReport;
-use crate::analysis::{Report, WantSource};
 use crate::cli::{CheckArgs, Format, exit_bad_input};
-use crate::client::kube_error::OneLine;
 use crate::client::kubernetes::ClientOptions;
-use crate::config::{Settings, SourceConfig};
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::nodes::kubelet::{self, Endpoint, KubeletOptions};
 use crate::nodes::{Ingest, apiserver, file};
-use crate::prepull::{
-    daemonset_api, daemonset_to_groups, fetch_nublado, http_client, imagecache_api,
-    imagecache_to_groups, list_groups, log_dropped,
-};
+use crate::prepull::{self, Flags, PrepullError, Sink, Source, log_dropped};
 use crate::store::Store;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -73,6 +68,10 @@ async fn read_nodes(
         metrics: Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))),
         store: store.clone(),
     };
+    let flags = Flags {
+        nublado_file: args.nublado_file.as_deref(),
+    };
+    let sources = prepull::build(s, &flags)?;
     // The sources first: they decide which image entries node summaries keep.
     let client = match &args.nodes_file {
         Some(_) => None,
@@ -82,7 +81,12 @@ async fn read_nodes(
                 .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?,
         ),
     };
-    read_sources(args, &s.sources, client.as_ref(), store).await?;
+    let sink = Sink {
+        store: store.clone(),
+        metrics: ingest.metrics.clone(),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    read_sources(&sources, client.as_ref(), &sink).await?;
     match (&args.nodes_file, client) {
         (Some(path), _) => store.replace_all(file::load(path, &ingest).map_err(|e| e.to_string())?),
         (None, None) => return Err("no Kubernetes client to list nodes with".into()),
@@ -144,79 +148,31 @@ fn print_prune_plans(args: &CheckArgs, report: &Report, answers: &[AgentReport])
 }
 
 /// Reads each wanted-image source once into the store. A source that cannot be
-/// read is logged and shows as down in the report; a `--nublado-file` that cannot
-/// be read is bad input.
+/// read is logged and shows as down in the report; a file given in place of a
+/// source's answer (`--nublado-file`) that cannot be read is bad input.
 async fn read_sources(
-    args: &CheckArgs,
-    sources: &[SourceConfig],
+    sources: &[Box<dyn Source>],
     client: Option<&kube::Client>,
-    store: &Store,
+    sink: &Sink,
 ) -> Result<(), String> {
-    let mut nublado_done = false;
-    if let Some(path) = &args.nublado_file {
-        let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let wants = nublado_wants(&body, MAX_IMAGES_PER_SOURCE)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        for p in &wants.problems {
-            tracing::warn!(source = "nublado", "skipping an image: {p}");
-        }
-        log_dropped(WantSource::Nublado, wants.dropped, &mut 0);
-        store.source_succeeded(WantSource::Nublado, wants);
-        nublado_done = true;
-    }
-    for src in sources {
-        let (source, result) = match src {
-            SourceConfig::Nublado(_) if nublado_done => continue,
-            SourceConfig::Nublado(opts) => {
-                let result = match http_client() {
-                    Ok(c) => fetch_nublado(&c, opts).await,
-                    Err(e) => Err(e),
-                };
-                (WantSource::Nublado, result)
-            }
-            SourceConfig::KubeFledged { namespace } => {
-                let result = match client {
-                    Some(c) => list_groups(
-                        &imagecache_api(c.clone(), namespace.as_deref()),
-                        None,
-                        imagecache_to_groups,
-                    )
-                    .await
-                    .map_err(|e| OneLine(&e).to_string()),
-                    None => Err("needs a cluster; not read with --nodes-file".into()),
-                };
-                (WantSource::KubeFledged, result)
-            }
-            SourceConfig::DaemonSets {
-                namespace,
-                selector,
-            } => {
-                let result = match client {
-                    Some(c) => list_groups(
-                        &daemonset_api(c.clone(), namespace.as_deref()),
-                        selector.as_deref(),
-                        daemonset_to_groups,
-                    )
-                    .await
-                    .map_err(|e| OneLine(&e).to_string()),
-                    None => Err("needs a cluster; not read with --nodes-file".into()),
-                };
-                (WantSource::DaemonSet, result)
-            }
-        };
-        match result {
+    for source in sources {
+        let name = source.name();
+        sink.store.add_source(name);
+        match source.read_once(client).await {
             Ok(wants) => {
                 for p in &wants.problems {
-                    tracing::warn!(source = %source, "{p}");
+                    tracing::warn!(source = %name, "{p}");
                 }
-                log_dropped(source, wants.dropped, &mut 0);
-                store.source_succeeded(source, wants);
+                log_dropped(name, wants.dropped, &mut 0);
+                sink.store.source_succeeded(name, wants);
             }
-            Err(e) => {
-                tracing::warn!(source = %source, "cannot read this source of wanted images: {e}");
-                store.add_source(source);
-                store.source_failed(source);
-            }
+            Err(e) => match (source.given_file(), &e.error) {
+                (Some(_), PrepullError::File { .. }) => return Err(e.to_string()),
+                (Some(path), _) => return Err(format!("{}: {e}", path.display())),
+                (None, _) => {
+                    sink.failed(&e, "cannot read this source of wanted images", None, None)
+                }
+            },
         }
     }
     Ok(())

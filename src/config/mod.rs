@@ -95,7 +95,7 @@ struct RawPrepull {
     #[serde(default)]
     tolerations: Vec<RawToleration>,
     #[serde(default)]
-    sources: Vec<RawSource>,
+    sources: Vec<SourceEntry>,
 }
 
 /// A regular expression, or `{match: REGEX, newest: N}`.
@@ -129,63 +129,33 @@ struct RawToleration {
     toleration_seconds: Option<i64>,
 }
 
-/// One `prepull.sources` entry: a map with exactly one of these keys. (An enum
-/// would read in YAML as a tag, `!nublado {...}`, not as the one-key map that
-/// Kubernetes-style configuration uses.)
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawSource {
-    nublado: Option<RawNublado>,
-    kube_fledged: Option<RawNamespaced>,
-    daemon_sets: Option<RawDaemonSets>,
-}
+/// One `prepull.sources` entry, as written: a map whose one key names the kind
+/// of source and whose value is that source's block. The sources of wanted
+/// images check the keys and read the blocks (each kind its own), when `serve`
+/// and `check` start.
+#[derive(Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(transparent)]
+pub struct SourceEntry(BTreeMap<String, serde_json::Value>);
 
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawNublado {
-    url: String,
-    token_file: Option<PathBuf>,
-    interval: Option<String>,
-    timeout: Option<String>,
-}
+impl SourceEntry {
+    /// The entry's keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct RawNamespaced {
-    namespace: Option<String>,
+    /// The block under `key`; a key without a value (`kubeFledged:`) has none.
+    pub fn block(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key).filter(|v| !v.is_null())
+    }
 }
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDaemonSets {
-    namespace: Option<String>,
-    selector: Option<String>,
-}
-
-/// A source of wanted images (`prepull.sources`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConfig {
-    /// The Nublado controller's `GET .../spawner/v1/prepulls`.
-    Nublado(NubladoOptions),
-    /// kube-fledged `ImageCache` objects, in one namespace or all.
-    KubeFledged { namespace: Option<String> },
-    /// DaemonSets whose images are prepulled, in one namespace or all.
-    DaemonSets {
-        namespace: Option<String>,
-        selector: Option<String>,
-    },
-}
-
-/// Defaults of the `nublado` source.
-pub const NUBLADO_INTERVAL: Duration = Duration::from_secs(60);
-pub const NUBLADO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     /// `defaultMaxImages`, when the file sets it.
     pub default_max_images: Option<i64>,
     pub wanted: Wanted,
-    pub sources: Vec<SourceConfig>,
+    /// `prepull.sources`, each read by its kind of source.
+    pub sources: Vec<SourceEntry>,
 }
 
 /// Largest `--config` file read: far above any real configuration, and a file
@@ -255,23 +225,10 @@ impl Config {
                 .map_err(|e| format!("prepull.tolerations[{i}]: {e}"))?,
             );
         }
-        let mut sources = Vec::with_capacity(prepull.sources.len());
-        for (i, raw) in prepull.sources.into_iter().enumerate() {
-            let source = source(raw).map_err(|e| format!("prepull.sources[{i}].{e}"))?;
-            if sources
-                .iter()
-                .any(|s| std::mem::discriminant(s) == std::mem::discriminant(&source))
-            {
-                return Err(format!(
-                    "prepull.sources[{i}]: each kind of source may appear once"
-                ));
-            }
-            sources.push(source);
-        }
         Ok(Config {
             default_max_images: raw.default_max_images,
             wanted: Wanted::new(exact, patterns, Eligibility::config(selector, tolerations)),
-            sources,
+            sources: prepull.sources,
         })
     }
 }
@@ -299,60 +256,25 @@ pub(crate) fn compile_patterns(key: &str, raw: &[RawPattern]) -> Result<Vec<Patt
     Ok(patterns)
 }
 
+/// `key`'s duration: [`positive_duration`], the error naming the key.
 pub(crate) fn duration(
     key: &str,
     text: Option<&str>,
     default: Duration,
 ) -> Result<Duration, String> {
+    positive_duration(text, default).map_err(|e| format!("{key}: {e}"))
+}
+
+/// A duration greater than zero (`90s`, `2m`), or `default` when not given.
+pub fn positive_duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
     let Some(text) = text else {
         return Ok(default);
     };
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(format!("{key}: must be greater than zero")),
-        Err(e) => Err(format!("{key}: {text:?} is not a duration: {e}")),
+        Ok(_) => Err("must be greater than zero".into()),
+        Err(e) => Err(format!("{text:?} is not a duration: {e}")),
     }
-}
-
-fn nonempty(s: Option<String>) -> Option<String> {
-    s.filter(|s| !s.is_empty())
-}
-
-fn source(raw: RawSource) -> Result<SourceConfig, String> {
-    Ok(match (raw.nublado, raw.kube_fledged, raw.daemon_sets) {
-        (Some(n), None, None) => {
-            if !(n.url.starts_with("http://") || n.url.starts_with("https://")) {
-                return Err(format!("nublado.url: {:?} is not an http(s) URL", n.url));
-            }
-            SourceConfig::Nublado(NubladoOptions {
-                url: n.url,
-                file: None,
-                token_file: n.token_file,
-                interval: duration("nublado.interval", n.interval.as_deref(), NUBLADO_INTERVAL)?,
-                timeout: duration("nublado.timeout", n.timeout.as_deref(), NUBLADO_TIMEOUT)?,
-            })
-        }
-        (None, Some(k), None) => SourceConfig::KubeFledged {
-            namespace: nonempty(k.namespace),
-        },
-        (None, None, Some(d)) => {
-            let selector = nonempty(d.selector);
-            if let Some(s) = &selector {
-                s.parse::<LabelSelector>()
-                    .map_err(|e| format!("daemonSets.selector: {e}"))?;
-            }
-            SourceConfig::DaemonSets {
-                namespace: nonempty(d.namespace),
-                selector,
-            }
-        }
-        _ => {
-            return Err(
-                "entry: a source is a map with exactly one of nublado, kubeFledged, daemonSets"
-                    .into(),
-            );
-        }
-    })
 }
 
 /// A regex error on one line: the parser's message and where, without the
@@ -524,8 +446,11 @@ pub enum SettingsError {
 
 /// What `serve` and `check` share: the configuration file and the flags, validated.
 pub struct Settings {
+    /// `--config`, when given.
+    pub config_file: Option<PathBuf>,
     pub wanted: Arc<Wanted>,
-    pub sources: Vec<SourceConfig>,
+    /// `prepull.sources`, each read by its kind of source.
+    pub sources: Vec<SourceEntry>,
     pub default_max_images: i64,
     /// `--node-selector`.
     pub node_selector: LabelSelector,
@@ -534,31 +459,6 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Reads Nublado's answer from `path` in place of the configured source's URL,
-    /// or as that source when the configuration has none.
-    pub fn nublado_from_file(&mut self, path: &Path) {
-        let from_file = |opts: &mut NubladoOptions| {
-            opts.url = path.display().to_string();
-            opts.file = Some(path.to_path_buf());
-            opts.token_file = None;
-        };
-        for source in &mut self.sources {
-            if let SourceConfig::Nublado(opts) = source {
-                from_file(opts);
-                return;
-            }
-        }
-        let mut opts = NubladoOptions {
-            url: String::new(),
-            file: None,
-            token_file: None,
-            interval: NUBLADO_INTERVAL,
-            timeout: NUBLADO_TIMEOUT,
-        };
-        from_file(&mut opts);
-        self.sources.push(SourceConfig::Nublado(opts));
-    }
-
     pub fn new(common: &SettingsFlags) -> Result<Settings, SettingsError> {
         let config = match common.config {
             Some(path) => Config::load(path)?,
@@ -569,6 +469,7 @@ impl Settings {
             None => LabelSelector::default(),
         };
         Ok(Settings {
+            config_file: common.config.map(Path::to_path_buf),
             wanted: Arc::new(config.wanted),
             sources: config.sources,
             default_max_images: common
@@ -579,6 +480,20 @@ impl Settings {
             page_size: common.page_size,
             request_timeout: common.request_timeout,
         })
+    }
+
+    /// An error found in the configuration file after it was read (in a
+    /// source's block), worded as the file's other errors.
+    pub fn config_error(&self, message: String) -> String {
+        match &self.config_file {
+            Some(path) => ConfigError::Invalid {
+                file: CONFIG_FILE,
+                path: path.display().to_string(),
+                message,
+            }
+            .to_string(),
+            None => message,
+        }
     }
 
     /// How nodes are listed from the API server.
@@ -599,19 +514,6 @@ pub struct ListOptions {
     pub page_size: u32,
     /// Limit for one page request.
     pub request_timeout: Duration,
-}
-
-/// Where and how to read Nublado (`prepull.sources[].nublado`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NubladoOptions {
-    pub url: String,
-    /// A saved answer read in place of the URL (`serve --nublado-file`), again at
-    /// every interval.
-    pub file: Option<PathBuf>,
-    /// Sent as a bearer token; read again on every request (rotation).
-    pub token_file: Option<PathBuf>,
-    pub interval: Duration,
-    pub timeout: Duration,
 }
 
 /// The flags the settings are made from (`serve` and `check` share them).
@@ -701,23 +603,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.wanted.patterns().len(), 2);
         assert_eq!(c.wanted.patterns()[1].newest, Some(2));
-        assert_eq!(
-            c.sources,
-            vec![
-                SourceConfig::Nublado(NubladoOptions {
-                    url: "http://n.example/prepulls".into(),
-                    file: None,
-                    token_file: Some("/t".into()),
-                    interval: Duration::from_secs(120),
-                    timeout: NUBLADO_TIMEOUT,
-                }),
-                SourceConfig::KubeFledged { namespace: None },
-                SourceConfig::DaemonSets {
-                    namespace: Some("jhub".into()),
-                    selector: Some("component=continuous-image-puller".into()),
-                },
-            ]
-        );
+        let kinds: Vec<Vec<&str>> = c.sources.iter().map(|e| e.keys().collect()).collect();
+        assert_eq!(kinds, [["nublado"], ["kubeFledged"], ["daemonSets"]]);
+        let block = c.sources[0].block("nublado").unwrap();
+        assert_eq!(block["interval"], "2m");
+        assert_eq!(block["tokenFile"], "/t");
     }
 
     #[test]
@@ -731,30 +621,9 @@ mod tests {
     }
 
     #[test]
-    fn source_errors_name_the_key() {
+    fn prepull_errors_name_the_key() {
         let cases = [
-            (
-                "prepull:\n  sources: [{nublado: {url: 'ftp://x'}}]\n",
-                "prepull.sources[0].nublado.url",
-            ),
-            (
-                "prepull:\n  sources: [{nublado: {url: 'http://x', interval: soon}}]\n",
-                "prepull.sources[0].nublado.interval",
-            ),
-            (
-                "prepull:\n  sources: [{kubeFledged: {}, daemonSets: {}}]\n",
-                "exactly one",
-            ),
-            ("prepull:\n  sources: [{}]\n", "exactly one"),
-            ("prepull:\n  sources: [{puller: {}}]\n", "puller"),
-            (
-                "prepull:\n  sources: [{daemonSets: {selector: 'a in (b'}}]\n",
-                "prepull.sources[0].daemonSets.selector",
-            ),
-            (
-                "prepull:\n  sources: [{kubeFledged: {}}, {kubeFledged: {namespace: x}}]\n",
-                "once",
-            ),
+            ("prepull:\n  sources: [kubeFledged]\n", "prepull.sources[0]"),
             (
                 "prepull:\n  patterns: [{match: '^a', newest: 0}]\n",
                 "prepull.patterns[0].newest",

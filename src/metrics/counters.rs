@@ -3,7 +3,7 @@
 //! is declared here with its labels; [`super::Metrics`] registers them once.
 
 use super::Declared;
-use crate::analysis::prepullers::SourceField;
+use crate::analysis::wants::SourceField;
 use crate::analysis::{InvalidField, WantSource};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;

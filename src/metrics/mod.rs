@@ -16,8 +16,8 @@
 //! and the node agent alike.
 
 use crate::analysis::cluster::Report;
-use crate::analysis::prepullers::SourceField;
-use crate::analysis::{InvalidField, WantSource, label_values};
+use crate::analysis::wants::SourceField;
+use crate::analysis::{InvalidField, WantSource};
 pub mod counters;
 mod declared;
 pub mod exposition;
@@ -67,29 +67,74 @@ pub const EXPORTER_FAMILIES: &[&Declared] = &[
     &refresh::LAST_UPDATE,
 ];
 
-label_values! {
-    /// What failed to read: the `kind` label of `imagecap_source_errors_total`.
-    pub enum SourceErrorKind {
-        /// A LIST of nodes (poll mode, `check`, or the watch's initial list).
-        List = "list",
-        /// Starting or following a WATCH of nodes.
-        Watch = "watch",
-        /// Reading or decoding `--nodes-file`.
-        File = "file",
-        /// Reading a kubelet's configz (one per node and attempt).
-        Configz = "configz",
-        /// Reading the Nublado controller's prepuller status.
-        Nublado = "nublado",
-        /// Listing or watching kube-fledged ImageCaches.
-        KubeFledged = "kube-fledged",
-        /// Listing or watching prepuller DaemonSets.
-        DaemonSets = "daemonsets",
-        /// Reading a kubelet's stats/summary (one per node and attempt).
-        KubeletStats = "kubelet-stats",
-        /// Watching the agents' EndpointSlices.
-        AgentDiscovery = "agent-discovery",
-        /// Reading a node agent's /v1/images (one per agent and attempt).
-        Agent = "agent",
+/// What failed to read: the `kind` label of `imagecap_source_errors_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceErrorKind {
+    /// A LIST of nodes (poll mode, `check`, or the watch's initial list).
+    List,
+    /// Starting or following a WATCH of nodes.
+    Watch,
+    /// Reading or decoding `--nodes-file`.
+    File,
+    /// Reading a kubelet's configz (one per node and attempt).
+    Configz,
+    /// Reading a source of wanted images (`prepull.sources`): the Nublado
+    /// controller's prepuller status, kube-fledged ImageCaches, prepuller
+    /// DaemonSets.
+    Prepull(WantSource),
+    /// Reading a kubelet's stats/summary (one per node and attempt).
+    KubeletStats,
+    /// Watching the agents' EndpointSlices.
+    AgentDiscovery,
+    /// Reading a node agent's /v1/images (one per agent and attempt).
+    Agent,
+}
+
+impl SourceErrorKind {
+    /// Every value, each series created at 0 in this order.
+    pub const ALL: &'static [SourceErrorKind] = &[
+        SourceErrorKind::List,
+        SourceErrorKind::Watch,
+        SourceErrorKind::File,
+        SourceErrorKind::Configz,
+        SourceErrorKind::Prepull(WantSource::Nublado),
+        SourceErrorKind::Prepull(WantSource::KubeFledged),
+        SourceErrorKind::Prepull(WantSource::DaemonSet),
+        SourceErrorKind::KubeletStats,
+        SourceErrorKind::AgentDiscovery,
+        SourceErrorKind::Agent,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceErrorKind::List => "list",
+            SourceErrorKind::Watch => "watch",
+            SourceErrorKind::File => "file",
+            SourceErrorKind::Configz => "configz",
+            // The one label value that differs from the source's name: published
+            // as `daemonsets` (the key's plural) while the wanted-image metrics
+            // name the source `daemonset`. Both stay as published.
+            SourceErrorKind::Prepull(WantSource::DaemonSet) => "daemonsets",
+            SourceErrorKind::Prepull(source) => source.as_str(),
+            SourceErrorKind::KubeletStats => "kubelet-stats",
+            SourceErrorKind::AgentDiscovery => "agent-discovery",
+            SourceErrorKind::Agent => "agent",
+        }
+    }
+}
+
+impl std::fmt::Display for SourceErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for SourceErrorKind {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
     }
 }
 
@@ -369,6 +414,38 @@ mod tests {
             sources: vec![],
             menu: None,
         })
+    }
+
+    #[test]
+    fn source_error_kinds_keep_their_label_values() {
+        let values: Vec<&str> = SourceErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "list",
+                "watch",
+                "file",
+                "configz",
+                "nublado",
+                "kube-fledged",
+                "daemonsets",
+                "kubelet-stats",
+                "agent-discovery",
+                "agent"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_source_read_has_its_error_series() {
+        for &source in WantSource::ALL {
+            let read = !matches!(source, WantSource::Config | WantSource::Pattern);
+            assert_eq!(
+                SourceErrorKind::ALL.contains(&SourceErrorKind::Prepull(source)),
+                read,
+                "{source}"
+            );
+        }
     }
 
     #[test]

@@ -4,11 +4,11 @@
 
 use crate::cli::{Mode, ServeArgs};
 use crate::client::{self, ClientOptions};
-use crate::config::{Settings, SourceConfig};
+use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::nodes::kubelet::{Endpoint, KubeletOptions};
 use crate::nodes::{self, Ingest, agents, apiserver, file, kubelet};
-use crate::prepull;
+use crate::prepull::{self, Sink, Source};
 use crate::store::Store;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +40,12 @@ pub async fn spawn_sources(
         tasks,
         shutdown,
     };
-    let client = kube_client(args, s, metrics).await?;
-    start.wanted_sources(&s.sources, client.as_ref());
+    let flags = prepull::Flags {
+        nublado_file: args.nublado_file.as_deref(),
+    };
+    let sources = prepull::build(s, &flags)?;
+    let client = kube_client(args, &sources, metrics).await?;
+    start.wanted_sources(sources, client.as_ref());
     let ingest = Arc::new(Ingest {
         node_selector: s.node_selector.clone(),
         metrics: metrics.clone(),
@@ -77,13 +81,14 @@ pub async fn spawn_sources(
 /// without one.
 async fn kube_client(
     args: &ServeArgs,
-    s: &Settings,
+    sources: &[Box<dyn Source>],
     metrics: &Arc<Metrics>,
 ) -> Result<Option<kube::Client>, String> {
-    let in_cluster = s
-        .sources
+    let in_cluster: Vec<&str> = sources
         .iter()
-        .any(|src| !matches!(src, SourceConfig::Nublado(_)));
+        .filter(|src| src.needs_cluster())
+        .map(|src| prepull::key(src.name()))
+        .collect();
     let requests = Some(&metrics.kube_requests);
     let options = ClientOptions::default();
     if args.nodes_file.is_none() {
@@ -92,14 +97,15 @@ async fn kube_client(
             .map(Some)
             .map_err(|e| format!("cannot configure a Kubernetes client: {e}"));
     }
-    if !in_cluster {
+    if in_cluster.is_empty() {
         return Ok(None);
     }
     match client::build(&options, requests).await {
         Ok(c) => Ok(Some(c)),
         Err(e) => {
             tracing::warn!(
-                "no Kubernetes client ({e}): the kubeFledged and daemonSets sources are off"
+                "no Kubernetes client ({e}): the {} sources are off",
+                in_cluster.join(" and ")
             );
             Ok(None)
         }
@@ -232,47 +238,19 @@ impl Start<'_> {
         ));
     }
 
-    /// A task for each `prepull.sources` entry; the in-cluster ones need `client`.
-    fn wanted_sources(&self, sources: &[SourceConfig], client: Option<&kube::Client>) {
-        let st = || self.store.clone();
-        let m = || self.metrics.clone();
-        let stop = || self.shutdown.clone();
-        for src in sources {
-            match (src, client) {
-                (SourceConfig::Nublado(opts), _) => {
-                    tracing::info!(url = %opts.url, interval = ?opts.interval, "reading wanted images from Nublado");
-                    self.tasks
-                        .spawn(prepull::nublado(opts.clone(), st(), m(), stop()));
-                }
-                (SourceConfig::KubeFledged { namespace }, Some(c)) => {
-                    tracing::info!(?namespace, "watching kube-fledged ImageCaches");
-                    self.tasks.spawn(prepull::kube_fledged(
-                        c.clone(),
-                        namespace.clone(),
-                        st(),
-                        m(),
-                        stop(),
-                    ));
-                }
-                (
-                    SourceConfig::DaemonSets {
-                        namespace,
-                        selector,
-                    },
-                    Some(c),
-                ) => {
-                    tracing::info!(?namespace, ?selector, "watching prepuller DaemonSets");
-                    self.tasks.spawn(prepull::daemonsets(
-                        c.clone(),
-                        namespace.clone(),
-                        selector.clone(),
-                        st(),
-                        m(),
-                        stop(),
-                    ));
-                }
-                (_, None) => {}
+    /// A task for each source of wanted images; those that need the cluster
+    /// are off without `client`.
+    fn wanted_sources(&self, sources: Vec<Box<dyn Source>>, client: Option<&kube::Client>) {
+        for source in sources {
+            if source.needs_cluster() && client.is_none() {
+                continue;
             }
+            let sink = Sink {
+                store: self.store.clone(),
+                metrics: self.metrics.clone(),
+                shutdown: self.shutdown.clone(),
+            };
+            self.tasks.spawn(source.run(client.cloned(), sink));
         }
     }
 }

@@ -12,13 +12,10 @@ use tokio_util::task::TaskTracker;
 /// Reads the settings and the web configuration (a bad one is exit 2), starts
 /// the sources, listens, and serves until a signal.
 pub async fn run(args: ServeArgs) -> ExitCode {
-    let mut s = match args.common.settings() {
+    let s = match args.common.settings() {
         Ok(s) => s,
         Err(e) => return exit_bad_input(e),
     };
-    if let Some(path) = &args.nublado_file {
-        s.nublado_from_file(path);
-    }
     let web = match super::start_web_config(args.web_config_file.as_deref()) {
         Ok(w) => w,
         Err(e) => return exit_bad_input(e),
