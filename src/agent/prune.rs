@@ -14,6 +14,7 @@ use super::{Agent, report};
 use crate::analysis::prune::{self, ImageFacts, Plan, PruneSettings, WantedOnNode};
 use crate::analysis::reference::ImageRef;
 use crate::analysis::runtime::RuntimeImage;
+use crate::client::http::HttpError;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -361,23 +362,14 @@ async fn fetch_wanted(
         request = request.basic_auth(user, Some(password));
     }
     let work = async {
-        let mut response = request.send().await.map_err(|e| {
-            format!(
-                "{url}: {}",
-                crate::client::http::http_error(&e, opts.timeout)
-            )
-        })?;
+        let failed = |e| format!("{url}: {}", HttpError::exchange(e, opts.timeout));
+        let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(crate::client::http::redirect_error(url.as_str(), &response));
+            return Err(HttpError::redirect(url.as_str(), &response).to_string());
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| {
-            format!(
-                "{url}: {}",
-                crate::client::http::http_error(&e, opts.timeout)
-            )
-        })? {
+        while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_WANTED_BYTES {
                 return Err(format!(
                     "{url}: answer larger than {MAX_WANTED_BYTES} bytes"
@@ -400,10 +392,7 @@ async fn fetch_wanted(
     };
     match tokio::time::timeout(opts.timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(format!(
-            "{url}: {}",
-            crate::client::http::timed_out(opts.timeout)
-        )),
+        Err(_) => Err(format!("{url}: {}", HttpError::Timeout(opts.timeout))),
     }
 }
 

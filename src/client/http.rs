@@ -74,21 +74,6 @@ fn one_line(e: &reqwest::Error) -> String {
     crate::text::with_causes(e.to_string(), std::error::Error::source(e))
 }
 
-/// [`HttpError::exchange`] as text, for readers whose errors are text: "timed
-/// out after 5s" for a timeout, else the error and its causes.
-pub fn http_error(e: &reqwest::Error, timeout: Duration) -> String {
-    if is_timeout(e) {
-        timed_out(timeout)
-    } else {
-        one_line(e)
-    }
-}
-
-/// [`HttpError::redirect`] as text, for readers whose errors are text.
-pub fn redirect_error(url: &str, response: &reqwest::Response) -> String {
-    HttpError::redirect(url, response).to_string()
-}
-
 /// "timed out after 5s".
 pub fn timed_out(timeout: Duration) -> String {
     format!("timed out after {}", humantime::format_duration(timeout))

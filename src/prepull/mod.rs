@@ -14,6 +14,7 @@ pub mod watch;
 
 use crate::analysis::WantSource;
 use crate::analysis::wants::{MAX_IMAGES_PER_SOURCE, Wants};
+use crate::client::http::HttpError;
 use crate::client::kube_error::{OneLine, WatcherLine};
 use crate::config::{Settings, SourceEntry};
 use crate::metrics::{Failure, Metrics, SourceErrorKind};
@@ -269,7 +270,7 @@ pub enum PrepullError {
     Decode { what: &'static str, message: String },
     /// The exchange failed: refused, reset, or timed out ("timed out after 10s").
     #[error("{0}")]
-    Http(String),
+    Http(HttpError),
     /// An answer other than success.
     #[error("{url} answered {status}")]
     Status {
@@ -278,7 +279,7 @@ pub enum PrepullError {
     },
     /// A redirect, never followed.
     #[error("{0}")]
-    Redirect(String),
+    Redirect(HttpError),
     /// An answer larger than the source may send.
     #[error("the answer is larger than {max} bytes")]
     TooLarge { max: usize },

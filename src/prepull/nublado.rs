@@ -12,7 +12,7 @@ use crate::analysis::menu::{Menu, MenuImage};
 use crate::analysis::reference::ImageRef;
 use crate::analysis::wanted::WantGroup;
 use crate::analysis::wants::{ImageSet, MAX_IMAGES_PER_SOURCE, Problems, SourceField, Wants};
-use crate::client::http::{http_error, redirect_error};
+use crate::client::http::HttpError;
 use crate::config::{positive_duration, read_to_string_limited};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -182,11 +182,13 @@ async fn read_body(
     if let Some(path) = &opts.token_file {
         request = request.bearer_auth(read_token(path)?);
     }
-    let error = |e: reqwest::Error| PrepullError::Http(http_error(&e, opts.timeout));
+    let error = |e: reqwest::Error| PrepullError::Http(HttpError::exchange(e, opts.timeout));
     let mut response = request.send().await.map_err(error)?;
     let status = response.status();
     if status.is_redirection() {
-        return Err(PrepullError::Redirect(redirect_error(&opts.url, &response)));
+        return Err(PrepullError::Redirect(HttpError::redirect(
+            &opts.url, &response,
+        )));
     }
     if !status.is_success() {
         return Err(PrepullError::Status {
