@@ -43,7 +43,6 @@ macro_rules! label_values {
 }
 pub(crate) use label_values;
 
-pub mod cluster;
 pub mod eligibility;
 pub mod intern;
 pub mod kubelet;
@@ -53,13 +52,16 @@ pub mod plan;
 pub mod prepullers;
 pub mod prune;
 pub mod reference;
+pub mod report;
 pub mod runtime;
 pub mod selector;
 pub mod verdict;
 pub mod wanted;
 
-pub use cluster::{NodeReport, NodeStatus, Report, analyze};
 pub use node::{InvalidField, NodeSummary, NodeView, summarize};
+/// The report's former module path, which the metrics still name.
+pub use report as cluster;
+pub use report::{NodeReport, NodeStatus, Report, analyze};
 pub use wanted::{Relevance, WantGroup, WantSource, Wanted};
 #[cfg(test)]
 mod stream_tests;

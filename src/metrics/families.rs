@@ -61,12 +61,12 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
         name: "imagecap_node_images",
         help: "Entries the node reports in status.images",
-        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.image_count))),
+        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.cap.image_count))),
     },
     FamilySpec {
         name: "imagecap_node_max_images",
         help: "The cap in force (nodeStatusMaxImages); -1 is unlimited",
-        samples: Samples::Int(|n, emit| emit(node(n), n.max_images)),
+        samples: Samples::Int(|n, emit| emit(node(n), n.cap.max_images)),
     },
     FamilySpec {
         name: "imagecap_node_max_images_known",
@@ -74,40 +74,42 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
         samples: Samples::Int(|n, emit| {
             emit(
                 node(n),
-                i64::from(n.max_images_source == CapSource::Kubelet),
+                i64::from(n.cap.max_images_source == CapSource::Kubelet),
             )
         }),
     },
     FamilySpec {
         name: "imagecap_node_images_cap_ratio",
         help: "Images reported divided by the cap; 0 when unlimited",
-        samples: Samples::Float(|n, emit| emit(node(n), n.cap_ratio)),
+        samples: Samples::Float(|n, emit| emit(node(n), n.cap.cap_ratio)),
     },
     FamilySpec {
         name: "imagecap_node_at_cap",
         help: "1 when the cap is positive and the node reports that many images or more",
-        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.at_cap))),
+        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.cap.at_cap))),
     },
     FamilySpec {
         name: "imagecap_node_image_size_bytes",
         help: "Sum of sizeBytes of the images the node reports",
-        samples: Samples::Int(|n, emit| emit(node(n), saturating_i64(n.image_size_bytes))),
+        samples: Samples::Int(|n, emit| emit(node(n), saturating_i64(n.cap.image_size_bytes))),
     },
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_capacity_bytes",
         help: "status.capacity ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_capacity_bytes, emit)),
+        samples: Samples::Int(|n, emit| known(n, n.storage.ephemeral_storage_capacity_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_allocatable_bytes",
         help: "status.allocatable ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_allocatable_bytes, emit)),
+        samples: Samples::Int(|n, emit| {
+            known(n, n.storage.ephemeral_storage_allocatable_bytes, emit)
+        }),
     },
     FamilySpec {
         name: "imagecap_node_recommended_max_images",
         help: "Suggested nodeStatusMaxImages: ephemeral storage capacity in GB divided by 3, \
                rounded up",
-        samples: Samples::Int(|n, emit| known(n, n.recommended_max_images, emit)),
+        samples: Samples::Int(|n, emit| known(n, n.storage.recommended_max_images, emit)),
     },
     FamilySpec {
         name: "imagecap_node_prepull_missing_images",
@@ -117,11 +119,16 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
                there), hidden (at its cap and in its runtime), unverifiable (at its cap, size \
                unknown, no node-agent report)",
         samples: Samples::Int(|n, emit| {
-            if !n.eligible {
+            if !n.prepull.eligible {
                 return;
             }
             for state in MissingState::ALL {
-                let count = n.missing.iter().filter(|m| m.state == state).count();
+                let count = n
+                    .prepull
+                    .missing
+                    .iter()
+                    .filter(|m| m.state == state)
+                    .count();
                 emit(node_and(n, "state", state.as_str()), count as i64);
             }
         }),
@@ -130,8 +137,8 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
         name: "imagecap_node_prepull_image_missing",
         help: "1 for each wanted image an eligible node does not report, with its state",
         samples: Samples::Int(|n, emit| {
-            if n.eligible {
-                for m in &n.missing {
+            if n.prepull.eligible {
+                for m in &n.prepull.missing {
                     emit(
                         vec![
                             ("node", n.name.clone()),
@@ -148,41 +155,45 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
         name: "imagecap_node_agent_up",
         help: "1 when the node has a fresh report from its node agent, 0 when not (only with \
                --agents)",
-        samples: Samples::Int(|n, emit| known(n, n.agent_up.map(u64::from), emit)),
+        samples: Samples::Int(|n, emit| known(n, n.runtime.agent_up.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_runtime_images",
         help: "Images the container runtime holds on the node, from its node agent",
-        samples: Samples::Int(|n, emit| known(n, n.runtime_images.map(u64::from), emit)),
+        samples: Samples::Int(|n, emit| known(n, n.runtime.runtime_images.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_hidden_images",
         help: "Runtime images the API does not report because of the cap (0 under the cap), \
                from the node agent",
-        samples: Samples::Int(|n, emit| known(n, n.hidden_images.map(u64::from), emit)),
+        samples: Samples::Int(|n, emit| known(n, n.runtime.hidden_images.map(u64::from), emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_used_bytes",
         help: "Bytes used on the node's image filesystem (kubelet stats/summary \
                node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| known(n, n.image_fs_used_bytes, emit)),
+        samples: Samples::Int(|n, emit| known(n, n.kubelet.image_fs_used_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_capacity_bytes",
         help: "Size of the node's image filesystem (kubelet stats/summary node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| known(n, n.image_fs_capacity_bytes, emit)),
+        samples: Samples::Int(|n, emit| known(n, n.kubelet.image_fs_capacity_bytes, emit)),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_high_threshold_ratio",
         help: "Image filesystem use at which the kubelet starts image garbage collection \
                (configz imageGCHighThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_high_threshold_ratio, emit)),
+        samples: Samples::Float(|n, emit| {
+            known_ratio(n, n.kubelet.image_gc_high_threshold_ratio, emit)
+        }),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_low_threshold_ratio",
         help: "Image filesystem use the kubelet's image garbage collection frees down to \
                (configz imageGCLowThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_low_threshold_ratio, emit)),
+        samples: Samples::Float(|n, emit| {
+            known_ratio(n, n.kubelet.image_gc_low_threshold_ratio, emit)
+        }),
     },
 ];
 
