@@ -305,7 +305,7 @@ pub(super) struct NodeTally {
 impl NodeTally {
     /// Counts a (node, image) pair of the prepull loop for each source that wants
     /// the image on that node.
-    pub(super) fn count_loop(&mut self, w: &WantedImage, decided: &[Result<(), NotEligible>]) {
+    fn count_loop(&mut self, w: &WantedImage, decided: &[Result<(), NotEligible>]) {
         let mut counted: Vec<WantSource> = Vec::new();
         for &(source, rule) in &w.wanted_by {
             if decided[rule].is_ok() && !counted.contains(&source) {
