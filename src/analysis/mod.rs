@@ -59,7 +59,8 @@ pub mod verdict;
 pub mod wanted;
 
 pub use node::{InvalidField, NodeSummary, NodeView, summarize};
-/// The report's former module path, which the metrics still name.
+/// The report's former module path, which the metrics and the configuration still
+/// name.
 pub use report as cluster;
 pub use report::{NodeReport, NodeStatus, Report, analyze};
 pub use wanted::{Relevance, WantGroup, WantSource, Wanted};

@@ -82,21 +82,22 @@ pub fn analyze<'a>(
         counts.add(&report, tally);
         reports.push(report);
     }
-    let menu = sources
-        .get(&WantSource::Nublado)
-        .and_then(|s| s.menu.as_deref())
-        .map(|m| {
-            let missing: Vec<(&str, &[MissingImage])> = reports
-                .iter()
-                .map(|n| (n.name.as_str(), n.prepull.missing.as_slice()))
-                .collect();
-            menu_report(m, &missing)
-        });
     Report {
-        nodes: reports,
         images: image_reports(&set, &counts),
         eligible_nodes: counts.eligible_nodes,
         sources: source_reports(&set, wanted, sources, assume.configured_at, &counts),
-        menu,
+        menu: menu(sources, &reports),
+        nodes: reports,
     }
+}
+
+/// Nublado's spawner menu as the nodes' missing images leave it; none without a
+/// Nublado source that has answered.
+fn menu(sources: &BTreeMap<WantSource, SourceState>, nodes: &[NodeReport]) -> Option<MenuReport> {
+    let menu = sources.get(&WantSource::Nublado)?.menu.as_deref()?;
+    let missing: Vec<(&str, &[MissingImage])> = nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.prepull.missing.as_slice()))
+        .collect();
+    Some(menu_report(menu, &missing))
 }
