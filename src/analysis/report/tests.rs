@@ -188,6 +188,29 @@ fn patterns_discover_images_on_eligible_nodes_only() {
 }
 
 #[test]
+fn the_configuration_was_last_read_when_it_was_read() {
+    let w = wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]);
+    let s = [summary("a", json!({}), filler(1), &w)];
+    let read_at = Assumptions {
+        configured_at: Some(1_700_000_000.0),
+        ..assume(50)
+    };
+    let r = analyze(&s, &w, &none(), read_at, &NodeExtras::new());
+    let last: Vec<(WantSource, Option<f64>)> = r
+        .sources
+        .iter()
+        .map(|s| (s.source, s.last_success_seconds))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (WantSource::Config, Some(1_700_000_000.0)),
+            (WantSource::Pattern, Some(1_700_000_000.0)),
+        ]
+    );
+}
+
+#[test]
 fn an_entry_cut_to_five_digests_matches_by_digest() {
     let w = wanted(&[&format!("{LAB}:w_1")], &[], &[]);
     let full_entry = vec![format!("{LAB}@{}", d(1)), format!("{LAB}:w_1")];
