@@ -9,7 +9,7 @@
 mod nodegen;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use imagecap_exporter::analysis::cluster::{Assumptions, NodeExtras};
+use imagecap_exporter::analysis::report::{Assumptions, NodeExtras};
 use imagecap_exporter::analysis::{NodeSummary, NodeView, Relevance, analyze, summarize};
 use imagecap_exporter::config::Config;
 use imagecap_exporter::metrics::Metrics;
@@ -31,6 +31,7 @@ fn benches(c: &mut Criterion) {
     let assume = Assumptions {
         default_max_images: 50,
         agents: false,
+        configured_at: None,
     };
 
     // An eligible node under its cap reporting 100 images, with every

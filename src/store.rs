@@ -5,9 +5,9 @@
 //! for one configuration (wanted images, default cap), so summaries and reports are
 //! always computed against the same one.
 
-use crate::analysis::cluster::{Assumptions, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
+use crate::analysis::report::{Assumptions, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::runtime::RuntimeSummary;
 use crate::analysis::wants::Wants;
 use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, analyze, intern};
@@ -372,22 +372,17 @@ impl Store {
                 inner.last_update,
             )
         };
-        let mut report = analyze(
+        let report = Arc::new(analyze(
             nodes.iter().map(|n| n.as_ref()),
             &self.wanted,
             &sources,
             Assumptions {
                 default_max_images: self.default_max_images,
                 agents: self.agents.load(std::sync::atomic::Ordering::Relaxed),
+                configured_at: Some(configured_at),
             },
             &extras,
-        );
-        for s in &mut report.sources {
-            if matches!(s.source, WantSource::Config | WantSource::Pattern) {
-                s.last_success_seconds = Some(configured_at);
-            }
-        }
-        let report = Arc::new(report);
+        ));
         *cache = Some((generation, report.clone()));
         (report, last_update)
     }
@@ -439,7 +434,7 @@ mod tests {
         let store = store();
         store.replace_all(vec![node("a", 50), node("b", 3)]);
         let (first, _) = store.report();
-        assert!(first.nodes[0].at_cap);
+        assert!(first.nodes[0].cap.at_cap);
 
         // Re-sent unchanged, by a relist or an update event: same report.
         store.replace_all(vec![node("b", 3), node("a", 50)]);
@@ -451,7 +446,7 @@ mod tests {
         store.upsert(node("a", 49));
         let (changed, _) = store.report();
         assert!(!Arc::ptr_eq(&first, &changed));
-        assert!(!changed.nodes[0].at_cap);
+        assert!(!changed.nodes[0].cap.at_cap);
 
         let cap = |c| {
             Some(KubeletSettings {
@@ -463,7 +458,7 @@ mod tests {
         store.set_kubelet_settings("a", cap(49));
         let (capped, _) = store.report();
         assert!(
-            capped.nodes[0].at_cap,
+            capped.nodes[0].cap.at_cap,
             "the kubelet's cap invalidates the cache"
         );
         store.set_kubelet_settings("a", cap(49));
@@ -485,14 +480,18 @@ mod tests {
         });
         store.set_runtime("a", Some(rt.clone()));
         let (with_rt, _) = store.report();
-        assert_eq!(with_rt.nodes[0].runtime_images, Some(70));
+        assert_eq!(with_rt.nodes[0].runtime.runtime_images, Some(70));
         store.set_runtime("a", Some(rt));
         assert!(Arc::ptr_eq(&with_rt, &store.report().0));
         store.set_runtime("a", None);
-        assert_eq!(store.report().0.nodes[0].runtime_images, None);
-        assert_eq!(store.report().0.nodes[0].max_images, 49, "the cap stays");
+        assert_eq!(store.report().0.nodes[0].runtime.runtime_images, None);
+        assert_eq!(
+            store.report().0.nodes[0].cap.max_images,
+            49,
+            "the cap stays"
+        );
         store.expect_agents();
-        assert_eq!(store.report().0.nodes[0].agent_up, Some(false));
+        assert_eq!(store.report().0.nodes[0].runtime.agent_up, Some(false));
     }
 
     #[test]

@@ -43,7 +43,6 @@ macro_rules! label_values {
 }
 pub(crate) use label_values;
 
-pub mod cluster;
 pub mod eligibility;
 pub mod intern;
 pub mod kubelet_settings;
@@ -52,14 +51,15 @@ pub mod node;
 pub mod plan;
 pub mod prune;
 pub mod reference;
+pub mod report;
 pub mod runtime;
 pub mod selector;
 pub mod verdict;
 pub mod wanted;
 pub mod wants;
 
-pub use cluster::{NodeReport, NodeStatus, Report, analyze};
 pub use node::{InvalidField, NodeSummary, NodeView, summarize};
+pub use report::{NodeReport, NodeStatus, Report, analyze};
 pub use wanted::{Relevance, WantGroup, WantSource, Wanted};
 #[cfg(test)]
 mod stream_tests;

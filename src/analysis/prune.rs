@@ -9,9 +9,9 @@
 //! `created` time; images without one follow, in the runtime's own order), only
 //! while the node holds more than the target, at most `maxRemovalsPerRun` a run.
 
-use super::cluster::Report;
 pub use super::plan::{Decision, Keep, MAX_BLOCKED_CHARS, Plan, PlanSummary, PlannedImage};
 use super::reference::ImageRef;
+use super::report::Report;
 use super::runtime::RuntimeImage;
 use super::wanted::{Pattern, WantSource, natural_cmp};
 use serde::Serialize;
@@ -298,10 +298,11 @@ pub fn wanted_on_node(report: &Report, node: &str) -> Option<WantedOnNode> {
         .collect();
     Some(WantedOnNode {
         node: n.name.clone(),
-        max_images: n.max_images,
+        max_images: n.cap.max_images,
         complete: waiting_for.is_empty(),
         waiting_for,
         images: n
+            .prepull
             .wanted
             .iter()
             .filter_map(|&i| report.images.get(i as usize))

@@ -151,16 +151,21 @@ pub fn render(plans: &[NodePlan]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::NodeReport;
-    use crate::analysis::cluster::ImageReport;
+    use crate::analysis::report::{CapReport, ImageReport, NodeReport, PrepullReport};
     use crate::analysis::runtime::RuntimeImage;
 
     fn report() -> Report {
         Report {
             nodes: vec![NodeReport {
                 name: "n1".into(),
-                max_images: 4,
-                wanted: vec![0],
+                cap: CapReport {
+                    max_images: 4,
+                    ..CapReport::default()
+                },
+                prepull: PrepullReport {
+                    wanted: vec![0],
+                    ..PrepullReport::default()
+                },
                 ..NodeReport::default()
             }],
             images: vec![ImageReport {

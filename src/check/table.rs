@@ -1,7 +1,7 @@
 //! `check`'s report for people: plain-text tables.
 
-use crate::analysis::cluster::{CapSource, ImageReport, MissingState, NodeReport, SourceReport};
 use crate::analysis::menu::{MenuReport, MenuState};
+use crate::analysis::report::{CapSource, ImageReport, MissingState, NodeReport, SourceReport};
 use crate::analysis::{NodeStatus, Report};
 use crate::text::{escape_controls, shown};
 use std::fmt::Write;
@@ -15,7 +15,7 @@ fn gb(bytes: Option<u64>) -> String {
 }
 
 fn cap(n: &NodeReport) -> String {
-    match (n.max_images, n.max_images_source) {
+    match (n.cap.max_images, n.cap.max_images_source) {
         (-1, CapSource::Inferred) => "unlimited*".into(),
         (-1, _) => "unlimited".into(),
         (c, _) => c.to_string(),
@@ -101,7 +101,7 @@ fn render_nodes(out: &mut String, nodes: &[NodeReport]) {
 /// images, ratio, status, ephemeral storage, recommended cap and the missing
 /// wanted images ([`missing_cell`]).
 fn node_row(n: &NodeReport) -> Vec<String> {
-    let status = match (n.status(), &n.not_eligible_reason) {
+    let status = match (n.status(), &n.prepull.not_eligible_reason) {
         // The one status that needs action stands out in a terminal.
         (NodeStatus::AtCap, _) => "AT CAP".to_string(),
         (NodeStatus::NotEligible, Some(reason)) => {
@@ -111,17 +111,20 @@ fn node_row(n: &NodeReport) -> Vec<String> {
     };
     vec![
         shown(&n.name).into_owned(),
-        format!("{}/{}", n.image_count, cap(n)),
+        format!("{}/{}", n.cap.image_count, cap(n)),
         // Runtime images the API does not show; "-" without an agent report.
-        n.hidden_images.map_or("-".into(), |h| h.to_string()),
-        if n.max_images > 0 {
-            format!("{:.0}%", n.cap_ratio * 100.0)
+        n.runtime
+            .hidden_images
+            .map_or("-".into(), |h| h.to_string()),
+        if n.cap.max_images > 0 {
+            format!("{:.0}%", n.cap.cap_ratio * 100.0)
         } else {
             "-".into()
         },
         status,
-        gb(n.ephemeral_storage_capacity_bytes),
-        n.recommended_max_images
+        gb(n.storage.ephemeral_storage_capacity_bytes),
+        n.storage
+            .recommended_max_images
             .map_or("-".into(), |r| r.to_string()),
         missing_cell(n),
     ]
@@ -130,13 +133,14 @@ fn node_row(n: &NodeReport) -> Vec<String> {
 /// A node's missing wanted images: how many, in which state when they all share
 /// one, else each image with its own state; "-" when none is missing.
 fn missing_cell(n: &NodeReport) -> String {
-    match n.missing.first() {
+    match n.prepull.missing.first() {
         None => "-".into(),
-        Some(first) if n.missing.iter().all(|m| m.state == first.state) => format!(
+        Some(first) if n.prepull.missing.iter().all(|m| m.state == first.state) => format!(
             "{} ({}): {}",
-            n.missing.len(),
+            n.prepull.missing.len(),
             first.state.as_str(),
-            n.missing_images
+            n.prepull
+                .missing_images
                 .iter()
                 .map(|i| shown(i))
                 .collect::<Vec<_>>()
@@ -144,11 +148,12 @@ fn missing_cell(n: &NodeReport) -> String {
         ),
         Some(_) => {
             let each: Vec<String> = n
+                .prepull
                 .missing
                 .iter()
                 .map(|m| format!("{} ({})", shown(&m.image), m.state.as_str()))
                 .collect();
-            format!("{}: {}", n.missing.len(), each.join(", "))
+            format!("{}: {}", n.prepull.missing.len(), each.join(", "))
         }
     }
 }
@@ -202,11 +207,11 @@ fn render_sources(out: &mut String, sources: &[SourceReport]) {
 /// The totals line (nodes, eligible, at the cap, missing wanted images), and the
 /// footnote for the `*` of an inferred cap when some node has one.
 fn render_totals(out: &mut String, report: &Report) {
-    let at_cap = report.nodes.iter().filter(|n| n.at_cap).count();
+    let at_cap = report.nodes.iter().filter(|n| n.cap.at_cap).count();
     let missing = report
         .nodes
         .iter()
-        .filter(|n| !n.missing_images.is_empty())
+        .filter(|n| !n.prepull.missing_images.is_empty())
         .count();
     let _ = writeln!(
         out,
@@ -219,7 +224,7 @@ fn render_totals(out: &mut String, report: &Report) {
     if report
         .nodes
         .iter()
-        .any(|n| n.max_images_source == CapSource::Inferred)
+        .any(|n| n.cap.max_images_source == CapSource::Inferred)
     {
         out.push_str("* reports more images than the default cap, so its kubelet runs with a larger cap or none.\n");
     }
@@ -232,7 +237,12 @@ fn render_notes(out: &mut String, report: &Report) {
     let hidden: Vec<_> = report
         .nodes
         .iter()
-        .filter(|n| n.missing.iter().any(|m| m.state == MissingState::Hidden))
+        .filter(|n| {
+            n.prepull
+                .missing
+                .iter()
+                .any(|m| m.state == MissingState::Hidden)
+        })
         .map(|n| shown(&n.name))
         .collect();
     if !hidden.is_empty() {
@@ -258,13 +268,17 @@ fn render_notes(out: &mut String, report: &Report) {
             looping.join(", ")
         );
     }
-    if report.nodes.iter().any(|n| n.agent_up == Some(false)) {
+    if report
+        .nodes
+        .iter()
+        .any(|n| n.runtime.agent_up == Some(false))
+    {
         out.push_str(
             "HIDDEN is \"-\" where no fresh node-agent report came in; missing images there stay \
              unverifiable at the cap.\n",
         );
     }
-    if report.nodes.iter().any(|n| n.at_cap) {
+    if report.nodes.iter().any(|n| n.cap.at_cap) {
         out.push_str(
             "Nodes at the cap hide images from the API. Set nodeStatusMaxImages: -1 (or about a third \
              of the node's ephemeral storage in GB, see RECOMMENDED CAP) in the kubelet config and \
@@ -310,60 +324,16 @@ pub fn render_menu(menu: &MenuReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::cluster::{ImageReport, MissingImage, MissingState, NodeReport};
-
-    fn node(
-        name: &str,
-        images: u32,
-        max: i64,
-        src: CapSource,
-        missing: &[&str],
-        state: Option<MissingState>,
-    ) -> NodeReport {
-        let mut n = NodeReport {
-            name: name.into(),
-            image_count: images,
-            max_images: max,
-            max_images_source: src,
-            cap_ratio: if max > 0 {
-                f64::from(images) / max as f64
-            } else {
-                0.0
-            },
-            at_cap: max > 0 && i64::from(images) >= max,
-            image_size_bytes: 0,
-            ephemeral_storage_capacity_bytes: Some(1_099_511_627_776),
-            ephemeral_storage_allocatable_bytes: None,
-            recommended_max_images: Some(367),
-            eligible: true,
-            not_eligible_reason: None,
-            ..NodeReport::default()
-        };
-        n.set_missing(
-            missing
-                .iter()
-                .map(|s| MissingImage {
-                    image: s.to_string(),
-                    state: state.expect("a state for missing images"),
-                })
-                .collect(),
-        );
-        n
-    }
+    use crate::analysis::report::fixtures::node;
 
     #[test]
     fn table_shows_each_node_and_the_remedy() {
         let r = Report {
             nodes: vec![
-                node(
-                    "full",
-                    50,
-                    50,
-                    CapSource::Default,
-                    &["x:1"],
-                    Some(MissingState::Unverifiable),
-                ),
-                node("big", 137, -1, CapSource::Inferred, &[], None),
+                node("full", 50, 50)
+                    .missing(&["x:1"], MissingState::Unverifiable)
+                    .build(),
+                node("big", 137, -1).cap_source(CapSource::Inferred).build(),
             ],
             images: vec![ImageReport {
                 image: "x:1".into(),
@@ -397,18 +367,13 @@ mod tests {
     #[test]
     fn free_text_cannot_forge_lines_or_reach_the_terminal() {
         let forged = "evil\nforged   1/1  ok\x1b[31m";
-        let mut cordoned = node(forged, 5, 50, CapSource::Default, &[], None);
-        cordoned.eligible = false;
-        cordoned.not_eligible_reason = Some("disk\r\n\x1b]0;title\x07".into());
-        let mut hidden = node(
-            &format!("{}\n", "h".repeat(1 << 20)),
-            50,
-            50,
-            CapSource::Default,
-            &["img\n:1"],
-            Some(MissingState::Hidden),
-        );
-        hidden.hidden_images = Some(1);
+        let mut cordoned = node(forged, 5, 50).build();
+        cordoned.prepull.eligible = false;
+        cordoned.prepull.not_eligible_reason = Some("disk\r\n\x1b]0;title\x07".into());
+        let mut hidden = node(&format!("{}\n", "h".repeat(1 << 20)), 50, 50)
+            .missing(&["img\n:1"], MissingState::Hidden)
+            .build();
+        hidden.runtime.hidden_images = Some(1);
         let r = Report {
             nodes: vec![cordoned, hidden],
             images: vec![],
@@ -430,7 +395,7 @@ mod tests {
     #[test]
     fn no_remedy_when_nothing_is_at_the_cap() {
         let r = Report {
-            nodes: vec![node("ok", 3, 50, CapSource::Default, &[], None)],
+            nodes: vec![node("ok", 3, 50).build()],
             images: vec![],
             eligible_nodes: 1,
             sources: vec![],
@@ -443,21 +408,14 @@ mod tests {
 
     #[test]
     fn hidden_images_have_a_column_and_a_line() {
-        let mut full = node("full", 50, 50, CapSource::Default, &[], None);
-        full.hidden_images = Some(10);
-        full.agent_up = Some(true);
-        full.set_missing(vec![
-            MissingImage {
-                image: "lab:w_1".into(),
-                state: MissingState::Hidden,
-            },
-            MissingImage {
-                image: "lab:w_2".into(),
-                state: MissingState::Absent,
-            },
-        ]);
-        let mut blind = node("blind", 50, 50, CapSource::Default, &[], None);
-        blind.agent_up = Some(false);
+        let mut full = node("full", 50, 50)
+            .missing(&["lab:w_1"], MissingState::Hidden)
+            .missing(&["lab:w_2"], MissingState::Absent)
+            .build();
+        full.runtime.hidden_images = Some(10);
+        full.runtime.agent_up = Some(true);
+        let mut blind = node("blind", 50, 50).build();
+        blind.runtime.agent_up = Some(false);
         let r = Report {
             nodes: vec![full, blind],
             images: vec![],

@@ -24,9 +24,9 @@
 pub mod agent;
 
 use crate::analysis::Wanted;
-use crate::analysis::cluster::KUBELET_DEFAULT_MAX_IMAGES;
 use crate::analysis::eligibility::{Eligibility, Toleration};
 use crate::analysis::reference::ImageRef;
+use crate::analysis::report::KUBELET_DEFAULT_MAX_IMAGES;
 use crate::analysis::selector::LabelSelector;
 use crate::analysis::wanted::Pattern;
 use serde::Deserialize;

@@ -3,7 +3,7 @@
 //! OpenMetrics into the Prometheus text format, and gzip made of pieces
 //! compressed apart (so text kept per report is compressed once).
 
-use crate::analysis::cluster::Report;
+use crate::analysis::report::Report;
 use bytes::Bytes;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::registry::Registry;

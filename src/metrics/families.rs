@@ -2,58 +2,169 @@
 //! samples from the current report, in the style of kube-state-metrics' family
 //! generators. They are encoded afresh from each new report, so the series of a
 //! node that is gone disappear with it and no stale series can linger.
+//!
+//! A family is declared over a subject (a node, a wanted image, a source, the
+//! menu, the cluster) and reads one value from it, or one per label value of its
+//! own; as kube-state-metrics adds an object's labels once, the subject's label
+//! (`node`, `image`, `source`) is added to each series here, ahead of the
+//! family's own. Adding a per-node metric is one declaration and its value.
 
-use crate::analysis::cluster::{
+use crate::analysis::WantSource;
+use crate::analysis::menu::{MenuReport, MenuState};
+use crate::analysis::report::{
     CapSource, ImageReport, MissingState, NodeReport, Report, SourceReport,
 };
-use crate::analysis::menu::{MenuReport, MenuState};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, LabelSetEncoder};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::atomic::AtomicU64;
 
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Labels of a report sample: name and value pairs.
-pub type Labels = Vec<(&'static str, String)>;
+/// The labels every series of a family over `T` starts with: the subject's
+/// own (`node`, `image`, `source`, or none).
+pub type Labels<T> = <T as Subject>::Label;
 
-/// How a family reads its samples from `T`: each call of `emit` is one sample.
-pub enum Samples<T: 'static> {
-    Int(fn(&T, &mut dyn FnMut(Labels, i64))),
-    Float(fn(&T, &mut dyn FnMut(Labels, f64))),
+/// What a report family has one series (or more) per: a node, a wanted image, a
+/// source, Nublado's menu or the whole cluster. As kube-state-metrics adds an
+/// object's labels once, each series is labelled with its subject's labels
+/// first, then with those the family adds of its own.
+pub trait Subject: 'static {
+    type Label: LabelSet;
+    fn label(&self) -> Self::Label;
 }
 
-/// A gauge family read from the report.
+/// A label set of a report series.
+pub trait LabelSet: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static {}
+
+impl<S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static> LabelSet for S {}
+
+/// A gauge family read from the report: a name, a help text and how each
+/// subject's value is read.
 pub struct FamilySpec<T: 'static> {
     pub name: &'static str,
     pub help: &'static str,
     pub samples: Samples<T>,
 }
 
-fn node(n: &NodeReport) -> Labels {
-    vec![("node", n.name.clone())]
+/// How a family reads its value from one subject. The subject's labels are not
+/// the family's to write: every series gets them first.
+pub enum Samples<T: 'static> {
+    /// One series per subject; none where the value is unknown.
+    Int(fn(&T) -> Option<i64>),
+    /// [`Samples::Int`] for a ratio or a time.
+    Float(fn(&T) -> Option<f64>),
+    /// One series per subject and state.
+    ByState(fn(&T, &mut dyn FnMut(StateLabel, i64))),
+    /// One series per subject, image and its state.
+    ByImage(fn(&T, &mut dyn FnMut(ImageStateLabels, i64))),
+    /// One series per subject and source.
+    BySource(fn(&T, &mut dyn FnMut(SourceLabel, i64))),
 }
 
-fn node_and(n: &NodeReport, key: &'static str, value: &str) -> Labels {
-    vec![("node", n.name.clone()), (key, value.to_string())]
+/// `node`: a node's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    node: String,
+}
+
+/// `image`: a wanted image's series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageLabel {
+    image: String,
+}
+
+/// `source`: a source of wanted images.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    source: WantSource,
+}
+
+/// No label: a subject of which there is one (the cluster, Nublado's menu).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct NoLabel;
+
+impl EncodeLabelSet for NoLabel {
+    fn encode(&self, _: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        Ok(())
+    }
+}
+
+/// `state`: a missing image's state, or where an image stands with the menu.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    state: &'static str,
+}
+
+impl StateLabel {
+    fn of(state: &'static str) -> StateLabel {
+        StateLabel { state }
+    }
+}
+
+/// `image` and `state`: an image and where it stands.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImageStateLabels {
+    image: String,
+    state: &'static str,
+}
+
+impl ImageStateLabels {
+    fn of(image: &str, state: &'static str) -> ImageStateLabels {
+        ImageStateLabels {
+            image: image.to_string(),
+            state,
+        }
+    }
+}
+
+impl Subject for NodeReport {
+    type Label = NodeLabel;
+    fn label(&self) -> NodeLabel {
+        NodeLabel {
+            node: self.name.clone(),
+        }
+    }
+}
+
+impl Subject for ImageReport {
+    type Label = ImageLabel;
+    fn label(&self) -> ImageLabel {
+        ImageLabel {
+            image: self.image.clone(),
+        }
+    }
+}
+
+impl Subject for SourceReport {
+    type Label = SourceLabel;
+    fn label(&self) -> SourceLabel {
+        SourceLabel {
+            source: self.source,
+        }
+    }
+}
+
+impl Subject for MenuReport {
+    type Label = NoLabel;
+    fn label(&self) -> NoLabel {
+        NoLabel
+    }
+}
+
+impl Subject for Report {
+    type Label = NoLabel;
+    fn label(&self) -> NoLabel {
+        NoLabel
+    }
 }
 
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The node's sample of a value that may be unknown: none when it is.
-fn known(n: &NodeReport, value: Option<u64>, emit: &mut dyn FnMut(Labels, i64)) {
-    if let Some(v) = value {
-        emit(node(n), saturating_i64(v));
-    }
-}
-
-/// [`known`] for a ratio.
-fn known_ratio(n: &NodeReport, value: Option<f64>, emit: &mut dyn FnMut(Labels, f64)) {
-    if let Some(v) = value {
-        emit(node(n), v);
-    }
 }
 
 /// One series per node (per node and label value for the prepull families).
@@ -61,53 +172,56 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
         name: "imagecap_node_images",
         help: "Entries the node reports in status.images",
-        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.image_count))),
+        samples: Samples::Int(|n| Some(i64::from(n.cap.image_count))),
     },
     FamilySpec {
         name: "imagecap_node_max_images",
         help: "The cap in force (nodeStatusMaxImages); -1 is unlimited",
-        samples: Samples::Int(|n, emit| emit(node(n), n.max_images)),
+        samples: Samples::Int(|n| Some(n.cap.max_images)),
     },
     FamilySpec {
         name: "imagecap_node_max_images_known",
         help: "1 when the cap was read from the kubelet's configz, 0 when it is assumed",
-        samples: Samples::Int(|n, emit| {
-            emit(
-                node(n),
-                i64::from(n.max_images_source == CapSource::Kubelet),
-            )
-        }),
+        samples: Samples::Int(|n| Some(i64::from(n.cap.max_images_source == CapSource::Kubelet))),
     },
     FamilySpec {
         name: "imagecap_node_images_cap_ratio",
         help: "Images reported divided by the cap; 0 when unlimited",
-        samples: Samples::Float(|n, emit| emit(node(n), n.cap_ratio)),
+        samples: Samples::Float(|n| Some(n.cap.cap_ratio)),
     },
     FamilySpec {
         name: "imagecap_node_at_cap",
         help: "1 when the cap is positive and the node reports that many images or more",
-        samples: Samples::Int(|n, emit| emit(node(n), i64::from(n.at_cap))),
+        samples: Samples::Int(|n| Some(i64::from(n.cap.at_cap))),
     },
     FamilySpec {
         name: "imagecap_node_image_size_bytes",
         help: "Sum of sizeBytes of the images the node reports",
-        samples: Samples::Int(|n, emit| emit(node(n), saturating_i64(n.image_size_bytes))),
+        samples: Samples::Int(|n| Some(saturating_i64(n.cap.image_size_bytes))),
     },
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_capacity_bytes",
         help: "status.capacity ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_capacity_bytes, emit)),
+        samples: Samples::Int(|n| {
+            n.storage
+                .ephemeral_storage_capacity_bytes
+                .map(saturating_i64)
+        }),
     },
     FamilySpec {
         name: "imagecap_node_ephemeral_storage_allocatable_bytes",
         help: "status.allocatable ephemeral-storage of the node",
-        samples: Samples::Int(|n, emit| known(n, n.ephemeral_storage_allocatable_bytes, emit)),
+        samples: Samples::Int(|n| {
+            n.storage
+                .ephemeral_storage_allocatable_bytes
+                .map(saturating_i64)
+        }),
     },
     FamilySpec {
         name: "imagecap_node_recommended_max_images",
         help: "Suggested nodeStatusMaxImages: ephemeral storage capacity in GB divided by 3, \
                rounded up",
-        samples: Samples::Int(|n, emit| known(n, n.recommended_max_images, emit)),
+        samples: Samples::Int(|n| n.storage.recommended_max_images.map(saturating_i64)),
     },
     FamilySpec {
         name: "imagecap_node_prepull_missing_images",
@@ -116,30 +230,33 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
                unlistable (at its cap, smaller than the smallest image listed: never listable \
                there), hidden (at its cap and in its runtime), unverifiable (at its cap, size \
                unknown, no node-agent report)",
-        samples: Samples::Int(|n, emit| {
-            if !n.eligible {
+        samples: Samples::ByState(|n, emit| {
+            if !n.prepull.eligible {
                 return;
             }
             for state in MissingState::ALL {
-                let count = n.missing.iter().filter(|m| m.state == state).count();
-                emit(node_and(n, "state", state.as_str()), count as i64);
+                let count = n
+                    .prepull
+                    .missing
+                    .iter()
+                    .filter(|m| m.state == state)
+                    .count();
+                emit(
+                    StateLabel {
+                        state: state.as_str(),
+                    },
+                    count as i64,
+                );
             }
         }),
     },
     FamilySpec {
         name: "imagecap_node_prepull_image_missing",
         help: "1 for each wanted image an eligible node does not report, with its state",
-        samples: Samples::Int(|n, emit| {
-            if n.eligible {
-                for m in &n.missing {
-                    emit(
-                        vec![
-                            ("node", n.name.clone()),
-                            ("image", m.image.clone()),
-                            ("state", m.state.as_str().to_string()),
-                        ],
-                        1,
-                    );
+        samples: Samples::ByImage(|n, emit| {
+            if n.prepull.eligible {
+                for m in &n.prepull.missing {
+                    emit(ImageStateLabels::of(&m.image, m.state.as_str()), 1);
                 }
             }
         }),
@@ -148,41 +265,41 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
         name: "imagecap_node_agent_up",
         help: "1 when the node has a fresh report from its node agent, 0 when not (only with \
                --agents)",
-        samples: Samples::Int(|n, emit| known(n, n.agent_up.map(u64::from), emit)),
+        samples: Samples::Int(|n| n.runtime.agent_up.map(i64::from)),
     },
     FamilySpec {
         name: "imagecap_node_runtime_images",
         help: "Images the container runtime holds on the node, from its node agent",
-        samples: Samples::Int(|n, emit| known(n, n.runtime_images.map(u64::from), emit)),
+        samples: Samples::Int(|n| n.runtime.runtime_images.map(i64::from)),
     },
     FamilySpec {
         name: "imagecap_node_hidden_images",
         help: "Runtime images the API does not report because of the cap (0 under the cap), \
                from the node agent",
-        samples: Samples::Int(|n, emit| known(n, n.hidden_images.map(u64::from), emit)),
+        samples: Samples::Int(|n| n.runtime.hidden_images.map(i64::from)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_used_bytes",
         help: "Bytes used on the node's image filesystem (kubelet stats/summary \
                node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| known(n, n.image_fs_used_bytes, emit)),
+        samples: Samples::Int(|n| n.kubelet.image_fs_used_bytes.map(saturating_i64)),
     },
     FamilySpec {
         name: "imagecap_node_image_fs_capacity_bytes",
         help: "Size of the node's image filesystem (kubelet stats/summary node.runtime.imageFs)",
-        samples: Samples::Int(|n, emit| known(n, n.image_fs_capacity_bytes, emit)),
+        samples: Samples::Int(|n| n.kubelet.image_fs_capacity_bytes.map(saturating_i64)),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_high_threshold_ratio",
         help: "Image filesystem use at which the kubelet starts image garbage collection \
                (configz imageGCHighThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_high_threshold_ratio, emit)),
+        samples: Samples::Float(|n| n.kubelet.image_gc_high_threshold_ratio),
     },
     FamilySpec {
         name: "imagecap_node_image_gc_low_threshold_ratio",
         help: "Image filesystem use the kubelet's image garbage collection frees down to \
                (configz imageGCLowThresholdPercent / 100)",
-        samples: Samples::Float(|n, emit| known_ratio(n, n.image_gc_low_threshold_ratio, emit)),
+        samples: Samples::Float(|n| n.kubelet.image_gc_low_threshold_ratio),
     },
 ];
 
@@ -191,27 +308,19 @@ pub const IMAGE_FAMILIES: &[FamilySpec<ImageReport>] = &[
     FamilySpec {
         name: "imagecap_prepull_image_nodes",
         help: "Nodes eligible for the wanted image that report it",
-        samples: Samples::Int(|i, emit| emit(vec![("image", i.image.clone())], i64::from(i.nodes))),
+        samples: Samples::Int(|i| Some(i64::from(i.nodes))),
     },
     FamilySpec {
         name: "imagecap_prepull_image_eligible_nodes",
         help: "Nodes eligible for the wanted image: where the sources that want it want it",
-        samples: Samples::Int(|i, emit| {
-            emit(
-                vec![("image", i.image.clone())],
-                i64::from(i.eligible_nodes),
-            )
-        }),
+        samples: Samples::Int(|i| Some(i64::from(i.eligible_nodes))),
     },
     FamilySpec {
         name: "imagecap_wanted_image_info",
         help: "1 for each wanted image and each source that wants it",
-        samples: Samples::Int(|i, emit| {
-            for source in &i.sources {
-                emit(
-                    vec![("image", i.image.clone()), ("source", source.to_string())],
-                    1,
-                );
+        samples: Samples::BySource(|i, emit| {
+            for &source in &i.sources {
+                emit(SourceLabel { source }, 1);
             }
         }),
     },
@@ -222,47 +331,29 @@ pub const SOURCE_FAMILIES: &[FamilySpec<SourceReport>] = &[
     FamilySpec {
         name: "imagecap_wanted_source_up",
         help: "1 when the source's last read succeeded; a source that fails keeps its last list",
-        samples: Samples::Int(|s, emit| {
-            emit(vec![("source", s.source.to_string())], i64::from(s.up))
-        }),
+        samples: Samples::Int(|s| Some(i64::from(s.up))),
     },
     FamilySpec {
         name: "imagecap_wanted_source_last_success_timestamp_seconds",
         help: "Unix time of the source's last successful read",
-        samples: Samples::Float(|s, emit| {
-            if let Some(t) = s.last_success_seconds {
-                emit(vec![("source", s.source.to_string())], t);
-            }
-        }),
+        samples: Samples::Float(|s| s.last_success_seconds),
     },
     FamilySpec {
         name: "imagecap_wanted_source_images",
         help: "Wanted images the source contributes",
-        samples: Samples::Int(|s, emit| {
-            emit(vec![("source", s.source.to_string())], i64::from(s.images))
-        }),
+        samples: Samples::Int(|s| Some(i64::from(s.images))),
     },
     FamilySpec {
         name: "imagecap_wanted_source_dropped_images",
         help: "Image references the source's last read listed past the cap on the images one \
                source may contribute, not wanted",
-        samples: Samples::Int(|s, emit| {
-            emit(
-                vec![("source", s.source.to_string())],
-                i64::try_from(s.dropped_images).unwrap_or(i64::MAX),
-            )
-        }),
+        samples: Samples::Int(|s| Some(saturating_i64(s.dropped_images))),
     },
     FamilySpec {
         name: "imagecap_prepull_loop_pairs",
         help: "Eligible (node, wanted image) pairs at the node's cap where the image is hidden \
                or unlistable: pulls the prepuller schedules again on every pass, for nothing",
-        samples: Samples::Int(|s, emit| {
-            emit(
-                vec![("source", s.source.to_string())],
-                i64::from(s.loop_pairs),
-            )
-        }),
+        samples: Samples::Int(|s| Some(i64::from(s.loop_pairs))),
     },
 ];
 
@@ -273,12 +364,9 @@ pub const MENU_FAMILIES: &[FamilySpec<MenuReport>] = &[
         help: "Images Nublado prepulls, by where they stand with its spawner menu: shown, \
                hidden_by_cap (every node missing it is at its cap and holds it hidden or can \
                never list it), maybe_hidden_by_cap (at the cap, some unverifiable), pulling",
-        samples: Samples::Int(|m, emit| {
+        samples: Samples::ByState(|m, emit| {
             for &state in MenuState::ALL {
-                emit(
-                    vec![("state", state.to_string())],
-                    i64::from(m.count(state)),
-                );
+                emit(StateLabel::of(state.as_str()), i64::from(m.count(state)));
             }
         }),
     },
@@ -286,12 +374,9 @@ pub const MENU_FAMILIES: &[FamilySpec<MenuReport>] = &[
         name: "imagecap_menu_image_hidden",
         help: "1 for each image the spawner menu leaves out because of the cap, for sure \
                (hidden_by_cap) or maybe (maybe_hidden_by_cap)",
-        samples: Samples::Int(|m, emit| {
+        samples: Samples::ByImage(|m, emit| {
             for h in &m.hidden {
-                emit(
-                    vec![("image", h.image.clone()), ("state", h.state.to_string())],
-                    1,
-                );
+                emit(ImageStateLabels::of(&h.image, h.state.as_str()), 1);
             }
         }),
     },
@@ -303,37 +388,70 @@ pub const CLUSTER_FAMILIES: &[FamilySpec<Report>] = &[
         name: "imagecap_prepull_eligible_nodes",
         help: "Nodes eligible for at least one wanted image (with none wanted: matching the \
                node selector and tolerations, not cordoned)",
-        samples: Samples::Int(|r, emit| emit(vec![], i64::from(r.eligible_nodes))),
+        samples: Samples::Int(|r| Some(i64::from(r.eligible_nodes))),
     },
     FamilySpec {
         name: "imagecap_nodes",
         help: "Nodes known",
-        samples: Samples::Int(|r, emit| emit(vec![], r.nodes.len() as i64)),
+        samples: Samples::Int(|r| Some(r.nodes.len() as i64)),
     },
 ];
 
+/// A gauge's value type, with the gauge that holds it.
+trait GaugeValue: Copy {
+    type Gauge: Default + EncodeMetric + TypedMetric + Debug + Send + Sync + 'static;
+    fn set(gauge: &Self::Gauge, value: Self);
+}
+
+impl GaugeValue for i64 {
+    type Gauge = Gauge;
+    fn set(gauge: &Gauge, value: i64) {
+        gauge.set(value);
+    }
+}
+
+impl GaugeValue for f64 {
+    type Gauge = FloatGauge;
+    fn set(gauge: &FloatGauge, value: f64) {
+        gauge.set(value);
+    }
+}
+
+/// Registers `spec`'s family in `registry`: the samples `read` emits for each of
+/// `items`, each series labelled with its subject's labels, then with its own.
+fn register<T: Subject, E: LabelSet, V: GaugeValue>(
+    registry: &mut Registry,
+    spec: &FamilySpec<T>,
+    items: &[T],
+    read: impl Fn(&T, &mut dyn FnMut(E, V)),
+) {
+    let family = Family::<(Labels<T>, E), V::Gauge>::default();
+    for item in items {
+        let subject = item.label();
+        read(item, &mut |own, value| {
+            V::set(&family.get_or_create(&(subject.clone(), own)), value)
+        });
+    }
+    registry.register(spec.name, spec.help, family);
+}
+
 /// Registers `specs` in `registry`, with the samples of every item of `items`.
-pub(crate) fn register_all<T>(registry: &mut Registry, specs: &[FamilySpec<T>], items: &[T]) {
+pub(crate) fn register_all<T: Subject>(
+    registry: &mut Registry,
+    specs: &[FamilySpec<T>],
+    items: &[T],
+) {
     for spec in specs {
         match spec.samples {
-            Samples::Int(read) => {
-                let family = Family::<Labels, Gauge>::default();
-                for item in items {
-                    read(item, &mut |labels, v| {
-                        family.get_or_create(&labels).set(v);
-                    });
-                }
-                registry.register(spec.name, spec.help, family);
-            }
-            Samples::Float(read) => {
-                let family = Family::<Labels, FloatGauge>::default();
-                for item in items {
-                    read(item, &mut |labels, v| {
-                        family.get_or_create(&labels).set(v);
-                    });
-                }
-                registry.register(spec.name, spec.help, family);
-            }
+            Samples::Int(read) => register(registry, spec, items, |item, emit| {
+                read(item).into_iter().for_each(|v| emit(NoLabel, v))
+            }),
+            Samples::Float(read) => register(registry, spec, items, |item, emit| {
+                read(item).into_iter().for_each(|v| emit(NoLabel, v))
+            }),
+            Samples::ByState(read) => register(registry, spec, items, read),
+            Samples::ByImage(read) => register(registry, spec, items, read),
+            Samples::BySource(read) => register(registry, spec, items, read),
         }
     }
 }

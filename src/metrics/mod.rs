@@ -15,7 +15,7 @@
 //! [`exposition`] has the formats, their negotiation and gzip, for the exporter
 //! and the node agent alike.
 
-use crate::analysis::cluster::Report;
+use crate::analysis::report::Report;
 use crate::analysis::wants::SourceField;
 use crate::analysis::{InvalidField, WantSource};
 pub mod counters;
@@ -373,37 +373,21 @@ mod tests {
     use super::families::*;
     use super::*;
     use crate::analysis::WantSource;
-    use crate::analysis::cluster::{
-        CapSource, ImageReport, MissingImage, MissingState, NodeReport, SourceReport,
-    };
+    use crate::analysis::report::fixtures;
+    use crate::analysis::report::{ImageReport, MissingState, NodeReport, SourceReport};
     use std::time::{Duration, UNIX_EPOCH};
 
+    /// A node under the default cap of 50, with 1 TiB of images and 1 TB of
+    /// ephemeral storage, lacking `missing`, all in `state`.
     fn node(name: &str, images: u32, missing: &[&str], state: Option<MissingState>) -> NodeReport {
-        let mut n = NodeReport {
-            name: name.into(),
-            image_count: images,
-            max_images: 50,
-            max_images_source: CapSource::Default,
-            cap_ratio: f64::from(images) / 50.0,
-            at_cap: images >= 50,
-            image_size_bytes: 1 << 40,
-            ephemeral_storage_capacity_bytes: Some(1_000_000_000_000),
-            ephemeral_storage_allocatable_bytes: None,
-            recommended_max_images: Some(334),
-            eligible: true,
-            not_eligible_reason: None,
-            ..NodeReport::default()
-        };
-        n.set_missing(
-            missing
-                .iter()
-                .map(|s| MissingImage {
-                    image: s.to_string(),
-                    state: state.expect("a state for missing images"),
-                })
-                .collect(),
-        );
-        n
+        let n = fixtures::node(name, images, 50)
+            .image_size_bytes(1 << 40)
+            .ephemeral_storage(1_000_000_000_000);
+        match state {
+            Some(state) => n.missing(missing, state),
+            None => n,
+        }
+        .build()
     }
 
     fn empty() -> Arc<Report> {
@@ -529,14 +513,14 @@ mod tests {
     #[test]
     fn every_declared_family_is_exposed_once() {
         let mut a = node("a", 50, &["x:1"], Some(MissingState::Hidden));
-        a.ephemeral_storage_allocatable_bytes = Some(1);
-        a.runtime_images = Some(60);
-        a.hidden_images = Some(10);
-        a.agent_up = Some(true);
-        a.image_fs_used_bytes = Some(40);
-        a.image_fs_capacity_bytes = Some(100);
-        a.image_gc_high_threshold_ratio = Some(0.85);
-        a.image_gc_low_threshold_ratio = Some(0.8);
+        a.storage.ephemeral_storage_allocatable_bytes = Some(1);
+        a.runtime.runtime_images = Some(60);
+        a.runtime.hidden_images = Some(10);
+        a.runtime.agent_up = Some(true);
+        a.kubelet.image_fs_used_bytes = Some(40);
+        a.kubelet.image_fs_capacity_bytes = Some(100);
+        a.kubelet.image_gc_high_threshold_ratio = Some(0.85);
+        a.kubelet.image_gc_low_threshold_ratio = Some(0.8);
         let report = Report {
             nodes: vec![a, node("b", 1, &[], None)],
             images: vec![ImageReport {

@@ -1,7 +1,7 @@
 //! The HTML status page served at `/`: self-contained, no scripts, no external assets.
 
-use crate::analysis::cluster::{ImageReport, MissingState, SourceReport};
 use crate::analysis::menu::{MenuReport, MenuState};
+use crate::analysis::report::{ImageReport, MissingState, SourceReport};
 use crate::analysis::{NodeReport, NodeStatus, Report};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -97,7 +97,7 @@ fn status_tag(n: &NodeReport) -> String {
         NodeStatus::Ok => "ok",
     };
     let tag = format!("<span class=\"tag {class}\">{}</span>", status.as_str());
-    match (status, &n.not_eligible_reason) {
+    match (status, &n.prepull.not_eligible_reason) {
         (NodeStatus::NotEligible, Some(reason)) => {
             format!("{tag} <span class=\"why\">{}</span>", esc(reason))
         }
@@ -306,7 +306,7 @@ fn render_summary(
         "<p class=\"meta\">{} nodes, {} eligible for prepulling, <strong>{} at the image cap</strong>",
         report.nodes.len(),
         report.eligible_nodes,
-        report.nodes.iter().filter(|n| n.at_cap).count(),
+        report.nodes.iter().filter(|n| n.cap.at_cap).count(),
     );
     if let Some(m) = &report.menu {
         let left_out = m.hidden_by_cap + m.maybe_hidden_by_cap;
@@ -354,10 +354,11 @@ fn render_node_row(h: &mut String, n: &NodeReport) {
          <td>",
         status = status_tag(n),
         prune = prune_note(n),
-        size = bytes(Some(n.image_size_bytes)),
-        capacity = bytes(n.ephemeral_storage_capacity_bytes),
-        alloc = bytes(n.ephemeral_storage_allocatable_bytes),
+        size = bytes(Some(n.cap.image_size_bytes)),
+        capacity = bytes(n.storage.ephemeral_storage_capacity_bytes),
+        alloc = bytes(n.storage.ephemeral_storage_allocatable_bytes),
         rec = n
+            .storage
             .recommended_max_images
             .map_or("&ndash;".into(), |r| r.to_string()),
     );
@@ -368,23 +369,23 @@ fn render_node_row(h: &mut String, n: &NodeReport) {
 /// A node's bar: the reported images against the cap, the images hidden by the
 /// cap in a fainter segment after them, and the counts written over it.
 fn render_bar(h: &mut String, n: &NodeReport) {
-    let hidden = n.hidden_images.unwrap_or(0);
-    let (cap, width, hidden_width) = if n.max_images > 0 {
+    let hidden = n.runtime.hidden_images.unwrap_or(0);
+    let (cap, width, hidden_width) = if n.cap.max_images > 0 {
         // With images hidden, the bar spans everything the runtime holds:
         // reported, then the hidden rest in a fainter segment.
-        let scale = (n.max_images as f64).max(f64::from(n.image_count) + f64::from(hidden));
+        let scale = (n.cap.max_images as f64).max(f64::from(n.cap.image_count) + f64::from(hidden));
         (
-            n.max_images.to_string(),
-            (f64::from(n.image_count) / scale * 100.0).clamp(0.0, 100.0),
+            n.cap.max_images.to_string(),
+            (f64::from(n.cap.image_count) / scale * 100.0).clamp(0.0, 100.0),
             (f64::from(hidden) / scale * 100.0).clamp(0.0, 100.0),
         )
-    } else if n.max_images == 0 {
+    } else if n.cap.max_images == 0 {
         ("0".to_string(), 100.0, 0.0)
     } else {
         ("unlimited".to_string(), 0.0, 0.0)
     };
-    let _ = write!(h, "<div class=\"bar\" title=\"{}", n.image_count);
-    match n.runtime_images {
+    let _ = write!(h, "<div class=\"bar\" title=\"{}", n.cap.image_count);
+    match n.runtime.runtime_images {
         Some(rt) => {
             let _ = write!(h, " reported of cap {cap}; the runtime holds {rt}");
         }
@@ -399,8 +400,8 @@ fn render_bar(h: &mut String, n: &NodeReport) {
             "<span class=\"hidden\" style=\"left:{width:.1}%;width:{hidden_width:.1}%\"></span>"
         );
     }
-    let _ = write!(h, "<b>{} / {cap}", n.image_count);
-    match (n.runtime_images, n.hidden_images) {
+    let _ = write!(h, "<b>{} / {cap}", n.cap.image_count);
+    match (n.runtime.runtime_images, n.runtime.hidden_images) {
         (Some(_), Some(hid)) if hid > 0 => {
             let _ = write!(h, " &middot; {hid} hidden");
         }
@@ -415,13 +416,13 @@ fn render_bar(h: &mut String, n: &NodeReport) {
 /// A node's missing wanted images: how many and the node's state, then each image
 /// with its own state and what that state means; a dash when none is missing.
 fn render_missing(h: &mut String, n: &NodeReport) {
-    if n.missing.is_empty() {
+    if n.prepull.missing.is_empty() {
         h.push_str("&ndash;");
         return;
     }
-    let state = n.missing_state.map(|s| s.as_str()).unwrap_or("");
-    let _ = write!(h, "{} {state}<ul>", n.missing.len());
-    for m in &n.missing {
+    let state = n.prepull.missing_state.map(|s| s.as_str()).unwrap_or("");
+    let _ = write!(h, "{} {state}<ul>", n.prepull.missing.len());
+    for m in &n.prepull.missing {
         let _ = write!(
             h,
             "<li title=\"{help}\"><code>{}</code> <span class=\"state {s}\">{s}</span></li>",
@@ -436,7 +437,7 @@ fn render_missing(h: &mut String, n: &NodeReport) {
 /// The legend under the node table: what each missing state means. Only when some
 /// node misses a wanted image.
 fn render_legend(h: &mut String, nodes: &[NodeReport]) {
-    if nodes.iter().all(|n| n.missing.is_empty()) {
+    if nodes.iter().all(|n| n.prepull.missing.is_empty()) {
         return;
     }
     h.push_str("<ul class=\"legend\" id=\"states\">");
@@ -498,41 +499,27 @@ fn render_footer(h: &mut String, metrics_path: &str) {
 mod tests {
     use super::*;
     use crate::analysis::WantSource;
-    use crate::analysis::cluster::{CapSource, ImageReport, MissingImage, MissingState};
     use crate::analysis::menu::MenuHidden;
+    use crate::analysis::report::fixtures;
+    use crate::analysis::report::{ImageReport, MissingImage, MissingState};
 
+    /// A node of 3 GiB of images.
     fn node(name: &str, images: u32, max: i64) -> NodeReport {
-        NodeReport {
-            name: name.into(),
-            image_count: images,
-            max_images: max,
-            max_images_source: CapSource::Default,
-            cap_ratio: if max > 0 {
-                f64::from(images) / max as f64
-            } else {
-                0.0
-            },
-            at_cap: max > 0 && i64::from(images) >= max,
-            image_size_bytes: 3 << 30,
-            ephemeral_storage_capacity_bytes: Some(1 << 40),
-            ephemeral_storage_allocatable_bytes: None,
-            recommended_max_images: Some(367),
-            eligible: true,
-            not_eligible_reason: None,
-            ..NodeReport::default()
-        }
+        fixtures::node(name, images, max)
+            .image_size_bytes(3 << 30)
+            .build()
     }
 
     #[test]
     fn marks_rows_and_escapes() {
         let mut full = node("full<script>", 50, 50);
-        full.set_missing(vec![MissingImage {
+        full.prepull.set_missing(vec![MissingImage {
             image: "x:1".into(),
             state: MissingState::Unverifiable,
         }]);
         let mut tainted = node("tainted", 3, 50);
-        tainted.eligible = false;
-        tainted.not_eligible_reason = Some("taint a=<b>:NoSchedule".into());
+        tainted.prepull.eligible = false;
+        tainted.prepull.not_eligible_reason = Some("taint a=<b>:NoSchedule".into());
         let r = Report {
             nodes: vec![full, node("near", 46, 50), node("big", 137, -1), tainted],
             images: vec![ImageReport {
@@ -580,7 +567,7 @@ mod tests {
     /// hidden, and Nublado's menu leaving one out for sure and one maybe.
     fn at_cap_with_menu() -> Report {
         let mut full = node("full", 50, 50);
-        full.set_missing(vec![
+        full.prepull.set_missing(vec![
             MissingImage {
                 image: "ghcr.io/x/lab:w_2".into(),
                 state: MissingState::Unlistable,
@@ -803,22 +790,22 @@ mod tests {
         assert!(!h.contains("Prepull loop") && !h.contains("data-source"));
         assert!(h.contains("id=\"states\""), "the legend stays");
         // Nothing missing anywhere: no legend either.
-        r.nodes[0].set_missing(vec![]);
+        r.nodes[0].prepull.set_missing(vec![]);
         assert!(!render(&r, Some(now), now).contains("id=\"states\""));
     }
 
     #[test]
     fn hidden_images_are_a_fainter_segment_past_the_reported_ones() {
         let mut full = node("full", 50, 50);
-        full.runtime_images = Some(60);
-        full.hidden_images = Some(10);
-        full.set_missing(vec![MissingImage {
+        full.runtime.runtime_images = Some(60);
+        full.runtime.hidden_images = Some(10);
+        full.prepull.set_missing(vec![MissingImage {
             image: "lab:w_1".into(),
             state: MissingState::Hidden,
         }]);
         let mut roomy = node("roomy", 10, 50);
-        roomy.runtime_images = Some(10);
-        roomy.hidden_images = Some(0);
+        roomy.runtime.runtime_images = Some(10);
+        roomy.runtime.hidden_images = Some(0);
         let r = Report {
             nodes: vec![full, roomy],
             images: vec![],

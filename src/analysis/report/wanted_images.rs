@@ -1,0 +1,240 @@
+//! The wanted images the nodes are checked against: the configuration's exact
+//! references, the tags its patterns select on the nodes and the sources' groups,
+//! each with the eligibility rules it is wanted under.
+
+use super::inputs::SourceState;
+use crate::analysis::eligibility::Eligibility;
+use crate::analysis::node::NodeSummary;
+use crate::analysis::reference::ImageRef;
+use crate::analysis::wanted::{WantSource, Wanted, natural_cmp};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// The hasher of the lookups by image name.
+pub(super) type FastHash = foldhash::fast::RandomState;
+
+/// A wanted image, who wants it, where, and the digests it is known by.
+pub(super) struct WantedImage {
+    pub(super) reference: ImageRef,
+    pub(super) sources: BTreeSet<WantSource>,
+    /// Indexes into the distinct eligibility rules; eligible under any of them.
+    pub(super) rules: Vec<usize>,
+    /// For a tag reference: digests of entries that carry the tag on some node, so
+    /// that an entry whose tag names were cut (5 names at most) still matches.
+    pub(super) digests: HashSet<Arc<str>>,
+    /// Who wants it under which rule.
+    pub(super) wanted_by: Vec<(WantSource, usize)>,
+    /// Its size as Nublado knows it.
+    pub(super) nublado_size: Option<u64>,
+}
+
+impl WantedImage {
+    /// Whether one entry's names are this image: [`ImageRef::matches`], or for a
+    /// tag reference a digest the image carries where its tag is visible.
+    pub(super) fn is_in(&self, entry: &[ImageRef]) -> bool {
+        entry.iter().any(|name| {
+            self.reference.matches(name)
+                || (self.reference.digest.is_none()
+                    && name.repo == self.reference.repo
+                    && name
+                        .digest
+                        .as_ref()
+                        .is_some_and(|d| self.digests.contains(d)))
+        })
+    }
+}
+
+/// The distinct eligibility rules, each decided once per node.
+#[derive(Default)]
+pub(super) struct Rules(pub(super) Vec<Arc<Eligibility>>);
+
+impl Rules {
+    fn index(&mut self, rule: &Arc<Eligibility>) -> usize {
+        match self
+            .0
+            .iter()
+            .position(|r| Arc::ptr_eq(r, rule) || **r == **rule)
+        {
+            Some(i) => i,
+            None => {
+                self.0.push(rule.clone());
+                self.0.len() - 1
+            }
+        }
+    }
+}
+
+/// Adds `reference`, wanted by `source` on the nodes of rule `rule`.
+fn want(
+    images: &mut BTreeMap<ImageRef, WantedImage>,
+    reference: &ImageRef,
+    source: WantSource,
+    rule: usize,
+) {
+    let w = images
+        .entry(reference.clone())
+        .or_insert_with(|| WantedImage {
+            reference: reference.clone(),
+            sources: BTreeSet::new(),
+            rules: Vec::new(),
+            digests: HashSet::new(),
+            wanted_by: Vec::new(),
+            nublado_size: None,
+        });
+    w.sources.insert(source);
+    if !w.rules.contains(&rule) {
+        w.rules.push(rule);
+    }
+    if !w.wanted_by.contains(&(source, rule)) {
+        w.wanted_by.push((source, rule));
+    }
+}
+
+/// The tags `wanted`'s patterns select on the nodes eligible under its rule: every
+/// match, or only the `newest` greatest in natural order.
+fn pattern_images(wanted: &Wanted, nodes: &[&NodeSummary], config_ok: &[bool]) -> Vec<ImageRef> {
+    let mut out = Vec::new();
+    for pattern in wanted.patterns() {
+        let mut seen: BTreeSet<ImageRef> = BTreeSet::new();
+        for (node, _) in nodes.iter().zip(config_ok).filter(|(_, ok)| **ok) {
+            for name in node.relevant_images.iter().flatten() {
+                if name
+                    .tagged_name()
+                    .is_some_and(|n| pattern.regex.is_match(&n))
+                {
+                    seen.insert(ImageRef {
+                        repo: name.repo.clone(),
+                        tag: name.tag.clone(),
+                        digest: None,
+                    });
+                }
+            }
+        }
+        match pattern.newest {
+            None => out.extend(seen),
+            Some(n) => {
+                let mut named: Vec<(String, ImageRef)> =
+                    seen.into_iter().map(|r| (r.to_string(), r)).collect();
+                named.sort_by(|a, b| natural_cmp(&b.0, &a.0));
+                out.extend(named.into_iter().take(n).map(|(_, r)| r));
+            }
+        }
+    }
+    out
+}
+
+/// What the nodes are checked against: the wanted images with their names, the
+/// distinct eligibility rules they are wanted under, and the rules that say why
+/// a node eligible for nothing is not.
+pub(super) struct WantedSet {
+    /// Sorted by reference.
+    pub(super) images: Vec<WantedImage>,
+    /// Each wanted image's name, made once.
+    pub(super) names: Vec<String>,
+    pub(super) rules: Rules,
+    /// The configuration's rule.
+    pub(super) config_rule: usize,
+    /// Rules some wanted image uses, in order (the configuration's when none is):
+    /// the first that rejects a node eligible for nothing says why.
+    pub(super) explaining: Vec<usize>,
+}
+
+/// The wanted images: the configuration's exact references, the tags its
+/// patterns select on `nodes` and the sources' groups, each with the size Nublado
+/// gives and the digests its tag is found with on `nodes`; with their names, the
+/// distinct rules and the rules that explain.
+pub(super) fn wanted_set(
+    nodes: &[&NodeSummary],
+    wanted: &Wanted,
+    sources: &BTreeMap<WantSource, SourceState>,
+) -> WantedSet {
+    // Every distinct rule, decided once per node. The configuration's comes first.
+    let mut rules = Rules::default();
+    let config_rule = rules.index(wanted.eligibility());
+    let config_ok: Vec<bool> = nodes
+        .iter()
+        .map(|n| wanted.eligibility().check(&n.facts()).is_ok())
+        .collect();
+
+    let mut images: BTreeMap<ImageRef, WantedImage> = BTreeMap::new();
+    for r in wanted.exact() {
+        want(&mut images, r, WantSource::Config, config_rule);
+    }
+    let from_patterns = pattern_images(wanted, nodes, &config_ok);
+    for r in &from_patterns {
+        want(&mut images, r, WantSource::Pattern, config_rule);
+    }
+    for group in sources.values().flat_map(|s| &s.groups) {
+        let rule = rules.index(&group.eligibility);
+        for r in &group.images {
+            want(&mut images, r, group.source, rule);
+        }
+    }
+    for image in sources
+        .values()
+        .filter_map(|s| s.menu.as_deref())
+        .flat_map(|m| &m.images)
+    {
+        if let Some(w) = images.get_mut(&image.image) {
+            w.nublado_size = w.nublado_size.or(image.size);
+        }
+    }
+    let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
+    add_tag_digests(&mut wanted_images, nodes);
+    // Each wanted image's name, made once.
+    let names: Vec<String> = wanted_images
+        .iter()
+        .map(|w| w.reference.to_string())
+        .collect();
+    // Rules some wanted image uses, in order (the configuration's when none is):
+    // the first that rejects a node eligible for nothing says why.
+    let mut used = vec![false; rules.0.len()];
+    for &r in wanted_images.iter().flat_map(|w| &w.rules) {
+        used[r] = true;
+    }
+    let mut explaining: Vec<usize> = (0..rules.0.len()).filter(|&i| used[i]).collect();
+    if explaining.is_empty() {
+        explaining.push(config_rule);
+    }
+    WantedSet {
+        images: wanted_images,
+        names,
+        rules,
+        config_rule,
+        explaining,
+    }
+}
+
+/// Adds to each wanted tag reference the digests of the entries that carry its
+/// tag on some node.
+fn add_tag_digests(wanted_images: &mut [WantedImage], nodes: &[&NodeSummary]) {
+    // The digests of the entries that carry a wanted tag, in one pass over the
+    // entries: (wanted image, digest) pairs, then added.
+    let mut found = Vec::new();
+    {
+        let by_tag: HashMap<(&str, &str), usize, FastHash> = wanted_images
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.reference.digest.is_none())
+            .filter_map(|(i, w)| Some(((&*w.reference.repo, &**w.reference.tag.as_ref()?), i)))
+            .collect();
+        for entry in nodes.iter().flat_map(|n| &n.relevant_images) {
+            for name in entry.iter() {
+                let Some(tag) = &name.tag else { continue };
+                let Some(&i) = by_tag.get(&(&*name.repo, &**tag)) else {
+                    continue;
+                };
+                found.extend(
+                    entry
+                        .iter()
+                        .filter(|other| other.repo == name.repo)
+                        .filter_map(|other| other.digest.clone())
+                        .map(|d| (i, d)),
+                );
+            }
+        }
+    }
+    for (i, d) in found {
+        wanted_images[i].digests.insert(d);
+    }
+}
