@@ -26,6 +26,14 @@ super::label_values! {
     }
 }
 
+impl WantSource {
+    /// Whether the source is read (a `prepull.sources` entry), rather than the
+    /// configuration's own lists.
+    pub fn is_read(self) -> bool {
+        !matches!(self, WantSource::Config | WantSource::Pattern)
+    }
+}
+
 impl serde::Serialize for WantSource {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())

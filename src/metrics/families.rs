@@ -261,6 +261,13 @@ pub const NODE_FAMILIES: &[FamilySpec<NodeReport>] = &[
             }
         }),
     },
+];
+
+/// The node families read from the node agents (`--agents`) and the kubelets
+/// (`--kubelet-stats`, `--kubelet-configz`): without those readers they have no
+/// series. Registered after [`NODE_FAMILIES`]; a family that needs an agent or a
+/// kubelet is declared here, and the tests take the list from here.
+pub const AGENT_AND_KUBELET_FAMILIES: &[FamilySpec<NodeReport>] = &[
     FamilySpec {
         name: "imagecap_node_agent_up",
         help: "1 when the node has a fresh report from its node agent, 0 when not (only with \
@@ -460,6 +467,7 @@ pub(crate) fn register_all<T: Subject>(
 pub(crate) fn report_registry(report: &Report) -> Registry {
     let mut r = Registry::default();
     register_all(&mut r, NODE_FAMILIES, &report.nodes);
+    register_all(&mut r, AGENT_AND_KUBELET_FAMILIES, &report.nodes);
     register_all(&mut r, IMAGE_FAMILIES, &report.images);
     register_all(&mut r, SOURCE_FAMILIES, &report.sources);
     register_all(&mut r, CLUSTER_FAMILIES, std::slice::from_ref(report));

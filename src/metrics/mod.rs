@@ -33,8 +33,8 @@ use exposition::{Encoded, ReportText, deflate, encode_part, gzip_member, shared}
 pub use exposition::{Encoding, TextFormat, to_prometheus_text};
 use families::report_registry;
 pub use families::{
-    CLUSTER_FAMILIES, FamilySpec, IMAGE_FAMILIES, Labels, MENU_FAMILIES, NODE_FAMILIES,
-    SOURCE_FAMILIES, Samples,
+    AGENT_AND_KUBELET_FAMILIES, CLUSTER_FAMILIES, FamilySpec, IMAGE_FAMILIES, Labels,
+    MENU_FAMILIES, NODE_FAMILIES, SOURCE_FAMILIES, Samples,
 };
 use refresh::RefreshTime;
 
@@ -91,19 +91,20 @@ pub enum SourceErrorKind {
 }
 
 impl SourceErrorKind {
-    /// Every value, each series created at 0 in this order.
-    pub const ALL: &'static [SourceErrorKind] = &[
-        SourceErrorKind::List,
-        SourceErrorKind::Watch,
-        SourceErrorKind::File,
-        SourceErrorKind::Configz,
-        SourceErrorKind::Prepull(WantSource::Nublado),
-        SourceErrorKind::Prepull(WantSource::KubeFledged),
-        SourceErrorKind::Prepull(WantSource::DaemonSet),
-        SourceErrorKind::KubeletStats,
-        SourceErrorKind::AgentDiscovery,
-        SourceErrorKind::Agent,
-    ];
+    /// Every value, each series created at 0 in this order: the node-data reads,
+    /// then every source of wanted images that is read (from
+    /// [`WantSource::ALL`], so a new source has its series without a line here).
+    pub fn all() -> impl Iterator<Item = SourceErrorKind> {
+        use SourceErrorKind::*;
+        let sources = WantSource::ALL
+            .iter()
+            .filter(|s| s.is_read())
+            .map(|&s| Prepull(s));
+        [List, Watch, File, Configz]
+            .into_iter()
+            .chain(sources)
+            .chain([KubeletStats, AgentDiscovery, Agent])
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -180,7 +181,7 @@ impl Metrics {
     ) -> Metrics {
         let mut head = Registry::default();
         let source_errors = Family::<SourceErrorLabels, Counter>::default();
-        for &kind in SourceErrorKind::ALL {
+        for kind in SourceErrorKind::all() {
             source_errors.get_or_create_owned(&SourceErrorLabels { kind });
         }
         counters::SOURCE_ERRORS.register(&mut head, source_errors.clone());
@@ -402,7 +403,7 @@ mod tests {
 
     #[test]
     fn source_error_kinds_keep_their_label_values() {
-        let values: Vec<&str> = SourceErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        let values: Vec<&str> = SourceErrorKind::all().map(|k| k.as_str()).collect();
         assert_eq!(
             values,
             [
@@ -425,7 +426,7 @@ mod tests {
         for &source in WantSource::ALL {
             let read = !matches!(source, WantSource::Config | WantSource::Pattern);
             assert_eq!(
-                SourceErrorKind::ALL.contains(&SourceErrorKind::Prepull(source)),
+                SourceErrorKind::all().any(|k| k == SourceErrorKind::Prepull(source)),
                 read,
                 "{source}"
             );
@@ -543,6 +544,7 @@ mod tests {
         let text = Metrics::new("x").render(&Arc::new(report), None);
         let names = NODE_FAMILIES
             .iter()
+            .chain(AGENT_AND_KUBELET_FAMILIES)
             .map(|f| f.name)
             .chain(IMAGE_FAMILIES.iter().map(|f| f.name))
             .chain(SOURCE_FAMILIES.iter().map(|f| f.name))

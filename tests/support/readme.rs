@@ -4,22 +4,16 @@
 use imagecap_exporter::agent::families::AGENT_FAMILIES;
 use imagecap_exporter::metrics::counters::INVALID_SOURCE_DATA;
 use imagecap_exporter::metrics::{
-    CLUSTER_FAMILIES, EXPORTER_FAMILIES, IMAGE_FAMILIES, MENU_FAMILIES, NODE_FAMILIES,
-    SOURCE_FAMILIES,
+    AGENT_AND_KUBELET_FAMILIES, CLUSTER_FAMILIES, EXPORTER_FAMILIES, IMAGE_FAMILIES, MENU_FAMILIES,
+    NODE_FAMILIES, SOURCE_FAMILIES,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Families served only with `--agents`, `--kubelet-stats` or `--kubelet-configz`
-/// (not on the example data).
-pub const WITH_AGENTS_AND_KUBELETS: &[&str] = &[
-    "imagecap_node_agent_up",
-    "imagecap_node_runtime_images",
-    "imagecap_node_hidden_images",
-    "imagecap_node_image_fs_used_bytes",
-    "imagecap_node_image_fs_capacity_bytes",
-    "imagecap_node_image_gc_high_threshold_ratio",
-    "imagecap_node_image_gc_low_threshold_ratio",
-];
+/// (not on the example data): as declared.
+pub fn with_agents_and_kubelets() -> Vec<&'static str> {
+    AGENT_AND_KUBELET_FAMILIES.iter().map(|f| f.name).collect()
+}
 
 /// Families served only with a Nublado source that has answered (not on the
 /// example data, which has none): the menu's families, and the malformed-field
@@ -38,6 +32,7 @@ pub fn with_nublado() -> Vec<String> {
 pub fn exporter_declared() -> BTreeMap<String, String> {
     let report = NODE_FAMILIES
         .iter()
+        .chain(AGENT_AND_KUBELET_FAMILIES)
         .map(|f| f.name)
         .chain(IMAGE_FAMILIES.iter().map(|f| f.name))
         .chain(SOURCE_FAMILIES.iter().map(|f| f.name))
