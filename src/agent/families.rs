@@ -105,7 +105,7 @@ label_values! {
 label_values! {
     /// Why a pruning run went wrong: the `reason` label of
     /// `imagecap_prune_errors_total`.
-    pub enum PruneError {
+    pub enum PruneReason {
         /// The images wanted on the node are unknown (the exporter did not answer,
         /// or its answer is incomplete): the run removed nothing.
         Wanted = "wanted",
@@ -118,9 +118,9 @@ label_values! {
 
 /// `imagecap_prune_errors_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PruneErrorLabels {
+struct PruneReasonLabels {
     node: String,
-    reason: PruneError,
+    reason: PruneReason,
 }
 
 /// `imagecap_runtime_errors_total`'s labels.
@@ -218,7 +218,7 @@ pub struct AgentMetrics {
     prune_state: Arc<PruneState>,
     removed_images: Family<NodeLabels, Counter>,
     removed_bytes: Family<NodeLabels, Counter>,
-    prune_errors: Family<PruneErrorLabels, Counter>,
+    prune_errors: Family<PruneReasonLabels, Counter>,
     /// The gauges read at each scrape, sent first.
     gauges: Registry,
     /// The counters and the build information, sent after the gauges.
@@ -279,8 +279,8 @@ impl AgentMetrics {
         };
         let _ = self.removed_images.get_or_create(&node);
         let _ = self.removed_bytes.get_or_create(&node);
-        for &reason in PruneError::ALL {
-            let _ = self.prune_errors.get_or_create(&PruneErrorLabels {
+        for &reason in PruneReason::ALL {
+            let _ = self.prune_errors.get_or_create(&PruneReasonLabels {
                 node: self.node.clone(),
                 reason,
             });
@@ -290,9 +290,9 @@ impl AgentMetrics {
         PRUNE_ERRORS.register(&mut self.registry, self.prune_errors.clone());
     }
 
-    pub fn prune_error(&self, reason: PruneError) {
+    pub fn prune_error(&self, reason: PruneReason) {
         self.prune_errors
-            .get_or_create(&PruneErrorLabels {
+            .get_or_create(&PruneReasonLabels {
                 node: self.node.clone(),
                 reason,
             })
@@ -486,7 +486,7 @@ mod tests {
         m.0.prune_ran(UNIX_EPOCH + Duration::from_secs(100));
         m.0.prune_removed(1000);
         m.0.prune_removed(24);
-        m.0.prune_error(PruneError::Wanted);
+        m.0.prune_error(PruneReason::Wanted);
         let text = render(&m, &mut Status::default(), TextFormat::OpenMetrics);
         for (series, value) in [
             (r#"imagecap_prune_candidates{node="n1"}"#, "3"),
