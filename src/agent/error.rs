@@ -4,7 +4,6 @@
 
 use super::cri::CallError;
 use super::families::PruneReason;
-use super::prune::MAX_WANTED_BYTES;
 use crate::analysis::prune::UntrustedWanted;
 use crate::client::http::HttpError;
 use std::path::PathBuf;
@@ -94,8 +93,9 @@ pub enum WantedError {
     /// The answer redirects: the error names the URL itself.
     #[error(transparent)]
     Redirect(HttpError),
-    #[error("{url}: answer larger than {MAX_WANTED_BYTES} bytes")]
-    TooLarge { url: String },
+    /// The answer is larger than `limit` bytes.
+    #[error("{url}: answer larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
     /// An answer other than a success; `detail` is the answer's `error`, shown.
     #[error("{url} answered {status} {detail}")]
     Status {

@@ -383,7 +383,10 @@ async fn fetch_wanted(
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_WANTED_BYTES {
-                return Err(WantedError::TooLarge { url: url.clone() });
+                return Err(WantedError::TooLarge {
+                    url: url.clone(),
+                    limit: MAX_WANTED_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }
