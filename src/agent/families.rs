@@ -118,7 +118,7 @@ label_values! {
 
 /// `imagecap_prune_errors_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PruneReasonLabels {
+struct PruneErrorLabels {
     node: String,
     reason: PruneReason,
 }
@@ -218,7 +218,7 @@ pub struct AgentMetrics {
     prune_state: Arc<PruneState>,
     removed_images: Family<NodeLabels, Counter>,
     removed_bytes: Family<NodeLabels, Counter>,
-    prune_errors: Family<PruneReasonLabels, Counter>,
+    prune_errors: Family<PruneErrorLabels, Counter>,
     /// The gauges read at each scrape, sent first.
     gauges: Registry,
     /// The counters and the build information, sent after the gauges.
@@ -280,7 +280,7 @@ impl AgentMetrics {
         let _ = self.removed_images.get_or_create(&node);
         let _ = self.removed_bytes.get_or_create(&node);
         for &reason in PruneReason::ALL {
-            let _ = self.prune_errors.get_or_create(&PruneReasonLabels {
+            let _ = self.prune_errors.get_or_create(&PruneErrorLabels {
                 node: self.node.clone(),
                 reason,
             });
@@ -292,7 +292,7 @@ impl AgentMetrics {
 
     pub fn prune_error(&self, reason: PruneReason) {
         self.prune_errors
-            .get_or_create(&PruneReasonLabels {
+            .get_or_create(&PruneErrorLabels {
                 node: self.node.clone(),
                 reason,
             })
