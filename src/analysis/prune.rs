@@ -349,6 +349,37 @@ mod tests {
     use super::*;
     use regex::Regex;
 
+    #[test]
+    fn an_untrusted_answer_says_why() {
+        let answer = |node: &str, complete: bool, images: &[&str]| WantedOnNode {
+            node: node.into(),
+            max_images: 50,
+            complete,
+            waiting_for: if complete {
+                vec![]
+            } else {
+                vec!["nublado".into()]
+            },
+            images: images.iter().map(|i| i.to_string()).collect(),
+        };
+        let other = trusted_wanted(&answer("n2", true, &[]), "n1").unwrap_err();
+        assert_eq!(
+            other.to_string(),
+            r#"the exporter answered for node "n2", not "n1""#
+        );
+        let waiting = trusted_wanted(&answer("n1", false, &[]), "n1").unwrap_err();
+        assert_eq!(waiting, UntrustedWanted::Incomplete(vec!["nublado".into()]));
+        assert_eq!(
+            waiting.to_string(),
+            "the exporter's wanted images are incomplete: waiting for nublado"
+        );
+        let bad = trusted_wanted(&answer("n1", true, &["x.test/a:1", " "]), "n1").unwrap_err();
+        assert!(matches!(bad, UntrustedWanted::BadName(_)), "{bad:?}");
+        assert!(bad.to_string().starts_with("the exporter's wanted image "));
+        let good = trusted_wanted(&answer("n1", true, &["x.test/a:1"]), "n1").unwrap();
+        assert_eq!(good.len(), 1);
+    }
+
     fn image(tag: &str, size: u64) -> RuntimeImage {
         RuntimeImage {
             id: format!("sha256:{}", tag.replace(['/', ':', '.'], "-")),
