@@ -105,7 +105,7 @@ label_values! {
 label_values! {
     /// Why a pruning run went wrong: the `reason` label of
     /// `imagecap_prune_errors_total`.
-    pub enum PruneError {
+    pub enum PruneReason {
         /// The images wanted on the node are unknown (the exporter did not answer,
         /// or its answer is incomplete): the run removed nothing.
         Wanted = "wanted",
@@ -120,7 +120,7 @@ label_values! {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PruneErrorLabels {
     node: String,
-    reason: PruneError,
+    reason: PruneReason,
 }
 
 /// `imagecap_runtime_errors_total`'s labels.
@@ -279,7 +279,7 @@ impl AgentMetrics {
         };
         let _ = self.removed_images.get_or_create(&node);
         let _ = self.removed_bytes.get_or_create(&node);
-        for &reason in PruneError::ALL {
+        for &reason in PruneReason::ALL {
             let _ = self.prune_errors.get_or_create(&PruneErrorLabels {
                 node: self.node.clone(),
                 reason,
@@ -290,7 +290,7 @@ impl AgentMetrics {
         PRUNE_ERRORS.register(&mut self.registry, self.prune_errors.clone());
     }
 
-    pub fn prune_error(&self, reason: PruneError) {
+    pub fn prune_error(&self, reason: PruneReason) {
         self.prune_errors
             .get_or_create(&PruneErrorLabels {
                 node: self.node.clone(),
@@ -486,7 +486,7 @@ mod tests {
         m.0.prune_ran(UNIX_EPOCH + Duration::from_secs(100));
         m.0.prune_removed(1000);
         m.0.prune_removed(24);
-        m.0.prune_error(PruneError::Wanted);
+        m.0.prune_error(PruneReason::Wanted);
         let text = render(&m, &mut Status::default(), TextFormat::OpenMetrics);
         for (series, value) in [
             (r#"imagecap_prune_candidates{node="n1"}"#, "3"),

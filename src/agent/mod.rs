@@ -19,6 +19,7 @@
 //! need no auth.
 
 pub mod cri;
+pub mod error;
 pub mod families;
 pub mod prune;
 pub mod report;
@@ -34,6 +35,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use error::ReadError;
 use families::{AgentMetrics, Call, Pruning};
 use report::Snapshot;
 use std::future::Future;
@@ -97,7 +99,7 @@ impl Agent {
     }
 
     /// Records a reading: the report on success, the reason otherwise.
-    fn record(&self, reading: Result<Snapshot, String>) {
+    fn record(&self, reading: Result<Snapshot, ReadError>) {
         let mut status = self.write();
         match reading {
             Ok(snapshot) => {
@@ -107,7 +109,7 @@ impl Agent {
             }
             Err(reason) => {
                 status.up = false;
-                status.last_error = Some(reason);
+                status.last_error = Some(reason.to_string());
             }
         }
     }
@@ -120,7 +122,7 @@ async fn read_runtime(
     node: &str,
     agent: &Agent,
     warn: &RateLimited,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, ReadError> {
     let (images, fs) = tokio::join!(client.list_images(), client.image_fs_info());
     let fs = match fs {
         Ok(fs) => Some(fs),
@@ -138,12 +140,12 @@ async fn read_runtime(
             None
         }
     };
-    let images = images.map_err(|e| {
+    let images = images.map_err(|source| {
         agent.metrics.error(Call::ListImages);
-        format!(
-            "CRI ListImages on {} failed: {e}",
-            client.socket().display()
-        )
+        ReadError::ListImages {
+            socket: client.socket().to_path_buf(),
+            source,
+        }
     })?;
     let now = SystemTime::now();
     let mut report: AgentReport = report::agent_report(node, now, images, fs.as_ref());
@@ -362,5 +364,5 @@ fn pruner(
         settings,
         agent.metrics.clone(),
     )
-    .map_err(StartError::BadInput)
+    .map_err(|e| StartError::BadInput(e.to_string()))
 }

@@ -9,12 +9,13 @@
 //! vanished meanwhile is skipped, not an error.
 
 use super::cri::{self, v1};
-use super::families::{AgentMetrics, PruneError};
+use super::error::{PruneCall, PruneError, WantedError};
+use super::families::AgentMetrics;
 use super::{Agent, report};
 use crate::analysis::prune::{self, ImageFacts, Plan, PruneSettings, WantedOnNode};
 use crate::analysis::reference::ImageRef;
 use crate::analysis::runtime::RuntimeImage;
-use crate::client::http::HttpError;
+use crate::client::http::{ClientError, HttpError};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ impl Pruner {
         node: String,
         settings: PruneSettings,
         metrics: Arc<AgentMetrics>,
-    ) -> Result<Pruner, String> {
+    ) -> Result<Pruner, ClientError> {
         let http = match &exporter {
             Some(opts) => Some(http_client(opts)?),
             None => None,
@@ -99,7 +100,7 @@ impl Pruner {
                     let skip = skip_reason(&run.plan, &self.settings, run.removed);
                     self.log_skip(skip);
                 }
-                Err(why) => self.log_skip(Some(why)),
+                Err(why) => self.log_skip(Some(why.to_string())),
             }
         }
     }
@@ -115,13 +116,17 @@ impl Pruner {
     }
 
     /// One run: plan, publish, and remove when allowed.
-    async fn once(&mut self, agent: &Agent, shutdown: &CancellationToken) -> Result<Run, String> {
-        let images = self.images().await?;
-        let wanted = self.wanted().await;
-        if let Err(e) = &wanted {
-            self.metrics.prune_error(PruneError::Wanted);
+    async fn once(
+        &mut self,
+        agent: &Agent,
+        shutdown: &CancellationToken,
+    ) -> Result<Run, PruneError> {
+        let images = self.images().await.map_err(|e| self.counted(e))?;
+        let wanted = self.wanted().await.map_err(|e| {
+            let e = self.counted(e.into());
             tracing::debug!("wanted images unknown: {e}");
-        }
+            e.to_string()
+        });
         let (refs, cap) = match &wanted {
             Ok((refs, cap)) => (Ok(refs.as_slice()), Some(*cap)),
             Err(e) => (Err(e.as_str()), None),
@@ -147,14 +152,20 @@ impl Pruner {
         Ok(Run { plan, removed })
     }
 
+    /// Counts a failure under its reason, and gives it back.
+    fn counted(&self, e: PruneError) -> PruneError {
+        self.metrics.prune_error(e.reason());
+        e
+    }
+
     /// Removes one planned image unless it became used or vanished; `true` when
     /// removed.
     async fn remove(&mut self, id: &str, name: &str, size: u64) -> bool {
         let used = match self.client.list_containers().await {
             Ok(containers) => used_by(&containers),
             Err(e) => {
-                self.metrics.prune_error(PruneError::Runtime);
-                tracing::warn!(image = %name, %id, "not removed: CRI ListContainers failed: {e}");
+                let e = self.counted(PruneError::runtime(PruneCall::ListContainers)(e));
+                tracing::warn!(image = %name, %id, "not removed: {e}");
                 return false;
             }
         };
@@ -171,8 +182,8 @@ impl Pruner {
                 return false;
             }
             Err(e) => {
-                self.metrics.prune_error(PruneError::Runtime);
-                tracing::warn!(image = %name, %id, "not removed: CRI ImageStatus failed: {e}");
+                let e = self.counted(PruneError::runtime(PruneCall::ImageStatus)(e));
+                tracing::warn!(image = %name, %id, "not removed: {e}");
                 return false;
             }
         }
@@ -184,8 +195,8 @@ impl Pruner {
                 true
             }
             Err(e) => {
-                self.metrics.prune_error(PruneError::Remove);
-                tracing::warn!(image = %name, %id, "CRI RemoveImage failed: {e}");
+                let e = self.counted(PruneError::Remove(e));
+                tracing::warn!(image = %name, %id, "{e}");
                 false
             }
         }
@@ -193,25 +204,16 @@ impl Pruner {
 
     /// The runtime's images with the facts the plan needs. Without the containers
     /// the plan cannot know what is in use: an error, and nothing is planned.
-    async fn images(&mut self) -> Result<Vec<(RuntimeImage, ImageFacts)>, String> {
+    async fn images(&mut self) -> Result<Vec<(RuntimeImage, ImageFacts)>, PruneError> {
         let (images, containers) =
             tokio::join!(self.client.list_images(), self.client.list_containers());
-        let images = images.map_err(|e| {
-            self.metrics.prune_error(PruneError::Runtime);
-            format!("CRI ListImages failed: {e}")
-        })?;
-        let containers = containers.map_err(|e| {
-            self.metrics.prune_error(PruneError::Runtime);
-            format!("CRI ListContainers failed: {e}")
-        })?;
+        let images = images.map_err(PruneError::runtime(PruneCall::ListImages))?;
+        let containers = containers.map_err(PruneError::runtime(PruneCall::ListContainers))?;
         let sandbox = self
             .client
             .sandbox_image()
             .await
-            .map_err(|e| {
-                self.metrics.prune_error(PruneError::Runtime);
-                format!("CRI Status (the pod sandbox image) failed: {e}")
-            })?
+            .map_err(PruneError::runtime(PruneCall::SandboxImage))?
             .and_then(|s| ImageRef::parse(&s).ok());
         let used = used_by(&containers);
         let ids: HashSet<&str> = images.images.iter().map(|i| i.id.as_str()).collect();
@@ -249,17 +251,17 @@ impl Pruner {
                 created
             }
             Err(e) => {
-                self.metrics.prune_error(PruneError::Runtime);
-                tracing::debug!(%id, "CRI ImageStatus failed: {e}");
+                let e = self.counted(PruneError::runtime(PruneCall::ImageStatus)(e));
+                tracing::debug!(%id, "{e}");
                 None
             }
         }
     }
 
     /// The images wanted on this node and its cap in force, or why they are unknown.
-    async fn wanted(&self) -> Result<(Vec<ImageRef>, i64), String> {
+    async fn wanted(&self) -> Result<(Vec<ImageRef>, i64), WantedError> {
         let (Some(opts), Some(http)) = (&self.exporter, &self.http) else {
-            return Err("no --exporter-url: the images wanted on this node are unknown".into());
+            return Err(WantedError::NoExporter);
         };
         let answer = fetch_wanted(http, opts, &self.node).await?;
         let refs = prune::trusted_wanted(&answer, &self.node)?;
@@ -334,11 +336,11 @@ fn is_used(image: &RuntimeImage, used: &HashSet<String>) -> bool {
 }
 
 /// The HTTP client for the exporter: rustls, the CA when given, no redirects.
-fn http_client(opts: &ExporterOptions) -> Result<reqwest::Client, String> {
+fn http_client(opts: &ExporterOptions) -> Result<reqwest::Client, ClientError> {
     let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none());
-    crate::client::http::build_with_ca(builder, opts.ca_file.as_deref()).map_err(|e| e.to_string())
+    crate::client::http::build_with_ca(builder, opts.ca_file.as_deref())
 }
 
 /// One `GET /v1/wanted?node=NODE`, bounded in time and size.
@@ -346,34 +348,45 @@ async fn fetch_wanted(
     http: &reqwest::Client,
     opts: &ExporterOptions,
     node: &str,
-) -> Result<WantedOnNode, String> {
+) -> Result<WantedOnNode, WantedError> {
     let base = opts.url.trim_end_matches('/');
     let url = reqwest::Url::parse_with_params(&format!("{base}/v1/wanted"), [("node", node)])
-        .map_err(|e| format!("--exporter-url {base:?}: {e}"))?;
+        .map_err(|e| WantedError::Url {
+            base: base.to_string(),
+            source: Box::new(e),
+        })?;
     let mut request = http.get(url.clone());
     if let Some(user) = &opts.username {
         let password = match &opts.password_file {
             Some(p) => std::fs::read_to_string(p)
-                .map_err(|e| format!("password file {}: {e}", p.display()))?
+                .map_err(|source| WantedError::PasswordFile {
+                    path: p.clone(),
+                    source,
+                })?
                 .trim()
                 .to_string(),
             None => String::new(),
         };
         request = request.basic_auth(user, Some(password));
     }
+    let url = url.to_string();
     let work = async {
-        let failed = |e| format!("{url}: {}", HttpError::exchange(e, opts.timeout));
+        let failed = |e| WantedError::Exchange {
+            url: url.clone(),
+            source: HttpError::exchange(e, opts.timeout),
+        };
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(HttpError::redirect(url.as_str(), &response).to_string());
+            return Err(WantedError::Redirect(HttpError::redirect(&url, &response)));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {
             if body.len() + chunk.len() > MAX_WANTED_BYTES {
-                return Err(format!(
-                    "{url}: answer larger than {MAX_WANTED_BYTES} bytes"
-                ));
+                return Err(WantedError::TooLarge {
+                    url: url.clone(),
+                    limit: MAX_WANTED_BYTES,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -382,17 +395,23 @@ async fn fetch_wanted(
                 .ok()
                 .and_then(|v| v.get("error")?.as_str().map(str::to_string))
                 .unwrap_or_default();
-            return Err(format!(
-                "{url} answered {status} {}",
-                crate::text::shown(&detail)
-            ));
+            return Err(WantedError::Status {
+                url: url.clone(),
+                status,
+                detail: crate::text::shown(&detail).to_string(),
+            });
         }
-        serde_json::from_slice::<WantedOnNode>(&body)
-            .map_err(|e| format!("{url}: not a wanted-images answer: {e}"))
+        serde_json::from_slice::<WantedOnNode>(&body).map_err(|source| WantedError::Decode {
+            url: url.clone(),
+            source,
+        })
     };
     match tokio::time::timeout(opts.timeout, work).await {
         Ok(r) => r,
-        Err(_) => Err(format!("{url}: {}", HttpError::Timeout(opts.timeout))),
+        Err(_) => Err(WantedError::Exchange {
+            url: url.clone(),
+            source: HttpError::Timeout(opts.timeout),
+        }),
     }
 }
 

@@ -1,6 +1,7 @@
 //! CRI answers to the agent's report: pure conversions, no I/O.
 
 use super::cri::v1;
+use super::error::ReadError;
 use crate::analysis::runtime::{AgentReport, RuntimeImage};
 use bytes::Bytes;
 use std::time::SystemTime;
@@ -57,8 +58,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(report: &AgentReport, collected_at: SystemTime) -> Result<Snapshot, String> {
-        let json = serde_json::to_vec(report).map_err(|e| format!("encoding the report: {e}"))?;
+    pub fn new(report: &AgentReport, collected_at: SystemTime) -> Result<Snapshot, ReadError> {
+        let json = serde_json::to_vec(report)?;
         Ok(Snapshot {
             json: Bytes::from(json),
             images: report.images.len(),

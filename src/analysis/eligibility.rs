@@ -77,6 +77,24 @@ pub enum TolerationOperator {
     Exists,
 }
 
+/// Why a toleration's API fields are not a valid toleration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TolerationError {
+    #[error("operator {0:?} is not Equal or Exists")]
+    Operator(String),
+    #[error("a value must be empty when the operator is Exists")]
+    ValueWithExists,
+    #[error("an empty key needs the operator Exists")]
+    EmptyKey,
+    #[error("effect {0:?} is not NoSchedule, PreferNoSchedule or NoExecute")]
+    Effect(String),
+}
+
+/// A node selector requirement whose operator is none of Kubernetes'.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node selector operator {0:?} is unknown")]
+pub struct UnknownOperator(pub String);
+
 /// A Kubernetes toleration, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toleration {
@@ -99,28 +117,24 @@ impl Toleration {
         operator: Option<&str>,
         value: Option<&str>,
         effect: Option<&str>,
-    ) -> Result<Toleration, String> {
+    ) -> Result<Toleration, TolerationError> {
         let key = key.filter(|k| !k.is_empty()).map(str::to_string);
         let operator = match operator.unwrap_or("") {
             "" | "Equal" => TolerationOperator::Equal,
             "Exists" => TolerationOperator::Exists,
-            other => return Err(format!("operator {other:?} is not Equal or Exists")),
+            other => return Err(TolerationError::Operator(other.to_string())),
         };
         let value = value.unwrap_or("").to_string();
         if operator == TolerationOperator::Exists && !value.is_empty() {
-            return Err("a value must be empty when the operator is Exists".into());
+            return Err(TolerationError::ValueWithExists);
         }
         if key.is_none() && operator != TolerationOperator::Exists {
-            return Err("an empty key needs the operator Exists".into());
+            return Err(TolerationError::EmptyKey);
         }
         let effect = match effect.unwrap_or("") {
             "" => None,
             e @ ("NoSchedule" | "PreferNoSchedule" | "NoExecute") => Some(e.to_string()),
-            other => {
-                return Err(format!(
-                    "effect {other:?} is not NoSchedule, PreferNoSchedule or NoExecute"
-                ));
-            }
+            other => return Err(TolerationError::Effect(other.to_string())),
         };
         Ok(Toleration {
             key,
@@ -147,7 +161,9 @@ impl Toleration {
     }
 
     /// From a `k8s_openapi` toleration (a DaemonSet's pod template).
-    pub fn from_api(t: &k8s_openapi::api::core::v1::Toleration) -> Result<Toleration, String> {
+    pub fn from_api(
+        t: &k8s_openapi::api::core::v1::Toleration,
+    ) -> Result<Toleration, TolerationError> {
         Toleration::new(
             t.key.as_deref(),
             t.operator.as_deref(),
@@ -236,7 +252,7 @@ pub struct NodeSelectorRequirement {
 }
 
 impl NodeSelectorRequirement {
-    pub fn new(key: &str, operator: &str, values: &[String]) -> Result<Self, String> {
+    pub fn new(key: &str, operator: &str, values: &[String]) -> Result<Self, UnknownOperator> {
         let operator = match operator {
             "In" => NodeSelectorOperator::In,
             "NotIn" => NodeSelectorOperator::NotIn,
@@ -244,7 +260,7 @@ impl NodeSelectorRequirement {
             "DoesNotExist" => NodeSelectorOperator::DoesNotExist,
             "Gt" => NodeSelectorOperator::Gt,
             "Lt" => NodeSelectorOperator::Lt,
-            other => return Err(format!("node selector operator {other:?} is unknown")),
+            other => return Err(UnknownOperator(other.to_string())),
         };
         Ok(NodeSelectorRequirement {
             key: key.to_string(),

@@ -10,7 +10,7 @@
 //! while the node holds more than the target, at most `maxRemovalsPerRun` a run.
 
 pub use super::plan::{Decision, Keep, MAX_BLOCKED_CHARS, Plan, PlanSummary, PlannedImage};
-use super::reference::ImageRef;
+use super::reference::{ImageRef, RefError};
 use super::report::Report;
 use super::runtime::RuntimeImage;
 use super::wanted::{Pattern, WantSource, natural_cmp};
@@ -311,25 +311,36 @@ pub fn wanted_on_node(report: &Report, node: &str) -> Option<WantedOnNode> {
     })
 }
 
+/// Why an answer of `/v1/wanted` cannot be trusted to protect the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UntrustedWanted {
+    /// The answer is about another node.
+    #[error("the exporter answered for node {answered:?}, not {asked:?}")]
+    OtherNode { answered: String, asked: String },
+    /// The exporter still waits for these sources.
+    #[error("the exporter's wanted images are incomplete: waiting for {}", .0.join(", "))]
+    Incomplete(Vec<String>),
+    /// A wanted name does not parse.
+    #[error("the exporter's wanted image {0}")]
+    BadName(#[from] RefError),
+}
+
 /// The references of an answer, or why it cannot be trusted to protect the node:
 /// incomplete, about another node, or holding a name that does not parse.
-pub fn trusted_wanted(answer: &WantedOnNode, node: &str) -> Result<Vec<ImageRef>, String> {
+pub fn trusted_wanted(answer: &WantedOnNode, node: &str) -> Result<Vec<ImageRef>, UntrustedWanted> {
     if answer.node != node {
-        return Err(format!(
-            "the exporter answered for node {:?}, not {node:?}",
-            answer.node
-        ));
+        return Err(UntrustedWanted::OtherNode {
+            answered: answer.node.clone(),
+            asked: node.to_string(),
+        });
     }
     if !answer.complete {
-        return Err(format!(
-            "the exporter's wanted images are incomplete: waiting for {}",
-            answer.waiting_for.join(", ")
-        ));
+        return Err(UntrustedWanted::Incomplete(answer.waiting_for.clone()));
     }
     answer
         .images
         .iter()
-        .map(|i| ImageRef::parse(i).map_err(|e| format!("the exporter's wanted image {e}")))
+        .map(|i| ImageRef::parse(i).map_err(UntrustedWanted::from))
         .collect()
 }
 
@@ -337,6 +348,37 @@ pub fn trusted_wanted(answer: &WantedOnNode, node: &str) -> Result<Vec<ImageRef>
 mod tests {
     use super::*;
     use regex::Regex;
+
+    #[test]
+    fn an_untrusted_answer_says_why() {
+        let answer = |node: &str, complete: bool, images: &[&str]| WantedOnNode {
+            node: node.into(),
+            max_images: 50,
+            complete,
+            waiting_for: if complete {
+                vec![]
+            } else {
+                vec!["nublado".into()]
+            },
+            images: images.iter().map(|i| i.to_string()).collect(),
+        };
+        let other = trusted_wanted(&answer("n2", true, &[]), "n1").unwrap_err();
+        assert_eq!(
+            other.to_string(),
+            r#"the exporter answered for node "n2", not "n1""#
+        );
+        let waiting = trusted_wanted(&answer("n1", false, &[]), "n1").unwrap_err();
+        assert_eq!(waiting, UntrustedWanted::Incomplete(vec!["nublado".into()]));
+        assert_eq!(
+            waiting.to_string(),
+            "the exporter's wanted images are incomplete: waiting for nublado"
+        );
+        let bad = trusted_wanted(&answer("n1", true, &["x.test/a:1", " "]), "n1").unwrap_err();
+        assert!(matches!(bad, UntrustedWanted::BadName(_)), "{bad:?}");
+        assert!(bad.to_string().starts_with("the exporter's wanted image "));
+        let good = trusted_wanted(&answer("n1", true, &["x.test/a:1"]), "n1").unwrap();
+        assert_eq!(good.len(), 1);
+    }
 
     fn image(tag: &str, size: u64) -> RuntimeImage {
         RuntimeImage {

@@ -10,7 +10,33 @@ use std::fmt;
 #[error("label selector {input:?}: {reason}")]
 pub struct SelectorError {
     pub input: String,
-    pub reason: String,
+    pub reason: SelectorReason,
+}
+
+/// What is wrong in a label selector.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorReason {
+    #[error("nested parentheses")]
+    NestedParentheses,
+    #[error("unbalanced ')'")]
+    UnbalancedClose,
+    #[error("unbalanced '('")]
+    UnbalancedOpen,
+    #[error("empty requirement")]
+    EmptyRequirement,
+    /// A key followed by something other than a set.
+    #[error("expected `in (...)` or `notin (...)` after {0:?}")]
+    ExpectedSet(String),
+    #[error("missing ')'")]
+    MissingClose,
+    #[error("unknown operator {0:?}")]
+    UnknownOperator(String),
+    #[error("invalid label key prefix {0:?}")]
+    KeyPrefix(String),
+    #[error("invalid label key {0:?}")]
+    Key(String),
+    #[error("invalid label value {0:?}")]
+    Value(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +72,7 @@ impl LabelSelector {
     pub fn from_map(map: &BTreeMap<String, String>) -> Result<Self, SelectorError> {
         let mut requirements = Vec::with_capacity(map.len());
         for (k, v) in map {
-            let err = |reason: String| SelectorError {
+            let err = |reason: SelectorReason| SelectorError {
                 input: format!("{k}={v}"),
                 reason,
             };
@@ -75,7 +101,7 @@ impl std::str::FromStr for LabelSelector {
     type Err = SelectorError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let err = |reason: String| SelectorError {
+        let err = |reason: SelectorReason| SelectorError {
             input: input.to_string(),
             reason,
         };
@@ -86,7 +112,7 @@ impl std::str::FromStr for LabelSelector {
                 if input.trim().is_empty() {
                     continue;
                 }
-                return Err(err("empty requirement".into()));
+                return Err(err(SelectorReason::EmptyRequirement));
             }
             requirements.push(parse_requirement(clause).map_err(err)?);
         }
@@ -95,7 +121,7 @@ impl std::str::FromStr for LabelSelector {
 }
 
 /// Splits at commas that are not inside parentheses.
-fn split_clauses(input: &str) -> Result<Vec<&str>, String> {
+fn split_clauses(input: &str) -> Result<Vec<&str>, SelectorReason> {
     let mut out = Vec::new();
     let mut depth = 0usize;
     let mut start = 0;
@@ -103,11 +129,15 @@ fn split_clauses(input: &str) -> Result<Vec<&str>, String> {
         match c {
             '(' => {
                 if depth > 0 {
-                    return Err("nested parentheses".into());
+                    return Err(SelectorReason::NestedParentheses);
                 }
                 depth += 1;
             }
-            ')' => depth = depth.checked_sub(1).ok_or("unbalanced ')'")?,
+            ')' => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or(SelectorReason::UnbalancedClose)?
+            }
             ',' if depth == 0 => {
                 out.push(&input[start..i]);
                 start = i + 1;
@@ -116,13 +146,13 @@ fn split_clauses(input: &str) -> Result<Vec<&str>, String> {
         }
     }
     if depth != 0 {
-        return Err("unbalanced '('".into());
+        return Err(SelectorReason::UnbalancedOpen);
     }
     out.push(&input[start..]);
     Ok(out)
 }
 
-fn parse_requirement(clause: &str) -> Result<Requirement, String> {
+fn parse_requirement(clause: &str) -> Result<Requirement, SelectorReason> {
     if let Some(key) = clause.strip_prefix('!') {
         let key = key.trim();
         validate_key(key)?;
@@ -152,10 +182,10 @@ fn parse_requirement(clause: &str) -> Result<Requirement, String> {
     }
     let (op, values) = rest
         .split_once('(')
-        .ok_or_else(|| format!("expected `in (...)` or `notin (...)` after {key:?}"))?;
+        .ok_or_else(|| SelectorReason::ExpectedSet(key.to_string()))?;
     let values = values
         .strip_suffix(')')
-        .ok_or_else(|| "missing ')'".to_string())?;
+        .ok_or(SelectorReason::MissingClose)?;
     let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
     for v in &values {
         validate_value(v)?;
@@ -164,13 +194,13 @@ fn parse_requirement(clause: &str) -> Result<Requirement, String> {
     match op.trim() {
         "in" => Ok(Requirement::In(key.to_string(), values)),
         "notin" => Ok(Requirement::NotIn(key.to_string(), values)),
-        other => Err(format!("unknown operator {other:?}")),
+        other => Err(SelectorReason::UnknownOperator(other.to_string())),
     }
 }
 
 /// `[prefix/]name`: prefix a DNS subdomain, name 1-63 of `[A-Za-z0-9_.-]` starting and
 /// ending alphanumeric.
-fn validate_key(key: &str) -> Result<(), String> {
+fn validate_key(key: &str) -> Result<(), SelectorReason> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -186,20 +216,20 @@ fn validate_key(key: &str) -> Result<(), String> {
                     && !l.ends_with('-')
             });
         if !ok {
-            return Err(format!("invalid label key prefix {p:?}"));
+            return Err(SelectorReason::KeyPrefix(p.to_string()));
         }
     }
     if name.is_empty() || !is_label_name(name) {
-        return Err(format!("invalid label key {key:?}"));
+        return Err(SelectorReason::Key(key.to_string()));
     }
     Ok(())
 }
 
-fn validate_value(v: &str) -> Result<(), String> {
+fn validate_value(v: &str) -> Result<(), SelectorReason> {
     if v.is_empty() || is_label_name(v) {
         Ok(())
     } else {
-        Err(format!("invalid label value {v:?}"))
+        Err(SelectorReason::Value(v.to_string()))
     }
 }
 
@@ -293,6 +323,13 @@ mod tests {
         }
         let e = "a=b,,c".parse::<LabelSelector>().unwrap_err();
         assert!(e.to_string().contains("a=b,,c"), "{e}");
+        assert_eq!(e.reason, SelectorReason::EmptyRequirement);
+        let e = "a in ((x))".parse::<LabelSelector>().unwrap_err();
+        assert_eq!(e.reason, SelectorReason::NestedParentheses);
+        assert_eq!(
+            e.to_string(),
+            r#"label selector "a in ((x))": nested parentheses"#
+        );
     }
 
     #[test]

@@ -73,7 +73,7 @@ pub fn plans(report: &Report, answers: &[AgentReport], settings: &PruneSettings)
             let Some(answer) = wanted_on_node(report, &a.node) else {
                 return no_plan("the node is not in the node list");
             };
-            let wanted = trusted_wanted(&answer, &a.node);
+            let wanted = trusted_wanted(&answer, &a.node).map_err(|e| e.to_string());
             let refs = wanted.as_deref().map_err(String::as_str);
             NodePlan {
                 node: a.node.clone(),

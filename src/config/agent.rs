@@ -14,8 +14,8 @@
 //! ```
 
 use super::{
-    CONFIG_FILE, ConfigError, MAX_CONFIG_BYTES, RawPattern, compile_patterns, duration,
-    file_from_yaml, load_file,
+    CONFIG_FILE, ConfigError, InvalidConfig, MAX_CONFIG_BYTES, RawPattern, compile_patterns,
+    duration, file_from_yaml, load_file,
 };
 use crate::analysis::prune::PruneSettings;
 use serde::Deserialize;
@@ -51,21 +51,28 @@ impl AgentConfig {
         load_file(CONFIG_FILE, path, MAX_CONFIG_BYTES, AgentConfig::parse)
     }
 
-    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+    pub fn parse(text: &str) -> Result<AgentConfig, InvalidConfig> {
         let raw: RawAgentConfig = file_from_yaml(text)?;
         let raw = raw.prune.unwrap_or_default();
         let defaults = PruneSettings::default();
-        let target =
-            match raw.target {
-                None => None,
-                Some(t) => Some(u32::try_from(t).map_err(|_| {
-                    format!("prune.target: {t} is not a count of images (0 or more)")
-                })?),
-            };
+        let target = match raw.target {
+            None => None,
+            Some(t) => Some(u32::try_from(t).map_err(|_| {
+                InvalidConfig::key(
+                    "prune.target",
+                    format_args!("{t} is not a count of images (0 or more)"),
+                )
+            })?),
+        };
         let max_removals_per_run = match raw.max_removals_per_run {
             None => defaults.max_removals_per_run,
             Some(n) if n >= 1 => u32::try_from(n).unwrap_or(u32::MAX),
-            Some(n) => return Err(format!("prune.maxRemovalsPerRun: {n}: must be 1 or more")),
+            Some(n) => {
+                return Err(InvalidConfig::key(
+                    "prune.maxRemovalsPerRun",
+                    format_args!("{n}: must be 1 or more"),
+                ));
+            }
         };
         Ok(AgentConfig {
             prune: PruneSettings {
@@ -82,11 +89,19 @@ impl AgentConfig {
 }
 
 /// `prune.grace`: a duration, zero allowed (remove right after planning).
-fn grace(text: Option<&str>, default: std::time::Duration) -> Result<std::time::Duration, String> {
+fn grace(
+    text: Option<&str>,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, InvalidConfig> {
     match text {
         None => Ok(default),
-        Some(t) => humantime::parse_duration(t)
-            .map_err(|e| format!("prune.grace: {t:?} is not a duration: {e}")),
+        Some(t) => humantime::parse_duration(t).map_err(|source| {
+            let e = super::DurationError::NotADuration {
+                text: t.to_string(),
+                source,
+            };
+            InvalidConfig::key("prune.grace", e)
+        }),
     }
 }
 
@@ -147,7 +162,7 @@ mod tests {
             ("prune:\n  enabled: yes please\n", "enabled"),
             ("prepull: {}\n", "prepull"),
         ] {
-            let e = AgentConfig::parse(text).unwrap_err();
+            let e = AgentConfig::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
     }

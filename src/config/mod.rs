@@ -45,16 +45,67 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{file} {path}: {message}")]
+    /// Read, but not valid: `source` says why ([`InvalidConfig`] for the
+    /// configuration files).
+    #[error("{file} {path}: {source}")]
     Invalid {
         file: &'static str,
         path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why a configuration text is not valid: it is not YAML of the file's shape,
+/// it nests too deep, or a key's value is wrong. The text starts with the path of
+/// the key when one is known (`prepull.patterns[0].match: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidConfig {
+    /// Not YAML, or not of the file's shape; `key` is where the decoder stopped.
+    #[error("{}", keyed(key.as_deref(), message))]
+    Yaml {
+        key: Option<String>,
         message: String,
+    },
+    /// Flow collections nest deeper than [`MAX_YAML_NESTING`], from `line` on.
+    #[error("line {line}: collections nested deeper than {MAX_YAML_NESTING} levels")]
+    Nesting { line: usize },
+    /// A key's value is not valid.
+    #[error("{key}: {message}")]
+    InvalidKey { key: String, message: String },
+}
+
+impl InvalidConfig {
+    /// The error of `key`, saying `message`.
+    pub fn key(key: impl Into<String>, message: impl std::fmt::Display) -> InvalidConfig {
+        InvalidConfig::InvalidKey {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// `message`, after `key: ` when there is a key.
+fn keyed(key: Option<&str>, message: &str) -> String {
+    match key {
+        Some(key) => format!("{key}: {message}"),
+        None => message.to_string(),
+    }
+}
+
+/// A duration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("{text:?} is not a duration: {source}")]
+    NotADuration {
+        text: String,
+        source: humantime::DurationError,
     },
 }
 
 /// Reads the `file` at `path` (at most `max` bytes) and parses it with `parse`.
-pub fn load_file<T, E: std::fmt::Display>(
+pub fn load_file<T, E: std::error::Error + Send + Sync + 'static>(
     file: &'static str,
     path: &Path,
     max: u64,
@@ -69,7 +120,7 @@ pub fn load_file<T, E: std::fmt::Display>(
     parse(&text).map_err(|e| ConfigError::Invalid {
         file,
         path: path_text(),
-        message: e.to_string(),
+        source: Box::new(e),
     })
 }
 
@@ -192,26 +243,29 @@ impl Config {
     }
 
     /// Parses and validates a configuration; the error names the offending key.
-    pub fn parse(text: &str) -> Result<Config, String> {
+    pub fn parse(text: &str) -> Result<Config, InvalidConfig> {
         let raw: RawConfig = file_from_yaml(text)?;
         if let Some(n) = raw.default_max_images {
-            validate_max_images(n).map_err(|e| format!("defaultMaxImages: {e}"))?;
+            validate_max_images(n).map_err(|e| InvalidConfig::key("defaultMaxImages", e))?;
         }
         let prepull = raw.prepull.unwrap_or_default();
         let mut exact = Vec::with_capacity(prepull.images.len());
         for (i, s) in prepull.images.iter().enumerate() {
-            let image = ImageRef::parse(s).map_err(|e| format!("prepull.images[{i}]: {e}"))?;
+            let key = || format!("prepull.images[{i}]");
+            let image = ImageRef::parse(s).map_err(|e| InvalidConfig::key(key(), e))?;
             if image.has_odd_digest() {
-                return Err(format!(
-                    "prepull.images[{i}]: {s:?}: the digest is not sha256 with 64 hex digits \
-                     (or sha512 with 128)"
+                return Err(InvalidConfig::key(
+                    key(),
+                    format_args!(
+                        "{s:?}: the digest is not sha256 with 64 hex digits (or sha512 with 128)"
+                    ),
                 ));
             }
             exact.push(image);
         }
         let patterns = compile_patterns("prepull.patterns", &prepull.patterns)?;
         let selector = LabelSelector::from_map(&prepull.node_selector)
-            .map_err(|e| format!("prepull.nodeSelector: {e}"))?;
+            .map_err(|e| InvalidConfig::key("prepull.nodeSelector", e))?;
         let mut tolerations = Vec::with_capacity(prepull.tolerations.len());
         for (i, t) in prepull.tolerations.iter().enumerate() {
             tolerations.push(
@@ -222,7 +276,7 @@ impl Config {
                     t.effect.as_deref(),
                 )
                 .map(|tol| tol.with_seconds(t.toleration_seconds))
-                .map_err(|e| format!("prepull.tolerations[{i}]: {e}"))?,
+                .map_err(|e| InvalidConfig::key(format!("prepull.tolerations[{i}]"), e))?,
             );
         }
         Ok(Config {
@@ -235,7 +289,10 @@ impl Config {
 
 /// Compiles `key`'s list of patterns (`REGEX` or `{match: REGEX, newest: N}`);
 /// the error names the entry.
-pub(crate) fn compile_patterns(key: &str, raw: &[RawPattern]) -> Result<Vec<Pattern>, String> {
+pub(crate) fn compile_patterns(
+    key: &str,
+    raw: &[RawPattern],
+) -> Result<Vec<Pattern>, InvalidConfig> {
     let mut patterns = Vec::with_capacity(raw.len());
     for (i, p) in raw.iter().enumerate() {
         let (text, newest) = match p {
@@ -243,12 +300,18 @@ pub(crate) fn compile_patterns(key: &str, raw: &[RawPattern]) -> Result<Vec<Patt
             RawPattern::Newest(n) => (&n.regex, n.newest),
         };
         if newest == Some(0) {
-            return Err(format!("{key}[{i}].newest: must be 1 or more"));
+            return Err(InvalidConfig::key(
+                format!("{key}[{i}].newest"),
+                "must be 1 or more",
+            ));
         }
         let regex = regex::Regex::new(text).map_err(|e| {
-            format!(
-                "{key}[{i}]: invalid regular expression {text:?}: {}",
-                one_line_regex_error(&e)
+            InvalidConfig::key(
+                format!("{key}[{i}]"),
+                format_args!(
+                    "invalid regular expression {text:?}: {}",
+                    one_line_regex_error(&e)
+                ),
             )
         })?;
         patterns.push(Pattern { regex, newest });
@@ -261,19 +324,22 @@ pub(crate) fn duration(
     key: &str,
     text: Option<&str>,
     default: Duration,
-) -> Result<Duration, String> {
-    positive_duration(text, default).map_err(|e| format!("{key}: {e}"))
+) -> Result<Duration, InvalidConfig> {
+    positive_duration(text, default).map_err(|e| InvalidConfig::key(key, e))
 }
 
 /// A duration greater than zero (`90s`, `2m`), or `default` when not given.
-pub fn positive_duration(text: Option<&str>, default: Duration) -> Result<Duration, String> {
+pub fn positive_duration(text: Option<&str>, default: Duration) -> Result<Duration, DurationError> {
     let Some(text) = text else {
         return Ok(default);
     };
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be greater than zero".into()),
-        Err(e) => Err(format!("{text:?} is not a duration: {e}")),
+        Ok(_) => Err(DurationError::NotPositive),
+        Err(source) => Err(DurationError::NotADuration {
+            text: text.to_string(),
+            source,
+        }),
     }
 }
 
@@ -307,7 +373,9 @@ fn one_line_regex_error(e: &regex::Error) -> String {
 
 /// A whole configuration file: empty (or blank) is the defaults; otherwise its
 /// nesting is checked first, then it is decoded as [`from_yaml`] does.
-pub fn file_from_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> Result<T, String> {
+pub fn file_from_yaml<T: serde::de::DeserializeOwned + Default>(
+    text: &str,
+) -> Result<T, InvalidConfig> {
     if text.trim().is_empty() {
         return Ok(T::default());
     }
@@ -323,7 +391,7 @@ pub fn file_from_yaml<T: serde::de::DeserializeOwned + Default>(text: &str) -> R
 /// The message starts with the path of the offending key (`prepull.images[1]: `),
 /// as serde_path_to_error tracks it, and says what kind of node stood where a
 /// mapping or sequence was expected.
-pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, InvalidConfig> {
     let options = serde_saphyr::options! {
         with_snippet: false,
         budget: serde_saphyr::budget! {
@@ -347,10 +415,11 @@ pub fn from_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String
         {
             message = format!("{message}: found {found}");
         }
-        match path.as_str() {
-            "" | "." => message,
-            path => format!("{path}: {message}"),
-        }
+        let key = match path.as_str() {
+            "" | "." => None,
+            path => Some(path.to_string()),
+        };
+        InvalidConfig::Yaml { key, message }
     })
 }
 
@@ -383,7 +452,7 @@ const MAX_YAML_NESTING: usize = 64;
 /// Rejects YAML whose flow collections nest deeper than [`MAX_YAML_NESTING`]
 /// before it reaches the parser. Brackets in quoted strings and comments do not
 /// count.
-pub fn check_yaml_nesting(text: &str) -> Result<(), String> {
+pub fn check_yaml_nesting(text: &str) -> Result<(), InvalidConfig> {
     let mut depth = 0usize;
     let mut chars = text.chars().peekable();
     let mut line = 1;
@@ -422,9 +491,7 @@ pub fn check_yaml_nesting(text: &str) -> Result<(), String> {
             '[' | '{' => {
                 depth += 1;
                 if depth > MAX_YAML_NESTING {
-                    return Err(format!(
-                        "line {line}: collections nested deeper than {MAX_YAML_NESTING} levels"
-                    ));
+                    return Err(InvalidConfig::Nesting { line });
                 }
             }
             ']' | '}' => depth = depth.saturating_sub(1),
@@ -489,7 +556,7 @@ impl Settings {
             Some(path) => ConfigError::Invalid {
                 file: CONFIG_FILE,
                 path: path.display().to_string(),
-                message,
+                source: message.into(),
             }
             .to_string(),
             None => message,
@@ -587,7 +654,7 @@ mod tests {
             ("- just\n- a list\n", "sequence"),
         ];
         for (text, key) in cases {
-            let e = Config::parse(text).unwrap_err();
+            let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
         }
     }
@@ -613,6 +680,11 @@ mod tests {
     #[test]
     fn a_regex_error_is_one_line() {
         let e = Config::parse("prepull:\n  patterns: ['^ok', 'a(b']\n").unwrap_err();
+        assert!(
+            matches!(&e, InvalidConfig::InvalidKey { key, .. } if key == "prepull.patterns[1]"),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(!e.contains('\n'), "{e}");
         assert_eq!(
             e,
@@ -642,7 +714,7 @@ mod tests {
             ),
         ];
         for (text, key) in cases {
-            let e = Config::parse(text).unwrap_err();
+            let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?}: {e:?} should name {key}");
         }
     }
@@ -665,7 +737,7 @@ mod tests {
             ("- just\n- a list\n", "found a sequence"),
             ("prepull: 3\n", "found a scalar"),
         ] {
-            let e = Config::parse(text).unwrap_err();
+            let e = Config::parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e:?} should contain {want:?}");
             assert!(!e.contains('\n'), "one line: {e:?}");
         }
@@ -679,7 +751,9 @@ mod tests {
                 .collect::<String>()
         };
         from_yaml::<serde::de::IgnoredAny>(&nested(MAX_YAML_NESTING - 1)).unwrap();
-        let e = from_yaml::<serde::de::IgnoredAny>(&nested(200)).unwrap_err();
+        let e = from_yaml::<serde::de::IgnoredAny>(&nested(200))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("depth"), "{e}");
     }
 
@@ -694,7 +768,7 @@ mod tests {
     fn deep_nesting_fails_fast() {
         let text = format!("prepull:\n  images: {}", "[".repeat(100_000));
         let start = std::time::Instant::now();
-        let e = Config::parse(&text).unwrap_err();
+        let e = Config::parse(&text).unwrap_err().to_string();
         assert!(e.contains("nested deeper than 64"), "{e}");
         assert!(start.elapsed() < Duration::from_secs(1));
         // Brackets in quotes and comments are not nesting.
@@ -710,7 +784,8 @@ mod tests {
             "[".repeat(10),
             "]".repeat(10)
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(!e.contains("nested"), "ten levels are parsed: {e}");
     }
 

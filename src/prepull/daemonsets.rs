@@ -6,7 +6,7 @@ use super::watch::Watched;
 use super::{BlockError, Flags, Source, decode_block, nonempty};
 use crate::analysis::WantSource;
 use crate::analysis::eligibility::{
-    Eligibility, NodeSelectorRequirement, NodeSelectorTerm, Placement, Toleration,
+    Eligibility, NodeSelectorRequirement, NodeSelectorTerm, Placement, Toleration, UnknownOperator,
     daemonset_tolerations,
 };
 use crate::analysis::reference::ImageRef;
@@ -166,7 +166,7 @@ fn placement(pod: &PodSpec, name: &str, problems: &mut Problems) -> Option<Place
 /// The terms of the pod's required node affinity
 /// (`requiredDuringSchedulingIgnoredDuringExecution`); `None` when it has
 /// none. The first requirement that cannot be read is the error.
-fn required_terms(pod: &PodSpec) -> Result<Option<Vec<NodeSelectorTerm>>, String> {
+fn required_terms(pod: &PodSpec) -> Result<Option<Vec<NodeSelectorTerm>>, UnknownOperator> {
     let required = pod
         .affinity
         .as_ref()
@@ -191,7 +191,7 @@ fn required_terms(pod: &PodSpec) -> Result<Option<Vec<NodeSelectorTerm>>, String
 /// first that cannot be is the error.
 fn requirements(
     reqs: &Option<Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>>,
-) -> Result<Vec<NodeSelectorRequirement>, String> {
+) -> Result<Vec<NodeSelectorRequirement>, UnknownOperator> {
     reqs.iter()
         .flatten()
         .map(|r| {

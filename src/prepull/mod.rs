@@ -407,7 +407,7 @@ pub(crate) mod tests {
     /// The sources a configuration makes, or the error `serve` and `check`
     /// report.
     pub(crate) fn sources(text: &str) -> Result<Vec<Box<dyn Source>>, String> {
-        let config = Config::parse(text)?;
+        let config = Config::parse(text).map_err(|e| e.to_string())?;
         from_entries(&config.sources, &Flags::default())
     }
 

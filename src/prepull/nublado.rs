@@ -77,7 +77,7 @@ fn options(block: &serde_json::Value) -> Result<NubladoOptions, BlockError> {
         ));
     }
     let duration = |field: &str, text: Option<&str>, default| {
-        positive_duration(text, default).map_err(|e| BlockError::field(field, e))
+        positive_duration(text, default).map_err(|e| BlockError::field(field, e.to_string()))
     };
     Ok(NubladoOptions {
         url: n.url,

@@ -77,7 +77,7 @@ pub struct WebConfig {
 pub enum WebConfigError {
     /// Not YAML, or not of the web config's shape.
     #[error("{0}")]
-    Yaml(String),
+    Yaml(crate::config::InvalidConfig),
     /// `cert_file` or `key_file` is missing.
     #[error("tls_server_config.{0} is required")]
     Required(&'static str),
