@@ -324,27 +324,24 @@ pub fn render_menu(menu: &MenuReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::report::fixtures::node;
+    use crate::analysis::report::fixtures::{self, node};
 
     #[test]
     fn table_shows_each_node_and_the_remedy() {
-        let r = Report {
-            nodes: vec![
+        let r = fixtures::report(
+            vec![
                 node("full", 50, 50)
                     .missing(&["x:1"], MissingState::Unverifiable)
                     .build(),
                 node("big", 137, -1).cap_source(CapSource::Inferred).build(),
             ],
-            images: vec![ImageReport {
+            vec![ImageReport {
                 image: "x:1".into(),
                 sources: vec![],
                 nodes: 1,
                 eligible_nodes: 2,
             }],
-            eligible_nodes: 2,
-            sources: vec![],
-            menu: None,
-        };
+        );
         let t = render_table(&r);
         let full = t.lines().find(|l| l.starts_with("full")).unwrap();
         assert!(
@@ -394,13 +391,7 @@ mod tests {
 
     #[test]
     fn no_remedy_when_nothing_is_at_the_cap() {
-        let r = Report {
-            nodes: vec![node("ok", 3, 50).build()],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        };
+        let r = fixtures::report(vec![node("ok", 3, 50).build()], vec![]);
         let t = render_table(&r);
         assert!(!t.contains("nodeStatusMaxImages"));
         assert!(!t.lines().any(|l| l.starts_with("WANTED IMAGE")));

@@ -392,13 +392,7 @@ mod tests {
     }
 
     fn empty() -> Arc<Report> {
-        Arc::new(Report {
-            nodes: vec![],
-            images: vec![],
-            eligible_nodes: 0,
-            sources: vec![],
-            menu: None,
-        })
+        Arc::new(fixtures::report(vec![], vec![]))
     }
 
     #[test]
@@ -440,21 +434,18 @@ mod tests {
         m.invalid_field(InvalidField::ImageName);
         m.invalid_field(InvalidField::ImageName);
         m.source_restarted();
-        let report = Report {
-            nodes: vec![
+        let report = fixtures::report(
+            vec![
                 node("a", 50, &["x:1"], Some(MissingState::Unverifiable)),
                 node("b", 10, &[], None),
             ],
-            images: vec![ImageReport {
+            vec![ImageReport {
                 image: "x:1".into(),
                 sources: vec![],
                 nodes: 1,
                 eligible_nodes: 2,
             }],
-            eligible_nodes: 2,
-            sources: vec![],
-            menu: None,
-        };
+        );
         let t = UNIX_EPOCH + Duration::from_millis(1_700_000_000_500);
         let text = m.render(&Arc::new(report), Some(t));
         let build_info = format!(
@@ -581,13 +572,10 @@ mod tests {
     #[test]
     fn a_deleted_node_leaves_no_series() {
         let m = Metrics::new("x");
-        let one = Report {
-            nodes: vec![node("gone", 50, &["x:1"], Some(MissingState::Unverifiable))],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        };
+        let one = fixtures::report(
+            vec![node("gone", 50, &["x:1"], Some(MissingState::Unverifiable))],
+            vec![],
+        );
         assert!(m.render(&Arc::new(one), None).contains("node=\"gone\""));
         let text = m.render(&empty(), None);
         assert!(!text.contains("gone"), "{text}");
@@ -630,13 +618,7 @@ mod tests {
     #[test]
     fn report_text_is_reused_but_counters_and_refresh_time_are_fresh() {
         let m = Metrics::new("x");
-        let report = Arc::new(Report {
-            nodes: vec![node("a", 50, &[], None)],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        });
+        let report = Arc::new(fixtures::report(vec![node("a", 50, &[], None)], vec![]));
         let t1 = UNIX_EPOCH + Duration::from_secs(100);
         let first = m.render(&report, Some(t1));
         m.source_error(SourceErrorKind::Watch);
@@ -649,13 +631,7 @@ mod tests {
         );
         assert!(first.contains("imagecap_last_update_timestamp_seconds 100.0"));
         // A new report (even with equal content) is encoded afresh.
-        let changed = Arc::new(Report {
-            nodes: vec![node("a", 10, &[], None)],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        });
+        let changed = Arc::new(fixtures::report(vec![node("a", 10, &[], None)], vec![]));
         assert!(
             m.render(&changed, None)
                 .contains("imagecap_node_images{node=\"a\"} 10")
@@ -667,13 +643,10 @@ mod tests {
         // The process figures change from one scrape to the next.
         let m = Metrics::reading_process("x", None);
         m.source_error(SourceErrorKind::List);
-        let report = Arc::new(Report {
-            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        });
+        let report = Arc::new(fixtures::report(
+            vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
+            vec![],
+        ));
         let t = Some(UNIX_EPOCH + Duration::from_secs(100));
         let concat = |parts: [Bytes; 3]| parts.concat();
         let om = m.render(&report, t);
@@ -702,13 +675,10 @@ mod tests {
     fn gzip_parts_are_one_member_of_the_same_text() {
         use std::io::Read;
         let m = Metrics::reading_process("x", None);
-        let report = Arc::new(Report {
-            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        });
+        let report = Arc::new(fixtures::report(
+            vec![node("a", 50, &["x:1"], Some(MissingState::Unverifiable))],
+            vec![],
+        ));
         let t = Some(UNIX_EPOCH + Duration::from_secs(100));
         for format in [TextFormat::OpenMetrics, TextFormat::PrometheusText] {
             let plain = m
@@ -733,13 +703,10 @@ mod tests {
     #[test]
     fn only_the_texts_asked_for_are_kept() {
         let m = Metrics::reading_process("x", None);
-        let report = Arc::new(Report {
-            nodes: vec![node("a", 50, &["x:1"], Some(MissingState::Absent))],
-            images: vec![],
-            eligible_nodes: 1,
-            sources: vec![],
-            menu: None,
-        });
+        let report = Arc::new(fixtures::report(
+            vec![node("a", 50, &["x:1"], Some(MissingState::Absent))],
+            vec![],
+        ));
         let kept = |m: &Metrics| m.report_text.lock().unwrap().as_ref().map(ReportText::kept);
         m.render_parts(&report, None, TextFormat::OpenMetrics, Encoding::Gzip);
         assert_eq!(

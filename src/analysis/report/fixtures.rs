@@ -3,8 +3,8 @@
 //! ephemeral storage and the default cap, and changes what a test needs.
 
 use super::{
-    CapReport, CapSource, MissingImage, MissingState, NodeReport, PrepullReport, StorageReport,
-    recommended_max_images,
+    CapReport, CapSource, ImageReport, MissingImage, MissingState, NodeReport, PrepullReport,
+    Report, StorageReport, recommended_max_images,
 };
 
 /// Builds a [`NodeReport`]; [`node`] starts one.
@@ -74,5 +74,18 @@ impl NodeBuilder {
 
     pub(crate) fn build(self) -> NodeReport {
         self.0
+    }
+}
+
+/// A report of `nodes` and `images`, the eligible nodes counted, with no sources
+/// and no menu.
+pub(crate) fn report(nodes: Vec<NodeReport>, images: Vec<ImageReport>) -> Report {
+    let eligible = nodes.iter().filter(|n| n.prepull.eligible).count();
+    Report {
+        eligible_nodes: u32::try_from(eligible).unwrap_or(u32::MAX),
+        nodes,
+        images,
+        sources: vec![],
+        menu: None,
     }
 }
