@@ -1,5 +1,6 @@
 //! The benchmark's command line.
 
+use crate::nodegen::Names;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,13 +43,15 @@ pub struct Args {
     pub churn_rate: Option<f64>,
     /// Also time `check` against Nublado's prepuller and kubectl | jq on the same nodes.
     pub peers: bool,
+    /// How many of the general images' names nodes share (`--names`).
+    pub names: Names,
 }
 
 pub const USAGE: &str = "usage: cargo bench --bench scale -- [--quick] [--nodes N --images M] \
 [--modes watch,poll] [--seed S] [--scrapes N] [--trials N] [--steady-secs S] [--churn-secs S] \
-[--churn-rate R] [--floor-runs N] [--peers] [--exporter-env K=V]... [--json FILE] \
-| --write-nodelist FILE [--write-config FILE] --nodes N --images M \
-| --hold-fake DIR (--nodes N --images M | --objects FILE) [--hold-secs S]";
+[--churn-rate R] [--floor-runs N] [--peers] [--names shared|pool|distinct] [--exporter-env K=V]... [--json FILE] \
+| --write-nodelist FILE [--write-config FILE] --nodes N --images M [--names ...] \
+| --hold-fake DIR (--nodes N --images M [--names ...] | --objects FILE) [--hold-secs S]";
 
 pub fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -71,6 +74,7 @@ pub fn parse_args() -> Result<Args, String> {
         hold_secs: 900,
         churn_rate: None,
         peers: false,
+        names: Names::Pool,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -103,6 +107,11 @@ pub fn parse_args() -> Result<Args, String> {
                 )
             }
             "--peers" => a.peers = true,
+            "--names" => {
+                let v = value()?;
+                a.names = Names::parse(&v)
+                    .ok_or_else(|| format!("--names is shared, pool or distinct, not {v:?}"))?;
+            }
             "--floor-runs" => a.floor_runs = num(value()?)?.max(1) as usize,
             "--write-nodelist" => a.write_nodelist = Some(value()?.into()),
             "--write-config" => a.write_config = Some(value()?.into()),

@@ -95,7 +95,7 @@ fn report(args: &Args, runs: &[runs::Run]) -> Result<(), String> {
 fn write_files(args: &Args) -> Result<(), String> {
     let nodes = args.nodes.unwrap_or(100);
     let images = args.images.unwrap_or(50);
-    let cluster = Cluster::new(nodes, images, args.seed);
+    let cluster = Cluster::with_names(nodes, images, args.seed, args.names);
     if let Some(path) = &args.write_nodelist {
         let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut w = std::io::BufWriter::new(f);
@@ -104,8 +104,9 @@ fn write_files(args: &Args) -> Result<(), String> {
             .and_then(|n| w.flush().map(|()| n))
             .map_err(|e| format!("{}: {e}", path.display()))?;
         println!(
-            "wrote {} ({nodes} nodes x {images} images, seed {}, {:.1} MB)",
+            "wrote {} ({nodes} nodes x {images} images, {} names, seed {}, {:.1} MB)",
             path.display(),
+            args.names.as_str(),
             args.seed,
             n as f64 / 1e6
         );
@@ -167,10 +168,11 @@ async fn hold_fake(args: &Args, dir: &Path) -> Result<(), String> {
     if let Some(objects) = &args.hold_objects {
         return hold_objects(args, dir, objects).await;
     }
-    let cluster = Cluster::new(
+    let cluster = Cluster::with_names(
         args.nodes.unwrap_or(5000),
         args.images.unwrap_or(100),
         args.seed,
+        args.names,
     );
     let fake = FakeApiServer::start(Vec::new()).await;
     for i in 0..cluster.nodes {

@@ -521,8 +521,9 @@ pub async fn run(args: &Args) -> Result<Vec<Run>, String> {
         println!("exporter environment: {k}={v}");
     }
     println!(
-        "seed {}, page size {PAGE_SIZE}, {scrapes} scrapes, {trials} update trials, churn window {churn_secs} s{}",
+        "seed {}, {} names, page size {PAGE_SIZE}, {scrapes} scrapes, {trials} update trials, churn window {churn_secs} s{}",
         args.seed,
+        args.names.as_str(),
         if args.quick { " (quick)" } else { "" }
     );
 
@@ -535,7 +536,9 @@ pub async fn run(args: &Args) -> Result<Vec<Run>, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut runs: Vec<Run> = Vec::new();
     for sc in &scenarios {
-        let cluster = Arc::new(Cluster::new(sc.nodes, sc.images, args.seed));
+        let cluster = Arc::new(Cluster::with_names(
+            sc.nodes, sc.images, args.seed, args.names,
+        ));
         let t = Instant::now();
         let fake = FakeApiServer::start(Vec::new()).await;
         for i in 0..sc.nodes {

@@ -112,6 +112,42 @@ pub struct PoolImage {
     pub size_bytes: u64,
 }
 
+/// How many of the general images' names nodes share: the knob for name
+/// cardinality. The wanted images, the lab images and the system images are the
+/// same in every setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Names {
+    /// Every node draws from as many general images as it reports: nearly all
+    /// names are shared.
+    Shared,
+    /// Every node draws from a pool twice the size of what it reports (at least
+    /// 300 images).
+    #[default]
+    Pool,
+    /// Every node's general images are its own: tags and digests unique to the
+    /// node (CI and build nodes, per-commit tags).
+    Distinct,
+}
+
+impl Names {
+    pub fn parse(s: &str) -> Option<Names> {
+        match s {
+            "shared" => Some(Names::Shared),
+            "pool" => Some(Names::Pool),
+            "distinct" => Some(Names::Distinct),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Names::Shared => "shared",
+            Names::Pool => "pool",
+            Names::Distinct => "distinct",
+        }
+    }
+}
+
 /// A wanted (or pattern-matched) image with how often nodes have it.
 #[derive(Clone, Debug)]
 struct Special {
@@ -400,10 +436,17 @@ pub struct Cluster {
     general: Vec<PoolImage>,
     exact: Vec<String>,
     patterns: Vec<String>,
+    names: Names,
 }
 
 impl Cluster {
+    /// A cluster whose nodes share their general images from a pool ([`Names::Pool`]).
     pub fn new(nodes: usize, images: usize, seed: u64) -> Cluster {
+        Cluster::with_names(nodes, images, seed, Names::Pool)
+    }
+
+    /// A cluster whose nodes share as many names as `names` says.
+    pub fn with_names(nodes: usize, images: usize, seed: u64, names: Names) -> Cluster {
         let mut rng = Rng::new(seed);
         let mut used: HashSet<String> = HashSet::new();
 
@@ -582,8 +625,12 @@ impl Cluster {
             }
         }
 
-        // The general pool: twice as many images as a node reports, at least 300.
-        let want = (2 * images).max(300);
+        // The general pool: twice as many images as a node reports, at least 300
+        // (as many as it reports when nodes share their names).
+        let want = match names {
+            Names::Shared => images.max(1),
+            Names::Pool | Names::Distinct => (2 * images).max(300),
+        };
         let mut general = Vec::with_capacity(want);
         let mut latest_given: HashSet<&str> = HashSet::new();
         while general.len() < want {
@@ -622,7 +669,13 @@ impl Cluster {
             general,
             exact,
             patterns,
+            names,
         }
+    }
+
+    /// How many names nodes share.
+    pub fn names(&self) -> Names {
+        self.names
     }
 
     fn node_rng(&self, i: usize) -> Rng {
@@ -721,7 +774,22 @@ impl Cluster {
         for _ in 0..64 {
             rng.next_u64();
         }
-        node_json(&p, i, generation, &images, &mut rng)
+        if self.names != Names::Distinct {
+            return node_json(&p, i, generation, &images, &mut rng);
+        }
+        let general = self.general.as_ptr_range();
+        let own: Vec<PoolImage> = images
+            .iter()
+            .map(|&im| {
+                if general.contains(&(im as *const PoolImage)) {
+                    distinct(im, i)
+                } else {
+                    im.clone()
+                }
+            })
+            .collect();
+        let own: Vec<&PoolImage> = own.iter().collect();
+        node_json(&p, i, generation, &own, &mut rng)
     }
 
     /// The number of entries node `i` reports.
@@ -772,6 +840,29 @@ impl Cluster {
 
 fn regex_escape(s: &str) -> String {
     s.replace('.', "\\.")
+}
+
+/// `im` as node `i` alone has it: each tag gets the node's suffix, each digest
+/// becomes one derived from it and the node.
+fn distinct(im: &PoolImage, i: usize) -> PoolImage {
+    let names = im
+        .names
+        .iter()
+        .map(|name| match name.split_once("@sha256:") {
+            Some((repo, digest)) => {
+                let seed = digest
+                    .bytes()
+                    .fold(i as u64, |h, b| splitmix(h ^ u64::from(b)));
+                let mut rng = Rng::new(seed);
+                format!("{repo}@sha256:{}", rng.hex(64))
+            }
+            None => format!("{name}-n{i:x}"),
+        })
+        .collect();
+    PoolImage {
+        names,
+        size_bytes: im.size_bytes,
+    }
 }
 
 /// `k` distinct items of `pool`, in random order (partial Fisher-Yates).

@@ -12,6 +12,7 @@ in release (about 4.5 minutes from scratch on 2 cores, 20 s when already built).
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -82,3 +83,34 @@ def test_scale_benchmark_quick_run_prints_its_tables():
         hits = [line for line in lines if line.startswith(name)]
         assert hits, f"no target row {name!r}:\n{out}"
         assert all(line.rstrip().endswith(("met", "MISSED")) for line in hits), hits
+
+
+def test_the_names_knob_sets_how_many_names_nodes_share(tmp_path):
+    """`--names shared|pool|distinct`: the same nodes and image counts, from nearly all
+    names shared to nearly all of a node's own; the wanted images are in every setting."""
+    profile = os.environ.get("IMAGECAP_BENCH_PROFILE", "dev")
+    distinct, total, wanted = {}, {}, {}
+    for names in ("shared", "pool", "distinct"):
+        out = tmp_path / f"{names}.json"
+        cfg = tmp_path / f"{names}.yaml"
+        cmd = ["cargo", "bench", "--profile", profile, "--bench", "scale", "--",
+               "--write-nodelist", str(out), "--write-config", str(cfg),
+               "--nodes", "200", "--images", "100", "--names", names]
+        proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, CARGO_TERM_COLOR="never"),
+                              capture_output=True, text=True, timeout=TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"{names} names" in proc.stdout, proc.stdout
+        items = json.loads(out.read_text())["items"]
+        assert len(items) == 200
+        seen = [n for it in items for im in it["status"]["images"] for n in im["names"]]
+        distinct[names], total[names] = len(set(seen)), len(seen)
+        exact = [line.strip()[3:-1] for line in cfg.read_text().splitlines()
+                 if line.strip().startswith("- '") and ":" in line and "^" not in line]
+        wanted[names] = {e for e in exact if e in set(seen)}
+    assert distinct["shared"] < distinct["pool"] < distinct["distinct"], distinct
+    # With distinct names most of what nodes report is their own; shared or pooled,
+    # nodes repeat each other's names.
+    assert distinct["distinct"] > total["distinct"] / 2, (distinct, total)
+    assert distinct["pool"] < total["pool"] / 10, (distinct, total)
+    assert wanted["shared"] == wanted["pool"] == wanted["distinct"] and wanted["pool"], wanted
