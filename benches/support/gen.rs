@@ -673,11 +673,6 @@ impl Cluster {
         }
     }
 
-    /// How many names nodes share.
-    pub fn names(&self) -> Names {
-        self.names
-    }
-
     fn node_rng(&self, i: usize) -> Rng {
         Rng::new(self.seed ^ splitmix((i as u64).wrapping_add(0x5EED)))
     }
