@@ -6,8 +6,10 @@
 //! `ImageFsInfo` ([`cri`]), turns the answer into an [`AgentReport`]
 //! ([`report`]), serialized once, and serves:
 //!
-//! - `/v1/images`: the last successful report as JSON (gzip when accepted); 503
-//!   with a JSON error before the first success;
+//! - `/v1/images`: the last successful report as JSON (gzip when accepted), with
+//!   its `ETag` and its `collectedAt` in an `imagecap-collected-at` header; `304
+//!   Not Modified` (no body, the same two headers) to an `If-None-Match` naming
+//!   the tag ([`validator`]); 503 with a JSON error before the first success;
 //! - `/metrics`: [`families`];
 //! - `/healthz`: the process serves;
 //! - `/readyz`: 200 once a `ListImages` has succeeded, and from then on: while the
@@ -23,6 +25,7 @@ pub mod error;
 pub mod families;
 pub mod prune;
 pub mod report;
+pub mod validator;
 
 use crate::analysis::runtime::AgentReport;
 use crate::cli::AgentArgs;
@@ -99,7 +102,7 @@ impl Agent {
     }
 
     /// Records a reading: the report on success, the reason otherwise.
-    fn record(&self, reading: Result<Snapshot, ReadError>) {
+    pub fn record(&self, reading: Result<Snapshot, ReadError>) {
         let mut status = self.write();
         match reading {
             Ok(snapshot) => {
@@ -213,23 +216,40 @@ async fn metrics_handler(State(agent): State<Agent>, headers: HeaderMap) -> Resp
 }
 
 /// The last report, its JSON shared with every other request.
-async fn images_handler(State(agent): State<Agent>) -> Response {
+async fn images_handler(State(agent): State<Agent>, headers: HeaderMap) -> Response {
     let (last, error) = {
         let status = agent.read();
         (status.last.clone(), status.last_error.clone())
     };
     match last {
-        Some(snapshot) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            snapshot.json.clone(),
-        )
-            .into_response(),
+        Some(snapshot) => images_answer(&snapshot, &headers),
         None => {
             let reason = error.unwrap_or_else(|| "the runtime was not read yet".into());
             let body = serde_json::json!({ "error": format!("no image list yet: {reason}") });
             serve::unavailable(axum::Json(body))
         }
     }
+}
+
+/// The answer to `GET /v1/images` with `snapshot` at hand: `304` with the tag
+/// and reading time when `If-None-Match` names the tag, else the JSON with them.
+pub fn images_answer(snapshot: &Snapshot, request: &HeaderMap) -> Response {
+    let mut headers = HeaderMap::new();
+    // Both are made by the agent (hex, RFC 3339): a value that cannot be a header
+    // would only leave the header out, and the exporter then reads the body.
+    if let Ok(tag) = header::HeaderValue::from_str(&snapshot.etag) {
+        headers.insert(header::ETAG, tag);
+    }
+    if let Ok(at) = header::HeaderValue::from_str(&snapshot.collected_at_text) {
+        headers.insert(validator::COLLECTED_AT, at);
+    }
+    let asked = request.get_all(header::IF_NONE_MATCH).iter();
+    if validator::none_match(asked.map(|v| v.as_bytes()), &snapshot.etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let json = header::HeaderValue::from_static("application/json");
+    headers.insert(header::CONTENT_TYPE, json);
+    (headers, snapshot.json.clone()).into_response()
 }
 
 async fn readyz(State(agent): State<Agent>) -> Response {
@@ -365,4 +385,124 @@ fn pruner(
         agent.metrics.clone(),
     )
     .map_err(|e| StartError::BadInput(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::cri::v1;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::{Duration, UNIX_EPOCH};
+    use tower::ServiceExt;
+
+    fn snapshot(at_secs: u64, size: u64) -> Snapshot {
+        let images = v1::ListImagesResponse {
+            images: vec![v1::Image {
+                id: "sha256:aaa".into(),
+                repo_tags: vec!["docker.io/library/nginx:1.25".into()],
+                repo_digests: vec![],
+                size,
+                pinned: false,
+            }],
+        };
+        let at = UNIX_EPOCH + Duration::from_secs(at_secs);
+        Snapshot::new(&report::agent_report("n", at, images, None), at).unwrap()
+    }
+
+    fn agent() -> (Agent, Router) {
+        let settings = crate::config::agent::AgentConfig::default().prune;
+        let agent = Agent::new("n", &settings);
+        let auth = Arc::new(auth::BasicAuth::new(Default::default()));
+        (agent.clone(), router(agent, auth))
+    }
+
+    /// Status, ETag, collection time, content encoding and body of one GET.
+    async fn get_images(
+        app: &Router,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, String, bool, Vec<u8>) {
+        let mut request = Request::get("/v1/images");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = app
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let text = |name: &str| {
+            let value = response.headers().get(name);
+            value
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let (status, etag, at) = (
+            response.status().as_u16(),
+            text("etag"),
+            text(validator::COLLECTED_AT),
+        );
+        let gzip = response.headers().contains_key(header::CONTENT_ENCODING);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, etag, at, gzip, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_list_costs_a_304() {
+        let (agent, app) = agent();
+        assert_eq!(get_images(&app, &[]).await.0, 503);
+        let first = snapshot(1_764_064_800, 10);
+        let tag = first.etag.clone();
+        agent.record(Ok(first));
+
+        let (status, etag, at, _, body) = get_images(&app, &[]).await;
+        assert_eq!(
+            (status, etag.as_str(), at.as_str()),
+            (200, tag.as_str(), "2025-11-25T10:00:00Z")
+        );
+        let report: crate::analysis::runtime::AgentReport = serde_json::from_slice(&body).unwrap();
+        assert_eq!(report.collected_at, at);
+
+        // A later reading of the same list: same tag, a new time, and a 304.
+        agent.record(Ok(snapshot(1_764_064_860, 10)));
+        for asked in [tag.as_str(), "\"other\", W/".to_owned().as_str(), "*"] {
+            let asked = if asked.ends_with("W/") {
+                format!("{asked}{tag}")
+            } else {
+                asked.to_string()
+            };
+            let (status, etag, at, gzip, body) = get_images(
+                &app,
+                &[("if-none-match", &asked), ("accept-encoding", "gzip")],
+            )
+            .await;
+            assert_eq!((status, etag.as_str()), (304, tag.as_str()), "{asked}");
+            assert_eq!(at, "2025-11-25T10:01:00Z");
+            assert!(!gzip && body.is_empty(), "{asked}");
+        }
+
+        // Another tag, or none: the whole list, gzip when asked.
+        let (status, etag, _, gzip, body) = get_images(
+            &app,
+            &[("if-none-match", "\"other\""), ("accept-encoding", "gzip")],
+        )
+        .await;
+        assert_eq!((status, etag.as_str(), gzip), (200, tag.as_str(), true));
+        let mut json = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut json)
+            .unwrap();
+        let report: crate::analysis::runtime::AgentReport = serde_json::from_slice(&json).unwrap();
+        assert_eq!(report.collected_at, "2025-11-25T10:01:00Z");
+
+        // The list changed: the old tag gets the new list and its tag.
+        agent.record(Ok(snapshot(1_764_064_920, 11)));
+        let (status, etag, _, _, body) = get_images(&app, &[("if-none-match", &tag)]).await;
+        assert_eq!(status, 200);
+        assert_ne!(etag, tag);
+        assert!(!body.is_empty());
+        let (status, again, _, _, _) = get_images(&app, &[("if-none-match", &etag)]).await;
+        assert_eq!((status, again), (304, etag));
+    }
 }

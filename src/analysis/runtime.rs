@@ -9,6 +9,12 @@ use super::reference::{ImageRef, RefError};
 use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};
 
+/// The response header in which the agent repeats the report's `collectedAt`
+/// (RFC 3339, UTC) on `/v1/images` answers, `200` and `304 Not Modified` alike:
+/// a `304` has no body to read the time from, and the time is what tells a
+/// fresh list from the last list of a runtime that stopped answering.
+pub const COLLECTED_AT_HEADER: &str = "imagecap-collected-at";
+
 /// The body of an agent's `/v1/images`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
