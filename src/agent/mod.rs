@@ -7,9 +7,9 @@
 //! ([`report`]), serialized once, and serves:
 //!
 //! - `/v1/images`: the last successful report as JSON (gzip when accepted), with
-//!   its `ETag` and its `collectedAt` in an `imagecap-collected-at` header; `304
-//!   Not Modified` (no body, the same two headers) to an `If-None-Match` naming
-//!   the tag ([`validator`]); 503 with a JSON error before the first success;
+//!   its `ETag`, and its `collectedAt` and `imageFsUsedBytes` in headers; `304
+//!   Not Modified` (no body, the same headers) to an `If-None-Match` naming the
+//!   tag ([`validator`]); 503 with a JSON error before the first success;
 //! - `/metrics`: [`families`];
 //! - `/healthz`: the process serves;
 //! - `/readyz`: 200 once a `ListImages` has succeeded, and from then on: while the
@@ -231,8 +231,9 @@ async fn images_handler(State(agent): State<Agent>, headers: HeaderMap) -> Respo
     }
 }
 
-/// The answer to `GET /v1/images` with `snapshot` at hand: `304` with the tag
-/// and reading time when `If-None-Match` names the tag, else the JSON with them.
+/// The answer to `GET /v1/images` with `snapshot` at hand: `304` with the tag,
+/// reading time and filesystem use when `If-None-Match` names the tag, else the
+/// JSON with them.
 pub fn images_answer(snapshot: &Snapshot, request: &HeaderMap) -> Response {
     let mut headers = HeaderMap::new();
     // Both are made by the agent (hex, RFC 3339): a value that cannot be a header
@@ -242,6 +243,9 @@ pub fn images_answer(snapshot: &Snapshot, request: &HeaderMap) -> Response {
     }
     if let Ok(at) = header::HeaderValue::from_str(&snapshot.collected_at_text) {
         headers.insert(validator::COLLECTED_AT, at);
+    }
+    if let Some(used) = snapshot.image_fs_used_bytes {
+        headers.insert(validator::IMAGE_FS_USED, header::HeaderValue::from(used));
     }
     let asked = request.get_all(header::IF_NONE_MATCH).iter();
     if validator::none_match(asked.map(|v| v.as_bytes()), &snapshot.etag) {
@@ -396,7 +400,8 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
     use tower::ServiceExt;
 
-    fn snapshot(at_secs: u64, size: u64) -> Snapshot {
+    /// A reading at `at_secs` of one image of `size`, the image filesystem at `fs`.
+    fn snapshot(at_secs: u64, size: u64, fs: u64) -> Snapshot {
         let images = v1::ListImagesResponse {
             images: vec![v1::Image {
                 id: "sha256:aaa".into(),
@@ -406,8 +411,15 @@ mod tests {
                 pinned: false,
             }],
         };
+        let fs = v1::ImageFsInfoResponse {
+            image_filesystems: vec![v1::FilesystemUsage {
+                used_bytes: Some(v1::UInt64Value { value: fs }),
+                ..Default::default()
+            }],
+            container_filesystems: vec![],
+        };
         let at = UNIX_EPOCH + Duration::from_secs(at_secs);
-        Snapshot::new(&report::agent_report("n", at, images, None), at).unwrap()
+        Snapshot::new(&report::agent_report("n", at, images, Some(&fs)), at).unwrap()
     }
 
     fn agent() -> (Agent, Router) {
@@ -417,92 +429,91 @@ mod tests {
         (agent.clone(), router(agent, auth))
     }
 
-    /// Status, ETag, collection time, content encoding and body of one GET.
-    async fn get_images(
-        app: &Router,
-        headers: &[(&str, &str)],
-    ) -> (u16, String, String, bool, Vec<u8>) {
+    /// One answer to `GET /v1/images`.
+    struct Answer {
+        status: u16,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> &str {
+            let value = self.headers.get(name).map(|v| v.to_str().unwrap());
+            value.unwrap_or_default()
+        }
+
+        /// The report in the body, gzip'd or not.
+        fn report(&self) -> crate::analysis::runtime::AgentReport {
+            let mut json = self.body.clone();
+            if self.headers.contains_key(header::CONTENT_ENCODING) {
+                json.clear();
+                let mut gz = flate2::read::GzDecoder::new(&self.body[..]);
+                std::io::Read::read_to_end(&mut gz, &mut json).unwrap();
+            }
+            serde_json::from_slice(&json).unwrap()
+        }
+    }
+
+    async fn get_images(app: &Router, headers: &[(&str, &str)]) -> Answer {
         let mut request = Request::get("/v1/images");
         for (k, v) in headers {
             request = request.header(*k, *v);
         }
-        let response = app
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let text = |name: &str| {
-            let value = response.headers().get(name);
-            value
-                .map(|v| v.to_str().unwrap().to_string())
-                .unwrap_or_default()
-        };
-        let (status, etag, at) = (
-            response.status().as_u16(),
-            text("etag"),
-            text(validator::COLLECTED_AT),
-        );
-        let gzip = response.headers().contains_key(header::CONTENT_ENCODING);
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, etag, at, gzip, body.to_vec())
+        let request = request.body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX);
+        let body = body.await.unwrap().to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     #[tokio::test]
     async fn an_unchanged_list_costs_a_304() {
         let (agent, app) = agent();
-        assert_eq!(get_images(&app, &[]).await.0, 503);
-        let first = snapshot(1_764_064_800, 10);
+        assert_eq!(get_images(&app, &[]).await.status, 503);
+        let first = snapshot(1_764_064_800, 10, 4096);
         let tag = first.etag.clone();
         agent.record(Ok(first));
 
-        let (status, etag, at, _, body) = get_images(&app, &[]).await;
-        assert_eq!(
-            (status, etag.as_str(), at.as_str()),
-            (200, tag.as_str(), "2025-11-25T10:00:00Z")
-        );
-        let report: crate::analysis::runtime::AgentReport = serde_json::from_slice(&body).unwrap();
-        assert_eq!(report.collected_at, at);
+        let a = get_images(&app, &[]).await;
+        assert_eq!((a.status, a.header("etag")), (200, tag.as_str()));
+        assert_eq!(a.header(validator::COLLECTED_AT), "2025-11-25T10:00:00Z");
+        assert_eq!(a.header(validator::IMAGE_FS_USED), "4096");
+        assert_eq!(a.report().collected_at, "2025-11-25T10:00:00Z");
 
-        // A later reading of the same list: same tag, a new time, and a 304.
-        agent.record(Ok(snapshot(1_764_064_860, 10)));
-        for asked in [tag.as_str(), "\"other\", W/".to_owned().as_str(), "*"] {
-            let asked = if asked.ends_with("W/") {
-                format!("{asked}{tag}")
-            } else {
-                asked.to_string()
-            };
-            let (status, etag, at, gzip, body) = get_images(
-                &app,
-                &[("if-none-match", &asked), ("accept-encoding", "gzip")],
-            )
-            .await;
-            assert_eq!((status, etag.as_str()), (304, tag.as_str()), "{asked}");
-            assert_eq!(at, "2025-11-25T10:01:00Z");
-            assert!(!gzip && body.is_empty(), "{asked}");
+        // A later reading of the same list, the filesystem use moved: same tag,
+        // and a 304 with the new time and use.
+        agent.record(Ok(snapshot(1_764_064_860, 10, 5000)));
+        let weak = format!("\"other\", W/{tag}");
+        for asked in [tag.as_str(), &weak, "*"] {
+            let gzip = ("accept-encoding", "gzip");
+            let a = get_images(&app, &[("if-none-match", asked), gzip]).await;
+            assert_eq!((a.status, a.header("etag")), (304, tag.as_str()), "{asked}");
+            assert_eq!(a.header(validator::COLLECTED_AT), "2025-11-25T10:01:00Z");
+            assert_eq!(a.header(validator::IMAGE_FS_USED), "5000");
+            assert!(a.header("content-encoding").is_empty() && a.body.is_empty());
         }
 
         // Another tag, or none: the whole list, gzip when asked.
-        let (status, etag, _, gzip, body) = get_images(
-            &app,
-            &[("if-none-match", "\"other\""), ("accept-encoding", "gzip")],
-        )
-        .await;
-        assert_eq!((status, etag.as_str(), gzip), (200, tag.as_str(), true));
-        let mut json = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut json)
-            .unwrap();
-        let report: crate::analysis::runtime::AgentReport = serde_json::from_slice(&json).unwrap();
-        assert_eq!(report.collected_at, "2025-11-25T10:01:00Z");
+        let asked = [("if-none-match", "\"other\""), ("accept-encoding", "gzip")];
+        let a = get_images(&app, &asked).await;
+        assert_eq!((a.status, a.header("etag")), (200, tag.as_str()));
+        assert_eq!(a.header("content-encoding"), "gzip");
+        assert_eq!(a.report().collected_at, "2025-11-25T10:01:00Z");
+        assert_eq!(a.report().image_fs_used_bytes, Some(5000));
 
         // The list changed: the old tag gets the new list and its tag.
-        agent.record(Ok(snapshot(1_764_064_920, 11)));
-        let (status, etag, _, _, body) = get_images(&app, &[("if-none-match", &tag)]).await;
-        assert_eq!(status, 200);
-        assert_ne!(etag, tag);
-        assert!(!body.is_empty());
-        let (status, again, _, _, _) = get_images(&app, &[("if-none-match", &etag)]).await;
-        assert_eq!((status, again), (304, etag));
+        agent.record(Ok(snapshot(1_764_064_920, 11, 5000)));
+        let a = get_images(&app, &[("if-none-match", &tag)]).await;
+        assert_eq!(a.status, 200);
+        assert_ne!(a.header("etag"), tag);
+        assert_eq!(a.report().images[0].size, 11);
+        let new_tag = a.header("etag").to_string();
+        let a = get_images(&app, &[("if-none-match", &new_tag)]).await;
+        assert_eq!((a.status, a.header("etag")), (304, new_tag.as_str()));
     }
 }

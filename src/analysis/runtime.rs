@@ -15,6 +15,13 @@ use serde::{Deserialize, Serialize};
 /// fresh list from the last list of a runtime that stopped answering.
 pub const COLLECTED_AT_HEADER: &str = "imagecap-collected-at";
 
+/// The response header in which the agent repeats the report's
+/// `imageFsUsedBytes` (absent when the report has none), as
+/// [`COLLECTED_AT_HEADER`]: the runtime's figure moves with the containers'
+/// writable layers, so it is sent with every answer rather than made part of
+/// what a `304` says is unchanged.
+pub const IMAGE_FS_USED_HEADER: &str = "imagecap-image-fs-used-bytes";
+
 /// The body of an agent's `/v1/images`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -11,8 +11,8 @@
 
 use super::{About, Loudness, report_failure};
 use crate::analysis::runtime::{
-    AgentReport, COLLECTED_AT_HEADER, DecodedReport, MAX_RUNTIME_NAMES, RuntimeSummary,
-    decode_report,
+    AgentReport, COLLECTED_AT_HEADER, DecodedReport, IMAGE_FS_USED_HEADER, MAX_RUNTIME_NAMES,
+    RuntimeSummary, decode_report,
 };
 use crate::analysis::{Relevance, intern};
 use crate::client::http::{ClientError, HttpError, timed_out};
@@ -182,6 +182,8 @@ pub enum NotModifiedError {
         COLLECTED_AT_HEADER
     )]
     NoTime,
+    #[error("with {IMAGE_FS_USED_HEADER} {0:?}, not a number of bytes")]
+    BadFsUse(String),
 }
 
 /// A failed read of one agent, counted as an `agent` source error.
@@ -275,30 +277,53 @@ pub enum Answer {
         report: Box<DecodedReport>,
         etag: Option<String>,
     },
-    /// `304 Not Modified`: the report of the tag sent still holds, and is fresh.
-    Unchanged,
+    /// `304 Not Modified`: the report of the tag sent still holds, and is fresh;
+    /// the image filesystem use, which the tag does not cover, is this now.
+    Unchanged { image_fs_used_bytes: Option<u64> },
+}
+
+/// The headers of a `304 Not Modified` that tell what it stands for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotModified<'a> {
+    pub etag: Option<&'a str>,
+    pub collected_at: Option<&'a str>,
+    pub image_fs_used_bytes: Option<&'a str>,
 }
 
 /// Checks a `304 Not Modified` to a request that sent `sent` as If-None-Match
 /// (none: an unconditional request): it must repeat that tag and tell a fresh
 /// collection time. The comparison is exact: the exporter sends only tags the
-/// agent gave it, and the agent repeats them as they are.
+/// agent gave it, and the agent repeats them as they are. Returns the image
+/// filesystem use it tells (none without the header, as a report without
+/// `imageFsUsedBytes`).
 pub fn check_not_modified(
     sent: Option<&str>,
-    etag: Option<&str>,
-    collected_at: Option<&str>,
+    answer: NotModified<'_>,
     now: SystemTime,
     max_age: Duration,
-) -> Result<(), ReportError> {
-    let sent = sent.ok_or(ReportError::NotModified(NotModifiedError::NotAsked))?;
-    if etag != Some(sent) {
-        return Err(ReportError::NotModified(NotModifiedError::OtherTag {
+) -> Result<Option<u64>, ReportError> {
+    let fail = |e| Err(ReportError::NotModified(e));
+    let Some(sent) = sent else {
+        return fail(NotModifiedError::NotAsked);
+    };
+    if answer.etag != Some(sent) {
+        return fail(NotModifiedError::OtherTag {
             sent: sent.to_string(),
-            got: etag.map(str::to_string),
-        }));
+            got: answer.etag.map(str::to_string),
+        });
     }
-    let at = collected_at.ok_or(ReportError::NotModified(NotModifiedError::NoTime))?;
-    check_fresh(at, now, max_age)
+    let Some(at) = answer.collected_at else {
+        return fail(NotModifiedError::NoTime);
+    };
+    check_fresh(at, now, max_age)?;
+    match answer
+        .image_fs_used_bytes
+        .map(|v| (v, v.trim().parse::<u64>()))
+    {
+        None => Ok(None),
+        Some((_, Ok(used))) => Ok(Some(used)),
+        Some((v, Err(_))) => fail(NotModifiedError::BadFsUse(v.to_string())),
+    }
 }
 
 /// A reader that fails past `max` bytes.
@@ -469,10 +494,19 @@ pub async fn fetch(
             let at = header(reqwest::header::HeaderName::from_static(
                 COLLECTED_AT_HEADER,
             ));
-            let now = SystemTime::now();
-            check_not_modified(etag, sent_etag.as_deref(), at.as_deref(), now, max_age)
+            let fs = header(reqwest::header::HeaderName::from_static(
+                IMAGE_FS_USED_HEADER,
+            ));
+            let answer = NotModified {
+                etag: sent_etag.as_deref(),
+                collected_at: at.as_deref(),
+                image_fs_used_bytes: fs.as_deref(),
+            };
+            let image_fs_used_bytes = check_not_modified(etag, answer, SystemTime::now(), max_age)
                 .map_err(answer_error)?;
-            return Ok(Answer::Unchanged);
+            return Ok(Answer::Unchanged {
+                image_fs_used_bytes,
+            });
         }
         if status.is_redirection() {
             return Err(AgentError::Redirect(HttpError::redirect(&url, &response)));
@@ -503,6 +537,20 @@ pub async fn fetch(
 struct Remembered {
     etag: String,
     summary: Arc<RuntimeSummary>,
+}
+
+impl Remembered {
+    /// The remembered summary with the image filesystem use of a `304`: the
+    /// same when that did not change.
+    fn with_fs_use(&mut self, image_fs_used_bytes: Option<u64>) -> Arc<RuntimeSummary> {
+        if self.summary.image_fs_used_bytes != image_fs_used_bytes {
+            self.summary = Arc::new(RuntimeSummary {
+                image_fs_used_bytes,
+                ..(*self.summary).clone()
+            });
+        }
+        self.summary.clone()
+    }
 }
 
 /// What the polling keeps between rounds, per node.
@@ -609,8 +657,10 @@ fn record(
             }
             summary
         }
-        Ok(Answer::Unchanged) => match memory.reports.get(&node) {
-            Some(remembered) => remembered.summary.clone(),
+        Ok(Answer::Unchanged {
+            image_fs_used_bytes,
+        }) => match memory.reports.get_mut(&node) {
+            Some(remembered) => remembered.with_fs_use(image_fs_used_bytes),
             // Not reached: a 304 is accepted only to a tag sent, from memory.
             None => return false,
         },
@@ -1012,29 +1062,68 @@ mod tests {
     fn a_304_must_repeat_the_tag_sent_and_be_fresh() {
         let now = humantime::parse_rfc3339("2026-11-25T10:05:00Z").unwrap();
         let max = Duration::from_secs(180);
+        let fresh = NotModified {
+            etag: Some("\"t\""),
+            collected_at: Some("2026-11-25T10:04:00Z"),
+            image_fs_used_bytes: None,
+        };
         let check =
-            |sent, got, at| check_not_modified(sent, got, at, now, max).map_err(|e| e.to_string());
-        let fresh = Some("2026-11-25T10:04:00Z");
-        assert!(check(Some("\"t\""), Some("\"t\""), fresh).is_ok());
-        let e = check(None, Some("\"t\""), fresh).unwrap_err();
+            |sent, answer| check_not_modified(sent, answer, now, max).map_err(|e| e.to_string());
+        assert_eq!(check(Some("\"t\""), fresh), Ok(None));
+        let with_fs = |v| NotModified {
+            image_fs_used_bytes: Some(v),
+            ..fresh
+        };
+        assert_eq!(check(Some("\"t\""), with_fs("4096")), Ok(Some(4096)));
+        let e = check(Some("\"t\""), with_fs("-1")).unwrap_err();
+        assert!(
+            e.contains("imagecap-image-fs-used-bytes \"-1\", not a number"),
+            "{e}"
+        );
+
+        let e = check(None, fresh).unwrap_err();
         assert!(
             e.contains("304 Not Modified to a request without If-None-Match"),
             "{e}"
         );
-        let e = check(Some("\"t\""), Some("\"u\""), fresh).unwrap_err();
+        let other = |etag| NotModified { etag, ..fresh };
+        let e = check(Some("\"t\""), other(Some("\"u\""))).unwrap_err();
         assert!(
             e.contains("with ETag Some(\"\\\"u\\\"\"), but If-None-Match was"),
             "{e}"
         );
-        let e = check(Some("\"t\""), None, fresh).unwrap_err();
+        let e = check(Some("\"t\""), other(None)).unwrap_err();
         assert!(e.contains("with ETag None"), "{e}");
         // A weak form of the tag is not the tag sent.
-        assert!(check(Some("\"t\""), Some("W/\"t\""), fresh).is_err());
-        let e = check(Some("\"t\""), Some("\"t\""), None).unwrap_err();
+        assert!(check(Some("\"t\""), other(Some("W/\"t\""))).is_err());
+        let at = |collected_at| NotModified {
+            collected_at,
+            ..fresh
+        };
+        let e = check(Some("\"t\""), at(None)).unwrap_err();
         assert!(e.contains("imagecap-collected-at header"), "{e}");
-        let e = check(Some("\"t\""), Some("\"t\""), Some("2026-11-25T09:00:00Z")).unwrap_err();
+        let e = check(Some("\"t\""), at(Some("2026-11-25T09:00:00Z"))).unwrap_err();
         assert!(e.contains("runtime down"), "{e}");
-        let e = check(Some("\"t\""), Some("\"t\""), Some("soon")).unwrap_err();
+        let e = check(Some("\"t\""), at(Some("soon"))).unwrap_err();
         assert!(e.contains("collectedAt \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn a_304_updates_only_the_fs_use() {
+        let summary = Arc::new(RuntimeSummary {
+            image_count: 3,
+            image_fs_used_bytes: Some(1),
+            ..Default::default()
+        });
+        let mut r = Remembered {
+            etag: "\"t\"".into(),
+            summary: summary.clone(),
+        };
+        assert!(Arc::ptr_eq(&r.with_fs_use(Some(1)), &summary));
+        let moved = r.with_fs_use(Some(2));
+        assert_eq!(moved.image_fs_used_bytes, Some(2));
+        assert_eq!(moved.image_count, 3);
+        assert!(Arc::ptr_eq(&r.summary, &moved));
+        assert_eq!(r.with_fs_use(None).image_fs_used_bytes, None);
     }
 }
