@@ -66,7 +66,9 @@ impl AgentReport {
 
 /// What the analysis keeps of an agent's report: counts, and the names of the
 /// images that can match an image wanted now (at most [`MAX_RUNTIME_NAMES`]).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// `Eq`, so that comparing two `Arc`s of the same summary (an agent answering
+/// `304` every round) is a pointer comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeSummary {
     /// Images the runtime holds.
     pub image_count: u32,
