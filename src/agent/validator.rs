@@ -15,22 +15,30 @@
 //! headers ([`COLLECTED_AT`], [`IMAGE_FS_USED`]) with every answer, 200 and 304
 //! alike, and on a 304 the exporter takes them from there.
 
-use crate::analysis::runtime::AgentReport;
 pub use crate::analysis::runtime::COLLECTED_AT_HEADER as COLLECTED_AT;
 pub use crate::analysis::runtime::IMAGE_FS_USED_HEADER as IMAGE_FS_USED;
+use crate::analysis::runtime::{AgentReport, RuntimeImage};
 
 /// The strong entity tag (quoted) of `report`: the SHA-256 (first 128 bits, hex)
-/// of its JSON without `collectedAt` and `imageFsUsedBytes`. Two reports
-/// differing in anything else (node, an image's id, names, size or place in the
-/// list, the pruning plan, and any field added later) get different tags.
+/// of its JSON without `collectedAt` and `imageFsUsedBytes`, the images and
+/// each image's names in sorted order. Two reports differing in anything else
+/// (node, an image's id, names or size, an image more or less, the pruning
+/// plan, and any field added later) get different tags; the order does not
+/// count, since containerd lists its images in a different order on every call
+/// and nothing the exporter makes of a list depends on it.
 /// The same gzip-encoded or not: the exporter compares the content it decodes,
 /// whichever encoding carried it.
 pub fn entity_tag(report: &AgentReport) -> Result<String, serde_json::Error> {
-    let unstamped = AgentReport {
+    let mut unstamped = AgentReport {
         collected_at: String::new(),
         image_fs_used_bytes: None,
         ..report.clone()
     };
+    for image in &mut unstamped.images {
+        image.repo_tags.sort_unstable();
+        image.repo_digests.sort_unstable();
+    }
+    unstamped.images.sort_unstable_by(order);
     let mut digest = Digest(ring::digest::Context::new(&ring::digest::SHA256));
     serde_json::to_writer(&mut digest, &unstamped)?;
     let sum = digest.0.finish();
@@ -39,6 +47,16 @@ pub fn entity_tag(report: &AgentReport) -> Result<String, serde_json::Error> {
         .map(|b| format!("{b:02x}"))
         .collect();
     Ok(format!("\"{hex}\""))
+}
+
+/// Images by id, then names and size.
+fn order(a: &RuntimeImage, b: &RuntimeImage) -> std::cmp::Ordering {
+    (&a.id, &a.repo_tags, &a.repo_digests, a.size).cmp(&(
+        &b.id,
+        &b.repo_tags,
+        &b.repo_digests,
+        b.size,
+    ))
 }
 
 /// A SHA-256 fed as a writer, so that the JSON is hashed as it is written.
@@ -94,7 +112,6 @@ fn list_names(mut rest: &[u8], opaque: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::runtime::RuntimeImage;
     use proptest::prelude::*;
 
     fn report(collected_at: &str) -> AgentReport {
@@ -134,7 +151,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tag_ignores_the_reading_time_and_nothing_else() {
+    fn the_tag_ignores_the_reading_time_fs_use_and_order_and_nothing_else() {
         let base = report("2026-11-25T10:00:00Z");
         let tag = entity_tag(&base).unwrap();
         assert!(
@@ -143,6 +160,28 @@ mod tests {
         );
         assert_eq!(entity_tag(&report("2026-11-25T10:01:00Z")).unwrap(), tag);
         assert_eq!(entity_tag(&base.clone()).unwrap(), tag);
+        for fs in [None, Some(0), Some(4097)] {
+            let other = AgentReport {
+                image_fs_used_bytes: fs,
+                ..base.clone()
+            };
+            assert_eq!(entity_tag(&other).unwrap(), tag, "{fs:?}");
+        }
+        // The runtime's order, of the images or of an image's names.
+        let mut reordered = base.clone();
+        reordered.images.reverse();
+        assert_eq!(entity_tag(&reordered).unwrap(), tag);
+        let mut two_names = base.clone();
+        two_names.images[0]
+            .repo_tags
+            .push("docker.io/library/nginx:1".into());
+        let mut other_order = two_names.clone();
+        other_order.images[0].repo_tags.reverse();
+        assert_eq!(
+            entity_tag(&two_names).unwrap(),
+            entity_tag(&other_order).unwrap()
+        );
+        assert_ne!(entity_tag(&two_names).unwrap(), tag);
 
         type Change = Box<dyn Fn(&mut AgentReport)>;
         let changes: Vec<(&str, Change)> = vec![
@@ -155,7 +194,6 @@ mod tests {
             ),
             ("digest", Box::new(|r| r.images[0].repo_digests.clear())),
             ("size", Box::new(|r| r.images[1].size += 1)),
-            ("order", Box::new(|r| r.images.reverse())),
             ("image gone", Box::new(|r| drop(r.images.pop()))),
             ("plan", Box::new(|r| r.prune = Some(empty_plan()))),
         ];
