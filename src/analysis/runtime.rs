@@ -181,13 +181,16 @@ impl<'r> Summarizer<'r> {
             std::mem::take(&mut self.tags),
         );
         if relevant {
-            let entry: Vec<ImageRef> = digests
+            let mut entry: Vec<ImageRef> = digests
                 .into_iter()
                 .filter(|(_, pattern_only)| !pattern_only || pattern_image)
                 .map(|(r, _)| r)
                 .chain(tags)
                 .map(|r| r.interned())
                 .collect();
+            // Collected through a filter, the vector starts at room for four
+            // names; most entries have one or two, kept for every node.
+            entry.shrink_to_fit();
             self.kept += entry.len();
             if !entry.is_empty() {
                 self.summary.relevant_images.push(entry);
@@ -597,6 +600,11 @@ mod tests {
             "the digest, not a tag no one wants now"
         );
         assert!(s.relevant_images[0][0].digest.is_some());
+        // Kept for every node until its next list: no room for names it lacks.
+        let (decoded_summary, _) = decoded(&report, &relevance);
+        for kept in [&s, &decoded_summary] {
+            assert_eq!(kept.relevant_images[0].capacity(), 1);
+        }
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("images[3].repoTags"),
