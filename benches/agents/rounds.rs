@@ -256,9 +256,9 @@ pub async fn run(args: &Args) -> Result<(), String> {
     }
     let changed = ((cluster.nodes as f64 * args.changed_percent / 100.0).ceil() as usize)
         .clamp(1, cluster.nodes);
-    let step = cluster.nodes / changed;
+    let stride = cluster.nodes / changed;
     for k in 0..changed {
-        fleet.change(&cluster, k * step, 1);
+        fleet.change(&cluster, k * stride, 1);
     }
     let read = log.whole_round(all)?;
     rounds.push(measure("changed", read, pid, &fleet, &mut since));
