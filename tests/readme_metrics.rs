@@ -53,6 +53,8 @@ fn the_agent_serves_its_readme_table_after_a_pruning_run() {
     let status = Arc::new(RwLock::new(Status {
         last: Some(Arc::new(Snapshot {
             json: Default::default(),
+            etag: String::new(),
+            collected_at_text: String::new(),
             images: 60,
             image_bytes: 1 << 30,
             image_fs_used_bytes: Some(1 << 31),

@@ -63,6 +63,43 @@ fn endpoint_slice(name: &str, node: &str, port: u16) -> Value {
     })
 }
 
+/// Serves an EndpointSlice per agent (node, address) and starts the exporter
+/// reading them every second, with the lab's `wanted` tags and `extra` flags;
+/// returns it ready, with the directory of its files.
+async fn start_with_agents(
+    fake: &FakeApiServer,
+    agents: &[(&str, SocketAddr)],
+    wanted: &[&str],
+    extra: &[&str],
+) -> (Exporter, tempfile::TempDir) {
+    for (name, addr) in agents {
+        fake.apply_object(
+            "endpointslices",
+            endpoint_slice(&format!("imagecap-agent-{name}"), name, addr.port()),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = dir.path().join("config.yaml");
+    let images: String = wanted
+        .iter()
+        .map(|t| format!("    - {LAB}:{t}\n"))
+        .collect();
+    std::fs::write(&config, format!("prepull:\n  images:\n{images}")).unwrap();
+    let mut args = vec![
+        "--config",
+        config.to_str().unwrap(),
+        "--agents",
+        "imagecap/imagecap-agent",
+        "--agents-interval",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let exporter = Exporter::start(&args, &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    (exporter, dir)
+}
+
 #[tokio::test]
 async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable() {
     let nodes = [
@@ -136,36 +173,19 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    for (name, addr) in [
+    let agents = [
         ("full", good),
         ("slow", slow),
         ("garbage", garbage),
         ("huge", huge),
         ("stale", stale),
         ("gone", gone),
-    ] {
-        fake.apply_object(
-            "endpointslices",
-            endpoint_slice(&format!("imagecap-agent-{name}"), name, addr.port()),
-        );
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &fake.url());
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!("prepull:\n  images:\n    - {LAB}:w_2026_47\n    - {LAB}:w_2026_46\n"),
-    )
-    .unwrap();
-    let exporter = Exporter::start(
+    ];
+    let (exporter, _dir) = start_with_agents(
+        &fake,
+        &agents,
+        &["w_2026_47", "w_2026_46"],
         &[
-            "--config",
-            config.to_str().unwrap(),
-            "--agents",
-            "imagecap/imagecap-agent",
-            "--agents-interval",
-            "1s",
             "--agents-timeout",
             "1s",
             "--agents-max-bytes",
@@ -175,9 +195,8 @@ async fn agents_tell_hidden_from_absent_and_bad_agents_fall_back_to_unverifiable
             "--kubelet-stats-interval",
             "1s",
         ],
-        &[("KUBECONFIG", kc.as_path())],
-    );
-    exporter.wait_ready().await;
+    )
+    .await;
     let w47 = format!("{LAB}:w_2026_47");
     let w46 = format!("{LAB}:w_2026_46");
     let m = exporter
@@ -528,35 +547,14 @@ async fn an_agent_answering_200000_tags_leaves_memory_bounded() {
         ))
         .await
     };
-    fake.apply_object(
-        "endpointslices",
-        endpoint_slice("imagecap-agent-big", "big", agent.port()),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &fake.url());
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!("prepull:\n  images:\n    - {LAB}:w_2026_47\n"),
+    let (exporter, _dir) = start_with_agents(
+        &fake,
+        &[("big", agent)],
+        &["w_2026_47"],
+        // A debug build reads 28 MB slowly; time is not what this is about.
+        &["--agents-timeout", "60s", "--agents-max-bytes", "32MiB"],
     )
-    .unwrap();
-    let exporter = Exporter::start(
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--agents",
-            "imagecap/imagecap-agent",
-            "--agents-interval",
-            "1s",
-            // A debug build reads 28 MB slowly; time is not what this is about.
-            "--agents-timeout",
-            "60s",
-            "--agents-max-bytes",
-            "32MiB",
-        ],
-        &[("KUBECONFIG", kc.as_path())],
-    );
-    exporter.wait_ready().await;
+    .await;
     let pid = exporter.pid();
     let mut peak_rss: f64 = 0.0;
     let mut last = String::new();
@@ -674,4 +672,216 @@ async fn serve_reads_saved_agent_answers() {
             sample(m, "imagecap_node_hidden_images", &[("node", "blind")]) == Some(10.0)
         })
         .await;
+}
+
+/// A request's `If-None-Match`, and the answer's status.
+type Exchange = (Option<String>, u16);
+
+/// The agent's own answer to `/v1/images` (its library code: tag, 304) for
+/// `report`, behind a log of each request's `If-None-Match` and answer status.
+struct ConditionalAgent {
+    agent: imagecap_exporter::agent::Agent,
+    exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    addr: SocketAddr,
+}
+
+impl ConditionalAgent {
+    async fn start(node: &str) -> ConditionalAgent {
+        use imagecap_exporter::agent::{Agent, router};
+        use imagecap_exporter::serve::auth::BasicAuth;
+        let settings = imagecap_exporter::config::agent::AgentConfig::default().prune;
+        let agent = Agent::new(node, &settings);
+        let exchanges = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = exchanges.clone();
+        let app = router(agent.clone(), Arc::new(BasicAuth::new(Default::default()))).layer(
+            axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let log = log.clone();
+                    async move {
+                        let asked = request
+                            .headers()
+                            .get("if-none-match")
+                            .map(|v| v.to_str().unwrap().to_string());
+                        let response = next.run(request).await;
+                        log.lock()
+                            .unwrap()
+                            .push((asked, response.status().as_u16()));
+                        response
+                    }
+                },
+            ),
+        );
+        let addr = serve(app).await;
+        ConditionalAgent {
+            agent,
+            exchanges,
+            addr,
+        }
+    }
+
+    /// A reading of the runtime, now, from an answer in the JSON shape.
+    fn read(&self, answer: &Value) {
+        use imagecap_exporter::agent::cri::v1;
+        use imagecap_exporter::agent::report::{Snapshot, agent_report};
+        let images = answer["images"].as_array().unwrap().iter();
+        let names = |v: &Value| -> Vec<String> {
+            let all = v.as_array().unwrap().iter();
+            all.map(|n| n.as_str().unwrap().to_string()).collect()
+        };
+        let list = v1::ListImagesResponse {
+            images: images
+                .map(|i| v1::Image {
+                    id: i["id"].as_str().unwrap().to_string(),
+                    repo_tags: names(&i["repoTags"]),
+                    repo_digests: names(&i["repoDigests"]),
+                    size: i["size"].as_u64().unwrap(),
+                    pinned: false,
+                })
+                .collect(),
+        };
+        let now = std::time::SystemTime::now();
+        let report = agent_report(answer["node"].as_str().unwrap(), now, list, None);
+        self.agent.record(Ok(Snapshot::new(&report, now).unwrap()));
+    }
+
+    fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges.lock().unwrap().clone()
+    }
+}
+
+/// The samples about `node` that an agent's report decides.
+fn node_view(m: &str, node: &str, image: &str) -> Vec<Option<f64>> {
+    let n = [("node", node)];
+    let mut v: Vec<Option<f64>> = [
+        "imagecap_node_agent_up",
+        "imagecap_node_runtime_images",
+        "imagecap_node_hidden_images",
+    ]
+    .iter()
+    .map(|name| sample(m, name, &n))
+    .collect();
+    for state in ["hidden", "absent", "unverifiable"] {
+        let labels = [("node", node), ("image", image), ("state", state)];
+        v.push(sample(m, "imagecap_node_prepull_image_missing", &labels));
+    }
+    v
+}
+
+#[tokio::test]
+async fn an_unchanged_agent_answers_304_and_a_changed_one_is_read_again() {
+    let fake = FakeApiServer::start(vec![
+        node("full", &[], &filler(50)),
+        node("eager", &[], &filler(50)),
+        node("liar", &[], &filler(50)),
+    ])
+    .await;
+    let agent = ConditionalAgent::start("full").await;
+    agent.read(&agent_answer("full", &now_rfc3339()));
+    // A 304 to a request that asked for none.
+    let eager = serve(Router::new().route(
+        "/v1/images",
+        get(|| async {
+            let at = now_rfc3339();
+            let headers = [("etag", "\"e\"".to_string()), ("imagecap-collected-at", at)];
+            (axum::http::StatusCode::NOT_MODIFIED, headers)
+        }),
+    ))
+    .await;
+    // A whole answer tagged "a", then 304s tagged "b".
+    let asked = Arc::new(AtomicUsize::new(0));
+    let liar = serve(Router::new().route(
+        "/v1/images",
+        get(move || {
+            let first = asked.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                let at = now_rfc3339();
+                if first {
+                    let body = agent_answer("liar", &at).to_string();
+                    (axum::http::StatusCode::OK, [("etag", "\"a\"")], body)
+                } else {
+                    (
+                        axum::http::StatusCode::NOT_MODIFIED,
+                        [("etag", "\"b\"")],
+                        String::new(),
+                    )
+                }
+            }
+        }),
+    ))
+    .await;
+    let agents = [("full", agent.addr), ("eager", eager), ("liar", liar)];
+    let (exporter, _dir) = start_with_agents(&fake, &agents, &["w_2026_47"], &[]).await;
+    let w47 = format!("{LAB}:w_2026_47");
+    let first = exporter
+        .wait_metrics("the agent's list", |m| {
+            sample(m, "imagecap_node_hidden_images", &[("node", "full")]) == Some(10.0)
+        })
+        .await;
+    let seen = node_view(&first, "full", &w47);
+    assert_eq!(
+        seen,
+        [Some(1.0), Some(60.0), Some(10.0), Some(1.0), None, None]
+    );
+
+    // Later reads of the same list (a newer reading of it, too): 304s.
+    agent.read(&agent_answer("full", &now_rfc3339()));
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while agent.exchanges().iter().filter(|e| e.1 == 304).count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            agent.exchanges()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let m = exporter.metrics().await;
+    assert_eq!(node_view(&m, "full", &w47), seen, "after 304s");
+    let exchanges = agent.exchanges();
+    assert_eq!(exchanges[0], (None, 200), "{exchanges:?}");
+    let tag = exchanges[1].0.clone().expect("a conditional second read");
+    assert!(
+        exchanges[1..]
+            .iter()
+            .all(|e| *e == (Some(tag.clone()), 304)),
+        "{exchanges:?}"
+    );
+
+    // The list changes: the wanted image is gone from the runtime.
+    let mut changed = agent_answer("full", &now_rfc3339());
+    changed["images"].as_array_mut().unwrap().pop();
+    agent.read(&changed);
+    let m = exporter
+        .wait_metrics("the changed list", |m| {
+            sample(m, "imagecap_node_runtime_images", &[("node", "full")]) == Some(59.0)
+        })
+        .await;
+    assert_eq!(
+        node_view(&m, "full", &w47),
+        [Some(1.0), Some(59.0), Some(9.0), None, Some(1.0), None]
+    );
+    let exchanges = agent.exchanges();
+    let changed_at = exchanges.iter().position(|e| e.1 == 200 && e.0.is_some());
+    let changed_at = changed_at.expect("the old tag got the new list");
+    assert_eq!(exchanges[changed_at].0.as_deref(), Some(tag.as_str()));
+    let new_tag = exchanges.get(changed_at + 1).and_then(|e| e.0.clone());
+    assert!(new_tag.is_none_or(|t| t != tag), "{exchanges:?}");
+
+    // The agents whose 304 cannot stand: counted, logged, no report.
+    let m = exporter
+        .wait_metrics("the bad 304s counted", |m| {
+            sample(m, "imagecap_source_errors_total", &[("kind", "agent")])
+                .is_some_and(|n| n >= 3.0)
+        })
+        .await;
+    for bad in ["eager", "liar"] {
+        let up = sample(&m, "imagecap_node_agent_up", &[("node", bad)]);
+        assert_eq!(up, Some(0.0), "{bad}");
+    }
+    let log = exporter.log_text();
+    for needle in [
+        "304 Not Modified to a request without If-None-Match",
+        "304 Not Modified with ETag Some(\\\"\\\\\\\"b\\\\\\\"\\\"), but If-None-Match was",
+    ] {
+        assert!(log.contains(needle), "{needle:?} in\n{log}");
+    }
 }

@@ -412,6 +412,8 @@ mod tests {
         let m = agent("n1", "v", None);
         let snapshot = Snapshot {
             json: Bytes::new(),
+            etag: String::new(),
+            collected_at_text: String::new(),
             images: 60,
             image_bytes: 123_456,
             image_fs_used_bytes: Some(99),
@@ -524,6 +526,8 @@ mod tests {
         let mut status = Status {
             last: Some(Arc::new(Snapshot {
                 json: Bytes::new(),
+                etag: String::new(),
+                collected_at_text: String::new(),
                 images: 0,
                 image_bytes: u64::MAX,
                 image_fs_used_bytes: None,

@@ -6,8 +6,10 @@
 //! `ImageFsInfo` ([`cri`]), turns the answer into an [`AgentReport`]
 //! ([`report`]), serialized once, and serves:
 //!
-//! - `/v1/images`: the last successful report as JSON (gzip when accepted); 503
-//!   with a JSON error before the first success;
+//! - `/v1/images`: the last successful report as JSON (gzip when accepted), with
+//!   its `ETag`, and its `collectedAt` and `imageFsUsedBytes` in headers; `304
+//!   Not Modified` (no body, the same headers) to an `If-None-Match` naming the
+//!   tag ([`validator`]); 503 with a JSON error before the first success;
 //! - `/metrics`: [`families`];
 //! - `/healthz`: the process serves;
 //! - `/readyz`: 200 once a `ListImages` has succeeded, and from then on: while the
@@ -23,6 +25,7 @@ pub mod error;
 pub mod families;
 pub mod prune;
 pub mod report;
+pub mod validator;
 
 use crate::analysis::runtime::AgentReport;
 use crate::cli::AgentArgs;
@@ -99,7 +102,7 @@ impl Agent {
     }
 
     /// Records a reading: the report on success, the reason otherwise.
-    fn record(&self, reading: Result<Snapshot, ReadError>) {
+    pub fn record(&self, reading: Result<Snapshot, ReadError>) {
         let mut status = self.write();
         match reading {
             Ok(snapshot) => {
@@ -213,23 +216,44 @@ async fn metrics_handler(State(agent): State<Agent>, headers: HeaderMap) -> Resp
 }
 
 /// The last report, its JSON shared with every other request.
-async fn images_handler(State(agent): State<Agent>) -> Response {
+async fn images_handler(State(agent): State<Agent>, headers: HeaderMap) -> Response {
     let (last, error) = {
         let status = agent.read();
         (status.last.clone(), status.last_error.clone())
     };
     match last {
-        Some(snapshot) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            snapshot.json.clone(),
-        )
-            .into_response(),
+        Some(snapshot) => images_answer(&snapshot, &headers),
         None => {
             let reason = error.unwrap_or_else(|| "the runtime was not read yet".into());
             let body = serde_json::json!({ "error": format!("no image list yet: {reason}") });
             serve::unavailable(axum::Json(body))
         }
     }
+}
+
+/// The answer to `GET /v1/images` with `snapshot` at hand: `304` with the tag,
+/// reading time and filesystem use when `If-None-Match` names the tag, else the
+/// JSON with them.
+pub fn images_answer(snapshot: &Snapshot, request: &HeaderMap) -> Response {
+    let mut headers = HeaderMap::new();
+    // Both are made by the agent (hex, RFC 3339): a value that cannot be a header
+    // would only leave the header out, and the exporter then reads the body.
+    if let Ok(tag) = header::HeaderValue::from_str(&snapshot.etag) {
+        headers.insert(header::ETAG, tag);
+    }
+    if let Ok(at) = header::HeaderValue::from_str(&snapshot.collected_at_text) {
+        headers.insert(validator::COLLECTED_AT, at);
+    }
+    if let Some(used) = snapshot.image_fs_used_bytes {
+        headers.insert(validator::IMAGE_FS_USED, header::HeaderValue::from(used));
+    }
+    let asked = request.get_all(header::IF_NONE_MATCH).iter();
+    if validator::none_match(asked.map(|v| v.as_bytes()), &snapshot.etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let json = header::HeaderValue::from_static("application/json");
+    headers.insert(header::CONTENT_TYPE, json);
+    (headers, snapshot.json.clone()).into_response()
 }
 
 async fn readyz(State(agent): State<Agent>) -> Response {
@@ -365,4 +389,131 @@ fn pruner(
         agent.metrics.clone(),
     )
     .map_err(|e| StartError::BadInput(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::cri::v1;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::{Duration, UNIX_EPOCH};
+    use tower::ServiceExt;
+
+    /// A reading at `at_secs` of one image of `size`, the image filesystem at `fs`.
+    fn snapshot(at_secs: u64, size: u64, fs: u64) -> Snapshot {
+        let images = v1::ListImagesResponse {
+            images: vec![v1::Image {
+                id: "sha256:aaa".into(),
+                repo_tags: vec!["docker.io/library/nginx:1.25".into()],
+                repo_digests: vec![],
+                size,
+                pinned: false,
+            }],
+        };
+        let fs = v1::ImageFsInfoResponse {
+            image_filesystems: vec![v1::FilesystemUsage {
+                used_bytes: Some(v1::UInt64Value { value: fs }),
+                ..Default::default()
+            }],
+            container_filesystems: vec![],
+        };
+        let at = UNIX_EPOCH + Duration::from_secs(at_secs);
+        Snapshot::new(&report::agent_report("n", at, images, Some(&fs)), at).unwrap()
+    }
+
+    fn agent() -> (Agent, Router) {
+        let settings = crate::config::agent::AgentConfig::default().prune;
+        let agent = Agent::new("n", &settings);
+        let auth = Arc::new(auth::BasicAuth::new(Default::default()));
+        (agent.clone(), router(agent, auth))
+    }
+
+    /// One answer to `GET /v1/images`.
+    struct Answer {
+        status: u16,
+        headers: HeaderMap,
+        body: Vec<u8>,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> &str {
+            let value = self.headers.get(name).map(|v| v.to_str().unwrap());
+            value.unwrap_or_default()
+        }
+
+        /// The report in the body, gzip'd or not.
+        fn report(&self) -> crate::analysis::runtime::AgentReport {
+            let mut json = self.body.clone();
+            if self.headers.contains_key(header::CONTENT_ENCODING) {
+                json.clear();
+                let mut gz = flate2::read::GzDecoder::new(&self.body[..]);
+                std::io::Read::read_to_end(&mut gz, &mut json).unwrap();
+            }
+            serde_json::from_slice(&json).unwrap()
+        }
+    }
+
+    async fn get_images(app: &Router, headers: &[(&str, &str)]) -> Answer {
+        let mut request = Request::get("/v1/images");
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request.body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX);
+        let body = body.await.unwrap().to_vec();
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_list_costs_a_304() {
+        let (agent, app) = agent();
+        assert_eq!(get_images(&app, &[]).await.status, 503);
+        let first = snapshot(1_764_064_800, 10, 4096);
+        let tag = first.etag.clone();
+        agent.record(Ok(first));
+
+        let a = get_images(&app, &[]).await;
+        assert_eq!((a.status, a.header("etag")), (200, tag.as_str()));
+        assert_eq!(a.header(validator::COLLECTED_AT), "2025-11-25T10:00:00Z");
+        assert_eq!(a.header(validator::IMAGE_FS_USED), "4096");
+        assert_eq!(a.report().collected_at, "2025-11-25T10:00:00Z");
+
+        // A later reading of the same list, the filesystem use moved: same tag,
+        // and a 304 with the new time and use.
+        agent.record(Ok(snapshot(1_764_064_860, 10, 5000)));
+        let weak = format!("\"other\", W/{tag}");
+        for asked in [tag.as_str(), &weak, "*"] {
+            let gzip = ("accept-encoding", "gzip");
+            let a = get_images(&app, &[("if-none-match", asked), gzip]).await;
+            assert_eq!((a.status, a.header("etag")), (304, tag.as_str()), "{asked}");
+            assert_eq!(a.header(validator::COLLECTED_AT), "2025-11-25T10:01:00Z");
+            assert_eq!(a.header(validator::IMAGE_FS_USED), "5000");
+            assert!(a.header("content-encoding").is_empty() && a.body.is_empty());
+        }
+
+        // Another tag, or none: the whole list, gzip when asked.
+        let asked = [("if-none-match", "\"other\""), ("accept-encoding", "gzip")];
+        let a = get_images(&app, &asked).await;
+        assert_eq!((a.status, a.header("etag")), (200, tag.as_str()));
+        assert_eq!(a.header("content-encoding"), "gzip");
+        assert_eq!(a.report().collected_at, "2025-11-25T10:01:00Z");
+        assert_eq!(a.report().image_fs_used_bytes, Some(5000));
+
+        // The list changed: the old tag gets the new list and its tag.
+        agent.record(Ok(snapshot(1_764_064_920, 11, 5000)));
+        let a = get_images(&app, &[("if-none-match", &tag)]).await;
+        assert_eq!(a.status, 200);
+        assert_ne!(a.header("etag"), tag);
+        assert_eq!(a.report().images[0].size, 11);
+        let new_tag = a.header("etag").to_string();
+        let a = get_images(&app, &[("if-none-match", &new_tag)]).await;
+        assert_eq!((a.status, a.header("etag")), (304, new_tag.as_str()));
+    }
 }

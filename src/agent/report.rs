@@ -2,6 +2,7 @@
 
 use super::cri::v1;
 use super::error::ReadError;
+use super::validator;
 use crate::analysis::runtime::{AgentReport, RuntimeImage};
 use bytes::Bytes;
 use std::time::SystemTime;
@@ -51,6 +52,10 @@ pub fn agent_report(
 pub struct Snapshot {
     /// The report's JSON, serialized once per reading and shared by every request.
     pub json: Bytes,
+    /// Its entity tag ([`validator::entity_tag`]), quoted.
+    pub etag: String,
+    /// Its `collectedAt`, for the [`validator::COLLECTED_AT`] header.
+    pub collected_at_text: String,
     pub images: usize,
     pub image_bytes: u64,
     pub image_fs_used_bytes: Option<u64>,
@@ -62,6 +67,8 @@ impl Snapshot {
         let json = serde_json::to_vec(report)?;
         Ok(Snapshot {
             json: Bytes::from(json),
+            etag: validator::entity_tag(report)?,
+            collected_at_text: report.collected_at.clone(),
             images: report.images.len(),
             image_bytes: report.image_bytes(),
             image_fs_used_bytes: report.image_fs_used_bytes,

@@ -9,6 +9,19 @@ use super::reference::{ImageRef, RefError};
 use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};
 
+/// The response header in which the agent repeats the report's `collectedAt`
+/// (RFC 3339, UTC) on `/v1/images` answers, `200` and `304 Not Modified` alike:
+/// a `304` has no body to read the time from, and the time is what tells a
+/// fresh list from the last list of a runtime that stopped answering.
+pub const COLLECTED_AT_HEADER: &str = "imagecap-collected-at";
+
+/// The response header in which the agent repeats the report's
+/// `imageFsUsedBytes` (absent when the report has none), as
+/// [`COLLECTED_AT_HEADER`]: the runtime's figure moves with the containers'
+/// writable layers, so it is sent with every answer rather than made part of
+/// what a `304` says is unchanged.
+pub const IMAGE_FS_USED_HEADER: &str = "imagecap-image-fs-used-bytes";
+
 /// The body of an agent's `/v1/images`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -53,7 +66,9 @@ impl AgentReport {
 
 /// What the analysis keeps of an agent's report: counts, and the names of the
 /// images that can match an image wanted now (at most [`MAX_RUNTIME_NAMES`]).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// `Eq`, so that comparing two `Arc`s of the same summary (an agent answering
+/// `304` every round) is a pointer comparison.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeSummary {
     /// Images the runtime holds.
     pub image_count: u32,
@@ -166,13 +181,16 @@ impl<'r> Summarizer<'r> {
             std::mem::take(&mut self.tags),
         );
         if relevant {
-            let entry: Vec<ImageRef> = digests
+            let mut entry: Vec<ImageRef> = digests
                 .into_iter()
                 .filter(|(_, pattern_only)| !pattern_only || pattern_image)
                 .map(|(r, _)| r)
                 .chain(tags)
                 .map(|r| r.interned())
                 .collect();
+            // Collected through a filter, the vector starts at room for four
+            // names; most entries have one or two, kept for every node.
+            entry.shrink_to_fit();
             self.kept += entry.len();
             if !entry.is_empty() {
                 self.summary.relevant_images.push(entry);
@@ -582,6 +600,11 @@ mod tests {
             "the digest, not a tag no one wants now"
         );
         assert!(s.relevant_images[0][0].digest.is_some());
+        // Kept for every node until its next list: no room for names it lacks.
+        let (decoded_summary, _) = decoded(&report, &relevance);
+        for kept in [&s, &decoded_summary] {
+            assert_eq!(kept.relevant_images[0].capacity(), 1);
+        }
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("images[3].repoTags"),

@@ -10,7 +10,10 @@
 //! what the API alone shows (`unverifiable` at the cap).
 
 use super::{About, Loudness, report_failure};
-use crate::analysis::runtime::{AgentReport, DecodedReport, MAX_RUNTIME_NAMES, decode_report};
+use crate::analysis::runtime::{
+    AgentReport, COLLECTED_AT_HEADER, DecodedReport, IMAGE_FS_USED_HEADER, MAX_RUNTIME_NAMES,
+    RuntimeSummary, decode_report,
+};
 use crate::analysis::{Relevance, intern};
 use crate::client::http::{ClientError, HttpError, timed_out};
 use crate::client::kube_error::WatcherLine;
@@ -162,6 +165,25 @@ pub enum ReportError {
     Stale { at: String, max_age: Duration },
     #[error("decoding the answer failed: {0}")]
     Decoder(tokio::task::JoinError),
+    /// A `304 Not Modified` that cannot stand for the remembered answer.
+    #[error("304 Not Modified {0}")]
+    NotModified(NotModifiedError),
+}
+
+/// Why a `304 Not Modified` cannot be used.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotModifiedError {
+    #[error("to a request without If-None-Match")]
+    NotAsked,
+    #[error("with ETag {got:?}, but If-None-Match was {sent:?}")]
+    OtherTag { sent: String, got: Option<String> },
+    #[error(
+        "without the {} header: the list's age is unknown",
+        COLLECTED_AT_HEADER
+    )]
+    NoTime,
+    #[error("with {IMAGE_FS_USED_HEADER} {0:?}, not a number of bytes")]
+    BadFsUse(String),
 }
 
 /// A failed read of one agent, counted as an `agent` source error.
@@ -224,20 +246,84 @@ pub fn check_report(
             node: node.to_string(),
         });
     }
-    let collected = humantime::parse_rfc3339_weak(&report.collected_at).map_err(|error| {
-        ReportError::CollectedAt {
-            at: report.collected_at.clone(),
+    check_fresh(&report.collected_at, now, max_age)?;
+    Ok(report)
+}
+
+/// Checks that a runtime answer collected at `at` (RFC 3339) is no older than
+/// `max_age` at `now`: the body's `collectedAt` on a `200`, the
+/// [`COLLECTED_AT_HEADER`] header on a `304`.
+pub fn check_fresh(at: &str, now: SystemTime, max_age: Duration) -> Result<(), ReportError> {
+    let collected =
+        humantime::parse_rfc3339_weak(at).map_err(|error| ReportError::CollectedAt {
+            at: at.to_string(),
             error,
-        }
-    })?;
+        })?;
     let age = now.duration_since(collected).unwrap_or_default();
     if age > max_age {
         return Err(ReportError::Stale {
-            at: report.collected_at,
+            at: at.to_string(),
             max_age,
         });
     }
-    Ok(report)
+    Ok(())
+}
+
+/// What one read of an agent brought.
+#[derive(Debug)]
+pub enum Answer {
+    /// A whole report, and its `ETag` when the agent sent one.
+    Full {
+        report: Box<DecodedReport>,
+        etag: Option<String>,
+    },
+    /// `304 Not Modified`: the report of the tag sent still holds, and is fresh;
+    /// the image filesystem use, which the tag does not cover, is this now.
+    Unchanged { image_fs_used_bytes: Option<u64> },
+}
+
+/// The headers of a `304 Not Modified` that tell what it stands for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NotModified<'a> {
+    pub etag: Option<&'a str>,
+    pub collected_at: Option<&'a str>,
+    pub image_fs_used_bytes: Option<&'a str>,
+}
+
+/// Checks a `304 Not Modified` to a request that sent `sent` as If-None-Match
+/// (none: an unconditional request): it must repeat that tag and tell a fresh
+/// collection time. The comparison is exact: the exporter sends only tags the
+/// agent gave it, and the agent repeats them as they are. Returns the image
+/// filesystem use it tells (none without the header, as a report without
+/// `imageFsUsedBytes`).
+pub fn check_not_modified(
+    sent: Option<&str>,
+    answer: NotModified<'_>,
+    now: SystemTime,
+    max_age: Duration,
+) -> Result<Option<u64>, ReportError> {
+    let fail = |e| Err(ReportError::NotModified(e));
+    let Some(sent) = sent else {
+        return fail(NotModifiedError::NotAsked);
+    };
+    if answer.etag != Some(sent) {
+        return fail(NotModifiedError::OtherTag {
+            sent: sent.to_string(),
+            got: answer.etag.map(str::to_string),
+        });
+    }
+    let Some(at) = answer.collected_at else {
+        return fail(NotModifiedError::NoTime);
+    };
+    check_fresh(at, now, max_age)?;
+    match answer
+        .image_fs_used_bytes
+        .map(|v| (v, v.trim().parse::<u64>()))
+    {
+        None => Ok(None),
+        Some((_, Ok(used))) => Ok(Some(used)),
+        Some((v, Err(_))) => fail(NotModifiedError::BadFsUse(v.to_string())),
+    }
 }
 
 /// A reader that fails past `max` bytes.
@@ -349,29 +435,42 @@ async fn read_streaming<T: Send + 'static>(
 
 /// The client for the agents: rustls with the process's crypto provider, gzip,
 /// and the CA when one is given.
+///
+/// No connection is kept idle: each agent is read once per interval (a minute by
+/// default), so a kept connection would be reused once a minute at best while
+/// holding a socket and its buffers in between, for every agent: thousands of
+/// them at scale. A read opens its own connection (a TCP handshake, and a TLS
+/// one with `--agents-https`), and at most `--agents-concurrency` are open.
 pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, ClientError> {
     // The whole exchange is bounded by `fetch`; connecting alone by this.
     // Redirects are not followed: an answer that redirects is an error.
     let builder = reqwest::Client::builder()
         .connect_timeout(opts.timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(1);
+        .pool_max_idle_per_host(0);
     crate::client::http::build_with_ca(builder, opts.ca_file.as_deref())
 }
 
 /// One read of one agent, decoded as it arrives into what `relevance` keeps.
+/// With `etag` (the tag of the report the exporter holds for the node), the read
+/// is conditional: a `304 Not Modified` is [`Answer::Unchanged`] once checked
+/// ([`check_not_modified`]).
 pub async fn fetch(
     client: &reqwest::Client,
     opts: &AgentOptions,
     target: &Target,
     password: Option<&str>,
     relevance: &Arc<Relevance>,
-) -> Result<DecodedReport, AgentError> {
+    etag: Option<&str>,
+) -> Result<Answer, AgentError> {
     let scheme = if opts.https { "https" } else { "http" };
     let url = format!("{scheme}://{}/v1/images", target.authority);
     let mut request = client
         .get(&url)
         .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+    if let Some(etag) = etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
+    }
     if let (Some((user, _)), Some(password)) = (&opts.basic_auth, password) {
         request = request.basic_auth(user, Some(password));
     }
@@ -382,6 +481,33 @@ pub async fn fetch(
             error: HttpError::exchange(e, opts.timeout),
         })?;
         let status = response.status();
+        let answer_error = |error| AgentError::Answer {
+            url: url.clone(),
+            error,
+        };
+        let header = |name| {
+            let value = response.headers().get(name)?;
+            value.to_str().ok().map(str::to_string)
+        };
+        let sent_etag = header(reqwest::header::ETAG);
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            let at = header(reqwest::header::HeaderName::from_static(
+                COLLECTED_AT_HEADER,
+            ));
+            let fs = header(reqwest::header::HeaderName::from_static(
+                IMAGE_FS_USED_HEADER,
+            ));
+            let answer = NotModified {
+                etag: sent_etag.as_deref(),
+                collected_at: at.as_deref(),
+                image_fs_used_bytes: fs.as_deref(),
+            };
+            let image_fs_used_bytes = check_not_modified(etag, answer, SystemTime::now(), max_age)
+                .map_err(answer_error)?;
+            return Ok(Answer::Unchanged {
+                image_fs_used_bytes,
+            });
+        }
         if status.is_redirection() {
             return Err(AgentError::Redirect(HttpError::redirect(&url, &response)));
         }
@@ -389,13 +515,14 @@ pub async fn fetch(
             let url = url.clone();
             return Err(AgentError::Status { url, status });
         }
-        read_streaming(response, opts.max_body_bytes, move |body| {
+        let report = read_streaming(response, opts.max_body_bytes, move |body| {
             check_report(body, &node, SystemTime::now(), max_age, &relevance)
         })
         .await
-        .map_err(|error| AgentError::Answer {
-            url: url.clone(),
-            error,
+        .map_err(answer_error)?;
+        Ok(Answer::Full {
+            report: Box::new(report),
+            etag: sent_etag,
         })
     };
     // One limit for the whole exchange, a body trickled in slowly included.
@@ -405,8 +532,61 @@ pub async fn fetch(
         .unwrap_or_else(|_| Err(AgentError::Timeout { url, timeout }))
 }
 
-/// Reads every agent once and records what they hold; nodes without a usable
-/// report lose their runtime view. Returns the number of agents read.
+/// The last report an agent sent with a tag: what a `304` stands for.
+#[derive(Debug)]
+struct Remembered {
+    etag: String,
+    summary: Arc<RuntimeSummary>,
+}
+
+impl Remembered {
+    /// The remembered summary with the image filesystem use of a `304`: the
+    /// same when that did not change.
+    fn with_fs_use(&mut self, image_fs_used_bytes: Option<u64>) -> Arc<RuntimeSummary> {
+        if self.summary.image_fs_used_bytes != image_fs_used_bytes {
+            self.summary = Arc::new(RuntimeSummary {
+                image_fs_used_bytes,
+                ..(*self.summary).clone()
+            });
+        }
+        self.summary.clone()
+    }
+}
+
+/// What the polling keeps between rounds, per node.
+#[derive(Debug, Default)]
+struct Memory {
+    /// The last error logged, to log a repeated one quietly.
+    last_error: HashMap<String, String>,
+    /// The last tagged report. Summaries depend on the relevance they were made
+    /// with: forgotten when it changes.
+    reports: HashMap<String, Remembered>,
+}
+
+impl Memory {
+    /// Forgets the nodes not in `reading`.
+    fn keep_only(&mut self, reading: &HashSet<&str>) {
+        self.last_error.retain(|n, _| reading.contains(n.as_str()));
+        self.reports.retain(|n, _| reading.contains(n.as_str()));
+    }
+}
+
+/// The agents' basic-auth password, read again every round.
+fn read_password(opts: &AgentOptions) -> Option<String> {
+    let (_, path) = opts.basic_auth.as_ref()?;
+    match std::fs::read_to_string(path) {
+        Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot read the agents' password file: {e}");
+            None
+        }
+    }
+}
+
+/// Reads every agent once and records what they hold as the answers arrive
+/// (at most `--agents-concurrency` in flight, none held past its recording);
+/// nodes without a usable report lose their runtime view. Returns the number of
+/// agents read.
 async fn read_all(
     client: &reqwest::Client,
     opts: &AgentOptions,
@@ -414,74 +594,103 @@ async fn read_all(
     store: &Store,
     metrics: &Metrics,
     relevance: &Arc<Relevance>,
-    last_error: &mut HashMap<String, String>,
+    memory: &mut Memory,
 ) -> usize {
-    let password = match &opts.basic_auth {
-        Some((_, path)) => match std::fs::read_to_string(path) {
-            Ok(p) => Some(p.trim_end_matches(['\r', '\n']).to_string()),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "cannot read the agents' password file: {e}");
-                None
-            }
-        },
-        None => None,
-    };
+    let password = read_password(opts);
     // Owned futures: borrowed ones make the task's future not `Send` for every
     // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
     let opts = Arc::new(opts.clone());
-    let results: Vec<(String, Result<DecodedReport, AgentError>)> =
-        futures::stream::iter(targets.to_vec())
-            .map(|t| {
-                let (client, opts, password, relevance) = (
-                    client.clone(),
-                    opts.clone(),
-                    password.clone(),
-                    relevance.clone(),
-                );
-                async move {
-                    let r = fetch(&client, &opts, &t, password.as_deref(), &relevance).await;
-                    (t.node, r)
-                }
-            })
-            .buffer_unordered(opts.concurrency.max(1))
-            .collect()
-            .await;
+    let reads: Vec<(Target, Option<String>)> = targets
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                memory.reports.get(&t.node).map(|r| r.etag.clone()),
+            )
+        })
+        .collect();
+    let mut answers = futures::stream::iter(reads)
+        .map(|(t, etag)| {
+            let (client, opts, password, relevance) = (
+                client.clone(),
+                opts.clone(),
+                password.clone(),
+                relevance.clone(),
+            );
+            async move {
+                let (password, etag) = (password.as_deref(), etag.as_deref());
+                let r = fetch(&client, &opts, &t, password, &relevance, etag).await;
+                (t.node, r)
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1));
     let mut ok = 0;
-    for (node, result) in results {
-        match result {
-            Ok(DecodedReport {
-                summary, problems, ..
-            }) => {
-                ok += 1;
-                if summary.names_dropped > 0 {
-                    metrics.agent_names_dropped(summary.names_dropped);
-                    tracing::warn!(%node, dropped = summary.names_dropped,
-                        "the agent's report has more names that may be wanted than are kept \
-                         ({MAX_RUNTIME_NAMES}); the rest are ignored");
-                }
-                for p in problems.iter().take(3) {
-                    tracing::debug!(%node, "agent report: skipping a name: {p}");
-                }
-                store.set_runtime(&node, Some(Arc::new(summary)));
-                if last_error.remove(&node).is_some() {
-                    tracing::info!(%node, "the node's agent answers again");
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                let loudness = if last_error.get(&node) != Some(&msg) {
-                    Loudness::Warn
-                } else {
-                    Loudness::Quiet
-                };
-                let unknown = || store.set_runtime(&node, None);
-                let what = "cannot use the node agent's image list";
-                report_failure(metrics, &e, unknown, loudness, About::Node(&node), what);
-                last_error.insert(node, msg);
-            }
-        }
+    while let Some((node, result)) = answers.next().await {
+        ok += usize::from(record(node, result, store, metrics, memory));
     }
     ok
+}
+
+/// Records one agent's answer: its summary in the store (the remembered one on
+/// a `304`), or the failure. Returns whether the answer was usable.
+fn record(
+    node: String,
+    result: Result<Answer, AgentError>,
+    store: &Store,
+    metrics: &Metrics,
+    memory: &mut Memory,
+) -> bool {
+    let summary = match result {
+        Ok(Answer::Full { report, etag }) => {
+            for p in report.problems.iter().take(3) {
+                tracing::debug!(%node, "agent report: skipping a name: {p}");
+            }
+            let summary = Arc::new(report.summary);
+            match etag {
+                Some(etag) => {
+                    let summary = summary.clone();
+                    memory
+                        .reports
+                        .insert(node.clone(), Remembered { etag, summary });
+                }
+                None => drop(memory.reports.remove(&node)),
+            }
+            summary
+        }
+        Ok(Answer::Unchanged {
+            image_fs_used_bytes,
+        }) => match memory.reports.get_mut(&node) {
+            Some(remembered) => remembered.with_fs_use(image_fs_used_bytes),
+            // Not reached: a 304 is accepted only to a tag sent, from memory.
+            None => return false,
+        },
+        Err(e) => {
+            // The next read asks for the whole list again.
+            memory.reports.remove(&node);
+            let msg = e.to_string();
+            let loudness = if memory.last_error.get(&node) != Some(&msg) {
+                Loudness::Warn
+            } else {
+                Loudness::Quiet
+            };
+            let unknown = || store.set_runtime(&node, None);
+            let what = "cannot use the node agent's image list";
+            report_failure(metrics, &e, unknown, loudness, About::Node(&node), what);
+            memory.last_error.insert(node, msg);
+            return false;
+        }
+    };
+    if summary.names_dropped > 0 {
+        metrics.agent_names_dropped(summary.names_dropped);
+        tracing::warn!(%node, dropped = summary.names_dropped,
+            "the agent's report has more names that may be wanted than are kept \
+             ({MAX_RUNTIME_NAMES}); the rest are ignored");
+    }
+    store.set_runtime(&node, Some(summary));
+    if memory.last_error.remove(&node).is_some() {
+        tracing::info!(%node, "the node's agent answers again");
+    }
+    true
 }
 
 /// Why saved agent answers cannot be read.
@@ -642,7 +851,7 @@ async fn poll(
         r = reader.wait_until_ready() => if r.is_err() { return },
         _ = shutdown.cancelled() => return,
     }
-    let mut last_error: HashMap<String, String> = HashMap::new();
+    let mut memory = Memory::default();
     let mut logged_problems: Vec<String> = Vec::new();
     let mut relevance = store.relevance();
     let mut next = tokio::time::Instant::now();
@@ -653,7 +862,12 @@ async fn poll(
             // The wanted images changed: the kept names may miss some.
             _ = relevance_changed(&store, &relevance) => {}
         }
-        relevance = store.relevance();
+        let now_relevant = store.relevance();
+        if !now_relevant.same_for_runtime(&relevance) {
+            // The remembered summaries kept the names relevant before.
+            memory.reports.clear();
+        }
+        relevance = now_relevant;
         let (targets, problems) = targets(&reader.state(), &opts.port_name);
         if problems != logged_problems {
             for p in &problems {
@@ -667,9 +881,9 @@ async fn poll(
                 store.set_runtime(&node, None);
             }
         }
-        last_error.retain(|n, _| reading.contains(n.as_str()));
+        memory.keep_only(&reading);
         let read = tokio::select! {
-            n = read_all(&http, &opts, &targets, &store, &metrics, &relevance, &mut last_error) => n,
+            n = read_all(&http, &opts, &targets, &store, &metrics, &relevance, &mut memory) => n,
             _ = shutdown.cancelled() => return,
         };
         tracing::debug!(agents = targets.len(), read, "read the node agents");
@@ -842,5 +1056,74 @@ mod tests {
             let e = check(garbage, "a").unwrap_err();
             assert!(e.contains("not an agent report"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_304_must_repeat_the_tag_sent_and_be_fresh() {
+        let now = humantime::parse_rfc3339("2026-11-25T10:05:00Z").unwrap();
+        let max = Duration::from_secs(180);
+        let fresh = NotModified {
+            etag: Some("\"t\""),
+            collected_at: Some("2026-11-25T10:04:00Z"),
+            image_fs_used_bytes: None,
+        };
+        let check =
+            |sent, answer| check_not_modified(sent, answer, now, max).map_err(|e| e.to_string());
+        assert_eq!(check(Some("\"t\""), fresh), Ok(None));
+        let with_fs = |v| NotModified {
+            image_fs_used_bytes: Some(v),
+            ..fresh
+        };
+        assert_eq!(check(Some("\"t\""), with_fs("4096")), Ok(Some(4096)));
+        let e = check(Some("\"t\""), with_fs("-1")).unwrap_err();
+        assert!(
+            e.contains("imagecap-image-fs-used-bytes \"-1\", not a number"),
+            "{e}"
+        );
+
+        let e = check(None, fresh).unwrap_err();
+        assert!(
+            e.contains("304 Not Modified to a request without If-None-Match"),
+            "{e}"
+        );
+        let other = |etag| NotModified { etag, ..fresh };
+        let e = check(Some("\"t\""), other(Some("\"u\""))).unwrap_err();
+        assert!(
+            e.contains("with ETag Some(\"\\\"u\\\"\"), but If-None-Match was"),
+            "{e}"
+        );
+        let e = check(Some("\"t\""), other(None)).unwrap_err();
+        assert!(e.contains("with ETag None"), "{e}");
+        // A weak form of the tag is not the tag sent.
+        assert!(check(Some("\"t\""), other(Some("W/\"t\""))).is_err());
+        let at = |collected_at| NotModified {
+            collected_at,
+            ..fresh
+        };
+        let e = check(Some("\"t\""), at(None)).unwrap_err();
+        assert!(e.contains("imagecap-collected-at header"), "{e}");
+        let e = check(Some("\"t\""), at(Some("2026-11-25T09:00:00Z"))).unwrap_err();
+        assert!(e.contains("runtime down"), "{e}");
+        let e = check(Some("\"t\""), at(Some("soon"))).unwrap_err();
+        assert!(e.contains("collectedAt \"soon\""), "{e}");
+    }
+
+    #[test]
+    fn a_304_updates_only_the_fs_use() {
+        let summary = Arc::new(RuntimeSummary {
+            image_count: 3,
+            image_fs_used_bytes: Some(1),
+            ..Default::default()
+        });
+        let mut r = Remembered {
+            etag: "\"t\"".into(),
+            summary: summary.clone(),
+        };
+        assert!(Arc::ptr_eq(&r.with_fs_use(Some(1)), &summary));
+        let moved = r.with_fs_use(Some(2));
+        assert_eq!(moved.image_fs_used_bytes, Some(2));
+        assert_eq!(moved.image_count, 3);
+        assert!(Arc::ptr_eq(&r.summary, &moved));
+        assert_eq!(r.with_fs_use(None).image_fs_used_bytes, None);
     }
 }

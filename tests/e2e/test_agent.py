@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -238,3 +239,34 @@ def test_with_pruning_the_agent_serves_the_whole_readme_table(containerd, sixty_
                     "imagecap_runtime_image_fs_used_bytes{" in t and t)
     assert exposed(text) == readme_agent_table()
     assert 'imagecap_prune_removed_images_total{node="prune-table"} 0' in text
+
+
+def test_an_unchanged_list_answers_304_and_a_new_image_changes_the_tag(agent, containerd, sixty_images,
+                                                                        tmp_path):
+    """The exporter's conditional read against the runtime's real list: a later
+    reading of the same images keeps the tag (a 304, no body, a newer reading
+    time in its header); an image more changes it."""
+    def conditional():
+        r = agent.get("/v1/images")
+        if r.status_code != 200 or len(r.json()["images"]) != 60:
+            return None
+        assert r.headers["imagecap-collected-at"] == r.json()["collectedAt"]
+        time.sleep(2.2)  # a reading of the runtime a second later at least (--interval 1s)
+        again = agent.get("/v1/images", headers={"If-None-Match": r.headers["etag"]})
+        return again.status_code == 304 and (r, again)
+
+    first, again = wait_for("a 304 to the current tag", conditional)
+    tag = first.headers["etag"]
+    assert again.content == b""
+    assert again.headers["etag"] == tag
+    assert again.headers["imagecap-collected-at"] > first.headers["imagecap-collected-at"]
+    assert "content-encoding" not in again.headers
+
+    extra = make_images(tmp_path, containerd, [("imagecap.test/agent/extra:v1", 500)])
+    try:
+        changed = wait_for("the image more, under a new tag", lambda: (
+            (r := agent.get("/v1/images", headers={"If-None-Match": tag})).status_code == 200
+            and len(r.json()["images"]) == 61 and r))
+        assert changed.headers["etag"] != tag
+    finally:
+        remove_images(containerd, extra)
