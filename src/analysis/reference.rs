@@ -37,64 +37,7 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<ImageRef, RefError> {
-        let s = input.trim();
-        if s.is_empty() {
-            return Err(RefError::Empty);
-        }
-        if s.starts_with("<none>") {
-            return Err(RefError::Placeholder(s.to_string()));
-        }
-        let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
-
-        let (rest, digest) = match s.split_once('@') {
-            Some((name, digest)) => (name, Some(parse_digest(digest).map_err(invalid)?)),
-            None => (s, None),
-        };
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let tag = &rest[last_slash + i + 1..];
-                validate_tag(tag).map_err(invalid)?;
-                (&rest[..last_slash + i], Some(tag.to_string()))
-            }
-            None => (rest, None),
-        };
-        if name.is_empty() {
-            return Err(invalid("no repository name"));
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(invalid("repository name longer than 255 characters"));
-        }
-
-        let (domain, path) = split_domain(name);
-        let domain = match domain {
-            Some(d) => {
-                validate_domain(d).map_err(invalid)?;
-                if d == "index.docker.io" {
-                    DOCKER_HUB
-                } else {
-                    d
-                }
-            }
-            None => DOCKER_HUB,
-        };
-        for component in path.split('/') {
-            validate_path_component(component).map_err(invalid)?;
-        }
-        let repo = if domain == DOCKER_HUB && !path.contains('/') {
-            format!("{DOCKER_HUB}/library/{path}")
-        } else {
-            format!("{domain}/{path}")
-        };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some("latest".to_string()),
-            _ => tag,
-        };
-        Ok(ImageRef {
-            repo: repo.into(),
-            tag: tag.map(Into::into),
-            digest: digest.map(Into::into),
-        })
+        scan(input).map(|parts| parts.to_ref())
     }
 
     /// `repo:tag` when the reference has a tag: the form patterns are matched against.
@@ -149,6 +92,124 @@ impl std::str::FromStr for ImageRef {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ImageRef::parse(s)
     }
+}
+
+/// A well-formed image name's parts, borrowed from it: what [`ImageRef::parse`]
+/// makes of the name, found without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameParts<'a> {
+    /// The registry; `docker.io` for Docker Hub however it was written.
+    domain: &'a str,
+    /// Whether Docker Hub's `library/` goes between the registry and the path.
+    library: bool,
+    path: &'a str,
+    /// The tag as written.
+    tag: Option<&'a str>,
+    /// The digest as written (`algorithm:encoded`).
+    digest: Option<&'a str>,
+}
+
+impl<'a> NameParts<'a> {
+    /// The tag of the normalized reference (`latest` when it has neither tag nor
+    /// digest).
+    pub fn tag(&self) -> Option<&'a str> {
+        match (self.tag, self.digest) {
+            (None, None) => Some("latest"),
+            (tag, _) => tag,
+        }
+    }
+
+    /// Appends the normalized repository (`ImageRef::repo`) to `out`.
+    pub fn push_repo(&self, out: &mut String) {
+        out.push_str(self.domain);
+        out.push('/');
+        if self.library {
+            out.push_str("library/");
+        }
+        out.push_str(self.path);
+    }
+
+    /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
+    /// when it has to be lower-cased.
+    pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.digest.map(|d| {
+            if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(digest_string(d))
+            } else {
+                std::borrow::Cow::Borrowed(d)
+            }
+        })
+    }
+
+    fn to_ref(self) -> ImageRef {
+        let mut repo = String::with_capacity(self.domain.len() + self.path.len() + 9);
+        self.push_repo(&mut repo);
+        ImageRef {
+            repo: repo.into(),
+            tag: self.tag().map(Into::into),
+            digest: self.digest.map(|d| digest_string(d).into()),
+        }
+    }
+}
+
+/// Checks `input` against the reference grammar as [`ImageRef::parse`] does (the
+/// same errors, in the same order) and returns its parts. Allocates only for an
+/// error.
+pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(RefError::Empty);
+    }
+    if s.starts_with("<none>") {
+        return Err(RefError::Placeholder(s.to_string()));
+    }
+    let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
+
+    let (rest, digest) = match s.split_once('@') {
+        Some((name, digest)) => {
+            validate_digest(digest).map_err(invalid)?;
+            (name, Some(digest))
+        }
+        None => (s, None),
+    };
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => {
+            let tag = &rest[last_slash + i + 1..];
+            validate_tag(tag).map_err(invalid)?;
+            (&rest[..last_slash + i], Some(tag))
+        }
+        None => (rest, None),
+    };
+    if name.is_empty() {
+        return Err(invalid("no repository name"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid("repository name longer than 255 characters"));
+    }
+
+    let (domain, path) = split_domain(name);
+    let domain = match domain {
+        Some(d) => {
+            validate_domain(d).map_err(invalid)?;
+            if d == "index.docker.io" {
+                DOCKER_HUB
+            } else {
+                d
+            }
+        }
+        None => DOCKER_HUB,
+    };
+    for component in path.split('/') {
+        validate_path_component(component).map_err(invalid)?;
+    }
+    Ok(NameParts {
+        domain,
+        library: domain == DOCKER_HUB && !path.contains('/'),
+        path,
+        tag,
+        digest,
+    })
 }
 
 fn split_domain(name: &str) -> (Option<&str>, &str) {
@@ -255,13 +316,9 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A digest, `algorithm:encoded` in the OCI image spec's grammar
-/// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`). A digest of a registered
-/// algorithm (sha256, sha512) with the right number of hex digits is returned
-/// lower-cased; any other is kept as given, as Nublado compares digests: its own test
-/// data says `sha256:1234`, and sanitized real node dumps carry such strings too. See
-/// [`digest_is_canonical`].
-fn parse_digest(d: &str) -> Result<String, &'static str> {
+/// Checks a digest, `algorithm:encoded` in the OCI image spec's grammar
+/// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`).
+fn validate_digest(d: &str) -> Result<(), &'static str> {
     let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
     let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
         !part.is_empty()
@@ -279,11 +336,19 @@ fn parse_digest(d: &str) -> Result<String, &'static str> {
     {
         return Err("invalid digest");
     }
-    let canonical = format!("{alg}:{}", encoded.to_ascii_lowercase());
+    Ok(())
+}
+
+/// The digest kept for a well-formed digest `d`: one of a registered algorithm
+/// (sha256, sha512) with the right number of hex digits lower-cased; any other as
+/// given, as Nublado compares digests: its own test data says `sha256:1234`, and
+/// sanitized real node dumps carry such strings too. See [`digest_is_canonical`].
+fn digest_string(d: &str) -> String {
+    let canonical = d.to_ascii_lowercase();
     if digest_is_canonical(&canonical) {
-        Ok(canonical)
+        canonical
     } else {
-        Ok(d.to_string())
+        d.to_string()
     }
 }
 
