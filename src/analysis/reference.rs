@@ -165,19 +165,33 @@ pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
     }
     let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
 
-    let (rest, digest) = match s.split_once('@') {
-        Some((name, digest)) => {
+    // One pass over the bytes finds what the grammar splits on (short strings:
+    // searching for each separator on its own costs more than checking them).
+    let (rest, digest) = match s.bytes().position(|b| b == b'@') {
+        Some(at) => {
+            let digest = &s[at + 1..];
             validate_digest(digest).map_err(invalid)?;
-            (name, Some(digest))
+            (&s[..at], Some(digest))
         }
         None => (s, None),
     };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
+    let (mut first_slash, mut colon) = (None, None);
+    for (i, b) in rest.bytes().enumerate() {
+        match b {
+            b'/' => {
+                first_slash = first_slash.or(Some(i));
+                colon = None;
+            }
+            b':' => colon = Some(i),
+            _ => {}
+        }
+    }
+    // The last `:` after the last `/`.
+    let (name, tag) = match colon {
         Some(i) => {
-            let tag = &rest[last_slash + i + 1..];
+            let tag = &rest[i + 1..];
             validate_tag(tag).map_err(invalid)?;
-            (&rest[..last_slash + i], Some(tag))
+            (&rest[..i], Some(tag))
         }
         None => (rest, None),
     };
@@ -188,7 +202,8 @@ pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
         return Err(invalid("repository name longer than 255 characters"));
     }
 
-    let (domain, path) = split_domain(name);
+    // `name` ends before the tag's `:`, after every `/`: its first `/` is `rest`'s.
+    let (domain, path) = split_domain(name, first_slash);
     let domain = match domain {
         Some(d) => {
             validate_domain(d).map_err(invalid)?;
@@ -200,28 +215,34 @@ pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
         }
         None => DOCKER_HUB,
     };
-    for component in path.split('/') {
+    let mut components = 0;
+    for component in path.as_bytes().split(|&b| b == b'/') {
         validate_path_component(component).map_err(invalid)?;
+        components += 1;
     }
     Ok(NameParts {
         domain,
-        library: domain == DOCKER_HUB && !path.contains('/'),
+        library: domain == DOCKER_HUB && components == 1,
         path,
         tag,
         digest,
     })
 }
 
-fn split_domain(name: &str) -> (Option<&str>, &str) {
-    match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (Some(first), rest)
-        }
-        _ => (None, name),
+/// The registry and the path of `name`, whose first `/` is at `first_slash`.
+fn split_domain(name: &str, first_slash: Option<usize>) -> (Option<&str>, &str) {
+    let Some(i) = first_slash else {
+        return (None, name);
+    };
+    let (first, rest) = (&name[..i], &name[i + 1..]);
+    let registry = first == "localhost"
+        || first
+            .bytes()
+            .any(|b| b == b'.' || b == b':' || b.is_ascii_uppercase());
+    if registry {
+        (Some(first), rest)
+    } else {
+        (None, name)
     }
 }
 
@@ -269,11 +290,10 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn validate_path_component(c: &str) -> Result<(), &'static str> {
-    if c.is_empty() {
+fn validate_path_component(b: &[u8]) -> Result<(), &'static str> {
+    if b.is_empty() {
         return Err("empty path component");
     }
-    let b = c.as_bytes();
     if b.iter().any(|x| x.is_ascii_uppercase()) {
         return Err("repository name must be lowercase");
     }
@@ -291,8 +311,8 @@ fn validate_path_component(c: &str) -> Result<(), &'static str> {
         while i < b.len() && !alnum(b[i]) {
             i += 1;
         }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        let sep = &b[start..i];
+        let ok = sep == b"." || sep == b"_" || sep == b"__" || sep.iter().all(|&x| x == b'-');
         if !ok {
             return Err("invalid character in repository name");
         }
@@ -319,19 +339,24 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
 /// Checks a digest, `algorithm:encoded` in the OCI image spec's grammar
 /// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`).
 fn validate_digest(d: &str) -> Result<(), &'static str> {
-    let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
-    let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    });
+    let colon = d.bytes().position(|b| b == b':');
+    let (alg, encoded) = colon
+        .map(|i| (&d.as_bytes()[..i], &d.as_bytes()[i + 1..]))
+        .ok_or("digest lacks an algorithm")?;
+    let alg_ok = alg
+        .split(|b| matches!(b, b'+' | b'.' | b'_' | b'-'))
+        .all(|part| {
+            !part.is_empty()
+                && part
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
     if !alg_ok {
         return Err("invalid digest algorithm");
     }
     if encoded.is_empty()
         || !encoded
-            .bytes()
+            .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
     {
         return Err("invalid digest");
@@ -535,8 +560,114 @@ mod tests {
         "[a-z0-9]{1,8}([_-][a-z0-9]{1,8}){0,2}"
     }
 
+    /// [`ImageRef::parse`] as it was written before [`scan`]: each separator
+    /// searched for on its own, the digest's algorithm split by `str::split`.
+    fn parse_before(input: &str) -> Result<ImageRef, RefError> {
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(RefError::Empty);
+        }
+        if s.starts_with("<none>") {
+            return Err(RefError::Placeholder(s.to_string()));
+        }
+        let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
+        let digest_before = |d: &str| -> Result<String, &'static str> {
+            let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
+            let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+            if !alg_ok {
+                return Err("invalid digest algorithm");
+            }
+            let enc_ok = encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            if encoded.is_empty() || !enc_ok {
+                return Err("invalid digest");
+            }
+            let canonical = format!("{alg}:{}", encoded.to_ascii_lowercase());
+            Ok(if digest_is_canonical(&canonical) {
+                canonical
+            } else {
+                d.to_string()
+            })
+        };
+        let (rest, digest) = match s.split_once('@') {
+            Some((name, digest)) => (name, Some(digest_before(digest).map_err(invalid)?)),
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let tag = &rest[last_slash + i + 1..];
+                validate_tag(tag).map_err(invalid)?;
+                (&rest[..last_slash + i], Some(tag.to_string()))
+            }
+            None => (rest, None),
+        };
+        if name.is_empty() {
+            return Err(invalid("no repository name"));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(invalid("repository name longer than 255 characters"));
+        }
+        let (domain, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                (Some(first), rest)
+            }
+            _ => (None, name),
+        };
+        let domain = match domain {
+            Some(d) => {
+                validate_domain(d).map_err(invalid)?;
+                if d == "index.docker.io" {
+                    DOCKER_HUB
+                } else {
+                    d
+                }
+            }
+            None => DOCKER_HUB,
+        };
+        for component in path.split('/') {
+            validate_path_component(component.as_bytes()).map_err(invalid)?;
+        }
+        let repo = if domain == DOCKER_HUB && !path.contains('/') {
+            format!("{DOCKER_HUB}/library/{path}")
+        } else {
+            format!("{domain}/{path}")
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(ImageRef {
+            repo: repo.into(),
+            tag: tag.map(Into::into),
+            digest: digest.map(Into::into),
+        })
+    }
+
+    fn name_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9./:@_\\-\\[\\]<> ]{0,40}",
+            "(|[a-zA-Z0-9.-]{1,8}(:[0-9]{0,6})?/|\\[[0-9a-f:]{0,6}\\](:[0-9]{1,5})?/)[a-z0-9._/-]{1,20}(:[a-zA-Z0-9_.-]{0,8})?(@[a-zA-Z0-9+._-]{0,8}:[a-zA-Z0-9=_-]{0,70})?",
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn parses_as_before(s in name_like()) {
+            prop_assert_eq!(ImageRef::parse(&s), parse_before(&s));
+        }
 
         #[test]
         fn never_panics(s in "\\PC{0,80}") {
