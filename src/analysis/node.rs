@@ -250,12 +250,14 @@ impl<'de> serde::de::Visitor<'de> for FoldingVisitor {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ImagesView, A::Error> {
         let mut folded = FoldedImages::default();
         let mut count = 0;
-        while let Some(entry) = seq.next_element_seed(FoldedEntry)? {
-            with_name_cache(&self.relevance, |cache| {
-                folded.add(count, &entry, &self.relevance, cache)
-            });
-            count += 1;
-        }
+        let relevance = &self.relevance;
+        with_name_cache(relevance, |cache| -> Result<(), A::Error> {
+            while let Some(entry) = seq.next_element_seed(FoldedEntry)? {
+                folded.add(count, &entry, relevance, cache);
+                count += 1;
+            }
+            Ok(())
+        })?;
         folded.totals.relevant.shrink_to_fit();
         folded.totals.relevant_sizes.shrink_to_fit();
         Ok(ImagesView {

@@ -289,6 +289,48 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A set of bytes, as a table: names are checked byte by byte, and a table
+/// lookup has no branch to mispredict on the mix of letters and digits.
+const fn byte_set(ranges: &[(u8, u8)]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < ranges.len() {
+        let (mut b, last) = ranges[i];
+        while b <= last {
+            set[b as usize] = true;
+            b += 1;
+        }
+        i += 1;
+    }
+    set
+}
+
+/// `[a-z0-9]`
+const PATH_ALNUM: [bool; 256] = byte_set(&[(b'a', b'z'), (b'0', b'9')]);
+/// `[\w.-]`
+const TAG_BYTES: [bool; 256] = byte_set(&[
+    (b'a', b'z'),
+    (b'A', b'Z'),
+    (b'0', b'9'),
+    (b'_', b'_'),
+    (b'.', b'.'),
+    (b'-', b'-'),
+]);
+/// `[a-zA-Z0-9=_-]`
+const DIGEST_BYTES: [bool; 256] = byte_set(&[
+    (b'a', b'z'),
+    (b'A', b'Z'),
+    (b'0', b'9'),
+    (b'=', b'='),
+    (b'_', b'_'),
+    (b'-', b'-'),
+]);
+
+/// Whether every byte of `b` is in `set`.
+fn all_in(b: &[u8], set: &[bool; 256]) -> bool {
+    b.iter().fold(true, |ok, &x| ok & set[usize::from(x)])
+}
+
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 fn validate_path_component(b: &[u8]) -> Result<(), &'static str> {
     if b.is_empty() {
@@ -297,7 +339,7 @@ fn validate_path_component(b: &[u8]) -> Result<(), &'static str> {
     if b.iter().any(|x| x.is_ascii_uppercase()) {
         return Err("repository name must be lowercase");
     }
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let alnum = |x: u8| PATH_ALNUM[usize::from(x)];
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
         return Err("path component must start and end with a letter or digit");
     }
@@ -330,7 +372,7 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
         return Err("tag longer than 128 characters");
     }
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    if !word(b[0]) || !b.iter().all(|x| word(*x) || *x == b'.' || *x == b'-') {
+    if !word(b[0]) || !all_in(b, &TAG_BYTES) {
         return Err("invalid tag");
     }
     Ok(())
@@ -354,11 +396,7 @@ fn validate_digest(d: &str) -> Result<(), &'static str> {
     if !alg_ok {
         return Err("invalid digest algorithm");
     }
-    if encoded.is_empty()
-        || !encoded
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
-    {
+    if encoded.is_empty() || !all_in(encoded, &DIGEST_BYTES) {
         return Err("invalid digest");
     }
     Ok(())
