@@ -683,6 +683,91 @@ pub struct NameCache {
     relevance: Option<Arc<Relevance>>,
     /// Where a name's repository (and `repo:tag`) is assembled.
     buf: String,
+    recent: RecentNames,
+}
+
+/// The verdicts of well-formed names seen lately, found by content: thousands
+/// of nodes report the same names, and looking one up costs less than checking
+/// it again. A fixed table of slots, one per hash, whose names are copied into
+/// one buffer: a name never seen costs no allocation, and the memory is
+/// bounded whatever the number of distinct names.
+#[derive(Default)]
+struct RecentNames {
+    hasher: FastHash,
+    /// Empty until the first name.
+    slots: Vec<RecentSlot>,
+    /// The names of the slots, one after the other; started over when full
+    /// (a slot whose text is gone, or overwritten, no longer matches).
+    text: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct RecentSlot {
+    hash: u64,
+    start: u32,
+    len: u32,
+    tagged: bool,
+    matches: bool,
+    pattern_repo: bool,
+}
+
+/// Slots of the table (a power of two).
+const RECENT_SLOTS: usize = 1 << 14;
+/// Bytes of names the table keeps at most.
+const RECENT_TEXT_MAX: usize = 1 << 20;
+/// Names longer than this are checked each time.
+const RECENT_NAME_MAX: usize = 512;
+
+impl RecentNames {
+    fn slot(&self, hash: u64) -> usize {
+        (hash as usize) & (RECENT_SLOTS - 1)
+    }
+
+    fn get(&self, name: &str, hash: u64) -> Option<NameVerdict> {
+        let slot = self.slots.get(self.slot(hash))?;
+        let (start, end) = (slot.start as usize, slot.start as usize + slot.len as usize);
+        (slot.hash == hash && self.text.get(start..end) == Some(name)).then_some(NameVerdict::Ok {
+            tagged: slot.tagged,
+            matches: slot.matches,
+            pattern_repo: slot.pattern_repo,
+        })
+    }
+
+    fn put(&mut self, name: &str, hash: u64, verdict: &NameVerdict) {
+        let &NameVerdict::Ok {
+            tagged,
+            matches,
+            pattern_repo,
+        } = verdict
+        else {
+            return;
+        };
+        if name.len() > RECENT_NAME_MAX {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots = vec![RecentSlot::default(); RECENT_SLOTS];
+        }
+        if self.text.len() + name.len() > RECENT_TEXT_MAX {
+            self.text.clear();
+        }
+        let start = self.text.len();
+        self.text.push_str(name);
+        let i = self.slot(hash);
+        self.slots[i] = RecentSlot {
+            hash,
+            start: start as u32,
+            len: name.len() as u32,
+            tagged,
+            matches,
+            pattern_repo,
+        };
+    }
+
+    fn clear(&mut self) {
+        self.slots = Vec::new();
+        self.text = String::new();
+    }
 }
 
 /// What a repository is to the wanted images.
@@ -727,6 +812,7 @@ impl NameCache {
             .is_some_and(|r| Arc::ptr_eq(r, relevance));
         if !same {
             self.repos = HashMap::default();
+            self.recent.clear();
             self.relevance = Some(relevance.clone());
         }
     }
@@ -744,6 +830,18 @@ impl NameCache {
     /// [`Relevance::name_matches`] does, allocating nothing for a well-formed
     /// name of a known repository.
     fn judge(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
+        use std::hash::BuildHasher;
+        let hash = self.recent.hasher.hash_one(name);
+        if let Some(verdict) = self.recent.get(name, hash) {
+            return verdict;
+        }
+        let verdict = self.check(name, relevance);
+        self.recent.put(name, hash, &verdict);
+        verdict
+    }
+
+    /// [`NameCache::judge`], without the recent names.
+    fn check(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
         let parts = match scan(name) {
             Ok(parts) => parts,
             Err(RefError::Placeholder(_)) => return NameVerdict::Placeholder,
@@ -1649,7 +1747,8 @@ mod tests {
             let relevance = relevance_for(k);
             let mut cache = NameCache::default();
             let mut buf = String::new();
-            for n in &names {
+            // Twice: the second time from the recent names.
+            for n in names.iter().chain(&names) {
                 match (ImageRef::parse(n), cache.judge(n, &relevance)) {
                     (Ok(r), NameVerdict::Ok { tagged, matches, pattern_repo }) => {
                         proptest::prop_assert_eq!(tagged, r.tag.is_some());
