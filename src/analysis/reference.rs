@@ -156,13 +156,7 @@ impl<'a> NameParts<'a> {
 /// same errors, in the same order) and returns its parts. Allocates only for an
 /// error.
 pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(RefError::Empty);
-    }
-    if s.starts_with("<none>") {
-        return Err(RefError::Placeholder(s.to_string()));
-    }
+    let s = trimmed(input)?;
     let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
 
     // One pass over the bytes finds what the grammar splits on (short strings:
@@ -195,26 +189,11 @@ pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
         }
         None => (rest, None),
     };
-    if name.is_empty() {
-        return Err(invalid("no repository name"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid("repository name longer than 255 characters"));
-    }
+    validate_name(name).map_err(invalid)?;
 
     // `name` ends before the tag's `:`, after every `/`: its first `/` is `rest`'s.
     let (domain, path) = split_domain(name, first_slash);
-    let domain = match domain {
-        Some(d) => {
-            validate_domain(d).map_err(invalid)?;
-            if d == "index.docker.io" {
-                DOCKER_HUB
-            } else {
-                d
-            }
-        }
-        None => DOCKER_HUB,
-    };
+    let domain = registry(domain).map_err(invalid)?;
     let mut components = 0;
     for component in path.as_bytes().split(|&b| b == b'/') {
         validate_path_component(component).map_err(invalid)?;
@@ -243,6 +222,46 @@ fn split_domain(name: &str, first_slash: Option<usize>) -> (Option<&str>, &str) 
         (Some(first), rest)
     } else {
         (None, name)
+    }
+}
+
+/// `input` without surrounding blanks, unless it is empty or a runtime's
+/// placeholder.
+fn trimmed(input: &str) -> Result<&str, RefError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(RefError::Empty);
+    }
+    if s.starts_with("<none>") {
+        return Err(RefError::Placeholder(s.to_string()));
+    }
+    Ok(s)
+}
+
+/// Checks the repository name (before any tag) as a whole.
+fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("no repository name");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err("repository name longer than 255 characters");
+    }
+    Ok(())
+}
+
+/// The registry of a name whose first component is `domain` (`None`: Docker
+/// Hub), checked, and Docker Hub however it is written as `docker.io`.
+fn registry(domain: Option<&str>) -> Result<&str, &'static str> {
+    match domain {
+        Some(d) => {
+            validate_domain(d)?;
+            Ok(if d == "index.docker.io" {
+                DOCKER_HUB
+            } else {
+                d
+            })
+        }
+        None => Ok(DOCKER_HUB),
     }
 }
 
@@ -291,7 +310,7 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
 
 /// A set of bytes, as a table: names are checked byte by byte, and a table
 /// lookup has no branch to mispredict on the mix of letters and digits.
-const fn byte_set(ranges: &[(u8, u8)]) -> [bool; 256] {
+const fn byte_set(ranges: &[(u8, u8)], singles: &[u8]) -> [bool; 256] {
     let mut set = [false; 256];
     let mut i = 0;
     while i < ranges.len() {
@@ -302,29 +321,22 @@ const fn byte_set(ranges: &[(u8, u8)]) -> [bool; 256] {
         }
         i += 1;
     }
+    let mut i = 0;
+    while i < singles.len() {
+        set[singles[i] as usize] = true;
+        i += 1;
+    }
     set
 }
 
+/// Letters and digits.
+const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
 /// `[a-z0-9]`
-const PATH_ALNUM: [bool; 256] = byte_set(&[(b'a', b'z'), (b'0', b'9')]);
+const PATH_ALNUM: [bool; 256] = byte_set(&[(b'a', b'z'), (b'0', b'9')], b"");
 /// `[\w.-]`
-const TAG_BYTES: [bool; 256] = byte_set(&[
-    (b'a', b'z'),
-    (b'A', b'Z'),
-    (b'0', b'9'),
-    (b'_', b'_'),
-    (b'.', b'.'),
-    (b'-', b'-'),
-]);
+const TAG_BYTES: [bool; 256] = byte_set(ALNUM, b"_.-");
 /// `[a-zA-Z0-9=_-]`
-const DIGEST_BYTES: [bool; 256] = byte_set(&[
-    (b'a', b'z'),
-    (b'A', b'Z'),
-    (b'0', b'9'),
-    (b'=', b'='),
-    (b'_', b'_'),
-    (b'-', b'-'),
-]);
+const DIGEST_BYTES: [bool; 256] = byte_set(ALNUM, b"=_-");
 
 /// Whether every byte of `b` is in `set`.
 fn all_in(b: &[u8], set: &[bool; 256]) -> bool {
@@ -601,13 +613,7 @@ mod tests {
     /// [`ImageRef::parse`] as it was written before [`scan`]: each separator
     /// searched for on its own, the digest's algorithm split by `str::split`.
     fn parse_before(input: &str) -> Result<ImageRef, RefError> {
-        let s = input.trim();
-        if s.is_empty() {
-            return Err(RefError::Empty);
-        }
-        if s.starts_with("<none>") {
-            return Err(RefError::Placeholder(s.to_string()));
-        }
+        let s = trimmed(input)?;
         let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
         let digest_before = |d: &str| -> Result<String, &'static str> {
             let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
@@ -646,12 +652,7 @@ mod tests {
             }
             None => (rest, None),
         };
-        if name.is_empty() {
-            return Err(invalid("no repository name"));
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(invalid("repository name longer than 255 characters"));
-        }
+        validate_name(name).map_err(invalid)?;
         let (domain, path) = match name.split_once('/') {
             Some((first, rest))
                 if first.contains(['.', ':'])
@@ -662,17 +663,7 @@ mod tests {
             }
             _ => (None, name),
         };
-        let domain = match domain {
-            Some(d) => {
-                validate_domain(d).map_err(invalid)?;
-                if d == "index.docker.io" {
-                    DOCKER_HUB
-                } else {
-                    d
-                }
-            }
-            None => DOCKER_HUB,
-        };
+        let domain = registry(domain).map_err(invalid)?;
         for component in path.split('/') {
             validate_path_component(component.as_bytes()).map_err(invalid)?;
         }
