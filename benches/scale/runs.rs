@@ -587,6 +587,7 @@ pub async fn run(args: &Args) -> Result<Vec<Run>, String> {
         );
         if args.peers {
             measure_peers(&kubeconfig, &config, dir.path())?;
+            measure_check_file(&cluster, &config, dir.path(), args.names)?;
         }
         for &mode in &args.modes {
             let opts = RunOpts {
@@ -987,6 +988,50 @@ fn measure_peers(kubeconfig: &Path, config: &Path, dir: &Path) -> Result<(), Str
             Err(e) => println!("  peers: {name}: failed: {e}"),
         }
     }
+    Ok(())
+}
+
+/// `check --nodes-file` on the same nodes written as `kubectl get nodes -o json`
+/// would: wall time, peak RSS and the file's size, for the `--names` setting.
+fn measure_check_file(
+    cluster: &Cluster,
+    config: &Path,
+    dir: &Path,
+    names: crate::nodegen::Names,
+) -> Result<(), String> {
+    let file = dir.join("nodes-file.json");
+    let bytes = {
+        let f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
+        let mut w = std::io::BufWriter::new(f);
+        let n = cluster.write_node_list(&mut w).map_err(|e| e.to_string())?;
+        std::io::Write::flush(&mut w).map_err(|e| e.to_string())?;
+        n
+    };
+    let (s, mib) = run_measured(
+        Path::new(EXPORTER),
+        &[
+            OsStr::new("check"),
+            OsStr::new("--format"),
+            OsStr::new("json"),
+            OsStr::new("--config"),
+            config.as_os_str(),
+            OsStr::new("--nodes-file"),
+            file.as_os_str(),
+        ],
+        Path::new("/dev/null"),
+        &dir.join("check-file-output"),
+        &[0, 1],
+    )?;
+    let file_mib = bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "  check --nodes-file ({} names): {s:.2} s, peak RSS {mib:.1} MiB for a {file_mib:.1} MiB file \
+         ({:.2}x the file; the budget 2x + 32 MiB is {:.1} MiB) (load average {})",
+        names.as_str(),
+        mib / file_mib,
+        2.0 * file_mib + 32.0,
+        loadavg()
+    );
+    let _ = std::fs::remove_file(&file);
     Ok(())
 }
 

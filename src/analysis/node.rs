@@ -6,14 +6,15 @@
 
 use super::eligibility::{NodeFacts, NodeLabels, Taint};
 use super::intern::{intern, intern_entry, intern_str};
-use super::reference::{ImageRef, RefError};
+use super::reference::{ImageRef, RefError, scan};
 use super::wanted::Relevance;
-use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present};
+use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present, texts};
 use crate::decode::quantity::parse_bytes;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// The hasher of the name tables: names come from the cluster, but a table only
@@ -144,10 +145,10 @@ impl Default for ImageTotals {
 
 impl FoldedImages {
     /// Adds entry `i`.
-    fn add(
+    fn add<S: AsRef<str>>(
         &mut self,
         i: usize,
-        entry: &Lenient<ImageView>,
+        entry: &Lenient<ImageView<S>>,
         relevance: &Relevance,
         cache: &mut NameCache,
     ) {
@@ -249,12 +250,14 @@ impl<'de> serde::de::Visitor<'de> for FoldingVisitor {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<ImagesView, A::Error> {
         let mut folded = FoldedImages::default();
         let mut count = 0;
-        while let Some(entry) = seq.next_element::<Lenient<ImageView>>()? {
-            with_name_cache(&self.relevance, |cache| {
-                folded.add(count, &entry, &self.relevance, cache)
-            });
-            count += 1;
-        }
+        let relevance = &self.relevance;
+        with_name_cache(relevance, |cache| -> Result<(), A::Error> {
+            while let Some(entry) = seq.next_element_seed(FoldedEntry)? {
+                folded.add(count, &entry, relevance, cache);
+                count += 1;
+            }
+            Ok(())
+        })?;
         folded.totals.relevant.shrink_to_fit();
         folded.totals.relevant_sizes.shrink_to_fit();
         Ok(ImagesView {
@@ -321,12 +324,24 @@ impl fmt::Display for QuantityText {
     }
 }
 
-#[derive(Deserialize, Debug, Clone, Default, PartialEq)]
-pub struct ImageView {
+/// One entry of `status.images`; its names are [`ImageName`]s, or, folded while
+/// decoding, strings borrowed from the input where they can be.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(bound(deserialize = "S: Tolerant"))]
+pub struct ImageView<S = ImageName> {
     #[serde(default, deserialize_with = "present")]
-    pub names: Option<LenientVec<ImageName>>,
+    pub names: Option<LenientVec<S>>,
     #[serde(default, rename = "sizeBytes")]
     pub size_bytes: Field<i64>,
+}
+
+impl<S> Default for ImageView<S> {
+    fn default() -> Self {
+        ImageView {
+            names: None,
+            size_bytes: None,
+        }
+    }
 }
 
 /// One name of an image entry, as reported. Thousands of nodes report the same
@@ -338,6 +353,12 @@ pub struct ImageName(pub Arc<str>);
 impl std::ops::Deref for ImageName {
     type Target = str;
     fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ImageName {
+    fn as_ref(&self) -> &str {
         &self.0
     }
 }
@@ -391,20 +412,124 @@ impl Tolerant for NodeView {}
 /// An image entry is read in place when it is an object (one per image a node
 /// reports: this is the bulk of a node); only another shape is buffered.
 impl Shape for ImageView {
-    fn from_map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Lenient<Self>, A::Error> {
-        // As the derived Deserialize does on a buffered object, where a repeated
-        // key's last value wins.
-        let mut entry = ImageView::default();
-        while let Some(key) = map.next_key::<ImageKey>()? {
-            match key {
-                ImageKey::Names => entry.names = Some(map.next_value()?),
-                ImageKey::SizeBytes => entry.size_bytes = map.next_value()?,
-                ImageKey::Other => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
+    fn from_map<'de, A: serde::de::MapAccess<'de>>(map: A) -> Result<Lenient<Self>, A::Error> {
+        read_entry(map, std::marker::PhantomData::<LenientVec<ImageName>>)
+    }
+}
+
+/// Reads an image entry that is an object, its names with `names`: as the derived
+/// Deserialize does on a buffered object, where a repeated key's last value wins.
+fn read_entry<'de, S, A, N>(mut map: A, names: N) -> Result<Lenient<ImageView<S>>, A::Error>
+where
+    A: serde::de::MapAccess<'de>,
+    N: serde::de::DeserializeSeed<'de, Value = LenientVec<S>> + Copy,
+{
+    let mut entry = ImageView::default();
+    while let Some(key) = map.next_key::<ImageKey>()? {
+        match key {
+            ImageKey::Names => entry.names = Some(map.next_value_seed(names)?),
+            ImageKey::SizeBytes => entry.size_bytes = map.next_value()?,
+            ImageKey::Other => {
+                map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok(Lenient::Ok(entry))
+    }
+    Ok(Lenient::Ok(entry))
+}
+
+/// Reads the names of an entry folded while decoding, without copying them where
+/// the input allows.
+#[derive(Clone, Copy)]
+struct BorrowedNames;
+
+impl<'de> serde::de::DeserializeSeed<'de> for BorrowedNames {
+    type Value = LenientVec<Cow<'de, str>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        texts(d)
+    }
+}
+
+/// An entry folded while decoding: an object is read with its names borrowed;
+/// any other value is read as [`ImageView`] reads it.
+struct FoldedEntry;
+
+impl<'de> serde::de::DeserializeSeed<'de> for FoldedEntry {
+    type Value = Lenient<ImageView<Cow<'de, str>>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// An entry that is not an object, read as [`ImageView`]: its names, if any,
+/// as strings.
+fn owned_names<'de>(entry: Lenient<ImageView>) -> Lenient<ImageView<Cow<'de, str>>> {
+    let entry = match entry {
+        Lenient::Ok(e) => e,
+        Lenient::Invalid(e) => return Lenient::Invalid(e),
+    };
+    let names = entry.names.map(|list| LenientVec {
+        items: list
+            .items
+            .into_iter()
+            .map(|n| match n {
+                Lenient::Ok(n) => Lenient::Ok(Cow::Owned(n.0.to_string())),
+                Lenient::Invalid(e) => Lenient::Invalid(e),
+            })
+            .collect(),
+        invalid: list.invalid,
+        was_null: list.was_null,
+    });
+    Lenient::Ok(ImageView {
+        names,
+        size_bytes: entry.size_bytes,
+    })
+}
+
+impl<'de> serde::de::Visitor<'de> for FoldedEntry {
+    type Value = Lenient<ImageView<Cow<'de, str>>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        read_entry(map, BorrowedNames)
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.other(serde::de::value::BoolDeserializer::new(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.other(serde::de::value::I64Deserializer::new(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.other(serde::de::value::U64Deserializer::new(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.other(serde::de::value::F64Deserializer::new(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.other(serde::de::value::StrDeserializer::new(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.other(serde::de::value::UnitDeserializer::new())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.other(serde::de::value::SeqAccessDeserializer::new(seq))
+    }
+}
+
+impl FoldedEntry {
+    /// A value that is not an object, read as [`ImageView`] reads it.
+    fn other<'de, D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> Result<Lenient<ImageView<Cow<'de, str>>>, D::Error> {
+        Lenient::<ImageView>::deserialize(d).map(owned_names)
     }
 }
 
@@ -544,48 +669,138 @@ impl NodeSummary {
     }
 }
 
-/// What summarizing needs to know of one image name, remembered from node to node:
-/// thousands of nodes report the same few thousand names (3,046 distinct names
-/// among 1.3 million in 1,000 generated nodes of 500 images), so each is parsed
-/// and matched against the wanted images once.
-///
-/// Names arrive as [`ImageName`]s, one shared string per distinct name on the
-/// decoding thread, so the cache is keyed by that string's address: a lookup
-/// hashes one word and compares no text. The cache holds a reference to each
-/// string it knows, so an address it holds is never reused for another name; the
-/// same name under another string (decoded on another thread, or after the
-/// name table was reset) is merely a second entry.
-///
-/// The references it keeps are not interned: it holds no string that the
-/// summaries do not, as far as the interner can tell.
+/// What summarizing needs to know of image names, remembered from node to node:
+/// per repository, whether it is wanted and whether a pattern can match one of
+/// its tags. Names are checked and matched without being copied: a name's
+/// repository is assembled in a reused buffer and looked up here, and only a
+/// tag of a repository a pattern can match is put to the patterns. Thousands of
+/// nodes report few repositories even when every tag and digest is their own,
+/// so nothing here grows with the number of distinct names.
 #[derive(Default)]
 pub struct NameCache {
-    names: HashMap<usize, (Arc<str>, CachedName), FastHash>,
-    /// What the matches were decided against.
+    repos: HashMap<Box<str>, RepoFacts, FastHash>,
+    /// What the facts were decided against.
     relevance: Option<Arc<Relevance>>,
-    /// The answer for a name the full cache did not keep.
-    uncached: CachedName,
+    /// Where a name's repository (and `repo:tag`) is assembled.
+    buf: String,
+    recent: RecentNames,
 }
 
-impl Default for CachedName {
-    fn default() -> Self {
-        CachedName {
-            parsed: Err(RefError::Empty),
-            matches: false,
+/// The verdicts of well-formed names seen lately, found by content: thousands
+/// of nodes report the same names, and looking one up costs less than checking
+/// it again. A fixed table of slots, one per hash, whose names are copied into
+/// one buffer: a name never seen costs no allocation, and the memory is
+/// bounded whatever the number of distinct names.
+#[derive(Default)]
+struct RecentNames {
+    hasher: FastHash,
+    /// Empty until the first name.
+    slots: Vec<RecentSlot>,
+    /// The names of the slots, one after the other; started over when full
+    /// (a slot whose text is gone, or overwritten, no longer matches).
+    text: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct RecentSlot {
+    hash: u64,
+    start: u32,
+    len: u32,
+    tagged: bool,
+    matches: bool,
+    pattern_repo: bool,
+}
+
+/// Slots of the table (a power of two).
+const RECENT_SLOTS: usize = 1 << 14;
+/// Bytes of names the table keeps at most.
+const RECENT_TEXT_MAX: usize = 1 << 20;
+/// Names longer than this are checked each time.
+const RECENT_NAME_MAX: usize = 512;
+
+impl RecentNames {
+    fn slot(&self, hash: u64) -> usize {
+        (hash as usize) & (RECENT_SLOTS - 1)
+    }
+
+    fn get(&self, name: &str, hash: u64) -> Option<NameVerdict> {
+        let slot = self.slots.get(self.slot(hash))?;
+        let (start, end) = (slot.start as usize, slot.start as usize + slot.len as usize);
+        (slot.hash == hash && self.text.get(start..end) == Some(name)).then_some(NameVerdict::Ok {
+            tagged: slot.tagged,
+            matches: slot.matches,
+            pattern_repo: slot.pattern_repo,
+        })
+    }
+
+    fn put(&mut self, name: &str, hash: u64, verdict: &NameVerdict) {
+        let &NameVerdict::Ok {
+            tagged,
+            matches,
+            pattern_repo,
+        } = verdict
+        else {
+            return;
+        };
+        if name.len() > RECENT_NAME_MAX {
+            return;
         }
+        if self.slots.is_empty() {
+            self.slots = vec![RecentSlot::default(); RECENT_SLOTS];
+        }
+        if self.text.len() + name.len() > RECENT_TEXT_MAX {
+            self.text.clear();
+        }
+        let start = self.text.len();
+        self.text.push_str(name);
+        let i = self.slot(hash);
+        self.slots[i] = RecentSlot {
+            hash,
+            start: start as u32,
+            len: name.len() as u32,
+            tagged,
+            matches,
+            pattern_repo,
+        };
+    }
+
+    fn clear(&mut self) {
+        self.slots = Vec::new();
+        self.text = String::new();
     }
 }
 
-#[derive(Clone)]
-struct CachedName {
-    parsed: Result<ImageRef, RefError>,
-    /// [`Relevance::name_matches`].
-    matches: bool,
+/// What a repository is to the wanted images.
+#[derive(Clone, Copy)]
+struct RepoFacts {
+    /// [`Relevance::wants_repo`].
+    wanted: bool,
+    /// [`Relevance::pattern_may_match_repo`].
+    pattern: bool,
 }
 
-/// Distinct names a name table holds at most (a few MB); past that, names are
-/// handled without being remembered, so that one node with a million distinct
-/// images neither grows the table nor leaves it large.
+/// What one name of an image entry is to its summary.
+enum NameVerdict {
+    /// Well-formed: whether it has a tag, whether it
+    /// [matches](Relevance::name_matches), and whether a pattern may match a
+    /// tag of its repository.
+    Ok {
+        tagged: bool,
+        matches: bool,
+        pattern_repo: bool,
+    },
+    /// A runtime's placeholder for an untagged image: neither kept nor counted.
+    Placeholder,
+    Invalid(RefError),
+}
+
+/// Repositories a name cache holds at most; past that, repositories are
+/// decided without being remembered.
+const REPO_CACHE_MAX: usize = 4096;
+
+/// Distinct names a name table holds at most (a few MB); past that, the table
+/// starts over, so that one node with a million distinct images neither grows
+/// it nor leaves it large.
 const NAME_CACHE_MAX: usize = 20_000;
 
 impl NameCache {
@@ -595,50 +810,74 @@ impl NameCache {
             .relevance
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, relevance));
-        if !same || self.names.len() >= NAME_CACHE_MAX {
-            self.names = HashMap::default();
+        if !same {
+            self.repos = HashMap::default();
+            self.recent.clear();
             self.relevance = Some(relevance.clone());
         }
     }
 
+    /// How many repositories the cache knows.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.repos.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.repos.is_empty()
     }
 
-    fn key(name: &ImageName) -> usize {
-        name.0.as_ptr() as usize
-    }
-
-    fn get(&mut self, name: &ImageName, relevance: &Relevance) -> &CachedName {
-        let key = Self::key(name);
-        let full = self.names.len() >= NAME_CACHE_MAX;
-        if full && !self.names.contains_key(&key) {
-            self.uncached = Self::decide(name, relevance);
-            return &self.uncached;
+    /// Checks `name` as [`ImageRef::parse`] does and matches it as
+    /// [`Relevance::name_matches`] does, allocating nothing for a well-formed
+    /// name of a known repository.
+    fn judge(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
+        use std::hash::BuildHasher;
+        let hash = self.recent.hasher.hash_one(name);
+        if let Some(verdict) = self.recent.get(name, hash) {
+            return verdict;
         }
-        &self
-            .names
-            .entry(key)
-            .or_insert_with(|| (name.0.clone(), Self::decide(name, relevance)))
-            .1
+        let verdict = self.check(name, relevance);
+        self.recent.put(name, hash, &verdict);
+        verdict
     }
 
-    fn decide(name: &str, relevance: &Relevance) -> CachedName {
-        let parsed = ImageRef::parse(name);
-        let matches = parsed.as_ref().is_ok_and(|r| relevance.name_matches(r));
-        CachedName { parsed, matches }
-    }
-
-    /// The parsed name, from the cache or parsed again if it was not kept.
-    fn parsed(&self, name: &ImageName) -> Option<ImageRef> {
-        match self.names.get(&Self::key(name)) {
-            Some((_, c)) => c.parsed.as_ref().ok().cloned(),
-            None => ImageRef::parse(name).ok(),
+    /// [`NameCache::judge`], without the recent names.
+    fn check(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
+        let parts = match scan(name) {
+            Ok(parts) => parts,
+            Err(RefError::Placeholder(_)) => return NameVerdict::Placeholder,
+            Err(e) => return NameVerdict::Invalid(e),
+        };
+        self.buf.clear();
+        parts.push_repo(&mut self.buf);
+        let facts = self.repo_facts(relevance);
+        let tag = parts.tag();
+        let matches = facts.wanted
+            || (facts.pattern
+                && tag.is_some_and(|t| {
+                    self.buf.push(':');
+                    self.buf.push_str(t);
+                    relevance.pattern_matches_tagged(&self.buf)
+                }));
+        NameVerdict::Ok {
+            tagged: tag.is_some(),
+            matches,
+            pattern_repo: facts.pattern,
         }
+    }
+
+    /// The facts of the repository in `self.buf`.
+    fn repo_facts(&mut self, relevance: &Relevance) -> RepoFacts {
+        if let Some(facts) = self.repos.get(self.buf.as_str()) {
+            return *facts;
+        }
+        let facts = RepoFacts {
+            wanted: relevance.wants_repo(&self.buf),
+            pattern: relevance.pattern_may_match_repo(&self.buf),
+        };
+        if self.repos.len() < REPO_CACHE_MAX {
+            self.repos.insert(self.buf.as_str().into(), facts);
+        }
+        facts
     }
 }
 
@@ -900,9 +1139,9 @@ fn runtime_key(info: &NodeInfoView) -> Option<Arc<str>> {
 
 /// Adds image entry `i` to a summary's size and relevant entries, its
 /// malformations to `problem`.
-fn fold_entry(
+fn fold_entry<S: AsRef<str>>(
     i: usize,
-    entry: &Lenient<ImageView>,
+    entry: &Lenient<ImageView<S>>,
     relevance: &Relevance,
     cache: &mut NameCache,
     totals: &mut ImageTotals,
@@ -976,9 +1215,9 @@ fn storage(
 
 /// The entry's names if it can matter for prepull matching (interned), else
 /// `None`. Malformed names are reported as problems either way.
-fn entry_names(
+fn entry_names<S: AsRef<str>>(
     i: usize,
-    entry: &ImageView,
+    entry: &ImageView<S>,
     relevance: &Relevance,
     cache: &mut NameCache,
     problem: &mut impl FnMut(InvalidField, String),
@@ -1003,50 +1242,48 @@ fn entry_names(
         );
     }
     // First what decides relevance, without copying any name...
-    let (mut count, mut all_untagged, mut matches) = (0, true, false);
+    let (mut count, mut all_untagged, mut matches, mut pattern_repo) = (0, true, false, false);
     for (j, name) in names.items.iter().enumerate() {
-        match name {
-            Lenient::Ok(s) => match cache.get(s, relevance) {
-                CachedName {
-                    parsed: Ok(r),
-                    matches: m,
-                } => {
-                    count += 1;
-                    all_untagged &= r.tag.is_none();
-                    matches |= *m;
-                }
-                CachedName {
-                    parsed: Err(RefError::Placeholder(_)),
-                    ..
-                } => {}
-                CachedName { parsed: Err(e), .. } => problem(
+        let verdict = match name {
+            Lenient::Ok(s) => cache.judge(s.as_ref(), relevance),
+            Lenient::Invalid(e) => {
+                problem(
                     InvalidField::ImageName,
                     format!("status.images[{i}].names[{j}]: {e}"),
-                ),
-            },
-            Lenient::Invalid(e) => problem(
+                );
+                continue;
+            }
+        };
+        match verdict {
+            NameVerdict::Ok {
+                tagged,
+                matches: m,
+                pattern_repo: p,
+            } => {
+                count += 1;
+                all_untagged &= !tagged;
+                matches |= m;
+                pattern_repo |= p;
+            }
+            NameVerdict::Placeholder => {}
+            NameVerdict::Invalid(e) => problem(
                 InvalidField::ImageName,
                 format!("status.images[{i}].names[{j}]: {e}"),
             ),
         }
     }
-    if !relevance.entry_is_relevant(count, all_untagged, matches) {
+    if !relevance.entry_is_relevant_for_repos(count, all_untagged, matches, pattern_repo) {
         return None;
     }
     // ...then, for the few entries kept, the names themselves (exactly `count`:
-    // thousands of nodes keep dozens of entries each, so no spare capacity).
+    // thousands of nodes keep dozens of entries each, so no spare capacity),
+    // owned by the interner alone.
     let mut refs = Vec::with_capacity(count);
     for name in &names.items {
         if let Lenient::Ok(s) = name
-            && let Some(r) = cache.parsed(s)
+            && let Ok(parts) = scan(s.as_ref())
         {
-            // Copies owned by the interner alone, never the cache's own strings:
-            // the interner then holds only what summaries use.
-            refs.push(ImageRef {
-                repo: intern_str(&r.repo),
-                tag: r.tag.as_deref().map(intern_str),
-                digest: r.digest.as_deref().map(intern_str),
-            });
+            refs.push(parts.interned(&mut cache.buf));
         }
     }
     Some(refs)
@@ -1065,7 +1302,8 @@ mod tests {
     #[test]
     fn entries_folded_while_decoding_give_the_same_summary() {
         let relevance = Arc::new(wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]));
-        let digest = format!("ghcr.io/x/other@sha256:{}", "ab".repeat(32));
+        let digest = format!("ghcr.io/x/lab@sha256:{}", "ab".repeat(32));
+        let other = format!("ghcr.io/x/other@sha256:{}", "cd".repeat(32));
         let text = json!({
             "metadata": {"name": "n"},
             "status": {
@@ -1075,6 +1313,9 @@ mod tests {
                     {"names": ["busybox:1.0", "Bad Name"], "sizeBytes": -1},
                     {"names": ["ghcr.io/x/lab:w_1", "ghcr.io/x/lab:r_1"]},
                     {"names": [digest], "sizeBytes": "big"},
+                    {"names": [other, "<none>@<none>"], "sizeBytes": 3},
+                    {"names": ["reg\\u002fx/a:1", "nginx:1"], "sizeBytes": 3},
+                    [["busybox:2", 5], 4],
                     {"names": ["nginx:1"], "sizeBytes": 5, "extra": [1]},
                     {"names": []},
                     {"sizeBytes": 1},
@@ -1113,8 +1354,18 @@ mod tests {
             summarize(&whole, &relevance).unwrap(),
             summarize(&folded, &relevance).unwrap(),
         );
-        assert_eq!(a.image_count, 9);
-        assert_eq!(a.relevant_images.len(), 4, "{:?}", a.relevant_images);
+        assert_eq!(a.image_count, 12);
+        // busybox:1.36, busybox:1.0, lab:w_1, the lab digest, busybox:2 (an
+        // entry written as a list, as a buffered object would read it).
+        assert_eq!(a.relevant_images.len(), 5, "{:?}", a.relevant_images);
+        assert!(
+            a.relevant_images
+                .iter()
+                .flatten()
+                .all(|r| &*r.repo != "ghcr.io/x/other"),
+            "a digest no pattern can match a tag of is not kept: {:?}",
+            a.relevant_images
+        );
         assert!(a.problems.len() >= 6, "{:?}", a.problems);
         assert_eq!(a, b);
         // Outside the scope, decoding keeps every entry again.
@@ -1126,30 +1377,54 @@ mod tests {
     }
 
     #[test]
-    fn the_name_cache_answers_by_name_whatever_string_holds_it() {
-        let relevance = wanted(&["busybox:1.36"], &[], &[]);
+    fn the_name_cache_remembers_repositories_not_names() {
+        let relevance = wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]);
         let mut cache = NameCache::default();
-        let name = |s: &str| ImageName(Arc::from(s));
-        let (a, b) = (
-            name("docker.io/library/busybox:1.36"),
-            name("docker.io/library/busybox:1.36"),
-        );
-        assert!(!Arc::ptr_eq(&a.0, &b.0));
-        assert!(cache.get(&a, &relevance).matches);
-        assert!(cache.get(&b, &relevance).matches, "same name, other string");
-        assert!(!cache.get(&name("alpine:3"), &relevance).matches);
-        // The cache keeps the strings it knows alive: once the caller's copies are
-        // gone, a new string cannot take a known one's address and its answer.
-        drop((a, b));
-        for _ in 0..100 {
-            let n = name("docker.io/library/alpine:3");
-            assert!(!cache.get(&n, &relevance).matches);
-            assert_eq!(
-                cache.parsed(&n).map(|r| r.to_string()),
-                Some("docker.io/library/alpine:3".into())
-            );
+        for i in 0..100 {
+            let verdict = cache.judge(&format!("quay.io/a/b:v{i}"), &relevance);
+            assert!(matches!(
+                verdict,
+                NameVerdict::Ok {
+                    tagged: true,
+                    matches: false,
+                    pattern_repo: false
+                }
+            ));
+            let verdict = cache.judge(&format!("ghcr.io/x/lab:w_{i}"), &relevance);
+            assert!(matches!(
+                verdict,
+                NameVerdict::Ok {
+                    matches: true,
+                    pattern_repo: true,
+                    ..
+                }
+            ));
         }
-        assert!(cache.len() <= 103);
+        assert!(matches!(
+            cache.judge("busybox@sha256:1234", &relevance),
+            NameVerdict::Ok {
+                tagged: false,
+                matches: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            cache.judge("ghcr.io/x/lab:r_1", &relevance),
+            NameVerdict::Ok {
+                matches: false,
+                pattern_repo: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            cache.judge("<none>:<none>", &relevance),
+            NameVerdict::Placeholder
+        ));
+        assert!(matches!(
+            cache.judge("Bad Name", &relevance),
+            NameVerdict::Invalid(RefError::Invalid(..))
+        ));
+        assert_eq!(cache.len(), 3, "one per repository");
     }
 
     fn view(v: serde_json::Value) -> NodeView {
@@ -1407,7 +1682,116 @@ mod tests {
         assert_eq!(summarize(&node, &w).unwrap().name, "n");
     }
 
+    /// Image names of every kind: Docker Hub short forms, registries with ports
+    /// and in upper case, tags, digests (canonical, upper-case, odd), runtime
+    /// placeholders and malformed strings.
+    fn image_name() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let domain = "(|docker\\.io/|index\\.docker\\.io/|library/|ghcr\\.io/x/|GHCR\\.io/x/|localhost:5000/|localhost/|reg\\.io:123456/|\\[::1\\]:5000/|-a\\.io/)";
+        let path = "(lab|busybox|a[0-9]|other|Up|a__b|a\\.\\.b)";
+        let tag = "(|:w_[0-9]|:r_1|:1\\.36|:latest|:-x|:)";
+        let digest = "(|@sha256:(ab){32}|@sha256:(AB){32}|@sha256:1234|@SHA256:ab|@sha256:|@x)";
+        prop_oneof![
+            4 => (domain, path, tag, digest).prop_map(|(d, p, t, g)| format!("{d}{p}{t}{g}")),
+            1 => prop_oneof![
+                Just("<none>@<none>".to_string()),
+                Just("<none>:<none>".to_string()),
+                Just(String::new()),
+                Just("  ".to_string()),
+            ],
+            1 => "[a-zA-Z0-9./:@_\\-\\[\\] ]{0,30}",
+        ]
+    }
+
+    fn relevance_for(k: usize) -> Relevance {
+        let other = format!("ghcr.io/x/other@sha256:{}", "ab".repeat(32));
+        match k {
+            0 => wanted(&["busybox:1.36", &other], &["^ghcr\\.io/x/lab:w_"], &[]),
+            1 => wanted(&["busybox:1.36"], &[], &[]),
+            2 => wanted(&[], &["1$", "^docker\\.io/library/a"], &[]),
+            _ => wanted(&[], &[], &[]),
+        }
+    }
+
+    /// What summarizing made of an entry's names before they were judged
+    /// without parsing: every name parsed, matched one by one.
+    fn entry_names_by_parsing(
+        names: &[String],
+        relevance: &Relevance,
+    ) -> (Option<Vec<ImageRef>>, Vec<String>) {
+        let mut problems = Vec::new();
+        if names.is_empty() {
+            problems.push("status.images[0].names is empty".to_string());
+        }
+        let mut refs = Vec::new();
+        for (j, n) in names.iter().enumerate() {
+            match ImageRef::parse(n) {
+                Ok(r) => refs.push(r),
+                Err(RefError::Placeholder(_)) => {}
+                Err(e) => problems.push(format!("status.images[0].names[{j}]: {e}")),
+            }
+        }
+        (relevance.is_relevant(&refs).then_some(refs), problems)
+    }
+
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// Judging a name without parsing it says what parsing and matching it
+        /// says, and an entry's names are kept (and reported) as then.
+        #[test]
+        fn names_judged_without_parsing_match_the_parsed_names(
+            names in proptest::collection::vec(image_name(), 0..7),
+            k in 0usize..4,
+        ) {
+            let relevance = relevance_for(k);
+            let mut cache = NameCache::default();
+            let mut buf = String::new();
+            // Twice: the second time from the recent names.
+            for n in names.iter().chain(&names) {
+                match (ImageRef::parse(n), cache.judge(n, &relevance)) {
+                    (Ok(r), NameVerdict::Ok { tagged, matches, pattern_repo }) => {
+                        proptest::prop_assert_eq!(tagged, r.tag.is_some());
+                        proptest::prop_assert_eq!(matches, relevance.name_matches(&r), "{}", n);
+                        proptest::prop_assert_eq!(pattern_repo, relevance.pattern_may_match_repo(&r.repo));
+                        proptest::prop_assert_eq!(scan(n).unwrap().interned(&mut buf), r);
+                    }
+                    (Err(RefError::Placeholder(_)), NameVerdict::Placeholder) => {}
+                    (Err(e), NameVerdict::Invalid(f)) => proptest::prop_assert_eq!(e, f),
+                    (slow, _) => proptest::prop_assert!(false, "{n:?}: {slow:?}"),
+                }
+            }
+            let entry = ImageView {
+                names: Some(LenientVec {
+                    items: names.iter().map(|n| Lenient::Ok(Cow::Borrowed(n.as_str()))).collect(),
+                    invalid: None,
+                    was_null: false,
+                }),
+                size_bytes: None,
+            };
+            let mut problems = Vec::new();
+            let fast = entry_names(0, &entry, &relevance, &mut cache, &mut |_, d| problems.push(d));
+            let (slow, slow_problems) = entry_names_by_parsing(&names, &relevance);
+            proptest::prop_assert_eq!(&fast, &slow);
+            proptest::prop_assert_eq!(problems, slow_problems);
+            // An entry kept before only in case it was a pattern's image cut
+            // short: no tag of its repositories matches a pattern.
+            let refs: Vec<ImageRef> = names.iter().filter_map(|n| ImageRef::parse(n).ok()).collect();
+            let before = relevance.entry_is_relevant(
+                refs.len(),
+                refs.iter().all(|r| r.tag.is_none()),
+                refs.iter().any(|r| relevance.name_matches(r)),
+            );
+            if before && slow.is_none() {
+                for r in &refs {
+                    for t in ["w_1", "r_1", "1", "1.36", "latest"] {
+                        let tagged = format!("{}:{t}", r.repo);
+                        proptest::prop_assert!(!relevance.pattern_matches_tagged(&tagged), "{}", tagged);
+                    }
+                }
+            }
+        }
+
         /// An image entry read in place is what buffering it would give.
         #[test]
         fn image_entries_match_buffering(

@@ -37,64 +37,7 @@ pub struct ImageRef {
 
 impl ImageRef {
     pub fn parse(input: &str) -> Result<ImageRef, RefError> {
-        let s = input.trim();
-        if s.is_empty() {
-            return Err(RefError::Empty);
-        }
-        if s.starts_with("<none>") {
-            return Err(RefError::Placeholder(s.to_string()));
-        }
-        let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
-
-        let (rest, digest) = match s.split_once('@') {
-            Some((name, digest)) => (name, Some(parse_digest(digest).map_err(invalid)?)),
-            None => (s, None),
-        };
-        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-        let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => {
-                let tag = &rest[last_slash + i + 1..];
-                validate_tag(tag).map_err(invalid)?;
-                (&rest[..last_slash + i], Some(tag.to_string()))
-            }
-            None => (rest, None),
-        };
-        if name.is_empty() {
-            return Err(invalid("no repository name"));
-        }
-        if name.len() > MAX_NAME_LEN {
-            return Err(invalid("repository name longer than 255 characters"));
-        }
-
-        let (domain, path) = split_domain(name);
-        let domain = match domain {
-            Some(d) => {
-                validate_domain(d).map_err(invalid)?;
-                if d == "index.docker.io" {
-                    DOCKER_HUB
-                } else {
-                    d
-                }
-            }
-            None => DOCKER_HUB,
-        };
-        for component in path.split('/') {
-            validate_path_component(component).map_err(invalid)?;
-        }
-        let repo = if domain == DOCKER_HUB && !path.contains('/') {
-            format!("{DOCKER_HUB}/library/{path}")
-        } else {
-            format!("{domain}/{path}")
-        };
-        let tag = match (&tag, &digest) {
-            (None, None) => Some("latest".to_string()),
-            _ => tag,
-        };
-        Ok(ImageRef {
-            repo: repo.into(),
-            tag: tag.map(Into::into),
-            digest: digest.map(Into::into),
-        })
+        scan(input).map(|parts| parts.to_ref())
     }
 
     /// `repo:tag` when the reference has a tag: the form patterns are matched against.
@@ -151,16 +94,174 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
-fn split_domain(name: &str) -> (Option<&str>, &str) {
-    match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (Some(first), rest)
+/// A well-formed image name's parts, borrowed from it: what [`ImageRef::parse`]
+/// makes of the name, found without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameParts<'a> {
+    /// The registry; `docker.io` for Docker Hub however it was written.
+    domain: &'a str,
+    /// Whether Docker Hub's `library/` goes between the registry and the path.
+    library: bool,
+    path: &'a str,
+    /// The tag as written.
+    tag: Option<&'a str>,
+    /// The digest as written (`algorithm:encoded`).
+    digest: Option<&'a str>,
+}
+
+impl<'a> NameParts<'a> {
+    /// The tag of the normalized reference (`latest` when it has neither tag nor
+    /// digest).
+    pub fn tag(&self) -> Option<&'a str> {
+        match (self.tag, self.digest) {
+            (None, None) => Some("latest"),
+            (tag, _) => tag,
         }
-        _ => (None, name),
+    }
+
+    /// Appends the normalized repository (`ImageRef::repo`) to `out`.
+    pub fn push_repo(&self, out: &mut String) {
+        out.push_str(self.domain);
+        out.push('/');
+        if self.library {
+            out.push_str("library/");
+        }
+        out.push_str(self.path);
+    }
+
+    /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
+    /// when it has to be lower-cased.
+    pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
+        self.digest.map(|d| {
+            if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(digest_string(d))
+            } else {
+                std::borrow::Cow::Borrowed(d)
+            }
+        })
+    }
+
+    fn to_ref(self) -> ImageRef {
+        let mut repo = String::with_capacity(self.domain.len() + self.path.len() + 9);
+        self.push_repo(&mut repo);
+        ImageRef {
+            repo: repo.into(),
+            tag: self.tag().map(Into::into),
+            digest: self.digest.map(|d| digest_string(d).into()),
+        }
+    }
+}
+
+/// Checks `input` against the reference grammar as [`ImageRef::parse`] does (the
+/// same errors, in the same order) and returns its parts. Allocates only for an
+/// error.
+pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
+    let s = trimmed(input)?;
+    let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
+
+    // One pass over the bytes finds what the grammar splits on (short strings:
+    // searching for each separator on its own costs more than checking them).
+    let (rest, digest) = match s.bytes().position(|b| b == b'@') {
+        Some(at) => {
+            let digest = &s[at + 1..];
+            validate_digest(digest).map_err(invalid)?;
+            (&s[..at], Some(digest))
+        }
+        None => (s, None),
+    };
+    let (mut first_slash, mut colon) = (None, None);
+    for (i, b) in rest.bytes().enumerate() {
+        match b {
+            b'/' => {
+                first_slash = first_slash.or(Some(i));
+                colon = None;
+            }
+            b':' => colon = Some(i),
+            _ => {}
+        }
+    }
+    // The last `:` after the last `/`.
+    let (name, tag) = match colon {
+        Some(i) => {
+            let tag = &rest[i + 1..];
+            validate_tag(tag).map_err(invalid)?;
+            (&rest[..i], Some(tag))
+        }
+        None => (rest, None),
+    };
+    validate_name(name).map_err(invalid)?;
+
+    // `name` ends before the tag's `:`, after every `/`: its first `/` is `rest`'s.
+    let (domain, path) = split_domain(name, first_slash);
+    let domain = registry(domain).map_err(invalid)?;
+    let mut components = 0;
+    for component in path.as_bytes().split(|&b| b == b'/') {
+        validate_path_component(component).map_err(invalid)?;
+        components += 1;
+    }
+    Ok(NameParts {
+        domain,
+        library: domain == DOCKER_HUB && components == 1,
+        path,
+        tag,
+        digest,
+    })
+}
+
+/// The registry and the path of `name`, whose first `/` is at `first_slash`.
+fn split_domain(name: &str, first_slash: Option<usize>) -> (Option<&str>, &str) {
+    let Some(i) = first_slash else {
+        return (None, name);
+    };
+    let (first, rest) = (&name[..i], &name[i + 1..]);
+    let registry = first == "localhost"
+        || first
+            .bytes()
+            .any(|b| b == b'.' || b == b':' || b.is_ascii_uppercase());
+    if registry {
+        (Some(first), rest)
+    } else {
+        (None, name)
+    }
+}
+
+/// `input` without surrounding blanks, unless it is empty or a runtime's
+/// placeholder.
+fn trimmed(input: &str) -> Result<&str, RefError> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(RefError::Empty);
+    }
+    if s.starts_with("<none>") {
+        return Err(RefError::Placeholder(s.to_string()));
+    }
+    Ok(s)
+}
+
+/// Checks the repository name (before any tag) as a whole.
+fn validate_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("no repository name");
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err("repository name longer than 255 characters");
+    }
+    Ok(())
+}
+
+/// The registry of a name whose first component is `domain` (`None`: Docker
+/// Hub), checked, and Docker Hub however it is written as `docker.io`.
+fn registry(domain: Option<&str>) -> Result<&str, &'static str> {
+    match domain {
+        Some(d) => {
+            validate_domain(d)?;
+            Ok(if d == "index.docker.io" {
+                DOCKER_HUB
+            } else {
+                d
+            })
+        }
+        None => Ok(DOCKER_HUB),
     }
 }
 
@@ -207,16 +308,50 @@ fn validate_domain(domain: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// A set of bytes, as a table: names are checked byte by byte, and a table
+/// lookup has no branch to mispredict on the mix of letters and digits.
+const fn byte_set(ranges: &[(u8, u8)], singles: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < ranges.len() {
+        let (mut b, last) = ranges[i];
+        while b <= last {
+            set[b as usize] = true;
+            b += 1;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < singles.len() {
+        set[singles[i] as usize] = true;
+        i += 1;
+    }
+    set
+}
+
+/// Letters and digits.
+const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
+/// `[a-z0-9]`
+const PATH_ALNUM: [bool; 256] = byte_set(&[(b'a', b'z'), (b'0', b'9')], b"");
+/// `[\w.-]`
+const TAG_BYTES: [bool; 256] = byte_set(ALNUM, b"_.-");
+/// `[a-zA-Z0-9=_-]`
+const DIGEST_BYTES: [bool; 256] = byte_set(ALNUM, b"=_-");
+
+/// Whether every byte of `b` is in `set`.
+fn all_in(b: &[u8], set: &[bool; 256]) -> bool {
+    b.iter().fold(true, |ok, &x| ok & set[usize::from(x)])
+}
+
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn validate_path_component(c: &str) -> Result<(), &'static str> {
-    if c.is_empty() {
+fn validate_path_component(b: &[u8]) -> Result<(), &'static str> {
+    if b.is_empty() {
         return Err("empty path component");
     }
-    let b = c.as_bytes();
     if b.iter().any(|x| x.is_ascii_uppercase()) {
         return Err("repository name must be lowercase");
     }
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    let alnum = |x: u8| PATH_ALNUM[usize::from(x)];
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
         return Err("path component must start and end with a letter or digit");
     }
@@ -230,8 +365,8 @@ fn validate_path_component(c: &str) -> Result<(), &'static str> {
         while i < b.len() && !alnum(b[i]) {
             i += 1;
         }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        let sep = &b[start..i];
+        let ok = sep == b"." || sep == b"_" || sep == b"__" || sep.iter().all(|&x| x == b'-');
         if !ok {
             return Err("invalid character in repository name");
         }
@@ -249,41 +384,46 @@ fn validate_tag(tag: &str) -> Result<(), &'static str> {
         return Err("tag longer than 128 characters");
     }
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    if !word(b[0]) || !b.iter().all(|x| word(*x) || *x == b'.' || *x == b'-') {
+    if !word(b[0]) || !all_in(b, &TAG_BYTES) {
         return Err("invalid tag");
     }
     Ok(())
 }
 
-/// A digest, `algorithm:encoded` in the OCI image spec's grammar
-/// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`). A digest of a registered
-/// algorithm (sha256, sha512) with the right number of hex digits is returned
-/// lower-cased; any other is kept as given, as Nublado compares digests: its own test
-/// data says `sha256:1234`, and sanitized real node dumps carry such strings too. See
-/// [`digest_is_canonical`].
-fn parse_digest(d: &str) -> Result<String, &'static str> {
-    let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
-    let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
-        !part.is_empty()
-            && part
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-    });
+/// Checks a digest, `algorithm:encoded` in the OCI image spec's grammar
+/// (`[a-z0-9]+([+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`).
+fn validate_digest(d: &str) -> Result<(), &'static str> {
+    let colon = d.bytes().position(|b| b == b':');
+    let (alg, encoded) = colon
+        .map(|i| (&d.as_bytes()[..i], &d.as_bytes()[i + 1..]))
+        .ok_or("digest lacks an algorithm")?;
+    let alg_ok = alg
+        .split(|b| matches!(b, b'+' | b'.' | b'_' | b'-'))
+        .all(|part| {
+            !part.is_empty()
+                && part
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
     if !alg_ok {
         return Err("invalid digest algorithm");
     }
-    if encoded.is_empty()
-        || !encoded
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
-    {
+    if encoded.is_empty() || !all_in(encoded, &DIGEST_BYTES) {
         return Err("invalid digest");
     }
-    let canonical = format!("{alg}:{}", encoded.to_ascii_lowercase());
+    Ok(())
+}
+
+/// The digest kept for a well-formed digest `d`: one of a registered algorithm
+/// (sha256, sha512) with the right number of hex digits lower-cased; any other as
+/// given, as Nublado compares digests: its own test data says `sha256:1234`, and
+/// sanitized real node dumps carry such strings too. See [`digest_is_canonical`].
+fn digest_string(d: &str) -> String {
+    let canonical = d.to_ascii_lowercase();
     if digest_is_canonical(&canonical) {
-        Ok(canonical)
+        canonical
     } else {
-        Ok(d.to_string())
+        d.to_string()
     }
 }
 
@@ -470,8 +610,93 @@ mod tests {
         "[a-z0-9]{1,8}([_-][a-z0-9]{1,8}){0,2}"
     }
 
+    /// [`ImageRef::parse`] as it was written before [`scan`]: each separator
+    /// searched for on its own, the digest's algorithm split by `str::split`.
+    fn parse_before(input: &str) -> Result<ImageRef, RefError> {
+        let s = trimmed(input)?;
+        let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
+        let digest_before = |d: &str| -> Result<String, &'static str> {
+            let (alg, encoded) = d.split_once(':').ok_or("digest lacks an algorithm")?;
+            let alg_ok = alg.split(['+', '.', '_', '-']).all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
+            if !alg_ok {
+                return Err("invalid digest algorithm");
+            }
+            let enc_ok = encoded
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'));
+            if encoded.is_empty() || !enc_ok {
+                return Err("invalid digest");
+            }
+            let canonical = format!("{alg}:{}", encoded.to_ascii_lowercase());
+            Ok(if digest_is_canonical(&canonical) {
+                canonical
+            } else {
+                d.to_string()
+            })
+        };
+        let (rest, digest) = match s.split_once('@') {
+            Some((name, digest)) => (name, Some(digest_before(digest).map_err(invalid)?)),
+            None => (s, None),
+        };
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let tag = &rest[last_slash + i + 1..];
+                validate_tag(tag).map_err(invalid)?;
+                (&rest[..last_slash + i], Some(tag.to_string()))
+            }
+            None => (rest, None),
+        };
+        validate_name(name).map_err(invalid)?;
+        let (domain, path) = match name.split_once('/') {
+            Some((first, rest))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            {
+                (Some(first), rest)
+            }
+            _ => (None, name),
+        };
+        let domain = registry(domain).map_err(invalid)?;
+        for component in path.split('/') {
+            validate_path_component(component.as_bytes()).map_err(invalid)?;
+        }
+        let repo = if domain == DOCKER_HUB && !path.contains('/') {
+            format!("{DOCKER_HUB}/library/{path}")
+        } else {
+            format!("{domain}/{path}")
+        };
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
+        Ok(ImageRef {
+            repo: repo.into(),
+            tag: tag.map(Into::into),
+            digest: digest.map(Into::into),
+        })
+    }
+
+    fn name_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9./:@_\\-\\[\\]<> ]{0,40}",
+            "(|[a-zA-Z0-9.-]{1,8}(:[0-9]{0,6})?/|\\[[0-9a-f:]{0,6}\\](:[0-9]{1,5})?/)[a-z0-9._/-]{1,20}(:[a-zA-Z0-9_.-]{0,8})?(@[a-zA-Z0-9+._-]{0,8}:[a-zA-Z0-9=_-]{0,70})?",
+        ]
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn parses_as_before(s in name_like()) {
+            prop_assert_eq!(ImageRef::parse(&s), parse_before(&s));
+        }
 
         #[test]
         fn never_panics(s in "\\PC{0,80}") {

@@ -124,6 +124,9 @@ pub struct Relevance {
     /// kept (runtime lists are read again every interval, so they need not hold
     /// next week's tags).
     tags: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Which repositories the patterns can match a tag of (`None` with no
+    /// patterns, or patterns it cannot tell for).
+    repo_patterns: Option<Arc<RepoPatterns>>,
 }
 
 impl PartialEq for Relevance {
@@ -148,10 +151,16 @@ impl Relevance {
                 tags.entry(r.repo.clone()).or_default().insert(t.clone());
             }
         }
+        let patterns = (!wanted.pattern_set.is_empty()).then(|| wanted.pattern_set.clone());
+        let repo_patterns = patterns
+            .as_ref()
+            .and_then(|p| RepoPatterns::new(p.patterns()))
+            .map(Arc::new);
         Relevance {
             repos,
-            patterns: (!wanted.pattern_set.is_empty()).then(|| wanted.pattern_set.clone()),
+            patterns,
             tags,
+            repo_patterns,
         }
     }
 
@@ -196,18 +205,55 @@ impl Relevance {
     /// Whether an image entry (all its names) can matter: a name is in a wanted
     /// repository or matches a pattern, or, with patterns, the entry may have lost
     /// its tags to the kubelet's cut (5 names, digests first) or has none, and
-    /// could then be a pattern image known only by digest.
+    /// could then be a pattern image known only by digest: only if a pattern can
+    /// match a tag of one of its repositories, since wanted images are matched by
+    /// repository and tag or digest.
     pub fn is_relevant(&self, names: &[ImageRef]) -> bool {
-        self.entry_is_relevant(
+        self.entry_is_relevant_for_repos(
             names.len(),
             names.iter().all(|r| r.tag.is_none()),
             names.iter().any(|r| self.name_matches(r)),
+            names.iter().any(|r| self.pattern_may_match_repo(&r.repo)),
         )
     }
 
     /// Whether one name is in a wanted repository or matches a pattern.
     pub fn name_matches(&self, r: &ImageRef) -> bool {
         self.repos.contains(&r.repo) || self.pattern_matches(r)
+    }
+
+    /// Whether `repo` is the repository of a wanted image.
+    pub fn wants_repo(&self, repo: &str) -> bool {
+        self.repos.contains(repo)
+    }
+
+    /// Whether a pattern matches `tagged`, a name in its `repo:tag` form.
+    pub fn pattern_matches_tagged(&self, tagged: &str) -> bool {
+        self.patterns.as_ref().is_some_and(|p| p.is_match(tagged))
+    }
+
+    /// Whether a pattern can match `repo:TAG` for some tag (`true` whenever that
+    /// cannot be ruled out); never with no patterns.
+    pub fn pattern_may_match_repo(&self, repo: &str) -> bool {
+        match (&self.patterns, &self.repo_patterns) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(_), Some(p)) => p.may_match(repo),
+        }
+    }
+
+    /// [`Relevance::entry_is_relevant`], but an entry that matches nothing is
+    /// kept only when a pattern may match a tag of one of its repositories
+    /// (`any_pattern_repo`, [`Relevance::pattern_may_match_repo`]).
+    pub fn entry_is_relevant_for_repos(
+        &self,
+        names: usize,
+        all_untagged: bool,
+        any_matches: bool,
+        any_pattern_repo: bool,
+    ) -> bool {
+        self.entry_is_relevant(names, all_untagged, any_matches)
+            && (any_matches || any_pattern_repo)
     }
 
     /// [`Relevance::is_relevant`] from what it looks at: how many names the entry
@@ -221,6 +267,91 @@ impl Relevance {
         }
         let maybe_cut = names >= MAX_NAMES_PER_IMAGE || all_untagged;
         maybe_cut && self.patterns.is_some()
+    }
+}
+
+/// The patterns as one lazy DFA, asked whether any `repo:TAG` can match: the
+/// DFA is walked over `repo:`, then every state reachable through bytes a tag
+/// may hold is searched for a match. Repositories are few (tags are not), so
+/// callers remember the answer per repository.
+#[derive(Debug)]
+struct RepoPatterns {
+    dfa: regex_automata::hybrid::dfa::DFA,
+}
+
+/// States searched before giving up (the answer is then "may match").
+const MAX_SEARCHED_STATES: usize = 4096;
+
+/// The bytes of a tag (`[\w][\w.-]*`).
+const TAG_BYTES: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+
+impl RepoPatterns {
+    /// `None` when the patterns cannot be made into a lazy DFA.
+    fn new(patterns: &[String]) -> Option<RepoPatterns> {
+        use regex_automata::{MatchKind, hybrid::dfa::DFA};
+        let config = DFA::config()
+            .match_kind(MatchKind::All)
+            .unicode_word_boundary(true);
+        let dfa = DFA::builder().configure(config).build_many(patterns).ok()?;
+        Some(RepoPatterns { dfa })
+    }
+
+    fn may_match(&self, repo: &str) -> bool {
+        let mut cache = self.dfa.create_cache();
+        self.search(&mut cache, repo).unwrap_or(true)
+    }
+
+    /// `None`: the DFA gave up (a quit byte, its cache cleared, too many states).
+    fn search(&self, cache: &mut regex_automata::hybrid::dfa::Cache, repo: &str) -> Option<bool> {
+        use regex_automata::{Anchored, util::start};
+        let dfa = &self.dfa;
+        let clears = cache.clear_count();
+        let mut sid = dfa
+            .start_state(cache, &start::Config::new().anchored(Anchored::No))
+            .ok()?;
+        for &b in repo.as_bytes().iter().chain(b":") {
+            sid = dfa.next_state(cache, sid, b).ok()?;
+            if sid.is_match() {
+                return Some(true);
+            }
+            if sid.is_dead() {
+                return Some(false);
+            }
+            if sid.is_quit() {
+                return None;
+            }
+        }
+        let mut seen = HashSet::from([sid]);
+        let mut todo = vec![sid];
+        while let Some(state) = todo.pop() {
+            if dfa.next_eoi_state(cache, state).ok()?.is_match() {
+                return Some(true);
+            }
+            if cache.clear_count() != clears {
+                return None;
+            }
+            let mut classes = [false; 256];
+            for &b in TAG_BYTES {
+                let class = usize::from(dfa.byte_classes().get(b));
+                if std::mem::replace(&mut classes[class], true) {
+                    continue;
+                }
+                let next = dfa.next_state(cache, state, b).ok()?;
+                if next.is_match() {
+                    return Some(true);
+                }
+                if next.is_quit()
+                    || cache.clear_count() != clears
+                    || seen.len() > MAX_SEARCHED_STATES
+                {
+                    return None;
+                }
+                if !next.is_dead() && seen.insert(next) {
+                    todo.push(next);
+                }
+            }
+        }
+        Some(false)
     }
 }
 
@@ -316,11 +447,23 @@ pub(crate) mod tests {
         assert!(r.is_relevant(&refs(&["ghcr.io/x/lab:w_1"])));
         assert!(!r.is_relevant(&refs(&["ghcr.io/x/lab:r_1"])));
         assert!(!r.is_relevant(&refs(&["nginx:1"])));
-        let digest_only = format!("ghcr.io/x/other@{}", d(1));
+        let digest_only = format!("ghcr.io/x/lab@{}", d(1));
         assert!(
             r.is_relevant(&refs(&[&digest_only])),
             "may be a cut-off pattern image"
         );
+        let elsewhere = format!("ghcr.io/x/other@{}", d(1));
+        assert!(
+            !r.is_relevant(&refs(&[&elsewhere])),
+            "no pattern can match a tag of its repository"
+        );
+        let cut: Vec<String> = (0..5)
+            .map(|n| format!("ghcr.io/x/other@{}", d(n)))
+            .collect();
+        let cut: Vec<&str> = cut.iter().map(String::as_str).collect();
+        assert!(!r.is_relevant(&refs(&cut)));
+        let unanchored = Relevance::new(&wanted(&[], &["w_"], &[]), []);
+        assert!(unanchored.is_relevant(&refs(&[&elsewhere])));
         let r = Relevance::new(&wanted(&["busybox:1.36"], &[], &[]), []);
         assert!(
             !r.is_relevant(&refs(&[&digest_only])),
@@ -384,7 +527,61 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn which_repositories_a_pattern_can_match_a_tag_of() {
+        let r = |patterns: &[&str]| Relevance::new(&wanted(&[], patterns, &[]), []);
+        let lab = "ghcr.io/x/lab";
+        let anchored = r(&["^ghcr\\.io/x/lab:w_"]);
+        assert!(anchored.pattern_may_match_repo(lab));
+        assert!(!anchored.pattern_may_match_repo("ghcr.io/x/other"));
+        assert!(!anchored.pattern_may_match_repo("ghcr.io/x/lab2"));
+        assert!(!anchored.pattern_may_match_repo("docker.io/library/ghcr.io"));
+        // A match that may start in the tag, or end before it.
+        assert!(r(&["w_[0-9]+$"]).pattern_may_match_repo("quay.io/a/b"));
+        assert!(r(&["x/la"]).pattern_may_match_repo(lab));
+        assert!(r(&["(?i)^GHCR\\.IO/"]).pattern_may_match_repo(lab));
+        // Only what a tag can hold follows the colon.
+        assert!(!r(&["^ghcr\\.io/x/lab:w/"]).pattern_may_match_repo(lab));
+        assert!(r(&["^ghcr\\.io/x/lab:\\w+$"]).pattern_may_match_repo(lab));
+        assert!(r(&["\\blab\\b"]).pattern_may_match_repo(lab));
+        // Any of several patterns.
+        let two = r(&["^quay\\.io/a:", "^ghcr\\.io/x/lab:r"]);
+        assert!(two.pattern_may_match_repo("quay.io/a"));
+        assert!(two.pattern_may_match_repo(lab));
+        assert!(!two.pattern_may_match_repo("quay.io/b"));
+        assert!(!r(&[]).pattern_may_match_repo(lab), "no patterns");
+    }
+
+    fn pattern() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::prop_oneof![
+            proptest::strategy::Just("^ghcr\\.io/x/lab:w_".to_string()),
+            proptest::strategy::Just("^docker\\.io/library/a[0-9]*:".to_string()),
+            proptest::strategy::Just("(?i)^QUAY\\.io/".to_string()),
+            proptest::strategy::Just("b:1$".to_string()),
+            proptest::strategy::Just("^[a-z.]+/x/[a-z]+:(w|r)_[0-9]+$".to_string()),
+            proptest::strategy::Just("lab\\b".to_string()),
+            "\\^?[a-z./:_1]{1,12}\\$?",
+        ]
+    }
+
     proptest::proptest! {
+        /// A repository ruled out has no tag a pattern matches.
+        #[test]
+        fn a_repository_ruled_out_has_no_matching_tag(
+            patterns in proptest::collection::vec(pattern(), 1..3),
+            repo in "(ghcr\\.io|quay\\.io|docker\\.io/library)/[abx]{1,2}(/lab)?",
+            tags in proptest::collection::vec("[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,6}", 1..8),
+        ) {
+            let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            proptest::prop_assume!(patterns.iter().all(|p| Regex::new(p).is_ok()));
+            let r = Relevance::new(&wanted(&[], &patterns, &[]), []);
+            if !r.pattern_may_match_repo(&repo) {
+                for tag in &tags {
+                    proptest::prop_assert!(!r.pattern_matches_tagged(&format!("{repo}:{tag}")), "{repo}:{tag}");
+                }
+            }
+        }
+
         #[test]
         fn natural_order_is_a_total_order(a in "[a-z_0-9]{0,12}", b in "[a-z_0-9]{0,12}", c in "[a-z_0-9]{0,12}") {
             proptest::prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());

@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -174,7 +175,105 @@ impl<T> Default for LenientVec<T> {
 
 impl<'de, T: Tolerant> Deserialize<'de> for LenientVec<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(LenientVecVisitor(PhantomData))
+        d.deserialize_any(LenientVecVisitor(PhantomData::<Owned<T>>))
+    }
+}
+
+/// How the elements of a [`LenientVec`] are read.
+trait ReadElement<'de> {
+    type Item;
+    fn read<D: Deserializer<'de>>(d: D) -> Result<Lenient<Self::Item>, D::Error>;
+}
+
+/// A [`Tolerant`] element.
+struct Owned<T>(PhantomData<T>);
+
+impl<'de, T: Tolerant> ReadElement<'de> for Owned<T> {
+    type Item = T;
+    fn read<D: Deserializer<'de>>(d: D) -> Result<Lenient<T>, D::Error> {
+        T::tolerant(d)
+    }
+}
+
+/// A string element, borrowed from the input when it can be.
+struct Text;
+
+impl<'de> ReadElement<'de> for Text {
+    type Item = Cow<'de, str>;
+    fn read<D: Deserializer<'de>>(d: D) -> Result<Lenient<Cow<'de, str>>, D::Error> {
+        text(d)
+    }
+}
+
+/// Reads one element with `R`.
+struct Element<R>(PhantomData<R>);
+
+impl<'de, R: ReadElement<'de>> de::DeserializeSeed<'de> for Element<R> {
+    type Value = Lenient<R::Item>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        R::read(d)
+    }
+}
+
+/// A string as [`Lenient<String>`] reads it, borrowed from the input when it
+/// holds no escape (a malformed value gets the same message).
+pub fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Lenient<Cow<'de, str>>, D::Error> {
+    d.deserialize_any(TextVisitor)
+}
+
+/// A [`LenientVec`] of strings, each as [`text`] reads it.
+pub fn texts<'de, D: Deserializer<'de>>(d: D) -> Result<LenientVec<Cow<'de, str>>, D::Error> {
+    d.deserialize_any(LenientVecVisitor(PhantomData::<Text>))
+}
+
+struct TextVisitor;
+
+/// What [`Fast`] makes of a value that is not a string, for a string.
+fn owned<'de>(v: Lenient<String>) -> Lenient<Cow<'de, str>> {
+    match v {
+        Lenient::Ok(s) => Lenient::Ok(Cow::Owned(s)),
+        Lenient::Invalid(e) => Lenient::Invalid(e),
+    }
+}
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Lenient<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Lenient::Ok(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Lenient::Ok(Cow::Owned(v.to_owned())))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Fast::<String>(PhantomData).visit_bool(v).map(owned)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Fast::<String>(PhantomData).visit_i64(v).map(owned)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Fast::<String>(PhantomData).visit_u64(v).map(owned)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Fast::<String>(PhantomData).visit_f64(v).map(owned)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Fast::<String>(PhantomData).visit_unit().map(owned)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Fast::<String>(PhantomData).visit_seq(seq).map(owned)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Fast::<String>(PhantomData).visit_map(map).map(owned)
     }
 }
 
@@ -185,8 +284,8 @@ pub(crate) fn not_a_list_message(what: &str) -> String {
     format!("expected a list, found {what}")
 }
 
-impl<T> LenientVecVisitor<T> {
-    fn not_a_list<E>(what: &str) -> Result<LenientVec<T>, E> {
+impl<'de, R: ReadElement<'de>> LenientVecVisitor<R> {
+    fn not_a_list<E>(what: &str) -> Result<LenientVec<R::Item>, E> {
         Ok(LenientVec {
             items: Vec::new(),
             invalid: Some(not_a_list_message(what)),
@@ -195,8 +294,8 @@ impl<T> LenientVecVisitor<T> {
     }
 }
 
-impl<'de, T: Tolerant> Visitor<'de> for LenientVecVisitor<T> {
-    type Value = LenientVec<T>;
+impl<'de, R: ReadElement<'de>> Visitor<'de> for LenientVecVisitor<R> {
+    type Value = LenientVec<R::Item>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list")
@@ -204,7 +303,7 @@ impl<'de, T: Tolerant> Visitor<'de> for LenientVecVisitor<T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
-        while let Some(item) = seq.next_element::<Lenient<T>>()? {
+        while let Some(item) = seq.next_element_seed(Element::<R>(PhantomData))? {
             items.push(item);
         }
         Ok(LenientVec {

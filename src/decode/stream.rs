@@ -53,6 +53,19 @@ pub fn decode_list<T: DeserializeOwned>(
     Ok(meta)
 }
 
+/// Walks `list`, a JSON array, handing each item to `on_item` as soon as it is
+/// delimited (a borrowed slice of `list`), with its index; returns how many
+/// there were. `null` is an empty list.
+pub fn each_item(
+    list: &str,
+    on_item: impl FnMut(usize, &RawValue),
+) -> Result<usize, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(list);
+    let n = ItemsSeed { on_raw: on_item }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(n)
+}
+
 struct ListVisitor<F, T> {
     on_item: F,
     item: std::marker::PhantomData<T>,
@@ -78,9 +91,9 @@ impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> Visitor<'de> for ListVisitor<F
                 }
                 Key::Items => {
                     seen_items = true;
+                    let on_item = &mut self.on_item;
                     meta.items += map.next_value_seed(ItemsSeed {
-                        on_item: &mut self.on_item,
-                        item: std::marker::PhantomData::<T>,
+                        on_raw: |_, raw: &RawValue| on_item(serde_json::from_str::<T>(raw.get())),
                     })?;
                 }
                 Key::Kind => {
@@ -130,12 +143,13 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-struct ItemsSeed<'f, F, T> {
-    on_item: &'f mut F,
-    item: std::marker::PhantomData<T>,
+/// Delimits the items of a list (borrowed slices of the input, no copy) and
+/// hands each to `on_raw` with its index.
+struct ItemsSeed<F> {
+    on_raw: F,
 }
 
-impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> DeserializeSeed<'de> for ItemsSeed<'_, F, T> {
+impl<'de, F: FnMut(usize, &RawValue)> DeserializeSeed<'de> for ItemsSeed<F> {
     type Value = usize;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
@@ -143,20 +157,20 @@ impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> DeserializeSeed<'de> for Items
     }
 }
 
-impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> Visitor<'de> for ItemsSeed<'_, F, T> {
+impl<'de, F: FnMut(usize, &RawValue)> Visitor<'de> for ItemsSeed<F> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of objects")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<usize, A::Error> {
         let mut n = 0;
-        // Each item is first delimited (a borrowed slice of the page, no copy), then
-        // decoded: a node the projection cannot read fails alone.
+        // Each item is first delimited, then decoded: a node the projection
+        // cannot read fails alone.
         while let Some(raw) = seq.next_element::<&RawValue>()? {
+            (self.on_raw)(n, raw);
             n += 1;
-            (self.on_item)(serde_json::from_str::<T>(raw.get()));
         }
         Ok(n)
     }
@@ -206,6 +220,28 @@ mod tests {
         assert_eq!(meta.continue_token.as_deref(), Some("tok"));
         assert_eq!(meta.items, 2);
         assert_eq!(items, [Ok("a".to_string()), Ok("b".to_string())]);
+    }
+
+    #[test]
+    fn each_item_is_handed_over_delimited_with_its_index() {
+        let mut seen = Vec::new();
+        let n = each_item(r#"[1, {"a": [2, "]"]}, null ]"#, |i, raw| {
+            seen.push((i, raw.get().to_string()))
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(
+            seen,
+            [
+                (0, "1".to_string()),
+                (1, r#"{"a": [2, "]"]}"#.to_string()),
+                (2, "null".to_string())
+            ]
+        );
+        assert_eq!(each_item("null", |_, _| panic!("no item")).unwrap(), 0);
+        for bad in ["", "[1,", "{}", "[1] 2"] {
+            assert!(each_item(bad, |_, _| {}).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::{About, Ingest, Loudness, report_failure};
 use crate::analysis::NodeView;
 use crate::decode::lenient::{not_a_list_message, truncate};
+use crate::decode::stream::each_item;
 use crate::metrics::{Failure, SourceErrorKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -89,9 +90,9 @@ pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), Du
             if let Some(what) = what {
                 return Err(DumpError::ItemsNotAList(what));
             }
-            // Delimited only: borrowed slices of `bytes`.
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(DumpError::Items)?;
-            for (i, item) in items.into_iter().enumerate() {
+            // Each item decoded from its slice of `bytes` as soon as it is
+            // delimited (the document is known to be well-formed by now).
+            each_item(text, |i, item| {
                 let text = item.get();
                 on_item(serde_json::from_str::<NodeView>(text).map_err(|e| {
                     (
@@ -99,7 +100,8 @@ pub fn decode_each(bytes: &[u8], mut on_item: impl FnMut(Item)) -> Result<(), Du
                         format!("{}: {}", truncate(&e.to_string(), 100), truncate(text, 60)),
                     )
                 }));
-            }
+            })
+            .map_err(DumpError::Items)?;
             Ok(())
         }
         (kind, None) => Err(DumpError::NotANodeList(kind.map(str::to_string))),
