@@ -5,6 +5,7 @@
 //! `/v1/images` in this shape; the central exporter reads it back with the same
 //! types, and `check --agents-file` reads a saved JSON array of them.
 
+use super::node::Entry;
 use super::reference::{ImageRef, RefError};
 use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};
@@ -76,8 +77,9 @@ pub struct RuntimeSummary {
     pub image_bytes: u64,
     pub image_fs_used_bytes: Option<u64>,
     /// Per image, its digests and tags that can match an image wanted now, for
-    /// the images that can matter.
-    pub relevant_images: Vec<Vec<ImageRef>>,
+    /// the images that can matter; interned, so that the thousands of nodes
+    /// holding the same image share one copy of its names.
+    pub relevant_images: Vec<Entry>,
     /// Names that could matter but were not kept, past [`MAX_RUNTIME_NAMES`].
     pub names_dropped: u64,
     /// The counts of the agent's pruning plan, when it prunes.
@@ -181,19 +183,16 @@ impl<'r> Summarizer<'r> {
             std::mem::take(&mut self.tags),
         );
         if relevant {
-            let mut entry: Vec<ImageRef> = digests
+            let entry: Vec<ImageRef> = digests
                 .into_iter()
                 .filter(|(_, pattern_only)| !pattern_only || pattern_image)
                 .map(|(r, _)| r)
                 .chain(tags)
                 .map(|r| r.interned())
                 .collect();
-            // Collected through a filter, the vector starts at room for four
-            // names; most entries have one or two, kept for every node.
-            entry.shrink_to_fit();
             self.kept += entry.len();
             if !entry.is_empty() {
-                self.summary.relevant_images.push(entry);
+                self.summary.relevant_images.push(Entry::new(entry));
             }
             self.summary.names_dropped += self.over_budget;
         }
@@ -600,11 +599,13 @@ mod tests {
             "the digest, not a tag no one wants now"
         );
         assert!(s.relevant_images[0][0].digest.is_some());
-        // Kept for every node until its next list: no room for names it lacks.
+        // Kept for every node until its next list, shared with every node that
+        // holds the same image.
         let (decoded_summary, _) = decoded(&report, &relevance);
-        for kept in [&s, &decoded_summary] {
-            assert_eq!(kept.relevant_images[0].capacity(), 1);
-        }
+        assert!(std::sync::Arc::ptr_eq(
+            &s.relevant_images[0].0,
+            &decoded_summary.relevant_images[0].0
+        ));
         assert_eq!(problems.len(), 1);
         assert!(
             problems[0].starts_with("images[3].repoTags"),
@@ -653,6 +654,10 @@ mod tests {
                 ),
                 // Another repository's digest, the image tagged but not a pattern's.
                 image(vec!["nginx:1".into()], vec![d("ghcr.io/x/other", 3)]),
+                // Untagged: a pattern's image known by digest only if a pattern
+                // can match a tag of its repository, which none can here.
+                image(vec![], vec![d("ghcr.io/x/other", 4)]),
+                image(vec![], vec![d("ghcr.io/x/pat", 5)]),
             ],
             image_fs_used_bytes: None,
             prune: None,
@@ -668,9 +673,10 @@ mod tests {
             [
                 vec![d("ghcr.io/x/lab", 1), "ghcr.io/x/lab:w_1".into()],
                 vec![d("ghcr.io/x/pat", 2), "ghcr.io/x/pat:keep1".into()],
+                vec![d("ghcr.io/x/pat", 5)],
             ]
         );
-        assert_eq!((s.image_count, s.names_dropped), (4, 0));
+        assert_eq!((s.image_count, s.names_dropped), (6, 0));
         assert_eq!(decoded(&report, &relevance).0, s);
     }
 
@@ -694,7 +700,7 @@ mod tests {
             prune: None,
         };
         let (s, _) = summarize(&report, &relevance);
-        let kept: usize = s.relevant_images.iter().map(Vec::len).sum();
+        let kept: usize = s.relevant_images.iter().map(|e| e.len()).sum();
         assert_eq!(kept, MAX_RUNTIME_NAMES);
         assert_eq!(s.names_dropped, 6000 - MAX_RUNTIME_NAMES as u64);
         assert_eq!((s.image_count, s.image_bytes), (3000, 3000));

@@ -172,7 +172,8 @@ impl Relevance {
     /// Whether a name of a runtime's image can match an image wanted now: a tag
     /// wanted now or one a pattern matches, a digest in a wanted repository (a
     /// wanted tag may be known by its digest); a digest elsewhere only if the
-    /// image may be a pattern's ([`RuntimeKeep::IfPatternImage`]).
+    /// image may be a pattern's ([`RuntimeKeep::IfPatternImage`]): a pattern may
+    /// match a tag of its repository.
     pub fn runtime_keeps(&self, r: &ImageRef) -> RuntimeKeep {
         if let Some(t) = &r.tag
             && (self.tags.get(&r.repo).is_some_and(|ts| ts.contains(t)) || self.pattern_matches(r))
@@ -181,7 +182,7 @@ impl Relevance {
         }
         match &r.digest {
             Some(_) if self.repos.contains(&r.repo) => RuntimeKeep::Yes,
-            Some(_) if self.patterns.is_some() => RuntimeKeep::IfPatternImage,
+            Some(_) if self.pattern_may_match_repo(&r.repo) => RuntimeKeep::IfPatternImage,
             _ => RuntimeKeep::No,
         }
     }
