@@ -7,11 +7,11 @@
 
 use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
-use crate::analysis::report::{Assumptions, NodeExtra, NodeExtras, SourceState};
+use crate::analysis::report::{Analysis, Assumptions, Inputs, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::runtime::RuntimeSummary;
 use crate::analysis::wants::Wants;
-use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, analyze, intern};
-use std::collections::BTreeMap;
+use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, intern};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,15 +29,24 @@ pub struct Store {
     /// Node agents are expected: nodes without a fresh report say so.
     agents: std::sync::atomic::AtomicBool,
     inner: RwLock<Inner>,
-    /// The last report and the generation it was computed for; held while a new
-    /// one is computed, so concurrent readers wait for it instead of repeating it.
-    cache: Mutex<Option<(u64, Arc<Report>)>>,
+    /// The last report, the analysis it came from and the generation it was
+    /// computed for; held while a new one is computed, so concurrent readers wait
+    /// for it instead of repeating it.
+    cache: Mutex<Option<Cached>>,
     /// Counts arrivals of nodes not seen before; each reader of kubelets follows
     /// it with a receiver of its own.
     added: tokio::sync::watch::Sender<u64>,
     /// Signalled when the sources' repositories changed, so that nodes must be
     /// summarized again (see [`Relevance`]).
     resync: tokio::sync::Notify,
+}
+
+/// The last report and what it was made from.
+struct Cached {
+    generation: u64,
+    report: Arc<Report>,
+    /// Kept to be brought up to date with the nodes that change.
+    analysis: Analysis,
 }
 
 struct Inner {
@@ -54,6 +63,12 @@ struct Inner {
     extras: NodeExtras,
     /// Bumped on every change that can change the report.
     generation: u64,
+    /// Nodes changed since the last report was computed (summary, extra facts,
+    /// arrival or removal): only theirs need analyzing again.
+    changed: BTreeSet<String>,
+    /// Something every node's report depends on changed since the last report
+    /// (every node, the sources, the assumptions): all are analyzed again.
+    changed_all: bool,
     last_update: Option<SystemTime>,
     /// A first complete set of nodes is in.
     has_data: bool,
@@ -62,6 +77,23 @@ struct Inner {
     /// Node changes since the shared strings were last cleaned up, and when that was.
     changes_since_gc: u64,
     last_gc: Instant,
+}
+
+impl Inner {
+    /// One node changed: its report must be made again.
+    fn changed_node(&mut self, name: &str) {
+        self.generation += 1;
+        if !self.changed_all {
+            self.changed.insert(name.to_string());
+        }
+    }
+
+    /// Something every report depends on changed: all must be made again.
+    fn changed_everything(&mut self) {
+        self.generation += 1;
+        self.changed_all = true;
+        self.changed.clear();
+    }
 }
 
 impl Store {
@@ -78,6 +110,8 @@ impl Store {
                 nodes: BTreeMap::new(),
                 extras: NodeExtras::new(),
                 generation: 0,
+                changed: BTreeSet::new(),
+                changed_all: true,
                 last_update: None,
                 has_data: false,
                 source_live: true,
@@ -105,7 +139,7 @@ impl Store {
     pub fn add_source(&self, source: WantSource) {
         let mut inner = self.write();
         inner.sources.entry(source).or_default();
-        inner.generation += 1;
+        inner.changed_everything();
     }
 
     /// A source read succeeded: what it wants replaces what it wanted before
@@ -120,7 +154,7 @@ impl Store {
         state.menu = wants.menu;
         state.up = true;
         state.last_success_seconds = now;
-        inner.generation += 1;
+        inner.changed_everything();
         let relevance = Arc::new(Relevance::new(
             &self.wanted,
             inner.sources.values().flat_map(|s| &s.groups),
@@ -139,7 +173,7 @@ impl Store {
         let state = inner.sources.entry(source).or_default();
         if state.up {
             state.up = false;
-            inner.generation += 1;
+            inner.changed_everything();
         }
     }
 
@@ -174,7 +208,7 @@ impl Store {
                 .collect();
             inner.extras.retain(|n, _| map.contains_key(n));
             inner.nodes = map;
-            inner.generation += 1;
+            inner.changed_everything();
         }
         inner.last_update = Some(SystemTime::now());
         inner.has_data = true;
@@ -206,8 +240,8 @@ impl Store {
             Some(_) => false,
             None => true,
         };
+        inner.changed_node(&node.name);
         inner.nodes.insert(node.name.clone(), Arc::new(node));
-        inner.generation += 1;
         let collect = Self::changed(&mut inner);
         drop(inner);
         if collect {
@@ -225,7 +259,7 @@ impl Store {
         if inner.nodes.remove(name).is_none() {
             return;
         }
-        inner.generation += 1;
+        inner.changed_node(name);
         let collect = Self::changed(&mut inner);
         drop(inner);
         if collect {
@@ -257,7 +291,7 @@ impl Store {
     pub fn expect_agents(&self) {
         self.agents
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.write().generation += 1;
+        self.write().changed_everything();
     }
 
     /// Records the settings a node's kubelet runs with (`None`: unknown again).
@@ -295,7 +329,7 @@ impl Store {
         } else {
             inner.extras.insert(name.to_string(), extra);
         }
-        inner.generation += 1;
+        inner.changed_node(name);
     }
 
     pub fn node_names(&self) -> Vec<String> {
@@ -352,38 +386,67 @@ impl Store {
     }
 
     /// The analysis of the current nodes (cached until they change) and the time
-    /// they were last known current. Can take a while for many nodes: call it off
-    /// the async runtime's workers.
+    /// they were last known current. Can take a while for many nodes when all must
+    /// be analyzed again (a complete list, a source's new wants); after a few
+    /// nodes changed, only those are: call it off the async runtime's workers.
     pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, nodes, extras, sources, configured_at, last_update) = {
-            let inner = self.read();
-            if let Some((g, report)) = cache.as_ref()
-                && *g == inner.generation
+        let (generation, nodes, changed, extras, sources, configured_at, last_update) = {
+            let mut inner = self.write();
+            if let Some(c) = cache.as_ref()
+                && c.generation == inner.generation
             {
-                return (report.clone(), inner.last_update);
+                return (c.report.clone(), inner.last_update);
             }
+            let everything = std::mem::take(&mut inner.changed_all) || cache.is_none();
+            let changed = std::mem::take(&mut inner.changed);
+            // Only what is known of the changed nodes, unless all are analyzed.
+            let extras: NodeExtras = if everything {
+                inner.extras.clone()
+            } else {
+                changed
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), inner.extras.get(n)?.clone())))
+                    .collect()
+            };
             (
                 inner.generation,
                 inner.nodes.values().cloned().collect::<Vec<_>>(),
-                inner.extras.clone(),
+                (!everything).then_some(changed),
+                extras,
                 inner.sources.clone(),
                 inner.configured_at,
                 inner.last_update,
             )
         };
-        let report = Arc::new(analyze(
-            nodes.iter().map(|n| n.as_ref()),
-            &self.wanted,
-            &sources,
-            Assumptions {
+        let refs: Vec<&NodeSummary> = nodes.iter().map(|n| n.as_ref()).collect();
+        let inputs = Inputs {
+            wanted: &self.wanted,
+            sources: &sources,
+            assume: Assumptions {
                 default_max_images: self.default_max_images,
                 agents: self.agents.load(std::sync::atomic::Ordering::Relaxed),
                 configured_at: Some(configured_at),
             },
-            &extras,
-        ));
-        *cache = Some((generation, report.clone()));
+            extras: &extras,
+        };
+        let analysis = match (cache.take(), changed) {
+            (Some(mut c), Some(changed)) => {
+                c.analysis.update(&refs, &changed, inputs);
+                c.analysis
+            }
+            (old, _) => {
+                // Let the old analysis go before the new one is made.
+                drop(old);
+                Analysis::new(&refs, inputs)
+            }
+        };
+        let report = Arc::new(analysis.report(inputs));
+        *cache = Some(Cached {
+            generation,
+            report: report.clone(),
+            analysis,
+        });
         (report, last_update)
     }
 
