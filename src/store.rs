@@ -149,12 +149,19 @@ impl Store {
         let now = Some(unix_now());
         let mut inner = self.write();
         let state = inner.sources.entry(source).or_default();
+        // Only the groups and the menu go into every node's report; the rest
+        // shows in the source's own report.
+        let same_wants = state.groups == wants.groups && state.menu == wants.menu;
         state.groups = wants.groups;
         state.dropped_images = wants.dropped;
         state.menu = wants.menu;
         state.up = true;
         state.last_success_seconds = now;
-        inner.changed_everything();
+        if same_wants {
+            inner.generation += 1;
+        } else {
+            inner.changed_everything();
+        }
         let relevance = Arc::new(Relevance::new(
             &self.wanted,
             inner.sources.values().flat_map(|s| &s.groups),
@@ -173,7 +180,8 @@ impl Store {
         let state = inner.sources.entry(source).or_default();
         if state.up {
             state.up = false;
-            inner.changed_everything();
+            // It keeps its groups: only its own report changes.
+            inner.generation += 1;
         }
     }
 
@@ -555,6 +563,54 @@ mod tests {
         );
         store.expect_agents();
         assert_eq!(store.report().0.nodes[0].runtime.agent_up, Some(false));
+    }
+
+    #[test]
+    fn a_source_read_again_shows_in_the_report_as_a_whole_analysis_would() {
+        use crate::analysis::reference::ImageRef;
+        use crate::analysis::wanted::WantGroup;
+        let store = store();
+        store.replace_all(vec![node("a", 3), node("b", 60)]);
+        store.add_source(WantSource::Nublado);
+        let wants = |image: &str| Wants {
+            groups: vec![WantGroup {
+                source: WantSource::Nublado,
+                images: vec![ImageRef::parse(image).unwrap()],
+                eligibility: store.wanted().eligibility().clone(),
+            }],
+            ..Wants::default()
+        };
+        let whole = |store: &Store| {
+            let inner = store.read();
+            crate::analysis::analyze(
+                inner.nodes.values().map(|n| n.as_ref()),
+                &store.wanted,
+                &inner.sources,
+                Assumptions {
+                    default_max_images: 50,
+                    agents: false,
+                    configured_at: Some(inner.configured_at),
+                },
+                &inner.extras,
+            )
+        };
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:1"));
+        let first = store.report().0;
+        assert_eq!(*first, whole(&store));
+        assert_eq!(first.nodes[0].prepull.missing_images, ["ghcr.io/x/lab:1"]);
+        store.upsert(node("a", 4));
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:1"));
+        let again = store.report().0;
+        assert_eq!(*again, whole(&store));
+        assert_eq!(again.nodes[0].cap.image_count, 4);
+        store.source_failed(WantSource::Nublado);
+        let failed = store.report().0;
+        assert!(!failed.sources[0].up, "{:?}", failed.sources);
+        assert_eq!(*failed, whole(&store));
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:2"));
+        let moved = store.report().0;
+        assert_eq!(moved.nodes[1].prepull.missing_images, ["ghcr.io/x/lab:2"]);
+        assert_eq!(*moved, whole(&store));
     }
 
     #[test]
