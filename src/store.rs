@@ -438,24 +438,42 @@ impl Store {
             },
             extras: &extras,
         };
-        let analysis = match (cache.take(), changed) {
-            (Some(mut c), Some(changed)) => {
-                c.analysis.update(&refs, &changed, inputs);
-                c.analysis
-            }
-            (old, _) => {
-                // Let the old analysis go before the new one is made.
-                drop(old);
-                Analysis::new(&refs, inputs)
+        let everything = changed.is_none();
+        let updated = match (cache.take(), changed) {
+            (Some(c), Some(changed)) => c
+                .analysis
+                .update(&refs, &changed, inputs)
+                .map(|a| (a, Some(c.report))),
+            // Let the old analysis go before the new one is made.
+            _ => None,
+        };
+        let (mut analysis, last) = match updated {
+            Some(updated) => updated,
+            // Made whole: with what is known of every node.
+            None if everything => (Analysis::new(&refs, inputs), None),
+            None => {
+                let extras = self.read().extras.clone();
+                let inputs = Inputs {
+                    extras: &extras,
+                    ..inputs
+                };
+                (Analysis::new(&refs, inputs), None)
             }
         };
-        let report = Arc::new(analysis.report(inputs));
+        let report = Arc::new(analysis.report(last.as_deref(), inputs));
+        drop(last);
         *cache = Some(Cached {
             generation,
             report: report.clone(),
             analysis,
         });
         (report, last_update)
+    }
+
+    /// Moves on every change that can change the report: a report made for this
+    /// generation is current.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// [`Store::report`] on a blocking thread, for async callers.

@@ -42,11 +42,13 @@ struct Shares {
     sizes: Vec<(usize, Option<u64>)>,
 }
 
-/// A node as the last report saw it.
+/// A node as the analysis saw it last.
 struct Kept {
     name: String,
     shares: Shares,
-    report: NodeReport,
+    /// Its report while no [`Report`] holds it: made since the last report
+    /// was, and moved into the next. (Kept once only, in the report.)
+    fresh: Option<NodeReport>,
     tally: NodeTally,
 }
 
@@ -204,7 +206,7 @@ impl Analysis {
         Kept {
             name: node.name.clone(),
             shares,
-            report,
+            fresh: Some(report),
             tally,
         }
     }
@@ -212,9 +214,16 @@ impl Analysis {
     /// Brings the analysis up to date after the nodes named in `changed` changed
     /// (arrived, went, or changed their summary or what else is known of them).
     /// `nodes` is every node now, sorted by name, each name once. The wanted
-    /// images, the sources and the assumptions must be those the analysis was
-    /// made with; `inputs.extras` must hold what is known of the changed nodes.
-    pub fn update(&mut self, nodes: &[&NodeSummary], changed: &BTreeSet<String>, inputs: Inputs) {
+    /// images, the sources' groups and menu and the assumptions must be those the
+    /// analysis was made with; `inputs.extras` must hold what is known of the
+    /// changed nodes. `None` when an input every node's report shares changed:
+    /// then the analysis must be made whole ([`Analysis::new`]).
+    pub fn update(
+        mut self,
+        nodes: &[&NodeSummary],
+        changed: &BTreeSet<String>,
+        inputs: Inputs,
+    ) -> Option<Analysis> {
         let fresh: Vec<(&String, Option<(&NodeSummary, Shares)>)> = changed
             .iter()
             .map(|name| {
@@ -226,8 +235,7 @@ impl Analysis {
             })
             .collect();
         if !self.count_changes(&fresh) {
-            *self = Analysis::new(nodes, inputs);
-            return;
+            return None;
         }
         for (name, now) in fresh {
             let at = self.nodes.binary_search_by(|k| k.name.cmp(name));
@@ -243,6 +251,7 @@ impl Analysis {
                 (Err(_), None) => {}
             }
         }
+        Some(self)
     }
 
     /// What `node` adds to the shared inputs, against the current wanted images.
@@ -283,29 +292,27 @@ impl Analysis {
         before == after
     }
 
-    /// The report as the analysis stands.
-    pub fn report(&self, inputs: Inputs) -> Report {
+    /// The report as the analysis stands: the node reports made since the last
+    /// report moved into it, the others copied from `last`, the report made
+    /// before (which must be given whenever the analysis was brought up to date
+    /// rather than made whole).
+    pub fn report(&mut self, last: Option<&Report>, inputs: Inputs) -> Report {
         let mut counts = Counts::new(self.set.images.len());
-        for k in &self.nodes {
-            counts.add(&k.report, &k.tally);
+        let mut before = last.map_or(&[][..], |r| &r.nodes[..]).iter().peekable();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for k in &mut self.nodes {
+            let report = k.fresh.take().unwrap_or_else(|| {
+                // Both lists are sorted by name.
+                while before.next_if(|r| r.name < k.name).is_some() {}
+                before
+                    .next_if(|r| r.name == k.name)
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            counts.add(&report, &k.tally);
+            nodes.push(report);
         }
-        let nodes: Vec<NodeReport> = self.nodes.iter().map(|k| k.report.clone()).collect();
-        self.finish(nodes, &counts, inputs)
-    }
-
-    /// The report, the analysis given up for it.
-    pub fn into_report(self, inputs: Inputs) -> Report {
-        let mut counts = Counts::new(self.set.images.len());
-        for k in &self.nodes {
-            counts.add(&k.report, &k.tally);
-        }
-        let set = self.set;
-        let nodes: Vec<NodeReport> = self.nodes.into_iter().map(|k| k.report).collect();
-        Analysis::finish_with(&set, nodes, &counts, inputs)
-    }
-
-    fn finish(&self, nodes: Vec<NodeReport>, counts: &Counts, inputs: Inputs) -> Report {
-        Analysis::finish_with(&self.set, nodes, counts, inputs)
+        Analysis::finish_with(&self.set, nodes, &counts, inputs)
     }
 
     /// The report of `nodes`: with the image and source reports made from
@@ -433,6 +440,7 @@ mod tests {
                 Inputs { wanted: w, sources, assume, extras }
             }
             let mut kept = Analysis::new(&[], inputs(&w, &sources, &extras));
+            let mut last = None;
             for batch in batches {
                 let mut changed = BTreeSet::new();
                 for c in batch {
@@ -457,10 +465,20 @@ mod tests {
                         }
                     }
                 }
+                // Only what is known of the changed nodes goes to the update.
+                let known: NodeExtras = changed
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), extras.get(n)?.clone())))
+                    .collect();
                 let refs: Vec<&NodeSummary> = nodes.values().collect();
-                kept.update(&refs, &changed, inputs(&w, &sources, &extras));
-                let whole = Analysis::new(&refs, inputs(&w, &sources, &extras)).report(inputs(&w, &sources, &extras));
-                prop_assert_eq!(kept.report(inputs(&w, &sources, &extras)), whole);
+                // Made whole when a shared input changed, as the store does.
+                kept = kept
+                    .update(&refs, &changed, inputs(&w, &sources, &known))
+                    .unwrap_or_else(|| Analysis::new(&refs, inputs(&w, &sources, &extras)));
+                let whole = Analysis::new(&refs, inputs(&w, &sources, &extras)).report(None, inputs(&w, &sources, &extras));
+                let now = kept.report(last.as_ref(), inputs(&w, &sources, &extras));
+                prop_assert_eq!(&now, &whole);
+                last = Some(now);
             }
         }
     }

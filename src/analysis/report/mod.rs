@@ -72,7 +72,7 @@ pub fn analyze<'a>(
         assume,
         extras,
     };
-    Analysis::new(&nodes, inputs).into_report(inputs)
+    Analysis::new(&nodes, inputs).report(None, inputs)
 }
 
 /// Nublado's spawner menu as the nodes' missing images leave it; none without a
