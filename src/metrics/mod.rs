@@ -311,6 +311,12 @@ impl Metrics {
         }
     }
 
+    /// Makes the gzipped report families of `report` ahead of a scrape (as
+    /// Prometheus asks for them), so that the scrape finds them made.
+    pub fn prepare(&self, report: &Arc<Report>) {
+        self.report_text(report, TextFormat::OpenMetrics, Encoding::Gzip);
+    }
+
     /// The encoded report families of `report` in `format` and `encoding`.
     ///
     /// Only what was asked for is kept: Prometheus asks for gzip, so the plain text
