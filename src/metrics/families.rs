@@ -1,7 +1,10 @@
 //! The report families: each a name, a help text and the function that reads its
 //! samples from the current report, in the style of kube-state-metrics' family
-//! generators. They are encoded afresh from each new report, so the series of a
-//! node that is gone disappear with it and no stale series can linger.
+//! generators. Each report's text is made from that report alone (the runs of
+//! nodes whose reports did not change keep their text, see `pieces`), so the
+//! series of a node that is gone disappear with it and no stale series can
+//! linger. The series are written as prometheus-client's text encoder writes
+//! gauges, in the order of the report's subjects.
 //!
 //! A family is declared over a subject (a node, a wanted image, a source, the
 //! menu, the cluster) and reads one value from it, or one per label value of its

@@ -8,8 +8,9 @@
 //!   interner's sizes ([`process`]), the refresh time ([`refresh`]).
 //! - The report families ([`NODE_FAMILIES`], [`IMAGE_FAMILIES`], [`CLUSTER_FAMILIES`]):
 //!   each is a name, a help text and the function that reads its samples from the
-//!   current report, in the style of kube-state-metrics' family generators. They
-//!   are encoded afresh from each new report, so the series of a node that is gone
+//!   current report, in the style of kube-state-metrics' family generators. Each
+//!   report's text is made from that report alone (`pieces` keeps the text of
+//!   the runs of nodes that did not change), so the series of a node that is gone
 //!   disappear with it and no stale series can linger.
 //!
 //! [`exposition`] has the formats, their negotiation and gzip, for the exporter
@@ -282,7 +283,7 @@ impl Metrics {
     ///
     /// With [`Encoding::Gzip`] the parts are one gzip member, the report families
     /// in compressed pieces kept from report to report (only the nodes that
-    /// changed are compressed again, see [`pieces`]): scrapes, which Prometheus
+    /// changed are compressed again, see `pieces`): scrapes, which Prometheus
     /// always sends with gzip, then compress a few kilobytes each instead of the
     /// whole text, and a client that stops reading holds no compressor.
     pub fn render_parts(

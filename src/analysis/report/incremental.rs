@@ -33,9 +33,9 @@ pub struct Inputs<'a> {
 /// What one node adds to the inputs all reports share.
 struct Shares {
     runtime: Option<Arc<str>>,
-    /// The tags each pattern matches on the node (none when the configuration's
-    /// rule rejects it).
-    patterns: Vec<Vec<ImageRef>>,
+    /// The tags each pattern (by its place) matches on the node (none when the
+    /// configuration's rule rejects it).
+    patterns: Vec<(usize, ImageRef)>,
     /// (wanted image, digest) pairs of its entries that carry a wanted tag.
     digests: Vec<(usize, Arc<str>)>,
     /// (wanted image, size) pairs of its entries that are a wanted image.
@@ -48,7 +48,7 @@ struct Kept {
     shares: Shares,
     /// Its report while no [`Report`] holds it: made since the last report
     /// was, and moved into the next. (Kept once only, in the report.)
-    fresh: Option<NodeReport>,
+    fresh: Option<Box<NodeReport>>,
     tally: NodeTally,
 }
 
@@ -71,10 +71,8 @@ enum Seen {
 
 impl Pool {
     fn count(&mut self, shares: &Shares, add: bool) {
-        for (p, tags) in shares.patterns.iter().enumerate() {
-            for tag in tags {
-                bump(self.patterns[p].entry(tag.clone()), add);
-            }
+        for (p, tag) in &shares.patterns {
+            bump(self.patterns[*p].entry(tag.clone()), add);
         }
         for (i, d) in &shares.digests {
             let key = (*i, d.clone());
@@ -95,12 +93,12 @@ impl Pool {
     /// The shared inputs `shares` touch, as they stand.
     fn seen(&self, shares: &Shares) -> Vec<Seen> {
         let mut out = Vec::new();
-        for (p, tags) in shares.patterns.iter().enumerate() {
-            out.extend(
-                tags.iter()
-                    .map(|t| Seen::Present(self.patterns[p].contains_key(t))),
-            );
-        }
+        out.extend(
+            shares
+                .patterns
+                .iter()
+                .map(|(p, t)| Seen::Present(self.patterns[*p].contains_key(t))),
+        );
         out.extend(
             shares
                 .digests
@@ -153,14 +151,10 @@ impl Analysis {
             patterns: vec![BTreeMap::new(); wanted.patterns().len()],
             ..Pool::default()
         };
-        let patterns: Vec<Vec<Vec<ImageRef>>> =
+        let patterns: Vec<Vec<(usize, ImageRef)>> =
             nodes.iter().map(|n| node_pattern_tags(wanted, n)).collect();
-        for node_tags in &patterns {
-            for (p, tags) in node_tags.iter().enumerate() {
-                for tag in tags {
-                    bump(pool.patterns[p].entry(tag.clone()), true);
-                }
-            }
+        for (p, tag) in patterns.iter().flatten() {
+            bump(pool.patterns[*p].entry(tag.clone()), true);
         }
         let mut set = wanted_set(wanted, inputs.sources, |p| {
             Box::new(pool.patterns[p].keys())
@@ -206,7 +200,7 @@ impl Analysis {
         Kept {
             name: node.name.clone(),
             shares,
-            fresh: Some(report),
+            fresh: Some(Box::new(report)),
             tally,
         }
     }
@@ -301,14 +295,17 @@ impl Analysis {
         let mut before = last.map_or(&[][..], |r| &r.nodes[..]).iter().peekable();
         let mut nodes = Vec::with_capacity(self.nodes.len());
         for k in &mut self.nodes {
-            let report = k.fresh.take().unwrap_or_else(|| {
-                // Both lists are sorted by name.
-                while before.next_if(|r| r.name < k.name).is_some() {}
-                before
-                    .next_if(|r| r.name == k.name)
-                    .cloned()
-                    .unwrap_or_default()
-            });
+            let report = match k.fresh.take() {
+                Some(fresh) => *fresh,
+                None => {
+                    // Both lists are sorted by name.
+                    while before.next_if(|r| r.name < k.name).is_some() {}
+                    before
+                        .next_if(|r| r.name == k.name)
+                        .cloned()
+                        .unwrap_or_default()
+                }
+            };
             counts.add(&report, &k.tally);
             nodes.push(report);
         }

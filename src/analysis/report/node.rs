@@ -435,5 +435,7 @@ fn wanted_on(
             state,
         });
     }
+    // The tally is kept for as long as the node is unchanged: no spare room.
+    tally.present.shrink_to_fit();
     (wanted_here, missing, tally)
 }

@@ -83,11 +83,15 @@ pub(super) fn node_sizes(set: &WantedSet, node: &NodeSummary) -> Vec<(usize, Opt
     if node.runtime.is_none() {
         return Vec::new();
     }
-    node.relevant_images
+    let mut sizes: Vec<(usize, Option<u64>)> = node
+        .relevant_images
         .iter()
         .zip(&node.relevant_sizes)
         .flat_map(|(entry, &size)| set.images_in(entry).into_iter().map(move |i| (i, size)))
-        .collect()
+        .collect();
+    // Kept for as long as the node is unchanged: no spare room.
+    sizes.shrink_to_fit();
+    sizes
 }
 
 impl SizeBook {

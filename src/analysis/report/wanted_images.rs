@@ -90,33 +90,32 @@ fn want(
     }
 }
 
-/// The tags of `node` each of `wanted`'s patterns matches (every match, distinct,
-/// in order), when the node is eligible under the configuration's rule; none
-/// otherwise.
-pub(super) fn node_pattern_tags(wanted: &Wanted, node: &NodeSummary) -> Vec<Vec<ImageRef>> {
+/// The tags of `node` each of `wanted`'s patterns matches, as (pattern's place,
+/// tag) pairs, distinct, in order; none when the node is not eligible under the
+/// configuration's rule.
+pub(super) fn node_pattern_tags(wanted: &Wanted, node: &NodeSummary) -> Vec<(usize, ImageRef)> {
     if wanted.patterns().is_empty() || wanted.eligibility().check(&node.facts()).is_err() {
         return Vec::new();
     }
-    wanted
-        .patterns()
-        .iter()
-        .map(|pattern| {
-            let mut seen: BTreeSet<ImageRef> = BTreeSet::new();
-            for name in node.relevant_images.iter().flat_map(|e| e.iter()) {
-                if name
-                    .tagged_name()
-                    .is_some_and(|n| pattern.regex.is_match(&n))
-                {
-                    seen.insert(ImageRef {
-                        repo: name.repo.clone(),
-                        tag: name.tag.clone(),
-                        digest: None,
-                    });
-                }
+    let mut out = Vec::new();
+    for (p, pattern) in wanted.patterns().iter().enumerate() {
+        let mut seen: BTreeSet<ImageRef> = BTreeSet::new();
+        for name in node.relevant_images.iter().flat_map(|e| e.iter()) {
+            if name
+                .tagged_name()
+                .is_some_and(|n| pattern.regex.is_match(&n))
+            {
+                seen.insert(ImageRef {
+                    repo: name.repo.clone(),
+                    tag: name.tag.clone(),
+                    digest: None,
+                });
             }
-            seen.into_iter().collect()
-        })
-        .collect()
+        }
+        out.extend(seen.into_iter().map(|t| (p, t)));
+    }
+    out.shrink_to_fit();
+    out
 }
 
 /// The tags `wanted`'s patterns select, from the tags each pattern matches on the
@@ -257,6 +256,10 @@ impl WantedSet {
                 );
             }
         }
+        // Kept for as long as the node is unchanged: once each, no spare room.
+        found.sort_unstable();
+        found.dedup();
+        found.shrink_to_fit();
         found
     }
 
