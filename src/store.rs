@@ -7,11 +7,11 @@
 
 use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
-use crate::analysis::report::{Assumptions, NodeExtra, NodeExtras, SourceState};
+use crate::analysis::report::{Analysis, Assumptions, Inputs, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::runtime::RuntimeSummary;
 use crate::analysis::wants::Wants;
-use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, analyze, intern};
-use std::collections::BTreeMap;
+use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, intern};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,15 +29,24 @@ pub struct Store {
     /// Node agents are expected: nodes without a fresh report say so.
     agents: std::sync::atomic::AtomicBool,
     inner: RwLock<Inner>,
-    /// The last report and the generation it was computed for; held while a new
-    /// one is computed, so concurrent readers wait for it instead of repeating it.
-    cache: Mutex<Option<(u64, Arc<Report>)>>,
+    /// The last report, the analysis it came from and the generation it was
+    /// computed for; held while a new one is computed, so concurrent readers wait
+    /// for it instead of repeating it.
+    cache: Mutex<Option<Cached>>,
     /// Counts arrivals of nodes not seen before; each reader of kubelets follows
     /// it with a receiver of its own.
     added: tokio::sync::watch::Sender<u64>,
     /// Signalled when the sources' repositories changed, so that nodes must be
     /// summarized again (see [`Relevance`]).
     resync: tokio::sync::Notify,
+}
+
+/// The last report and what it was made from.
+struct Cached {
+    generation: u64,
+    report: Arc<Report>,
+    /// Kept to be brought up to date with the nodes that change.
+    analysis: Analysis,
 }
 
 struct Inner {
@@ -54,6 +63,12 @@ struct Inner {
     extras: NodeExtras,
     /// Bumped on every change that can change the report.
     generation: u64,
+    /// Nodes changed since the last report was computed (summary, extra facts,
+    /// arrival or removal): only theirs need analyzing again.
+    changed: BTreeSet<String>,
+    /// Something every node's report depends on changed since the last report
+    /// (every node, the sources, the assumptions): all are analyzed again.
+    changed_all: bool,
     last_update: Option<SystemTime>,
     /// A first complete set of nodes is in.
     has_data: bool,
@@ -62,6 +77,23 @@ struct Inner {
     /// Node changes since the shared strings were last cleaned up, and when that was.
     changes_since_gc: u64,
     last_gc: Instant,
+}
+
+impl Inner {
+    /// One node changed: its report must be made again.
+    fn changed_node(&mut self, name: &str) {
+        self.generation += 1;
+        if !self.changed_all {
+            self.changed.insert(name.to_string());
+        }
+    }
+
+    /// Something every report depends on changed: all must be made again.
+    fn changed_everything(&mut self) {
+        self.generation += 1;
+        self.changed_all = true;
+        self.changed.clear();
+    }
 }
 
 impl Store {
@@ -78,6 +110,8 @@ impl Store {
                 nodes: BTreeMap::new(),
                 extras: NodeExtras::new(),
                 generation: 0,
+                changed: BTreeSet::new(),
+                changed_all: true,
                 last_update: None,
                 has_data: false,
                 source_live: true,
@@ -105,7 +139,7 @@ impl Store {
     pub fn add_source(&self, source: WantSource) {
         let mut inner = self.write();
         inner.sources.entry(source).or_default();
-        inner.generation += 1;
+        inner.changed_everything();
     }
 
     /// A source read succeeded: what it wants replaces what it wanted before
@@ -115,12 +149,19 @@ impl Store {
         let now = Some(unix_now());
         let mut inner = self.write();
         let state = inner.sources.entry(source).or_default();
+        // Only the groups and the menu go into every node's report; the rest
+        // shows in the source's own report.
+        let same_wants = state.groups == wants.groups && state.menu == wants.menu;
         state.groups = wants.groups;
         state.dropped_images = wants.dropped;
         state.menu = wants.menu;
         state.up = true;
         state.last_success_seconds = now;
-        inner.generation += 1;
+        if same_wants {
+            inner.generation += 1;
+        } else {
+            inner.changed_everything();
+        }
         let relevance = Arc::new(Relevance::new(
             &self.wanted,
             inner.sources.values().flat_map(|s| &s.groups),
@@ -139,6 +180,7 @@ impl Store {
         let state = inner.sources.entry(source).or_default();
         if state.up {
             state.up = false;
+            // It keeps its groups: only its own report changes.
             inner.generation += 1;
         }
     }
@@ -174,7 +216,7 @@ impl Store {
                 .collect();
             inner.extras.retain(|n, _| map.contains_key(n));
             inner.nodes = map;
-            inner.generation += 1;
+            inner.changed_everything();
         }
         inner.last_update = Some(SystemTime::now());
         inner.has_data = true;
@@ -206,8 +248,8 @@ impl Store {
             Some(_) => false,
             None => true,
         };
+        inner.changed_node(&node.name);
         inner.nodes.insert(node.name.clone(), Arc::new(node));
-        inner.generation += 1;
         let collect = Self::changed(&mut inner);
         drop(inner);
         if collect {
@@ -225,7 +267,7 @@ impl Store {
         if inner.nodes.remove(name).is_none() {
             return;
         }
-        inner.generation += 1;
+        inner.changed_node(name);
         let collect = Self::changed(&mut inner);
         drop(inner);
         if collect {
@@ -257,7 +299,7 @@ impl Store {
     pub fn expect_agents(&self) {
         self.agents
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.write().generation += 1;
+        self.write().changed_everything();
     }
 
     /// Records the settings a node's kubelet runs with (`None`: unknown again).
@@ -295,7 +337,7 @@ impl Store {
         } else {
             inner.extras.insert(name.to_string(), extra);
         }
-        inner.generation += 1;
+        inner.changed_node(name);
     }
 
     pub fn node_names(&self) -> Vec<String> {
@@ -352,39 +394,86 @@ impl Store {
     }
 
     /// The analysis of the current nodes (cached until they change) and the time
-    /// they were last known current. Can take a while for many nodes: call it off
-    /// the async runtime's workers.
+    /// they were last known current. Can take a while for many nodes when all must
+    /// be analyzed again (a complete list, a source's new wants); after a few
+    /// nodes changed, only those are: call it off the async runtime's workers.
     pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, nodes, extras, sources, configured_at, last_update) = {
-            let inner = self.read();
-            if let Some((g, report)) = cache.as_ref()
-                && *g == inner.generation
+        let (generation, nodes, changed, extras, sources, configured_at, last_update) = {
+            let mut inner = self.write();
+            if let Some(c) = cache.as_ref()
+                && c.generation == inner.generation
             {
-                return (report.clone(), inner.last_update);
+                return (c.report.clone(), inner.last_update);
             }
+            let everything = std::mem::take(&mut inner.changed_all) || cache.is_none();
+            let changed = std::mem::take(&mut inner.changed);
+            // Only what is known of the changed nodes, unless all are analyzed.
+            let extras: NodeExtras = if everything {
+                inner.extras.clone()
+            } else {
+                changed
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), inner.extras.get(n)?.clone())))
+                    .collect()
+            };
             (
                 inner.generation,
                 inner.nodes.values().cloned().collect::<Vec<_>>(),
-                inner.extras.clone(),
+                (!everything).then_some(changed),
+                extras,
                 inner.sources.clone(),
                 inner.configured_at,
                 inner.last_update,
             )
         };
-        let report = Arc::new(analyze(
-            nodes.iter().map(|n| n.as_ref()),
-            &self.wanted,
-            &sources,
-            Assumptions {
+        let refs: Vec<&NodeSummary> = nodes.iter().map(|n| n.as_ref()).collect();
+        let inputs = Inputs {
+            wanted: &self.wanted,
+            sources: &sources,
+            assume: Assumptions {
                 default_max_images: self.default_max_images,
                 agents: self.agents.load(std::sync::atomic::Ordering::Relaxed),
                 configured_at: Some(configured_at),
             },
-            &extras,
-        ));
-        *cache = Some((generation, report.clone()));
+            extras: &extras,
+        };
+        let everything = changed.is_none();
+        let updated = match (cache.take(), changed) {
+            (Some(c), Some(changed)) => c
+                .analysis
+                .update(&refs, &changed, inputs)
+                .map(|a| (a, Some(c.report))),
+            // Let the old analysis go before the new one is made.
+            _ => None,
+        };
+        let (mut analysis, last) = match updated {
+            Some(updated) => updated,
+            // Made whole: with what is known of every node.
+            None if everything => (Analysis::new(&refs, inputs), None),
+            None => {
+                let extras = self.read().extras.clone();
+                let inputs = Inputs {
+                    extras: &extras,
+                    ..inputs
+                };
+                (Analysis::new(&refs, inputs), None)
+            }
+        };
+        let report = Arc::new(analysis.report(last.as_deref(), inputs));
+        drop(last);
+        *cache = Some(Cached {
+            generation,
+            report: report.clone(),
+            analysis,
+        });
         (report, last_update)
+    }
+
+    /// Moves on every change that can change the report: a report made for this
+    /// generation is current.
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// [`Store::report`] on a blocking thread, for async callers.
@@ -492,6 +581,54 @@ mod tests {
         );
         store.expect_agents();
         assert_eq!(store.report().0.nodes[0].runtime.agent_up, Some(false));
+    }
+
+    #[test]
+    fn a_source_read_again_shows_in_the_report_as_a_whole_analysis_would() {
+        use crate::analysis::reference::ImageRef;
+        use crate::analysis::wanted::WantGroup;
+        let store = store();
+        store.replace_all(vec![node("a", 3), node("b", 60)]);
+        store.add_source(WantSource::Nublado);
+        let wants = |image: &str| Wants {
+            groups: vec![WantGroup {
+                source: WantSource::Nublado,
+                images: vec![ImageRef::parse(image).unwrap()],
+                eligibility: store.wanted().eligibility().clone(),
+            }],
+            ..Wants::default()
+        };
+        let whole = |store: &Store| {
+            let inner = store.read();
+            crate::analysis::analyze(
+                inner.nodes.values().map(|n| n.as_ref()),
+                &store.wanted,
+                &inner.sources,
+                Assumptions {
+                    default_max_images: 50,
+                    agents: false,
+                    configured_at: Some(inner.configured_at),
+                },
+                &inner.extras,
+            )
+        };
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:1"));
+        let first = store.report().0;
+        assert_eq!(*first, whole(&store));
+        assert_eq!(first.nodes[0].prepull.missing_images, ["ghcr.io/x/lab:1"]);
+        store.upsert(node("a", 4));
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:1"));
+        let again = store.report().0;
+        assert_eq!(*again, whole(&store));
+        assert_eq!(again.nodes[0].cap.image_count, 4);
+        store.source_failed(WantSource::Nublado);
+        let failed = store.report().0;
+        assert!(!failed.sources[0].up, "{:?}", failed.sources);
+        assert_eq!(*failed, whole(&store));
+        store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:2"));
+        let moved = store.report().0;
+        assert_eq!(moved.nodes[1].prepull.missing_images, ["ghcr.io/x/lab:2"]);
+        assert_eq!(*moved, whole(&store));
     }
 
     #[test]

@@ -45,11 +45,14 @@ pub struct Args {
     pub peers: bool,
     /// How many of the general images' names nodes share (`--names`).
     pub names: Names,
+    /// Watch mode: after the churn with update probes, churn again (each update
+    /// changing the node's images) with one scrape this often and no probes.
+    pub scrape_every: Option<std::time::Duration>,
 }
 
 pub const USAGE: &str = "usage: cargo bench --bench scale -- [--quick] [--nodes N --images M] \
 [--modes watch,poll] [--seed S] [--scrapes N] [--trials N] [--steady-secs S] [--churn-secs S] \
-[--churn-rate R] [--floor-runs N] [--peers] [--names shared|pool|distinct] [--exporter-env K=V]... [--json FILE] \
+[--churn-rate R] [--scrape-every 15s] [--floor-runs N] [--peers] [--names shared|pool|distinct] [--exporter-env K=V]... [--json FILE] \
 | --write-nodelist FILE [--write-config FILE] --nodes N --images M [--names ...] \
 | --hold-fake DIR (--nodes N --images M [--names ...] | --objects FILE) [--hold-secs S]";
 
@@ -75,6 +78,7 @@ pub fn parse_args() -> Result<Args, String> {
         churn_rate: None,
         peers: false,
         names: Names::Pool,
+        scrape_every: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -107,6 +111,20 @@ pub fn parse_args() -> Result<Args, String> {
                 )
             }
             "--peers" => a.peers = true,
+            "--scrape-every" => {
+                let v = value()?;
+                a.scrape_every = Some(
+                    humantime::parse_duration(&v)
+                        .ok()
+                        .or_else(|| {
+                            v.parse::<f64>()
+                                .ok()
+                                .map(std::time::Duration::from_secs_f64)
+                        })
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| format!("bad --scrape-every {v:?}"))?,
+                )
+            }
             "--names" => {
                 let v = value()?;
                 a.names = Names::parse(&v)

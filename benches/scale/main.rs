@@ -23,6 +23,8 @@ mod nodegen;
 #[path = "../../tests/support/process.rs"]
 mod process;
 mod runs;
+mod scrape_cost;
+mod scraping;
 mod tables;
 
 use args::{Args, parse_args};

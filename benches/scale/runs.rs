@@ -5,6 +5,8 @@ use crate::args::{Args, Mode};
 use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
 use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status};
+use crate::scrape_cost::{self, OneNodeChanged, PacedChurn};
+use crate::scraping::{is_probe_node, percentile, scrape, scrape_timed, start_churn};
 use crate::{EXPORTER, PAGE_SIZE};
 use imagecap_exporter::analysis::NodeView;
 use std::borrow::Cow;
@@ -15,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
 /// Upper bound for any single wait.
 const DEADLINE: Duration = Duration::from_secs(600);
 
@@ -72,6 +73,10 @@ pub struct Run {
     pub churn_visible_p50_ms: Option<f64>,
     pub churn_visible_p99_ms: Option<f64>,
     pub churn_probes: usize,
+    /// The first scrape after one node changed (watch mode).
+    pub one_node: Option<OneNodeChanged>,
+    /// Churn with a scrape every `--scrape-every` (watch mode, when asked).
+    pub paced: Option<PacedChurn>,
     /// RSS after 20% of the churn window (2 min of 10) and at its end.
     pub churn_rss_early_mib: Option<f64>,
     pub churn_rss_late_mib: Option<f64>,
@@ -259,14 +264,6 @@ fn sample(text: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     percentile(v, 50.0)
@@ -338,37 +335,6 @@ impl Drop for Exporter {
 /// A scrape as Prometheus sends it: OpenMetrics, gzip. The text, and how long the
 /// whole (compressed) body took to arrive: the exporter's part, without the
 /// client's decompression.
-async fn scrape_timed(
-    client: &reqwest::Client,
-    addr: &str,
-) -> Result<(String, Duration, usize), String> {
-    let t = Instant::now();
-    let r = client
-        .get(format!("http://{addr}/metrics"))
-        .header("Accept", OPENMETRICS)
-        .header("Accept-Encoding", "gzip")
-        .send()
-        .await
-        .map_err(|e| format!("/metrics: {e}"))?;
-    if !r.status().is_success() {
-        return Err(format!("/metrics answered {}", r.status()));
-    }
-    let gzipped = r
-        .headers()
-        .get("content-encoding")
-        .is_some_and(|v| v == "gzip");
-    let body = r.bytes().await.map_err(|e| format!("/metrics body: {e}"))?;
-    let received = t.elapsed();
-    if !gzipped {
-        return Err("/metrics was not gzipped for a client that accepts gzip".into());
-    }
-    let mut text = String::with_capacity(body.len() * 10);
-    // One gzip member: a single-member reader must see the whole exposition.
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
-        .map_err(|e| format!("/metrics gzip: {e}"))?;
-    Ok((text, received, body.len()))
-}
-
 /// `imagecap_interned` (strings, entries) in a scrape's text.
 fn interned(body: &str) -> Option<(u64, u64)> {
     let value = |kind: &str| {
@@ -379,10 +345,6 @@ fn interned(body: &str) -> Option<(u64, u64)> {
             .map(|v| v as u64)
     };
     Some((value("string")?, value("entry")?))
-}
-
-async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, String> {
-    Ok(scrape_timed(client, addr).await?.0)
 }
 
 /// Drops the fake's event history, which holds every node applied (sharing the
@@ -430,46 +392,6 @@ fn start_memory_guard() {
             std::thread::sleep(Duration::from_millis(200));
         }
     });
-}
-
-/// Node status churn: node after node (but the probes' nodes) gets a new heartbeat,
-/// `rate` per second, until `stop`. Returns the updates applied.
-fn start_churn(
-    fake: FakeApiServer,
-    cluster: Arc<Cluster>,
-    rate: f64,
-    stop: Arc<AtomicBool>,
-    done: Arc<std::sync::atomic::AtomicU64>,
-) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let period = Duration::from_secs_f64(1.0 / rate);
-        let start = Instant::now();
-        // Updates applied, and the position in the round of nodes.
-        let (mut k, mut position): (u64, u64) = (0, 0);
-        let n = cluster.nodes as u64;
-        while !stop.load(Ordering::Relaxed) {
-            let due = start + period.mul_f64(k as f64);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait.min(Duration::from_millis(50)));
-                continue;
-            }
-            let i = (position % n) as usize;
-            position += 1;
-            if is_probe_node(i) {
-                continue;
-            }
-            fake.apply(cluster.node(i, 1 + position / n));
-            k += 1;
-            done.store(k, Ordering::Relaxed);
-        }
-        k
-    })
-}
-
-/// The nodes the churn's update probes change (one in fifty), and the churn leaves
-/// alone.
-fn is_probe_node(i: usize) -> bool {
-    i % 50 == 25
 }
 
 struct Scenario {
@@ -598,6 +520,7 @@ pub async fn run(args: &Args) -> Result<Vec<Run>, String> {
                 churn_secs,
                 churn_rate: args.churn_rate,
                 second_poll: !args.quick,
+                scrape_every: args.scrape_every,
             };
             let r = run_mode(
                 &client,
@@ -628,6 +551,7 @@ struct RunOpts {
     churn_secs: u64,
     churn_rate: Option<f64>,
     second_poll: bool,
+    scrape_every: Option<Duration>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -752,6 +676,10 @@ async fn run_mode(
             }
             r.update_max_ms = delays.iter().copied().reduce(f64::max);
             r.update_p50_ms = Some(median(&mut delays));
+            r.one_node = Some(
+                scrape_cost::one_node_changed(client, ex.addr(), fake, cluster, pid, o.trials)
+                    .await?,
+            );
 
             // e. watch traffic under node status churn: every node once per 5 minutes
             // unless --churn-rate says otherwise. Meanwhile, one node at a time of
@@ -770,6 +698,7 @@ async fn run_mode(
                 rate,
                 stop.clone(),
                 done.clone(),
+                false,
             );
             let window = Duration::from_secs(o.churn_secs);
             let probe_nodes: Vec<usize> = (0..sc.nodes)
@@ -857,6 +786,25 @@ async fn run_mode(
             r.churn_window_s = window;
             r.churn_cpu_pct = Some((cpu_seconds(pid) - c0) / window * 100.0);
             r.bytes_per_hour_mb = (fake.bytes_served() - b0) as f64 * 3600.0 / window / 1e6;
+            if let Some(every) = o.scrape_every {
+                println!(
+                    "    churn with a scrape every {} s ...",
+                    every.as_secs_f64()
+                );
+                r.paced = Some(
+                    scrape_cost::paced_churn(
+                        client,
+                        ex.addr(),
+                        fake,
+                        cluster,
+                        pid,
+                        rate,
+                        every,
+                        Duration::from_secs(o.churn_secs),
+                    )
+                    .await?,
+                );
+            }
             ex.check_alive()?;
         }
         Mode::Poll => {

@@ -4,7 +4,7 @@ use crate::runs::Run;
 use serde_json::json;
 
 pub fn run_json(r: &Run) -> serde_json::Value {
-    json!({
+    let mut v = json!({
         "scenario": r.scenario, "mode": r.mode, "nodes": r.nodes,
         "floor_s": r.floor_s, "floor_download_s": r.floor_download_s,
         "floor_decode_min_s": r.floor_decode_s, "floor_decode_view_s": r.floor_view_s,
@@ -25,7 +25,9 @@ pub fn run_json(r: &Run) -> serde_json::Value {
         "churn_probes": r.churn_probes,
         "churn_rss_early_mib": r.churn_rss_early_mib, "churn_rss_late_mib": r.churn_rss_late_mib,
         "churn_interned_early": r.churn_interned_early, "churn_interned_late": r.churn_interned_late,
-    })
+    });
+    v["scrape_cost"] = crate::scrape_cost::json(r.one_node.as_ref(), r.paced.as_ref());
+    v
 }
 
 pub fn print_tables(runs: &[Run], quick: bool) {
@@ -225,6 +227,7 @@ pub fn print_tables(runs: &[Run], quick: bool) {
         }
         println!();
     }
+    print_scrape_cost(runs, &header, width);
 
     println!(
         "\nTARGETS{}",
@@ -329,6 +332,30 @@ pub fn print_tables(runs: &[Run], quick: bool) {
 }
 
 /// `strings/entries`, or `-`.
+/// What scrapes cost while nodes change ([`crate::scrape_cost`]), one column per run.
+fn print_scrape_cost(runs: &[Run], header: &[String], width: usize) {
+    let figures: Vec<_> = runs
+        .iter()
+        .map(|r| (r.one_node.as_ref(), r.paced.as_ref()))
+        .collect();
+    if figures.iter().all(|(o, p)| o.is_none() && p.is_none()) {
+        return;
+    }
+    let first = 38;
+    print!("\n{:<first$}", "scrapes while nodes change");
+    for h in header {
+        print!("  {h:>width$}");
+    }
+    println!();
+    for (name, values) in crate::scrape_cost::rows(&figures) {
+        print!("{name:<first$}");
+        for v in values {
+            print!("  {v:>width$}");
+        }
+        println!();
+    }
+}
+
 fn interned(v: Option<(u64, u64)>) -> String {
     v.map_or_else(|| "-".into(), |(s, e)| format!("{s}/{e}"))
 }

@@ -3,11 +3,9 @@
 //! OpenMetrics into the Prometheus text format, and gzip made of pieces
 //! compressed apart (so text kept per report is compressed once).
 
-use crate::analysis::report::Report;
 use bytes::Bytes;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 
 /// The exposition formats of `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,36 +116,13 @@ impl Encoding {
     }
 }
 
-/// The encoded report families of one report, shared by every scrape of it: a
-/// client that reads slowly holds a reference to this text, not a copy.
-pub(crate) struct ReportText {
-    pub(crate) report: Arc<Report>,
-    /// By format (OpenMetrics, Prometheus text) and encoding (plain, gzip): each
-    /// built at the first scrape that asks for it.
-    pub(crate) texts: [[Option<Encoded>; 2]; 2],
-}
-
-/// The report families, as sent plain or as the middle piece of a gzip member.
+/// The report families, as sent plain or as the middle pieces of a gzip member.
 #[derive(Clone)]
 pub(crate) enum Encoded {
     Plain(Bytes),
-    Gzip(Deflated),
-}
-
-impl ReportText {
-    pub(crate) fn slot(&mut self, format: TextFormat, encoding: Encoding) -> &mut Option<Encoded> {
-        &mut self.texts[format as usize][encoding as usize]
-    }
-
-    pub(crate) fn get(&self, format: TextFormat, encoding: Encoding) -> Option<&Encoded> {
-        self.texts[format as usize][encoding as usize].as_ref()
-    }
-
-    /// How many texts are kept (for tests).
-    #[cfg(test)]
-    pub(crate) fn kept(&self) -> usize {
-        self.texts.iter().flatten().filter(|t| t.is_some()).count()
-    }
+    /// Raw deflate pieces, each ending in a sync flush, and the CRC-32 of the text
+    /// they hold together.
+    Gzip(Vec<Bytes>, crc32fast::Hasher),
 }
 
 /// A piece of a gzip body: `data` compressed as raw deflate blocks, at the fastest
@@ -163,8 +138,19 @@ pub(crate) struct Deflated {
 }
 
 pub(crate) fn deflate(data: &[u8], last: bool) -> Deflated {
-    use flate2::{Compress, Compression, FlushCompress, Status};
-    let mut c = Compress::new(Compression::fast(), false);
+    deflate_with(&mut compressor(), data, last)
+}
+
+/// A compressor for [`deflate_with`]: raw deflate at the fastest level.
+pub(crate) fn compressor() -> flate2::Compress {
+    flate2::Compress::new(flate2::Compression::fast(), false)
+}
+
+/// [`deflate`] with a compressor made by [`compressor`], reset first: many small
+/// pieces are compressed without setting up a compressor for each.
+pub(crate) fn deflate_with(c: &mut flate2::Compress, data: &[u8], last: bool) -> Deflated {
+    use flate2::{FlushCompress, Status};
+    c.reset();
     let mut out = Vec::with_capacity(data.len() / 8 + 64);
     let flush = if last {
         FlushCompress::Finish
@@ -197,15 +183,20 @@ pub(crate) fn deflate(data: &[u8], last: bool) -> Deflated {
     }
 }
 
-/// `head`, `body` and `tail` as one gzip member (RFC 1952): the header, the three
-/// deflate pieces, the CRC-32 and length of the whole text. One member, because
-/// not every client reads a stream of several (curl and reqwest stop after the
-/// first).
-pub(crate) fn gzip_member(head: &Deflated, body: &Deflated, tail: &Deflated) -> [Bytes; 3] {
+/// `head`, the pieces of `body` (whose text has the CRC-32 `body_crc`) and `tail`
+/// as one gzip member (RFC 1952): the header, the deflate pieces, the CRC-32 and
+/// length of the whole text. One member, because not every client reads a stream
+/// of several (curl and reqwest stop after the first).
+pub(crate) fn gzip_member(
+    head: &Deflated,
+    body: &[Bytes],
+    body_crc: &crc32fast::Hasher,
+    tail: &Deflated,
+) -> Vec<Bytes> {
     // No name, no time, no flags; OS unknown.
     const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
     let mut crc = head.crc.clone();
-    crc.combine(&body.crc);
+    crc.combine(body_crc);
     crc.combine(&tail.crc);
     let len = crc.total_len();
     let mut first = Vec::with_capacity(HEADER.len() + head.data.len());
@@ -216,7 +207,11 @@ pub(crate) fn gzip_member(head: &Deflated, body: &Deflated, tail: &Deflated) -> 
     last.extend_from_slice(&crc.finalize().to_le_bytes());
     // ISIZE: the length modulo 2^32.
     last.extend_from_slice(&(len as u32).to_le_bytes());
-    [first.into(), body.data.clone(), last.into()]
+    let mut parts = Vec::with_capacity(body.len() + 2);
+    parts.push(first.into());
+    parts.extend(body.iter().cloned());
+    parts.push(last.into());
+    parts
 }
 
 /// A `String` as `Bytes`, without the spare capacity it was grown with (the text
@@ -320,9 +315,11 @@ mod tests {
         for head in texts {
             for body in texts {
                 for tail in texts {
+                    let middle = deflate(body, false);
                     let parts = gzip_member(
                         &deflate(head, false),
-                        &deflate(body, false),
+                        std::slice::from_ref(&middle.data),
+                        &middle.crc,
                         &deflate(tail, true),
                     );
                     let stream = parts.concat();

@@ -1,7 +1,10 @@
 //! The report families: each a name, a help text and the function that reads its
 //! samples from the current report, in the style of kube-state-metrics' family
-//! generators. They are encoded afresh from each new report, so the series of a
-//! node that is gone disappear with it and no stale series can linger.
+//! generators. Each report's text is made from that report alone (the runs of
+//! nodes whose reports did not change keep their text, see `pieces`), so the
+//! series of a node that is gone disappear with it and no stale series can
+//! linger. The series are written as prometheus-client's text encoder writes
+//! gauges, in the order of the report's subjects.
 //!
 //! A family is declared over a subject (a node, a wanted image, a source, the
 //! menu, the cluster) and reads one value from it, or one per label value of its
@@ -14,15 +17,23 @@ use crate::analysis::menu::{MenuReport, MenuState};
 use crate::analysis::report::{
     CapSource, ImageReport, MissingState, NodeReport, Report, SourceReport,
 };
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, LabelSetEncoder};
+#[cfg(test)]
+use prometheus_client::encoding::EncodeMetric;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+#[cfg(test)]
 use prometheus_client::metrics::TypedMetric;
+#[cfg(test)]
 use prometheus_client::metrics::family::Family;
+#[cfg(test)]
 use prometheus_client::metrics::gauge::Gauge;
+#[cfg(test)]
 use prometheus_client::registry::Registry;
 use std::fmt::Debug;
 use std::hash::Hash;
+#[cfg(test)]
 use std::sync::atomic::AtomicU64;
 
+#[cfg(test)]
 pub(crate) type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// The labels every series of a family over `T` starts with: the subject's
@@ -36,12 +47,56 @@ pub type Labels<T> = <T as Subject>::Label;
 pub trait Subject: 'static {
     type Label: LabelSet;
     fn label(&self) -> Self::Label;
+    /// Writes the subject's labels as [`Subject::label`] has them.
+    fn write_label(&self, out: &mut LabelWriter);
 }
 
 /// A label set of a report series.
-pub trait LabelSet: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static {}
+pub trait LabelSet:
+    EncodeLabelSet + TextLabels + Clone + Hash + Eq + Debug + Send + Sync + 'static
+{
+}
 
-impl<S: EncodeLabelSet + Clone + Hash + Eq + Debug + Send + Sync + 'static> LabelSet for S {}
+impl<S: EncodeLabelSet + TextLabels + Clone + Hash + Eq + Debug + Send + Sync + 'static> LabelSet
+    for S
+{
+}
+
+/// A label set written straight into the text exposition, as prometheus-client
+/// encodes it: `name="value"` pairs in order, the value escaped.
+pub trait TextLabels {
+    fn write_labels(&self, out: &mut LabelWriter);
+}
+
+/// Writes one series' labels: `{`, the pairs separated by `,`, `}`; nothing when
+/// there are none.
+pub struct LabelWriter<'a> {
+    out: &'a mut String,
+    pairs: usize,
+}
+
+impl LabelWriter<'_> {
+    pub fn pair(&mut self, name: &str, value: &str) {
+        self.out.push(if self.pairs == 0 { '{' } else { ',' });
+        self.pairs += 1;
+        self.out.push_str(name);
+        self.out.push_str("=\"");
+        let mut last = 0;
+        for (i, b) in value.bytes().enumerate() {
+            let escaped = match b {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                b'\n' => "\\n",
+                _ => continue,
+            };
+            self.out.push_str(&value[last..i]);
+            self.out.push_str(escaped);
+            last = i + 1;
+        }
+        self.out.push_str(&value[last..]);
+        self.out.push('"');
+    }
+}
 
 /// A gauge family read from the report: a name, a help text and how each
 /// subject's value is read.
@@ -122,12 +177,50 @@ impl ImageStateLabels {
     }
 }
 
+impl TextLabels for NodeLabel {
+    fn write_labels(&self, out: &mut LabelWriter) {
+        out.pair("node", &self.node);
+    }
+}
+
+impl TextLabels for ImageLabel {
+    fn write_labels(&self, out: &mut LabelWriter) {
+        out.pair("image", &self.image);
+    }
+}
+
+impl TextLabels for SourceLabel {
+    fn write_labels(&self, out: &mut LabelWriter) {
+        out.pair("source", self.source.as_str());
+    }
+}
+
+impl TextLabels for NoLabel {
+    fn write_labels(&self, _: &mut LabelWriter) {}
+}
+
+impl TextLabels for StateLabel {
+    fn write_labels(&self, out: &mut LabelWriter) {
+        out.pair("state", self.state);
+    }
+}
+
+impl TextLabels for ImageStateLabels {
+    fn write_labels(&self, out: &mut LabelWriter) {
+        out.pair("image", &self.image);
+        out.pair("state", self.state);
+    }
+}
+
 impl Subject for NodeReport {
     type Label = NodeLabel;
     fn label(&self) -> NodeLabel {
         NodeLabel {
             node: self.name.clone(),
         }
+    }
+    fn write_label(&self, out: &mut LabelWriter) {
+        out.pair("node", &self.name);
     }
 }
 
@@ -138,6 +231,9 @@ impl Subject for ImageReport {
             image: self.image.clone(),
         }
     }
+    fn write_label(&self, out: &mut LabelWriter) {
+        out.pair("image", &self.image);
+    }
 }
 
 impl Subject for SourceReport {
@@ -147,6 +243,9 @@ impl Subject for SourceReport {
             source: self.source,
         }
     }
+    fn write_label(&self, out: &mut LabelWriter) {
+        out.pair("source", self.source.as_str());
+    }
 }
 
 impl Subject for MenuReport {
@@ -154,6 +253,7 @@ impl Subject for MenuReport {
     fn label(&self) -> NoLabel {
         NoLabel
     }
+    fn write_label(&self, _: &mut LabelWriter) {}
 }
 
 impl Subject for Report {
@@ -161,6 +261,7 @@ impl Subject for Report {
     fn label(&self) -> NoLabel {
         NoLabel
     }
+    fn write_label(&self, _: &mut LabelWriter) {}
 }
 
 fn saturating_i64(v: u64) -> i64 {
@@ -406,24 +507,140 @@ pub const CLUSTER_FAMILIES: &[FamilySpec<Report>] = &[
 
 /// A gauge's value type, with the gauge that holds it.
 trait GaugeValue: Copy {
+    #[cfg(test)]
     type Gauge: Default + EncodeMetric + TypedMetric + Debug + Send + Sync + 'static;
+    #[cfg(test)]
     fn set(gauge: &Self::Gauge, value: Self);
+    /// Writes the value as prometheus-client encodes the gauge's.
+    fn write(self, out: &mut String);
 }
 
 impl GaugeValue for i64 {
+    #[cfg(test)]
     type Gauge = Gauge;
+    #[cfg(test)]
     fn set(gauge: &Gauge, value: i64) {
         gauge.set(value);
+    }
+    fn write(self, out: &mut String) {
+        out.push_str(itoa::Buffer::new().format(self));
     }
 }
 
 impl GaugeValue for f64 {
+    #[cfg(test)]
     type Gauge = FloatGauge;
+    #[cfg(test)]
     fn set(gauge: &FloatGauge, value: f64) {
         gauge.set(value);
     }
+    fn write(self, out: &mut String) {
+        out.push_str(dtoa::Buffer::new().format(self));
+    }
 }
 
+/// Writes one series of `spec`: its name, the subject's labels then its own,
+/// and the value, as prometheus-client's text encoder writes a gauge's.
+fn write_series<T: Subject, E: TextLabels, V: GaugeValue>(
+    out: &mut String,
+    spec: &FamilySpec<T>,
+    item: &T,
+    own: &E,
+    value: V,
+) {
+    out.push_str(spec.name);
+    let mut labels = LabelWriter { out, pairs: 0 };
+    item.write_label(&mut labels);
+    own.write_labels(&mut labels);
+    if labels.pairs > 0 {
+        out.push('}');
+    }
+    out.push(' ');
+    value.write(out);
+    out.push('\n');
+}
+
+/// Writes the series `spec` has for `item`, in the order it reads them.
+pub(crate) fn write_samples<T: Subject>(out: &mut String, spec: &FamilySpec<T>, item: &T) {
+    match spec.samples {
+        Samples::Int(read) => {
+            if let Some(v) = read(item) {
+                write_series(out, spec, item, &NoLabel, v);
+            }
+        }
+        Samples::Float(read) => {
+            if let Some(v) = read(item) {
+                write_series(out, spec, item, &NoLabel, v);
+            }
+        }
+        Samples::ByState(read) => read(item, &mut |own, v| write_series(out, spec, item, &own, v)),
+        Samples::ByImage(read) => read(item, &mut |own, v| write_series(out, spec, item, &own, v)),
+        Samples::BySource(read) => read(item, &mut |own, v| write_series(out, spec, item, &own, v)),
+    }
+}
+
+/// Writes the HELP and TYPE lines of `spec`, as a registry does (the help ends
+/// with a full stop).
+pub(crate) fn write_header<T>(out: &mut String, spec: &FamilySpec<T>) {
+    for part in [
+        "# HELP ",
+        spec.name,
+        " ",
+        spec.help,
+        ".\n# TYPE ",
+        spec.name,
+        " gauge\n",
+    ] {
+        out.push_str(part);
+    }
+}
+
+/// Writes every family of `specs` that has series for `items`: its HELP and TYPE
+/// lines, then its series, item by item.
+pub(crate) fn write_families<'a, T: Subject>(
+    out: &mut String,
+    specs: impl IntoIterator<Item = &'a FamilySpec<T>>,
+    items: &[T],
+) {
+    let mut series = String::new();
+    for spec in specs {
+        series.clear();
+        for item in items {
+            write_samples(&mut series, spec, item);
+        }
+        if !series.is_empty() {
+            write_header(out, spec);
+            out.push_str(&series);
+        }
+    }
+}
+
+/// Every report family over nodes, in the order they are exposed.
+pub(crate) fn node_families() -> impl Iterator<Item = &'static FamilySpec<NodeReport>> {
+    NODE_FAMILIES.iter().chain(AGENT_AND_KUBELET_FAMILIES)
+}
+
+/// Writes the report families that are not over nodes: per wanted image, per
+/// source, for the cluster and Nublado's menu.
+pub(crate) fn write_other_families(out: &mut String, report: &Report) {
+    write_families(out, IMAGE_FAMILIES, &report.images);
+    write_families(out, SOURCE_FAMILIES, &report.sources);
+    write_families(out, CLUSTER_FAMILIES, std::slice::from_ref(report));
+    if let Some(menu) = &report.menu {
+        write_families(out, MENU_FAMILIES, std::slice::from_ref(menu));
+    }
+}
+
+/// The report families of `report`, whole, in the text both formats share (they
+/// are gauges, which the formats write alike).
+pub(crate) fn report_text(report: &Report) -> String {
+    let mut out = String::with_capacity(256 + report.nodes.len() * 1024);
+    write_families(&mut out, node_families(), &report.nodes);
+    write_other_families(&mut out, report);
+    out
+}
+
+#[cfg(test)]
 /// Registers `spec`'s family in `registry`: the samples `read` emits for each of
 /// `items`, each series labelled with its subject's labels, then with its own.
 fn register<T: Subject, E: LabelSet, V: GaugeValue>(
@@ -443,6 +660,7 @@ fn register<T: Subject, E: LabelSet, V: GaugeValue>(
 }
 
 /// Registers `specs` in `registry`, with the samples of every item of `items`.
+#[cfg(test)]
 pub(crate) fn register_all<T: Subject>(
     registry: &mut Registry,
     specs: &[FamilySpec<T>],
@@ -463,7 +681,9 @@ pub(crate) fn register_all<T: Subject>(
     }
 }
 
-/// The report families for one report.
+/// The report families for one report, as a registry: what the text written
+/// above is checked against.
+#[cfg(test)]
 pub(crate) fn report_registry(report: &Report) -> Registry {
     let mut r = Registry::default();
     register_all(&mut r, NODE_FAMILIES, &report.nodes);
@@ -475,4 +695,62 @@ pub(crate) fn report_registry(report: &Report) -> Registry {
         register_all(&mut r, MENU_FAMILIES, std::slice::from_ref(menu));
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::report::{MissingState, fixtures};
+
+    /// Each family's HELP and TYPE lines, and its series sorted.
+    fn by_family(text: &str) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP ") {
+                out.push((line.to_string(), Vec::new()));
+            } else if let Some((_, series)) = out.last_mut() {
+                series.push(line.to_string());
+            }
+        }
+        for (_, series) in &mut out {
+            series.sort();
+        }
+        out
+    }
+
+    #[test]
+    fn the_text_is_what_a_registry_encodes() {
+        let mut a = fixtures::node("a\"\\\n", 50, 50)
+            .missing(&["x:1", "y@sha256:1"], MissingState::Hidden)
+            .build();
+        a.runtime.runtime_images = Some(60);
+        a.runtime.agent_up = Some(true);
+        a.kubelet.image_gc_high_threshold_ratio = Some(0.85);
+        a.kubelet.image_gc_low_threshold_ratio = Some(1e-7);
+        a.storage.ephemeral_storage_capacity_bytes = Some(u64::MAX);
+        let b = fixtures::node("b", 3, -1).build();
+        let mut r = fixtures::report(
+            vec![a, b],
+            vec![ImageReport {
+                image: "x:1".into(),
+                sources: vec![WantSource::Config, WantSource::Nublado],
+                nodes: 1,
+                eligible_nodes: 2,
+            }],
+        );
+        r.sources = vec![SourceReport {
+            source: WantSource::Nublado,
+            images: 1,
+            up: true,
+            last_success_seconds: Some(1_700_000_000.25),
+            dropped_images: 0,
+            loop_pairs: 2,
+        }];
+        let mut expected = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut expected, &report_registry(&r))
+            .unwrap();
+        let text = report_text(&r);
+        assert_eq!(by_family(&text), by_family(&expected), "{text}\n{expected}");
+        assert_eq!(text.len(), expected.len());
+    }
 }

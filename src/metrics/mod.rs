@@ -8,8 +8,9 @@
 //!   interner's sizes ([`process`]), the refresh time ([`refresh`]).
 //! - The report families ([`NODE_FAMILIES`], [`IMAGE_FAMILIES`], [`CLUSTER_FAMILIES`]):
 //!   each is a name, a help text and the function that reads its samples from the
-//!   current report, in the style of kube-state-metrics' family generators. They
-//!   are encoded afresh from each new report, so the series of a node that is gone
+//!   current report, in the style of kube-state-metrics' family generators. Each
+//!   report's text is made from that report alone (`pieces` keeps the text of
+//!   the runs of nodes that did not change), so the series of a node that is gone
 //!   disappear with it and no stale series can linger.
 //!
 //! [`exposition`] has the formats, their negotiation and gzip, for the exporter
@@ -22,6 +23,7 @@ pub mod counters;
 mod declared;
 pub mod exposition;
 pub mod families;
+mod pieces;
 pub mod process;
 pub mod refresh;
 
@@ -29,17 +31,16 @@ pub use counters::KubeRequests;
 pub(crate) use counters::register_build_info;
 use counters::{FieldLabels, SourceErrorLabels, SourceFieldLabels};
 pub use declared::Declared;
-use exposition::{Encoded, ReportText, deflate, encode_part, gzip_member, shared};
+use exposition::{Encoded, deflate, encode_part, gzip_member};
 pub use exposition::{Encoding, TextFormat, to_prometheus_text};
-use families::report_registry;
 pub use families::{
     AGENT_AND_KUBELET_FAMILIES, CLUSTER_FAMILIES, FamilySpec, IMAGE_FAMILIES, Labels,
     MENU_FAMILIES, NODE_FAMILIES, SOURCE_FAMILIES, Samples,
 };
+use pieces::ReportPieces;
 use refresh::RefreshTime;
 
 use bytes::Bytes;
-use prometheus_client::encoding::text::encode_registry;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -156,7 +157,7 @@ pub struct Metrics {
     tail: Mutex<Registry>,
     refresh: Arc<RefreshTime>,
     /// The encoded report families of the last report rendered.
-    report_text: Mutex<Option<ReportText>>,
+    report_text: Mutex<Option<ReportPieces>>,
     source_errors: Family<SourceErrorLabels, Counter>,
     invalid_node_data: Family<FieldLabels, Counter>,
     invalid_source_data: Family<SourceFieldLabels, Counter>,
@@ -262,7 +263,7 @@ impl Metrics {
             TextFormat::OpenMetrics,
             Encoding::Identity,
         );
-        let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+        let mut out = Vec::with_capacity(parts.iter().map(Bytes::len).sum::<usize>());
         for part in &parts {
             out.extend_from_slice(part);
         }
@@ -270,27 +271,28 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// The exposition for the current report in `format`, in three parts, to be
-    /// sent one after the other: the counters, build information and process
-    /// figures (read afresh from `/proc`), the report
-    /// families, the refresh time (and `# EOF` in OpenMetrics).
+    /// The exposition for the current report in `format`, in parts to be sent one
+    /// after the other: the counters, build information and process figures (read
+    /// afresh from `/proc`), the report families, the refresh time (and `# EOF` in
+    /// OpenMetrics).
     ///
-    /// The report families depend on the report alone, so their text is kept, in
-    /// each format, for as long as the report is the same (the store hands out the
-    /// same `Arc` until a node changes), and every scrape of it shares that one
-    /// copy; only the counters and the refresh time are encoded on every scrape.
+    /// The report families depend on the report alone, so their text is kept for
+    /// as long as the report is the same (the store hands out the same `Arc` until
+    /// a node changes), and every scrape of it shares that one copy; only the
+    /// counters and the refresh time are encoded on every scrape.
     ///
     /// With [`Encoding::Gzip`] the parts are one gzip member, the report families
-    /// compressed once per report: scrapes, which Prometheus always sends with
-    /// gzip, then compress a few kilobytes each instead of the whole text, and a
-    /// client that stops reading holds no compressor.
+    /// in compressed pieces kept from report to report (only the nodes that
+    /// changed are compressed again, see `pieces`): scrapes, which Prometheus
+    /// always sends with gzip, then compress a few kilobytes each instead of the
+    /// whole text, and a client that stops reading holds no compressor.
     pub fn render_parts(
         &self,
         report: &Arc<Report>,
         last_update: Option<SystemTime>,
         format: TextFormat,
         encoding: Encoding,
-    ) -> [Bytes; 3] {
+    ) -> Vec<Bytes> {
         let families = self.report_text(report, format, encoding);
         let head = encode_part(&self.head, format, false);
         let tail = {
@@ -300,70 +302,49 @@ impl Metrics {
         };
         // report_text answers in the encoding asked for.
         match families {
-            Encoded::Gzip(families) => gzip_member(
+            Encoded::Gzip(pieces, crc) => gzip_member(
                 &deflate(head.as_bytes(), false),
-                &families,
+                &pieces,
+                &crc,
                 &deflate(tail.as_bytes(), true),
             ),
-            Encoded::Plain(families) => [head.into(), families, tail.into()],
+            Encoded::Plain(families) => vec![head.into(), families, tail.into()],
         }
     }
 
-    /// The encoded report families of `report` in `format` and `encoding`, each
-    /// encoded at most once per report.
+    /// Makes the gzipped report families of `report` ahead of a scrape (as
+    /// Prometheus asks for them), so that the scrape finds them made.
+    pub fn prepare(&self, report: &Arc<Report>) {
+        self.report_text(report, TextFormat::OpenMetrics, Encoding::Gzip);
+    }
+
+    /// The encoded report families of `report` in `format` and `encoding`.
     ///
-    /// Only what was asked for is kept: Prometheus asks for gzipped OpenMetrics, so
-    /// the plain text (megabytes at thousands of nodes, ten times its gzip) is built
-    /// for it and dropped, and kept only once a client asks for it plain.
+    /// Only what was asked for is kept: Prometheus asks for gzip, so the plain text
+    /// (megabytes at thousands of nodes, ten times its gzip) is built and kept only
+    /// once a client asks for it plain, until the report changes.
     fn report_text(&self, report: &Arc<Report>, format: TextFormat, encoding: Encoding) -> Encoded {
         let mut cache = self.report_text.lock().unwrap_or_else(|e| e.into_inner());
-        if cache
-            .as_ref()
-            .is_none_or(|c| !Arc::ptr_eq(&c.report, report))
-        {
-            // The old texts go now (scrapes still sending them keep them until they
-            // are done), before the new ones are built.
-            *cache = Some(ReportText {
-                report: report.clone(),
-                texts: Default::default(),
-            });
-        }
-        let Some(c) = cache.as_mut() else {
-            return Encoded::Plain(Bytes::new());
-        };
-        if let Some(kept) = c.get(format, encoding) {
-            return kept.clone();
-        }
-        let kept_plain = |format| match c.get(format, Encoding::Identity) {
-            Some(Encoded::Plain(kept)) => Some(kept.clone()),
-            _ => None,
-        };
-        // The plain text in `format`: kept, or converted from the kept OpenMetrics
-        // text, or rendered.
-        let plain = kept_plain(format).unwrap_or_else(|| {
-            let openmetrics = kept_plain(TextFormat::OpenMetrics).unwrap_or_else(|| {
-                let mut text = String::with_capacity(256 + report.nodes.len() * 1024);
-                let _ = encode_registry(&mut text, &report_registry(report));
-                shared(text)
-            });
-            match format {
-                TextFormat::OpenMetrics => openmetrics,
-                TextFormat::PrometheusText => {
-                    let text = std::str::from_utf8(&openmetrics).unwrap_or_default();
-                    shared(to_prometheus_text(text))
-                }
+        let mut big = false;
+        let kept = match cache.take() {
+            Some(kept) if Arc::ptr_eq(&kept.report, report) => kept,
+            old => {
+                let (kept, made) = ReportPieces::new(report.clone(), old);
+                big = made.chunks * 4 > made.of;
+                kept
             }
-        });
-        let text = match encoding {
-            Encoding::Identity => Encoded::Plain(plain),
-            Encoding::Gzip => Encoded::Gzip(deflate(&plain, false)),
         };
-        *c.slot(format, encoding) = Some(text.clone());
+        let plain_before = kept.plain_count();
+        let kept = cache.insert(kept);
+        let text = kept.encoded(format, encoding == Encoding::Gzip);
+        big |= kept.plain_count() > plain_before;
         drop(cache);
-        // Rendering made and freed a registry of every series (tens of thousands
-        // of small allocations at thousands of nodes), and the text that was not
-        // kept: give the pages back rather than keep them as the new steady size.
-        crate::sys::release_free_memory();
+        if big {
+            // Rendering much of the report made and freed many small allocations,
+            // and maybe a plain text that was not kept: give the pages back rather
+            // than keep them as the new steady size.
+            crate::sys::release_free_memory();
+        }
         text
     }
 }
@@ -648,7 +629,7 @@ mod tests {
             vec![],
         ));
         let t = Some(UNIX_EPOCH + Duration::from_secs(100));
-        let concat = |parts: [Bytes; 3]| parts.concat();
+        let concat = |parts: Vec<Bytes>| parts.concat();
         let om = m.render(&report, t);
         let text = to_prometheus_text(&om);
         for _ in 0..2 {
@@ -663,10 +644,13 @@ mod tests {
         }
         for format in [TextFormat::OpenMetrics, TextFormat::PrometheusText] {
             for encoding in [Encoding::Identity, Encoding::Gzip] {
-                let [_, a, _] = m.render_parts(&report, t, format, encoding);
-                let [_, b, _] = m.render_parts(&report, t, format, encoding);
-                assert!(!a.is_empty());
-                assert_eq!(a.as_ptr(), b.as_ptr(), "{format:?} {encoding:?}: one copy");
+                // The report's parts lie between the head and the tail.
+                let report_parts = |p: Vec<Bytes>| p[1..p.len() - 1].to_vec();
+                let a = report_parts(m.render_parts(&report, t, format, encoding));
+                let b = report_parts(m.render_parts(&report, t, format, encoding));
+                assert!(!a.is_empty() && a.iter().all(|p| !p.is_empty()));
+                let at = |p: &[Bytes]| p.iter().map(|b| b.as_ptr()).collect::<Vec<_>>();
+                assert_eq!(at(&a), at(&b), "{format:?} {encoding:?}: one copy");
             }
         }
     }
@@ -694,9 +678,13 @@ mod tests {
             reader.read_to_end(&mut decoded).unwrap();
             assert_eq!(decoded, plain, "{format:?}");
             assert!(reader.into_inner().is_empty(), "one member");
-            // The report's piece is kept and reused by the next scrape.
+            // The report's pieces are kept and reused by the next scrape.
             let again = m.render_parts(&report, t, format, Encoding::Gzip);
-            assert_eq!(again[1].as_ptr(), parts[1].as_ptr());
+            assert_eq!(again.len(), parts.len());
+            let n = parts.len();
+            for (a, b) in again[1..n - 1].iter().zip(&parts[1..n - 1]) {
+                assert_eq!(a.as_ptr(), b.as_ptr());
+            }
         }
     }
 
@@ -707,7 +695,14 @@ mod tests {
             vec![node("a", 50, &["x:1"], Some(MissingState::Absent))],
             vec![],
         ));
-        let kept = |m: &Metrics| m.report_text.lock().unwrap().as_ref().map(ReportText::kept);
+        // The gzip pieces, and each plain text kept.
+        let kept = |m: &Metrics| {
+            m.report_text
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|k| 1 + k.plain_count())
+        };
         m.render_parts(&report, None, TextFormat::OpenMetrics, Encoding::Gzip);
         assert_eq!(
             kept(&m),

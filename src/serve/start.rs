@@ -54,6 +54,10 @@ pub async fn run(args: ServeArgs) -> ExitCode {
         metrics,
         telemetry_path: args.web_telemetry_path.as_str().into(),
     };
+    tasks.spawn(super::scrape::prepare_ahead(
+        state.clone(),
+        shutdown.clone(),
+    ));
     let limits = conn::fit_limits(
         args.web_max_connections,
         args.web_header_read_timeout,

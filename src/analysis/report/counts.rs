@@ -28,14 +28,14 @@ impl Counts {
     }
 
     /// Adds one node: its report and what was tallied on it.
-    pub(super) fn add(&mut self, report: &NodeReport, tally: NodeTally) {
+    pub(super) fn add(&mut self, report: &NodeReport, tally: &NodeTally) {
         for &i in &report.prepull.wanted {
             self.eligible_on[i as usize] += 1;
         }
-        for i in tally.present {
+        for &i in &tally.present {
             self.present_on[i] += 1;
         }
-        for (source, pairs) in tally.loop_pairs {
+        for (&source, &pairs) in &tally.loop_pairs {
             *self.loop_pairs.entry(source).or_default() += pairs;
         }
         self.eligible_nodes += u32::from(report.prepull.eligible);

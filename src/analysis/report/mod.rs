@@ -7,6 +7,7 @@
 
 mod counts;
 mod images;
+mod incremental;
 mod inputs;
 mod node;
 mod presence;
@@ -20,6 +21,7 @@ mod tests;
 
 pub use super::verdict::{MissingImage, MissingState};
 pub use images::ImageReport;
+pub use incremental::{Analysis, Inputs};
 pub use inputs::{Assumptions, NodeExtra, NodeExtras, SourceState};
 pub use node::{
     CapReport, CapSource, KUBELET_DEFAULT_MAX_IMAGES, KubeletReport, NEAR_CAP_RATIO, NodeReport,
@@ -30,14 +32,8 @@ pub use sources::SourceReport;
 use super::menu::{MenuReport, menu_report};
 use super::node::NodeSummary;
 use super::wanted::{WantSource, Wanted};
-use counts::Counts;
-use images::image_reports;
-use node::node_report;
-use presence::SizeBook;
 use serde::Serialize;
-use sources::source_reports;
 use std::collections::BTreeMap;
-use wanted_images::wanted_set;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,26 +65,14 @@ pub fn analyze<'a>(
     assume: Assumptions,
     extras: &NodeExtras,
 ) -> Report {
-    let no_extra = NodeExtra::default();
-    let mut nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let set = wanted_set(&nodes, wanted, sources);
-    let mut sizes = SizeBook::new(&nodes);
-    let mut counts = Counts::new(set.images.len());
-    let mut reports = Vec::with_capacity(nodes.len());
-    for node in &nodes {
-        let extra = extras.get(&node.name).unwrap_or(&no_extra);
-        let (report, tally) = node_report(node, &set, extra, assume, &mut sizes);
-        counts.add(&report, tally);
-        reports.push(report);
-    }
-    Report {
-        images: image_reports(&set, &counts),
-        eligible_nodes: counts.eligible_nodes,
-        sources: source_reports(&set, wanted, sources, assume.configured_at, &counts),
-        menu: menu(sources, &reports),
-        nodes: reports,
-    }
+    let nodes: Vec<&NodeSummary> = summaries.into_iter().collect();
+    let inputs = Inputs {
+        wanted,
+        sources,
+        assume,
+        extras,
+    };
+    Analysis::new(&nodes, inputs).report(None, inputs)
 }
 
 /// Nublado's spawner menu as the nodes' missing images leave it; none without a

@@ -293,7 +293,7 @@ pub fn recommended_max_images(capacity_bytes: u64) -> u64 {
 
 /// What one node adds to the per-image and per-source counts, besides the
 /// images it is eligible for ([`PrepullReport::wanted`]).
-#[derive(Default)]
+#[derive(Default, Clone, Debug, PartialEq)]
 pub(super) struct NodeTally {
     /// The wanted images the node is eligible for and reports: indexes into
     /// [`WantedSet::images`](super::wanted_images::WantedSet::images).
@@ -335,7 +335,7 @@ pub(super) fn node_report(
     set: &WantedSet,
     extra: &NodeExtra,
     assume: Assumptions,
-    sizes: &mut SizeBook,
+    sizes: &SizeBook,
 ) -> (NodeReport, NodeTally) {
     let runtime = extra.runtime.as_deref();
     let cap = CapReport::new(
@@ -370,7 +370,7 @@ pub(super) fn node_report(
 fn prepull_report(
     check: &NodeCheck,
     set: &WantedSet,
-    sizes: &mut SizeBook,
+    sizes: &SizeBook,
 ) -> (PrepullReport, NodeTally) {
     let (wanted, missing, tally) = wanted_on(check, set, sizes);
     let decided = &check.decided;
@@ -400,7 +400,7 @@ fn prepull_report(
 fn wanted_on(
     check: &NodeCheck,
     set: &WantedSet,
-    sizes: &mut SizeBook,
+    sizes: &SizeBook,
 ) -> (Vec<u32>, Vec<MissingImage>, NodeTally) {
     let node = check.node;
     let mut tally = NodeTally::default();
@@ -435,5 +435,7 @@ fn wanted_on(
             state,
         });
     }
+    // The tally is kept for as long as the node is unchanged: no spare room.
+    tally.present.shrink_to_fit();
     (wanted_here, missing, tally)
 }

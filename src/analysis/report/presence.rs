@@ -1,10 +1,10 @@
 //! Whether a node reports a wanted image, and how large the image is, each
 //! answered without a pass over every entry per wanted image.
 
-use super::wanted_images::{FastHash, WantedImage};
+use super::wanted_images::{FastHash, WantedImage, WantedSet};
 use crate::analysis::node::NodeSummary;
 use crate::analysis::reference::{ImageRef, digest_is_canonical};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// The names of a node's image entries (or its runtime's), indexed to tell in
@@ -60,49 +60,86 @@ impl<'a> Present<'a> {
     }
 }
 
-/// The size of each wanted image as nodes report it, found when first asked for:
-/// the `sizeBytes` of the entries that are the image on nodes of the same
-/// container runtime version and architecture (runtimes count sizes differently).
-/// When those disagree (a tag that moved, a runtime that counts otherwise), the
-/// size is unknown.
-pub(super) struct SizeBook<'a> {
-    nodes: &'a [&'a NodeSummary],
-    /// `None`: no node of the runtime reports the image; `Some(None)`: they
-    /// disagree, or an entry's size is malformed.
-    known: HashMap<(Arc<str>, usize), Option<Option<u64>>>,
+/// The size of each wanted image as nodes report it: the `sizeBytes` of the
+/// entries that are the image on nodes of the same container runtime version and
+/// architecture (runtimes count sizes differently). When those disagree (a tag
+/// that moved, a runtime that counts otherwise), the size is unknown.
+///
+/// Kept as counts of what the entries say, so that a node's entries can be taken
+/// out again when the node changes.
+#[derive(Default)]
+pub(super) struct SizeBook {
+    /// By runtime and wanted image: how many entries give each size (`None`: a
+    /// malformed size).
+    known: HashMap<(Arc<str>, usize), SizeCounts, FastHash>,
 }
 
-impl<'a> SizeBook<'a> {
-    pub(super) fn new(nodes: &'a [&'a NodeSummary]) -> SizeBook<'a> {
-        SizeBook {
-            nodes,
-            known: HashMap::new(),
+/// How many entries give each size (`None`: a malformed size).
+type SizeCounts = BTreeMap<Option<u64>, u32>;
+
+/// What one node's entries say of the wanted images' sizes: (wanted image, size)
+/// pairs, one per entry that is the image.
+pub(super) fn node_sizes(set: &WantedSet, node: &NodeSummary) -> Vec<(usize, Option<u64>)> {
+    if node.runtime.is_none() {
+        return Vec::new();
+    }
+    let mut sizes: Vec<(usize, Option<u64>)> = node
+        .relevant_images
+        .iter()
+        .zip(&node.relevant_sizes)
+        .flat_map(|(entry, &size)| set.images_in(entry).into_iter().map(move |i| (i, size)))
+        .collect();
+    // Kept for as long as the node is unchanged: no spare room.
+    sizes.shrink_to_fit();
+    sizes
+}
+
+impl SizeBook {
+    /// Counts (`add`) or takes out what a node of `runtime` says (`sizes`, from
+    /// [`node_sizes`]).
+    pub(super) fn count(
+        &mut self,
+        runtime: Option<&Arc<str>>,
+        sizes: &[(usize, Option<u64>)],
+        add: bool,
+    ) {
+        let Some(runtime) = runtime else { return };
+        for &(i, size) in sizes {
+            let key = (runtime.clone(), i);
+            let counts = self.known.entry(key.clone()).or_default();
+            if add {
+                *counts.entry(size).or_default() += 1;
+            } else if let Some(n) = counts.get_mut(&size) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&size);
+                }
+            }
+            if counts.is_empty() {
+                self.known.remove(&key);
+            }
         }
+    }
+
+    /// What the entries of wanted image `i` on nodes of `runtime` say: `None` when
+    /// no node of the runtime reports the image; `Some(None)` when they disagree,
+    /// or an entry's size is malformed.
+    pub(super) fn seen(&self, runtime: &Arc<str>, i: usize) -> Option<Option<u64>> {
+        let counts = self.known.get(&(runtime.clone(), i))?;
+        let mut sizes = counts.keys();
+        let first = *sizes.next()?;
+        Some(first.filter(|_| sizes.next().is_none()))
     }
 
     /// The size of wanted image `i` (`w`) on nodes of `runtime`; when no node of
     /// that runtime reports the image, the size Nublado gives.
     pub(super) fn size(
-        &mut self,
+        &self,
         runtime: Option<&Arc<str>>,
         i: usize,
         w: &WantedImage,
     ) -> Option<u64> {
-        let Some(runtime) = runtime else {
-            return w.nublado_size;
-        };
-        let nodes = self.nodes;
-        let seen = *self.known.entry((runtime.clone(), i)).or_insert_with(|| {
-            let mut sizes = nodes
-                .iter()
-                .filter(|n| n.runtime.as_ref() == Some(runtime))
-                .flat_map(|n| n.relevant_images.iter().zip(&n.relevant_sizes))
-                .filter(|(entry, _)| w.is_in(entry))
-                .map(|(_, size)| *size);
-            let first = sizes.next()?;
-            Some(first.filter(|f| sizes.all(|s| s == Some(*f))))
-        });
-        match seen {
+        match runtime.and_then(|r| self.seen(r, i)) {
             None => w.nublado_size,
             Some(size) => size,
         }

@@ -90,31 +90,48 @@ fn want(
     }
 }
 
-/// The tags `wanted`'s patterns select on the nodes eligible under its rule: every
-/// match, or only the `newest` greatest in natural order.
-fn pattern_images(wanted: &Wanted, nodes: &[&NodeSummary], config_ok: &[bool]) -> Vec<ImageRef> {
+/// The tags of `node` each of `wanted`'s patterns matches, as (pattern's place,
+/// tag) pairs, distinct, in order; none when the node is not eligible under the
+/// configuration's rule.
+pub(super) fn node_pattern_tags(wanted: &Wanted, node: &NodeSummary) -> Vec<(usize, ImageRef)> {
+    if wanted.patterns().is_empty() || wanted.eligibility().check(&node.facts()).is_err() {
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    for pattern in wanted.patterns() {
+    for (p, pattern) in wanted.patterns().iter().enumerate() {
         let mut seen: BTreeSet<ImageRef> = BTreeSet::new();
-        for (node, _) in nodes.iter().zip(config_ok).filter(|(_, ok)| **ok) {
-            for name in node.relevant_images.iter().flatten() {
-                if name
-                    .tagged_name()
-                    .is_some_and(|n| pattern.regex.is_match(&n))
-                {
-                    seen.insert(ImageRef {
-                        repo: name.repo.clone(),
-                        tag: name.tag.clone(),
-                        digest: None,
-                    });
-                }
+        for name in node.relevant_images.iter().flat_map(|e| e.iter()) {
+            if name
+                .tagged_name()
+                .is_some_and(|n| pattern.regex.is_match(&n))
+            {
+                seen.insert(ImageRef {
+                    repo: name.repo.clone(),
+                    tag: name.tag.clone(),
+                    digest: None,
+                });
             }
         }
+        out.extend(seen.into_iter().map(|t| (p, t)));
+    }
+    out.shrink_to_fit();
+    out
+}
+
+/// The tags `wanted`'s patterns select, from the tags each pattern matches on the
+/// nodes eligible under its rule (`found`, one set per pattern): every match, or
+/// only the `newest` greatest in natural order.
+fn pattern_images<'a>(
+    wanted: &Wanted,
+    found: impl Fn(usize) -> Box<dyn Iterator<Item = &'a ImageRef> + 'a>,
+) -> Vec<ImageRef> {
+    let mut out = Vec::new();
+    for (p, pattern) in wanted.patterns().iter().enumerate() {
+        let seen = found(p).cloned();
         match pattern.newest {
             None => out.extend(seen),
             Some(n) => {
-                let mut named: Vec<(String, ImageRef)> =
-                    seen.into_iter().map(|r| (r.to_string(), r)).collect();
+                let mut named: Vec<(String, ImageRef)> = seen.map(|r| (r.to_string(), r)).collect();
                 named.sort_by(|a, b| natural_cmp(&b.0, &a.0));
                 out.extend(named.into_iter().take(n).map(|(_, r)| r));
             }
@@ -137,31 +154,32 @@ pub(super) struct WantedSet {
     /// Rules some wanted image uses, in order (the configuration's when none is):
     /// the first that rejects a node eligible for nothing says why.
     pub(super) explaining: Vec<usize>,
+    /// The wanted tag references (no digest), by repository and tag.
+    by_tag: HashMap<(Arc<str>, Arc<str>), usize, FastHash>,
+    /// The wanted images by repository: the only ones a name of that repository
+    /// can be.
+    by_repo: HashMap<Arc<str>, Vec<usize>, FastHash>,
 }
 
 /// The wanted images: the configuration's exact references, the tags its
-/// patterns select on `nodes` and the sources' groups, each with the size Nublado
-/// gives and the digests its tag is found with on `nodes`; with their names, the
-/// distinct rules and the rules that explain.
-pub(super) fn wanted_set(
-    nodes: &[&NodeSummary],
+/// patterns select (from `found`, the tags each pattern matches on the nodes
+/// eligible under the configuration's rule) and the sources' groups, each with
+/// the size Nublado gives; with their names, the distinct rules and the rules
+/// that explain. The digests tag references are found with on the nodes are
+/// added apart ([`WantedSet::add_digests`]).
+pub(super) fn wanted_set<'a>(
     wanted: &Wanted,
     sources: &BTreeMap<WantSource, SourceState>,
+    found: impl Fn(usize) -> Box<dyn Iterator<Item = &'a ImageRef> + 'a>,
 ) -> WantedSet {
     // Every distinct rule, decided once per node. The configuration's comes first.
     let mut rules = Rules::default();
     let config_rule = rules.index(wanted.eligibility());
-    let config_ok: Vec<bool> = nodes
-        .iter()
-        .map(|n| wanted.eligibility().check(&n.facts()).is_ok())
-        .collect();
-
     let mut images: BTreeMap<ImageRef, WantedImage> = BTreeMap::new();
     for r in wanted.exact() {
         want(&mut images, r, WantSource::Config, config_rule);
     }
-    let from_patterns = pattern_images(wanted, nodes, &config_ok);
-    for r in &from_patterns {
+    for r in &pattern_images(wanted, found) {
         want(&mut images, r, WantSource::Pattern, config_rule);
     }
     for group in sources.values().flat_map(|s| &s.groups) {
@@ -179,8 +197,7 @@ pub(super) fn wanted_set(
             w.nublado_size = w.nublado_size.or(image.size);
         }
     }
-    let mut wanted_images: Vec<WantedImage> = images.into_values().collect();
-    add_tag_digests(&mut wanted_images, nodes);
+    let wanted_images: Vec<WantedImage> = images.into_values().collect();
     // Each wanted image's name, made once.
     let names: Vec<String> = wanted_images
         .iter()
@@ -196,7 +213,18 @@ pub(super) fn wanted_set(
     if explaining.is_empty() {
         explaining.push(config_rule);
     }
+    let mut by_repo: HashMap<Arc<str>, Vec<usize>, FastHash> = HashMap::default();
+    for (i, w) in wanted_images.iter().enumerate() {
+        by_repo.entry(w.reference.repo.clone()).or_default().push(i);
+    }
     WantedSet {
+        by_tag: wanted_images
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.reference.digest.is_none())
+            .filter_map(|(i, w)| Some(((w.reference.repo.clone(), w.reference.tag.clone()?), i)))
+            .collect(),
+        by_repo,
         images: wanted_images,
         names,
         rules,
@@ -205,23 +233,18 @@ pub(super) fn wanted_set(
     }
 }
 
-/// Adds to each wanted tag reference the digests of the entries that carry its
-/// tag on some node.
-fn add_tag_digests(wanted_images: &mut [WantedImage], nodes: &[&NodeSummary]) {
-    // The digests of the entries that carry a wanted tag, in one pass over the
-    // entries: (wanted image, digest) pairs, then added.
-    let mut found = Vec::new();
-    {
-        let by_tag: HashMap<(&str, &str), usize, FastHash> = wanted_images
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.reference.digest.is_none())
-            .filter_map(|(i, w)| Some(((&*w.reference.repo, &**w.reference.tag.as_ref()?), i)))
-            .collect();
-        for entry in nodes.iter().flat_map(|n| &n.relevant_images) {
+impl WantedSet {
+    /// The digests of `node`'s entries that carry a wanted tag: (wanted image,
+    /// digest) pairs, once for each time they are seen.
+    pub(super) fn node_tag_digests(&self, node: &NodeSummary) -> Vec<(usize, Arc<str>)> {
+        let mut found = Vec::new();
+        if self.by_tag.is_empty() {
+            return found;
+        }
+        for entry in &node.relevant_images {
             for name in entry.iter() {
                 let Some(tag) = &name.tag else { continue };
-                let Some(&i) = by_tag.get(&(&*name.repo, &**tag)) else {
+                let Some(&i) = self.by_tag.get(&(name.repo.clone(), tag.clone())) else {
                     continue;
                 };
                 found.extend(
@@ -233,8 +256,36 @@ fn add_tag_digests(wanted_images: &mut [WantedImage], nodes: &[&NodeSummary]) {
                 );
             }
         }
+        // Kept for as long as the node is unchanged: once each, no spare room.
+        found.sort_unstable();
+        found.dedup();
+        found.shrink_to_fit();
+        found
     }
-    for (i, d) in found {
-        wanted_images[i].digests.insert(d);
+
+    /// Adds to each wanted tag reference the digests of the entries that carry its
+    /// tag on some node: (wanted image, digest) pairs.
+    pub(super) fn add_digests<'a>(
+        &mut self,
+        found: impl IntoIterator<Item = (usize, &'a Arc<str>)>,
+    ) {
+        for (i, d) in found {
+            self.images[i].digests.insert(d.clone());
+        }
+    }
+
+    /// The wanted images one entry (an image's names on a node) is: what
+    /// [`WantedImage::is_in`] says of each, asked only of the images of the
+    /// entry's repositories.
+    pub(super) fn images_in(&self, entry: &[ImageRef]) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for name in entry {
+            for &i in self.by_repo.get(&name.repo).into_iter().flatten() {
+                if !out.contains(&i) && self.images[i].is_in(entry) {
+                    out.push(i);
+                }
+            }
+        }
+        out
     }
 }

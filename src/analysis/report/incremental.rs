@@ -1,0 +1,482 @@
+//! The analysis kept from one report to the next: each node's report, and what
+//! each node adds to the inputs every node's report shares (the tags the
+//! configuration's patterns select, the digests wanted tags are found with, the
+//! sizes of wanted images by runtime). When a few nodes change and those shared
+//! inputs come out the same, only those nodes' reports are made again; when they
+//! do not, everything is.
+
+use super::counts::Counts;
+use super::images::image_reports;
+use super::inputs::{Assumptions, NodeExtra, NodeExtras, SourceState};
+use super::node::{NodeReport, NodeTally, node_report};
+use super::presence::{SizeBook, node_sizes};
+use super::sources::source_reports;
+use super::wanted_images::{FastHash, WantedSet, node_pattern_tags, wanted_set};
+use super::{Report, menu};
+use crate::analysis::node::NodeSummary;
+use crate::analysis::reference::ImageRef;
+use crate::analysis::wanted::{WantSource, Wanted};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Everything a report is made from besides the node summaries.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub wanted: &'a Wanted,
+    pub sources: &'a BTreeMap<WantSource, SourceState>,
+    pub assume: Assumptions,
+    /// What else is known of the nodes; with [`Analysis::update`], at least of
+    /// the nodes that changed.
+    pub extras: &'a NodeExtras,
+}
+
+/// What one node adds to the inputs all reports share.
+struct Shares {
+    runtime: Option<Arc<str>>,
+    /// The tags each pattern (by its place) matches on the node (none when the
+    /// configuration's rule rejects it).
+    patterns: Vec<(usize, ImageRef)>,
+    /// (wanted image, digest) pairs of its entries that carry a wanted tag.
+    digests: Vec<(usize, Arc<str>)>,
+    /// (wanted image, size) pairs of its entries that are a wanted image.
+    sizes: Vec<(usize, Option<u64>)>,
+}
+
+/// A node as the analysis saw it last.
+struct Kept {
+    name: String,
+    shares: Shares,
+    /// Its report while no [`Report`] holds it: made since the last report
+    /// was, and moved into the next. (Kept once only, in the report.)
+    fresh: Option<Box<NodeReport>>,
+    tally: NodeTally,
+}
+
+/// The shared inputs, as counts over every node's [`Shares`].
+#[derive(Default)]
+struct Pool {
+    /// For each pattern, the nodes each tag it matches is on.
+    patterns: Vec<BTreeMap<ImageRef, u32>>,
+    /// The nodes each (wanted image, digest) pair is on.
+    digests: HashMap<(usize, Arc<str>), u32, FastHash>,
+    sizes: SizeBook,
+}
+
+/// The value of one shared input, before or after a change.
+#[derive(PartialEq)]
+enum Seen {
+    Present(bool),
+    Size(Option<Option<u64>>),
+}
+
+impl Pool {
+    fn count(&mut self, shares: &Shares, add: bool) {
+        for (p, tag) in &shares.patterns {
+            bump(self.patterns[*p].entry(tag.clone()), add);
+        }
+        for (i, d) in &shares.digests {
+            let key = (*i, d.clone());
+            let n = self.digests.entry(key.clone()).or_default();
+            if add {
+                *n += 1;
+            } else {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.digests.remove(&key);
+                }
+            }
+        }
+        self.sizes
+            .count(shares.runtime.as_ref(), &shares.sizes, add);
+    }
+
+    /// The shared inputs `shares` touch, as they stand.
+    fn seen(&self, shares: &Shares) -> Vec<Seen> {
+        let mut out = Vec::new();
+        out.extend(
+            shares
+                .patterns
+                .iter()
+                .map(|(p, t)| Seen::Present(self.patterns[*p].contains_key(t))),
+        );
+        out.extend(
+            shares
+                .digests
+                .iter()
+                .map(|(i, d)| Seen::Present(self.digests.contains_key(&(*i, d.clone())))),
+        );
+        if let Some(runtime) = &shares.runtime {
+            out.extend(
+                shares
+                    .sizes
+                    .iter()
+                    .map(|&(i, _)| Seen::Size(self.sizes.seen(runtime, i))),
+            );
+        }
+        out
+    }
+}
+
+/// Adds one to a count, or takes one away (the key goes at 0).
+fn bump<K: Ord>(entry: std::collections::btree_map::Entry<'_, K, u32>, add: bool) {
+    use std::collections::btree_map::Entry;
+    match (entry, add) {
+        (Entry::Occupied(mut o), true) => *o.get_mut() += 1,
+        (Entry::Vacant(v), true) => {
+            v.insert(1);
+        }
+        (Entry::Occupied(o), false) if *o.get() <= 1 => {
+            o.remove();
+        }
+        (Entry::Occupied(mut o), false) => *o.get_mut() -= 1,
+        (Entry::Vacant(_), false) => {}
+    }
+}
+
+/// The analysis of all nodes, kept to be brought up to date node by node.
+pub struct Analysis {
+    /// Sorted by name.
+    nodes: Vec<Kept>,
+    pool: Pool,
+    set: WantedSet,
+}
+
+impl Analysis {
+    /// The analysis of `nodes`, whole.
+    pub fn new(nodes: &[&NodeSummary], inputs: Inputs) -> Analysis {
+        let mut nodes = nodes.to_vec();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let wanted = inputs.wanted;
+        let mut pool = Pool {
+            patterns: vec![BTreeMap::new(); wanted.patterns().len()],
+            ..Pool::default()
+        };
+        let patterns: Vec<Vec<(usize, ImageRef)>> =
+            nodes.iter().map(|n| node_pattern_tags(wanted, n)).collect();
+        for (p, tag) in patterns.iter().flatten() {
+            bump(pool.patterns[*p].entry(tag.clone()), true);
+        }
+        let mut set = wanted_set(wanted, inputs.sources, |p| {
+            Box::new(pool.patterns[p].keys())
+        });
+        let digests: Vec<Vec<(usize, Arc<str>)>> =
+            nodes.iter().map(|n| set.node_tag_digests(n)).collect();
+        for (i, d) in digests.iter().flatten() {
+            *pool.digests.entry((*i, d.clone())).or_default() += 1;
+        }
+        set.add_digests(pool.digests.keys().map(|(i, d)| (*i, d)));
+        let shares: Vec<Shares> = nodes
+            .iter()
+            .zip(patterns)
+            .zip(digests)
+            .map(|((node, patterns), digests)| {
+                let sizes = node_sizes(&set, node);
+                pool.sizes.count(node.runtime.as_ref(), &sizes, true);
+                Shares {
+                    runtime: node.runtime.clone(),
+                    patterns,
+                    digests,
+                    sizes,
+                }
+            })
+            .collect();
+        let mut analysis = Analysis {
+            nodes: Vec::with_capacity(nodes.len()),
+            pool,
+            set,
+        };
+        for (node, shares) in nodes.iter().zip(shares) {
+            let kept = analysis.kept(node, shares, inputs);
+            analysis.nodes.push(kept);
+        }
+        analysis
+    }
+
+    /// What the analysis keeps of `node`, whose shares are `shares`.
+    fn kept(&self, node: &NodeSummary, shares: Shares, inputs: Inputs) -> Kept {
+        let no_extra = NodeExtra::default();
+        let extra = inputs.extras.get(&node.name).unwrap_or(&no_extra);
+        let (report, tally) = node_report(node, &self.set, extra, inputs.assume, &self.pool.sizes);
+        Kept {
+            name: node.name.clone(),
+            shares,
+            fresh: Some(Box::new(report)),
+            tally,
+        }
+    }
+
+    /// Brings the analysis up to date after the nodes named in `changed` changed
+    /// (arrived, went, or changed their summary or what else is known of them).
+    /// `nodes` is every node now, sorted by name, each name once. The wanted
+    /// images, the sources' groups and menu and the assumptions must be those the
+    /// analysis was made with; `inputs.extras` must hold what is known of the
+    /// changed nodes. `None` when an input every node's report shares changed:
+    /// then the analysis must be made whole ([`Analysis::new`]).
+    pub fn update(
+        mut self,
+        nodes: &[&NodeSummary],
+        changed: &BTreeSet<String>,
+        inputs: Inputs,
+    ) -> Option<Analysis> {
+        let fresh: Vec<(&String, Option<(&NodeSummary, Shares)>)> = changed
+            .iter()
+            .map(|name| {
+                let node = nodes
+                    .binary_search_by(|n| n.name.as_str().cmp(name))
+                    .ok()
+                    .map(|i| nodes[i]);
+                (name, node.map(|n| (n, self.shares(n, inputs.wanted))))
+            })
+            .collect();
+        if !self.count_changes(&fresh) {
+            return None;
+        }
+        for (name, now) in fresh {
+            let at = self.nodes.binary_search_by(|k| k.name.cmp(name));
+            match (at, now) {
+                (Ok(i), Some((node, shares))) => self.nodes[i] = self.kept(node, shares, inputs),
+                (Err(i), Some((node, shares))) => {
+                    let kept = self.kept(node, shares, inputs);
+                    self.nodes.insert(i, kept)
+                }
+                (Ok(i), None) => {
+                    self.nodes.remove(i);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        Some(self)
+    }
+
+    /// What `node` adds to the shared inputs, against the current wanted images.
+    fn shares(&self, node: &NodeSummary, wanted: &Wanted) -> Shares {
+        Shares {
+            runtime: node.runtime.clone(),
+            patterns: node_pattern_tags(wanted, node),
+            digests: self.set.node_tag_digests(node),
+            sizes: node_sizes(&self.set, node),
+        }
+    }
+
+    /// Takes the old shares of the changed nodes out of the counts and puts their
+    /// new ones (`fresh`) in; true when every shared input came out as it was.
+    fn count_changes(&mut self, fresh: &[(&String, Option<(&NodeSummary, Shares)>)]) -> bool {
+        let old: Vec<&Shares> = fresh
+            .iter()
+            .filter_map(|(name, _)| {
+                let i = self.nodes.binary_search_by(|k| k.name.cmp(name)).ok()?;
+                Some(&self.nodes[i].shares)
+            })
+            .collect();
+        let new: Vec<&Shares> = fresh
+            .iter()
+            .filter_map(|(_, now)| now.as_ref().map(|(_, s)| s))
+            .collect();
+        let touched = || old.iter().chain(&new);
+        let before: Vec<Seen> = touched().flat_map(|s| self.pool.seen(s)).collect();
+        let mut pool = std::mem::take(&mut self.pool);
+        for s in &old {
+            pool.count(s, false);
+        }
+        for s in &new {
+            pool.count(s, true);
+        }
+        let after: Vec<Seen> = touched().flat_map(|s| pool.seen(s)).collect();
+        self.pool = pool;
+        before == after
+    }
+
+    /// The report as the analysis stands: the node reports made since the last
+    /// report moved into it, the others copied from `last`, the report made
+    /// before (which must be given whenever the analysis was brought up to date
+    /// rather than made whole).
+    pub fn report(&mut self, last: Option<&Report>, inputs: Inputs) -> Report {
+        let mut counts = Counts::new(self.set.images.len());
+        let mut before = last.map_or(&[][..], |r| &r.nodes[..]).iter().peekable();
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for k in &mut self.nodes {
+            let report = match k.fresh.take() {
+                Some(fresh) => *fresh,
+                None => {
+                    // Both lists are sorted by name.
+                    while before.next_if(|r| r.name < k.name).is_some() {}
+                    before
+                        .next_if(|r| r.name == k.name)
+                        .cloned()
+                        .unwrap_or_default()
+                }
+            };
+            counts.add(&report, &k.tally);
+            nodes.push(report);
+        }
+        Analysis::finish_with(&self.set, nodes, &counts, inputs)
+    }
+
+    /// The report of `nodes`: with the image and source reports made from
+    /// `counts`, and Nublado's menu.
+    fn finish_with(
+        set: &WantedSet,
+        nodes: Vec<NodeReport>,
+        counts: &Counts,
+        inputs: Inputs,
+    ) -> Report {
+        Report {
+            images: image_reports(set, counts),
+            eligible_nodes: counts.eligible_nodes,
+            sources: source_reports(
+                set,
+                inputs.wanted,
+                inputs.sources,
+                inputs.assume.configured_at,
+                counts,
+            ),
+            menu: menu(inputs.sources, &nodes),
+            nodes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::Relevance;
+    use crate::analysis::node::{NodeView, summarize};
+    use crate::analysis::wanted::tests::wanted;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    /// A node from a few numbers: which of a handful of repositories, tags and
+    /// digests it reports, their sizes, its runtime, a label the configuration's
+    /// rule looks at, and how many images it reports against the cap.
+    fn node(name: usize, images: &[(u8, u8, u8, u16)], runtime: u8, labelled: bool) -> NodeSummary {
+        let images: Vec<_> = images
+            .iter()
+            .map(|&(repo, tag, digest, size)| {
+                let repo = format!("ghcr.io/x/r{}", repo % 3);
+                let digest = format!("sha256:{}", format!("{:02x}", digest % 4).repeat(32));
+                json!({
+                    "names": [format!("{repo}:v{}", tag % 4), format!("{repo}@{digest}")],
+                    "sizeBytes": 1000 + u64::from(size % 3),
+                })
+            })
+            .collect();
+        let labels = if labelled {
+            json!({"pool": "lab"})
+        } else {
+            json!({})
+        };
+        let v: NodeView = serde_json::from_value(json!({
+            "metadata": {"name": format!("n{name}"), "labels": labels},
+            "status": {
+                "images": images,
+                "nodeInfo": {
+                    "containerRuntimeVersion": format!("containerd://1.{}", runtime % 2),
+                    "architecture": "amd64",
+                },
+            }
+        }))
+        .unwrap();
+        summarize(&v, &Relevance::new(&config(), [])).unwrap()
+    }
+
+    fn config() -> Wanted {
+        wanted(
+            &[
+                "ghcr.io/x/r0:v1",
+                "ghcr.io/x/r1:v2",
+                "ghcr.io/x/r2@sha256:0101010101010101010101010101010101010101010101010101010101010101",
+            ],
+            &["^ghcr.io/x/r2:v[0-3]$"],
+            &[("pool", "lab")],
+        )
+    }
+
+    fn extra(cap: u8) -> NodeExtra {
+        NodeExtra {
+            kubelet: Some(crate::analysis::kubelet_settings::KubeletSettings {
+                max_images: i64::from(cap % 4),
+                image_gc_high_ratio: None,
+                image_gc_low_ratio: None,
+            }),
+            ..NodeExtra::default()
+        }
+    }
+
+    /// One change: a node (by number) arrives or changes, or goes; or its
+    /// kubelet's cap is learnt.
+    #[derive(Clone, Debug)]
+    enum Change {
+        Upsert(usize, Vec<(u8, u8, u8, u16)>, u8, bool),
+        Remove(usize),
+        Cap(usize, u8),
+    }
+
+    fn change() -> impl Strategy<Value = Change> {
+        let images = proptest::collection::vec(any::<(u8, u8, u8, u16)>(), 0..5);
+        prop_oneof![
+            3 => (0usize..8, images, any::<u8>(), any::<bool>())
+                .prop_map(|(n, i, r, l)| Change::Upsert(n, i, r, l)),
+            1 => (0usize..8).prop_map(Change::Remove),
+            1 => (0usize..8, any::<u8>()).prop_map(|(n, c)| Change::Cap(n, c)),
+        ]
+    }
+
+    proptest! {
+        /// After any sequence of changes, each applied node by node, the kept
+        /// analysis reports what a whole analysis of the same nodes reports.
+        #[test]
+        fn updated_node_by_node_it_equals_the_whole_analysis(
+            batches in proptest::collection::vec(proptest::collection::vec(change(), 1..4), 1..12),
+        ) {
+            let w = config();
+            let sources = BTreeMap::new();
+            let mut nodes: BTreeMap<String, NodeSummary> = BTreeMap::new();
+            let mut extras = NodeExtras::new();
+            fn inputs<'a>(w: &'a Wanted, sources: &'a BTreeMap<WantSource, SourceState>, extras: &'a NodeExtras) -> Inputs<'a> {
+                let assume = Assumptions { default_max_images: 2, agents: false, configured_at: None };
+                Inputs { wanted: w, sources, assume, extras }
+            }
+            let mut kept = Analysis::new(&[], inputs(&w, &sources, &extras));
+            let mut last = None;
+            for batch in batches {
+                let mut changed = BTreeSet::new();
+                for c in batch {
+                    match c {
+                        Change::Upsert(n, images, runtime, labelled) => {
+                            let s = node(n, &images, runtime, labelled);
+                            changed.insert(s.name.clone());
+                            nodes.insert(s.name.clone(), s);
+                        }
+                        Change::Remove(n) => {
+                            let name = format!("n{n}");
+                            nodes.remove(&name);
+                            extras.remove(&name);
+                            changed.insert(name);
+                        }
+                        Change::Cap(n, cap) => {
+                            let name = format!("n{n}");
+                            if nodes.contains_key(&name) {
+                                extras.insert(name.clone(), extra(cap));
+                                changed.insert(name);
+                            }
+                        }
+                    }
+                }
+                // Only what is known of the changed nodes goes to the update.
+                let known: NodeExtras = changed
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), extras.get(n)?.clone())))
+                    .collect();
+                let refs: Vec<&NodeSummary> = nodes.values().collect();
+                // Made whole when a shared input changed, as the store does.
+                kept = kept
+                    .update(&refs, &changed, inputs(&w, &sources, &known))
+                    .unwrap_or_else(|| Analysis::new(&refs, inputs(&w, &sources, &extras)));
+                let whole = Analysis::new(&refs, inputs(&w, &sources, &extras)).report(None, inputs(&w, &sources, &extras));
+                let now = kept.report(last.as_ref(), inputs(&w, &sources, &extras));
+                prop_assert_eq!(&now, &whole);
+                last = Some(now);
+            }
+        }
+    }
+}
