@@ -114,3 +114,36 @@ def test_the_names_knob_sets_how_many_names_nodes_share(tmp_path):
     assert distinct["distinct"] > total["distinct"] / 2, (distinct, total)
     assert distinct["pool"] < total["pool"] / 10, (distinct, total)
     assert wanted["shared"] == wanted["pool"] == wanted["distinct"] and wanted["pool"], wanted
+
+
+def test_agents_benchmark_quick_run_reads_unchanged_agents_as_304():
+    """`cargo bench --bench agents -- --quick`: 200 agents on loopback, each serving
+    500 runtime images with the agent's own code, read by the exporter. Every agent
+    answers the first round whole and the unchanged round with `304`; only the 1%
+    changed agents answer the last round whole, and the real agent's memory is
+    printed. Figures are not judged, only the shape of the traffic."""
+    profile = os.environ.get("IMAGECAP_BENCH_PROFILE", "dev")
+    cmd = ["cargo", "bench", "--profile", profile, "--bench", "agents", "--",
+           "--quick", "--unchanged", "1"]
+    env = dict(os.environ, CARGO_TERM_COLOR="never")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+    out = proc.stdout
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{out}\n"
+        f"stderr (end):\n{proc.stderr[-5000:]}"
+    )
+    rounds = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 11 and cells[0] in ("first", "unchanged", "changed"):
+            rounds[cells[0]] = cells
+    assert set(rounds) == {"first", "unchanged", "changed"}, out
+    statuses = {name: [int(n) for n in cells[2].split("/")] for name, cells in rounds.items()}
+    assert statuses["first"] == [200, 0, 0], out
+    assert statuses["unchanged"] == [0, 200, 0], out
+    # 1% of 200 agents hold more images in the last round: 2 whole answers.
+    assert statuses["changed"] == [2, 198, 0], out
+    per_agent = {name: float(cells[5].split()[0]) for name, cells in rounds.items()}
+    assert per_agent["unchanged"] * 20 < per_agent["first"], per_agent
+    assert "real agent (" in out and "peak RSS" in out.split("real agent (")[1], out
