@@ -273,12 +273,20 @@ impl Relevance {
 
 /// The patterns as one lazy DFA, asked whether any `repo:TAG` can match: the
 /// DFA is walked over `repo:`, then every state reachable through bytes a tag
-/// may hold is searched for a match. Repositories are few (tags are not), so
-/// callers remember the answer per repository.
+/// may hold is searched for a match. That search builds DFA states afresh, so
+/// each answer is remembered per repository (repositories are few, tags are
+/// not), for every caller: the node summaries, the runtime summaries and
+/// [`Relevance::is_relevant`].
 #[derive(Debug)]
 struct RepoPatterns {
     dfa: regex_automata::hybrid::dfa::DFA,
+    /// The answers so far, at most [`MAX_KNOWN_REPOS`]; past that, repositories
+    /// are searched each time, so that a cluster's names cannot grow it.
+    known: std::sync::Mutex<HashMap<Box<str>, bool>>,
 }
+
+/// Repositories whose answer [`RepoPatterns`] remembers.
+const MAX_KNOWN_REPOS: usize = 4096;
 
 /// States searched before giving up (the answer is then "may match").
 const MAX_SEARCHED_STATES: usize = 4096;
@@ -294,12 +302,27 @@ impl RepoPatterns {
             .match_kind(MatchKind::All)
             .unicode_word_boundary(true);
         let dfa = DFA::builder().configure(config).build_many(patterns).ok()?;
-        Some(RepoPatterns { dfa })
+        Some(RepoPatterns {
+            dfa,
+            known: Default::default(),
+        })
     }
 
     fn may_match(&self, repo: &str) -> bool {
+        let memo = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&answer) = memo.get(repo) {
+            return answer;
+        }
+        // Searched outside the lock: another thread may search the same
+        // repository meanwhile, and both store the same answer.
+        drop(memo);
         let mut cache = self.dfa.create_cache();
-        self.search(&mut cache, repo).unwrap_or(true)
+        let answer = self.search(&mut cache, repo).unwrap_or(true);
+        let mut memo = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if memo.len() < MAX_KNOWN_REPOS {
+            memo.insert(repo.into(), answer);
+        }
+        answer
     }
 
     /// `None`: the DFA gave up (a quit byte, its cache cleared, too many states).
@@ -551,6 +574,33 @@ pub(crate) mod tests {
         assert!(two.pattern_may_match_repo(lab));
         assert!(!two.pattern_may_match_repo("quay.io/b"));
         assert!(!r(&[]).pattern_may_match_repo(lab), "no patterns");
+    }
+
+    #[test]
+    fn answers_are_remembered_per_repository_up_to_a_bound() {
+        let r = Relevance::new(&wanted(&[], &["^ghcr\\.io/x/lab:w_"], &[]), []);
+        let known = || {
+            let p = r.repo_patterns.as_ref().unwrap();
+            p.known.lock().unwrap().clone()
+        };
+        for _ in 0..3 {
+            assert!(r.pattern_may_match_repo("ghcr.io/x/lab"));
+            assert!(!r.pattern_may_match_repo("ghcr.io/x/other"));
+        }
+        assert_eq!(
+            known(),
+            HashMap::from([
+                ("ghcr.io/x/lab".into(), true),
+                ("ghcr.io/x/other".into(), false)
+            ])
+        );
+        // A clone shares what is known.
+        assert!(r.clone().pattern_may_match_repo("ghcr.io/x/lab"));
+        for i in 0..2 * MAX_KNOWN_REPOS {
+            assert!(!r.pattern_may_match_repo(&format!("quay.io/n{i}")));
+        }
+        assert_eq!(known().len(), MAX_KNOWN_REPOS);
+        assert!(r.pattern_may_match_repo("ghcr.io/x/lab"));
     }
 
     fn pattern() -> impl proptest::strategy::Strategy<Value = String> {
