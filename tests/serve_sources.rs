@@ -920,3 +920,46 @@ async fn the_menu_and_the_prepull_loop_from_sizes_with_no_agent() {
         assert_eq!(documented[name], (kind.clone(), labels.clone()), "{name}");
     }
 }
+
+/// Node summaries keep only the tags wanted now: a tag a source comes to want
+/// later is found by summarizing the nodes again (a relist), not lost.
+#[tokio::test]
+async fn a_tag_wanted_later_is_found_on_the_nodes() {
+    let fake = FakeApiServer::start(vec![node(
+        "a",
+        &[],
+        &[names(&["r.io/app:1"]), names(&["r.io/app:2"])],
+    )])
+    .await;
+    let cache = |images: &[&str]| {
+        json!({"apiVersion": "kubefledged.io/v1alpha2", "kind": "ImageCache",
+               "metadata": {"name": "apps", "namespace": "kube-fledged"},
+               "spec": {"cacheSpec": [{"images": images}]}})
+    };
+    fake.apply_object("imagecaches", cache(&["r.io/app:1"]));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(dir.path(), "prepull:\n  sources:\n    - kubeFledged: {}\n");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let on_nodes =
+        |m: &str, image: &str| sample(m, "imagecap_prepull_image_nodes", &[("image", image)]);
+    let m = exporter
+        .wait_metrics("r.io/app:1 on the node", |m| {
+            on_nodes(m, "r.io/app:1") == Some(1.0)
+        })
+        .await;
+    assert_eq!(on_nodes(&m, "r.io/app:2"), None, "not wanted yet");
+
+    fake.apply_object("imagecaches", cache(&["r.io/app:1", "r.io/app:2"]));
+    let m = exporter
+        .wait_metrics("r.io/app:2 on the node", |m| {
+            on_nodes(m, "r.io/app:2") == Some(1.0)
+        })
+        .await;
+    assert_eq!(on_nodes(&m, "r.io/app:1"), Some(1.0));
+    assert_eq!(
+        sample(&m, "imagecap_node_prepull_missing_images", &[("node", "a")]),
+        Some(0.0)
+    );
+}

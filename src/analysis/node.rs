@@ -709,6 +709,7 @@ struct RecentSlot {
     tagged: bool,
     matches: bool,
     pattern_repo: bool,
+    keep: bool,
 }
 
 /// Slots of the table (a power of two).
@@ -730,6 +731,7 @@ impl RecentNames {
             tagged: slot.tagged,
             matches: slot.matches,
             pattern_repo: slot.pattern_repo,
+            keep: slot.keep,
         })
     }
 
@@ -738,6 +740,7 @@ impl RecentNames {
             tagged,
             matches,
             pattern_repo,
+            keep,
         } = verdict
         else {
             return;
@@ -761,6 +764,7 @@ impl RecentNames {
             tagged,
             matches,
             pattern_repo,
+            keep,
         };
     }
 
@@ -782,12 +786,15 @@ struct RepoFacts {
 /// What one name of an image entry is to its summary.
 enum NameVerdict {
     /// Well-formed: whether it has a tag, whether it
-    /// [matches](Relevance::name_matches), and whether a pattern may match a
-    /// tag of its repository.
+    /// [matches](Relevance::name_matches), whether a pattern may match a tag of
+    /// its repository, and whether the name is kept when its entry is: its tag
+    /// is wanted now or matches a pattern, or it has a digest in a wanted or
+    /// pattern repository (see [`Relevance`]).
     Ok {
         tagged: bool,
         matches: bool,
         pattern_repo: bool,
+        keep: bool,
     },
     /// A runtime's placeholder for an untagged image: neither kept nor counted.
     Placeholder,
@@ -851,17 +858,20 @@ impl NameCache {
         parts.push_repo(&mut self.buf);
         let facts = self.repo_facts(relevance);
         let tag = parts.tag();
-        let matches = facts.wanted
-            || (facts.pattern
-                && tag.is_some_and(|t| {
-                    self.buf.push(':');
-                    self.buf.push_str(t);
-                    relevance.pattern_matches_tagged(&self.buf)
-                }));
+        let tag_wanted = facts.wanted && tag.is_some_and(|t| relevance.wants_tag(&self.buf, t));
+        let tag_pattern = facts.pattern
+            && tag.is_some_and(|t| {
+                self.buf.push(':');
+                self.buf.push_str(t);
+                relevance.pattern_matches_tagged(&self.buf)
+            });
         NameVerdict::Ok {
             tagged: tag.is_some(),
-            matches,
+            matches: facts.wanted || tag_pattern,
             pattern_repo: facts.pattern,
+            keep: tag_wanted
+                || tag_pattern
+                || (parts.has_digest() && (facts.wanted || facts.pattern)),
         }
     }
 
@@ -1241,8 +1251,10 @@ fn entry_names<S: AsRef<str>>(
             format!("status.images[{i}].names is empty"),
         );
     }
-    // First what decides relevance, without copying any name...
+    // First what decides relevance, without copying any name, and which names
+    // are kept (by place; past the first 64, every well-formed one)...
     let (mut count, mut all_untagged, mut matches, mut pattern_repo) = (0, true, false, false);
+    let mut kept = 0u64;
     for (j, name) in names.items.iter().enumerate() {
         let verdict = match name {
             Lenient::Ok(s) => cache.judge(s.as_ref(), relevance),
@@ -1259,7 +1271,11 @@ fn entry_names<S: AsRef<str>>(
                 tagged,
                 matches: m,
                 pattern_repo: p,
+                keep,
             } => {
+                if keep && j < 64 {
+                    kept |= 1 << j;
+                }
                 count += 1;
                 all_untagged &= !tagged;
                 matches |= m;
@@ -1275,18 +1291,21 @@ fn entry_names<S: AsRef<str>>(
     if !relevance.entry_is_relevant_for_repos(count, all_untagged, matches, pattern_repo) {
         return None;
     }
-    // ...then, for the few entries kept, the names themselves (exactly `count`:
-    // thousands of nodes keep dozens of entries each, so no spare capacity),
-    // owned by the interner alone.
+    // ...then, for the few entries kept, the names kept (thousands of nodes keep
+    // dozens of entries each, so no spare capacity), owned by the interner alone.
+    let keeps = |j: usize| j >= 64 || kept & (1 << j) != 0;
+    let count = (kept.count_ones() as usize) + names.items.len().saturating_sub(64);
     let mut refs = Vec::with_capacity(count);
-    for name in &names.items {
-        if let Lenient::Ok(s) = name
+    for (j, name) in names.items.iter().enumerate() {
+        if keeps(j)
+            && let Lenient::Ok(s) = name
             && let Ok(parts) = scan(s.as_ref())
         {
             refs.push(parts.interned(&mut cache.buf));
         }
     }
-    Some(refs)
+    refs.shrink_to_fit();
+    (!refs.is_empty()).then_some(refs)
 }
 
 #[cfg(test)]
@@ -1355,9 +1374,23 @@ mod tests {
             summarize(&folded, &relevance).unwrap(),
         );
         assert_eq!(a.image_count, 12);
-        // busybox:1.36, busybox:1.0, lab:w_1, the lab digest, busybox:2 (an
-        // entry written as a list, as a buffered object would read it).
-        assert_eq!(a.relevant_images.len(), 5, "{:?}", a.relevant_images);
+        // busybox:1.36, lab:w_1 without lab:r_1, the lab digest. Of busybox, only
+        // the wanted tag: busybox:1.0 and busybox:2 (an entry written as a list, as
+        // a buffered object would read it) cannot match, and have no digest.
+        let kept: Vec<Vec<String>> = a
+            .relevant_images
+            .iter()
+            .map(|e| e.iter().map(ToString::to_string).collect())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                vec!["docker.io/library/busybox:1.36".to_string()],
+                vec!["ghcr.io/x/lab:w_1".to_string()],
+                vec![digest.clone()],
+            ]
+        );
+        assert_eq!(a.relevant_sizes, [Some(10), None, None]);
         assert!(
             a.relevant_images
                 .iter()
@@ -1387,7 +1420,8 @@ mod tests {
                 NameVerdict::Ok {
                     tagged: true,
                     matches: false,
-                    pattern_repo: false
+                    pattern_repo: false,
+                    keep: false,
                 }
             ));
             let verdict = cache.judge(&format!("ghcr.io/x/lab:w_{i}"), &relevance);
@@ -1713,8 +1747,14 @@ mod tests {
         }
     }
 
-    /// What summarizing made of an entry's names before they were judged
-    /// without parsing: every name parsed, matched one by one.
+    /// Whether a name of a kept entry is kept, as a runtime summary decides it.
+    fn keeps_name(relevance: &Relevance, r: &ImageRef) -> bool {
+        relevance.runtime_keeps(r) != crate::analysis::wanted::RuntimeKeep::No
+    }
+
+    /// What summarizing makes of an entry's names, from every name parsed and
+    /// matched one by one: the entry, if relevant, with the names that can
+    /// match.
     fn entry_names_by_parsing(
         names: &[String],
         relevance: &Relevance,
@@ -1731,7 +1771,14 @@ mod tests {
                 Err(e) => problems.push(format!("status.images[0].names[{j}]: {e}")),
             }
         }
-        (relevance.is_relevant(&refs).then_some(refs), problems)
+        let kept = relevance.is_relevant(&refs).then(|| {
+            let kept: Vec<ImageRef> = refs
+                .into_iter()
+                .filter(|r| keeps_name(relevance, r))
+                .collect();
+            kept
+        });
+        (kept.filter(|k| !k.is_empty()), problems)
     }
 
     proptest::proptest! {
@@ -1750,8 +1797,9 @@ mod tests {
             // Twice: the second time from the recent names.
             for n in names.iter().chain(&names) {
                 match (ImageRef::parse(n), cache.judge(n, &relevance)) {
-                    (Ok(r), NameVerdict::Ok { tagged, matches, pattern_repo }) => {
+                    (Ok(r), NameVerdict::Ok { tagged, matches, pattern_repo, keep }) => {
                         proptest::prop_assert_eq!(tagged, r.tag.is_some());
+                        proptest::prop_assert_eq!(keep, keeps_name(&relevance, &r), "{}", n);
                         proptest::prop_assert_eq!(matches, relevance.name_matches(&r), "{}", n);
                         proptest::prop_assert_eq!(pattern_repo, relevance.pattern_may_match_repo(&r.repo));
                         proptest::prop_assert_eq!(scan(n).unwrap().interned(&mut buf), r);

@@ -119,6 +119,11 @@ impl<'a> NameParts<'a> {
         }
     }
 
+    /// Whether the name has a digest.
+    pub fn has_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
     /// Appends the normalized repository (`ImageRef::repo`) to `out`.
     pub fn push_repo(&self, out: &mut String) {
         out.push_str(self.domain);

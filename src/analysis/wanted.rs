@@ -109,20 +109,22 @@ pub struct WantGroup {
     pub eligibility: Arc<Eligibility>,
 }
 
-/// Which image entries can matter for matching the wanted images, and so are
-/// kept in a node's summary.
+/// Which image entries, and which of their names, can matter for matching the
+/// wanted images, and so are kept in a node's summary.
 ///
-/// It depends on repositories and patterns, not on tags: sources change the tags
-/// they want every week (a new weekly) while the repositories stay, and summaries
-/// made before the change must still hold the entries the new tags need. When the
-/// repositories change, the nodes are summarized again (see `Store`).
+/// An entry is kept by its repositories and the patterns; of its names, the tags
+/// wanted now or matched by a pattern, and the digests of wanted or pattern
+/// repositories (a wanted tag may be known by its digest on another node). A
+/// wanted repository's other tags are not kept: with per-build tags they are most
+/// of a node's names, and none of them can match. So when the wanted tags, the
+/// repositories or the patterns change, the nodes are summarized again (see
+/// `Store`): a source's new weekly costs one relist.
 #[derive(Debug, Clone, Default)]
 pub struct Relevance {
     repos: HashSet<Arc<str>>,
     patterns: Option<RegexSet>,
-    /// The tags wanted now, by repository: the names of a runtime's list that are
-    /// kept (runtime lists are read again every interval, so they need not hold
-    /// next week's tags).
+    /// The tags wanted now, by repository: the tags of a node's (or a runtime's)
+    /// entries that are kept.
     tags: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// Which repositories the patterns can match a tag of (`None` with no
     /// patterns, or patterns it cannot tell for).
@@ -132,6 +134,7 @@ pub struct Relevance {
 impl PartialEq for Relevance {
     fn eq(&self, other: &Self) -> bool {
         self.repos == other.repos
+            && self.tags == other.tags
             && self.patterns.as_ref().map(RegexSet::patterns)
                 == other.patterns.as_ref().map(RegexSet::patterns)
     }
@@ -162,11 +165,6 @@ impl Relevance {
             tags,
             repo_patterns,
         }
-    }
-
-    /// Equal, and wanting the same tags now (what a runtime summary depends on).
-    pub fn same_for_runtime(&self, other: &Relevance) -> bool {
-        self == other && self.tags == other.tags
     }
 
     /// Whether a name of a runtime's image can match an image wanted now: a tag
@@ -226,6 +224,11 @@ impl Relevance {
     /// Whether `repo` is the repository of a wanted image.
     pub fn wants_repo(&self, repo: &str) -> bool {
         self.repos.contains(repo)
+    }
+
+    /// Whether `tag` of `repo` is the tag of an image wanted now.
+    pub fn wants_tag(&self, repo: &str, tag: &str) -> bool {
+        self.tags.get(repo).is_some_and(|ts| ts.contains(tag))
     }
 
     /// Whether a pattern matches `tagged`, a name in its `repo:tag` form.
@@ -507,12 +510,16 @@ pub(crate) mod tests {
         let r = Relevance::new(&w, [&group]);
         assert!(r.is_relevant(&refs(&["ghcr.io/lsst-sqre/sciplat-lab:w_2024_11"])));
         assert!(!r.is_relevant(&refs(&["ghcr.io/lsst-sqre/other:1"])));
-        // Another weekly of the same repository: relevance is unchanged, no resync.
+        // Another weekly of the same repository: summaries keep only the tags
+        // wanted now, so the relevance differs and nodes are summarized again.
         let next_week = WantGroup {
             images: refs(&["ghcr.io/lsst-sqre/sciplat-lab:w_2024_12"]),
             ..group.clone()
         };
-        assert_eq!(r, Relevance::new(&w, [&next_week]));
+        assert!(r.wants_tag("ghcr.io/lsst-sqre/sciplat-lab", "w_2024_10"));
+        assert!(!r.wants_tag("ghcr.io/lsst-sqre/sciplat-lab", "w_2024_11"));
+        assert_ne!(r, Relevance::new(&w, [&next_week]));
+        assert_eq!(r, Relevance::new(&w, [&group.clone()]));
         assert_ne!(r, Relevance::new(&w, []));
     }
 

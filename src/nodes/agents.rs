@@ -863,7 +863,7 @@ async fn poll(
             _ = relevance_changed(&store, &relevance) => {}
         }
         let now_relevant = store.relevance();
-        if !now_relevant.same_for_runtime(&relevance) {
+        if *now_relevant != *relevance {
             // The remembered summaries kept the names relevant before.
             memory.reports.clear();
         }
@@ -897,7 +897,7 @@ async fn poll(
 async fn relevance_changed(store: &Store, seen: &Relevance) {
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        if !store.relevance().same_for_runtime(seen) {
+        if *store.relevance() != *seen {
             return;
         }
     }
