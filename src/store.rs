@@ -36,9 +36,51 @@ pub struct Store {
     /// Counts arrivals of nodes not seen before; each reader of kubelets follows
     /// it with a receiver of its own.
     added: tokio::sync::watch::Sender<u64>,
-    /// Signalled when the sources' repositories changed, so that nodes must be
-    /// summarized again (see [`Relevance`]).
-    resync: tokio::sync::Notify,
+    /// Counts the changes of what summaries keep (the sources' repositories and
+    /// wanted tags, see [`Relevance`]): nodes must then be summarized again. Each
+    /// reader of nodes follows it with [`Resyncs`] of its own.
+    resync: tokio::sync::watch::Sender<u64>,
+}
+
+/// Relists for changed wanted images, at most [`RESYNC_BURST`] at once, then one
+/// every [`RESYNC_EVERY`]: the sources' first answers at start each bring new
+/// repositories and are followed at once, and a source whose answer keeps changing
+/// cannot make the exporter list thousands of nodes more often than poll mode does.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(60);
+/// See [`RESYNC_EVERY`].
+pub const RESYNC_BURST: u32 = 3;
+
+/// One reader's view of the store's resync requests ([`Store::resyncs`]), paced
+/// by [`RESYNC_EVERY`] and [`RESYNC_BURST`] (a generic cell rate: `next` is when
+/// the next request would be due were they evenly spaced).
+pub struct Resyncs {
+    changes: tokio::sync::watch::Receiver<u64>,
+    next: tokio::time::Instant,
+}
+
+impl Resyncs {
+    fn new(changes: tokio::sync::watch::Receiver<u64>) -> Resyncs {
+        Resyncs {
+            changes,
+            next: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Completes when the nodes must be summarized again, once per change or run
+    /// of changes, paced. Cancel-safe: a change is not lost when the future is
+    /// dropped before it completes.
+    pub async fn requested(&mut self) {
+        let tolerance = RESYNC_EVERY * (RESYNC_BURST - 1);
+        let now = tokio::time::Instant::now();
+        if self.next > now + tolerance {
+            tokio::time::sleep_until(self.next - tolerance).await;
+        }
+        if self.changes.changed().await.is_err() {
+            // The store is gone: nothing will change any more.
+            std::future::pending::<()>().await;
+        }
+        self.next = self.next.max(tokio::time::Instant::now()) + RESYNC_EVERY;
+    }
 }
 
 /// The last report and what it was made from.
@@ -120,7 +162,7 @@ impl Store {
             }),
             cache: Mutex::new(None),
             added: tokio::sync::watch::Sender::new(0),
-            resync: tokio::sync::Notify::new(),
+            resync: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -170,7 +212,7 @@ impl Store {
         inner.relevance = relevance;
         drop(inner);
         if resync {
-            self.resync.notify_one();
+            self.resync.send_modify(|n| *n += 1);
         }
     }
 
@@ -185,10 +227,10 @@ impl Store {
         }
     }
 
-    /// Completes when the nodes must be summarized again: a source brought
-    /// repositories the current summaries did not keep entries of.
-    pub async fn resync_requested(&self) {
-        self.resync.notified().await
+    /// What a reader of nodes follows to learn when the nodes must be summarized
+    /// again: the changes from now on.
+    pub fn resyncs(&self) -> Resyncs {
+        Resyncs::new(self.resync.subscribe())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -629,6 +671,72 @@ mod tests {
         let moved = store.report().0;
         assert_eq!(moved.nodes[1].prepull.missing_images, ["ghcr.io/x/lab:2"]);
         assert_eq!(*moved, whole(&store));
+    }
+
+    /// Whether `resyncs` has a request now (or once the paused clock is
+    /// advanced by what is left of `within`).
+    async fn requested_within(resyncs: &mut Resyncs, within: Duration) -> bool {
+        tokio::time::timeout(within, resyncs.requested())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_reader_of_nodes_hears_of_a_new_wanted_tag_once() {
+        use crate::analysis::reference::ImageRef;
+        use crate::analysis::wanted::WantGroup;
+        let store = store();
+        let (mut lister, mut saved) = (store.resyncs(), store.resyncs());
+        let wants = |image: &str| Wants {
+            groups: vec![WantGroup {
+                source: WantSource::KubeFledged,
+                images: vec![ImageRef::parse(image).unwrap()],
+                eligibility: store.wanted().eligibility().clone(),
+            }],
+            ..Wants::default()
+        };
+        let second = Duration::from_secs(1);
+        store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:1"));
+        assert!(requested_within(&mut lister, second).await);
+        assert!(requested_within(&mut saved, second).await, "both readers");
+        assert!(!requested_within(&mut lister, second).await, "once");
+        // The same images again: nothing to summarize again.
+        store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:1"));
+        assert!(!requested_within(&mut lister, second).await);
+        // Another tag of the same repository: summaries kept only the tags
+        // wanted before.
+        store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:2"));
+        assert!(requested_within(&mut lister, second).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resyncs_come_in_a_burst_then_one_a_minute() {
+        let store = store();
+        let mut resyncs = store.resyncs();
+        let change = || store.resync.send_modify(|n| *n += 1);
+        let start = tokio::time::Instant::now();
+        for _ in 0..RESYNC_BURST {
+            change();
+            assert!(requested_within(&mut resyncs, Duration::from_millis(1)).await);
+        }
+        assert!(
+            start.elapsed() < Duration::from_millis(10),
+            "a burst at once"
+        );
+        // Several changes meanwhile make one request, when the pace allows.
+        change();
+        change();
+        assert!(!requested_within(&mut resyncs, RESYNC_EVERY - Duration::from_secs(1)).await);
+        assert!(requested_within(&mut resyncs, Duration::from_secs(2)).await);
+        assert!(
+            !requested_within(&mut resyncs, RESYNC_EVERY * 5).await,
+            "one request"
+        );
+        // A quiet spell earns the burst back.
+        for _ in 0..RESYNC_BURST {
+            change();
+            assert!(requested_within(&mut resyncs, Duration::from_millis(1)).await);
+        }
     }
 
     #[test]

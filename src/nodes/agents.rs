@@ -748,6 +748,7 @@ pub async fn run_saved(
             _ = shutdown.cancelled() => return,
         }
     }
+    let mut resyncs = store.resyncs();
     loop {
         let (p, s) = (path.clone(), store.clone());
         match tokio::task::spawn_blocking(move || load_saved(&p, &s)).await {
@@ -759,7 +760,7 @@ pub async fn run_saved(
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = store.resync_requested() => {}
+            _ = resyncs.requested() => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -313,6 +313,7 @@ pub async fn poll(
     // the last one learned, not for the first page's guess (100 nodes, 11 MB at
     // 500 images a node) while the summaries served are still held.
     let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
+    let mut resyncs = ingest.store.resyncs();
     loop {
         let listed = list_nodes(&api, &opts, &ingest, &mut sizer).await;
         let wait = match listed.map(|l| l.nodes) {
@@ -338,8 +339,8 @@ pub async fn poll(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = ingest.store.resync_requested() => {
-                tracing::info!("wanted repositories changed; listing nodes again");
+            _ = resyncs.requested() => {
+                tracing::info!("wanted images changed; listing nodes again");
             }
             _ = shutdown.cancelled() => return,
         }
@@ -373,6 +374,7 @@ pub async fn watch(
     ingest: Arc<Ingest>,
     shutdown: CancellationToken,
 ) {
+    let resyncs = ingest.store.resyncs();
     let mut w = NodeWatch {
         api: Api::all(client),
         sizer: PageSizer::new(opts.page_size, PAGE_BYTES),
@@ -384,6 +386,7 @@ pub async fn watch(
         healthy: false,
         watch_forbidden: false,
         heartbeat: tokio::time::interval(WATCH_HEARTBEAT),
+        resyncs,
     };
     w.heartbeat
         .set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -435,6 +438,8 @@ struct NodeWatch {
     /// The watch was forbidden, and said so in the log.
     watch_forbidden: bool,
     heartbeat: tokio::time::Interval,
+    /// When the wanted images changed and the nodes must be listed again.
+    resyncs: crate::store::Resyncs,
 }
 
 impl NodeWatch {
@@ -503,10 +508,10 @@ impl NodeWatch {
                     }
                     continue;
                 }
-                _ = self.ingest.store.resync_requested() => {
-                    // The summaries lack entries the wanted images now need: list
+                _ = self.resyncs.requested() => {
+                    // The summaries lack names the wanted images now need: list
                     // again (the store is swapped whole when the list is complete).
-                    tracing::info!("wanted repositories changed; listing nodes again");
+                    tracing::info!("wanted images changed; listing nodes again");
                     return WatchEnd::Relist;
                 }
                 _ = shutdown.cancelled() => return WatchEnd::Shutdown,
@@ -681,8 +686,8 @@ impl NodeWatch {
         while tokio::time::Instant::now() < retry_at {
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
-                _ = self.ingest.store.resync_requested() => {
-                    tracing::info!("wanted repositories changed; listing nodes again");
+                _ = self.resyncs.requested() => {
+                    tracing::info!("wanted images changed; listing nodes again");
                 }
                 _ = shutdown.cancelled() => return false,
             }

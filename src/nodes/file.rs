@@ -227,10 +227,11 @@ pub async fn run(
     let mut failed_stamp: Option<Option<(SystemTime, u64)>> = None;
     let mut tick = tokio::time::interval(check_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resyncs = ingest.store.resyncs();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = ingest.store.resync_requested() => {
+            _ = resyncs.requested() => {
                 // Summarize the nodes again for the wanted images' repositories.
                 last = None;
                 failed_stamp = None;
