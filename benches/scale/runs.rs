@@ -4,7 +4,7 @@
 use crate::args::{Args, Mode};
 use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
-use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status};
+use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status, rss_file_anon};
 use crate::scrape_cost::{self, OneNodeChanged, PacedChurn};
 use crate::scraping::{is_probe_node, percentile, scrape, scrape_timed, start_churn};
 use crate::{EXPORTER, PAGE_SIZE};
@@ -47,6 +47,9 @@ pub struct Run {
     pub ready_cpu_s: f64,
     pub rss_ready_mib: f64,
     pub rss_steady_mib: f64,
+    /// Of the steady RSS: mapped from files (the binary), and anonymous.
+    pub rss_steady_file_mib: f64,
+    pub rss_steady_anon_mib: f64,
     pub hwm_steady_mib: f64,
     pub scrape_p50_ms: f64,
     pub scrape_p99_ms: f64,
@@ -606,6 +609,7 @@ async fn run_mode(
     // b. steady RSS
     tokio::time::sleep(Duration::from_secs(o.steady_secs)).await;
     (r.rss_steady_mib, r.hwm_steady_mib) = proc_status(pid);
+    (r.rss_steady_file_mib, r.rss_steady_anon_mib) = rss_file_anon(pid);
 
     // c. /metrics: the first scrape of a report renders it; the next ones send it.
     let cpu0 = cpu_seconds(pid);

@@ -26,6 +26,8 @@ pub fn run_json(r: &Run) -> serde_json::Value {
         "churn_rss_early_mib": r.churn_rss_early_mib, "churn_rss_late_mib": r.churn_rss_late_mib,
         "churn_interned_early": r.churn_interned_early, "churn_interned_late": r.churn_interned_late,
     });
+    v["rss_steady_file_mib"] = json!(r.rss_steady_file_mib);
+    v["rss_steady_anon_mib"] = json!(r.rss_steady_anon_mib);
     v["scrape_cost"] = crate::scrape_cost::json(r.one_node.as_ref(), r.paced.as_ref());
     v
 }
@@ -86,6 +88,12 @@ pub fn print_tables(runs: &[Run], quick: bool) {
             "steady RSS (MiB)",
             runs.iter()
                 .map(|r| format!("{:.1}", r.rss_steady_mib))
+                .collect(),
+        ),
+        (
+            "  of it mapped files / anon",
+            runs.iter()
+                .map(|r| format!("{:.1}/{:.1}", r.rss_steady_file_mib, r.rss_steady_anon_mib))
                 .collect(),
         ),
         (

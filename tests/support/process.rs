@@ -143,6 +143,21 @@ pub fn proc_status(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Of a process's resident memory, the MiB mapped from files (its binary and
+/// libraries: page cache, shared and reclaimable) and the MiB of its own
+/// (anonymous: heap, stacks).
+pub fn rss_file_anon(pid: u32) -> (f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (field("RssFile:"), field("RssAnon:"))
+}
+
 fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
