@@ -780,7 +780,7 @@ mod tests {
             .unwrap()
             .interned();
         n.relevant_images = vec![vec![name].into()];
-        n.relevant_sizes = vec![Some(1)];
+        n.relevant_sizes = vec![crate::analysis::node::EntrySize::new(Some(1))];
         store.replace_all(vec![n]);
         let held = |s: &str| intern::contains(s);
         assert!(held("ghcr.io/store-gc-test/only-here"));

@@ -126,7 +126,7 @@ struct ImageTotals {
     size_bytes: u64,
     relevant: Vec<Entry>,
     /// The size of each of `relevant`.
-    relevant_sizes: Vec<Option<u64>>,
+    relevant_sizes: Vec<EntrySize>,
     /// The smallest size while every entry has a well-formed one (`u64::MAX`
     /// before the first entry).
     smallest: Option<u64>,
@@ -626,6 +626,35 @@ impl<'a> IntoIterator for &'a Entry {
     }
 }
 
+/// An image entry's `sizeBytes`, or unknown (malformed), in 8 bytes rather than
+/// an `Option`'s 16: thousands of nodes keep dozens each. Sizes come from
+/// non-negative `int64`s, so `u64::MAX` is free to mean unknown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EntrySize(u64);
+
+impl EntrySize {
+    /// `size`; a size of `u64::MAX` bytes (never an `int64`) is kept as one less.
+    pub fn new(size: Option<u64>) -> EntrySize {
+        EntrySize(size.map_or(u64::MAX, |s| s.min(u64::MAX - 1)))
+    }
+
+    pub fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+}
+
+impl fmt::Debug for EntrySize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl PartialEq<Option<u64>> for EntrySize {
+    fn eq(&self, other: &Option<u64>) -> bool {
+        self.get() == *other
+    }
+}
+
 /// What the exporter keeps of a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeSummary {
@@ -642,9 +671,8 @@ pub struct NodeSummary {
     pub taints: Vec<Taint>,
     /// The names of the image entries that can matter for prepull matching.
     pub relevant_images: Vec<Entry>,
-    /// The `sizeBytes` of each of `relevant_images`, in the same order (`None`:
-    /// malformed).
-    pub relevant_sizes: Vec<Option<u64>>,
+    /// The `sizeBytes` of each of `relevant_images`, in the same order.
+    pub relevant_sizes: Vec<EntrySize>,
     /// The smallest `sizeBytes` among the entries reported: where the kubelet cut
     /// its size-ordered list when the node is at its cap. `None` when the node
     /// reports no entry, or an entry without a well-formed size (the cut cannot be
@@ -1189,7 +1217,7 @@ fn fold_entry<S: AsRef<str>>(
     }
     if let Some(refs) = entry_names(i, entry, relevance, cache, problem) {
         totals.relevant.push(Entry::new(refs));
-        totals.relevant_sizes.push(size);
+        totals.relevant_sizes.push(EntrySize::new(size));
     }
 }
 
@@ -1407,6 +1435,17 @@ mod tests {
             again.status.unwrap().images.unwrap().entries,
             ImageEntries::All(_)
         ));
+    }
+
+    #[test]
+    fn entry_sizes_take_8_bytes_and_keep_unknown_apart() {
+        assert_eq!(std::mem::size_of::<EntrySize>(), 8);
+        assert_eq!(EntrySize::new(None).get(), None);
+        assert_eq!(EntrySize::new(Some(0)).get(), Some(0));
+        let largest = u64::try_from(i64::MAX).unwrap();
+        assert_eq!(EntrySize::new(Some(largest)).get(), Some(largest));
+        assert_eq!(EntrySize::new(Some(u64::MAX)).get(), Some(u64::MAX - 1));
+        assert_eq!(format!("{:?}", EntrySize::new(Some(7))), "Some(7)");
     }
 
     #[test]

@@ -87,7 +87,11 @@ pub(super) fn node_sizes(set: &WantedSet, node: &NodeSummary) -> Vec<(usize, Opt
         .relevant_images
         .iter()
         .zip(&node.relevant_sizes)
-        .flat_map(|(entry, &size)| set.images_in(entry).into_iter().map(move |i| (i, size)))
+        .flat_map(|(entry, &size)| {
+            set.images_in(entry)
+                .into_iter()
+                .map(move |i| (i, size.get()))
+        })
         .collect();
     // Kept for as long as the node is unchanged: no spare room.
     sizes.shrink_to_fit();
