@@ -32,12 +32,36 @@ pub struct NodeView {
     /// from other objects.
     #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "read_metadata")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: Field<NodeSpecView>,
     #[serde(default)]
     pub status: Option<NodeStatusView>,
+}
+
+/// Of a node's `metadata`, what the exporter reads: its name, its labels, and
+/// the resourceVersion a watch continues from. A real node's metadata is mostly
+/// annotations and `managedFields` (kilobytes of nested objects per node), which
+/// are skipped as they are read, never built.
+#[derive(Deserialize)]
+struct MetadataView {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn read_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = Option::<MetadataView>::deserialize(d)?;
+    Ok(m.map_or_else(ObjectMeta::default, |m| ObjectMeta {
+        name: m.name,
+        resource_version: m.resource_version,
+        labels: m.labels,
+        ..ObjectMeta::default()
+    }))
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -1435,6 +1459,33 @@ mod tests {
             again.status.unwrap().images.unwrap().entries,
             ImageEntries::All(_)
         ));
+    }
+
+    #[test]
+    fn metadata_keeps_name_labels_and_version_and_skips_the_rest() {
+        let text = json!({
+            "metadata": {
+                "name": "n", "resourceVersion": "42", "uid": "u",
+                "labels": {"a": "1"},
+                "annotations": {"x": "y"},
+                "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {"f:images": {}}}}],
+            },
+        })
+        .to_string();
+        let node: NodeView = serde_json::from_str(&text).unwrap();
+        assert_eq!(node.metadata.name.as_deref(), Some("n"));
+        assert_eq!(node.metadata.resource_version.as_deref(), Some("42"));
+        assert_eq!(node.metadata.labels.unwrap()["a"], "1");
+        assert_eq!(node.metadata.annotations, None, "not built");
+        assert_eq!(node.metadata.managed_fields, None, "not built");
+        // What is skipped cannot make the node unreadable; what is read can.
+        let odd = json!({"metadata": {"name": "n", "annotations": 5, "managedFields": "x"}});
+        let node: NodeView = serde_json::from_value(odd).unwrap();
+        assert_eq!(node.metadata.name.as_deref(), Some("n"));
+        let bad = json!({"metadata": {"name": "n", "labels": 5}});
+        assert!(serde_json::from_value::<NodeView>(bad).is_err());
+        let null: NodeView = serde_json::from_value(json!({"metadata": null})).unwrap();
+        assert_eq!(null.metadata, ObjectMeta::default());
     }
 
     #[test]
