@@ -116,7 +116,7 @@ pub fn menu_report(menu: &Menu, nodes: &[(&str, &[MissingImage])]) -> MenuReport
     let mut states: HashMap<(&str, &str), MissingState> = HashMap::new();
     for (name, missing) in nodes {
         for m in *missing {
-            states.insert((name, m.image.as_str()), m.state);
+            states.insert((name, &*m.image), m.state);
         }
     }
     let mut report = MenuReport::default();
@@ -137,7 +137,7 @@ pub fn menu_report(menu: &Menu, nodes: &[(&str, &[MissingImage])]) -> MenuReport
             None => {
                 own = nodes
                     .iter()
-                    .filter(|(_, missing)| missing.iter().any(|m| m.image == name))
+                    .filter(|(_, missing)| missing.iter().any(|m| *m.image == *name))
                     .map(|(n, _)| *n)
                     .collect();
                 own
@@ -182,7 +182,7 @@ mod tests {
         let missing = missing
             .iter()
             .map(|(image, state)| MissingImage {
-                image: image.to_string(),
+                image: (*image).into(),
                 state: *state,
             })
             .collect();

@@ -306,7 +306,7 @@ pub fn wanted_on_node(report: &Report, node: &str) -> Option<WantedOnNode> {
             .wanted
             .iter()
             .filter_map(|&i| report.images.get(i as usize))
-            .map(|i| i.image.clone())
+            .map(|i| i.image.to_string())
             .collect(),
     })
 }

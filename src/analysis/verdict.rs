@@ -2,6 +2,7 @@
 //! how it is decided. Shared by the cluster report and the spawner menu.
 
 use serde::Serialize;
+use std::sync::Arc;
 
 /// Why a wanted image is missing from a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,9 +67,70 @@ impl MissingState {
     }
 }
 
+/// A wanted image's name, made once per analysis and shared by the reports that
+/// name it (every node that misses the image, the image's own report).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct WantedName(Arc<str>);
+
+impl WantedName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for WantedName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for WantedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl std::fmt::Display for WantedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for WantedName {
+    fn from(s: &str) -> WantedName {
+        WantedName(s.into())
+    }
+}
+
+impl From<String> for WantedName {
+    fn from(s: String) -> WantedName {
+        WantedName(s.into())
+    }
+}
+
+impl PartialEq<str> for WantedName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for WantedName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for WantedName {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// A wanted image a node does not report, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MissingImage {
-    pub image: String,
+    pub image: WantedName,
     pub state: MissingState,
 }

@@ -228,7 +228,7 @@ impl Subject for ImageReport {
     type Label = ImageLabel;
     fn label(&self) -> ImageLabel {
         ImageLabel {
-            image: self.image.clone(),
+            image: self.image.to_string(),
         }
     }
     fn write_label(&self, out: &mut LabelWriter) {

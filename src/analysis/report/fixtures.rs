@@ -65,7 +65,7 @@ impl NodeBuilder {
     pub(crate) fn missing(mut self, images: &[&str], state: MissingState) -> NodeBuilder {
         let mut missing = std::mem::take(&mut self.0.prepull.missing);
         missing.extend(images.iter().map(|image| MissingImage {
-            image: image.to_string(),
+            image: (*image).into(),
             state,
         }));
         self.0.prepull.set_missing(missing);

@@ -3,13 +3,14 @@
 
 use super::counts::Counts;
 use super::wanted_images::WantedSet;
+use crate::analysis::verdict::WantedName;
 use crate::analysis::wanted::WantSource;
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageReport {
-    pub image: String,
+    pub image: WantedName,
     /// Who wants it.
     pub sources: Vec<WantSource>,
     /// Eligible nodes that report the image.

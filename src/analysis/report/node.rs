@@ -10,7 +10,7 @@ use crate::analysis::kubelet_settings::ImageFs;
 use crate::analysis::node::NodeSummary;
 use crate::analysis::plan::PlanSummary;
 use crate::analysis::runtime::RuntimeSummary;
-use crate::analysis::verdict::{MissingImage, MissingState};
+use crate::analysis::verdict::{MissingImage, MissingState, WantedName};
 use crate::analysis::wanted::WantSource;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -120,7 +120,7 @@ pub struct PrepullReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_eligible_reason: Option<String>,
     /// Wanted images the node is eligible for and does not report.
-    pub missing_images: Vec<String>,
+    pub missing_images: Vec<WantedName>,
     /// Set when `missing_images` is not empty: the most actionable of the images'
     /// states (`absent`, then `unlistable`, `hidden`, `unverifiable`).
     pub missing_state: Option<MissingState>,

@@ -389,7 +389,7 @@ fn an_agent_report_tells_hidden_from_absent_at_the_cap() {
         n.prepull
             .missing
             .iter()
-            .map(|m| (m.image.clone(), m.state))
+            .map(|m| (m.image.to_string(), m.state))
             .collect()
     };
 

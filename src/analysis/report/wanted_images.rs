@@ -6,6 +6,7 @@ use super::inputs::SourceState;
 use crate::analysis::eligibility::Eligibility;
 use crate::analysis::node::NodeSummary;
 use crate::analysis::reference::ImageRef;
+use crate::analysis::verdict::WantedName;
 use crate::analysis::wanted::{WantSource, Wanted, natural_cmp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -147,7 +148,7 @@ pub(super) struct WantedSet {
     /// Sorted by reference.
     pub(super) images: Vec<WantedImage>,
     /// Each wanted image's name, made once.
-    pub(super) names: Vec<String>,
+    pub(super) names: Vec<WantedName>,
     pub(super) rules: Rules,
     /// The configuration's rule.
     pub(super) config_rule: usize,
@@ -199,9 +200,9 @@ pub(super) fn wanted_set<'a>(
     }
     let wanted_images: Vec<WantedImage> = images.into_values().collect();
     // Each wanted image's name, made once.
-    let names: Vec<String> = wanted_images
+    let names: Vec<WantedName> = wanted_images
         .iter()
-        .map(|w| w.reference.to_string())
+        .map(|w| w.reference.to_string().into())
         .collect();
     // Rules some wanted image uses, in order (the configuration's when none is):
     // the first that rejects a node eligible for nothing says why.
