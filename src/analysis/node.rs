@@ -1303,8 +1303,9 @@ fn entry_names<S: AsRef<str>>(
             format!("status.images[{i}].names is empty"),
         );
     }
-    // First what decides relevance, without copying any name, and which names
-    // are kept (by place; past the first 64, every well-formed one)...
+    // First what decides relevance, without copying any name, and which of the
+    // first 64 names are kept (the kubelet reports 5 at most; past 64, a name is
+    // judged again)...
     let (mut count, mut all_untagged, mut matches, mut pattern_repo) = (0, true, false, false);
     let mut kept = 0u64;
     for (j, name) in names.items.iter().enumerate() {
@@ -1345,14 +1346,18 @@ fn entry_names<S: AsRef<str>>(
     }
     // ...then, for the few entries kept, the names kept (thousands of nodes keep
     // dozens of entries each, so no spare capacity), owned by the interner alone.
-    let keeps = |j: usize| j >= 64 || kept & (1 << j) != 0;
-    let count = (kept.count_ones() as usize) + names.items.len().saturating_sub(64);
-    let mut refs = Vec::with_capacity(count);
+    let mut refs = Vec::with_capacity(kept.count_ones() as usize);
     for (j, name) in names.items.iter().enumerate() {
-        if keeps(j)
-            && let Lenient::Ok(s) = name
-            && let Ok(parts) = scan(s.as_ref())
-        {
+        let Lenient::Ok(s) = name else { continue };
+        let keep = if j < 64 {
+            kept & (1 << j) != 0
+        } else {
+            matches!(
+                cache.judge(s.as_ref(), relevance),
+                NameVerdict::Ok { keep: true, .. }
+            )
+        };
+        if keep && let Ok(parts) = scan(s.as_ref()) {
             refs.push(parts.interned(&mut cache.buf));
         }
     }
@@ -1486,6 +1491,33 @@ mod tests {
         assert!(serde_json::from_value::<NodeView>(bad).is_err());
         let null: NodeView = serde_json::from_value(json!({"metadata": null})).unwrap();
         assert_eq!(null.metadata, ObjectMeta::default());
+    }
+
+    #[test]
+    fn past_64_names_an_entry_keeps_only_the_names_that_can_match() {
+        let relevance = wanted(&["busybox:1.36"], &[], &[]);
+        let mut names: Vec<String> = (0..70).map(|i| format!("busybox:old-{i}")).collect();
+        names[3] = "busybox:1.36".into();
+        names[66] = "busybox:1.36".into();
+        names[67] = format!("busybox@sha256:{}", "ab".repeat(32));
+        let entry = ImageView {
+            names: Some(LenientVec {
+                items: names
+                    .iter()
+                    .map(|n| Lenient::Ok(Cow::Borrowed(n.as_str())))
+                    .collect(),
+                invalid: None,
+                was_null: false,
+            }),
+            size_bytes: None,
+        };
+        let mut cache = NameCache::default();
+        let kept =
+            entry_names(0, &entry, &relevance, &mut cache, &mut |_, d| panic!("{d}")).unwrap();
+        let kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
+        let tag = "docker.io/library/busybox:1.36".to_string();
+        let digest = format!("docker.io/library/busybox@sha256:{}", "ab".repeat(32));
+        assert_eq!(kept, [tag.clone(), tag, digest]);
     }
 
     #[test]
