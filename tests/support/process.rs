@@ -132,30 +132,28 @@ pub fn kubeconfig(dir: &Path, server: &str) -> PathBuf {
 
 /// Resident and peak resident memory of a process, in MiB (VmRSS, VmHWM).
 pub fn proc_status(pid: u32) -> (f64, f64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-            .unwrap_or(f64::NAN)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let [rss, hwm] = status_mib(pid, ["VmRSS:", "VmHWM:"]);
+    (rss, hwm)
 }
 
 /// Of a process's resident memory, the MiB mapped from files (its binary and
 /// libraries: page cache, shared and reclaimable) and the MiB of its own
 /// (anonymous: heap, stacks).
 pub fn rss_file_anon(pid: u32) -> (f64, f64) {
+    let [file, anon] = status_mib(pid, ["RssFile:", "RssAnon:"]);
+    (file, anon)
+}
+
+/// Fields of `/proc/PID/status` given in KiB, in MiB (NaN when absent).
+fn status_mib<const N: usize>(pid: u32, names: [&str; N]) -> [f64; N] {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
+    names.map(|name| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
             .map(|kib| kib / 1024.0)
             .unwrap_or(f64::NAN)
-    };
-    (field("RssFile:"), field("RssAnon:"))
+    })
 }
 
 fn clock_ticks() -> f64 {
