@@ -118,7 +118,9 @@ async fn daemonset_images_follow_the_daemonset_without_a_restart() {
         Some(2.0)
     );
 
-    // The chart upgrade changes the image: wanted at once, the old one no more.
+    // The chart upgrade changes the image: wanted at once, the old one no more,
+    // and found on the node that has it once the nodes are listed again (their
+    // summaries kept only the tags wanted before).
     fake.apply_object(
         "daemonsets",
         daemonset("jupyterhub/k8s-singleuser-sample:4.1.0"),
@@ -126,7 +128,7 @@ async fn daemonset_images_follow_the_daemonset_without_a_restart() {
     let v410 = "docker.io/jupyterhub/k8s-singleuser-sample:4.1.0";
     let m = exporter
         .wait_metrics("the changed image", |m| {
-            sample(m, "imagecap_prepull_image_nodes", &[("image", v410)]).is_some()
+            sample(m, "imagecap_prepull_image_nodes", &[("image", v410)]) == Some(1.0)
                 && sample(m, "imagecap_prepull_image_nodes", &[("image", v400)]).is_none()
         })
         .await;
