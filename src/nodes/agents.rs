@@ -734,7 +734,7 @@ pub fn load_saved(
 }
 
 /// `serve --agents-file`: [`load_saved`] once the first node list is in, then
-/// every `interval` and whenever the wanted repositories change, until
+/// every `interval` and whenever the wanted images change, until
 /// `shutdown`. A read that fails is logged; the last answers stay.
 pub async fn run_saved(
     path: PathBuf,
@@ -767,7 +767,7 @@ pub async fn run_saved(
 }
 
 /// Follows the agents' EndpointSlices and reads every agent each interval (and
-/// soon after the wanted repositories change) until shutdown.
+/// soon after the wanted images change) until shutdown.
 pub async fn run(
     client: Client,
     opts: AgentOptions,

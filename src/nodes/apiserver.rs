@@ -414,7 +414,7 @@ pub async fn watch(
 enum WatchEnd {
     /// Watch again from the last version seen.
     Resume,
-    /// List again first: `410 Gone`, or the wanted repositories changed.
+    /// List again first: `410 Gone`, or the wanted images changed.
     Relist,
     /// The identity may not watch nodes.
     Forbidden(Box<kube::core::Status>),
