@@ -6,14 +6,13 @@ use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
 use crate::process::{ExporterProcess, cpu_seconds, kubeconfig_text, proc_status, rss_file_anon};
 use crate::scrape_cost::{self, OneNodeChanged, PacedChurn};
-use crate::scraping::{is_probe_node, percentile, scrape, scrape_timed, start_churn};
+use crate::scraping::{Churn, is_probe_node, percentile, scrape, scrape_timed};
 use crate::{EXPORTER, PAGE_SIZE};
 use imagecap_exporter::analysis::NodeView;
 use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -691,19 +690,10 @@ async fn run_mode(
             // one or two images fewer, and the time until /metrics shows it is
             // recorded.
             let rate = o.churn_rate.unwrap_or(sc.nodes as f64 / 300.0);
-            let stop = Arc::new(AtomicBool::new(false));
-            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let b0 = fake.bytes_served();
             let c0 = cpu_seconds(pid);
             let t = Instant::now();
-            let churn = start_churn(
-                fake.clone(),
-                cluster.clone(),
-                rate,
-                stop.clone(),
-                done.clone(),
-                false,
-            );
+            let churn = Churn::start(fake.clone(), cluster.clone(), rate, false);
             let window = Duration::from_secs(o.churn_secs);
             let probe_nodes: Vec<usize> = (0..sc.nodes)
                 .filter(|&i| is_probe_node(i) && cluster.profile(i).eligible())
@@ -763,7 +753,7 @@ async fn run_mode(
                              {n} a round, {} s into the window); /metrics shows:\n{}\n\
                              the exporter's last log lines:\n{}",
                             probes.len(),
-                            done.load(Ordering::Relaxed),
+                            churn.updates(),
                             t.elapsed().as_secs(),
                             shown.join("\n"),
                             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -781,8 +771,7 @@ async fn run_mode(
                 r.churn_visible_p50_ms = Some(percentile(&probes, 50.0));
                 r.churn_visible_p99_ms = Some(percentile(&probes, 99.0));
             }
-            stop.store(true, Ordering::Relaxed);
-            let updates = churn.join().map_err(|_| "churn thread panicked")?;
+            let updates = churn.finish()?;
             // Let the last events through before reading the counter.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let window = t.elapsed().as_secs_f64();

@@ -4,9 +4,8 @@
 use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
 use crate::process::cpu_seconds;
-use crate::scraping::{percentile, scrape_timed, start_churn};
+use crate::scraping::{Churn, percentile, scrape_timed};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 /// How long a change is given to reach the exporter's store before the scrape
@@ -138,18 +137,9 @@ pub async fn paced_churn(
     every: Duration,
     window: Duration,
 ) -> Result<PacedChurn, String> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
     let c0 = cpu_clock_seconds(pid);
     let t = Instant::now();
-    let churn = start_churn(
-        fake.clone(),
-        cluster.clone(),
-        rate,
-        stop.clone(),
-        done.clone(),
-        true,
-    );
+    let churn = Churn::start(fake.clone(), cluster.clone(), rate, true);
     let mut times = Vec::new();
     let mut next = t + every;
     while next <= t + window {
@@ -163,8 +153,7 @@ pub async fn paced_churn(
     }
     let window_s = t.elapsed().as_secs_f64();
     let cpu = cpu_clock_seconds(pid) - c0;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let updates = churn.join().map_err(|_| "churn thread panicked")?;
+    let updates = churn.finish()?;
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(PacedChurn {
         every_s: every.as_secs_f64(),

@@ -4,7 +4,7 @@
 use crate::fake_apiserver::FakeApiServer;
 use crate::nodegen::Cluster;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
@@ -56,16 +56,44 @@ pub async fn scrape(client: &reqwest::Client, addr: &str) -> Result<String, Stri
     Ok(scrape_timed(client, addr).await?.0)
 }
 
-/// Node status churn: node after node (but the probes' nodes) gets a new heartbeat,
-/// `rate` per second, until `stop`; with `images`, each update also changes the
-/// node's images (one or two fewer than it has, by round). Returns the updates
-/// applied.
-pub fn start_churn(
+/// Node status churn running on a thread of its own: node after node (but the
+/// probes' nodes) gets a new heartbeat, `rate` per second, until [`Churn::finish`];
+/// with `images`, each update also changes the node's images (one or two fewer
+/// than it has, by round).
+pub struct Churn {
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Churn {
+    pub fn start(fake: FakeApiServer, cluster: Arc<Cluster>, rate: f64, images: bool) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let thread = churn_thread(fake, cluster, rate, stop.clone(), done.clone(), images);
+        Churn { stop, done, thread }
+    }
+
+    /// The updates applied so far.
+    pub fn updates(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// Stops the churn; returns the updates applied.
+    pub fn finish(self) -> Result<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| "churn thread panicked".to_string())
+    }
+}
+
+fn churn_thread(
     fake: FakeApiServer,
     cluster: Arc<Cluster>,
     rate: f64,
     stop: Arc<AtomicBool>,
-    done: Arc<std::sync::atomic::AtomicU64>,
+    done: Arc<AtomicU64>,
     images: bool,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
