@@ -625,21 +625,27 @@ mod tests {
         assert_eq!(store.report().0.nodes[0].runtime.agent_up, Some(false));
     }
 
-    #[test]
-    fn a_source_read_again_shows_in_the_report_as_a_whole_analysis_would() {
+    /// What a read of `source` wanting `image` alone, on the configuration's
+    /// nodes, gives.
+    fn wants_one(store: &Store, source: WantSource, image: &str) -> Wants {
         use crate::analysis::reference::ImageRef;
         use crate::analysis::wanted::WantGroup;
-        let store = store();
-        store.replace_all(vec![node("a", 3), node("b", 60)]);
-        store.add_source(WantSource::Nublado);
-        let wants = |image: &str| Wants {
+        Wants {
             groups: vec![WantGroup {
-                source: WantSource::Nublado,
+                source,
                 images: vec![ImageRef::parse(image).unwrap()],
                 eligibility: store.wanted().eligibility().clone(),
             }],
             ..Wants::default()
-        };
+        }
+    }
+
+    #[test]
+    fn a_source_read_again_shows_in_the_report_as_a_whole_analysis_would() {
+        let store = store();
+        store.replace_all(vec![node("a", 3), node("b", 60)]);
+        store.add_source(WantSource::Nublado);
+        let wants = |image: &str| wants_one(&store, WantSource::Nublado, image);
         let whole = |store: &Store| {
             let inner = store.read();
             crate::analysis::analyze(
@@ -683,18 +689,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn every_reader_of_nodes_hears_of_a_new_wanted_tag_once() {
-        use crate::analysis::reference::ImageRef;
-        use crate::analysis::wanted::WantGroup;
         let store = store();
         let (mut lister, mut saved) = (store.resyncs(), store.resyncs());
-        let wants = |image: &str| Wants {
-            groups: vec![WantGroup {
-                source: WantSource::KubeFledged,
-                images: vec![ImageRef::parse(image).unwrap()],
-                eligibility: store.wanted().eligibility().clone(),
-            }],
-            ..Wants::default()
-        };
+        let wants = |image: &str| wants_one(&store, WantSource::KubeFledged, image);
         let second = Duration::from_secs(1);
         store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:1"));
         assert!(requested_within(&mut lister, second).await);

@@ -1500,17 +1500,7 @@ mod tests {
         names[3] = "busybox:1.36".into();
         names[66] = "busybox:1.36".into();
         names[67] = format!("busybox@sha256:{}", "ab".repeat(32));
-        let entry = ImageView {
-            names: Some(LenientVec {
-                items: names
-                    .iter()
-                    .map(|n| Lenient::Ok(Cow::Borrowed(n.as_str())))
-                    .collect(),
-                invalid: None,
-                was_null: false,
-            }),
-            size_bytes: None,
-        };
+        let entry = entry_of(&names);
         let mut cache = NameCache::default();
         let kept =
             entry_names(0, &entry, &relevance, &mut cache, &mut |_, d| panic!("{d}")).unwrap();
@@ -1869,6 +1859,21 @@ mod tests {
         }
     }
 
+    /// An image entry of `names`, well-formed, without a size.
+    fn entry_of(names: &[String]) -> ImageView<Cow<'_, str>> {
+        ImageView {
+            names: Some(LenientVec {
+                items: names
+                    .iter()
+                    .map(|n| Lenient::Ok(Cow::Borrowed(n.as_str())))
+                    .collect(),
+                invalid: None,
+                was_null: false,
+            }),
+            size_bytes: None,
+        }
+    }
+
     /// Whether a name of a kept entry is kept, as a runtime summary decides it.
     fn keeps_name(relevance: &Relevance, r: &ImageRef) -> bool {
         relevance.runtime_keeps(r) != crate::analysis::wanted::RuntimeKeep::No
@@ -1931,14 +1936,7 @@ mod tests {
                     (slow, _) => proptest::prop_assert!(false, "{n:?}: {slow:?}"),
                 }
             }
-            let entry = ImageView {
-                names: Some(LenientVec {
-                    items: names.iter().map(|n| Lenient::Ok(Cow::Borrowed(n.as_str()))).collect(),
-                    invalid: None,
-                    was_null: false,
-                }),
-                size_bytes: None,
-            };
+            let entry = entry_of(&names);
             let mut problems = Vec::new();
             let fast = entry_names(0, &entry, &relevance, &mut cache, &mut |_, d| problems.push(d));
             let (slow, slow_problems) = entry_names_by_parsing(&names, &relevance);
