@@ -208,8 +208,12 @@ impl Store {
             &self.wanted,
             inner.sources.values().flat_map(|s| &s.groups),
         ));
+        // Kept when equal: the name caches of the decoding threads, and what the
+        // patterns' DFA learned of repositories, belong to that one.
         let resync = *relevance != *inner.relevance;
-        inner.relevance = relevance;
+        if resync {
+            inner.relevance = relevance;
+        }
         drop(inner);
         if resync {
             self.resync.send_modify(|n| *n += 1);
@@ -697,9 +701,12 @@ mod tests {
         assert!(requested_within(&mut lister, second).await);
         assert!(requested_within(&mut saved, second).await, "both readers");
         assert!(!requested_within(&mut lister, second).await, "once");
-        // The same images again: nothing to summarize again.
+        // The same images again: nothing to summarize again, and the same
+        // relevance kept.
+        let before = store.relevance();
         store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:1"));
         assert!(!requested_within(&mut lister, second).await);
+        assert!(Arc::ptr_eq(&before, &store.relevance()));
         // Another tag of the same repository: summaries kept only the tags
         // wanted before.
         store.source_succeeded(WantSource::KubeFledged, wants("r.io/app:2"));
