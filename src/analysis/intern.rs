@@ -4,7 +4,7 @@
 //! keeps its image names as `Arc<str>` handed out here, so each distinct string is
 //! stored once (measured in docs/performance.md).
 
-use super::reference::{ImageRef, NameParts};
+use super::reference::{ImageRef, NameParts, NameSplit};
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -47,6 +47,18 @@ impl NameParts<'_> {
         self.push_repo(buf);
         ImageRef {
             repo: intern_str(buf),
+            tag: self.tag().map(intern_str),
+            digest: self.digest().as_deref().map(intern_str),
+        }
+    }
+}
+
+impl NameSplit<'_> {
+    /// The normalized reference built from shared copies of its strings, given
+    /// `repo`, the normalized form of its checked [repository](NameSplit::repository).
+    pub fn interned(&self, repo: &str) -> ImageRef {
+        ImageRef {
+            repo: intern_str(repo),
             tag: self.tag().map(intern_str),
             digest: self.digest().as_deref().map(intern_str),
         }

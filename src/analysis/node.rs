@@ -6,7 +6,7 @@
 
 use super::eligibility::{NodeFacts, NodeLabels, Taint};
 use super::intern::{intern, intern_entry, intern_str};
-use super::reference::{ImageRef, RefError, scan};
+use super::reference::{ImageRef, NameSplit, RefError, split};
 use super::wanted::Relevance;
 use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present, texts};
 use crate::decode::quantity::parse_bytes;
@@ -722,18 +722,20 @@ impl NodeSummary {
 }
 
 /// What summarizing needs to know of image names, remembered from node to node:
-/// per repository, whether it is wanted and whether a pattern can match one of
-/// its tags. Names are checked and matched without being copied: a name's
-/// repository is assembled in a reused buffer and looked up here, and only a
-/// tag of a repository a pattern can match is put to the patterns. Thousands of
-/// nodes report few repositories even when every tag and digest is their own,
-/// so nothing here grows with the number of distinct names.
+/// per repository as written, that it is well-formed, its normalized form,
+/// whether it is wanted and whether a pattern can match one of its tags. Names
+/// are checked and matched without being copied: a name's tag and digest are
+/// checked, its repository looked up here as written (checked and normalized
+/// only the first time), and only a tag of a repository a pattern can match is
+/// put to the patterns. Thousands of nodes report few repositories even when
+/// every tag and digest is their own, so nothing here grows with the number of
+/// distinct names.
 #[derive(Default)]
 pub struct NameCache {
-    repos: HashMap<Box<str>, RepoFacts, FastHash>,
+    repos: HashMap<Box<str>, KnownRepo, FastHash>,
     /// What the facts were decided against.
     relevance: Option<Arc<Relevance>>,
-    /// Where a name's repository (and `repo:tag`) is assembled.
+    /// Where a name's normalized repository (and `repo:tag`) is assembled.
     buf: String,
     recent: RecentNames,
 }
@@ -826,6 +828,13 @@ impl RecentNames {
     }
 }
 
+/// A well-formed repository as written: its normalized form, and what it is to
+/// the wanted images.
+struct KnownRepo {
+    normalized: Box<str>,
+    facts: RepoFacts,
+}
+
 /// What a repository is to the wanted images.
 #[derive(Clone, Copy)]
 struct RepoFacts {
@@ -876,7 +885,7 @@ impl NameCache {
         }
     }
 
-    /// How many repositories the cache knows.
+    /// How many repositories (as written) the cache knows.
     pub fn len(&self) -> usize {
         self.repos.len()
     }
@@ -901,14 +910,11 @@ impl NameCache {
 
     /// [`NameCache::judge`], without the recent names.
     fn check(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
-        let parts = match scan(name) {
-            Ok(parts) => parts,
+        let (parts, facts) = match split(name).and_then(|s| Ok((s, self.known(s, relevance)?))) {
+            Ok(known) => known,
             Err(RefError::Placeholder(_)) => return NameVerdict::Placeholder,
             Err(e) => return NameVerdict::Invalid(e),
         };
-        self.buf.clear();
-        parts.push_repo(&mut self.buf);
-        let facts = self.repo_facts(relevance);
         let tag = parts.tag();
         let tag_wanted = facts.wanted && tag.is_some_and(|t| relevance.wants_tag(&self.buf, t));
         let tag_pattern = facts.pattern
@@ -927,19 +933,34 @@ impl NameCache {
         }
     }
 
-    /// The facts of the repository in `self.buf`.
-    fn repo_facts(&mut self, relevance: &Relevance) -> RepoFacts {
-        if let Some(facts) = self.repos.get(self.buf.as_str()) {
-            return *facts;
+    /// The facts of `name`'s repository, whose normalized form is left in
+    /// `self.buf`; or the error [`scan`](super::reference::scan) finds in it. A
+    /// repository is checked and normalized the first time it is seen as written.
+    fn known(&mut self, name: NameSplit<'_>, relevance: &Relevance) -> Result<RepoFacts, RefError> {
+        self.buf.clear();
+        if let Some(known) = self.repos.get(name.repository()) {
+            self.buf.push_str(&known.normalized);
+            return Ok(known.facts);
         }
+        name.parts()?.push_repo(&mut self.buf);
         let facts = RepoFacts {
             wanted: relevance.wants_repo(&self.buf),
             pattern: relevance.pattern_may_match_repo(&self.buf),
         };
         if self.repos.len() < REPO_CACHE_MAX {
-            self.repos.insert(self.buf.as_str().into(), facts);
+            let normalized = self.buf.as_str().into();
+            self.repos
+                .insert(name.repository().into(), KnownRepo { normalized, facts });
         }
-        facts
+        Ok(facts)
+    }
+
+    /// The normalized reference of a well-formed `name`, from shared copies of its
+    /// strings.
+    fn interned(&mut self, name: &str, relevance: &Relevance) -> Option<ImageRef> {
+        let name = split(name).ok()?;
+        self.known(name, relevance).ok()?;
+        Some(name.interned(&self.buf))
     }
 }
 
@@ -1357,8 +1378,8 @@ fn entry_names<S: AsRef<str>>(
                 NameVerdict::Ok { keep: true, .. }
             )
         };
-        if keep && let Ok(parts) = scan(s.as_ref()) {
-            refs.push(parts.interned(&mut cache.buf));
+        if keep && let Some(r) = cache.interned(s.as_ref(), relevance) {
+            refs.push(r);
         }
     }
     refs.shrink_to_fit();
@@ -1368,6 +1389,7 @@ fn entry_names<S: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::reference::scan;
     use crate::analysis::wanted::tests::wanted as config;
     use serde_json::json;
 
@@ -1908,6 +1930,52 @@ mod tests {
         (kept.filter(|k| !k.is_empty()), problems)
     }
 
+    /// A repository checked once as written answers for every tag and digest of
+    /// it: each name is judged as parsing judges it, whatever came before, and
+    /// a spelling of the same repository is a repository of its own.
+    #[test]
+    fn a_repository_checked_once_answers_for_all_its_names() {
+        let relevance = relevance_for(0);
+        let d = "ab".repeat(32);
+        let names = [
+            "ghcr.io/x/lab:w_1".to_string(),
+            "ghcr.io/x/lab:r_1".to_string(),
+            format!("ghcr.io/x/lab@sha256:{d}"),
+            format!("ghcr.io/x/lab@sha256:{}", d.to_uppercase()),
+            "ghcr.io/x/lab:-bad".to_string(),
+            "ghcr.io/x/lab@sha256:".to_string(),
+            "  ghcr.io/x/lab:w_2 ".to_string(),
+            "ghcr.io/x/Lab:w_1".to_string(),
+            "ghcr.io/x/Lab:w_2".to_string(),
+            "busybox:1.36".to_string(),
+            "docker.io/library/busybox:1.36".to_string(),
+            "busybox".to_string(),
+            format!("busybox@sha256:{d}"),
+            "-a.io/busybox:1".to_string(),
+            "-a.io/busybox:2".to_string(),
+        ];
+        let mut cache = NameCache::default();
+        for n in &names {
+            // `check`: without the recent names, so the repository is what answers.
+            match (ImageRef::parse(n), cache.check(n, &relevance)) {
+                (Ok(r), NameVerdict::Ok { tagged, matches, keep, .. }) => {
+                    assert_eq!(tagged, r.tag.is_some(), "{n}");
+                    assert_eq!(matches, relevance.name_matches(&r), "{n}");
+                    assert_eq!(keep, keeps_name(&relevance, &r), "{n}");
+                    assert_eq!(cache.interned(n, &relevance), Some(r), "{n}");
+                }
+                (Err(e), NameVerdict::Invalid(f)) => {
+                    assert_eq!(e, f, "{n}");
+                    assert_eq!(cache.interned(n, &relevance), None, "{n}");
+                }
+                (parsed, _) => panic!("{n}: parsed as {parsed:?}, judged otherwise"),
+            }
+        }
+        // ghcr.io/x/lab, busybox, docker.io/library/busybox: the malformed
+        // spellings are not kept.
+        assert_eq!(cache.len(), 3);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
 
@@ -1929,7 +1997,8 @@ mod tests {
                         proptest::prop_assert_eq!(keep, keeps_name(&relevance, &r), "{}", n);
                         proptest::prop_assert_eq!(matches, relevance.name_matches(&r), "{}", n);
                         proptest::prop_assert_eq!(pattern_repo, relevance.pattern_may_match_repo(&r.repo));
-                        proptest::prop_assert_eq!(scan(n).unwrap().interned(&mut buf), r);
+                        proptest::prop_assert_eq!(&scan(n).unwrap().interned(&mut buf), &r);
+                        proptest::prop_assert_eq!(cache.interned(n, &relevance), Some(r));
                     }
                     (Err(RefError::Placeholder(_)), NameVerdict::Placeholder) => {}
                     (Err(e), NameVerdict::Invalid(f)) => proptest::prop_assert_eq!(e, f),

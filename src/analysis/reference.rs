@@ -113,10 +113,7 @@ impl<'a> NameParts<'a> {
     /// The tag of the normalized reference (`latest` when it has neither tag nor
     /// digest).
     pub fn tag(&self) -> Option<&'a str> {
-        match (self.tag, self.digest) {
-            (None, None) => Some("latest"),
-            (tag, _) => tag,
-        }
+        normalized_tag(self.tag, self.digest)
     }
 
     /// Whether the name has a digest.
@@ -137,13 +134,7 @@ impl<'a> NameParts<'a> {
     /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
     /// when it has to be lower-cased.
     pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
-        self.digest.map(|d| {
-            if d.bytes().any(|b| b.is_ascii_uppercase()) {
-                std::borrow::Cow::Owned(digest_string(d))
-            } else {
-                std::borrow::Cow::Borrowed(d)
-            }
-        })
+        normalized_digest(self.digest)
     }
 
     fn to_ref(self) -> ImageRef {
@@ -161,6 +152,27 @@ impl<'a> NameParts<'a> {
 /// same errors, in the same order) and returns its parts. Allocates only for an
 /// error.
 pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
+    split(input)?.parts()
+}
+
+/// A name split into its repository as written, tag and digest, the tag and the
+/// digest checked: what [`scan`] does before it looks at the repository. Names
+/// that differ only in their tag or digest have the same repository text, which
+/// [`NameSplit::parts`] checks the same way each time, so a caller may remember
+/// its verdict and skip it ([`NameSplit::repository`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NameSplit<'a> {
+    input: &'a str,
+    /// The repository as written: `[domain/]path`, before any tag or digest.
+    name: &'a str,
+    /// The position of the first `/` in `name`.
+    first_slash: Option<usize>,
+    tag: Option<&'a str>,
+    digest: Option<&'a str>,
+}
+
+/// Splits `input` and checks its tag and digest, with [`scan`]'s errors for them.
+pub fn split(input: &str) -> Result<NameSplit<'_>, RefError> {
     let s = trimmed(input)?;
     let invalid = |why: &'static str| RefError::Invalid(input.to_string(), why);
 
@@ -194,23 +206,80 @@ pub fn scan(input: &str) -> Result<NameParts<'_>, RefError> {
         }
         None => (rest, None),
     };
-    validate_name(name).map_err(invalid)?;
-
-    // `name` ends before the tag's `:`, after every `/`: its first `/` is `rest`'s.
-    let (domain, path) = split_domain(name, first_slash);
-    let domain = registry(domain).map_err(invalid)?;
-    let mut components = 0;
-    for component in path.as_bytes().split(|&b| b == b'/') {
-        validate_path_component(component).map_err(invalid)?;
-        components += 1;
-    }
-    Ok(NameParts {
-        domain,
-        library: domain == DOCKER_HUB && components == 1,
-        path,
+    Ok(NameSplit {
+        input,
+        name,
+        first_slash,
         tag,
         digest,
     })
+}
+
+impl<'a> NameSplit<'a> {
+    /// The repository as written (`busybox`, `ghcr.io/x/lab`): what
+    /// [`NameSplit::parts`] checks and normalizes.
+    pub fn repository(&self) -> &'a str {
+        self.name
+    }
+
+    /// The tag of the normalized reference, as [`NameParts::tag`].
+    pub fn tag(&self) -> Option<&'a str> {
+        normalized_tag(self.tag, self.digest)
+    }
+
+    /// Whether the name has a digest.
+    pub fn has_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// The digest of the normalized reference, as [`NameParts::digest`].
+    pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
+        normalized_digest(self.digest)
+    }
+
+    /// Checks the repository and returns the parts, as [`scan`] does.
+    pub fn parts(self) -> Result<NameParts<'a>, RefError> {
+        let invalid = |why: &'static str| RefError::Invalid(self.input.to_string(), why);
+        let name = self.name;
+        validate_name(name).map_err(invalid)?;
+
+        // `name` ends before the tag's `:`, after every `/`: its first `/` is
+        // `rest`'s.
+        let (domain, path) = split_domain(name, self.first_slash);
+        let domain = registry(domain).map_err(invalid)?;
+        let mut components = 0;
+        for component in path.as_bytes().split(|&b| b == b'/') {
+            validate_path_component(component).map_err(invalid)?;
+            components += 1;
+        }
+        Ok(NameParts {
+            domain,
+            library: domain == DOCKER_HUB && components == 1,
+            path,
+            tag: self.tag,
+            digest: self.digest,
+        })
+    }
+}
+
+/// The digest `d` (well-formed) as a normalized reference keeps it: copied only
+/// when it has to be lower-cased.
+fn normalized_digest(d: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    d.map(|d| {
+        if d.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(digest_string(d))
+        } else {
+            std::borrow::Cow::Borrowed(d)
+        }
+    })
+}
+
+/// The tag of a normalized reference: `latest` when it has neither tag nor digest.
+fn normalized_tag<'a>(tag: Option<&'a str>, digest: Option<&str>) -> Option<&'a str> {
+    match (tag, digest) {
+        (None, None) => Some("latest"),
+        (tag, _) => tag,
+    }
 }
 
 /// The registry and the path of `name`, whose first `/` is at `first_slash`.
