@@ -1958,7 +1958,15 @@ mod tests {
         for n in &names {
             // `check`: without the recent names, so the repository is what answers.
             match (ImageRef::parse(n), cache.check(n, &relevance)) {
-                (Ok(r), NameVerdict::Ok { tagged, matches, keep, .. }) => {
+                (
+                    Ok(r),
+                    NameVerdict::Ok {
+                        tagged,
+                        matches,
+                        keep,
+                        ..
+                    },
+                ) => {
                     assert_eq!(tagged, r.tag.is_some(), "{n}");
                     assert_eq!(matches, relevance.name_matches(&r), "{n}");
                     assert_eq!(keep, keeps_name(&relevance, &r), "{n}");

@@ -471,14 +471,15 @@ fn validate_digest(d: &str) -> Result<(), &'static str> {
     let (alg, encoded) = colon
         .map(|i| (&d.as_bytes()[..i], &d.as_bytes()[i + 1..]))
         .ok_or("digest lacks an algorithm")?;
-    let alg_ok = alg
-        .split(|b| matches!(b, b'+' | b'.' | b'_' | b'-'))
-        .all(|part| {
-            !part.is_empty()
-                && part
-                    .iter()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        });
+    let alg_ok = alg == b"sha256"
+        || alg
+            .split(|b| matches!(b, b'+' | b'.' | b'_' | b'-'))
+            .all(|part| {
+                !part.is_empty()
+                    && part
+                        .iter()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            });
     if !alg_ok {
         return Err("invalid digest algorithm");
     }
