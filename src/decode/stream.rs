@@ -1,11 +1,12 @@
 //! Decoding a list page (a NodeList, or any Kubernetes list) one item at a time.
 //!
 //! A page of 500 nodes with 500 images each is about 45 MB of JSON and several
-//! times that once decoded. [`decode_list`] walks the page's `items` and hands each
-//! node to the caller as soon as it is decoded, so the page never exists as a `Vec`
-//! of decoded nodes: the caller summarizes the node and drops it before the next
-//! one is read. An item that cannot be decoded costs only itself; a page that is
-//! not a well-formed list (truncated, garbage) is an error as a whole.
+//! times that once decoded. [`list_items`] delimits the page's `items` (slices of
+//! the page, no copy) and [`decode_list`] hands each node to the caller as soon as
+//! it is decoded, so the page never exists as a `Vec` of decoded nodes: the
+//! caller summarizes the node and drops it before the next one is read. An item
+//! that cannot be decoded costs only itself; a page that is not a well-formed list
+//! (truncated, garbage) is an error as a whole, before any item is decoded.
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -38,19 +39,27 @@ pub type Item<T> = Result<T, serde_json::Error>;
 /// Decodes a list page (`{"metadata": {...}, "items": [...]}`), calling `on_item`
 /// for each item in order. Each item is decoded on its own, so a malformed one is
 /// reported to `on_item` as an `Err` and the next one is still read. `Err` means
-/// the page as a whole is unusable; items already passed to `on_item` must then be
-/// discarded by the caller.
+/// the page as a whole is unusable; no item is passed to `on_item` then.
 pub fn decode_list<T: DeserializeOwned>(
     body: &[u8],
-    on_item: impl FnMut(Item<T>),
+    mut on_item: impl FnMut(Item<T>),
 ) -> Result<PageMeta, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let meta = de.deserialize_map(ListVisitor {
-        on_item,
-        item: std::marker::PhantomData,
-    })?;
-    de.end()?;
+    let (meta, items) = list_items(body)?;
+    for raw in items {
+        on_item(serde_json::from_str(raw.get()));
+    }
     Ok(meta)
+}
+
+/// A list page's metadata and its items, delimited (borrowed slices of `body`,
+/// no copy) but not decoded: the items can then be decoded on more than one
+/// thread. `Err` means the page as a whole is unusable.
+pub fn list_items(body: &[u8]) -> Result<(PageMeta, Vec<&RawValue>), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut items = Vec::new();
+    let meta = de.deserialize_map(ListVisitor { items: &mut items })?;
+    de.end()?;
+    Ok((meta, items))
 }
 
 /// Walks `list`, a JSON array, handing each item to `on_item` as soon as it is
@@ -66,19 +75,18 @@ pub fn each_item(
     Ok(n)
 }
 
-struct ListVisitor<F, T> {
-    on_item: F,
-    item: std::marker::PhantomData<T>,
+struct ListVisitor<'a, 'de> {
+    items: &'a mut Vec<&'de RawValue>,
 }
 
-impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> Visitor<'de> for ListVisitor<F, T> {
+impl<'de> Visitor<'de> for ListVisitor<'_, 'de> {
     type Value = PageMeta;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a NodeList object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<PageMeta, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PageMeta, A::Error> {
         let mut meta = PageMeta::default();
         let mut seen_items = false;
         while let Some(key) = map.next_key::<Key>()? {
@@ -91,9 +99,8 @@ impl<'de, T: DeserializeOwned, F: FnMut(Item<T>)> Visitor<'de> for ListVisitor<F
                 }
                 Key::Items => {
                     seen_items = true;
-                    let on_item = &mut self.on_item;
                     meta.items += map.next_value_seed(ItemsSeed {
-                        on_raw: |_, raw: &RawValue| on_item(serde_json::from_str::<T>(raw.get())),
+                        on_raw: Keep(&mut *self.items),
                     })?;
                 }
                 Key::Kind => {
@@ -149,7 +156,27 @@ struct ItemsSeed<F> {
     on_raw: F,
 }
 
-impl<'de, F: FnMut(usize, &RawValue)> DeserializeSeed<'de> for ItemsSeed<F> {
+/// What an item, delimited, is handed to.
+trait OnRaw<'de> {
+    fn raw(&mut self, index: usize, raw: &'de RawValue);
+}
+
+impl<F: FnMut(usize, &RawValue)> OnRaw<'_> for F {
+    fn raw(&mut self, index: usize, raw: &RawValue) {
+        self(index, raw)
+    }
+}
+
+/// Keeps each item's slice.
+struct Keep<'a, 'de>(&'a mut Vec<&'de RawValue>);
+
+impl<'de> OnRaw<'de> for Keep<'_, 'de> {
+    fn raw(&mut self, _: usize, raw: &'de RawValue) {
+        self.0.push(raw);
+    }
+}
+
+impl<'de, F: OnRaw<'de>> DeserializeSeed<'de> for ItemsSeed<F> {
     type Value = usize;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
@@ -157,7 +184,7 @@ impl<'de, F: FnMut(usize, &RawValue)> DeserializeSeed<'de> for ItemsSeed<F> {
     }
 }
 
-impl<'de, F: FnMut(usize, &RawValue)> Visitor<'de> for ItemsSeed<F> {
+impl<'de, F: OnRaw<'de>> Visitor<'de> for ItemsSeed<F> {
     type Value = usize;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -168,8 +195,8 @@ impl<'de, F: FnMut(usize, &RawValue)> Visitor<'de> for ItemsSeed<F> {
         let mut n = 0;
         // Each item is first delimited, then decoded: a node the projection
         // cannot read fails alone.
-        while let Some(raw) = seq.next_element::<&RawValue>()? {
-            (self.on_raw)(n, raw);
+        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
+            self.on_raw.raw(n, raw);
             n += 1;
         }
         Ok(n)

@@ -193,7 +193,8 @@ pub async fn list_all(
 }
 
 /// Lists every node, one page at a time. Each page is read into one buffer and
-/// decoded node by node straight into summaries (`analysis::stream`), and the
+/// decoded node by node straight into summaries (`analysis::stream`, on two
+/// threads when the process has two CPUs: [`Ingest::summarize_items`]), and the
 /// buffer is reused for the next page: the memory held is one page's JSON plus
 /// the summaries. A node that cannot be decoded is counted and
 /// skipped; a page that cannot be read fails the whole list.
@@ -238,14 +239,9 @@ pub async fn list_nodes(
                 }
                 Ok(Err(e)) => return Err(e),
             }
-            let page = ingest
-                .decoding(|| {
-                    stream::decode_list(&body, |item| match item {
-                        Ok(node) => out.extend(ingest.summarize(&node)),
-                        Err(e) => ingest.undecodable("in a list page", &e.to_string()),
-                    })
-                })
-                .map_err(ListError::Decode)?;
+            let (page, items) = stream::list_items(&body).map_err(ListError::Decode)?;
+            out.extend(ingest.summarize_items(&items));
+            drop(items);
             sizer.observe(body.len(), page.items);
             tracing::debug!(
                 bytes = body.len(),

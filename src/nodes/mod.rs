@@ -19,6 +19,7 @@ use crate::analysis::selector::LabelSelector;
 use crate::analysis::{InvalidField, NodeSummary, NodeView};
 use crate::metrics::{Failure, Metrics};
 use crate::store::Store;
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::future::Future;
@@ -78,11 +79,64 @@ impl Ingest {
         decoding_for(self.store.relevance(), f)
     }
 
+    /// The summaries of a list page's items (delimited, not yet decoded), in
+    /// order; an item that cannot be decoded is counted and skipped. Decoding is
+    /// most of the work of a list, and items are independent: with two CPUs or
+    /// more (as the process's affinity and CPU quota allow), the two halves of a
+    /// page are decoded at once, on two threads kept for it ([`decode_pool`]).
+    pub fn summarize_items(&self, items: &[&RawValue]) -> Vec<NodeSummary> {
+        let decode = |items: &[&RawValue]| {
+            self.decoding(|| {
+                let mut out = Vec::with_capacity(items.len());
+                for raw in items {
+                    match serde_json::from_str::<NodeView>(raw.get()) {
+                        Ok(node) => out.extend(self.summarize(&node)),
+                        Err(e) => self.undecodable("in a list page", &e.to_string()),
+                    }
+                }
+                out
+            })
+        };
+        let pool = match decode_pool() {
+            Some(pool) if items.len() >= SPLIT_MIN_ITEMS => pool,
+            _ => return decode(items),
+        };
+        let (first, second) = items.split_at(items.len() / 2);
+        let (mut out, rest) = pool.join(|| decode(first), || decode(second));
+        out.extend(rest);
+        out
+    }
+
     /// Counts a node that could not be used at all.
     pub fn undecodable(&self, what: &str, error: &str) {
         self.metrics.invalid_field(InvalidField::Node);
         tracing::warn!(field = %InvalidField::Node, "skipping undecodable node {what}: {error}");
     }
+}
+
+/// Fewer items than this are decoded on one thread: starting a second costs
+/// more than it saves.
+const SPLIT_MIN_ITEMS: usize = 16;
+
+/// The two threads that decode list pages, when the process may run on two
+/// CPUs at once (its affinity and CPU quota); `None` otherwise, or when the
+/// threads could not be started (then pages are decoded where they are read).
+/// The threads live as long as the process, so their name caches
+/// (`analysis::node::NameCache`) stay warm from page to page and list to list;
+/// between lists they sleep.
+fn decode_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::LazyLock<Option<rayon::ThreadPool>> = std::sync::LazyLock::new(|| {
+        if !std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2) {
+            return None;
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .thread_name(|i| format!("decode-{i}"))
+            .build()
+            .inspect_err(|e| tracing::warn!("decoding list pages on one thread: {e}"))
+            .ok()
+    });
+    POOL.as_ref()
 }
 
 /// How loudly a failed read is logged.
@@ -225,6 +279,58 @@ mod tests {
     use super::*;
     use crate::analysis::Wanted;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A page's items are summarized in their order, whether its halves were
+    /// decoded on two threads or not, and an undecodable item is counted and
+    /// skipped wherever it falls.
+    #[test]
+    fn a_page_is_summarized_in_order_and_its_bad_items_skipped() {
+        let store = Arc::new(Store::new(Arc::new(Wanted::default()), 50));
+        let metrics = Arc::new(Metrics::new("x"));
+        let ingest = Ingest {
+            node_selector: LabelSelector::default(),
+            metrics: metrics.clone(),
+            store,
+        };
+        for n in [0, 1, SPLIT_MIN_ITEMS - 1, SPLIT_MIN_ITEMS, 101] {
+            let texts: Vec<String> = (0..n)
+                .map(|i| match i % 7 {
+                    3 => "[\"not a node\"]".to_string(),
+                    _ => format!(r#"{{"metadata":{{"name":"n{i}"}},"status":{{}}}}"#),
+                })
+                .collect();
+            let raws: Vec<Box<RawValue>> = texts
+                .iter()
+                .map(|t| RawValue::from_string(t.clone()).unwrap())
+                .collect();
+            let items: Vec<&RawValue> = raws.iter().map(|r| &**r).collect();
+            let before = metrics.render(&ingest.store.report().0, None);
+            let names: Vec<String> = ingest
+                .summarize_items(&items)
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let want: Vec<String> = (0..n)
+                .filter(|i| i % 7 != 3)
+                .map(|i| format!("n{i}"))
+                .collect();
+            assert_eq!(names, want, "{n} items");
+            let bad = (0..n).filter(|i| i % 7 == 3).count();
+            let after = metrics.render(&ingest.store.report().0, None);
+            assert_eq!(
+                invalid_nodes(&after) - invalid_nodes(&before),
+                bad as u64,
+                "{n} items"
+            );
+        }
+    }
+
+    /// `imagecap_invalid_node_data_total{field="node"}` in a rendering.
+    fn invalid_nodes(text: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("imagecap_invalid_node_data_total{field=\"node\"} "))
+            .map_or(0, |v| v.parse().unwrap())
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_source_that_dies_is_restarted_and_readiness_follows() {
