@@ -4,7 +4,7 @@
 //! keeps its image names as `Arc<str>` handed out here, so each distinct string is
 //! stored once (measured in docs/performance.md).
 
-use super::reference::{ImageRef, NameParts, NameSplit};
+use super::reference::{ImageRef, NameSplit};
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -35,20 +35,6 @@ impl ImageRef {
             repo: intern(&self.repo),
             tag: self.tag.as_ref().map(intern),
             digest: self.digest.as_ref().map(intern),
-        }
-    }
-}
-
-impl NameParts<'_> {
-    /// The normalized reference ([`ImageRef::parse`]) built from shared copies of
-    /// its strings, the repository assembled in `buf`.
-    pub fn interned(&self, buf: &mut String) -> ImageRef {
-        buf.clear();
-        self.push_repo(buf);
-        ImageRef {
-            repo: intern_str(buf),
-            tag: self.tag().map(intern_str),
-            digest: self.digest().as_deref().map(intern_str),
         }
     }
 }

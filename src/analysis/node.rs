@@ -1389,7 +1389,6 @@ fn entry_names<S: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::reference::scan;
     use crate::analysis::wanted::tests::wanted as config;
     use serde_json::json;
 
@@ -1996,7 +1995,6 @@ mod tests {
         ) {
             let relevance = relevance_for(k);
             let mut cache = NameCache::default();
-            let mut buf = String::new();
             // Twice: the second time from the recent names.
             for n in names.iter().chain(&names) {
                 match (ImageRef::parse(n), cache.judge(n, &relevance)) {
@@ -2005,7 +2003,6 @@ mod tests {
                         proptest::prop_assert_eq!(keep, keeps_name(&relevance, &r), "{}", n);
                         proptest::prop_assert_eq!(matches, relevance.name_matches(&r), "{}", n);
                         proptest::prop_assert_eq!(pattern_repo, relevance.pattern_may_match_repo(&r.repo));
-                        proptest::prop_assert_eq!(&scan(n).unwrap().interned(&mut buf), &r);
                         proptest::prop_assert_eq!(cache.interned(n, &relevance), Some(r));
                     }
                     (Err(RefError::Placeholder(_)), NameVerdict::Placeholder) => {}

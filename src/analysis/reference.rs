@@ -116,11 +116,6 @@ impl<'a> NameParts<'a> {
         normalized_tag(self.tag, self.digest)
     }
 
-    /// Whether the name has a digest.
-    pub fn has_digest(&self) -> bool {
-        self.digest.is_some()
-    }
-
     /// Appends the normalized repository (`ImageRef::repo`) to `out`.
     pub fn push_repo(&self, out: &mut String) {
         out.push_str(self.domain);
@@ -129,12 +124,6 @@ impl<'a> NameParts<'a> {
             out.push_str("library/");
         }
         out.push_str(self.path);
-    }
-
-    /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
-    /// when it has to be lower-cased.
-    pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
-        normalized_digest(self.digest)
     }
 
     fn to_ref(self) -> ImageRef {
@@ -232,9 +221,16 @@ impl<'a> NameSplit<'a> {
         self.digest.is_some()
     }
 
-    /// The digest of the normalized reference, as [`NameParts::digest`].
+    /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
+    /// when it has to be lower-cased.
     pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
-        normalized_digest(self.digest)
+        self.digest.map(|d| {
+            if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(digest_string(d))
+            } else {
+                std::borrow::Cow::Borrowed(d)
+            }
+        })
     }
 
     /// Checks the repository and returns the parts, as [`scan`] does.
@@ -260,18 +256,6 @@ impl<'a> NameSplit<'a> {
             digest: self.digest,
         })
     }
-}
-
-/// The digest `d` (well-formed) as a normalized reference keeps it: copied only
-/// when it has to be lower-cased.
-fn normalized_digest(d: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
-    d.map(|d| {
-        if d.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(digest_string(d))
-        } else {
-            std::borrow::Cow::Borrowed(d)
-        }
-    })
 }
 
 /// The tag of a normalized reference: `latest` when it has neither tag nor digest.
