@@ -1,8 +1,10 @@
 //! Shared copies of the strings image names are made of.
 //!
-//! Thousands of nodes report the same few repositories, tags and digests; a summary
-//! keeps its image names as `Arc<str>` handed out here, so each distinct string is
-//! stored once (measured in docs/performance.md).
+//! Thousands of nodes report the same few repositories and tags; a summary keeps
+//! them as `Arc<str>` handed out here, so each distinct string is stored once
+//! (measured in docs/performance.md). Digests are kept by value
+//! ([`Digest`](super::reference::Digest)): a sha256 digest takes fewer bytes than
+//! a pointer to shared text and its place in this set.
 
 use super::reference::{ImageRef, NameSplit};
 use std::collections::HashSet;
@@ -34,7 +36,7 @@ impl ImageRef {
         ImageRef {
             repo: intern(&self.repo),
             tag: self.tag.as_ref().map(intern),
-            digest: self.digest.as_ref().map(intern),
+            digest: self.digest.clone(),
         }
     }
 }
@@ -46,7 +48,7 @@ impl NameSplit<'_> {
         ImageRef {
             repo: intern_str(repo),
             tag: self.tag().map(intern_str),
-            digest: self.digest().as_deref().map(intern_str),
+            digest: self.digest(),
         }
     }
 }

@@ -32,7 +32,104 @@ pub struct ImageRef {
     pub repo: Arc<str>,
     pub tag: Option<Arc<str>>,
     /// `algorithm:hex`, hex in lower case.
-    pub digest: Option<Arc<str>>,
+    pub digest: Option<Digest>,
+}
+
+/// The digest of a reference. A sha256 digest in lower-case hex, what every
+/// runtime and registry reports, is kept as its 32 bytes: on clusters whose
+/// images are all their own, digests are most of what a summary keeps, and the
+/// bytes take a third of the text's room with no allocation. Any other digest
+/// is kept as the text it normalizes to ([`digest_string`]).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Digest(DigestRepr);
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum DigestRepr {
+    Sha256([u8; 32]),
+    Text(Arc<str>),
+}
+
+const SHA256_PREFIX: &str = "sha256:";
+
+impl Digest {
+    /// The digest kept for `d`, a digest that passed [`validate_digest`] (or any
+    /// string, kept as [`digest_string`] makes it).
+    pub fn new(d: &str) -> Digest {
+        match d.strip_prefix(SHA256_PREFIX).and_then(sha256_bytes) {
+            Some(bytes) => Digest(DigestRepr::Sha256(bytes)),
+            None => Digest(DigestRepr::Text(digest_string(d).into())),
+        }
+    }
+
+    /// Whether it is one a registry computes ([`digest_is_canonical`]).
+    pub fn is_canonical(&self) -> bool {
+        match &self.0 {
+            DigestRepr::Sha256(_) => true,
+            DigestRepr::Text(t) => digest_is_canonical(t),
+        }
+    }
+}
+
+/// The 32 bytes of 64 hex digits, either case.
+fn sha256_bytes(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            DigestRepr::Sha256(b) => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut text = [0u8; 64];
+                for (pair, byte) in text.chunks_exact_mut(2).zip(b) {
+                    pair[0] = HEX[usize::from(byte >> 4)];
+                    pair[1] = HEX[usize::from(byte & 15)];
+                }
+                f.write_str(SHA256_PREFIX)?;
+                // Hex digits are ASCII.
+                f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+            }
+            DigestRepr::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+/// Digests sort as their text does: lower-case hex digits sort as the bytes
+/// they spell, so two sha256 digests compare by their bytes.
+impl Ord for Digest {
+    fn cmp(&self, other: &Digest) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            (DigestRepr::Sha256(a), DigestRepr::Sha256(b)) => a.cmp(b),
+            (DigestRepr::Text(a), DigestRepr::Text(b)) => a.cmp(b),
+            _ => self.to_string().cmp(&other.to_string()),
+        }
+    }
+}
+
+impl PartialOrd for Digest {
+    fn partial_cmp(&self, other: &Digest) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl ImageRef {
@@ -58,7 +155,7 @@ impl ImageRef {
         match (&self.digest, &self.tag) {
             (Some(d), tag) => {
                 reported.digest.as_ref() == Some(d)
-                    || (!digest_is_canonical(d) && tag.as_ref().is_some_and(by_tag))
+                    || (!d.is_canonical() && tag.as_ref().is_some_and(by_tag))
             }
             (None, Some(t)) => by_tag(t),
             (None, None) => false,
@@ -68,9 +165,7 @@ impl ImageRef {
     /// Whether the reference has a digest that is not canonical
     /// ([`digest_is_canonical`]).
     pub fn has_odd_digest(&self) -> bool {
-        self.digest
-            .as_deref()
-            .is_some_and(|d| !digest_is_canonical(d))
+        self.digest.as_ref().is_some_and(|d| !d.is_canonical())
     }
 }
 
@@ -132,7 +227,7 @@ impl<'a> NameParts<'a> {
         ImageRef {
             repo: repo.into(),
             tag: self.tag().map(Into::into),
-            digest: self.digest.map(|d| digest_string(d).into()),
+            digest: self.digest.map(Digest::new),
         }
     }
 }
@@ -221,16 +316,9 @@ impl<'a> NameSplit<'a> {
         self.digest.is_some()
     }
 
-    /// The digest of the normalized reference ([`ImageRef::digest`]): copied only
-    /// when it has to be lower-cased.
-    pub fn digest(&self) -> Option<std::borrow::Cow<'a, str>> {
-        self.digest.map(|d| {
-            if d.bytes().any(|b| b.is_ascii_uppercase()) {
-                std::borrow::Cow::Owned(digest_string(d))
-            } else {
-                std::borrow::Cow::Borrowed(d)
-            }
-        })
+    /// The digest of the normalized reference ([`ImageRef::digest`]).
+    pub fn digest(&self) -> Option<Digest> {
+        self.digest.map(Digest::new)
     }
 
     /// Checks the repository and returns the parts, as [`scan`] does.
@@ -550,7 +638,10 @@ mod tests {
     fn tag_and_digest() {
         let both = r(&format!("ghcr.io/a/b:v1@{D}"));
         assert_eq!(both.tag.as_deref(), Some("v1"));
-        assert_eq!(both.digest.as_deref(), Some(D));
+        assert_eq!(
+            both.digest.as_ref().map(ToString::to_string).as_deref(),
+            Some(D)
+        );
         let digest_only = r(&format!(
             "busybox@{}",
             D.to_uppercase().replace("SHA256", "sha256")
@@ -559,7 +650,15 @@ mod tests {
             digest_only.tag, None,
             "a digest reference gets no default tag"
         );
-        assert_eq!(digest_only.digest.as_deref(), Some(D), "hex is lower-cased");
+        assert_eq!(
+            digest_only
+                .digest
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(D),
+            "hex is lower-cased"
+        );
         assert_eq!(digest_only.tagged_name(), None);
     }
 
@@ -633,7 +732,11 @@ mod tests {
             "sha256:zz23",
         ] {
             let wanted = r(&format!("lighthouse.ceres/library/sketchbook:d_1@{odd}"));
-            assert_eq!(wanted.digest.as_deref(), Some(odd), "as given");
+            assert_eq!(
+                wanted.digest.as_ref().map(ToString::to_string).as_deref(),
+                Some(odd),
+                "as given"
+            );
             assert!(wanted.has_odd_digest());
             assert!(!digest_is_canonical(odd));
             assert!(wanted.matches(&r(&format!("lighthouse.ceres/library/sketchbook@{odd}"))));
@@ -647,7 +750,14 @@ mod tests {
         // A canonical digest is lower-cased, and only it decides.
         let upper = format!("busybox:1.36@sha256:{}", &D[7..].to_uppercase());
         let canonical = r(&upper);
-        assert_eq!(canonical.digest.as_deref(), Some(D));
+        assert_eq!(
+            canonical
+                .digest
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some(D)
+        );
         assert!(!canonical.has_odd_digest());
         assert!(!canonical.matches(&r("busybox:1.36")));
         let sha512 = format!("sha512:{}", "ab".repeat(64));
@@ -738,8 +848,19 @@ mod tests {
         Ok(ImageRef {
             repo: repo.into(),
             tag: tag.map(Into::into),
-            digest: digest.map(Into::into),
+            digest: digest.as_deref().map(Digest::new),
         })
+    }
+
+    /// Digests as names carry them: sha256 in either case, sha512, and odd ones.
+    fn digest_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "sha256:[0-9a-f]{64}",
+            "sha256:[0-9a-fA-F]{64}",
+            "sha256:[0-9a-f]{60,68}",
+            "sha512:[0-9a-fA-F]{128}",
+            "[a-z0-9]{1,8}:[a-zA-Z0-9=_-]{1,70}",
+        ]
     }
 
     fn name_like() -> impl Strategy<Value = String> {
@@ -749,12 +870,48 @@ mod tests {
         ]
     }
 
+    #[test]
+    fn sha256_digests_are_kept_as_bytes_and_others_as_text() {
+        let upper = format!(
+            "sha256:{}",
+            D.strip_prefix("sha256:").unwrap().to_uppercase()
+        );
+        let d = Digest::new(&upper);
+        assert!(matches!(d.0, DigestRepr::Sha256(_)), "{d:?}");
+        assert_eq!(d, Digest::new(D));
+        assert_eq!(d.to_string(), D, "hex is lower-cased");
+        for odd in [
+            "sha256:1234",
+            "md5:ABCD",
+            &format!("sha512:{}", "Ab".repeat(64)),
+        ] {
+            let kept = Digest::new(odd);
+            assert!(matches!(kept.0, DigestRepr::Text(_)), "{odd}");
+            assert_eq!(kept.to_string(), digest_string(odd));
+        }
+        assert!(!Digest::new("sha256:1234").is_canonical());
+        assert!(Digest::new(&format!("sha512:{}", "ab".repeat(64))).is_canonical());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
         #[test]
         fn parses_as_before(s in name_like()) {
             prop_assert_eq!(ImageRef::parse(&s), parse_before(&s));
+        }
+
+        #[test]
+        fn digests_read_and_sort_as_their_text(
+            a in digest_like(),
+            b in digest_like(),
+        ) {
+            let (da, db) = (Digest::new(&a), Digest::new(&b));
+            prop_assert_eq!(da.to_string(), digest_string(&a));
+            prop_assert_eq!(da.is_canonical(), digest_is_canonical(&digest_string(&a)));
+            prop_assert_eq!(da.cmp(&db), digest_string(&a).cmp(&digest_string(&b)));
+            prop_assert_eq!(da == db, digest_string(&a) == digest_string(&b));
+            prop_assert_eq!(Digest::new(&da.to_string()), da);
         }
 
         #[test]
@@ -782,7 +939,7 @@ mod tests {
             prop_assert_eq!(&parsed, &again);
             let on_node = ImageRef::parse(&format!("ghcr.io/a/b@{}", d)).unwrap();
             prop_assert!(parsed.matches(&on_node));
-            prop_assert_eq!(parsed.has_odd_digest(), !digest_is_canonical(parsed.digest.as_deref().unwrap()));
+            prop_assert_eq!(parsed.has_odd_digest(), !digest_is_canonical(parsed.digest.as_ref().map(ToString::to_string).as_deref().unwrap()));
         }
 
         #[test]

@@ -14,7 +14,7 @@ use super::sources::source_reports;
 use super::wanted_images::{FastHash, WantedSet, node_pattern_tags, wanted_set};
 use super::{Report, menu};
 use crate::analysis::node::NodeSummary;
-use crate::analysis::reference::ImageRef;
+use crate::analysis::reference::{Digest, ImageRef};
 use crate::analysis::wanted::{WantSource, Wanted};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ struct Shares {
     /// configuration's rule rejects it).
     patterns: Vec<(usize, ImageRef)>,
     /// (wanted image, digest) pairs of its entries that carry a wanted tag.
-    digests: Vec<(usize, Arc<str>)>,
+    digests: Vec<(usize, Digest)>,
     /// (wanted image, size) pairs of its entries that are a wanted image.
     sizes: Vec<(usize, Option<u64>)>,
 }
@@ -58,7 +58,7 @@ struct Pool {
     /// For each pattern, the nodes each tag it matches is on.
     patterns: Vec<BTreeMap<ImageRef, u32>>,
     /// The nodes each (wanted image, digest) pair is on.
-    digests: HashMap<(usize, Arc<str>), u32, FastHash>,
+    digests: HashMap<(usize, Digest), u32, FastHash>,
     sizes: SizeBook,
 }
 
@@ -159,7 +159,7 @@ impl Analysis {
         let mut set = wanted_set(wanted, inputs.sources, |p| {
             Box::new(pool.patterns[p].keys())
         });
-        let digests: Vec<Vec<(usize, Arc<str>)>> =
+        let digests: Vec<Vec<(usize, Digest)>> =
             nodes.iter().map(|n| set.node_tag_digests(n)).collect();
         for (i, d) in digests.iter().flatten() {
             *pool.digests.entry((*i, d.clone())).or_default() += 1;

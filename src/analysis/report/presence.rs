@@ -3,7 +3,7 @@
 
 use super::wanted_images::{FastHash, WantedImage, WantedSet};
 use crate::analysis::node::NodeSummary;
-use crate::analysis::reference::{ImageRef, digest_is_canonical};
+use crate::analysis::reference::{Digest, ImageRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// entries per wanted image.
 pub(super) struct Present<'a> {
     tagged: HashSet<(&'a str, &'a str), FastHash>,
-    digested: HashSet<(&'a str, &'a str), FastHash>,
+    digested: HashSet<(&'a str, &'a Digest), FastHash>,
 }
 
 impl<'a> Present<'a> {
@@ -43,17 +43,15 @@ impl<'a> Present<'a> {
         let repo: &str = &w.reference.repo;
         match (&w.reference.digest, &w.reference.tag) {
             (Some(d), tag) => {
-                self.digested.contains(&(repo, &**d))
-                    || (!digest_is_canonical(d)
+                self.digested.contains(&(repo, d))
+                    || (!d.is_canonical()
                         && tag
                             .as_ref()
                             .is_some_and(|t| self.tagged.contains(&(repo, &**t))))
             }
             (None, Some(t)) => {
                 self.tagged.contains(&(repo, &**t))
-                    || w.digests
-                        .iter()
-                        .any(|d| self.digested.contains(&(repo, &**d)))
+                    || w.digests.iter().any(|d| self.digested.contains(&(repo, d)))
             }
             (None, None) => false,
         }

@@ -5,7 +5,7 @@
 use super::inputs::SourceState;
 use crate::analysis::eligibility::Eligibility;
 use crate::analysis::node::NodeSummary;
-use crate::analysis::reference::ImageRef;
+use crate::analysis::reference::{Digest, ImageRef};
 use crate::analysis::verdict::WantedName;
 use crate::analysis::wanted::{WantSource, Wanted, natural_cmp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -22,7 +22,7 @@ pub(super) struct WantedImage {
     pub(super) rules: Vec<usize>,
     /// For a tag reference: digests of entries that carry the tag on some node, so
     /// that an entry whose tag names were cut (5 names at most) still matches.
-    pub(super) digests: HashSet<Arc<str>>,
+    pub(super) digests: HashSet<Digest>,
     /// Who wants it under which rule.
     pub(super) wanted_by: Vec<(WantSource, usize)>,
     /// Its size as Nublado knows it.
@@ -237,7 +237,7 @@ pub(super) fn wanted_set<'a>(
 impl WantedSet {
     /// The digests of `node`'s entries that carry a wanted tag: (wanted image,
     /// digest) pairs, once for each time they are seen.
-    pub(super) fn node_tag_digests(&self, node: &NodeSummary) -> Vec<(usize, Arc<str>)> {
+    pub(super) fn node_tag_digests(&self, node: &NodeSummary) -> Vec<(usize, Digest)> {
         let mut found = Vec::new();
         if self.by_tag.is_empty() {
             return found;
@@ -266,10 +266,7 @@ impl WantedSet {
 
     /// Adds to each wanted tag reference the digests of the entries that carry its
     /// tag on some node: (wanted image, digest) pairs.
-    pub(super) fn add_digests<'a>(
-        &mut self,
-        found: impl IntoIterator<Item = (usize, &'a Arc<str>)>,
-    ) {
+    pub(super) fn add_digests<'a>(&mut self, found: impl IntoIterator<Item = (usize, &'a Digest)>) {
         for (i, d) in found {
             self.images[i].digests.insert(d.clone());
         }
