@@ -34,13 +34,19 @@ pub struct Inputs<'a> {
 struct Shares {
     runtime: Option<Arc<str>>,
     /// The tags each pattern (by its place) matches on the node (none when the
-    /// configuration's rule rejects it).
-    patterns: Vec<(usize, ImageRef)>,
-    /// (wanted image, digest) pairs of its entries that carry a wanted tag.
-    digests: Vec<(usize, Digest)>,
+    /// configuration's rule rejects it), shared with the pool.
+    patterns: Vec<(usize, Arc<ImageRef>)>,
+    /// (wanted image, digest) pairs of its entries that carry a wanted tag,
+    /// shared with the pool and every node that has them.
+    digests: Vec<DigestPair>,
     /// (wanted image, size) pairs of its entries that are a wanted image.
     sizes: Vec<(usize, Option<u64>)>,
 }
+
+/// A wanted tag reference and a digest an entry carrying its tag has. Thousands
+/// of nodes hold the same few pairs (and pattern tags): each keeps a pointer to
+/// the pool's copy.
+type DigestPair = Arc<(usize, Digest)>;
 
 /// A node as the analysis saw it last.
 struct Kept {
@@ -56,9 +62,9 @@ struct Kept {
 #[derive(Default)]
 struct Pool {
     /// For each pattern, the nodes each tag it matches is on.
-    patterns: Vec<BTreeMap<ImageRef, u32>>,
+    patterns: Vec<BTreeMap<Arc<ImageRef>, u32>>,
     /// The nodes each (wanted image, digest) pair is on.
-    digests: HashMap<(usize, Digest), u32, FastHash>,
+    digests: HashMap<DigestPair, u32, FastHash>,
     sizes: SizeBook,
 }
 
@@ -74,20 +80,39 @@ impl Pool {
         for (p, tag) in &shares.patterns {
             bump(self.patterns[*p].entry(tag.clone()), add);
         }
-        for (i, d) in &shares.digests {
-            let key = (*i, d.clone());
-            let n = self.digests.entry(key.clone()).or_default();
+        for pair in &shares.digests {
             if add {
-                *n += 1;
-            } else {
+                *self.digests.entry(pair.clone()).or_default() += 1;
+            } else if let Some(n) = self.digests.get_mut(pair) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    self.digests.remove(&key);
+                    self.digests.remove(pair);
                 }
             }
         }
         self.sizes
             .count(shares.runtime.as_ref(), &shares.sizes, add);
+    }
+
+    /// `tags` (pattern, tag), each tag as the pool's copy when it has one.
+    fn share_tags(&self, tags: Vec<(usize, ImageRef)>) -> Vec<(usize, Arc<ImageRef>)> {
+        tags.into_iter()
+            .map(|(p, tag)| {
+                let shared = self.patterns.get(p).and_then(|m| m.get_key_value(&tag));
+                (p, shared.map_or_else(|| Arc::new(tag), |(t, _)| t.clone()))
+            })
+            .collect()
+    }
+
+    /// `pairs`, each as the pool's copy when it has one.
+    fn share(&self, pairs: Vec<(usize, Digest)>) -> Vec<DigestPair> {
+        pairs
+            .into_iter()
+            .map(|pair| match self.digests.get_key_value(&pair) {
+                Some((shared, _)) => shared.clone(),
+                None => Arc::new(pair),
+            })
+            .collect()
     }
 
     /// The shared inputs `shares` touch, as they stand.
@@ -103,7 +128,7 @@ impl Pool {
             shares
                 .digests
                 .iter()
-                .map(|(i, d)| Seen::Present(self.digests.contains_key(&(*i, d.clone())))),
+                .map(|pair| Seen::Present(self.digests.contains_key(pair))),
         );
         if let Some(runtime) = &shares.runtime {
             out.extend(
@@ -151,20 +176,30 @@ impl Analysis {
             patterns: vec![BTreeMap::new(); wanted.patterns().len()],
             ..Pool::default()
         };
-        let patterns: Vec<Vec<(usize, ImageRef)>> =
-            nodes.iter().map(|n| node_pattern_tags(wanted, n)).collect();
-        for (p, tag) in patterns.iter().flatten() {
-            bump(pool.patterns[*p].entry(tag.clone()), true);
-        }
+        let patterns: Vec<Vec<(usize, Arc<ImageRef>)>> = nodes
+            .iter()
+            .map(|n| {
+                let tags = pool.share_tags(node_pattern_tags(wanted, n));
+                for (p, tag) in &tags {
+                    bump(pool.patterns[*p].entry(tag.clone()), true);
+                }
+                tags
+            })
+            .collect();
         let mut set = wanted_set(wanted, inputs.sources, |p| {
-            Box::new(pool.patterns[p].keys())
+            Box::new(pool.patterns[p].keys().map(|tag| &**tag))
         });
-        let digests: Vec<Vec<(usize, Digest)>> =
-            nodes.iter().map(|n| set.node_tag_digests(n)).collect();
-        for (i, d) in digests.iter().flatten() {
-            *pool.digests.entry((*i, d.clone())).or_default() += 1;
-        }
-        set.add_digests(pool.digests.keys().map(|(i, d)| (*i, d)));
+        let digests: Vec<Vec<DigestPair>> = nodes
+            .iter()
+            .map(|n| {
+                let pairs = pool.share(set.node_tag_digests(n));
+                for pair in &pairs {
+                    *pool.digests.entry(pair.clone()).or_default() += 1;
+                }
+                pairs
+            })
+            .collect();
+        set.add_digests(pool.digests.keys().map(|pair| (pair.0, &pair.1)));
         let shares: Vec<Shares> = nodes
             .iter()
             .zip(patterns)
@@ -252,8 +287,8 @@ impl Analysis {
     fn shares(&self, node: &NodeSummary, wanted: &Wanted) -> Shares {
         Shares {
             runtime: node.runtime.clone(),
-            patterns: node_pattern_tags(wanted, node),
-            digests: self.set.node_tag_digests(node),
+            patterns: self.pool.share_tags(node_pattern_tags(wanted, node)),
+            digests: self.pool.share(self.set.node_tag_digests(node)),
             sizes: node_sizes(&self.set, node),
         }
     }
@@ -419,6 +454,50 @@ mod tests {
             1 => (0usize..8).prop_map(Change::Remove),
             1 => (0usize..8, any::<u8>()).prop_map(|(n, c)| Change::Cap(n, c)),
         ]
+    }
+
+    #[test]
+    fn nodes_share_the_pools_copies_of_their_digest_pairs_and_pattern_tags() {
+        let w = config();
+        let sources = BTreeMap::new();
+        let extras = NodeExtras::new();
+        let assume = Assumptions {
+            default_max_images: 2,
+            agents: false,
+            configured_at: None,
+        };
+        let inputs = Inputs {
+            wanted: &w,
+            sources: &sources,
+            assume,
+            extras: &extras,
+        };
+        // r0:v1 is wanted by tag, and r2:v3 once the pattern selects it on
+        // labelled nodes: their entries' digests are pairs on each node.
+        let images = [(0, 1, 2, 0), (2, 3, 3, 0)];
+        let (a, b) = (node(1, &images, 0, true), node(2, &images, 0, true));
+        let mut analysis = Analysis::new(&[&a, &b], inputs);
+        let shares = |an: &Analysis, i: usize| {
+            let s = &an.nodes[i].shares;
+            (s.digests.clone(), s.patterns.clone())
+        };
+        let ((da, ta), (db, tb)) = (shares(&analysis, 0), shares(&analysis, 1));
+        assert_eq!((da.len(), ta.len()), (2, 1), "{da:?} {ta:?}");
+        assert!(da.iter().zip(&db).all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert!(Arc::ptr_eq(&ta[0].1, &tb[0].1));
+        assert_eq!(analysis.pool.digests.get(&da[0]), Some(&2));
+        assert_eq!(analysis.pool.patterns[0].get(&ta[0].1), Some(&2));
+        // A node that arrives with the same ones takes the pool's copies too.
+        let c = node(3, &images, 0, true);
+        let changed = BTreeSet::from(["n3".to_string()]);
+        analysis = analysis
+            .update(&[&a, &b, &c], &changed, inputs)
+            .expect("nothing shared changed");
+        let (dc, tc) = shares(&analysis, 2);
+        assert!(dc.iter().zip(&da).all(|(x, y)| Arc::ptr_eq(x, y)));
+        assert!(Arc::ptr_eq(&tc[0].1, &ta[0].1));
+        assert_eq!(analysis.pool.digests.get(&da[0]), Some(&3));
+        assert_eq!(analysis.pool.patterns[0].get(&ta[0].1), Some(&3));
     }
 
     proptest! {
