@@ -483,6 +483,7 @@ mod tests {
         };
         let ((da, ta), (db, tb)) = (shares(&analysis, 0), shares(&analysis, 1));
         assert_eq!((da.len(), ta.len()), (2, 1), "{da:?} {ta:?}");
+        assert_eq!(db.len(), da.len());
         assert!(da.iter().zip(&db).all(|(x, y)| Arc::ptr_eq(x, y)));
         assert!(Arc::ptr_eq(&ta[0].1, &tb[0].1));
         assert_eq!(analysis.pool.digests.get(&da[0]), Some(&2));
@@ -494,6 +495,7 @@ mod tests {
             .update(&[&a, &b, &c], &changed, inputs)
             .expect("nothing shared changed");
         let (dc, tc) = shares(&analysis, 2);
+        assert_eq!(dc.len(), da.len());
         assert!(dc.iter().zip(&da).all(|(x, y)| Arc::ptr_eq(x, y)));
         assert!(Arc::ptr_eq(&tc[0].1, &ta[0].1));
         assert_eq!(analysis.pool.digests.get(&da[0]), Some(&3));
