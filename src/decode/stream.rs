@@ -2,13 +2,14 @@
 //!
 //! A page of 500 nodes with 500 images each is about 45 MB of JSON and several
 //! times that once decoded. [`list_items`] delimits the page's `items` (slices of
-//! the page, no copy) and [`decode_list`] hands each node to the caller as soon as
-//! it is decoded, so the page never exists as a `Vec` of decoded nodes: the
-//! caller summarizes the node and drops it before the next one is read. An item
-//! that cannot be decoded costs only itself; a page that is not a well-formed list
-//! (truncated, garbage) is an error as a whole, before any item is decoded.
+//! the page, no copy); the caller decodes them one at a time and summarizes each
+//! node before the next is decoded (`nodes::Ingest::summarize_items`), so the page
+//! never exists as a `Vec` of decoded nodes. An item that cannot be decoded costs
+//! only itself; a page that is not a well-formed list (truncated, garbage) is an
+//! error as a whole, before any item is decoded.
 
 use serde::Deserialize;
+#[cfg(test)]
 use serde::de::DeserializeOwned;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -34,12 +35,15 @@ struct ListMeta {
 }
 
 /// One item of a page: the decoded object, or why it could not be decoded.
+#[cfg(test)]
 pub type Item<T> = Result<T, serde_json::Error>;
 
 /// Decodes a list page (`{"metadata": {...}, "items": [...]}`), calling `on_item`
-/// for each item in order. Each item is decoded on its own, so a malformed one is
-/// reported to `on_item` as an `Err` and the next one is still read. `Err` means
+/// for each item in order: [`list_items`], then each item decoded on its own, as
+/// the node source does it, so tests read pages the way it does. A malformed item
+/// is reported to `on_item` as an `Err` and the next one is still read. `Err` means
 /// the page as a whole is unusable; no item is passed to `on_item` then.
+#[cfg(test)]
 pub fn decode_list<T: DeserializeOwned>(
     body: &[u8],
     mut on_item: impl FnMut(Item<T>),

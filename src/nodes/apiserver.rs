@@ -241,7 +241,6 @@ pub async fn list_nodes(
             }
             let (page, items) = stream::list_items(&body).map_err(ListError::Decode)?;
             out.extend(ingest.summarize_items(&items));
-            drop(items);
             sizer.observe(body.len(), page.items);
             tracing::debug!(
                 bytes = body.len(),
