@@ -456,22 +456,31 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn nodes_share_the_pools_copies_of_their_digest_pairs_and_pattern_tags() {
-        let w = config();
-        let sources = BTreeMap::new();
-        let extras = NodeExtras::new();
+    /// The inputs of the tests' analyses: a default cap of 2, no agents.
+    fn inputs<'a>(
+        w: &'a Wanted,
+        sources: &'a BTreeMap<WantSource, SourceState>,
+        extras: &'a NodeExtras,
+    ) -> Inputs<'a> {
         let assume = Assumptions {
             default_max_images: 2,
             agents: false,
             configured_at: None,
         };
-        let inputs = Inputs {
-            wanted: &w,
-            sources: &sources,
+        Inputs {
+            wanted: w,
+            sources,
             assume,
-            extras: &extras,
-        };
+            extras,
+        }
+    }
+
+    #[test]
+    fn nodes_share_the_pools_copies_of_their_digest_pairs_and_pattern_tags() {
+        let w = config();
+        let sources = BTreeMap::new();
+        let extras = NodeExtras::new();
+        let inputs = inputs(&w, &sources, &extras);
         // r0:v1 is wanted by tag, and r2:v3 once the pattern selects it on
         // labelled nodes: their entries' digests are pairs on each node.
         let images = [(0, 1, 2, 0), (2, 3, 3, 0)];
@@ -513,10 +522,6 @@ mod tests {
             let sources = BTreeMap::new();
             let mut nodes: BTreeMap<String, NodeSummary> = BTreeMap::new();
             let mut extras = NodeExtras::new();
-            fn inputs<'a>(w: &'a Wanted, sources: &'a BTreeMap<WantSource, SourceState>, extras: &'a NodeExtras) -> Inputs<'a> {
-                let assume = Assumptions { default_max_images: 2, agents: false, configured_at: None };
-                Inputs { wanted: w, sources, assume, extras }
-            }
             let mut kept = Analysis::new(&[], inputs(&w, &sources, &extras));
             let mut last = None;
             for batch in batches {
