@@ -553,7 +553,6 @@ mod tests {
             labels: Default::default(),
             taints: vec![],
             relevant_images: vec![],
-            relevant_sizes: vec![],
             smallest_image_bytes: None,
             runtime: None,
             problems: vec![],
@@ -783,8 +782,8 @@ mod tests {
         let name = ImageRef::parse("ghcr.io/store-gc-test/only-here:1")
             .unwrap()
             .interned();
-        n.relevant_images = vec![vec![name].into()];
-        n.relevant_sizes = vec![crate::analysis::node::EntrySize::new(Some(1))];
+        use crate::analysis::node::{Entry, EntrySize};
+        n.relevant_images = vec![Entry::new(vec![name], EntrySize::new(Some(1)))];
         store.replace_all(vec![n]);
         let held = |s: &str| intern::contains(s);
         assert!(held("ghcr.io/store-gc-test/only-here"));

@@ -6,27 +6,61 @@
 //! ([`Digest`](super::reference::Digest)): a sha256 digest takes fewer bytes than
 //! a pointer to shared text and its place in this set.
 
+use super::node::EntrySize;
 use super::reference::{ImageRef, NameSplit};
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex};
+use triomphe::ThinArc;
 
 /// Strings come from the cluster, but the sets are only read by content and
 /// pruned whole; a fast hasher, seeded per process.
 type Set<T> = HashSet<T, foldhash::fast::RandomState>;
 
 static STRINGS: LazyLock<Mutex<Set<Arc<str>>>> = LazyLock::new(Default::default);
-/// Whole image entries (the names of one image), which also repeat from node to
-/// node: a summary keeps a pointer to the shared copy.
-static ENTRIES: LazyLock<Mutex<Set<Arc<[ImageRef]>>>> = LazyLock::new(Default::default);
 
-/// The shared copy of an image entry's names (already interned strings).
-pub fn intern_entry(names: Vec<ImageRef>) -> Arc<[ImageRef]> {
-    let mut set = ENTRIES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(shared) = set.get(names.as_slice()) {
+/// An image entry: its size and its names, behind one thin pointer.
+pub type SharedEntry = ThinArc<EntrySize, ImageRef>;
+
+/// Whole image entries (the names of one image and its size), which also repeat
+/// from node to node: a summary keeps a pointer to the shared copy. A table of
+/// thin pointers, found by content: 8 bytes a slot where a set of `Arc<[_]>`
+/// takes 16, and on clusters whose images are all their own there is one slot
+/// for each entry a node keeps.
+static ENTRIES: LazyLock<Mutex<Entries>> = LazyLock::new(Default::default);
+
+#[derive(Default)]
+struct Entries {
+    table: hashbrown::HashTable<SharedEntry>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// The one hash of an entry, for finding it and for placing it.
+fn entry_hash(hasher: &foldhash::fast::RandomState, size: EntrySize, names: &[ImageRef]) -> u64 {
+    hasher.hash_one((size, names))
+}
+
+fn entries() -> std::sync::MutexGuard<'static, Entries> {
+    // Only ever inserted into or pruned whole, as the strings.
+    ENTRIES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared copy of an image entry of `size` with `names` (already interned
+/// strings).
+pub fn intern_entry(size: EntrySize, names: Vec<ImageRef>) -> SharedEntry {
+    let mut set = entries();
+    let hash = entry_hash(&set.hasher, size, &names);
+    let found = set
+        .table
+        .find(hash, |e| e.header.header == size && e.slice == names[..]);
+    if let Some(shared) = found {
         return shared.clone();
     }
-    let shared: Arc<[ImageRef]> = names.into();
-    set.insert(shared.clone());
+    let shared = ThinArc::from_header_and_iter(size, names.into_iter());
+    let Entries { table, hasher } = &mut *set;
+    table.insert_unique(hash, shared.clone(), |e| {
+        entry_hash(hasher, e.header.header, &e.slice)
+    });
     shared
 }
 
@@ -86,17 +120,20 @@ pub fn intern_str(s: &str) -> Arc<str> {
 
 /// How many distinct strings and entries are held.
 pub fn len() -> (usize, usize) {
-    let entries = ENTRIES.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let entries = entries().table.len();
     (strings().len(), entries)
 }
 
 /// Forgets strings nothing uses any more (only the set holds them).
 pub fn collect_garbage() {
     // Entries first: a dropped entry releases its strings.
-    let mut entries = ENTRIES.lock().unwrap_or_else(|e| e.into_inner());
-    entries.retain(|e| Arc::strong_count(e) > 1);
-    shrink_if_sparse(&mut entries);
-    drop(entries);
+    let mut set = entries();
+    let Entries { table, hasher } = &mut *set;
+    table.retain(|e| ThinArc::strong_count(e) > 1);
+    if table.capacity() > 4 * table.len() + 1024 {
+        table.shrink_to_fit(|e| entry_hash(hasher, e.header.header, &e.slice));
+    }
+    drop(set);
     let mut strings = strings();
     strings.retain(|s| Arc::strong_count(s) > 1);
     shrink_if_sparse(&mut strings);
@@ -148,5 +185,50 @@ mod tests {
         assert!(!set.contains("intern-test/dropped"));
         drop(set);
         drop(kept);
+    }
+
+    /// Whether the table holds the entry of `names` and `size`.
+    fn entry_held(size: EntrySize, names: &[ImageRef]) -> bool {
+        let set = entries();
+        let hash = entry_hash(&set.hasher, size, names);
+        set.table
+            .find(hash, |e| e.header.header == size && e.slice == *names)
+            .is_some()
+    }
+
+    #[test]
+    fn entries_are_shared_by_names_and_size() {
+        use crate::analysis::node::Entry;
+        let names = || {
+            vec![
+                ImageRef::parse("ghcr.io/intern-test/entry:1")
+                    .unwrap()
+                    .interned(),
+            ]
+        };
+        let (ten, twenty) = (EntrySize::new(Some(10)), EntrySize::new(Some(20)));
+        let a = Entry::new(names(), ten);
+        let b = Entry::new(names(), ten);
+        assert!(Entry::ptr_eq(&a, &b), "one copy of the same entry");
+        assert_eq!((a.size(), a.names()), (ten, &names()[..]));
+        let c = Entry::new(names(), twenty);
+        assert!(!Entry::ptr_eq(&a, &c), "another size, another entry");
+        assert_ne!(a, c);
+        assert_eq!(c.size().get(), Some(20));
+        let unknown = Entry::new(names(), EntrySize::new(None));
+        assert_eq!(unknown.size().get(), None);
+        assert_ne!(unknown, a);
+        // A node keeps one thin pointer per entry.
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
+
+        // Collected once no summary holds them; the others stay.
+        drop((c, unknown));
+        collect_garbage();
+        assert!(entry_held(ten, &names()));
+        assert!(!entry_held(twenty, &names()));
+        assert!(!entry_held(EntrySize::new(None), &names()));
+        drop((a, b));
+        collect_garbage();
+        assert!(!entry_held(ten, &names()));
     }
 }

@@ -149,8 +149,6 @@ struct ImageTotals {
     /// Sum of the well-formed, non-negative sizes.
     size_bytes: u64,
     relevant: Vec<Entry>,
-    /// The size of each of `relevant`.
-    relevant_sizes: Vec<EntrySize>,
     /// The smallest size while every entry has a well-formed one (`u64::MAX`
     /// before the first entry).
     smallest: Option<u64>,
@@ -161,7 +159,6 @@ impl Default for ImageTotals {
         ImageTotals {
             size_bytes: 0,
             relevant: Vec::new(),
-            relevant_sizes: Vec::new(),
             smallest: Some(u64::MAX),
         }
     }
@@ -283,7 +280,6 @@ impl<'de> serde::de::Visitor<'de> for FoldingVisitor {
             Ok(())
         })?;
         folded.totals.relevant.shrink_to_fit();
-        folded.totals.relevant_sizes.shrink_to_fit();
         Ok(ImagesView {
             count,
             entries: ImageEntries::Folded(folded),
@@ -618,27 +614,54 @@ pub struct Problem {
     pub detail: String,
 }
 
-/// The names of one image entry, shared by every node that reports the same
-/// entry (interned: thousands of nodes hold a pointer each, not a copy).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry(pub Arc<[ImageRef]>);
+/// An image entry that can matter for prepull matching: its names and its
+/// `sizeBytes`. Interned: the thousands of nodes that report the same entry
+/// hold a pointer each (8 bytes), not a copy; the size travels with the names,
+/// so a node keeps one pointer per entry and no list of sizes beside it.
+#[derive(Clone)]
+pub struct Entry(triomphe::ThinArc<EntrySize, ImageRef>);
 
 impl Entry {
-    pub fn new(names: Vec<ImageRef>) -> Entry {
-        Entry(intern_entry(names))
+    /// The shared entry of `names` (already interned strings) and `size`.
+    pub fn new(names: Vec<ImageRef>, size: EntrySize) -> Entry {
+        Entry(intern_entry(size, names))
+    }
+
+    pub fn names(&self) -> &[ImageRef] {
+        &self.0.slice
+    }
+
+    pub fn size(&self) -> EntrySize {
+        self.0.header.header
+    }
+
+    /// Whether both are the one shared copy.
+    pub fn ptr_eq(a: &Entry, b: &Entry) -> bool {
+        std::ptr::eq(a.0.ptr(), b.0.ptr())
     }
 }
 
-impl From<Vec<ImageRef>> for Entry {
-    fn from(names: Vec<ImageRef>) -> Entry {
-        Entry::new(names)
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        Entry::ptr_eq(self, other) || (self.size() == other.size() && self.names() == other.names())
+    }
+}
+
+impl Eq for Entry {}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("names", &self.names())
+            .field("size", &self.size())
+            .finish()
     }
 }
 
 impl std::ops::Deref for Entry {
     type Target = [ImageRef];
     fn deref(&self) -> &[ImageRef] {
-        &self.0
+        self.names()
     }
 }
 
@@ -646,14 +669,14 @@ impl<'a> IntoIterator for &'a Entry {
     type Item = &'a ImageRef;
     type IntoIter = std::slice::Iter<'a, ImageRef>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.names().iter()
     }
 }
 
 /// An image entry's `sizeBytes`, or unknown (malformed), in 8 bytes rather than
 /// an `Option`'s 16: thousands of nodes keep dozens each. Sizes come from
 /// non-negative `int64`s, so `u64::MAX` is free to mean unknown.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EntrySize(u64);
 
 impl EntrySize {
@@ -693,10 +716,9 @@ pub struct NodeSummary {
     /// Every label: selectors and sources decide eligibility on them.
     pub labels: NodeLabels,
     pub taints: Vec<Taint>,
-    /// The names of the image entries that can matter for prepull matching.
+    /// The image entries that can matter for prepull matching, with their
+    /// `sizeBytes`.
     pub relevant_images: Vec<Entry>,
-    /// The `sizeBytes` of each of `relevant_images`, in the same order.
-    pub relevant_sizes: Vec<EntrySize>,
     /// The smallest `sizeBytes` among the entries reported: where the kubelet cut
     /// its size-ordered list when the node is at its cap. `None` when the node
     /// reports no entry, or an entry without a well-formed size (the cut cannot be
@@ -996,7 +1018,6 @@ pub fn summarize_with(
         labels,
         taints,
         relevant_images: Vec::new(),
-        relevant_sizes: Vec::new(),
         smallest_image_bytes: None,
         runtime: None,
         problems: Vec::new(),
@@ -1023,7 +1044,6 @@ pub fn summarize_with(
         folding.fold(images, &mut problem);
     }
     summary.relevant_images.shrink_to_fit();
-    summary.relevant_sizes.shrink_to_fit();
     summary.problems = problems;
     Ok(summary)
 }
@@ -1204,7 +1224,6 @@ impl ImageFolding<'_> {
         };
         self.summary.image_size_bytes = totals.size_bytes;
         self.summary.relevant_images = totals.relevant.clone();
-        self.summary.relevant_sizes = totals.relevant_sizes.clone();
         self.summary.smallest_image_bytes = totals.smallest.filter(|_| images.count > 0);
     }
 }
@@ -1261,8 +1280,7 @@ fn fold_entry<S: AsRef<str>>(
         ),
     }
     if let Some(refs) = entry_names(i, entry, relevance, cache, problem) {
-        totals.relevant.push(Entry::new(refs));
-        totals.relevant_sizes.push(EntrySize::new(size));
+        totals.relevant.push(Entry::new(refs, EntrySize::new(size)));
     }
 }
 
@@ -1389,6 +1407,11 @@ fn entry_names<S: AsRef<str>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sizes of a summary's entries, in their order.
+    fn sizes(s: &NodeSummary) -> Vec<Option<u64>> {
+        s.relevant_images.iter().map(|e| e.size().get()).collect()
+    }
     use crate::analysis::wanted::tests::wanted as config;
     use serde_json::json;
 
@@ -1468,7 +1491,7 @@ mod tests {
                 vec![digest.clone()],
             ]
         );
-        assert_eq!(a.relevant_sizes, [Some(10), None, None]);
+        assert_eq!(sizes(&a), [Some(10), None, None]);
         assert!(
             a.relevant_images
                 .iter()
@@ -1636,7 +1659,7 @@ mod tests {
             s.relevant_images[0][0].to_string(),
             "docker.io/library/busybox:1.36"
         );
-        assert_eq!(s.relevant_sizes, [Some(4_000_000)], "beside its entry");
+        assert_eq!(sizes(&s), [Some(4_000_000)], "beside its entry");
         assert_eq!(s.smallest_image_bytes, Some(4_000_000));
         assert_eq!(s.runtime, None, "no nodeInfo");
         assert!(s.problems.is_empty(), "{:?}", s.problems);
@@ -1661,7 +1684,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.smallest_image_bytes, Some(200));
-        assert_eq!(s.relevant_sizes, [Some(200)]);
+        assert_eq!(sizes(&s), [Some(200)]);
         assert_eq!(s.runtime.as_deref(), Some("containerd://1.7.2 amd64"));
         // An entry without a well-formed size: the cut cannot be placed.
         for bad in [json!(-1), json!("big"), serde_json::Value::Null] {
@@ -1674,7 +1697,7 @@ mod tests {
             )
             .unwrap();
             assert_eq!(s.smallest_image_bytes, None, "{bad}");
-            assert_eq!(s.relevant_sizes, [None], "{bad}");
+            assert_eq!(sizes(&s), [None], "{bad}");
         }
         let s = summarize(&view_of(json!([]), info), &w).unwrap();
         assert_eq!(s.smallest_image_bytes, None, "no entry, no cut");

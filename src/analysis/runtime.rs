@@ -5,7 +5,7 @@
 //! `/v1/images` in this shape; the central exporter reads it back with the same
 //! types, and `check --agents-file` reads a saved JSON array of them.
 
-use super::node::Entry;
+use super::node::{Entry, EntrySize};
 use super::reference::{ImageRef, RefError};
 use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};
@@ -192,7 +192,9 @@ impl<'r> Summarizer<'r> {
                 .collect();
             self.kept += entry.len();
             if !entry.is_empty() {
-                self.summary.relevant_images.push(Entry::new(entry));
+                self.summary
+                    .relevant_images
+                    .push(Entry::new(entry, EntrySize::new(Some(size))));
             }
             self.summary.names_dropped += self.over_budget;
         }
@@ -602,9 +604,9 @@ mod tests {
         // Kept for every node until its next list, shared with every node that
         // holds the same image.
         let (decoded_summary, _) = decoded(&report, &relevance);
-        assert!(std::sync::Arc::ptr_eq(
-            &s.relevant_images[0].0,
-            &decoded_summary.relevant_images[0].0
+        assert!(Entry::ptr_eq(
+            &s.relevant_images[0],
+            &decoded_summary.relevant_images[0]
         ));
         assert_eq!(problems.len(), 1);
         assert!(

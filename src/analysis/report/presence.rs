@@ -84,11 +84,9 @@ pub(super) fn node_sizes(set: &WantedSet, node: &NodeSummary) -> Vec<(usize, Opt
     let mut sizes: Vec<(usize, Option<u64>)> = node
         .relevant_images
         .iter()
-        .zip(&node.relevant_sizes)
-        .flat_map(|(entry, &size)| {
-            set.images_in(entry)
-                .into_iter()
-                .map(move |i| (i, size.get()))
+        .flat_map(|entry| {
+            let size = entry.size().get();
+            set.images_in(entry).into_iter().map(move |i| (i, size))
         })
         .collect();
     // Kept for as long as the node is unchanged: no spare room.
