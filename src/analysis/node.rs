@@ -193,6 +193,52 @@ thread_local! {
     static NAMES: std::cell::RefCell<NameCache> = std::cell::RefCell::default();
 }
 
+/// Runs `f`, a batch of nodes decoded on this thread (a list page, a nodes
+/// file), with the names seen lately remembered from node to node
+/// ([`RecentNames`]): thousands of nodes in a batch repeat them. Outside a batch
+/// (a watch event, one node at a time) each name is checked again, and the table
+/// is not allocated. The table outlives the batch, for the next page of the same
+/// list; [`forget_recent_names`] gives it back once the list is done.
+pub fn remembering_names<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_remembering(self.0);
+        }
+    }
+    let _restore = Restore(set_remembering(true));
+    f()
+}
+
+/// Sets whether this thread's name cache uses its recent names; returns what it
+/// was.
+fn set_remembering(on: bool) -> bool {
+    NAMES.with(|names| match names.try_borrow_mut() {
+        Ok(mut names) => std::mem::replace(&mut names.remember, on),
+        // Never: the cache is borrowed only while a node is summarized.
+        Err(_) => on,
+    })
+}
+
+/// Gives back this thread's table of recent names (about 1.4 MiB once full):
+/// after a whole list, until the next one, it would only hold memory.
+pub fn forget_recent_names() {
+    NAMES.with(|names| {
+        if let Ok(mut names) = names.try_borrow_mut() {
+            names.recent.clear();
+        }
+    });
+}
+
+/// The bytes this thread's table of recent names holds (for tests).
+#[cfg(test)]
+fn recent_names_bytes() -> usize {
+    NAMES.with_borrow(|names| {
+        names.recent.slots.capacity() * std::mem::size_of::<RecentSlot>()
+            + names.recent.text.capacity()
+    })
+}
+
 /// Runs `f` with this thread's name cache, made to answer for `relevance`.
 pub fn with_name_cache<R>(relevance: &Arc<Relevance>, f: impl FnOnce(&mut NameCache) -> R) -> R {
     NAMES.with(|names| match names.try_borrow_mut() {
@@ -759,6 +805,8 @@ pub struct NameCache {
     relevance: Option<Arc<Relevance>>,
     /// Where a name's normalized repository (and `repo:tag`) is assembled.
     buf: String,
+    /// Whether `recent` is used ([`remembering_names`]).
+    remember: bool,
     recent: RecentNames,
 }
 
@@ -921,6 +969,9 @@ impl NameCache {
     /// name of a known repository.
     fn judge(&mut self, name: &str, relevance: &Relevance) -> NameVerdict {
         use std::hash::BuildHasher;
+        if !self.remember {
+            return self.check(name, relevance);
+        }
         let hash = self.recent.hasher.hash_one(name);
         if let Some(verdict) = self.recent.get(name, hash) {
             return verdict;
@@ -1417,6 +1468,35 @@ mod tests {
 
     fn wanted(exact: &[&str], patterns: &[&str], selector: &[(&str, &str)]) -> Relevance {
         Relevance::new(&config(exact, patterns, selector), [])
+    }
+
+    #[test]
+    fn recent_names_are_remembered_in_a_batch_and_given_back_after() {
+        let relevance = Arc::new(wanted(&["busybox:1.36"], &["^ghcr\\.io/x/lab:w_"], &[]));
+        let node = view(json!({
+            "metadata": {"name": "n"},
+            "status": {"images": [
+                {"names": ["busybox:1.36", "ghcr.io/x/lab:w_1"], "sizeBytes": 10},
+                {"names": ["ghcr.io/x/lab:r_1"], "sizeBytes": 20},
+                {"names": ["quay.io/y/z:2"], "sizeBytes": 30}]}
+        }));
+        let summary = || with_name_cache(&relevance, |c| summarize_with(&node, &relevance, c));
+        // A test thread of its own: nothing remembered yet.
+        forget_recent_names();
+        // One node at a time (a watch event): each name checked, no table.
+        let alone = summary().unwrap();
+        assert_eq!(recent_names_bytes(), 0);
+        // In a batch (a list page), the names are remembered for the next node,
+        // which gets the same summary from them.
+        let (first, again) = remembering_names(|| (summary().unwrap(), summary().unwrap()));
+        assert!(recent_names_bytes() > 0);
+        assert_eq!(first, alone);
+        assert_eq!(again, alone);
+        // The batch over, a node is summarized as alone; the list over, the table
+        // is given back.
+        assert_eq!(summary().unwrap(), alone);
+        forget_recent_names();
+        assert_eq!(recent_names_bytes(), 0);
     }
 
     #[test]
@@ -2017,7 +2097,7 @@ mod tests {
             k in 0usize..4,
         ) {
             let relevance = relevance_for(k);
-            let mut cache = NameCache::default();
+            let mut cache = NameCache { remember: true, ..NameCache::default() };
             // Twice: the second time from the recent names.
             for n in names.iter().chain(&names) {
                 match (ImageRef::parse(n), cache.judge(n, &relevance)) {

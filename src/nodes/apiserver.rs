@@ -204,6 +204,14 @@ pub async fn list_nodes(
     ingest: &Ingest,
     sizer: &mut PageSizer,
 ) -> Result<Listed, ListError> {
+    /// Whichever way the list ends.
+    struct Done<'a>(&'a Ingest);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.list_done();
+        }
+    }
+    let _done = Done(ingest);
     let client = api.clone().into_client();
     let request = kube::core::Request::new(api.resource_url());
     let mut restarted = false;

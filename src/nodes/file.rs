@@ -2,6 +2,7 @@
 
 use super::{About, Ingest, Loudness, report_failure};
 use crate::analysis::NodeView;
+use crate::analysis::node::remembering_names;
 use crate::decode::lenient::{not_a_list_message, truncate};
 use crate::decode::stream::each_item;
 use crate::metrics::{Failure, SourceErrorKind};
@@ -185,8 +186,8 @@ pub fn load_bounded(
     };
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    ingest
-        .decoding(|| {
+    let decoded = ingest.decoding(|| {
+        remembering_names(|| {
             decode_each(&bytes, |node| match node {
                 Ok(view) => {
                     if let Some(s) = ingest.summarize(&view) {
@@ -201,7 +202,9 @@ pub fn load_bounded(
                 Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
             })
         })
-        .map_err(|e| NodesFileError::Decode(path.to_path_buf(), e))?;
+    });
+    ingest.list_done();
+    decoded.map_err(|e| NodesFileError::Decode(path.to_path_buf(), e))?;
     Ok(out)
 }
 
