@@ -68,6 +68,16 @@ struct Pool {
     sizes: SizeBook,
 }
 
+/// The items of `items` in a vector of their own size, kept for as long as a
+/// node is unchanged. Collecting a vector's `into_iter` would reuse its
+/// allocation, sized for the larger items it held: 48 bytes a pair or 80 a tag
+/// where a pointer takes 8 or 16.
+fn exact<T>(items: impl ExactSizeIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(items.len());
+    out.extend(items);
+    out
+}
+
 /// The value of one shared input, before or after a change.
 #[derive(PartialEq)]
 enum Seen {
@@ -96,23 +106,23 @@ impl Pool {
 
     /// `tags` (pattern, tag), each tag as the pool's copy when it has one.
     fn share_tags(&self, tags: Vec<(usize, ImageRef)>) -> Vec<(usize, Arc<ImageRef>)> {
-        tags.into_iter()
-            .map(|(p, tag)| {
-                let shared = self.patterns.get(p).and_then(|m| m.get_key_value(&tag));
-                (p, shared.map_or_else(|| Arc::new(tag), |(t, _)| t.clone()))
-            })
-            .collect()
+        let shared = tags.into_iter().map(|(p, tag)| {
+            let shared = self.patterns.get(p).and_then(|m| m.get_key_value(&tag));
+            (p, shared.map_or_else(|| Arc::new(tag), |(t, _)| t.clone()))
+        });
+        exact(shared)
     }
 
     /// `pairs`, each as the pool's copy when it has one.
     fn share(&self, pairs: Vec<(usize, Digest)>) -> Vec<DigestPair> {
-        pairs
-            .into_iter()
-            .map(|pair| match self.digests.get_key_value(&pair) {
-                Some((shared, _)) => shared.clone(),
-                None => Arc::new(pair),
-            })
-            .collect()
+        exact(
+            pairs
+                .into_iter()
+                .map(|pair| match self.digests.get_key_value(&pair) {
+                    Some((shared, _)) => shared.clone(),
+                    None => Arc::new(pair),
+                }),
+        )
     }
 
     /// The shared inputs `shares` touch, as they stand.
@@ -497,6 +507,15 @@ mod tests {
         assert!(Arc::ptr_eq(&ta[0].1, &tb[0].1));
         assert_eq!(analysis.pool.digests.get(&da[0]), Some(&2));
         assert_eq!(analysis.pool.patterns[0].get(&ta[0].1), Some(&2));
+        // Kept for as long as the node is unchanged: no room for more.
+        let spare = |an: &Analysis, i: usize| {
+            let s = &an.nodes[i].shares;
+            (
+                s.digests.capacity() - s.digests.len(),
+                s.patterns.capacity() - s.patterns.len(),
+            )
+        };
+        assert_eq!(spare(&analysis, 0), (0, 0));
         // A node that arrives with the same ones takes the pool's copies too.
         let c = node(3, &images, 0, true);
         let changed = BTreeSet::from(["n3".to_string()]);
@@ -509,6 +528,7 @@ mod tests {
         assert!(Arc::ptr_eq(&tc[0].1, &ta[0].1));
         assert_eq!(analysis.pool.digests.get(&da[0]), Some(&3));
         assert_eq!(analysis.pool.patterns[0].get(&ta[0].1), Some(&3));
+        assert_eq!(spare(&analysis, 2), (0, 0));
     }
 
     proptest! {
