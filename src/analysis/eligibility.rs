@@ -10,6 +10,7 @@
 //!   required node affinity, and its tolerations (plus those the DaemonSet
 //!   controller adds to every pod) against the node's taints.
 
+use super::intern::{SharedLabel, intern_label};
 use super::selector::LabelSelector;
 use std::collections::HashMap;
 use std::fmt;
@@ -19,21 +20,28 @@ use std::sync::Arc;
 /// `spec.unschedulable`, when it does not list it).
 pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
-/// A node's labels: sorted by key, strings shared between nodes.
+/// A node's labels: sorted by key, each (key, value) pair shared by every node
+/// that has it ([`intern_label`]): 8 bytes a label on a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeLabels(Vec<(Arc<str>, Arc<str>)>);
+pub struct NodeLabels(Box<[SharedLabel]>);
 
 impl NodeLabels {
-    pub fn new(mut pairs: Vec<(Arc<str>, Arc<str>)>) -> NodeLabels {
-        pairs.sort();
-        pairs.dedup_by(|a, b| a.0 == b.0);
-        pairs.shrink_to_fit();
-        NodeLabels(pairs)
+    pub fn new(pairs: Vec<(Arc<str>, Arc<str>)>) -> NodeLabels {
+        NodeLabels::from_strs(pairs.iter().map(|(k, v)| (&**k, &**v)))
+    }
+
+    /// The labels of `pairs`; of two values of one key, the first in order.
+    pub fn from_strs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> NodeLabels {
+        let mut labels: Vec<SharedLabel> =
+            pairs.into_iter().map(|(k, v)| intern_label(k, v)).collect();
+        labels.sort();
+        labels.dedup_by(|a, b| a.0 == b.0);
+        NodeLabels(labels.into_boxed_slice())
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .binary_search_by(|l| l.0.as_ref().cmp(key))
             .ok()
             .map(|i| self.0[i].1.as_ref())
     }

@@ -27,41 +27,109 @@ pub type SharedEntry = ThinArc<EntrySize, ImageRef>;
 /// thin pointers, found by content: 8 bytes a slot where a set of `Arc<[_]>`
 /// takes 16, and on clusters whose images are all their own there is one slot
 /// for each entry a node keeps.
-static ENTRIES: LazyLock<Mutex<Entries>> = LazyLock::new(Default::default);
+static ENTRIES: LazyLock<Mutex<Table<SharedEntry>>> = LazyLock::new(Default::default);
 
-#[derive(Default)]
-struct Entries {
-    table: hashbrown::HashTable<SharedEntry>,
-    hasher: foldhash::fast::RandomState,
+/// A node label, its key and its value, behind one thin pointer.
+pub type SharedLabel = triomphe::Arc<(Arc<str>, Arc<str>)>;
+
+/// Node labels: nodes share most of theirs (zone, pool, instance type, OS), and
+/// a node keeps a pointer to the shared pair, 8 bytes where two shared strings
+/// took 32.
+static LABELS: LazyLock<Mutex<Table<SharedLabel>>> = LazyLock::new(Default::default);
+
+/// Shared values found by content: a table of thin pointers, and its hasher.
+struct Table<T> {
+    table: hashbrown::HashTable<T>,
+    hasher: Hasher,
+}
+
+type Hasher = foldhash::fast::RandomState;
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            table: hashbrown::HashTable::new(),
+            hasher: Hasher::default(),
+        }
+    }
+}
+
+impl<T: Clone> Table<T> {
+    /// The held value of hash `hash` that `is` the one wanted, or the one `make`
+    /// makes, held from now on; `rehash` hashes a held value as `hash` was.
+    fn intern(
+        &mut self,
+        hash: u64,
+        is: impl Fn(&T) -> bool,
+        rehash: impl Fn(&Hasher, &T) -> u64,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        if let Some(shared) = self.table.find(hash, is) {
+            return shared.clone();
+        }
+        let shared = make();
+        let Table { table, hasher } = self;
+        table.insert_unique(hash, shared.clone(), |held| rehash(hasher, held));
+        shared
+    }
+
+    /// Forgets what only the table holds (`count`: a value's strong count), and
+    /// gives back the room of a table that is mostly empty.
+    fn collect(&mut self, rehash: impl Fn(&Hasher, &T) -> u64, count: impl Fn(&T) -> usize) {
+        let Table { table, hasher } = self;
+        table.retain(|held| count(held) > 1);
+        if table.capacity() > 4 * table.len() + 1024 {
+            table.shrink_to_fit(|held| rehash(hasher, held));
+        }
+    }
+}
+
+fn lock<T>(table: &'static LazyLock<Mutex<Table<T>>>) -> std::sync::MutexGuard<'static, Table<T>> {
+    // Only ever inserted into or pruned whole, as the strings.
+    table.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The one hash of an entry, for finding it and for placing it.
-fn entry_hash(hasher: &foldhash::fast::RandomState, size: EntrySize, names: &[ImageRef]) -> u64 {
+fn entry_hash(hasher: &Hasher, size: EntrySize, names: &[ImageRef]) -> u64 {
     hasher.hash_one((size, names))
 }
 
-fn entries() -> std::sync::MutexGuard<'static, Entries> {
-    // Only ever inserted into or pruned whole, as the strings.
-    ENTRIES.lock().unwrap_or_else(|e| e.into_inner())
+fn held_entry_hash(hasher: &Hasher, e: &SharedEntry) -> u64 {
+    entry_hash(hasher, e.header.header, &e.slice)
+}
+
+/// The one hash of a label.
+fn label_hash(hasher: &Hasher, key: &str, value: &str) -> u64 {
+    hasher.hash_one((key, value))
+}
+
+fn held_label_hash(hasher: &Hasher, l: &SharedLabel) -> u64 {
+    label_hash(hasher, &l.0, &l.1)
 }
 
 /// The shared copy of an image entry of `size` with `names` (already interned
 /// strings).
 pub fn intern_entry(size: EntrySize, names: Vec<ImageRef>) -> SharedEntry {
-    let mut set = entries();
-    let hash = entry_hash(&set.hasher, size, &names);
-    let found = set
-        .table
-        .find(hash, |e| e.header.header == size && e.slice == names[..]);
-    if let Some(shared) = found {
-        return shared.clone();
-    }
-    let shared = ThinArc::from_header_and_iter(size, names.into_iter());
-    let Entries { table, hasher } = &mut *set;
-    table.insert_unique(hash, shared.clone(), |e| {
-        entry_hash(hasher, e.header.header, &e.slice)
-    });
-    shared
+    let mut entries = lock(&ENTRIES);
+    let hash = entry_hash(&entries.hasher, size, &names);
+    entries.intern(
+        hash,
+        |e| e.header.header == size && e.slice == names[..],
+        held_entry_hash,
+        || ThinArc::from_header_and_iter(size, names.iter().cloned()),
+    )
+}
+
+/// The shared copy of the label `key`=`value`, its strings shared too.
+pub fn intern_label(key: &str, value: &str) -> SharedLabel {
+    let mut labels = lock(&LABELS);
+    let hash = label_hash(&labels.hasher, key, value);
+    labels.intern(
+        hash,
+        |l| &*l.0 == key && &*l.1 == value,
+        held_label_hash,
+        || triomphe::Arc::new((intern_str(key), intern_str(value))),
+    )
 }
 
 impl ImageRef {
@@ -118,22 +186,18 @@ pub fn intern_str(s: &str) -> Arc<str> {
     }
 }
 
-/// How many distinct strings and entries are held.
-pub fn len() -> (usize, usize) {
-    let entries = entries().table.len();
-    (strings().len(), entries)
+/// How many distinct strings, entries and labels are held.
+pub fn len() -> (usize, usize, usize) {
+    let entries = lock(&ENTRIES).table.len();
+    let labels = lock(&LABELS).table.len();
+    (strings().len(), entries, labels)
 }
 
 /// Forgets strings nothing uses any more (only the set holds them).
 pub fn collect_garbage() {
-    // Entries first: a dropped entry releases its strings.
-    let mut set = entries();
-    let Entries { table, hasher } = &mut *set;
-    table.retain(|e| ThinArc::strong_count(e) > 1);
-    if table.capacity() > 4 * table.len() + 1024 {
-        table.shrink_to_fit(|e| entry_hash(hasher, e.header.header, &e.slice));
-    }
-    drop(set);
+    // Entries and labels first: a dropped one releases its strings.
+    lock(&ENTRIES).collect(held_entry_hash, ThinArc::strong_count);
+    lock(&LABELS).collect(held_label_hash, triomphe::Arc::strong_count);
     let mut strings = strings();
     strings.retain(|s| Arc::strong_count(s) > 1);
     shrink_if_sparse(&mut strings);
@@ -189,7 +253,7 @@ mod tests {
 
     /// Whether the table holds the entry of `names` and `size`.
     fn entry_held(size: EntrySize, names: &[ImageRef]) -> bool {
-        let set = entries();
+        let set = lock(&ENTRIES);
         let hash = entry_hash(&set.hasher, size, names);
         set.table
             .find(hash, |e| e.header.header == size && e.slice == *names)
@@ -230,5 +294,45 @@ mod tests {
         drop((a, b));
         collect_garbage();
         assert!(!entry_held(ten, &names()));
+    }
+
+    fn label_held(key: &str, value: &str) -> bool {
+        let set = lock(&LABELS);
+        let hash = label_hash(&set.hasher, key, value);
+        set.table
+            .find(hash, |l| &*l.0 == key && &*l.1 == value)
+            .is_some()
+    }
+
+    #[test]
+    fn labels_are_shared_by_key_and_value() {
+        use crate::analysis::eligibility::NodeLabels;
+        let a = intern_label("intern-test/zone", "a");
+        let b = intern_label("intern-test/zone", "a");
+        assert!(triomphe::Arc::ptr_eq(&a, &b), "one copy of the same label");
+        let c = intern_label("intern-test/zone", "b");
+        assert!(!triomphe::Arc::ptr_eq(&a, &c));
+        assert!(Arc::ptr_eq(&a.0, &c.0), "their key is one shared string");
+        assert_eq!((&*c.0, &*c.1), ("intern-test/zone", "b"));
+        // A node's labels hold the shared pairs, sorted; a key given twice keeps
+        // its first value in order.
+        let labels = NodeLabels::from_strs([
+            ("intern-test/zone", "b"),
+            ("intern-test/pool", "lab"),
+            ("intern-test/zone", "a"),
+        ]);
+        assert_eq!(labels.get("intern-test/zone"), Some("a"));
+        assert_eq!(labels.get("intern-test/pool"), Some("lab"));
+        assert_eq!(labels.get("intern-test/other"), None);
+        drop(labels);
+        // Collected once no node holds them; the others stay.
+        drop(c);
+        collect_garbage();
+        assert!(label_held("intern-test/zone", "a"));
+        assert!(!label_held("intern-test/zone", "b"));
+        assert!(!label_held("intern-test/pool", "lab"));
+        drop((a, b));
+        collect_garbage();
+        assert!(!label_held("intern-test/zone", "a"));
     }
 }

@@ -1183,18 +1183,12 @@ fn taints(
 
 /// Every label of the node, keys and values interned.
 fn node_labels(metadata: &ObjectMeta) -> NodeLabels {
-    NodeLabels::new(
+    NodeLabels::from_strs(
         metadata
             .labels
             .iter()
             .flatten()
-            .map(|(k, v)| {
-                (
-                    intern(&Arc::from(k.as_str())),
-                    intern(&Arc::from(v.as_str())),
-                )
-            })
-            .collect(),
+            .map(|(k, v)| (k.as_str(), v.as_str())),
     )
 }
 

@@ -40,7 +40,7 @@ pub const START_TIME_SECONDS: Declared = Declared::gauge(
 /// summaries. Under node churn it must follow the live nodes, not grow.
 pub const INTERNED: Declared = Declared::gauge(
     "imagecap_interned",
-    "Distinct strings and image entries shared between node summaries",
+    "Distinct strings, image entries and node labels shared between node summaries",
 );
 
 label_values! {
@@ -48,6 +48,7 @@ label_values! {
     pub enum Interned {
         String = "string",
         Entry = "entry",
+        Label = "label",
     }
 }
 
@@ -70,24 +71,16 @@ fn encode_sample(s: &Sample, encoder: &mut DescriptorEncoder) -> Result<(), std:
 
 /// Encodes `imagecap_interned` from the interner's current sizes.
 fn encode_interned(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-    let (strings, entries) = crate::analysis::intern::len();
+    let (strings, entries, labels) = crate::analysis::intern::len();
     let size = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
     INTERNED.encode_gauges(
         encoder,
         [
-            (
-                InternedLabels {
-                    kind: Interned::String,
-                },
-                size(strings),
-            ),
-            (
-                InternedLabels {
-                    kind: Interned::Entry,
-                },
-                size(entries),
-            ),
-        ],
+            (Interned::String, strings),
+            (Interned::Entry, entries),
+            (Interned::Label, labels),
+        ]
+        .map(|(kind, n)| (InternedLabels { kind }, size(n))),
     )
 }
 
@@ -143,10 +136,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
-        assert!(
-            text.contains("imagecap_interned{kind=\"string\"} "),
-            "{text}"
-        );
+        for kind in ["string", "entry", "label"] {
+            let series = format!("imagecap_interned{{kind=\"{kind}\"}} ");
+            assert!(text.contains(&series), "{series:?} in\n{text}");
+        }
     }
 
     #[test]
