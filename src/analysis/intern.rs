@@ -1,10 +1,12 @@
-//! Shared copies of the strings image names are made of.
+//! Shared copies of what node summaries are made of: the strings of image names,
+//! whole image entries and node labels.
 //!
 //! Thousands of nodes report the same few repositories and tags; a summary keeps
 //! them as `Arc<str>` handed out here, so each distinct string is stored once
 //! (measured in docs/performance.md). Digests are kept by value
 //! ([`Digest`](super::reference::Digest)): a sha256 digest takes fewer bytes than
-//! a pointer to shared text and its place in this set.
+//! a pointer to shared text and its place in this set. Entries and labels are
+//! kept behind thin pointers, 8 bytes on each node that has them.
 
 use super::node::EntrySize;
 use super::reference::{ImageRef, NameSplit};
