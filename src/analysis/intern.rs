@@ -57,22 +57,17 @@ impl<T> Default for Table<T> {
 }
 
 impl<T: Clone> Table<T> {
-    /// The held value of hash `hash` that `is` the one wanted, or the one `make`
-    /// makes, held from now on; `rehash` hashes a held value as `hash` was.
-    fn intern(
-        &mut self,
-        hash: u64,
-        is: impl Fn(&T) -> bool,
-        rehash: impl Fn(&Hasher, &T) -> u64,
-        make: impl FnOnce() -> T,
-    ) -> T {
-        if let Some(shared) = self.table.find(hash, is) {
-            return shared.clone();
-        }
-        let shared = make();
+    /// The held value of hash `hash` that `is` the one wanted.
+    fn find(&self, hash: u64, is: impl Fn(&T) -> bool) -> Option<&T> {
+        self.table.find(hash, is)
+    }
+
+    /// Holds `value`, of hash `hash`, from now on (`rehash` hashes a held value
+    /// as `hash` was); returns it.
+    fn insert(&mut self, hash: u64, value: T, rehash: impl Fn(&Hasher, &T) -> u64) -> T {
         let Table { table, hasher } = self;
-        table.insert_unique(hash, shared.clone(), |held| rehash(hasher, held));
-        shared
+        table.insert_unique(hash, value.clone(), |held| rehash(hasher, held));
+        value
     }
 
     /// Forgets what only the table holds (`count`: a value's strong count), and
@@ -80,10 +75,16 @@ impl<T: Clone> Table<T> {
     fn collect(&mut self, rehash: impl Fn(&Hasher, &T) -> u64, count: impl Fn(&T) -> usize) {
         let Table { table, hasher } = self;
         table.retain(|held| count(held) > 1);
-        if table.capacity() > 4 * table.len() + 1024 {
+        if sparse(table.capacity(), table.len()) {
             table.shrink_to_fit(|held| rehash(hasher, held));
         }
     }
+}
+
+/// A table keeps the room it grew to: after a huge node list is gone, that is
+/// megabytes of empty buckets. Whether to give them back: once it is mostly empty.
+fn sparse(capacity: usize, len: usize) -> bool {
+    capacity > 4 * len + 1024
 }
 
 fn lock<T>(table: &'static LazyLock<Mutex<Table<T>>>) -> std::sync::MutexGuard<'static, Table<T>> {
@@ -100,6 +101,11 @@ fn held_entry_hash(hasher: &Hasher, e: &SharedEntry) -> u64 {
     entry_hash(hasher, e.header.header, &e.slice)
 }
 
+/// Whether a held entry is the one of `size` and `names`.
+fn is_entry(size: EntrySize, names: &[ImageRef]) -> impl Fn(&SharedEntry) -> bool + '_ {
+    move |e| e.header.header == size && e.slice == *names
+}
+
 /// The one hash of a label.
 fn label_hash(hasher: &Hasher, key: &str, value: &str) -> u64 {
     hasher.hash_one((key, value))
@@ -109,29 +115,32 @@ fn held_label_hash(hasher: &Hasher, l: &SharedLabel) -> u64 {
     label_hash(hasher, &l.0, &l.1)
 }
 
+/// Whether a held label is `key`=`value`.
+fn is_label<'a>(key: &'a str, value: &'a str) -> impl Fn(&SharedLabel) -> bool + 'a {
+    move |l| &*l.0 == key && &*l.1 == value
+}
+
 /// The shared copy of an image entry of `size` with `names` (already interned
-/// strings).
+/// strings), made of `names` the first time.
 pub fn intern_entry(size: EntrySize, names: Vec<ImageRef>) -> SharedEntry {
     let mut entries = lock(&ENTRIES);
     let hash = entry_hash(&entries.hasher, size, &names);
-    entries.intern(
-        hash,
-        |e| e.header.header == size && e.slice == names[..],
-        held_entry_hash,
-        || ThinArc::from_header_and_iter(size, names.iter().cloned()),
-    )
+    if let Some(shared) = entries.find(hash, is_entry(size, &names)) {
+        return shared.clone();
+    }
+    let shared = ThinArc::from_header_and_iter(size, names.into_iter());
+    entries.insert(hash, shared, held_entry_hash)
 }
 
 /// The shared copy of the label `key`=`value`, its strings shared too.
 pub fn intern_label(key: &str, value: &str) -> SharedLabel {
     let mut labels = lock(&LABELS);
     let hash = label_hash(&labels.hasher, key, value);
-    labels.intern(
-        hash,
-        |l| &*l.0 == key && &*l.1 == value,
-        held_label_hash,
-        || triomphe::Arc::new((intern_str(key), intern_str(value))),
-    )
+    if let Some(shared) = labels.find(hash, is_label(key, value)) {
+        return shared.clone();
+    }
+    let shared = triomphe::Arc::new((intern_str(key), intern_str(value)));
+    labels.insert(hash, shared, held_label_hash)
 }
 
 impl ImageRef {
@@ -205,10 +214,9 @@ pub fn collect_garbage() {
     shrink_if_sparse(&mut strings);
 }
 
-/// A set keeps the table it grew to: after a huge node list is gone, that is
-/// megabytes of empty buckets. Give them back once the set is mostly empty.
+/// Gives back the room of a set that is mostly empty ([`sparse`]).
 fn shrink_if_sparse<T: std::hash::Hash + Eq>(set: &mut Set<T>) {
-    if set.capacity() > 4 * set.len() + 1024 {
+    if sparse(set.capacity(), set.len()) {
         set.shrink_to_fit();
     }
 }
@@ -257,9 +265,7 @@ mod tests {
     fn entry_held(size: EntrySize, names: &[ImageRef]) -> bool {
         let set = lock(&ENTRIES);
         let hash = entry_hash(&set.hasher, size, names);
-        set.table
-            .find(hash, |e| e.header.header == size && e.slice == *names)
-            .is_some()
+        set.find(hash, is_entry(size, names)).is_some()
     }
 
     #[test]
@@ -301,9 +307,7 @@ mod tests {
     fn label_held(key: &str, value: &str) -> bool {
         let set = lock(&LABELS);
         let hash = label_hash(&set.hasher, key, value);
-        set.table
-            .find(hash, |l| &*l.0 == key && &*l.1 == value)
-            .is_some()
+        set.find(hash, is_label(key, value)).is_some()
     }
 
     #[test]
