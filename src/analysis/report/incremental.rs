@@ -87,10 +87,22 @@ enum Seen {
 
 impl Pool {
     fn count(&mut self, shares: &Shares, add: bool) {
-        for (p, tag) in &shares.patterns {
+        self.count_tags(&shares.patterns, add);
+        self.count_pairs(&shares.digests, add);
+        self.sizes
+            .count(shares.runtime.as_ref(), &shares.sizes, add);
+    }
+
+    /// Counts (`add`) or takes out one node's pattern tags.
+    fn count_tags(&mut self, tags: &[(usize, Arc<ImageRef>)], add: bool) {
+        for (p, tag) in tags {
             bump(self.patterns[*p].entry(tag.clone()), add);
         }
-        for pair in &shares.digests {
+    }
+
+    /// Counts (`add`) or takes out one node's (wanted image, digest) pairs.
+    fn count_pairs(&mut self, pairs: &[DigestPair], add: bool) {
+        for pair in pairs {
             if add {
                 *self.digests.entry(pair.clone()).or_default() += 1;
             } else if let Some(n) = self.digests.get_mut(pair) {
@@ -100,8 +112,6 @@ impl Pool {
                 }
             }
         }
-        self.sizes
-            .count(shares.runtime.as_ref(), &shares.sizes, add);
     }
 
     /// `tags` (pattern, tag), each tag as the pool's copy when it has one.
@@ -190,9 +200,7 @@ impl Analysis {
             .iter()
             .map(|n| {
                 let tags = pool.share_tags(node_pattern_tags(wanted, n));
-                for (p, tag) in &tags {
-                    bump(pool.patterns[*p].entry(tag.clone()), true);
-                }
+                pool.count_tags(&tags, true);
                 tags
             })
             .collect();
@@ -203,9 +211,7 @@ impl Analysis {
             .iter()
             .map(|n| {
                 let pairs = pool.share(set.node_tag_digests(n));
-                for pair in &pairs {
-                    *pool.digests.entry(pair.clone()).or_default() += 1;
-                }
+                pool.count_pairs(&pairs, true);
                 pairs
             })
             .collect();
