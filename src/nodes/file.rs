@@ -2,7 +2,6 @@
 
 use super::{About, Ingest, Loudness, report_failure};
 use crate::analysis::NodeView;
-use crate::analysis::node::remembering_names;
 use crate::decode::lenient::{not_a_list_message, truncate};
 use crate::decode::stream::each_item;
 use crate::metrics::{Failure, SourceErrorKind};
@@ -186,21 +185,18 @@ pub fn load_bounded(
     };
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let decoded = ingest.decoding(|| {
-        remembering_names(|| {
-            decode_each(&bytes, |node| match node {
-                Ok(view) => {
-                    if let Some(s) = ingest.summarize(&view) {
-                        if !seen.insert(s.name.clone()) {
-                            ingest
-                                .undecodable(&s.name, "duplicate node name; the last one is kept");
-                            out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
-                        }
-                        out.push(s);
+    let decoded = ingest.decoding_batch(|| {
+        decode_each(&bytes, |node| match node {
+            Ok(view) => {
+                if let Some(s) = ingest.summarize(&view) {
+                    if !seen.insert(s.name.clone()) {
+                        ingest.undecodable(&s.name, "duplicate node name; the last one is kept");
+                        out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
                     }
+                    out.push(s);
                 }
-                Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
-            })
+            }
+            Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
         })
     });
     ingest.list_done();

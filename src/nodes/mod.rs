@@ -81,6 +81,13 @@ impl Ingest {
         decoding_for(self.store.relevance(), f)
     }
 
+    /// [`Ingest::decoding`], for a batch of a list (a page, a nodes file): names
+    /// seen lately are remembered from node to node ([`remembering_names`]) until
+    /// [`Ingest::list_done`].
+    pub fn decoding_batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.decoding(|| remembering_names(f))
+    }
+
     /// The summaries of a list page's items (delimited, not yet decoded), in
     /// order; an item that cannot be decoded is counted and skipped. Decoding is
     /// most of the work of a list, and items are independent: with two CPUs or
@@ -88,17 +95,15 @@ impl Ingest {
     /// page are decoded at once, on two threads kept for it ([`decode_pool`]).
     pub fn summarize_items(&self, items: &[&RawValue]) -> Vec<NodeSummary> {
         let decode = |items: &[&RawValue]| {
-            self.decoding(|| {
-                remembering_names(|| {
-                    let mut out = Vec::with_capacity(items.len());
-                    for raw in items {
-                        match serde_json::from_str::<NodeView>(raw.get()) {
-                            Ok(node) => out.extend(self.summarize(&node)),
-                            Err(e) => self.undecodable("in a list page", &e.to_string()),
-                        }
+            self.decoding_batch(|| {
+                let mut out = Vec::with_capacity(items.len());
+                for raw in items {
+                    match serde_json::from_str::<NodeView>(raw.get()) {
+                        Ok(node) => out.extend(self.summarize(&node)),
+                        Err(e) => self.undecodable("in a list page", &e.to_string()),
                     }
-                    out
-                })
+                }
+                out
             })
         };
         let pool = match decode_pool() {
