@@ -294,7 +294,15 @@ async fn kubelet_configz_supplies_the_real_cap() {
             "--kubelet-configz-timeout",
             "500ms",
         ],
-        &[("KUBECONFIG", kc.as_path())],
+        &[
+            ("KUBECONFIG", kc.as_path()),
+            // Each round of reads is logged: if a node is read twice, the log
+            // says which round read it.
+            (
+                "RUST_LOG",
+                std::path::Path::new("info,imagecap_exporter::nodes::kubelet=debug"),
+            ),
+        ],
     );
     exporter.wait_ready().await;
     let known = |m: &str, n: &str| sample(m, "imagecap_node_max_images_known", &[("node", n)]);
@@ -329,7 +337,7 @@ async fn kubelet_configz_supplies_the_real_cap() {
     assert!(logs.contains("get on nodes/proxy"), "{logs}");
     assert!(logs.contains("no nodeStatusMaxImages"), "{logs}");
     let (served, max_in_flight) = fake.configz_stats();
-    assert_eq!(served, 6);
+    assert_eq!(served, 6, "each node is read once:\n{logs}");
     assert!(max_in_flight <= 2, "at most 2 at once, saw {max_in_flight}");
 
     // A node that appears is read at once, not at the next interval (10m).

@@ -239,7 +239,8 @@ pub async fn run(
                 }
             }
         }
-        tracing::debug!(?endpoint, ok, failed, "read kubelets");
+        // Which round it was: every node on the interval, or the new ones.
+        tracing::debug!(?endpoint, everyone, ok, failed, "read kubelets");
         let live: HashSet<String> = store.node_names().into_iter().collect();
         attempted.retain(|n| live.contains(n));
         last_error.retain(|n, _| live.contains(n));
