@@ -9,6 +9,7 @@ use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
 use crate::analysis::node::Problem;
 use crate::analysis::report::{Analysis, Assumptions, Inputs, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::runtime::RuntimeSummary;
+use crate::analysis::wanted::KnownDigests;
 use crate::analysis::wants::Wants;
 use crate::analysis::{NodeSummary, Relevance, Report, WantSource, Wanted, intern};
 use std::collections::{BTreeMap, BTreeSet};
@@ -97,7 +98,8 @@ struct Inner {
     /// When the configuration was read: the last success of `config` and
     /// `pattern`.
     configured_at: f64,
-    /// Which image entries summaries keep; follows `wanted` and `sources`.
+    /// Which image entries summaries keep; follows `wanted` and `sources`, and
+    /// the digests the wanted images are known by ([`Store::follow_digests`]).
     relevance: Arc<Relevance>,
     nodes: BTreeMap<String, Arc<NodeSummary>>,
     /// What kubelets and node agents say of the nodes; kept apart from the
@@ -248,8 +250,14 @@ impl Store {
     }
 
     /// Replaces every node: a complete list arrived.
-    pub fn replace_all(&self, nodes: Vec<NodeSummary>) {
+    pub fn replace_all(&self, mut nodes: Vec<NodeSummary>) {
         let mut inner = self.write();
+        if let Some(known) = inner.relevance.known_digests() {
+            // Summarized before the digests were known, or against others.
+            for n in &mut nodes {
+                n.drop_unknown_digests(known);
+            }
+        }
         let unchanged = nodes.len() == inner.nodes.len()
             && nodes
                 .iter()
@@ -286,8 +294,11 @@ impl Store {
         }
     }
 
-    pub fn upsert(&self, node: NodeSummary) {
+    pub fn upsert(&self, mut node: NodeSummary) {
         let mut inner = self.write();
+        if let Some(known) = inner.relevance.known_digests() {
+            node.drop_unknown_digests(known);
+        }
         inner.last_update = Some(SystemTime::now());
         let added = match inner.nodes.get(&node.name) {
             Some(old) if **old == node => return,
@@ -445,7 +456,7 @@ impl Store {
     /// nodes changed, only those are: call it off the async runtime's workers.
     pub fn report(&self) -> (Arc<Report>, Option<SystemTime>) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (generation, nodes, changed, extras, sources, configured_at, last_update) = {
+        let (generation, nodes, changed, extras, sources, configured_at, last_update, complete) = {
             let mut inner = self.write();
             if let Some(c) = cache.as_ref()
                 && c.generation == inner.generation
@@ -471,6 +482,7 @@ impl Store {
                 inner.sources.clone(),
                 inner.configured_at,
                 inner.last_update,
+                inner.has_data && inner.nodes.values().all(|n| n.all_digest_entries),
             )
         };
         let refs: Vec<&NodeSummary> = nodes.iter().map(|n| n.as_ref()).collect();
@@ -508,12 +520,60 @@ impl Store {
         };
         let report = Arc::new(analysis.report(last.as_deref(), inputs));
         drop(last);
+        let known = analysis.known_digests();
         *cache = Some(Cached {
             generation,
             report: report.clone(),
             analysis,
         });
+        drop(cache);
+        drop(refs);
+        drop(nodes);
+        self.follow_digests(known, complete);
         (report, last_update)
+    }
+
+    /// Brings what summaries keep of the entries kept for a digest alone
+    /// ([`Relevance::with_known_digests`]) in line with `known`, the digests the
+    /// wanted images were known by in the last report. These come from the nodes
+    /// (the entries that carry a wanted tag) and change with them.
+    ///
+    /// The first report made of a complete list whose summaries kept every such
+    /// entry (`complete`) tells them: every summary drops
+    /// the entries known by other digests alone, and later ones are made
+    /// without. When a digest not known before appears, an entry another node
+    /// has by that digest alone may have been dropped: the relevance keeps them
+    /// all again and the nodes are listed again (a node that changed while the
+    /// report was made may bring such a digest too: the next report tells it).
+    /// A digest that goes stays known: it only keeps a few entries more.
+    fn follow_digests(&self, known: KnownDigests, complete: bool) {
+        let mut inner = self.write();
+        match inner.relevance.known_digests() {
+            // Wait for a list that brings them all.
+            None if !complete || !inner.nodes.values().all(|n| n.all_digest_entries) => {}
+            None => {
+                let mut dropped = false;
+                for node in inner.nodes.values_mut() {
+                    if node.has_unknown_digests(&known) {
+                        dropped |= Arc::make_mut(node).drop_unknown_digests(&known);
+                    }
+                }
+                let relevance = inner.relevance.with_known_digests(Some(Arc::new(known)));
+                inner.relevance = Arc::new(relevance);
+                drop(inner);
+                if dropped {
+                    intern::collect_garbage();
+                    crate::sys::release_free_memory();
+                }
+            }
+            Some(old) if known.is_subset(old) => {}
+            Some(_) => {
+                inner.relevance = Arc::new(inner.relevance.with_known_digests(None));
+                drop(inner);
+                tracing::info!("a wanted image is known by a new digest; listing the nodes again");
+                self.resync.send_modify(|n| *n += 1);
+            }
+        }
     }
 
     /// Moves on every change that can change the report: a report made for this
@@ -554,6 +614,7 @@ mod tests {
             taints: vec![],
             relevant_images: vec![],
             smallest_image_bytes: None,
+            all_digest_entries: true,
             runtime: None,
             problems: vec![],
         }
@@ -649,20 +710,6 @@ mod tests {
         store.replace_all(vec![node("a", 3), node("b", 60)]);
         store.add_source(WantSource::Nublado);
         let wants = |image: &str| wants_one(&store, WantSource::Nublado, image);
-        let whole = |store: &Store| {
-            let inner = store.read();
-            crate::analysis::analyze(
-                inner.nodes.values().map(|n| n.as_ref()),
-                &store.wanted,
-                &inner.sources,
-                Assumptions {
-                    default_max_images: 50,
-                    agents: false,
-                    configured_at: Some(inner.configured_at),
-                },
-                &inner.extras,
-            )
-        };
         store.source_succeeded(WantSource::Nublado, wants("ghcr.io/x/lab:1"));
         let first = store.report().0;
         assert_eq!(*first, whole(&store));
@@ -772,6 +819,106 @@ mod tests {
         assert_eq!(store.report().0.nodes.len(), 1, "the data is still served");
         store.set_source_live(true);
         assert!(store.ready());
+    }
+
+    /// The summary of a node reporting `images` (names, size), as the sources
+    /// make it: against the store's relevance.
+    fn summarized(store: &Store, name: &str, images: &[&[&str]]) -> NodeSummary {
+        let images: Vec<serde_json::Value> = images
+            .iter()
+            .map(|names| serde_json::json!({"names": names, "sizeBytes": 1000}))
+            .collect();
+        let view: crate::analysis::NodeView = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"images": images},
+        }))
+        .unwrap();
+        crate::analysis::summarize(&view, &store.relevance()).unwrap()
+    }
+
+    /// The report of the store's summaries, made whole.
+    fn whole(store: &Store) -> Report {
+        let inner = store.read();
+        crate::analysis::analyze(
+            inner.nodes.values().map(|n| n.as_ref()),
+            &store.wanted,
+            &inner.sources,
+            Assumptions {
+                default_max_images: 50,
+                agents: false,
+                configured_at: Some(inner.configured_at),
+            },
+            &inner.extras,
+        )
+    }
+
+    fn kept_digests(store: &Store, node: &str) -> Vec<String> {
+        let inner = store.read();
+        let mut d: Vec<String> = inner.nodes[node]
+            .relevant_images
+            .iter()
+            .flat_map(|e| e.iter())
+            .filter(|n| n.tag.is_none())
+            .map(|n| n.to_string())
+            .collect();
+        d.sort();
+        d
+    }
+
+    /// Entries known by a digest alone are kept while a wanted image may be
+    /// known by it: dropped after the first report (which they do not change),
+    /// and listed again when a wanted tag turns up with their digest.
+    #[tokio::test(start_paused = true)]
+    async fn entries_known_by_digest_alone_are_kept_while_a_wanted_image_can_be_them() {
+        let store = Store::new(Arc::new(wanted(&["ghcr.io/x/app:1"], &[], &[])), 50);
+        let mut resyncs = store.resyncs();
+        let d = |c: char| format!("ghcr.io/x/app@sha256:{}", c.to_string().repeat(64));
+        let (d1, d2, d3) = (d('1'), d('2'), d('3'));
+        let a: &[&[&str]] = &[&["ghcr.io/x/app:1", &d1]];
+        // A build of its own (its tag is nobody's), and a dangling image.
+        let b: &[&[&str]] = &[&["ghcr.io/x/app:pr-7", &d2], &[&d3]];
+        store.replace_all(vec![summarized(&store, "a", a), summarized(&store, "b", b)]);
+        assert_eq!(kept_digests(&store, "b"), [d2.as_str(), d3.as_str()]);
+
+        let first = store.report().0;
+        assert_eq!(first.nodes[1].prepull.missing_images, ["ghcr.io/x/app:1"]);
+        assert!(
+            kept_digests(&store, "b").is_empty(),
+            "no wanted image is known by them"
+        );
+        assert_eq!(kept_digests(&store, "a"), [d1.as_str()], "a wanted tag's");
+        assert_eq!(*first, whole(&store), "the same report without them");
+        assert!(
+            !requested_within(&mut resyncs, Duration::from_secs(1)).await,
+            "nothing to list again"
+        );
+        // Summaries made from now on keep them not.
+        let b_now = summarized(&store, "b", b);
+        assert!(b_now.relevant_images.is_empty() && !b_now.all_digest_entries);
+        store.upsert(b_now);
+        assert_eq!(store.report().0, first, "unchanged");
+
+        // The wanted tag turns up on another node as the image b has by digest:
+        // b's entry may be that image, so the nodes are listed again.
+        let c: &[&[&str]] = &[&["ghcr.io/x/app:1", &d2]];
+        store.upsert(summarized(&store, "c", c));
+        let _ = store.report();
+        assert!(requested_within(&mut resyncs, Duration::from_secs(1)).await);
+        assert!(
+            store.relevance().known_digests().is_none(),
+            "all kept again"
+        );
+        let relisted = [("a", a), ("b", b), ("c", c)].map(|(n, i)| summarized(&store, n, i));
+        store.replace_all(relisted.to_vec());
+        let listed = store.report().0;
+        assert!(
+            listed.nodes[1].prepull.missing_images.is_empty(),
+            "b has it by digest: {:?}",
+            listed.nodes[1].prepull
+        );
+        assert_eq!(kept_digests(&store, "b"), [d2], "the dangling one goes");
+        assert_eq!(*listed, whole(&store));
+        assert!(!requested_within(&mut resyncs, Duration::from_secs(120)).await);
     }
 
     #[test]

@@ -965,3 +965,51 @@ async fn a_tag_wanted_later_is_found_on_the_nodes() {
         Some(0.0)
     );
 }
+
+/// An image a node reports by digest alone, under a tag nobody wants, is the
+/// wanted image once that tag turns up with the same digest on another node:
+/// summaries keep such entries only while a wanted image is known by their
+/// digest, so the nodes are listed again and the first node has it.
+#[tokio::test]
+async fn a_digest_a_wanted_tag_turns_up_with_is_found_on_the_nodes() {
+    let digest = |c: &str| format!("r.io/app@sha256:{}", c.repeat(64));
+    let (d1, d2) = (digest("1"), digest("2"));
+    let fake = FakeApiServer::start(vec![
+        node("a", &[], &[names(&["r.io/app:1", &d1])]),
+        node("b", &[], &[names(&["r.io/app:pr-7", &d2])]),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(dir.path(), &fake.url());
+    let config = write_config(dir.path(), "prepull:\n  images:\n    - r.io/app:1\n");
+    let exporter = Exporter::start(&["--config", &config], &[("KUBECONFIG", kc.as_path())]);
+    exporter.wait_ready().await;
+    let missing =
+        |m: &str, n: &str| sample(m, "imagecap_node_prepull_missing_images", &[("node", n)]);
+    exporter
+        .wait_metrics("b misses r.io/app:1", |m| {
+            missing(m, "a") == Some(0.0) && missing(m, "b") == Some(1.0)
+        })
+        .await;
+    let lists = || {
+        fake.requests()
+            .iter()
+            .filter(|q| !q.contains("watch="))
+            .count()
+    };
+    let before = lists();
+
+    fake.apply(node("c", &[], &[names(&["r.io/app:1", &d2])]));
+    let m = exporter
+        .wait_metrics("b has r.io/app:1 by digest", |m| {
+            missing(m, "b") == Some(0.0)
+        })
+        .await;
+    assert_eq!(missing(&m, "c"), Some(0.0));
+    assert!(lists() > before, "listed again: {:?}", fake.requests());
+    assert!(
+        exporter.log_text().contains("known by a new digest"),
+        "{}",
+        exporter.log_text()
+    );
+}

@@ -7,7 +7,7 @@
 use super::eligibility::{NodeFacts, NodeLabels, Taint};
 use super::intern::{intern, intern_entry, intern_str};
 use super::reference::{ImageRef, NameSplit, RefError, split};
-use super::wanted::Relevance;
+use super::wanted::{KnownDigests, Relevance, is_known};
 use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present, texts};
 use crate::decode::quantity::parse_bytes;
 use k8s_openapi::api::core::v1::Node;
@@ -775,9 +775,35 @@ pub struct NodeSummary {
     /// sizes are compared only between nodes that agree on it.
     pub runtime: Option<Arc<str>>,
     pub problems: Vec<Problem>,
+    /// Every entry kept for a digest alone is here: the summary was made before
+    /// the digests the wanted images are known by were told
+    /// ([`Relevance::with_known_digests`]), and none was dropped since.
+    pub all_digest_entries: bool,
 }
 
 impl NodeSummary {
+    /// Drops the entries no wanted image can be while the wanted images are
+    /// known by `known` digests: those kept for a digest in a wanted (or a
+    /// pattern's) repository alone, that carry no tag kept and none of `known`.
+    /// A wanted image is in an entry by a wanted tag or by one of `known`, so
+    /// what the analysis reads of the node is the same without them. Where every
+    /// node's images are its own (per-build tags), they are most of what a
+    /// summary keeps. Returns whether any was dropped.
+    pub fn drop_unknown_digests(&mut self, known: &KnownDigests) -> bool {
+        if !self.has_unknown_digests(known) {
+            return false;
+        }
+        self.relevant_images.retain(|e| is_known(e, known));
+        self.relevant_images.shrink_to_fit();
+        self.all_digest_entries = false;
+        true
+    }
+
+    /// Whether [`NodeSummary::drop_unknown_digests`] would drop an entry.
+    pub fn has_unknown_digests(&self, known: &KnownDigests) -> bool {
+        self.relevant_images.iter().any(|e| !is_known(e, known))
+    }
+
     /// What eligibility rules read.
     pub fn facts(&self) -> NodeFacts<'_> {
         NodeFacts {
@@ -1072,6 +1098,7 @@ pub fn summarize_with(
         smallest_image_bytes: None,
         runtime: None,
         problems: Vec::new(),
+        all_digest_entries: relevance.known_digests().is_none(),
     };
 
     let Some(status) = &node.status else {
@@ -1324,7 +1351,9 @@ fn fold_entry<S: AsRef<str>>(
             format!("status.images[{i}] has no sizeBytes"),
         ),
     }
-    if let Some(refs) = entry_names(i, entry, relevance, cache, problem) {
+    if let Some(refs) = entry_names(i, entry, relevance, cache, problem)
+        && relevance.keeps_entry(&refs)
+    {
         totals.relevant.push(Entry::new(refs, EntrySize::new(size)));
     }
 }

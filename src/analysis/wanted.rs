@@ -3,7 +3,7 @@
 //! summary must keep to match them.
 
 use super::eligibility::Eligibility;
-use super::reference::ImageRef;
+use super::reference::{Digest, ImageRef};
 use super::selector::LabelSelector;
 use regex::{Regex, RegexSet};
 use std::cmp::Ordering;
@@ -118,7 +118,9 @@ pub struct WantGroup {
 /// wanted repository's other tags are not kept: with per-build tags they are most
 /// of a node's names, and none of them can match. So when the wanted tags, the
 /// repositories or the patterns change, the nodes are summarized again (see
-/// `Store`): a source's new weekly costs one relist.
+/// `Store`): a source's new weekly costs one relist. Of the entries kept for a
+/// digest alone, only those a wanted image is known by are kept once the store
+/// knows those digests ([`Relevance::with_known_digests`]).
 #[derive(Debug, Clone, Default)]
 pub struct Relevance {
     repos: HashSet<Arc<str>>,
@@ -129,8 +131,28 @@ pub struct Relevance {
     /// Which repositories the patterns can match a tag of (`None` with no
     /// patterns, or patterns it cannot tell for).
     repo_patterns: Option<Arc<RepoPatterns>>,
+    /// The digests the wanted images are known by, once the store has told them
+    /// (`None`: every entry kept for a digest is).
+    known_digests: Option<Arc<KnownDigests>>,
 }
 
+/// The digests the wanted images are known by: a wanted digest reference's, and
+/// those of the entries that carry a wanted tag on some node
+/// ([`Analysis::known_digests`](crate::analysis::report::Analysis::known_digests)).
+pub type KnownDigests = HashSet<Digest, foldhash::fast::RandomState>;
+
+/// Whether an entry's kept names can be a wanted image known by `known`
+/// digests: one is a tag (only wanted and pattern tags are kept), one of
+/// `known`, or a name without a digest.
+pub fn is_known(names: &[ImageRef], known: &KnownDigests) -> bool {
+    names
+        .iter()
+        .any(|n| n.tag.is_some() || n.digest.as_ref().is_none_or(|d| known.contains(d)))
+}
+
+/// The known digests are left out: the store follows them itself (a new one
+/// has the nodes listed again, and one gone changes nothing that matters), so a
+/// change of them alone calls for no new summaries.
 impl PartialEq for Relevance {
     fn eq(&self, other: &Self) -> bool {
         self.repos == other.repos
@@ -164,7 +186,32 @@ impl Relevance {
             patterns,
             tags,
             repo_patterns,
+            known_digests: None,
         }
+    }
+
+    /// This relevance, keeping of the entries kept for a digest alone those a
+    /// wanted image is known by: a digest of `known`. In a wanted repository
+    /// whose images are each on one node (per-build tags) they are most of what
+    /// summaries would keep, and none of them can be a wanted image.
+    pub fn with_known_digests(&self, known: Option<Arc<KnownDigests>>) -> Relevance {
+        Relevance {
+            known_digests: known,
+            ..self.clone()
+        }
+    }
+
+    /// The digests the wanted images are known by, once told.
+    pub fn known_digests(&self) -> Option<&Arc<KnownDigests>> {
+        self.known_digests.as_ref()
+    }
+
+    /// Whether a node's entry with these kept names is kept: always, until the
+    /// known digests are told ([`Relevance::with_known_digests`]).
+    pub fn keeps_entry(&self, names: &[ImageRef]) -> bool {
+        self.known_digests
+            .as_ref()
+            .is_none_or(|known| is_known(names, known))
     }
 
     /// Whether a name of a runtime's image can match an image wanted now: a tag
@@ -497,6 +544,29 @@ pub(crate) mod tests {
             "no patterns, not a wanted repo"
         );
         assert!(Relevance::new(&wanted(&[], &[], &[]), []).is_empty());
+    }
+
+    /// Told the digests the wanted images are known by, a relevance keeps of the
+    /// entries kept for a digest alone those with one of them, and is still the
+    /// same relevance (nodes need not be summarized again for it).
+    #[test]
+    fn known_digests_keep_the_entries_a_wanted_image_can_be() {
+        let r = Relevance::new(&wanted(&["ghcr.io/x/app:1"], &[], &[]), []);
+        let d = |c: char| format!("ghcr.io/x/app@sha256:{}", c.to_string().repeat(64));
+        let by_digest = refs(&[&d('1')]);
+        let other = refs(&[&d('2')]);
+        let tagged = refs(&["ghcr.io/x/app:1", &d('2')]);
+        assert!(
+            r.keeps_entry(&by_digest) && r.keeps_entry(&other),
+            "all, untold"
+        );
+        let known: KnownDigests = [by_digest[0].digest.clone().unwrap()].into_iter().collect();
+        let told = r.with_known_digests(Some(Arc::new(known)));
+        assert!(told.keeps_entry(&by_digest));
+        assert!(!told.keeps_entry(&other));
+        assert!(told.keeps_entry(&tagged), "a kept tag keeps its entry");
+        assert!(told == r, "the same relevance");
+        assert!(told.known_digests().is_some() && r.known_digests().is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::wanted_images::{FastHash, WantedSet, node_pattern_tags, wanted_set};
 use super::{Report, menu};
 use crate::analysis::node::NodeSummary;
 use crate::analysis::reference::{Digest, ImageRef};
-use crate::analysis::wanted::{WantSource, Wanted};
+use crate::analysis::wanted::{KnownDigests, WantSource, Wanted};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -187,6 +187,19 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// The digests the wanted images are known by now: a wanted digest
+    /// reference's, and those of the entries that carry a wanted tag. An entry
+    /// known by none of them, and by no wanted tag, is no wanted image
+    /// ([`NodeSummary::drop_unknown_digests`]).
+    pub fn known_digests(&self) -> KnownDigests {
+        let mut known = KnownDigests::default();
+        for w in &self.set.images {
+            known.extend(w.reference.digest.iter().cloned());
+            known.extend(w.digests.iter().cloned());
+        }
+        known
+    }
+
     /// The analysis of `nodes`, whole.
     pub fn new(nodes: &[&NodeSummary], inputs: Inputs) -> Analysis {
         let mut nodes = nodes.to_vec();
