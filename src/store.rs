@@ -132,6 +132,13 @@ impl Inner {
         }
     }
 
+    /// A complete list is in and every summary holds each entry kept for a
+    /// digest alone: the known digests can be told from a report of them
+    /// ([`Store::follow_digests`]).
+    fn holds_all_digest_entries(&self) -> bool {
+        self.has_data && self.nodes.values().all(|n| n.all_digest_entries)
+    }
+
     /// Something every report depends on changed: all must be made again.
     fn changed_everything(&mut self) {
         self.generation += 1;
@@ -482,7 +489,7 @@ impl Store {
                 inner.sources.clone(),
                 inner.configured_at,
                 inner.last_update,
-                inner.has_data && inner.nodes.values().all(|n| n.all_digest_entries),
+                inner.relevance.known_digests().is_none() && inner.holds_all_digest_entries(),
             )
         };
         let refs: Vec<&NodeSummary> = nodes.iter().map(|n| n.as_ref()).collect();
@@ -550,7 +557,7 @@ impl Store {
         let mut inner = self.write();
         match inner.relevance.known_digests() {
             // Wait for a list that brings them all.
-            None if !complete || !inner.nodes.values().all(|n| n.all_digest_entries) => {}
+            None if !complete || !inner.holds_all_digest_entries() => {}
             None => {
                 let mut dropped = false;
                 for node in inner.nodes.values_mut() {
