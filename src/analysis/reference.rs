@@ -61,6 +61,19 @@ impl Digest {
         }
     }
 
+    /// The sha256 digest of `bytes`.
+    pub fn from_sha256(bytes: [u8; 32]) -> Digest {
+        Digest(DigestRepr::Sha256(bytes))
+    }
+
+    /// Its 32 bytes, when it is a sha256 digest.
+    pub fn sha256(&self) -> Option<&[u8; 32]> {
+        match &self.0 {
+            DigestRepr::Sha256(b) => Some(b),
+            DigestRepr::Text(_) => None,
+        }
+    }
+
     /// Whether it is one a registry computes ([`digest_is_canonical`]).
     pub fn is_canonical(&self) -> bool {
         match &self.0 {

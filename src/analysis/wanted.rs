@@ -131,6 +131,8 @@ pub struct Relevance {
     /// Which repositories the patterns can match a tag of (`None` with no
     /// patterns, or patterns it cannot tell for).
     repo_patterns: Option<Arc<RepoPatterns>>,
+    /// The digests of the wanted references that name one.
+    wanted_digests: Vec<Digest>,
     /// The digests the wanted images are known by, once the store has told them
     /// (`None`: every entry kept for a digest is).
     known_digests: Option<Arc<KnownDigests>>,
@@ -152,11 +154,14 @@ pub fn is_known(names: &[ImageRef], known: &KnownDigests) -> bool {
 
 /// The known digests are left out: the store follows them itself (a new one
 /// has the nodes listed again, and one gone changes nothing that matters), so a
-/// change of them alone calls for no new summaries.
+/// change of them alone calls for no new summaries. The wanted references'
+/// digests are in: a list works out the known digests from them
+/// ([`crate::analysis::list`]).
 impl PartialEq for Relevance {
     fn eq(&self, other: &Self) -> bool {
         self.repos == other.repos
             && self.tags == other.tags
+            && self.wanted_digests == other.wanted_digests
             && self.patterns.as_ref().map(RegexSet::patterns)
                 == other.patterns.as_ref().map(RegexSet::patterns)
     }
@@ -166,6 +171,7 @@ impl Relevance {
     pub fn new<'a>(wanted: &Wanted, groups: impl IntoIterator<Item = &'a WantGroup>) -> Self {
         let mut repos = HashSet::new();
         let mut tags: HashMap<Arc<str>, HashSet<Arc<str>>> = HashMap::new();
+        let mut wanted_digests = Vec::new();
         for r in wanted
             .exact
             .iter()
@@ -175,7 +181,10 @@ impl Relevance {
             if let Some(t) = &r.tag {
                 tags.entry(r.repo.clone()).or_default().insert(t.clone());
             }
+            wanted_digests.extend(r.digest.iter().cloned());
         }
+        wanted_digests.sort_unstable();
+        wanted_digests.dedup();
         let patterns = (!wanted.pattern_set.is_empty()).then(|| wanted.pattern_set.clone());
         let repo_patterns = patterns
             .as_ref()
@@ -186,8 +195,15 @@ impl Relevance {
             patterns,
             tags,
             repo_patterns,
+            wanted_digests,
             known_digests: None,
         }
+    }
+
+    /// The digests the wanted references name (`repo@sha256:...`): wanted
+    /// images known by them whatever the nodes say.
+    pub fn wanted_digests(&self) -> &[Digest] {
+        &self.wanted_digests
     }
 
     /// This relevance, keeping of the entries kept for a digest alone those a
@@ -567,6 +583,11 @@ pub(crate) mod tests {
         assert!(told.keeps_entry(&tagged), "a kept tag keeps its entry");
         assert!(told == r, "the same relevance");
         assert!(told.known_digests().is_some() && r.known_digests().is_none());
+        // A wanted reference's digest is known whatever the nodes say, and a
+        // new one makes another relevance (its list tells it).
+        let pinned = Relevance::new(&wanted(&["ghcr.io/x/app:1", &d('3')], &[], &[]), []);
+        assert_eq!(pinned.wanted_digests(), &[Digest::new(&d('3')[14..])][..]);
+        assert!(pinned != r);
     }
 
     #[test]
