@@ -6,6 +6,7 @@
 //! always computed against the same one.
 
 use crate::analysis::kubelet_settings::{ImageFs, KubeletSettings};
+use crate::analysis::list::ListDigests;
 use crate::analysis::node::Problem;
 use crate::analysis::report::{Analysis, Assumptions, Inputs, NodeExtra, NodeExtras, SourceState};
 use crate::analysis::runtime::RuntimeSummary;
@@ -257,8 +258,30 @@ impl Store {
     }
 
     /// Replaces every node: a complete list arrived.
-    pub fn replace_all(&self, mut nodes: Vec<NodeSummary>) {
+    pub fn replace_all(&self, nodes: Vec<NodeSummary>) {
+        self.replace_list(nodes, None);
+    }
+
+    /// Replaces every node with a complete list's, and learns from `digests`
+    /// the digests the wanted images are known by, when the list was summarized
+    /// against the relevance in force, which did not know them
+    /// ([`ListSummaries::finish`](crate::analysis::list::ListSummaries::finish)):
+    /// from then on, summaries keep of the entries kept for a digest alone only
+    /// those. Should a report find a digest not among them, the nodes are
+    /// listed again ([`Store::follow_digests`]).
+    pub fn replace_list(&self, mut nodes: Vec<NodeSummary>, digests: Option<ListDigests>) {
         let mut inner = self.write();
+        if let Some(d) = digests
+            && inner.relevance.known_digests().is_none()
+            && Arc::ptr_eq(&inner.relevance, &d.relevance)
+        {
+            tracing::debug!(
+                digests = d.known.len(),
+                "the list tells the digests the wanted images are known by"
+            );
+            let relevance = inner.relevance.with_known_digests(Some(Arc::new(d.known)));
+            inner.relevance = Arc::new(relevance);
+        }
         if let Some(known) = inner.relevance.known_digests() {
             // Summarized before the digests were known, or against others.
             for n in &mut nodes {
@@ -545,10 +568,12 @@ impl Store {
     /// wanted images were known by in the last report. These come from the nodes
     /// (the entries that carry a wanted tag) and change with them.
     ///
-    /// The first report made of a complete list whose summaries kept every such
-    /// entry (`complete`) tells them: every summary drops
-    /// the entries known by other digests alone, and later ones are made
-    /// without. When a digest not known before appears, an entry another node
+    /// A list read by a source tells them when it is whole
+    /// ([`Store::replace_list`]). Otherwise (summaries made one by one), the
+    /// first report made of a complete set whose summaries kept every such
+    /// entry (`complete`) tells them: every summary drops the entries known by
+    /// other digests alone, and later ones are made without. When a digest
+    /// not known before appears, an entry another node
     /// has by that digest alone may have been dropped: the relevance keeps them
     /// all again and the nodes are listed again (a node that changed while the
     /// report was made may bring such a digest too: the next report tells it).
@@ -622,6 +647,7 @@ mod tests {
             relevant_images: vec![],
             smallest_image_bytes: None,
             all_digest_entries: true,
+            held: None,
             runtime: None,
             problems: vec![],
         }
@@ -926,6 +952,74 @@ mod tests {
         assert_eq!(kept_digests(&store, "b"), [d2], "the dangling one goes");
         assert_eq!(*listed, whole(&store));
         assert!(!requested_within(&mut resyncs, Duration::from_secs(120)).await);
+    }
+
+    /// Nodes listed as a source lists them: entries kept for a digest alone
+    /// are held until the list is whole ([`crate::analysis::list`]).
+    fn listed(
+        store: &Store,
+        nodes: &[(&str, &[&[&str]])],
+    ) -> (Vec<NodeSummary>, Option<ListDigests>) {
+        use crate::analysis::list::{ListSummaries, holding};
+        let relevance = store.relevance();
+        let mut list = ListSummaries::default();
+        let ((), held) = holding(&relevance, || {
+            for (name, images) in nodes {
+                list.push(summarized(store, name, images));
+            }
+        });
+        list.batch_done(&relevance, held);
+        list.finish()
+    }
+
+    /// A whole list tells the digests the wanted images are known by: the
+    /// entries known by none of them never reach the store, the report is
+    /// the one the entries made one by one give, and nothing is listed again.
+    /// A list read against another relevance tells nothing.
+    #[tokio::test(start_paused = true)]
+    async fn a_list_tells_the_digests_the_wanted_images_are_known_by() {
+        let wanted = Arc::new(wanted(&["ghcr.io/x/app:1"], &[], &[]));
+        let store = Store::new(wanted.clone(), 50);
+        let mut resyncs = store.resyncs();
+        let d = |c: char| format!("ghcr.io/x/app@sha256:{}", c.to_string().repeat(64));
+        let (d1, d2, d3) = (d('1'), d('2'), d('3'));
+        let a: &[&[&str]] = &[&["ghcr.io/x/app:1", &d1]];
+        let b: &[&[&str]] = &[&["ghcr.io/x/app:pr-7", &d2], &[&d3], &[&d1]];
+        let (nodes, digests) = listed(&store, &[("a", a), ("b", b)]);
+        let told = digests.as_ref().expect("told").known.clone();
+        store.replace_list(nodes, digests);
+        assert_eq!(kept_digests(&store, "b"), [d1.as_str()]);
+        let known = store.relevance().known_digests().cloned().expect("known");
+        assert_eq!(*known, told);
+
+        let one_by_one = Store::new(wanted, 50);
+        one_by_one.replace_all(vec![
+            summarized(&one_by_one, "a", a),
+            summarized(&one_by_one, "b", b),
+        ]);
+        let report = store.report().0;
+        assert!(
+            report.nodes[1].prepull.missing_images.is_empty(),
+            "b has it by digest"
+        );
+        assert_eq!(report.nodes, one_by_one.report().0.nodes);
+        assert_eq!(*report, whole(&store));
+        assert!(
+            !requested_within(&mut resyncs, Duration::from_secs(120)).await,
+            "the report knows no digest the list did not"
+        );
+
+        let fresh = Store::new(Arc::new(Wanted::default()), 50);
+        let (nodes, digests) = listed(&fresh, &[("b", b)]);
+        let digests = digests.map(|d| ListDigests {
+            relevance: Arc::new(Relevance::default()),
+            ..d
+        });
+        fresh.replace_list(nodes, digests);
+        assert!(
+            fresh.relevance().known_digests().is_none(),
+            "made against another relevance"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub(crate) use label_values;
 pub mod eligibility;
 pub mod intern;
 pub mod kubelet_settings;
+pub mod list;
 pub mod menu;
 pub mod node;
 pub mod plan;

@@ -6,6 +6,7 @@
 
 use super::eligibility::{NodeFacts, NodeLabels, Taint};
 use super::intern::{intern, intern_entry, intern_str};
+use super::list::{HeldSpan, hold, holding_for_node};
 use super::reference::{ImageRef, NameSplit, RefError, split};
 use super::wanted::{KnownDigests, Relevance, is_known};
 use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present, texts};
@@ -141,6 +142,8 @@ impl Default for ImageEntries {
 pub struct FoldedImages {
     totals: ImageTotals,
     problems: Vec<Problem>,
+    /// The entries held apart while they were read ([`super::list`]).
+    held: Option<HeldSpan>,
 }
 
 /// What a summary keeps of a node's image entries, added one at a time.
@@ -318,13 +321,17 @@ impl<'de> serde::de::Visitor<'de> for FoldingVisitor {
         let mut folded = FoldedImages::default();
         let mut count = 0;
         let relevance = &self.relevance;
-        with_name_cache(relevance, |cache| -> Result<(), A::Error> {
-            while let Some(entry) = seq.next_element_seed(FoldedEntry)? {
-                folded.add(count, &entry, relevance, cache);
-                count += 1;
-            }
-            Ok(())
-        })?;
+        let mut read = Ok(());
+        folded.held = holding_for_node(|| {
+            read = with_name_cache(relevance, |cache| -> Result<(), A::Error> {
+                while let Some(entry) = seq.next_element_seed(FoldedEntry)? {
+                    folded.add(count, &entry, relevance, cache);
+                    count += 1;
+                }
+                Ok(())
+            });
+        });
+        read?;
         folded.totals.relevant.shrink_to_fit();
         Ok(ImagesView {
             count,
@@ -779,6 +786,9 @@ pub struct NodeSummary {
     /// the digests the wanted images are known by were told
     /// ([`Relevance::with_known_digests`]), and none was dropped since.
     pub all_digest_entries: bool,
+    /// The entries held apart for this node while its list is read, until it is
+    /// added to the list ([`ListSummaries::push`](super::list::ListSummaries::push)).
+    pub held: Option<HeldSpan>,
 }
 
 impl NodeSummary {
@@ -1099,6 +1109,7 @@ pub fn summarize_with(
         runtime: None,
         problems: Vec::new(),
         all_digest_entries: relevance.known_digests().is_none(),
+        held: None,
     };
 
     let Some(status) = &node.status else {
@@ -1280,9 +1291,11 @@ impl ImageFolding<'_> {
         let mut all = ImageTotals::default();
         let totals = match &images.entries {
             ImageEntries::All(items) => {
-                for (i, entry) in items.iter().enumerate() {
-                    fold_entry(i, entry, self.relevance, self.cache, &mut all, problem);
-                }
+                self.summary.held = holding_for_node(|| {
+                    for (i, entry) in items.iter().enumerate() {
+                        fold_entry(i, entry, self.relevance, self.cache, &mut all, problem);
+                    }
+                });
                 &all
             }
             // Decided while decoding (for the relevance of that moment: should
@@ -1291,6 +1304,7 @@ impl ImageFolding<'_> {
                 for p in &folded.problems {
                     problem(p.field, p.detail.clone());
                 }
+                self.summary.held = folded.held;
                 &folded.totals
             }
         };
@@ -1354,7 +1368,12 @@ fn fold_entry<S: AsRef<str>>(
     if let Some(refs) = entry_names(i, entry, relevance, cache, problem)
         && relevance.keeps_entry(&refs)
     {
-        totals.relevant.push(Entry::new(refs, EntrySize::new(size)));
+        let size = EntrySize::new(size);
+        // Until the digests the wanted images are known by are told, an entry
+        // kept for its digests alone is held apart while a list is read.
+        if relevance.known_digests().is_some() || !hold(&refs, size, totals.relevant.len()) {
+            totals.relevant.push(Entry::new(refs, size));
+        }
     }
 }
 

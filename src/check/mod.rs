@@ -88,14 +88,17 @@ async fn read_nodes(
     };
     read_sources(&sources, client.as_ref(), &sink).await?;
     match (&args.nodes_file, client) {
-        (Some(path), _) => store.replace_all(file::load(path, &ingest).map_err(|e| e.to_string())?),
+        (Some(path), _) => {
+            let loaded = file::load(path, &ingest).map_err(|e| e.to_string())?;
+            store.replace_list(loaded.nodes, loaded.digests);
+        }
         (None, None) => return Err("no Kubernetes client to list nodes with".into()),
         (None, Some(client)) => {
             let api = kube::Api::all(client.clone());
-            let nodes = apiserver::list_all(&api, &s.list_options(), &ingest)
+            let listed = apiserver::list_all(&api, &s.list_options(), &ingest)
                 .await
                 .map_err(|e| format!("listing nodes failed: {e}"))?;
-            store.replace_all(nodes);
+            store.replace_list(listed.nodes, listed.digests);
             read_kubelets(args, &client, store).await;
         }
     }

@@ -6,6 +6,7 @@
 //! the whole `v1.Node`: the rest of each object is skipped while parsing.
 
 use super::{About, Ingest, Loudness, report_failure};
+use crate::analysis::list::{ListDigests, ListSummaries};
 use crate::analysis::{NodeSummary, NodeView};
 use crate::client::kube_error::{OneLine, StatusLine};
 use crate::decode::stream;
@@ -179,6 +180,9 @@ impl PageSizer {
 #[derive(Debug)]
 pub struct Listed {
     pub nodes: Vec<NodeSummary>,
+    /// The digests the wanted images are known by, as the list showed them
+    /// ([`ListSummaries::finish`]).
+    pub digests: Option<ListDigests>,
     pub resource_version: Option<String>,
 }
 
@@ -187,9 +191,9 @@ pub async fn list_all(
     api: &Api<NodeView>,
     opts: &ListOptions,
     ingest: &Ingest,
-) -> Result<Vec<NodeSummary>, ListError> {
+) -> Result<Listed, ListError> {
     let mut sizer = PageSizer::new(opts.page_size, PAGE_BYTES);
-    Ok(list_nodes(api, opts, ingest, &mut sizer).await?.nodes)
+    list_nodes(api, opts, ingest, &mut sizer).await
 }
 
 /// Lists every node, one page at a time. Each page is read into one buffer and
@@ -218,7 +222,7 @@ pub async fn list_nodes(
     // One buffer for every page of the list.
     let mut body = Vec::new();
     'restart: loop {
-        let mut out = Vec::new();
+        let mut out = ListSummaries::default();
         let mut resource_version = None;
         let mut token: Option<String> = None;
         loop {
@@ -248,7 +252,7 @@ pub async fn list_nodes(
                 Ok(Err(e)) => return Err(e),
             }
             let (page, items) = stream::list_items(&body).map_err(ListError::Decode)?;
-            out.extend(ingest.summarize_items(&items));
+            out.append(ingest.summarize_items(&items));
             sizer.observe(body.len(), page.items);
             tracing::debug!(
                 bytes = body.len(),
@@ -262,8 +266,17 @@ pub async fn list_nodes(
             match page.continue_token {
                 Some(t) => token = Some(t),
                 None => {
+                    let held = out.held_names();
+                    let (nodes, digests) = out.finish();
+                    tracing::debug!(
+                        nodes = nodes.len(),
+                        held,
+                        told = digests.is_some(),
+                        "the list is whole; entries held by digest alone are settled"
+                    );
                     return Ok(Listed {
-                        nodes: out,
+                        nodes,
+                        digests,
                         resource_version,
                     });
                 }
@@ -319,10 +332,10 @@ pub async fn poll(
     let mut resyncs = ingest.store.resyncs();
     loop {
         let listed = list_nodes(&api, &opts, &ingest, &mut sizer).await;
-        let wait = match listed.map(|l| l.nodes) {
-            Ok(nodes) => {
-                tracing::debug!(nodes = nodes.len(), "listed nodes");
-                ingest.store.replace_all(nodes);
+        let wait = match listed {
+            Ok(listed) => {
+                tracing::debug!(nodes = listed.nodes.len(), "listed nodes");
+                ingest.store.replace_list(listed.nodes, listed.digests);
                 crate::sys::release_free_memory();
                 backoff = Duration::from_secs(1);
                 interval
@@ -457,7 +470,7 @@ impl NodeWatch {
         match listed {
             Ok(listed) => {
                 tracing::info!(nodes = listed.nodes.len(), "node list synced");
-                self.ingest.store.replace_all(listed.nodes);
+                self.ingest.store.replace_list(listed.nodes, listed.digests);
                 crate::sys::release_free_memory();
                 // A list without a version (not from a real API server) can only be
                 // watched from "now".

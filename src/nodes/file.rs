@@ -1,7 +1,8 @@
 //! Nodes from a `kubectl get nodes -o json` dump.
 
 use super::{About, Ingest, Loudness, report_failure};
-use crate::analysis::NodeView;
+use crate::analysis::list::ListDigests;
+use crate::analysis::{NodeSummary, NodeView};
 use crate::decode::lenient::{not_a_list_message, truncate};
 use crate::decode::stream::each_item;
 use crate::metrics::{Failure, SourceErrorKind};
@@ -162,10 +163,7 @@ fn read_bounded(
 }
 
 /// Reads and decodes a dump (`-` is standard input) and summarizes its nodes.
-pub fn load(
-    path: &Path,
-    ingest: &Ingest,
-) -> Result<Vec<crate::analysis::NodeSummary>, NodesFileError> {
+pub fn load(path: &Path, ingest: &Ingest) -> Result<Loaded, NodesFileError> {
     load_bounded(path, ingest, DEFAULT_MAX_BYTES)
 }
 
@@ -174,7 +172,7 @@ pub fn load_bounded(
     path: &Path,
     ingest: &Ingest,
     max_bytes: u64,
-) -> Result<Vec<crate::analysis::NodeSummary>, NodesFileError> {
+) -> Result<Loaded, NodesFileError> {
     let bytes = if path == Path::new("-") {
         read_bounded(std::io::stdin(), max_bytes, 0).map_err(NodesFileError::Stdin)?
     } else {
@@ -183,17 +181,16 @@ pub fn load_bounded(
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         read_bounded(file, max_bytes, size).map_err(unreadable)?
     };
-    let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let decoded = ingest.decoding_batch(|| {
+    let mut duplicates = false;
+    let (decoded, out) = ingest.batch(|batch| {
         decode_each(&bytes, |node| match node {
             Ok(view) => {
-                if let Some(s) = ingest.summarize(&view) {
-                    if !seen.insert(s.name.clone()) {
-                        ingest.undecodable(&s.name, "duplicate node name; the last one is kept");
-                        out.retain(|o: &crate::analysis::NodeSummary| o.name != s.name);
-                    }
-                    out.push(s);
+                if let Some(name) = batch.add(&view)
+                    && !seen.insert(name.to_string())
+                {
+                    ingest.undecodable(name, "duplicate node name; the last one is kept");
+                    duplicates = true;
                 }
             }
             Err((i, e)) => ingest.undecodable(&format!("items[{i}]"), &e),
@@ -201,7 +198,36 @@ pub fn load_bounded(
     });
     ingest.list_done();
     decoded.map_err(|e| NodesFileError::Decode(path.to_path_buf(), e))?;
-    Ok(out)
+    let (mut nodes, digests) = out.finish();
+    if duplicates {
+        nodes = last_of_each_name(nodes);
+    }
+    Ok(Loaded { nodes, digests })
+}
+
+/// A nodes file's summaries, and the digests the wanted images are known by
+/// in it ([`ListSummaries::finish`](crate::analysis::list::ListSummaries::finish)).
+pub struct Loaded {
+    pub nodes: Vec<NodeSummary>,
+    pub digests: Option<ListDigests>,
+}
+
+/// `nodes` with only the last summary of each name, in their order.
+fn last_of_each_name(nodes: Vec<NodeSummary>) -> Vec<NodeSummary> {
+    let last: std::collections::HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let keep: Vec<bool> = (0..nodes.len())
+        .map(|i| last.get(nodes[i].name.as_str()) == Some(&i))
+        .collect();
+    drop(last);
+    nodes
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(n, k)| k.then_some(n))
+        .collect()
 }
 
 /// What identifies a version of the file: its modification time and length.
@@ -250,10 +276,11 @@ pub async fn run(
         let p = path.clone();
         let result = tokio::task::block_in_place(|| load_bounded(&p, &ingest, max_bytes));
         match result {
-            Ok(nodes) => {
-                tracing::info!(path = %path.display(), nodes = nodes.len(), "loaded nodes file");
+            Ok(loaded) => {
+                let nodes = loaded.nodes.len();
+                tracing::info!(path = %path.display(), nodes, "loaded nodes file");
                 tokio::task::block_in_place(|| {
-                    ingest.store.replace_all(nodes);
+                    ingest.store.replace_list(loaded.nodes, loaded.digests);
                     crate::sys::release_free_memory();
                 });
                 last = now;
@@ -394,6 +421,55 @@ mod tests {
         assert!(e.contains("more than 4 bytes"), "{e}");
         let e = read_bounded(&b""[..], 4, 5).unwrap_err().to_string();
         assert!(e.contains("5 bytes, above the limit of 4"), "{e}");
+    }
+
+    /// A nodes file naming a node twice keeps its last item, with the
+    /// entries held for it, and counts the other.
+    #[test]
+    fn a_node_named_twice_keeps_its_last_item() {
+        use crate::analysis::wanted::tests::wanted;
+        let d = |c: char| format!("ghcr.io/x/app@sha256:{}", c.to_string().repeat(64));
+        let node = |name: &str, images: serde_json::Value| serde_json::json!({"metadata": {"name": name}, "status": {"images": images}});
+        let items = [
+            node(
+                "a",
+                serde_json::json!([{"names": [d('1')], "sizeBytes": 1}]),
+            ),
+            node(
+                "b",
+                serde_json::json!([{"names": ["ghcr.io/x/app:1", d('1')], "sizeBytes": 1}]),
+            ),
+            node(
+                "a",
+                serde_json::json!([{"names": [d('2')], "sizeBytes": 2}, {"names": [d('1')], "sizeBytes": 1}]),
+            ),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        std::fs::write(
+            &path,
+            serde_json::json!({"kind": "List", "items": items}).to_string(),
+        )
+        .unwrap();
+        let wanted = Arc::new(wanted(&["ghcr.io/x/app:1"], &[], &[]));
+        let metrics = Arc::new(crate::metrics::Metrics::new("x"));
+        let ingest = Ingest {
+            node_selector: Default::default(),
+            metrics: metrics.clone(),
+            store: Arc::new(crate::store::Store::new(wanted, 50)),
+        };
+        let loaded = load(&path, &ingest).unwrap();
+        let names: Vec<&str> = loaded.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
+        let a = &loaded.nodes[1];
+        assert_eq!(a.image_count, 2, "the last item");
+        assert_eq!(
+            a.relevant_images.len(),
+            1,
+            "its entry known by a wanted tag's digest"
+        );
+        assert_eq!(a.relevant_images[0].size().get(), Some(1));
+        assert!(loaded.digests.is_some());
     }
 
     #[test]

@@ -14,11 +14,12 @@ pub mod file;
 
 pub mod kubelet;
 
+use crate::analysis::list::{ListSummaries, holding};
 use crate::analysis::node::{
     decoding_for, forget_recent_names, remembering_names, summarize_with, with_name_cache,
 };
 use crate::analysis::selector::LabelSelector;
-use crate::analysis::{InvalidField, NodeSummary, NodeView};
+use crate::analysis::{InvalidField, NodeSummary, NodeView, Relevance};
 use crate::metrics::{Failure, Metrics};
 use crate::store::Store;
 use serde_json::value::RawValue;
@@ -42,6 +43,15 @@ impl Ingest {
     /// The summary of a node, or `None` when the node is outside `--node-selector`,
     /// is not a Node, or has no name (counted and logged).
     pub fn summarize(&self, view: &NodeView) -> Option<NodeSummary> {
+        self.summarize_against(view, &self.store.relevance())
+    }
+
+    /// [`Ingest::summarize`], for `relevance`.
+    fn summarize_against(
+        &self,
+        view: &NodeView,
+        relevance: &Arc<Relevance>,
+    ) -> Option<NodeSummary> {
         let labels = view.metadata.labels.as_ref();
         if !self.node_selector.is_empty()
             && !self
@@ -50,8 +60,7 @@ impl Ingest {
         {
             return None;
         }
-        let relevance = self.store.relevance();
-        let summary = with_name_cache(&relevance, |names| summarize_with(view, &relevance, names));
+        let summary = with_name_cache(relevance, |names| summarize_with(view, relevance, names));
         let summary = match summary {
             Ok(s) => s,
             Err(problem) => {
@@ -81,11 +90,28 @@ impl Ingest {
         decoding_for(self.store.relevance(), f)
     }
 
-    /// [`Ingest::decoding`], for a batch of a list (a page, a nodes file): names
-    /// seen lately are remembered from node to node ([`remembering_names`]) until
-    /// [`Ingest::list_done`].
-    pub fn decoding_batch<R>(&self, f: impl FnOnce() -> R) -> R {
-        self.decoding(|| remembering_names(f))
+    /// Runs `f`, a batch of a list (a page or half of one, a nodes file)
+    /// decoded and summarized on this thread ([`Batch::add`]), against the
+    /// wanted images of now; returns what it made of them. Nodes decoded in it
+    /// keep only what their summaries need (`analysis::node::decoding_for`): a
+    /// node's memory while it is decoded is bounded by its summary, not by its
+    /// image count. Names seen lately are remembered from node to node
+    /// ([`remembering_names`]) until [`Ingest::list_done`]. Entries kept for a
+    /// digest alone are held apart until the list is whole
+    /// ([`crate::analysis::list`]).
+    pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> (R, ListSummaries) {
+        let relevance = self.store.relevance();
+        let mut batch = Batch {
+            ingest: self,
+            relevance: relevance.clone(),
+            out: ListSummaries::default(),
+        };
+        let (r, held) = decoding_for(relevance.clone(), || {
+            remembering_names(|| holding(&relevance, || f(&mut batch)))
+        });
+        let mut out = batch.out;
+        out.batch_done(&relevance, held);
+        (r, out)
     }
 
     /// The summaries of a list page's items (delimited, not yet decoded), in
@@ -93,18 +119,19 @@ impl Ingest {
     /// most of the work of a list, and items are independent: with two CPUs or
     /// more (as the process's affinity and CPU quota allow), the two halves of a
     /// page are decoded at once, on two threads kept for it ([`decode_pool`]).
-    pub fn summarize_items(&self, items: &[&RawValue]) -> Vec<NodeSummary> {
+    pub fn summarize_items(&self, items: &[&RawValue]) -> ListSummaries {
         let decode = |items: &[&RawValue]| {
-            self.decoding_batch(|| {
-                let mut out = Vec::with_capacity(items.len());
+            let ((), out) = self.batch(|batch| {
                 for raw in items {
                     match serde_json::from_str::<NodeView>(raw.get()) {
-                        Ok(node) => out.extend(self.summarize(&node)),
+                        Ok(node) => {
+                            batch.add(&node);
+                        }
                         Err(e) => self.undecodable("in a list page", &e.to_string()),
                     }
                 }
-                out
-            })
+            });
+            out
         };
         let pool = match decode_pool() {
             Some(pool) if items.len() >= SPLIT_MIN_ITEMS => pool,
@@ -112,7 +139,7 @@ impl Ingest {
         };
         let (first, second) = items.split_at(items.len() / 2);
         let (mut out, rest) = pool.join(|| decode(first), || decode(second));
-        out.extend(rest);
+        out.append(rest);
         out
     }
 
@@ -131,6 +158,23 @@ impl Ingest {
     pub fn undecodable(&self, what: &str, error: &str) {
         self.metrics.invalid_field(InvalidField::Node);
         tracing::warn!(field = %InvalidField::Node, "skipping undecodable node {what}: {error}");
+    }
+}
+
+/// A batch of a list being summarized ([`Ingest::batch`]).
+pub struct Batch<'a> {
+    ingest: &'a Ingest,
+    relevance: Arc<Relevance>,
+    out: ListSummaries,
+}
+
+impl Batch<'_> {
+    /// Summarizes a node decoded in the batch ([`Ingest::summarize`]); returns
+    /// its name when it is kept.
+    pub fn add(&mut self, view: &NodeView) -> Option<&str> {
+        let summary = self.ingest.summarize_against(view, &self.relevance)?;
+        self.out.push(summary);
+        self.out.nodes().last().map(|s| s.name.as_str())
     }
 }
 
@@ -327,6 +371,8 @@ mod tests {
             let before = metrics.render(&ingest.store.report().0, None);
             let names: Vec<String> = ingest
                 .summarize_items(&items)
+                .finish()
+                .0
                 .into_iter()
                 .map(|s| s.name)
                 .collect();
