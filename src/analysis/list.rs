@@ -68,12 +68,8 @@ const BLOCK_NAMES: usize = 8192;
 
 impl HeldBatch {
     /// How many names are held.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// Holds the entry of `names` (each a repository and a sha256 digest) and
@@ -317,15 +313,6 @@ impl ListSummaries {
                 self.against.push(r);
             }
         }
-    }
-
-    /// How many summaries there are.
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// The summaries made so far.
