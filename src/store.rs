@@ -955,15 +955,16 @@ mod tests {
     }
 
     /// Nodes listed as a source lists them: entries kept for a digest alone
-    /// are held until the list is whole ([`crate::analysis::list`]).
+    /// are held until the list is whole ([`crate::analysis::held`]).
     fn listed(
         store: &Store,
         nodes: &[(&str, &[&[&str]])],
     ) -> (Vec<NodeSummary>, Option<ListDigests>) {
-        use crate::analysis::list::{ListSummaries, holding};
+        use crate::analysis::held::holding;
+        use crate::analysis::list::ListSummaries;
         let relevance = store.relevance();
         let mut list = ListSummaries::default();
-        let ((), held) = holding(&relevance, || {
+        let ((), held) = holding(relevance.known_digests().is_none(), || {
             for (name, images) in nodes {
                 list.push(summarized(store, name, images));
             }

@@ -8,7 +8,7 @@
 //! a pointer to shared text and its place in this set. Entries and labels are
 //! kept behind thin pointers, 8 bytes on each node that has them.
 
-use super::node::EntrySize;
+use super::entry_size::EntrySize;
 use super::reference::{ImageRef, NameSplit};
 use std::collections::HashSet;
 use std::hash::BuildHasher;

@@ -44,6 +44,8 @@ macro_rules! label_values {
 pub(crate) use label_values;
 
 pub mod eligibility;
+pub mod entry_size;
+pub mod held;
 pub mod intern;
 pub mod kubelet_settings;
 pub mod list;

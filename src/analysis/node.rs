@@ -5,8 +5,9 @@
 //! few image entries that matter for prepull matching, never the whole image list.
 
 use super::eligibility::{NodeFacts, NodeLabels, Taint};
+pub use super::entry_size::EntrySize;
+use super::held::{HeldSpan, hold, holding_for_node};
 use super::intern::{intern, intern_entry, intern_str};
-use super::list::{HeldSpan, hold, holding_for_node};
 use super::reference::{ImageRef, NameSplit, RefError, split};
 use super::wanted::{KnownDigests, Relevance, is_known};
 use crate::decode::lenient::{Field, Lenient, LenientVec, Shape, Tolerant, fast, present, texts};
@@ -142,7 +143,7 @@ impl Default for ImageEntries {
 pub struct FoldedImages {
     totals: ImageTotals,
     problems: Vec<Problem>,
-    /// The entries held apart while they were read ([`super::list`]).
+    /// The entries held apart while they were read ([`super::held`]).
     held: Option<HeldSpan>,
 }
 
@@ -723,35 +724,6 @@ impl<'a> IntoIterator for &'a Entry {
     type IntoIter = std::slice::Iter<'a, ImageRef>;
     fn into_iter(self) -> Self::IntoIter {
         self.names().iter()
-    }
-}
-
-/// An image entry's `sizeBytes`, or unknown (malformed), in 8 bytes rather than
-/// an `Option`'s 16: thousands of nodes keep dozens each. Sizes come from
-/// non-negative `int64`s, so `u64::MAX` is free to mean unknown.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EntrySize(u64);
-
-impl EntrySize {
-    /// `size`; a size of `u64::MAX` bytes (never an `int64`) is kept as one less.
-    pub fn new(size: Option<u64>) -> EntrySize {
-        EntrySize(size.map_or(u64::MAX, |s| s.min(u64::MAX - 1)))
-    }
-
-    pub fn get(self) -> Option<u64> {
-        (self.0 != u64::MAX).then_some(self.0)
-    }
-}
-
-impl fmt::Debug for EntrySize {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.get().fmt(f)
-    }
-}
-
-impl PartialEq<Option<u64>> for EntrySize {
-    fn eq(&self, other: &Option<u64>) -> bool {
-        self.get() == *other
     }
 }
 

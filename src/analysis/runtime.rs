@@ -5,7 +5,8 @@
 //! `/v1/images` in this shape; the central exporter reads it back with the same
 //! types, and `check --agents-file` reads a saved JSON array of them.
 
-use super::node::{Entry, EntrySize};
+use super::entry_size::EntrySize;
+use super::node::Entry;
 use super::reference::{ImageRef, RefError};
 use super::wanted::{Relevance, RuntimeKeep};
 use serde::{Deserialize, Serialize};

@@ -14,7 +14,8 @@ pub mod file;
 
 pub mod kubelet;
 
-use crate::analysis::list::{ListSummaries, holding};
+use crate::analysis::held::holding;
+use crate::analysis::list::ListSummaries;
 use crate::analysis::node::{
     decoding_for, forget_recent_names, remembering_names, summarize_with, with_name_cache,
 };
@@ -98,7 +99,7 @@ impl Ingest {
     /// image count. Names seen lately are remembered from node to node
     /// ([`remembering_names`]) until [`Ingest::list_done`]. Entries kept for a
     /// digest alone are held apart until the list is whole
-    /// ([`crate::analysis::list`]).
+    /// ([`crate::analysis::held`]).
     pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> (R, ListSummaries) {
         let relevance = self.store.relevance();
         let mut batch = Batch {
@@ -107,7 +108,8 @@ impl Ingest {
             out: ListSummaries::default(),
         };
         let (r, held) = decoding_for(relevance.clone(), || {
-            remembering_names(|| holding(&relevance, || f(&mut batch)))
+            let hold = relevance.known_digests().is_none();
+            remembering_names(|| holding(hold, || f(&mut batch)))
         });
         let mut out = batch.out;
         out.batch_done(&relevance, held);
