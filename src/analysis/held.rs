@@ -68,13 +68,16 @@ impl HeldBatch {
         self.names.len()
     }
 
-    /// Holds the entry of `names` (each a repository and a sha256 digest) and
-    /// `size`, unless this batch holds it already: false then.
-    fn push(&mut self, names: &[(&Arc<str>, &[u8; 32])], size: EntrySize, pos: u32) -> bool {
+    /// Holds the entry of `names` (each [`held_name`]) and `size`, unless
+    /// this batch holds it already: false then.
+    fn push(&mut self, names: &[ImageRef], size: EntrySize, pos: u32) -> bool {
         let hash = entry_hash(
             &self.hasher,
             size,
-            names.iter().map(|(r, d)| (address(r), *d)),
+            names
+                .iter()
+                .filter_map(held_name)
+                .map(|(r, d)| (address(r), d)),
         );
         let HeldBatch {
             repos,
@@ -87,10 +90,11 @@ impl HeldBatch {
             let first = first as usize;
             let group = held.get(first..first + names.len());
             group.is_some_and(|group| {
-                group.iter().zip(names).enumerate().all(|(i, (h, (r, d)))| {
+                let given = names.iter().filter_map(held_name);
+                group.iter().zip(given).enumerate().all(|(i, (h, (r, d)))| {
                     (h.repo & FIRST != 0) == (i == 0)
                         && h.size == size
-                        && h.digest == **d
+                        && h.digest == *d
                         && Arc::ptr_eq(&repos[(h.repo & !FIRST) as usize], r)
                 }) && held
                     .get(first + names.len())
@@ -104,14 +108,14 @@ impl HeldBatch {
             held.reserve_exact(BLOCK_NAMES);
         }
         let first = held.len() as u32;
-        for (i, (repo, digest)) in names.iter().enumerate() {
+        for (i, (repo, digest)) in names.iter().filter_map(held_name).enumerate() {
             let next = repos.len() as u32;
             let index = *repo_index.entry(address(repo)).or_insert(next);
             if index == next {
                 repos.push(Arc::clone(repo));
             }
             held.push(HeldName {
-                digest: **digest,
+                digest: *digest,
                 size,
                 node: UNCLAIMED,
                 pos,
@@ -220,6 +224,15 @@ pub(super) fn holding_for_node(f: impl FnOnce()) -> Option<HeldSpan> {
     })
 }
 
+/// A name as it is held: its repository and its sha256 digest, when it has
+/// no tag and such a digest.
+fn held_name(n: &ImageRef) -> Option<(&Arc<str>, &[u8; 32])> {
+    match (&n.tag, n.digest.as_ref().and_then(Digest::sha256)) {
+        (None, Some(d)) => Some((&n.repo, d)),
+        _ => None,
+    }
+}
+
 /// Holds an entry kept for its digests alone (`names`, of `size`, after `pos`
 /// kept entries of the node being summarized) when this thread holds such
 /// entries ([`holding`]): true when it is held, false when it must be made an
@@ -231,16 +244,12 @@ pub(super) fn hold(names: &[ImageRef], size: EntrySize, pos: usize) -> bool {
     let Ok(pos) = u32::try_from(pos) else {
         return false;
     };
-    let mut digests = Vec::with_capacity(names.len());
-    for n in names {
-        match (&n.tag, n.digest.as_ref().and_then(Digest::sha256)) {
-            (None, Some(d)) => digests.push((&n.repo, d)),
-            _ => return false,
-        }
+    if !names.iter().all(|n| held_name(n).is_some()) {
+        return false;
     }
     HOLDING.with(|h| match h.try_borrow_mut() {
         Ok(mut h) => match h.as_mut() {
-            Some(batch) => batch.push(&digests, size, pos),
+            Some(batch) => batch.push(names, size, pos),
             None => false,
         },
         Err(_) => false,
