@@ -5,6 +5,9 @@
 /// The crate version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The User-Agent of the exporter's own HTTP requests (to the node agents).
+pub const USER_AGENT: &str = concat!("imagecap-exporter/", env!("CARGO_PKG_VERSION"));
+
 /// The git commit built (12 hex digits), `unknown` when not built from a git
 /// checkout, or the `IMAGECAP_REVISION` given at build time.
 pub const REVISION: &str = env!("IMAGECAP_REVISION");

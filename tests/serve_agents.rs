@@ -678,10 +678,12 @@ async fn serve_reads_saved_agent_answers() {
 type Exchange = (Option<String>, u16);
 
 /// The agent's own answer to `/v1/images` (its library code: tag, 304) for
-/// `report`, behind a log of each request's `If-None-Match` and answer status.
+/// `report`, behind a log of each request's `If-None-Match` and answer status,
+/// and of the connection (the exporter's address) each came on.
 struct ConditionalAgent {
     agent: imagecap_exporter::agent::Agent,
     exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    peers: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
     addr: SocketAddr,
 }
 
@@ -692,12 +694,19 @@ impl ConditionalAgent {
         let settings = imagecap_exporter::config::agent::AgentConfig::default().prune;
         let agent = Agent::new(node, &settings);
         let exchanges = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = exchanges.clone();
+        let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log, peer_log) = (exchanges.clone(), peers.clone());
         let app = router(agent.clone(), Arc::new(BasicAuth::new(Default::default()))).layer(
             axum::middleware::from_fn(
                 move |request: axum::extract::Request, next: axum::middleware::Next| {
-                    let log = log.clone();
+                    let (log, peer_log) = (log.clone(), peer_log.clone());
                     async move {
+                        let peer = request
+                            .extensions()
+                            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                            .map(|c| c.0)
+                            .unwrap();
+                        peer_log.lock().unwrap().push(peer);
                         let asked = request
                             .headers()
                             .get("if-none-match")
@@ -711,10 +720,14 @@ impl ConditionalAgent {
                 },
             ),
         );
-        let addr = serve(app).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         ConditionalAgent {
             agent,
             exchanges,
+            peers,
             addr,
         }
     }
@@ -746,6 +759,11 @@ impl ConditionalAgent {
 
     fn exchanges(&self) -> Vec<Exchange> {
         self.exchanges.lock().unwrap().clone()
+    }
+
+    /// The exporter's address for each exchange, in order.
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap().clone()
     }
 }
 
@@ -844,6 +862,12 @@ async fn an_unchanged_agent_answers_304_and_a_changed_one_is_read_again() {
             .iter()
             .all(|e| *e == (Some(tag.clone()), 304)),
         "{exchanges:?}"
+    );
+    // All on the connection of the first read: a round costs no new one.
+    let peers = agent.peers();
+    assert!(
+        peers.len() >= 3 && peers.iter().all(|p| *p == peers[0]),
+        "{peers:?}"
     );
 
     // The list changes: the wanted image is gone from the runtime.

@@ -378,7 +378,11 @@ async fn fetch_wanted(
         let mut response = request.send().await.map_err(failed)?;
         let status = response.status();
         if status.is_redirection() {
-            return Err(WantedError::Redirect(HttpError::redirect(&url, &response)));
+            return Err(WantedError::Redirect(HttpError::redirect(
+                &url,
+                status,
+                response.headers(),
+            )));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(failed)? {

@@ -15,7 +15,7 @@ pub enum HttpError {
     #[error("{url} answered {status} redirecting to {location}; redirects are not followed")]
     Redirect {
         url: String,
-        status: reqwest::StatusCode,
+        status: http::StatusCode,
         location: String,
     },
     /// The connection or the exchange failed: the error and its causes.
@@ -36,10 +36,9 @@ impl HttpError {
     }
 
     /// The error for an answer that redirects to elsewhere.
-    pub fn redirect(url: &str, response: &reqwest::Response) -> HttpError {
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
+    pub fn redirect(url: &str, status: http::StatusCode, headers: &http::HeaderMap) -> HttpError {
+        let location = headers
+            .get(http::header::LOCATION)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let location = match location {
             Some(l) if l.len() > 200 => {
@@ -54,7 +53,7 @@ impl HttpError {
         };
         HttpError::Redirect {
             url: url.to_string(),
-            status: response.status(),
+            status,
             location,
         }
     }

@@ -3,6 +3,7 @@
 //! and node-agent readers share.
 
 pub mod http;
+pub mod kept;
 pub mod kube_error;
 pub mod kubernetes;
 

@@ -38,6 +38,12 @@ pub const AGENT_NAMES_DROPPED: Declared = Declared::counter(
     "Image names in node-agent reports that could match a wanted image but were not kept, past the per-node limit",
 );
 
+pub const AGENT_CONNECTIONS_OPENED: Declared = Declared::counter(
+    "imagecap_agent_connections_opened",
+    "Connections opened to node agents; each is kept for the next round, so this grows \
+     with new, restarted or reconnecting agents, not with rounds",
+);
+
 /// Served by the exporter and by the node agent alike.
 pub const BUILD_INFO: Declared = Declared::gauge(
     "imagecap_build_info",

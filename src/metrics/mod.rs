@@ -54,6 +54,7 @@ pub const EXPORTER_FAMILIES: &[&Declared] = &[
     &counters::INVALID_SOURCE_DATA,
     &counters::SOURCE_RESTARTS,
     &counters::AGENT_NAMES_DROPPED,
+    &counters::AGENT_CONNECTIONS_OPENED,
     &counters::BUILD_INFO,
     &counters::KUBE_REQUESTS,
     &counters::KUBE_REQUEST_DURATION,
@@ -163,6 +164,7 @@ pub struct Metrics {
     invalid_source_data: Family<SourceFieldLabels, Counter>,
     source_restarts: Counter,
     agent_names_dropped: Counter,
+    agent_connections_opened: Counter,
     /// Requests to the Kubernetes API server; the layer of every client
     /// ([`crate::client::kubernetes::build`]).
     pub kube_requests: KubeRequests,
@@ -197,6 +199,8 @@ impl Metrics {
         counters::SOURCE_RESTARTS.register(&mut head, source_restarts.clone());
         let agent_names_dropped = Counter::default();
         counters::AGENT_NAMES_DROPPED.register(&mut head, agent_names_dropped.clone());
+        let agent_connections_opened = Counter::default();
+        counters::AGENT_CONNECTIONS_OPENED.register(&mut head, agent_connections_opened.clone());
         register_build_info(&mut head, version);
         let kube_requests = KubeRequests::register(&mut head);
         if let Some(read) = process {
@@ -215,6 +219,7 @@ impl Metrics {
             invalid_source_data,
             source_restarts,
             agent_names_dropped,
+            agent_connections_opened,
             kube_requests,
         }
     }
@@ -253,6 +258,11 @@ impl Metrics {
 
     pub fn agent_names_dropped(&self, n: u64) {
         self.agent_names_dropped.inc_by(n);
+    }
+
+    /// The counter of connections opened to node agents, for their connector.
+    pub fn agent_connections_opened(&self) -> Counter {
+        self.agent_connections_opened.clone()
     }
 
     /// The OpenMetrics text for the current report, in one piece.

@@ -15,7 +15,8 @@ use crate::analysis::runtime::{
     RuntimeSummary, decode_report,
 };
 use crate::analysis::{Relevance, intern};
-use crate::client::http::{ClientError, HttpError, timed_out};
+use crate::client::http::{HttpError, timed_out};
+use crate::client::kept::{Connector, Exchange, Idle, SendError, TlsSetupError};
 use crate::client::kube_error::WatcherLine;
 use crate::metrics::{Failure, Metrics, SourceErrorKind};
 use crate::store::Store;
@@ -191,16 +192,19 @@ pub enum NotModifiedError {
 pub enum AgentError {
     /// The client for the agents cannot be made.
     #[error("{0}")]
-    Client(ClientError),
+    Client(TlsSetupError),
+    /// A request that cannot be made (a password that is not a header value).
+    #[error("{url}: cannot make the request: {error}")]
+    Request { url: String, error: http::Error },
     #[error("{url}: {error}")]
-    Exchange { url: String, error: HttpError },
+    Exchange { url: String, error: SendError },
     /// A redirect, which is not followed (the error names the URL).
     #[error("{0}")]
     Redirect(HttpError),
     #[error("{url} answered {status}")]
     Status {
         url: String,
-        status: reqwest::StatusCode,
+        status: http::StatusCode,
     },
     #[error("{url}: {error}")]
     Answer { url: String, error: ReportError },
@@ -350,7 +354,7 @@ impl<R: std::io::Read> std::io::Read for Bounded<R> {
 
 /// The body's chunks, as they arrive, to a reader on a blocking thread.
 struct Chunks {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, reqwest::Error>>,
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, BoxError>>,
     current: bytes::Bytes,
 }
 
@@ -375,22 +379,35 @@ impl std::io::Read for Chunks {
 /// Chunks in flight between the network and the decoder.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Reads a body, gzip-compressed or not, into `decode` as it arrives, failing
-/// past `max` bytes after decompression. `decode` runs on a blocking thread and
-/// sees the body as a reader: the body is never held whole (a few chunks are in
-/// flight), so an agent's answer costs what `decode` keeps of it. (Decompressed
-/// here rather than by the HTTP client, so that the bound applies to what is
-/// decoded as it is decoded.)
-async fn read_streaming<T: Send + 'static>(
-    mut response: reqwest::Response,
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads a body, gzip-compressed or not (as `headers` say), into `decode` as it
+/// arrives, failing past `max` bytes after decompression. `decode` runs on a
+/// blocking thread and sees the body as a reader: the body is never held whole
+/// (a few chunks are in flight), so an agent's answer costs what `decode` keeps
+/// of it. (Decompressed here rather than by the HTTP client, so that the bound
+/// applies to what is decoded as it is decoded.) Returns what `decode` made and
+/// whether the body was read to its end (only then can the connection carry
+/// another exchange).
+async fn read_streaming<T, B>(
+    headers: &http::HeaderMap,
+    mut body: B,
     max: u64,
     decode: impl FnOnce(&mut dyn std::io::Read) -> Result<T, ReportError> + Send + 'static,
-) -> Result<T, ReportError> {
-    let gzip = response
-        .headers()
-        .get(reqwest::header::CONTENT_ENCODING)
+) -> Result<(T, bool), ReportError>
+where
+    T: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    let gzip = headers
+        .get(http::header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    if !gzip && response.content_length().is_some_and(|n| n > max) {
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if !gzip && length.is_some_and(|n| n > max) {
         return Err(ReportError::TooLarge(max));
     }
     let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
@@ -416,11 +433,19 @@ async fn read_streaming<T: Send + 'static>(
         );
         decode(&mut reader)
     });
+    let mut ended = false;
     loop {
-        let chunk = match response.chunk().await {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => break,
-            Err(e) => Err(e),
+        let chunk = match body.frame().await {
+            // Trailers carry nothing an agent sends.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => Ok(data),
+                Err(_) => continue,
+            },
+            Some(Err(e)) => Err(e.into()),
+            None => {
+                ended = true;
+                break;
+            }
         };
         let failed = chunk.is_err();
         // A closed channel: the decoder is done (it failed, or the body goes on
@@ -430,106 +455,137 @@ async fn read_streaming<T: Send + 'static>(
         }
     }
     drop(tx);
-    decoder.await.map_err(ReportError::Decoder)?
+    let decoded = decoder.await.map_err(ReportError::Decoder)??;
+    Ok((decoded, ended))
 }
 
-/// The client for the agents: rustls with the process's crypto provider, gzip,
-/// and the CA when one is given.
+/// The connections to the agents: HTTPS with `--agents-https` (rustls with the
+/// process's crypto provider, the system's roots and the CA when one is given).
 ///
-/// No connection is kept idle: each agent is read once per interval (a minute by
-/// default), so a kept connection would be reused once a minute at best while
-/// holding a socket and its buffers in between, for every agent: thousands of
-/// them at scale. A read opens its own connection (a TCP handshake, and a TLS
-/// one with `--agents-https`), and at most `--agents-concurrency` are open.
-pub fn http_client(opts: &AgentOptions) -> Result<reqwest::Client, ClientError> {
-    // The whole exchange is bounded by `fetch`; connecting alone by this.
-    // Redirects are not followed: an answer that redirects is an error.
-    let builder = reqwest::Client::builder()
-        .connect_timeout(opts.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(0);
-    crate::client::http::build_with_ca(builder, opts.ca_file.as_deref())
+/// Each agent's connection is kept from one round to the next (see
+/// [`crate::client::kept`]): an agent whose list did not change then costs one
+/// request and a `304` on an open connection, with no TCP or TLS handshake, and
+/// an idle connection costs the exporter a socket, not an HTTP client's
+/// buffers. Redirects are never followed: an answer that redirects is an error.
+pub fn connector(opts: &AgentOptions) -> Result<Connector, TlsSetupError> {
+    if opts.https {
+        Connector::tls(opts.timeout, opts.ca_file.as_deref())
+    } else {
+        Ok(Connector::plain(opts.timeout))
+    }
 }
 
-/// One read of one agent, decoded as it arrives into what `relevance` keeps.
-/// With `etag` (the tag of the report the exporter holds for the node), the read
-/// is conditional: a `304 Not Modified` is [`Answer::Unchanged`] once checked
-/// ([`check_not_modified`]).
+/// The request for an agent's list: conditional with `etag`, with basic auth
+/// when both a user and a password are set.
+fn request(
+    target: &Target,
+    etag: Option<&str>,
+    basic_auth: Option<(&str, &str)>,
+) -> Result<http::Request<http_body_util::Empty<bytes::Bytes>>, http::Error> {
+    use base64::Engine;
+    let mut request = http::Request::get("/v1/images")
+        .header(http::header::HOST, &target.authority)
+        .header(http::header::ACCEPT_ENCODING, "gzip")
+        .header(http::header::USER_AGENT, crate::version::USER_AGENT);
+    if let Some(etag) = etag {
+        request = request.header(http::header::IF_NONE_MATCH, etag);
+    }
+    if let Some((user, password)) = basic_auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = http::HeaderValue::try_from(format!("Basic {token}"))?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    request.body(http_body_util::Empty::new())
+}
+
+/// One read of one agent, decoded as it arrives into what `relevance` keeps,
+/// on `idle` when it is a usable connection to the agent. With `etag` (the tag
+/// of the report the exporter holds for the node), the read is conditional: a
+/// `304 Not Modified` is [`Answer::Unchanged`] once checked
+/// ([`check_not_modified`]). Returns the connection too, idle again, when the
+/// exchange went well and the agent keeps it open.
 pub async fn fetch(
-    client: &reqwest::Client,
+    connector: &Connector,
     opts: &AgentOptions,
     target: &Target,
     password: Option<&str>,
     relevance: &Arc<Relevance>,
     etag: Option<&str>,
-) -> Result<Answer, AgentError> {
+    idle: Option<Idle>,
+) -> (Result<Answer, AgentError>, Option<Idle>) {
     let scheme = if opts.https { "https" } else { "http" };
     let url = format!("{scheme}://{}/v1/images", target.authority);
-    let mut request = client
-        .get(&url)
-        .header(reqwest::header::ACCEPT_ENCODING, "gzip");
-    if let Some(etag) = etag {
-        request = request.header(reqwest::header::IF_NONE_MATCH, etag);
-    }
-    if let (Some((user, _)), Some(password)) = (&opts.basic_auth, password) {
-        request = request.basic_auth(user, Some(password));
-    }
+    let basic_auth = match (&opts.basic_auth, password) {
+        (Some((user, _)), Some(password)) => Some((user.as_str(), password)),
+        _ => None,
+    };
+    let request = match request(target, etag, basic_auth) {
+        Ok(r) => r,
+        Err(error) => return (Err(AgentError::Request { url, error }), None),
+    };
     let (node, max_age, relevance) = (target.node.clone(), opts.max_age, relevance.clone());
     let work = async {
-        let response = request.send().await.map_err(|e| AgentError::Exchange {
-            url: url.clone(),
-            error: HttpError::exchange(e, opts.timeout),
-        })?;
-        let status = response.status();
+        let Exchange { response, finish } = connector
+            .send(idle, &target.authority, request)
+            .await
+            .map_err(|error| AgentError::Exchange {
+                url: url.clone(),
+                error,
+            })?;
+        let (head, body) = response.into_parts();
         let answer_error = |error| AgentError::Answer {
             url: url.clone(),
             error,
         };
-        let header = |name| {
-            let value = response.headers().get(name)?;
-            value.to_str().ok().map(str::to_string)
-        };
-        let sent_etag = header(reqwest::header::ETAG);
-        if status == reqwest::StatusCode::NOT_MODIFIED {
-            let at = header(reqwest::header::HeaderName::from_static(
-                COLLECTED_AT_HEADER,
-            ));
-            let fs = header(reqwest::header::HeaderName::from_static(
-                IMAGE_FS_USED_HEADER,
-            ));
+        let header = |name: &str| head.headers.get(name)?.to_str().ok();
+        let sent_etag = header(http::header::ETAG.as_str());
+        if head.status == http::StatusCode::NOT_MODIFIED {
+            drop(body);
             let answer = NotModified {
-                etag: sent_etag.as_deref(),
-                collected_at: at.as_deref(),
-                image_fs_used_bytes: fs.as_deref(),
+                etag: sent_etag,
+                collected_at: header(COLLECTED_AT_HEADER),
+                image_fs_used_bytes: header(IMAGE_FS_USED_HEADER),
             };
             let image_fs_used_bytes = check_not_modified(etag, answer, SystemTime::now(), max_age)
                 .map_err(answer_error)?;
-            return Ok(Answer::Unchanged {
+            let answer = Answer::Unchanged {
                 image_fs_used_bytes,
+            };
+            return Ok((answer, finish.idle().await));
+        }
+        if head.status.is_redirection() {
+            let error = HttpError::redirect(&url, head.status, &head.headers);
+            return Err(AgentError::Redirect(error));
+        }
+        if !head.status.is_success() {
+            let url = url.clone();
+            return Err(AgentError::Status {
+                url,
+                status: head.status,
             });
         }
-        if status.is_redirection() {
-            return Err(AgentError::Redirect(HttpError::redirect(&url, &response)));
-        }
-        if !status.is_success() {
-            let url = url.clone();
-            return Err(AgentError::Status { url, status });
-        }
-        let report = read_streaming(response, opts.max_body_bytes, move |body| {
-            check_report(body, &node, SystemTime::now(), max_age, &relevance)
-        })
-        .await
-        .map_err(answer_error)?;
-        Ok(Answer::Full {
+        let sent_etag = sent_etag.map(str::to_string);
+        let (report, ended) =
+            read_streaming(&head.headers, body, opts.max_body_bytes, move |body| {
+                check_report(body, &node, SystemTime::now(), max_age, &relevance)
+            })
+            .await
+            .map_err(answer_error)?;
+        let idle = if ended { finish.idle().await } else { None };
+        let answer = Answer::Full {
             report: Box::new(report),
             etag: sent_etag,
-        })
+        };
+        Ok((answer, idle))
     };
     // One limit for the whole exchange, a body trickled in slowly included.
     let timeout = opts.timeout;
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or_else(|_| Err(AgentError::Timeout { url, timeout }))
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok((answer, idle))) => (Ok(answer), idle),
+        Ok(Err(e)) => (Err(e), None),
+        Err(_) => (Err(AgentError::Timeout { url, timeout }), None),
+    }
 }
 
 /// The last report an agent sent with a tag: what a `304` stands for.
@@ -561,6 +617,10 @@ struct Memory {
     /// The last tagged report. Summaries depend on the relevance they were made
     /// with: forgotten when it changes.
     reports: HashMap<String, Remembered>,
+    /// Each agent's connection, idle between rounds.
+    connections: HashMap<String, Idle>,
+    /// The most connections kept: what the open-file limit leaves room for.
+    connections_max: usize,
 }
 
 impl Memory {
@@ -568,6 +628,7 @@ impl Memory {
     fn keep_only(&mut self, reading: &HashSet<&str>) {
         self.last_error.retain(|n, _| reading.contains(n.as_str()));
         self.reports.retain(|n, _| reading.contains(n.as_str()));
+        self.connections.retain(|n, _| reading.contains(n.as_str()));
     }
 }
 
@@ -588,7 +649,7 @@ fn read_password(opts: &AgentOptions) -> Option<String> {
 /// nodes without a usable report lose their runtime view. Returns the number of
 /// agents read.
 async fn read_all(
-    client: &reqwest::Client,
+    connector: &Connector,
     opts: &AgentOptions,
     targets: &[Target],
     store: &Store,
@@ -600,32 +661,39 @@ async fn read_all(
     // Owned futures: borrowed ones make the task's future not `Send` for every
     // lifetime (a limit of the compiler's reasoning about higher-ranked bounds).
     let opts = Arc::new(opts.clone());
-    let reads: Vec<(Target, Option<String>)> = targets
+    let reads: Vec<(Target, Option<String>, Option<Idle>)> = targets
         .iter()
         .map(|t| {
             (
                 t.clone(),
                 memory.reports.get(&t.node).map(|r| r.etag.clone()),
+                memory.connections.remove(&t.node),
             )
         })
         .collect();
     let mut answers = futures::stream::iter(reads)
-        .map(|(t, etag)| {
-            let (client, opts, password, relevance) = (
-                client.clone(),
+        .map(|(t, etag, idle)| {
+            let (connector, opts, password, relevance) = (
+                connector.clone(),
                 opts.clone(),
                 password.clone(),
                 relevance.clone(),
             );
             async move {
                 let (password, etag) = (password.as_deref(), etag.as_deref());
-                let r = fetch(&client, &opts, &t, password, &relevance, etag).await;
-                (t.node, r)
+                let (r, idle) =
+                    fetch(&connector, &opts, &t, password, &relevance, etag, idle).await;
+                (t.node, r, idle)
             }
         })
         .buffer_unordered(opts.concurrency.max(1));
     let mut ok = 0;
-    while let Some((node, result)) = answers.next().await {
+    while let Some((node, result, idle)) = answers.next().await {
+        if let Some(idle) = idle
+            && memory.connections.len() < memory.connections_max
+        {
+            memory.connections.insert(node.clone(), idle);
+        }
         ok += usize::from(record(node, result, store, metrics, memory));
     }
     ok
@@ -776,8 +844,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     store.expect_agents();
-    let http = match http_client(&opts) {
-        Ok(c) => c,
+    let http = match connector(&opts) {
+        Ok(c) => c.counting(metrics.agent_connections_opened()),
         Err(e) => {
             let e = AgentError::Client(e);
             report_failure(
@@ -840,7 +908,7 @@ pub async fn run(
 }
 
 async fn poll(
-    http: reqwest::Client,
+    http: Connector,
     opts: AgentOptions,
     reader: Reflected<EndpointSlice>,
     store: Arc<Store>,
@@ -852,7 +920,10 @@ async fn poll(
         r = reader.wait_until_ready() => if r.is_err() { return },
         _ = shutdown.cancelled() => return,
     }
-    let mut memory = Memory::default();
+    let mut memory = Memory {
+        connections_max: kept_connections_max(crate::sys::raise_open_file_limit()),
+        ..Memory::default()
+    };
     let mut logged_problems: Vec<String> = Vec::new();
     let mut relevance = store.relevance();
     let mut next = tokio::time::Instant::now();
@@ -887,10 +958,31 @@ async fn poll(
             n = read_all(&http, &opts, &targets, &store, &metrics, &relevance, &mut memory) => n,
             _ = shutdown.cancelled() => return,
         };
-        tracing::debug!(agents = targets.len(), read, "read the node agents");
+        tracing::debug!(
+            agents = targets.len(),
+            read,
+            kept = memory.connections.len(),
+            "read the node agents"
+        );
         intern::collect_garbage();
+        // A round's buffers were freed between the connections kept for the
+        // next: give back the pages they leave empty.
+        let _ = tokio::task::spawn_blocking(crate::sys::release_free_memory).await;
         next = tokio::time::Instant::now() + opts.interval;
     }
+}
+
+/// Open files left for everything but the agents' kept connections: the
+/// server's connections, the API clients, files read.
+const FILES_FOR_THE_REST: u64 = 1024;
+
+/// How many agents' connections may stay open between rounds with `limit` open
+/// files (unknown: no bound). Agents past that are read on a new connection
+/// each round.
+fn kept_connections_max(limit: Option<u64>) -> usize {
+    limit.map_or(usize::MAX, |n| {
+        usize::try_from(n.saturating_sub(FILES_FOR_THE_REST)).unwrap_or(usize::MAX)
+    })
 }
 
 /// Completes when the store's relevance differs from `seen` (checked every few
@@ -972,12 +1064,17 @@ mod tests {
         assert!(problems[0].contains("no port named"), "{problems:?}");
     }
 
-    fn response(body: Vec<u8>, gzip: bool) -> reqwest::Response {
-        let mut r = http::Response::builder();
+    /// An answer's headers and body, with a Content-Length as a server sends it.
+    fn response(
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> (http::HeaderMap, http_body_util::Full<bytes::Bytes>) {
+        let mut headers = http::HeaderMap::new();
         if gzip {
-            r = r.header("content-encoding", "gzip");
+            headers.insert("content-encoding", http::HeaderValue::from_static("gzip"));
         }
-        reqwest::Response::from(r.body(body).unwrap())
+        headers.insert("content-length", body.len().into());
+        (headers, http_body_util::Full::new(body.into()))
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -988,14 +1085,19 @@ mod tests {
     }
 
     /// The whole body, as the decoder would read it.
-    async fn read_bounded(response: reqwest::Response, max: u64) -> Result<Vec<u8>, String> {
-        read_streaming(response, max, |body| {
+    async fn read_bounded(
+        (headers, body): (http::HeaderMap, http_body_util::Full<bytes::Bytes>),
+        max: u64,
+    ) -> Result<Vec<u8>, String> {
+        let (read, ended) = read_streaming(&headers, body, max, |body| {
             let mut buf = Vec::new();
             body.read_to_end(&mut buf).map_err(ReportError::Read)?;
             Ok(buf)
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        assert!(ended, "a body read whole was read to its end");
+        Ok(read)
     }
 
     #[tokio::test]

@@ -187,7 +187,9 @@ async fn read_body(
     let status = response.status();
     if status.is_redirection() {
         return Err(PrepullError::Redirect(HttpError::redirect(
-            &opts.url, &response,
+            &opts.url,
+            status,
+            response.headers(),
         )));
     }
     if !status.is_success() {
