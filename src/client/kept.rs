@@ -19,12 +19,16 @@ use prometheus_client::metrics::counter::Counter;
 use rustls_pki_types::ServerName;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 use tokio_util::task::AbortOnDropHandle;
+
+/// How long a connection is used at most: a host's new certificate is checked
+/// within this time, and a connection does not outlive what it was opened to.
+pub const LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A connection, plain or TLS (boxed: a TLS session's state is over a kilobyte,
 /// which a plain connection would otherwise carry too).
@@ -35,6 +39,8 @@ pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 pub struct Idle {
     authority: String,
     stream: Stream,
+    /// When it was opened.
+    since: Instant,
 }
 
 /// Why an exchange failed before its answer began.
@@ -72,6 +78,8 @@ pub struct Connector {
     connect_timeout: Duration,
     /// Counts the connections opened (TCP connected).
     opened: Counter,
+    /// How long a connection is used at most.
+    lifetime: Duration,
 }
 
 impl std::fmt::Debug for Connector {
@@ -95,6 +103,7 @@ pub struct Exchange {
 /// the connection be used again.
 pub struct Finish {
     authority: String,
+    since: Instant,
     sender: http1::SendRequest<Empty<Bytes>>,
     driver: AbortOnDropHandle<Result<http1::Parts<TokioIo<Stream>>, hyper::Error>>,
     reusable: bool,
@@ -107,12 +116,18 @@ impl Connector {
             tls: None,
             connect_timeout,
             opened: Counter::default(),
+            lifetime: LIFETIME,
         }
     }
 
     /// Counts the connections it opens in `opened` from now on.
     pub fn counting(self, opened: Counter) -> Connector {
         Connector { opened, ..self }
+    }
+
+    /// Uses a connection for `lifetime` at most ([`LIFETIME`] by default).
+    pub fn lifetime(self, lifetime: Duration) -> Connector {
+        Connector { lifetime, ..self }
     }
 
     /// HTTPS, verifying the hosts' certificates against the system's roots and
@@ -151,6 +166,7 @@ impl Connector {
             tls: Some(TlsConnector::from(Arc::new(config))),
             connect_timeout,
             opened: Counter::default(),
+            lifetime: LIFETIME,
         })
     }
 
@@ -164,16 +180,20 @@ impl Connector {
         authority: &str,
         request: http::Request<Empty<Bytes>>,
     ) -> Result<Exchange, SendError> {
-        if let Some(stream) = idle.and_then(|i| usable(i, authority)) {
+        let idle = idle.filter(|i| i.since.elapsed() < self.lifetime);
+        if let Some((stream, since)) = idle.and_then(|i| usable(i, authority)) {
             let retry = clone_request(&request);
-            if let Ok(exchange) = self.exchange(stream, authority, request).await {
+            if let Ok(exchange) = self.exchange(stream, since, authority, request).await {
                 return Ok(exchange);
             }
             let stream = self.connect(authority).await?;
-            return self.exchange(stream, authority, retry).await;
+            return self
+                .exchange(stream, Instant::now(), authority, retry)
+                .await;
         }
         let stream = self.connect(authority).await?;
-        self.exchange(stream, authority, request).await
+        self.exchange(stream, Instant::now(), authority, request)
+            .await
     }
 
     async fn connect(&self, authority: &str) -> Result<Stream, SendError> {
@@ -201,6 +221,7 @@ impl Connector {
     async fn exchange(
         &self,
         stream: Stream,
+        since: Instant,
         authority: &str,
         request: http::Request<Empty<Bytes>>,
     ) -> Result<Exchange, SendError> {
@@ -218,6 +239,7 @@ impl Connector {
             response,
             finish: Finish {
                 authority: authority.to_string(),
+                since,
                 sender,
                 driver,
                 reusable,
@@ -233,6 +255,7 @@ impl Finish {
     pub async fn idle(self) -> Option<Idle> {
         let Finish {
             authority,
+            since,
             sender,
             driver,
             reusable,
@@ -247,6 +270,7 @@ impl Finish {
             Ok(Ok(parts)) if parts.read_buf.is_empty() => Some(Idle {
                 authority,
                 stream: parts.io.into_inner(),
+                since,
             }),
             _ => None,
         }
@@ -270,7 +294,7 @@ fn keeps_alive(response: &http::Response<Incoming>) -> bool {
 /// The kept connection's stream when it is to `authority` and still open with
 /// nothing to read (an idle HTTP/1.1 connection has nothing to read: bytes or
 /// an end of stream mean the host closed it or broke the protocol).
-fn usable(idle: Idle, authority: &str) -> Option<Stream> {
+fn usable(idle: Idle, authority: &str) -> Option<(Stream, Instant)> {
     if idle.authority != authority {
         return None;
     }
@@ -279,7 +303,7 @@ fn usable(idle: Idle, authority: &str) -> Option<Stream> {
         Either::Right(tls) => tls.get_ref().0,
     };
     match tcp.try_read(&mut [0u8; 1]) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(idle.stream),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some((idle.stream, idle.since)),
         _ => None,
     }
 }
@@ -423,6 +447,18 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(connector.opened.get(), 1);
+        // Past its lifetime, a connection is not used again.
+        let short = Connector::plain(Duration::from_secs(5)).lifetime(Duration::ZERO);
+        let (body, kept) = get(&short, &authority, idle).await;
+        // The first answer of a new connection, kept for a connector whose
+        // lifetime allows it.
+        assert_eq!((body.as_str(), kept.is_some()), ("one", true));
+        assert_eq!(
+            (accepted.load(Ordering::SeqCst), short.opened.get()),
+            (2, 1)
+        );
+        let (body, idle) = get(&connector, &authority, kept).await;
+        assert_eq!((body.as_str(), accepted.load(Ordering::SeqCst)), ("two", 2));
         // Another host's connection is not used for this one.
         let (other, other_accepted) = scripted(|_, _| Act::Answer("other")).await;
         let (body, _) = get(&connector, &other, idle).await;
