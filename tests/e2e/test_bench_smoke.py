@@ -119,9 +119,9 @@ def test_the_names_knob_sets_how_many_names_nodes_share(tmp_path):
 def test_agents_benchmark_quick_run_reads_unchanged_agents_as_304():
     """`cargo bench --bench agents -- --quick`: 200 agents on loopback, each serving
     500 runtime images with the agent's own code, read by the exporter. Every agent
-    answers the first round whole and the unchanged round with `304`; only the 1%
-    changed agents answer the last round whole, and the real agent's memory is
-    printed. Figures are not judged, only the shape of the traffic."""
+    answers the first round whole and the unchanged round with `304`, on the
+    connection of the first round; only the 1% changed agents answer the last round
+    whole, and the real agent's memory is printed. Figures are not judged, only the shape of the traffic."""
     profile = os.environ.get("IMAGECAP_BENCH_PROFILE", "dev")
     cmd = ["cargo", "bench", "--profile", profile, "--bench", "agents", "--",
            "--quick", "--unchanged", "1"]
@@ -144,6 +144,9 @@ def test_agents_benchmark_quick_run_reads_unchanged_agents_as_304():
     assert statuses["unchanged"] == [0, 200, 0], out
     # 1% of 200 agents hold more images in the last round: 2 whole answers.
     assert statuses["changed"] == [2, 198, 0], out
+    # A connection per agent, opened in the first round and kept for the next ones.
+    connections = {name: int(cells[3]) for name, cells in rounds.items()}
+    assert connections == {"first": 200, "unchanged": 0, "changed": 0}, out
     per_agent = {name: float(cells[5].split()[0]) for name, cells in rounds.items()}
     assert per_agent["unchanged"] * 20 < per_agent["first"], per_agent
     assert "real agent (" in out and "peak RSS" in out.split("real agent (")[1], out
