@@ -552,7 +552,7 @@ pub async fn fetch(
             let answer = Answer::Unchanged {
                 image_fs_used_bytes,
             };
-            return Ok((answer, finish.idle().await));
+            return Ok((answer, Some(finish)));
         }
         if head.status.is_redirection() {
             let error = HttpError::redirect(&url, head.status, &head.headers);
@@ -572,17 +572,21 @@ pub async fn fetch(
             })
             .await
             .map_err(answer_error)?;
-        let idle = if ended { finish.idle().await } else { None };
         let answer = Answer::Full {
             report: Box::new(report),
             etag: sent_etag,
         };
-        Ok((answer, idle))
+        Ok((answer, ended.then_some(finish)))
     };
     // One limit for the whole exchange, a body trickled in slowly included.
     let timeout = opts.timeout;
     match tokio::time::timeout(timeout, work).await {
-        Ok(Ok((answer, idle))) => (Ok(answer), idle),
+        // Taking the connection back is not part of the exchange: the answer
+        // counts even if that fails.
+        Ok(Ok((answer, finish))) => match finish {
+            Some(finish) => (Ok(answer), finish.idle().await),
+            None => (Ok(answer), None),
+        },
         Ok(Err(e)) => (Err(e), None),
         Err(_) => (Err(AgentError::Timeout { url, timeout }), None),
     }
