@@ -689,6 +689,16 @@ struct ConditionalAgent {
 
 impl ConditionalAgent {
     async fn start(node: &str) -> ConditionalAgent {
+        ConditionalAgent::serving(node, None).await
+    }
+
+    /// Served as the agent serves (its connection limits), closing a kept-alive
+    /// connection idle for `idle_timeout`; no peer addresses are logged.
+    async fn closing_idle(node: &str, idle_timeout: std::time::Duration) -> ConditionalAgent {
+        ConditionalAgent::serving(node, Some(idle_timeout)).await
+    }
+
+    async fn serving(node: &str, idle_timeout: Option<std::time::Duration>) -> ConditionalAgent {
         use imagecap_exporter::agent::{Agent, router};
         use imagecap_exporter::serve::auth::BasicAuth;
         let settings = imagecap_exporter::config::agent::AgentConfig::default().prune;
@@ -704,9 +714,8 @@ impl ConditionalAgent {
                         let peer = request
                             .extensions()
                             .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                            .map(|c| c.0)
-                            .unwrap();
-                        peer_log.lock().unwrap().push(peer);
+                            .map(|c| c.0);
+                        peer_log.lock().unwrap().extend(peer);
                         let asked = request
                             .headers()
                             .get("if-none-match")
@@ -722,8 +731,22 @@ impl ConditionalAgent {
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        match idle_timeout {
+            None => {
+                let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            }
+            Some(idle_timeout) => {
+                use imagecap_exporter::serve::conn::{Limits, serve};
+                let limits = Limits {
+                    header_read_timeout: std::time::Duration::from_secs(10),
+                    idle_timeout,
+                    max_connections: 16,
+                };
+                let stop = tokio_util::sync::CancellationToken::new();
+                tokio::spawn(serve(listener, app, None, limits, stop));
+            }
+        }
         ConditionalAgent {
             agent,
             exchanges,
@@ -908,4 +931,43 @@ async fn an_unchanged_agent_answers_304_and_a_changed_one_is_read_again() {
     ] {
         assert!(log.contains(needle), "{needle:?} in\n{log}");
     }
+}
+
+/// An agent that closes idle connections sooner than the exporter reads it again
+/// (its --web.idle-timeout under --agents-interval): each read finds the kept
+/// connection closed and opens a new one, and nothing fails.
+#[tokio::test]
+async fn connections_the_agent_closed_while_idle_are_replaced_without_an_error() {
+    let fake = FakeApiServer::start(vec![node("brief", &[], &filler(50))]).await;
+    let agent =
+        ConditionalAgent::closing_idle("brief", std::time::Duration::from_millis(300)).await;
+    agent.read(&agent_answer("brief", &now_rfc3339()));
+    let agents = [("brief", agent.addr)];
+    let (exporter, _dir) = start_with_agents(&fake, &agents, &["w_2026_47"], &[]).await;
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while agent.exchanges().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            agent.exchanges()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = agent.exchanges().len();
+    let m = exporter.metrics().await;
+    let after = agent.exchanges().len();
+    let errors = sample(&m, "imagecap_source_errors_total", &[("kind", "agent")]);
+    assert_eq!(errors, Some(0.0));
+    let up = sample(&m, "imagecap_node_agent_up", &[("node", "brief")]);
+    assert_eq!(up, Some(1.0));
+    // One connection per read: the kept one was seen closed each time.
+    let opened = sample(&m, "imagecap_agent_connections_opened_total", &[]).unwrap();
+    assert!(
+        (before as f64) <= opened && opened <= after as f64,
+        "{opened} connections for {before}-{after} reads"
+    );
+    // Conditional reads go on across connections.
+    let exchanges = agent.exchanges();
+    assert_eq!(exchanges[0], (None, 200), "{exchanges:?}");
+    assert!(exchanges[1..].iter().all(|e| e.1 == 304), "{exchanges:?}");
 }
