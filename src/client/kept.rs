@@ -71,6 +71,8 @@ pub enum TlsSetupError {
     CaBundle(std::path::PathBuf, rustls_pki_types::pem::Error),
     #[error("{path}: no certificate", path = .0.display())]
     NoCertificate(std::path::PathBuf),
+    #[error("{path}: {1}", path = .0.display())]
+    BadCertificate(std::path::PathBuf, rustls::Error),
     #[error("cannot set up TLS: {0}")]
     Verifier(rustls::Error),
 }
@@ -144,7 +146,8 @@ impl Connector {
             .cloned()
             .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
         let verifier = match ca_file {
-            None => rustls_platform_verifier::Verifier::new(provider.clone()),
+            None => rustls_platform_verifier::Verifier::new(provider.clone())
+                .map_err(TlsSetupError::Verifier)?,
             Some(path) => {
                 use rustls_pki_types::CertificateDer;
                 use rustls_pki_types::pem::PemObject;
@@ -155,10 +158,14 @@ impl Connector {
                 if certs.is_empty() {
                     return Err(TlsSetupError::NoCertificate(path.into()));
                 }
+                // A certificate the file holds that cannot be a root names the file.
                 rustls_platform_verifier::Verifier::new_with_extra_roots(certs, provider.clone())
+                    .map_err(|e| match e {
+                        rustls::Error::General(_) => TlsSetupError::Verifier(e),
+                        e => TlsSetupError::BadCertificate(path.into(), e),
+                    })?
             }
-        }
-        .map_err(TlsSetupError::Verifier)?;
+        };
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(TlsSetupError::Verifier)?
@@ -574,6 +581,20 @@ mod tests {
             panic!("a certificate from an unknown CA was accepted");
         };
         assert!(e.to_string().starts_with("TLS handshake: "), "{e}");
+
+        // A certificate that cannot be a root: an error that names the file.
+        let garbage = rustls_pki_types::CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, garbage.as_ref())
+        );
+        std::fs::write(&ca_file, pem).unwrap();
+        let e = Connector::tls(Duration::from_secs(5), Some(&ca_file)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: ", ca_file.display())),
+            "{e}"
+        );
 
         // A CA file without a certificate is an error that names it.
         std::fs::write(&ca_file, "not a certificate\n").unwrap();
