@@ -1140,6 +1140,16 @@ mod tests {
     }
 
     #[test]
+    fn kept_connections_leave_1024_open_files_for_the_rest() {
+        assert_eq!(kept_connections_max(Some(1_048_576)), 1_047_552);
+        assert_eq!(kept_connections_max(Some(4096)), 3072);
+        // A low limit keeps none: every read opens its own connection.
+        assert_eq!(kept_connections_max(Some(1024)), 0);
+        assert_eq!(kept_connections_max(Some(256)), 0);
+        assert_eq!(kept_connections_max(None), usize::MAX);
+    }
+
+    #[test]
     fn reports_must_be_about_the_node_and_fresh() {
         let now = humantime::parse_rfc3339("2026-11-25T10:05:00Z").unwrap();
         let body = |node: &str, at: &str| {
