@@ -1,6 +1,8 @@
 //! Plain HTTP (prepullers, node agents): one-line errors, redirects refused and
 //! named, extra CA bundles.
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,33 +83,88 @@ pub fn timed_out(timeout: Duration) -> String {
 /// Why an HTTP client cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("{0}")]
+    Ca(#[from] CaError),
     #[error("{path}: {1}", path = .0.display())]
-    CaFile(PathBuf, std::io::Error),
-    #[error("{path}: {1}", path = .0.display())]
-    CaBundle(PathBuf, reqwest::Error),
-    #[error("{path}: no certificate", path = .0.display())]
-    NoCertificate(PathBuf),
+    CaCertificate(PathBuf, reqwest::Error),
     #[error("cannot build an HTTP client: {0}")]
     Build(reqwest::Error),
 }
 
+/// Why a CA bundle (PEM) cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {1}", path = .0.display())]
+    Read(PathBuf, std::io::Error),
+    #[error("{path}: {1}", path = .0.display())]
+    Pem(PathBuf, rustls_pki_types::pem::Error),
+    #[error("{path}: no certificate", path = .0.display())]
+    NoCertificate(PathBuf),
+}
+
+/// The certificates of the CA bundle (PEM) at `path`: an unreadable file, one
+/// that is not PEM, or one without a certificate, is an error naming it.
+pub fn read_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaError> {
+    let pem = std::fs::read(path).map_err(|e| CaError::Read(path.into(), e))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaError::Pem(path.into(), e))?;
+    if certs.is_empty() {
+        return Err(CaError::NoCertificate(path.into()));
+    }
+    Ok(certs)
+}
+
 /// The client from `builder`, trusting the CA bundle (PEM) at `ca_file` too
-/// when given: the system's roots stay. An unreadable file, or one without a
-/// certificate, is an error naming it.
+/// when given ([`read_ca_bundle`]): the system's roots stay.
 pub fn build_with_ca(
     mut builder: reqwest::ClientBuilder,
     ca_file: Option<&Path>,
 ) -> Result<reqwest::Client, ClientError> {
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| ClientError::CaFile(path.into(), e))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ClientError::CaBundle(path.into(), e))?;
-        if certs.is_empty() {
-            return Err(ClientError::NoCertificate(path.into()));
-        }
-        for cert in certs {
+        for der in read_ca_bundle(path)? {
+            let cert = reqwest::Certificate::from_der(&der)
+                .map_err(|e| ClientError::CaCertificate(path.into(), e))?;
             builder = builder.add_root_certificate(cert);
         }
     }
     builder.build().map_err(ClientError::Build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_is_read_whole_and_its_errors_name_the_file() {
+        // As main does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.crt");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(&path, format!("{}{}", ca.pem(), ca.pem())).unwrap();
+        assert_eq!(read_ca_bundle(&path).unwrap(), vec![ca.der().clone(); 2]);
+        let client = build_with_ca(reqwest::Client::builder(), Some(&path));
+        assert!(client.is_ok(), "{:?}", client.err());
+
+        let named = |e: &dyn std::fmt::Display| {
+            let e = e.to_string();
+            assert!(e.starts_with(&format!("{}: ", path.display())), "{e}");
+            e
+        };
+        std::fs::write(&path, "not a certificate\n").unwrap();
+        let e = named(&build_with_ca(reqwest::Client::builder(), Some(&path)).unwrap_err());
+        assert!(e.ends_with("no certificate"), "{e}");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        named(&read_ca_bundle(&path).unwrap_err());
+        std::fs::remove_file(&path).unwrap();
+        named(&read_ca_bundle(&path).unwrap_err());
+    }
 }

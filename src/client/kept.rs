@@ -10,6 +10,7 @@
 //! while idle, is not used; a request that fails on a kept connection before an
 //! answer begins is sent again on a new one.
 
+use super::http::{CaError, read_ca_bundle};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
@@ -65,12 +66,8 @@ pub enum SendError {
 /// Why the client cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
-    #[error("{path}: {1}", path = .0.display())]
-    CaFile(std::path::PathBuf, std::io::Error),
-    #[error("{path}: {1}", path = .0.display())]
-    CaBundle(std::path::PathBuf, rustls_pki_types::pem::Error),
-    #[error("{path}: no certificate", path = .0.display())]
-    NoCertificate(std::path::PathBuf),
+    #[error("{0}")]
+    Ca(#[from] CaError),
     #[error("{path}: {1}", path = .0.display())]
     BadCertificate(std::path::PathBuf, rustls::Error),
     #[error("cannot set up TLS: {0}")]
@@ -149,15 +146,7 @@ impl Connector {
             None => rustls_platform_verifier::Verifier::new(provider.clone())
                 .map_err(TlsSetupError::Verifier)?,
             Some(path) => {
-                use rustls_pki_types::CertificateDer;
-                use rustls_pki_types::pem::PemObject;
-                let pem = std::fs::read(path).map_err(|e| TlsSetupError::CaFile(path.into(), e))?;
-                let certs = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| TlsSetupError::CaBundle(path.into(), e))?;
-                if certs.is_empty() {
-                    return Err(TlsSetupError::NoCertificate(path.into()));
-                }
+                let certs = read_ca_bundle(path)?;
                 // A certificate the file holds that cannot be a root names the file.
                 rustls_platform_verifier::Verifier::new_with_extra_roots(certs, provider.clone())
                     .map_err(|e| match e {
@@ -192,16 +181,16 @@ impl Connector {
         request: http::Request<Empty<Bytes>>,
     ) -> Result<Exchange, SendError> {
         let idle = idle.filter(|i| i.since.elapsed() < self.lifetime);
-        if let Some((stream, since)) = idle.and_then(|i| usable(i, authority)) {
-            let retry = clone_request(&request);
-            if let Ok(exchange) = self.exchange(stream, since, authority, request).await {
-                return Ok(exchange);
+        let request = match idle.and_then(|i| usable(i, authority)) {
+            Some((stream, since)) => {
+                let retry = clone_request(&request);
+                match self.exchange(stream, since, authority, request).await {
+                    Ok(exchange) => return Ok(exchange),
+                    Err(_) => retry,
+                }
             }
-            let stream = self.connect(authority).await?;
-            return self
-                .exchange(stream, Instant::now(), authority, retry)
-                .await;
-        }
+            None => request,
+        };
         let stream = self.connect(authority).await?;
         self.exchange(stream, Instant::now(), authority, request)
             .await
